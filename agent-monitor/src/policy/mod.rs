@@ -1,1 +1,294 @@
-//! The policy engine.
+//! The policy engine: judges one observed activity against a compiled scope.
+//!
+//! Pure (no I/O, no clock): compiled once when a scope loads, evaluated per event with
+//! precompiled glob sets. Allow-list posture: whatever no rule allows is a violation.
+
+mod baseline;
+mod error;
+mod files;
+mod glob;
+mod net;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+pub use error::PolicyError;
+pub use glob::{check_path_glob, compile_glob};
+pub use net::{ConnectRule, ConnectTarget, RuleProtocol};
+
+use baseline::Baseline;
+use glob::PatternSet;
+use net::CidrRule;
+
+/// How a file was accessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileAccess {
+    Read,
+    Write,
+    Create,
+    Unlink,
+    /// A rename seen on one path only; judged like a write. Prefer [`Activity::Rename`].
+    Rename,
+}
+
+impl fmt::Display for FileAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Create => "create",
+            Self::Unlink => "unlink",
+            Self::Rename => "rename",
+        })
+    }
+}
+
+/// A network operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetOp {
+    Connect,
+    Send,
+    Bind,
+}
+
+impl fmt::Display for NetOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connect",
+            Self::Send => "send",
+            Self::Bind => "bind",
+        })
+    }
+}
+
+/// The observed L4 protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    /// Any other IP protocol, by number.
+    Other(u8),
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp => f.write_str("tcp"),
+            Self::Udp => f.write_str("udp"),
+            Self::Other(number) => write!(f, "ip protocol {number}"),
+        }
+    }
+}
+
+/// One thing an agent process did, with canonical paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity<'a> {
+    Exec {
+        path: &'a str,
+    },
+    File {
+        path: &'a str,
+        access: FileAccess,
+    },
+    /// rename: the source is judged as an unlink, the destination as a create.
+    Rename {
+        from: &'a str,
+        to: &'a str,
+    },
+    Net {
+        op: NetOp,
+        addr: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    },
+}
+
+/// Who acted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    /// The acting process; its own `/proc/<tgid>` tree is part of the read baseline.
+    pub tgid: u32,
+}
+
+/// The scope dimension a violation falls in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dimension {
+    Exec,
+    Files,
+    Network,
+}
+
+/// The outcome of judging one activity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Violation(Violation),
+}
+
+/// What was broken and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub dimension: Dimension,
+    /// The rule that refused it, e.g. `exec.allow` or `files.deny[2]: **/.env`.
+    pub rule: String,
+    /// One human-readable sentence.
+    pub reason: String,
+}
+
+impl Verdict {
+    /// Runs the next check only while everything so far is allowed.
+    fn and_then(self, next: impl FnOnce() -> Self) -> Self {
+        match self {
+            Self::Allowed => next(),
+            violation @ Self::Violation(_) => violation,
+        }
+    }
+
+    fn violation(dimension: Dimension, rule: impl Into<String>, reason: String) -> Self {
+        Self::Violation(Violation {
+            dimension,
+            rule: rule.into(),
+            reason,
+        })
+    }
+}
+
+/// The `files` part of a declared policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileRules {
+    /// Grant the runtime baseline (shared libraries, locale, `/dev/null`, own `/proc`).
+    pub baseline: bool,
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+/// A declared policy: the input of [`CompiledPolicy::compile`], kept for reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicySpec {
+    pub exec_allow: Vec<String>,
+    pub files: FileRules,
+    pub connect: Vec<ConnectRule>,
+    pub bind: Vec<u16>,
+}
+
+/// A policy ready for per-event evaluation.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    declared: PolicySpec,
+    exec: PatternSet,
+    read: PatternSet,
+    write: PatternSet,
+    deny: PatternSet,
+    baseline: Option<Baseline>,
+    connect: Vec<CidrRule>,
+}
+
+impl CompiledPolicy {
+    /// Validates and compiles a declared policy.
+    ///
+    /// # Errors
+    /// A [`PolicyError`] for the first invalid glob or port.
+    pub fn compile(spec: PolicySpec) -> Result<Self, PolicyError> {
+        net::check_bind(&spec.bind)?;
+        Ok(Self {
+            exec: PatternSet::compile("exec.allow", &spec.exec_allow)?,
+            read: PatternSet::compile("files.read", &spec.files.read)?,
+            write: PatternSet::compile("files.write", &spec.files.write)?,
+            deny: PatternSet::compile("files.deny", &spec.files.deny)?,
+            baseline: if spec.files.baseline {
+                Some(Baseline::compile()?)
+            } else {
+                None
+            },
+            connect: CidrRule::compile_all(&spec.connect)?,
+            declared: spec,
+        })
+    }
+
+    /// Judges one activity of the process `ctx.tgid`.
+    #[must_use]
+    pub fn evaluate(&self, activity: &Activity<'_>, ctx: &Context) -> Verdict {
+        match *activity {
+            Activity::Exec { path } => self.judge_exec(path),
+            Activity::File { path, access } => self.judge_file(path, access, ctx.tgid),
+            Activity::Rename { from, to } => self.judge_rename(from, to, ctx.tgid),
+            Activity::Net {
+                op,
+                addr,
+                port,
+                protocol,
+            } => self.judge_net(op, addr, port, protocol),
+        }
+    }
+
+    /// Everything declared, as compiled (for declared-vs-used reports and status).
+    #[must_use]
+    pub fn declared(&self) -> &PolicySpec {
+        &self.declared
+    }
+
+    /// The `host:` connect rules. They never allow an address yet (DNS-name egress is
+    /// enforced elsewhere, later), but are kept so that it can be built on them.
+    pub fn host_rules(&self) -> impl Iterator<Item = &ConnectRule> + '_ {
+        self.declared
+            .connect
+            .iter()
+            .filter(|rule| matches!(rule.target, ConnectTarget::Host(_)))
+    }
+
+    fn judge_exec(&self, path: &str) -> Verdict {
+        if self.exec.is_match(&globset::Candidate::new(path)) {
+            Verdict::Allowed
+        } else {
+            Verdict::violation(
+                Dimension::Exec,
+                "exec.allow",
+                format!("{path} is not in exec.allow"),
+            )
+        }
+    }
+
+    fn judge_net(&self, op: NetOp, addr: IpAddr, port: u16, protocol: Protocol) -> Verdict {
+        match op {
+            NetOp::Connect | NetOp::Send => {
+                // An IPv4-mapped IPv6 peer is an IPv4 peer: judge it by the IPv4 rules.
+                let addr = addr.to_canonical();
+                if self
+                    .connect
+                    .iter()
+                    .any(|rule| rule.admits(addr, port, protocol))
+                {
+                    Verdict::Allowed
+                } else {
+                    Verdict::violation(
+                        Dimension::Network,
+                        "network.connect",
+                        format!(
+                            "{op} to {} ({protocol}) is not in network.connect",
+                            SocketAddr::new(addr, port)
+                        ),
+                    )
+                }
+            }
+            NetOp::Bind => {
+                if self.declared.bind.contains(&port) {
+                    Verdict::Allowed
+                } else {
+                    Verdict::violation(
+                        Dimension::Network,
+                        "network.bind",
+                        format!("bind to port {port} ({protocol}) is not in network.bind"),
+                    )
+                }
+            }
+        }
+    }
+}

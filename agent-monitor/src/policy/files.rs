@@ -1,0 +1,97 @@
+//! The files dimension: deny first, then the read/write allow-lists and the baseline.
+
+use globset::Candidate;
+
+use super::{CompiledPolicy, Dimension, FileAccess, Verdict};
+
+/// What is being done to one path, for rule lookup and the violation's wording.
+#[derive(Clone, Copy)]
+enum Op {
+    Access(FileAccess),
+    RenameFrom,
+    RenameTo,
+}
+
+impl Op {
+    fn needs_write(self) -> bool {
+        !matches!(self, Self::Access(FileAccess::Read))
+    }
+
+    fn describe(self, path: &str) -> String {
+        match self {
+            Self::Access(access) => format!("{access} of {path}"),
+            Self::RenameFrom => format!("rename from {path}"),
+            Self::RenameTo => format!("rename to {path}"),
+        }
+    }
+}
+
+impl CompiledPolicy {
+    pub(super) fn judge_file(&self, path: &str, access: FileAccess, tgid: u32) -> Verdict {
+        let candidate = Candidate::new(path);
+        let op = Op::Access(access);
+        self.denied(path, &candidate, op)
+            .and_then(|| self.permitted(path, &candidate, op, tgid))
+    }
+
+    /// Deny is checked on both ends before either end's allow-list, so a rename touching
+    /// a denied path is always reported as such.
+    pub(super) fn judge_rename(&self, from: &str, to: &str, tgid: u32) -> Verdict {
+        let (from_c, to_c) = (Candidate::new(from), Candidate::new(to));
+        self.denied(from, &from_c, Op::RenameFrom)
+            .and_then(|| self.denied(to, &to_c, Op::RenameTo))
+            .and_then(|| self.permitted(from, &from_c, Op::RenameFrom, tgid))
+            .and_then(|| self.permitted(to, &to_c, Op::RenameTo, tgid))
+    }
+
+    fn denied(&self, path: &str, candidate: &Candidate<'_>, op: Op) -> Verdict {
+        // `is_match` first: the indexed lookup allocates, and only violations need it.
+        if !self.deny.is_match(candidate) {
+            return Verdict::Allowed;
+        }
+        let index = self.deny.first_match(candidate).unwrap_or_default();
+        let pattern = self
+            .declared
+            .files
+            .deny
+            .get(index)
+            .map_or("", String::as_str);
+        Verdict::violation(
+            Dimension::Files,
+            format!("files.deny[{index}]: {pattern}"),
+            format!("{} is denied by files.deny", op.describe(path)),
+        )
+    }
+
+    fn permitted(&self, path: &str, candidate: &Candidate<'_>, op: Op, tgid: u32) -> Verdict {
+        let baseline = self.baseline.as_ref();
+        if op.needs_write() {
+            if self.write.is_match(candidate) || baseline.is_some_and(|b| b.allows_write(candidate))
+            {
+                return Verdict::Allowed;
+            }
+            return Verdict::violation(
+                Dimension::Files,
+                "files.write",
+                format!("{} is not in files.write", op.describe(path)),
+            );
+        }
+        // Writable implies readable.
+        if self.read.is_match(candidate)
+            || self.write.is_match(candidate)
+            || baseline.is_some_and(|b| b.allows_read(path, candidate, tgid))
+        {
+            return Verdict::Allowed;
+        }
+        let lists = if baseline.is_some() {
+            "files.read, files.write or the baseline"
+        } else {
+            "files.read or files.write (baseline off)"
+        };
+        Verdict::violation(
+            Dimension::Files,
+            "files.read",
+            format!("{} is not in {lists}", op.describe(path)),
+        )
+    }
+}
