@@ -1,1 +1,198 @@
-//! Scope manifests.
+//! Scope manifests: parsing and validating `AgentScope` YAML into compiled scopes.
+//!
+//! Validation happens while deserializing (see `values`), so every rejection carries
+//! the file, line and column of the offending node.
+
+mod error;
+mod manifest;
+mod net;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::GlobMatcher;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+pub use error::ScopeError;
+pub use manifest::{ExecSpec, FilesSpec, Mode, NetworkSpec, OnViolation, ScopeSpec, Select};
+pub use net::{ConnectRuleSpec, Port};
+use values::NonEmpty;
+pub use values::{CgroupGlob, PathGlob, Ttl};
+
+use crate::policy::CompiledPolicy;
+use manifest::Manifest;
+
+/// A validated, compiled scope.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub name: String,
+    pub owner: String,
+    pub identity: Option<String>,
+    pub mode: Mode,
+    pub ttl: Option<Duration>,
+    pub on_violation: OnViolation,
+    pub select_cgroup: Option<GlobMatcher>,
+    pub select_cgroup_pattern: Option<String>,
+    pub policy: CompiledPolicy,
+    /// The file it came from (`<inline>` for YAML submitted through the API).
+    pub source: PathBuf,
+    pub spec: ScopeSpec,
+}
+
+/// Parses every document of `text`; the first error wins. `source` names the text in
+/// errors and in [`Scope::source`].
+///
+/// # Errors
+/// A [`ScopeError`] for invalid YAML or schema, a duplicate name, or no document at all.
+pub fn parse_str(text: &str, source: &Path) -> Result<Vec<Scope>, ScopeError> {
+    // serde_yaml deserializes the events read before a syntax error and reports the
+    // syntax error only if that succeeds, so a truncated document could surface as a
+    // misleading schema error ("missing field"). A first, schema-free pass puts the
+    // syntax error first.
+    for document in serde_yaml::Deserializer::from_str(text) {
+        IgnoredAny::deserialize(document).map_err(|error| ScopeError::yaml(source, error))?;
+    }
+    let mut scopes: Vec<Scope> = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        // An empty document (e.g. after a trailing `---`) is not a scope.
+        let Some(manifest) = Option::<Manifest>::deserialize(document)
+            .map_err(|error| ScopeError::yaml(source, error))?
+        else {
+            continue;
+        };
+        let scope = compile(manifest, source)?;
+        if scopes.iter().any(|s| s.name == scope.name) {
+            return Err(ScopeError::DuplicateName {
+                path: source.to_owned(),
+                name: scope.name,
+                first: source.to_owned(),
+            });
+        }
+        scopes.push(scope);
+    }
+    if scopes.is_empty() {
+        return Err(ScopeError::NoScope {
+            path: source.to_owned(),
+        });
+    }
+    Ok(scopes)
+}
+
+/// Reads and parses one manifest file.
+///
+/// # Errors
+/// As [`parse_str`], plus [`ScopeError::Read`].
+pub fn parse_file(path: &Path) -> Result<Vec<Scope>, ScopeError> {
+    let text = fs::read_to_string(path).map_err(|error| ScopeError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    parse_str(&text, path)
+}
+
+/// The outcome of loading a directory: what loaded, and what was skipped and why.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub scopes: Vec<Scope>,
+    pub errors: Vec<ScopeError>,
+}
+
+/// Loads every `*.yaml` and `*.yml` file of `dir` in name order. A bad file is
+/// reported and skipped as a whole; the others still load. Of two files declaring the
+/// same scope name, the first in name order wins and the second is reported.
+/// Hidden files (editor and tooling leftovers) are ignored.
+#[must_use]
+pub fn load_dir(dir: &Path) -> LoadReport {
+    let mut report = LoadReport::default();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            report.errors.push(ScopeError::ReadDir {
+                path: dir.to_owned(),
+                error,
+            });
+            return report;
+        }
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(entry) if is_manifest(&entry.path()) => files.push(entry.path()),
+            Ok(_) => {}
+            Err(error) => report.errors.push(ScopeError::ReadDir {
+                path: dir.to_owned(),
+                error,
+            }),
+        }
+    }
+    files.sort();
+
+    let mut defined_in: HashMap<String, PathBuf> = HashMap::new();
+    for path in files {
+        let scopes = match parse_file(&path) {
+            Ok(scopes) => scopes,
+            Err(error) => {
+                report.errors.push(error);
+                continue;
+            }
+        };
+        if let Some((name, first)) = scopes
+            .iter()
+            .find_map(|s| defined_in.get(&s.name).map(|first| (&s.name, first)))
+        {
+            report.errors.push(ScopeError::DuplicateName {
+                path: path.clone(),
+                name: name.clone(),
+                first: first.clone(),
+            });
+            continue;
+        }
+        for scope in &scopes {
+            defined_in.insert(scope.name.clone(), path.clone());
+        }
+        report.scopes.extend(scopes);
+    }
+    report
+}
+
+fn is_manifest(path: &Path) -> bool {
+    let hidden = path
+        .file_name()
+        .is_none_or(|name| name.as_encoded_bytes().starts_with(b"."));
+    let yaml = path
+        .extension()
+        .is_some_and(|ext| ext == "yaml" || ext == "yml");
+    // `is_file` follows symlinks, as in a Kubernetes ConfigMap mount.
+    !hidden && yaml && path.is_file()
+}
+
+fn compile(manifest: Manifest, source: &Path) -> Result<Scope, ScopeError> {
+    let Manifest { metadata, spec, .. } = manifest;
+    let name = metadata.name.into_string();
+    let policy =
+        CompiledPolicy::compile(spec.policy_spec()).map_err(|error| ScopeError::Policy {
+            path: source.to_owned(),
+            name: name.clone(),
+            error,
+        })?;
+    let select = spec.select.as_ref().map(|select| &select.cgroup);
+    Ok(Scope {
+        owner: metadata.owner.into_string(),
+        identity: metadata.identity.map(NonEmpty::into_string),
+        mode: spec.mode,
+        ttl: spec.ttl.map(Ttl::duration),
+        on_violation: spec.on_violation,
+        select_cgroup: select.map(|glob| glob.matcher().clone()),
+        select_cgroup_pattern: select.map(|glob| glob.as_str().to_owned()),
+        policy,
+        source: source.to_owned(),
+        name,
+        spec,
+    })
+}

@@ -1,0 +1,182 @@
+//! The manifest schema (PRODUCT.md section 3). Unknown fields are errors everywhere.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::net::{ConnectRuleSpec, Port};
+use super::values::{CgroupGlob, NonEmpty, PathGlob, ScopeName, Ttl};
+use crate::policy::{FileRules, PolicySpec};
+
+/// One YAML document.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct Manifest {
+    #[serde(rename = "apiVersion")]
+    _api_version: ApiVersion,
+    #[serde(rename = "kind")]
+    _kind: Kind,
+    pub(super) metadata: Metadata,
+    pub(super) spec: ScopeSpec,
+}
+
+#[derive(Debug, Deserialize)]
+enum ApiVersion {
+    #[serde(rename = "agent-monitor.dev/v1")]
+    V1,
+}
+
+#[derive(Debug, Deserialize)]
+enum Kind {
+    AgentScope,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Metadata {
+    pub(super) name: ScopeName,
+    /// The accountable human sponsor.
+    pub(super) owner: NonEmpty,
+    /// Workload identity (e.g. a SPIFFE ID).
+    #[serde(default)]
+    pub(super) identity: Option<NonEmpty>,
+}
+
+/// What happens to out-of-scope activity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Record violations, stop nothing.
+    #[default]
+    Audit,
+    /// Refuse out-of-scope network activity and apply `onViolation`.
+    Enforce,
+}
+
+/// What an enforcing scope does to the agent on a violation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnViolation {
+    Alert,
+    #[default]
+    KillProcess,
+    KillAgent,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Audit => "audit",
+            Self::Enforce => "enforce",
+        })
+    }
+}
+
+impl fmt::Display for OnViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Alert => "alert",
+            Self::KillProcess => "kill-process",
+            Self::KillAgent => "kill-agent",
+        })
+    }
+}
+
+/// `spec`, validated; serializes back to the manifest's shape (camelCase keys).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScopeSpec {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Ttl>,
+    #[serde(default)]
+    pub on_violation: OnViolation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<Select>,
+    #[serde(default)]
+    pub exec: ExecSpec,
+    #[serde(default)]
+    pub files: FilesSpec,
+    #[serde(default)]
+    pub network: NetworkSpec,
+}
+
+/// `spec.select`: agents the daemon discovers by itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Select {
+    pub cgroup: CgroupGlob,
+}
+
+/// `spec.exec`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSpec {
+    #[serde(default)]
+    pub allow: Vec<PathGlob>,
+}
+
+/// `spec.files`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSpec {
+    #[serde(default = "baseline_default")]
+    pub baseline: bool,
+    #[serde(default)]
+    pub read: Vec<PathGlob>,
+    #[serde(default)]
+    pub write: Vec<PathGlob>,
+    #[serde(default)]
+    pub deny: Vec<PathGlob>,
+}
+
+fn baseline_default() -> bool {
+    true
+}
+
+impl Default for FilesSpec {
+    fn default() -> Self {
+        Self {
+            baseline: baseline_default(),
+            read: Vec::new(),
+            write: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+/// `spec.network`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    #[serde(default)]
+    pub connect: Vec<ConnectRuleSpec>,
+    /// Ports the agent may listen on; empty allows none.
+    #[serde(default)]
+    pub bind: Vec<Port>,
+}
+
+impl ScopeSpec {
+    /// The engine's view of this spec.
+    #[must_use]
+    pub fn policy_spec(&self) -> PolicySpec {
+        let globs = |list: &[PathGlob]| list.iter().map(|g| g.as_str().to_owned()).collect();
+        PolicySpec {
+            exec_allow: globs(&self.exec.allow),
+            files: FileRules {
+                baseline: self.files.baseline,
+                read: globs(&self.files.read),
+                write: globs(&self.files.write),
+                deny: globs(&self.files.deny),
+            },
+            connect: self
+                .network
+                .connect
+                .iter()
+                .map(|rule| rule.0.clone())
+                .collect(),
+            bind: self.network.bind.iter().map(|port| port.0).collect(),
+        }
+    }
+}
