@@ -1,1 +1,234 @@
+//! Types shared by the kernel programs and the daemon.
+//!
+//! Wire-safe by construction: `#[repr(C)]`, `Copy`, explicit padding, integers only (no
+//! `bool`, `Option` or Rust enums). Every event starts with an [`EventHeader`]; its `kind`
+//! says which payload struct follows. Userspace copies events out of the ring buffer with
+//! `read_unaligned` after checking the length.
 #![no_std]
+
+/// Bytes kept of a path argument (including the NUL). Longer paths are truncated and flagged.
+pub const PATH_LEN: usize = 256;
+/// Bytes kept of each argv entry (including the NUL).
+pub const ARG_LEN: usize = 64;
+/// argv entries kept per exec.
+pub const MAX_ARGS: usize = 6;
+/// `TASK_COMM_LEN` in the kernel.
+pub const COMM_LEN: usize = 16;
+/// Deepest cgroup level searched for a tagged ancestor.
+pub const MAX_CGROUP_LEVEL: i32 = 16;
+
+/// Event kinds (`EventHeader::kind`). Numbers are stable; retired numbers are never reused.
+pub mod kind {
+    /// [`crate::ExecEvent`]: a tagged process ran a new image (sched_process_exec).
+    pub const EXEC: u32 = 1;
+    /// [`crate::FileEvent`]: a tagged process opened, unlinked or renamed a file, or changed
+    /// directory (reported at syscall exit, successful calls only).
+    pub const FILE: u32 = 2;
+    /// [`crate::NetEvent`]: connect, unconnected send or bind by a tagged process.
+    pub const NET: u32 = 3;
+    /// [`crate::ExitEvent`]: the last thread of a tagged process exited.
+    pub const EXIT: u32 = 4;
+    /// [`crate::CgroupEvent`]: a cgroup v2 directory was created (any process).
+    pub const CGROUP_MKDIR: u32 = 5;
+    /// [`crate::CgroupEvent`]: a cgroup v2 directory was removed (any process).
+    pub const CGROUP_RMDIR: u32 = 6;
+}
+
+/// File operations (`FileEvent::op`).
+pub mod file_op {
+    /// open, openat, openat2, creat: `flags` holds the open flags.
+    pub const OPEN: u32 = 1;
+    /// unlink, unlinkat, rmdir.
+    pub const UNLINK: u32 = 2;
+    /// rename, renameat, renameat2: `path2`/`dirfd2` hold the destination.
+    pub const RENAME: u32 = 3;
+    /// chdir (`path` set) or fchdir (`dirfd` set, `path` empty): keeps the process table's cwd.
+    pub const CHDIR: u32 = 4;
+}
+
+/// Network operations (`NetEvent::op`), one per cgroup `sock_addr` hook family.
+pub mod net_op {
+    pub const CONNECT: u32 = 1;
+    /// sendmsg/sendto with an address on an unconnected UDP socket.
+    pub const SEND: u32 = 2;
+    pub const BIND: u32 = 3;
+}
+
+/// `EventHeader::flags` bits.
+pub mod flags {
+    /// A path or argument did not fit and was cut.
+    pub const TRUNCATED: u32 = 1;
+}
+
+/// Indexes into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Events written to the ring buffer.
+    pub const EMITTED: u32 = 0;
+    /// Events lost because the ring buffer was full.
+    pub const DROPPED: u32 = 1;
+    /// Tagged pids that could not be recorded (pid map full).
+    pub const PID_MAP_FULL: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// The fixed part of every event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// Agent slot (the task) the process belongs to; 0 for untagged (cgroup events only).
+    pub agent: u32,
+    /// `bpf_ktime_get_boot_ns` (CLOCK_BOOTTIME).
+    pub time_ns: u64,
+    /// Thread id.
+    pub pid: u32,
+    /// Process id.
+    pub tgid: u32,
+    /// Parent process id as tracked by the kernel side (0 when not known).
+    pub ppid: u32,
+    pub flags: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `kind::EXEC`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Number of argv entries captured (at most `MAX_ARGS`).
+    pub argc: u32,
+    pub _pad: u32,
+    /// The name the kernel resolved the image from (`bprm->filename`).
+    pub filename: [u8; PATH_LEN],
+    pub args: [[u8; ARG_LEN]; MAX_ARGS],
+}
+
+/// `kind::FILE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileEvent {
+    pub header: EventHeader,
+    pub op: u32,
+    /// open flags (`O_*`) for `OPEN`, `AT_REMOVEDIR` for `UNLINK`, rename flags for `RENAME`.
+    pub open_flags: u32,
+    /// Directory fd `path` is relative to (`AT_FDCWD` = -100 for the cwd).
+    pub dirfd: i32,
+    pub dirfd2: i32,
+    /// Syscall return value (the new fd for opens).
+    pub ret: i64,
+    pub path: [u8; PATH_LEN],
+    pub path2: [u8; PATH_LEN],
+}
+
+/// `kind::NET`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NetEvent {
+    pub header: EventHeader,
+    pub op: u32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u32,
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, ...
+    pub protocol: u32,
+    /// Host byte order.
+    pub port: u16,
+    pub _pad: u16,
+    /// IPv4 in the first four bytes, or the IPv6 address; network byte order.
+    pub addr: [u8; 16],
+    /// What the kernel did: 1 allowed, 0 refused.
+    pub allowed: u32,
+    pub _pad2: u32,
+}
+
+/// `kind::EXIT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+}
+
+/// `kind::CGROUP_MKDIR` / `kind::CGROUP_RMDIR` (cgroup v2 hierarchy only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CgroupEvent {
+    pub header: EventHeader,
+    pub id: u64,
+    pub level: u32,
+    pub _pad: u32,
+    /// Path relative to the cgroup2 root, e.g. `/agents/a1`.
+    pub path: [u8; PATH_LEN],
+}
+
+/// Value of the pid map: which agent a thread belongs to, and its parent process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PidTag {
+    pub agent: u32,
+    pub ppid: u32,
+}
+
+/// argv captured at execve entry, consumed at sched_process_exec.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecArgs {
+    pub argc: u32,
+    pub flags: u32,
+    pub args: [[u8; ARG_LEN]; MAX_ARGS],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, made of integers and byte arrays with
+    // explicit padding, so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::PidTag {}
+    unsafe impl aya::Pod for super::ExecArgs {}
+    unsafe impl aya::Pod for super::FileEvent {}
+    unsafe impl aya::Pod for super::ExecEvent {}
+}
+
+/// Helpers for byte fields.
+pub mod bytes {
+    /// The bytes before the first NUL (all of them when there is none).
+    #[must_use]
+    pub fn until_nul(buf: &[u8]) -> &[u8] {
+        match buf.iter().position(|b| *b == 0) {
+            Some(n) => &buf[..n],
+            None => buf,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::{align_of, size_of};
+
+    use super::*;
+
+    // The kernel reserves ring-buffer records at 8-byte boundaries and the layout is shared
+    // with C-like code: sizes are part of the wire contract.
+    #[test]
+    fn wire_sizes_are_stable() {
+        assert_eq!(size_of::<EventHeader>(), 48);
+        assert_eq!(size_of::<ExecEvent>(), 48 + 8 + PATH_LEN + ARG_LEN * MAX_ARGS);
+        assert_eq!(size_of::<FileEvent>(), 48 + 24 + 2 * PATH_LEN);
+        assert_eq!(size_of::<NetEvent>(), 48 + 16 + 16 + 8);
+        assert_eq!(size_of::<ExitEvent>(), 48);
+        assert_eq!(size_of::<CgroupEvent>(), 48 + 16 + PATH_LEN);
+        for align in [
+            align_of::<ExecEvent>(),
+            align_of::<FileEvent>(),
+            align_of::<NetEvent>(),
+            align_of::<CgroupEvent>(),
+        ] {
+            assert_eq!(8 % align, 0);
+        }
+    }
+
+    #[test]
+    fn until_nul_stops_at_first_nul() {
+        assert_eq!(bytes::until_nul(b"abc\0def"), b"abc");
+        assert_eq!(bytes::until_nul(b"abc"), b"abc");
+        assert_eq!(bytes::until_nul(b"\0"), b"");
+    }
+}

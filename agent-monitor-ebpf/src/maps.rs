@@ -1,0 +1,57 @@
+//! Maps shared by all hooks. Names are the contract with the daemon's loader.
+
+use agent_monitor_common::{ExecArgs, ExecEvent, FileEvent, PidTag, counter};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+
+/// All events, in order per CPU. Sized by the daemon at load time.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// cgroup id -> agent slot, written by the daemon when it tags a task cgroup.
+#[map]
+pub static AGENT_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
+/// thread id -> agent slot and parent: the tag follows a process that leaves its cgroup.
+#[map]
+pub static AGENT_PIDS: HashMap<u32, PidTag> = HashMap::with_max_entries(65536, 0);
+
+/// File syscall seen at entry, completed at exit (keyed by thread id). LRU so that a thread
+/// killed inside a syscall cannot leak an entry.
+#[map]
+pub static PENDING_FILE: LruHashMap<u32, FileEvent> = LruHashMap::with_max_entries(8192, 0);
+
+/// argv captured at execve entry, consumed at sched_process_exec (keyed by thread id).
+#[map]
+pub static PENDING_EXEC: LruHashMap<u32, ExecArgs> = LruHashMap::with_max_entries(4096, 0);
+
+// Verifier workaround: events are larger than the 512-byte BPF stack, so they are built in
+// per-CPU scratch space.
+#[map]
+pub static FILE_SCRATCH: PerCpuArray<FileEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static ARGS_SCRATCH: PerCpuArray<ExecArgs> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU counters, indexed by `agent_monitor_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot; programs on one CPU do not run concurrently with each other
+        // for the same map value in a way that matters for a statistics counter.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Writes one event to the ring buffer and counts it as emitted or dropped.
+pub fn emit<T>(event: &T) {
+    match EVENTS.output::<T>(event, 0) {
+        Ok(()) => count(counter::EMITTED),
+        Err(_) => count(counter::DROPPED),
+    }
+}

@@ -1,0 +1,146 @@
+//! Process hooks: fork (tag inheritance), exec (what ran) and exit (cleanup).
+
+use agent_monitor_common::{
+    ARG_LEN, ExitEvent, MAX_ARGS, PATH_LEN, flags, kind,
+};
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use crate::{
+    maps::{ARGS_SCRATCH, AGENT_PIDS, EXEC_SCRATCH, PENDING_EXEC, PENDING_FILE, emit},
+    tag::{current_agent, header, inherit},
+};
+
+/// Offset of syscall argument `n` in a `syscalls:sys_enter_*` record: common fields (8
+/// bytes), `__syscall_nr` padded to 8, then one 8-byte slot per argument.
+pub const fn sys_arg(n: usize) -> usize {
+    16 + 8 * n
+}
+
+/// sched:sched_process_fork (6.18 layout): `__data_loc char[] parent_comm` @8,
+/// `pid_t parent_pid` @12, `__data_loc char[] child_comm` @16, `pid_t child_pid` @20.
+/// Fires in the parent for every clone, threads included.
+#[tracepoint]
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_process_fork(&ctx);
+    0
+}
+
+fn try_sched_process_fork(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(agent) = current_agent() else { return Ok(()) };
+    // SAFETY: offset from the tracepoint format above.
+    let child: i32 = unsafe { ctx.read_at(20) }.map_err(i64::from)?;
+    #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
+    inherit(child as u32, &agent);
+    Ok(())
+}
+
+/// syscalls:sys_enter_execve: filename, argv, envp. argv is read here, while the old image's
+/// memory still holds it; the event itself is sent at sched_process_exec, on success only.
+#[tracepoint]
+pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    let _ = try_stash_argv(&ctx, sys_arg(1));
+    0
+}
+
+/// syscalls:sys_enter_execveat: dfd, filename, argv, envp, flags.
+#[tracepoint]
+pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    let _ = try_stash_argv(&ctx, sys_arg(2));
+    0
+}
+
+fn try_stash_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64> {
+    let Some(agent) = current_agent() else { return Ok(()) };
+    // SAFETY: offset from the tracepoint format.
+    let argv: *const *const u8 = unsafe { ctx.read_at(argv_offset) }.map_err(i64::from)?;
+    let args = ARGS_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch slot, exclusively ours for the duration of this program.
+    let args = unsafe { &mut *args };
+    args.argc = 0;
+    args.flags = 0;
+    // Unrolled by the compiler: bounded, and each slot is a fixed-size buffer (verifier).
+    for i in 0..MAX_ARGS {
+        // SAFETY: reads user memory through the helper, which fails cleanly on bad pointers.
+        let Ok(ptr) = (unsafe { bpf_probe_read_user(argv.wrapping_add(i)) }) else { break };
+        if ptr.is_null() {
+            break;
+        }
+        let slot = &mut args.args[i];
+        match unsafe { bpf_probe_read_user_str_bytes(ptr, slot) } {
+            Ok(s) if s.len() + 1 >= ARG_LEN => args.flags |= flags::TRUNCATED,
+            Ok(_) => {}
+            Err(_) => slot[0] = 0,
+        }
+        #[expect(clippy::cast_possible_truncation, reason = "i < MAX_ARGS")]
+        {
+            args.argc = i as u32 + 1;
+        }
+    }
+    PENDING_EXEC.insert(&agent.pid, &*args, 0).map_err(i64::from)?;
+    Ok(())
+}
+
+/// sched:sched_process_exec: `__data_loc char[] filename` @8, `pid_t pid` @12,
+/// `pid_t old_pid` @16. Runs in the new image after a successful exec; `old_pid` is the
+/// thread that called exec (it differs from `pid` when a non-leader thread execs).
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_process_exec(&ctx);
+    0
+}
+
+fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(agent) = current_agent() else { return Ok(()) };
+    let event = EXEC_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch slot.
+    let event = unsafe { &mut *event };
+    event.header = header(kind::EXEC, &agent);
+    // SAFETY: offsets from the tracepoint format above.
+    let loc: u32 = unsafe { ctx.read_at(8) }.map_err(i64::from)?;
+    let old_pid: i32 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
+    let name = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };
+    match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut event.filename) } {
+        Ok(s) if s.len() + 1 >= PATH_LEN => event.header.flags |= flags::TRUNCATED,
+        Ok(_) => {}
+        Err(_) => event.filename[0] = 0,
+    }
+    #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
+    let old_pid = old_pid as u32;
+    event.argc = 0;
+    // SAFETY: the value is copied out before the entry is removed.
+    if let Some(args) = unsafe { PENDING_EXEC.get(&old_pid) } {
+        event.argc = args.argc;
+        event.args = args.args;
+        event.header.flags |= args.flags;
+    }
+    let _ = PENDING_EXEC.remove(&old_pid);
+    emit(event);
+    Ok(())
+}
+
+/// sched:sched_process_exit (6.18 layout): `char comm[16]` @8, `pid_t pid` @24, `int prio`
+/// @28, `bool group_dead` @32. Fires once per exiting thread; `group_dead` is set for the
+/// last one.
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_process_exit(&ctx);
+    0
+}
+
+fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(agent) = current_agent() else { return Ok(()) };
+    let _ = AGENT_PIDS.remove(&agent.pid);
+    let _ = PENDING_FILE.remove(&agent.pid);
+    let _ = PENDING_EXEC.remove(&agent.pid);
+    // SAFETY: offset from the tracepoint format above.
+    let group_dead: u8 = unsafe { ctx.read_at(32) }.map_err(i64::from)?;
+    if group_dead != 0 {
+        emit(&ExitEvent { header: header(kind::EXIT, &agent) });
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Is the current task an agent? The one question every hook asks first.
+
+use agent_monitor_common::{COMM_LEN, EventHeader, MAX_CGROUP_LEVEL, PidTag, counter};
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid,
+    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
+};
+
+use crate::maps::{AGENT_CGROUPS, AGENT_PIDS, count};
+
+/// The current task's agent, if it has one.
+pub struct Agent {
+    pub slot: u32,
+    pub ppid: u32,
+    pub pid: u32,
+    pub tgid: u32,
+}
+
+/// Looks the current thread up by pid first (the tag is sticky), then by cgroup and its
+/// ancestors (a task cgroup may have nested children). A thread found by cgroup is added to
+/// the pid map so that it stays tagged if it later moves to another cgroup.
+#[inline(always)]
+pub fn current_agent() -> Option<Agent> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    #[expect(clippy::cast_possible_truncation, reason = "low half is the thread id")]
+    let pid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: plain map lookup; the value is copied out.
+    if let Some(tag) = unsafe { AGENT_PIDS.get(&pid) } {
+        let mut ppid = tag.ppid;
+        // A thread records its creator's process as parent; report the process's parent.
+        if ppid == tgid
+            && let Some(leader) = unsafe { AGENT_PIDS.get(&tgid) }
+        {
+            ppid = leader.ppid;
+        }
+        return Some(Agent { slot: tag.agent, ppid, pid, tgid });
+    }
+    let slot = cgroup_agent()?;
+    let tag = PidTag { agent: slot, ppid: 0 };
+    if AGENT_PIDS.insert(&pid, &tag, 0).is_err() {
+        count(counter::PID_MAP_FULL);
+    }
+    Some(Agent { slot, ppid: 0, pid, tgid })
+}
+
+#[inline(always)]
+fn cgroup_agent() -> Option<u32> {
+    // SAFETY: helpers without arguments that can fault.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    if let Some(slot) = unsafe { AGENT_CGROUPS.get(&own) } {
+        return Some(*slot);
+    }
+    // Level 0 is the root, never tagged. The helper returns 0 past the task's own level.
+    let mut level = 1;
+    while level < MAX_CGROUP_LEVEL {
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 || id == own {
+            return None;
+        }
+        if let Some(slot) = unsafe { AGENT_CGROUPS.get(&id) } {
+            return Some(*slot);
+        }
+        level += 1;
+    }
+    None
+}
+
+/// Tags a new thread or process with its creator's agent (called at fork).
+pub fn inherit(child: u32, parent: &Agent) {
+    let tag = PidTag { agent: parent.slot, ppid: parent.tgid };
+    if AGENT_PIDS.insert(&child, &tag, 0).is_err() {
+        count(counter::PID_MAP_FULL);
+    }
+}
+
+pub fn header(kind: u32, agent: &Agent) -> EventHeader {
+    EventHeader {
+        kind,
+        agent: agent.slot,
+        // SAFETY: helpers without pointer arguments.
+        time_ns: unsafe { bpf_ktime_get_boot_ns() },
+        pid: agent.pid,
+        tgid: agent.tgid,
+        ppid: agent.ppid,
+        flags: 0,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    }
+}
