@@ -1,4 +1,26 @@
 //! agent-monitor: an eBPF runtime monitor for AI-agent processes.
+//!
+//! Pipeline: [`loader`] attaches the kernel programs; [`reader`] drains the ring buffer;
+//! [`decoder`] turns records into events; [`pipeline`] keeps the [`proctable`], resolves
+//! paths ([`resolve`]), asks the [`policy`] engine and hands [`record`]s to the [`sink`]s.
+//! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket.
 
+pub mod api;
+pub mod catalog;
+pub mod cgroupfs;
+pub mod cli;
+pub mod commands;
+pub mod daemon;
+pub mod decoder;
+pub mod ebpf_object;
+pub mod loader;
+pub mod pipeline;
 pub mod policy;
+pub mod proctable;
+pub mod reader;
+pub mod record;
+pub mod resolve;
 pub mod scope;
+pub mod sink;
+pub mod state;
+pub mod tasks;

@@ -1,1 +1,58 @@
-fn main(){}
+//! agent-monitor command line: dispatches to the daemon or a client command.
+
+use std::process::ExitCode;
+
+use agent_monitor::{
+    cli::{Cli, Command, LogFormat},
+    commands, daemon,
+};
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Command::Run(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    init_tracing(log_format);
+    if let Command::Check { files } = &cli.command {
+        return exit(commands::check(files));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => daemon::run(args).await.map(|()| 0),
+            Command::Exec(args) => commands::exec(args).await,
+            Command::Status(args) => commands::status(args).await.map(|()| 0),
+            Command::Agents(args) => commands::agents(args).await.map(|()| 0),
+            Command::Check { .. } => Ok(0),
+        }
+    });
+    match result {
+        Ok(code) => exit(code),
+        Err(e) => fail(&e),
+    }
+}
+
+/// Errors are one line (`agent-monitor: what: why: cause`), never a backtrace.
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("agent-monitor: {e:#}");
+    ExitCode::FAILURE
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_MONITOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

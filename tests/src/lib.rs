@@ -1,1 +1,332 @@
-//! Shared helpers for end-to-end tests.
+//! Harness for the end-to-end tests: a real daemon (the built `agent-monitor` binary, path in
+//! `AGENT_MONITOR_BIN`) with its own scopes, socket, audit log and task cgroup parent, torn
+//! down on drop even when the test fails.
+
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    os::unix::{net::UnixStream, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// How long a test waits for something the daemon does asynchronously.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// These tests load eBPF programs and create cgroups: not root is a failure, never a skip.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "end-to-end tests must run as root (cargo xtask test does)");
+}
+
+pub fn binary() -> PathBuf {
+    let bin = std::env::var_os("AGENT_MONITOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/agent-monitor"));
+    assert!(bin.is_file(), "agent-monitor binary not found at {} (run `cargo xtask test`)", bin.display());
+    bin
+}
+
+/// The cgroup2 mount point, from /proc/mounts.
+pub fn cgroup2_root() -> PathBuf {
+    let mounts = fs::read_to_string("/proc/mounts").expect("read /proc/mounts");
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .expect("cgroup2 is mounted")
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique name for this test process and call.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub audit: PathBuf,
+    pub scopes: PathBuf,
+    pub cgroup_parent: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon on the given scope files (name, YAML) and waits until it answers.
+    pub fn start(scopes: &[(&str, &str)]) -> Self {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scopes_dir = dir.path().join("scopes");
+        fs::create_dir(&scopes_dir).expect("mkdir scopes");
+        for (name, yaml) in scopes {
+            fs::write(scopes_dir.join(name), yaml).expect("write scope");
+        }
+        let socket = dir.path().join("am.sock");
+        let audit = dir.path().join("audit.jsonl");
+        let log = dir.path().join("daemon.log");
+        let cgroup_parent = unique("am-e2e");
+        let child = Command::new(binary())
+            .arg("run")
+            .arg("--scopes")
+            .arg(&scopes_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--audit-log")
+            .arg(&audit)
+            .args(["--cgroup-parent", &cgroup_parent, "--quiet"])
+            .env("AGENT_MONITOR_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start agent-monitor run");
+        let mut d = Self { child: Some(child), dir, socket, audit, scopes: scopes_dir, cgroup_parent, log };
+        wait_for("the daemon to answer on its socket", || {
+            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("daemon exited early ({status}):\n{}", d.log());
+            }
+            d.try_request("GET", "/v1/status", None).filter(|(code, _)| *code == 200)
+        });
+        d
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// One HTTP/1.1 request over the Unix socket; None when the socket does not answer.
+    pub fn try_request(&self, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+        let mut s = UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(DEADLINE)).ok()?;
+        let body = body.unwrap_or("");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: am\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((code, dechunk(&body)))
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.try_request(method, path, body).unwrap_or_else(|| panic!("{method} {path}: no answer\n{}", self.log()))
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        let (code, body) = self.request("GET", path, None);
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("JSON body")
+    }
+
+    /// Creates a task directly through the API; returns (task id, absolute cgroup dir).
+    pub fn create_task(&self, scope: &str) -> (String, PathBuf) {
+        let (code, body) = self.request("POST", "/v1/tasks", Some(&format!(r#"{{"scope":"{scope}"}}"#)));
+        assert_eq!(code, 201, "POST /v1/tasks: {body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        (v["task"].as_str().expect("task").to_string(), PathBuf::from(v["cgroup_dir"].as_str().expect("dir")))
+    }
+
+    /// `agent-monitor exec --scope SCOPE [extra] -- CMD...`, run to completion.
+    pub fn exec(&self, scope: &str, extra: &[&str], cmd: &[&str]) -> Output {
+        Command::new(binary())
+            .arg("exec")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--scope", scope])
+            .args(extra)
+            .arg("--")
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run agent-monitor exec")
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Waits until a record matching `pred` is in the audit log and returns it.
+    pub fn wait_record(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(r) = self.records().into_iter().find(|r| pred(r)) {
+                return r;
+            }
+            if Instant::now() >= deadline {
+                let all: Vec<String> = self.records().iter().map(Value::to_string).collect();
+                panic!("no record for {what}; records:\n{}\ndaemon log:\n{}", all.join("\n"), self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        #[expect(clippy::cast_possible_wrap, reason = "pids fit in i32")]
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("daemon ignored SIGTERM:\n{}", self.log());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn cgroup_parent_dir(&self) -> PathBuf {
+        cgroup2_root().join(&self.cgroup_parent)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.stop()));
+        }
+        if thread::panicking() {
+            eprintln!("--- daemon log ---\n{}", self.log());
+        }
+        // Belt and braces: the daemon removes its cgroups; if it could not, kill and remove.
+        remove_cgroup_tree(&self.cgroup_parent_dir());
+    }
+}
+
+/// Kills everything in a cgroup tree and removes it, deepest first.
+pub fn remove_cgroup_tree(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let _ = fs::write(dir.join("cgroup.kill"), "1");
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < dirs.len() {
+        if let Ok(entries) = fs::read_dir(&dirs[i]) {
+            dirs.extend(entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+        }
+        i += 1;
+    }
+    for d in dirs.iter().rev() {
+        let _ = wait_for_empty(d);
+        let _ = fs::remove_dir(d);
+    }
+}
+
+fn wait_for_empty(dir: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let events = fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+        if !events.lines().any(|l| l == "populated 1") {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// A command that moves itself into `cgroup_dir` before exec (an untagged launcher placing a
+/// process straight into a cgroup, as a container runtime would).
+pub fn command_in_cgroup(cgroup_dir: &Path, program: &str, args: &[&str]) -> Command {
+    let procs = std::ffi::CString::new(cgroup_dir.join("cgroup.procs").to_string_lossy().as_bytes())
+        .expect("no NUL in path");
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    cmd
+}
+
+/// Minimal HTTP/1.1 chunked-body decoder (axum streams some answers chunked).
+fn dechunk(body: &str) -> String {
+    let looks_chunked = body
+        .split_once("\r\n")
+        .is_some_and(|(size, _)| !size.is_empty() && size.chars().all(|c| c.is_ascii_hexdigit()));
+    if !looks_chunked {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A field of a record as a string ("" when absent).
+pub fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The canonical path of a fresh workspace directory for a test.
+pub fn workspace() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = fs::canonicalize(dir.path()).expect("canonicalize");
+    (dir, path)
+}
+
+/// Runs `f` and returns its output, asserting it exited as expected.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status; stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,1 +1,127 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup | run | test`.
+//!
+//! `setup` makes a fresh machine ready (idempotent); `run` and `test` call it first.
+
+mod setup;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what the build needs (nightly rust-src, bpf-linker) and mount tracefs/bpffs.
+    Setup,
+    /// Build and run the daemon as root on examples/scopes, printing records to stdout.
+    Run {
+        /// Extra arguments for `agent-monitor run`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Unit tests, then the end-to-end tests (as root).
+    Test {
+        /// Only run tests whose name contains this (passed to both test runs).
+        filter: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    env::set_current_dir(&root).context("entering the workspace")?;
+    setup::prepend_cargo_bin_to_path();
+    match cli.command {
+        Task::Setup => setup::run(&root),
+        Task::Run { args } => {
+            setup::run(&root)?;
+            run(&root, &args)
+        }
+        Task::Test { filter } => {
+            setup::run(&root)?;
+            test(&root, filter.as_deref())
+        }
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = env::var_os("CARGO_MANIFEST_DIR").context("run me through `cargo xtask`")?;
+    Path::new(&manifest).parent().map(Path::to_path_buf).context("xtask has no parent directory")
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn build_daemon(root: &Path) -> anyhow::Result<PathBuf> {
+    run_cmd(cargo().args(["build", "--package", "agent-monitor", "--bin", "agent-monitor"]))?;
+    Ok(root.join("target/debug/agent-monitor"))
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} needs root: it loads eBPF programs and creates cgroups (try: sudo -E cargo xtask ...)");
+    }
+    Ok(())
+}
+
+fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
+    require_root("cargo xtask run")?;
+    let bin = build_daemon(root)?;
+    let state = root.join("target/xtask-run");
+    std::fs::create_dir_all(&state).context("creating target/xtask-run")?;
+    let socket = state.join("agent-monitor.sock");
+    eprintln!("agent-monitor: socket {}, audit log {}", socket.display(), state.join("audit.jsonl").display());
+    eprintln!("launch an agent next to it:");
+    eprintln!(
+        "  sudo {} exec --socket {} --scope code-reviewer -- sh -c 'cat /etc/hostname; cat /etc/shadow'",
+        bin.display(),
+        socket.display()
+    );
+    let mut cmd = Command::new(&bin);
+    cmd.args(["run", "--scopes"])
+        .arg(root.join("examples/scopes"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--audit-log")
+        .arg(state.join("audit.jsonl"))
+        .args(["--cgroup-parent", "agent-monitor-dev", "--log-format", "json"])
+        .args(extra);
+    run_cmd(&mut cmd)
+}
+
+fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
+    let filter: Vec<&str> = filter.into_iter().collect();
+    // Unit tests of every crate but the end-to-end one.
+    run_cmd(cargo().args(["test", "--workspace", "--exclude", "agent-monitor-e2e", "--"]).args(&filter))?;
+    require_root("the end-to-end tests")?;
+    let bin = build_daemon(root)?;
+    // One at a time: every test runs its own daemon with programs at the cgroup2 root.
+    run_cmd(
+        cargo()
+            .args(["test", "--package", "agent-monitor-e2e", "--", "--test-threads=1"])
+            .args(&filter)
+            .env("AGENT_MONITOR_BIN", bin),
+    )
+}

@@ -1,0 +1,106 @@
+//! Command-line interface (brief section 4).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::sink::StdoutFormat;
+
+pub const DEFAULT_SOCKET: &str = "/run/agent-monitor/agent-monitor.sock";
+
+#[derive(Debug, Parser)]
+#[command(name = "agent-monitor", version, about = "eBPF runtime monitor for AI-agent processes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the privileged daemon (foreground).
+    Run(RunArgs),
+    /// Run CMD as a new agent task under a scope, and exit with its status.
+    Exec(ExecArgs),
+    /// Show the daemon's status and coverage.
+    Status(ClientArgs),
+    /// List agent tasks.
+    Agents(ClientArgs),
+    /// Validate scope manifests offline (no root, no daemon).
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// YAML file with defaults for the options below (command-line flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory of scope manifests.
+    #[arg(long)]
+    pub scopes: Option<PathBuf>,
+    #[arg(long, env = "AGENT_MONITOR_SOCKET")]
+    pub socket: Option<PathBuf>,
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+    /// bpffs directory for pinned state.
+    #[arg(long)]
+    pub pin_path: Option<PathBuf>,
+    /// Parent of task cgroups, relative to the cgroup2 root.
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
+    /// Logs (stderr) and records on stdout: `text` prints one line per record, `json` one
+    /// JSON object per line.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Do not print records on stdout (the audit log still gets them).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    #[arg(long)]
+    pub ring_buffer_bytes: Option<u32>,
+}
+
+impl RunArgs {
+    pub fn stdout_format(&self) -> StdoutFormat {
+        match (self.quiet, self.log_format) {
+            (true, _) => StdoutFormat::None,
+            (false, LogFormat::Text) => StdoutFormat::Text,
+            (false, LogFormat::Json) => StdoutFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// A loaded scope's name, or a manifest file (an ad-hoc scope for this task only).
+    #[arg(long)]
+    pub scope: String,
+    /// Task id (default: <scope>-<random>).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Revoke the task after this long (e.g. 30m).
+    #[arg(long)]
+    pub ttl: Option<String>,
+    #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub cmd: Vec<String>,
+}

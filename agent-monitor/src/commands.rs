@@ -1,0 +1,142 @@
+//! The client commands: exec, status, agents, check.
+
+use std::{
+    ffi::CString,
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    path::Path,
+};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    api::client::Client,
+    cli::{ClientArgs, ExecArgs},
+    scope,
+    state::TaskCreated,
+};
+
+/// `agent-monitor exec`: asks the daemon for a task, runs CMD inside its cgroup and exits
+/// with CMD's status. This process stays outside the task (so that it can report what
+/// happened to it) and forwards SIGINT/SIGTERM/SIGHUP to CMD.
+pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
+    let client = Client::new(&args.socket);
+    let mut body = json!({ "task": args.task, "ttl": args.ttl });
+    if Path::new(&args.scope).is_file() {
+        let yaml = std::fs::read_to_string(&args.scope).with_context(|| format!("reading {}", args.scope))?;
+        body["scope_yaml"] = Value::String(yaml);
+    } else {
+        body["scope"] = Value::String(args.scope.clone());
+    }
+    let created: TaskCreated = client.post_json("/v1/tasks", body).await?;
+    let procs = CString::new(created.cgroup_dir.join("cgroup.procs").as_os_str().as_bytes())
+        .context("cgroup path holds a NUL byte")?;
+    let mut cmd = std::process::Command::new(&args.cmd[0]);
+    cmd.args(&args.cmd[1..]);
+    // SAFETY: the closure only makes async-signal-safe calls (open, write, close).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Writing "0" moves the writing process itself; done before exec so that the
+            // new image runs tagged from its first instruction.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if n != 1 {
+                return Err(err);
+            }
+            Ok(())
+        });
+    }
+    let mut child = tokio::process::Command::from(cmd)
+        .spawn()
+        .with_context(|| format!("starting {} in task {}", args.cmd[0], created.task))?;
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let status = loop {
+        let sig = tokio::select! {
+            status = child.wait() => break status.context("waiting for the command")?,
+            _ = term.recv() => libc::SIGTERM,
+            _ = int.recv() => libc::SIGINT,
+            _ = hup.recv() => libc::SIGHUP,
+        };
+        if let Some(pid) = pid {
+            // SAFETY: plain kill(2) of our own child.
+            unsafe { libc::kill(pid, sig) };
+        }
+    };
+    use std::os::unix::process::ExitStatusExt as _;
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(sig)) => {
+            eprintln!("agent-monitor: task {}: {} was killed by signal {sig}", created.task, args.cmd[0]);
+            128 + sig
+        }
+        (None, None) => 1,
+    })
+}
+
+pub async fn status(args: ClientArgs) -> anyhow::Result<()> {
+    let v: Value = Client::new(&args.socket).get_json("/v1/status").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let s = |p: &str| v.pointer(p).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)).unwrap_or_default();
+    println!("agent-monitor {}  up {}s  kernel {}  cgroup2 {}", s("/version"), s("/uptime_seconds"), s("/kernel"), s("/cgroup2_root"));
+    println!("hooks: {} attached; not covered: {}", s("/coverage/attached"), s("/coverage/failed"));
+    println!(
+        "events: {} emitted, {} dropped; records {}, violations {}",
+        s("/counters/emitted"),
+        s("/counters/dropped"),
+        s("/counters/records"),
+        s("/counters/violations")
+    );
+    println!("scopes: {}  tasks: {}", s("/scopes"), s("/tasks"));
+    if let Some(errors) = v.get("scope_errors").and_then(Value::as_array) {
+        for e in errors {
+            println!("rejected scope file: {}", e.get("error").and_then(Value::as_str).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+pub async fn agents(args: ClientArgs) -> anyhow::Result<()> {
+    let v: Vec<Value> = Client::new(&args.socket).get_json("/v1/agents").await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<28} {:<18} {:<7} {:>6} {:>10}  CGROUP", "TASK", "SCOPE", "MODE", "PIDS", "VIOLATIONS");
+    for t in v {
+        let s = |k: &str| t.get(k).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)).unwrap_or_default();
+        let pids = t.get("pids").and_then(Value::as_array).map_or(0, Vec::len);
+        println!("{:<28} {:<18} {:<7} {:>6} {:>10}  {}", s("id"), s("scope"), s("mode"), pids, s("violations"), s("cgroup"));
+    }
+    Ok(())
+}
+
+/// `agent-monitor check FILE...`: every error is printed as `file:line:column: reason`.
+pub fn check(files: &[std::path::PathBuf]) -> i32 {
+    let mut failed = 0;
+    for f in files {
+        match scope::parse_file(f) {
+            Ok(scopes) => {
+                for s in scopes {
+                    println!("{}: ok: scope {} ({:?}, owner {})", f.display(), s.name, s.mode, s.owner);
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+            }
+        }
+    }
+    i32::from(failed > 0)
+}

@@ -1,0 +1,152 @@
+//! `agent-monitor run`: wires loader, reader, pipeline, API and housekeeping together, and
+//! takes them down in order on SIGINT/SIGTERM.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+use crate::{
+    api,
+    cli::{DEFAULT_SOCKET, RunArgs},
+    loader,
+    pipeline::Pipeline,
+    reader,
+    sink::Sinks,
+    state::{DaemonConfig, Shared},
+};
+
+/// `--config FILE`: defaults for the command-line options.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    scopes: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    pin_path: Option<PathBuf>,
+    cgroup_parent: Option<String>,
+    ring_buffer_bytes: Option<u32>,
+}
+
+const DEFAULT_RING_BYTES: u32 = 1 << 24;
+
+fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32)> {
+    let file: ConfigFile = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_yaml::from_str(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => ConfigFile::default(),
+    };
+    let pick = |flag: &Option<PathBuf>, file: &Option<PathBuf>, default: &str| {
+        flag.clone().or_else(|| file.clone()).unwrap_or_else(|| PathBuf::from(default))
+    };
+    // Pinned state arrives with enforcement; the option is accepted now so that unit files
+    // and manifests do not change later.
+    let _pin_path = pick(&args.pin_path, &file.pin_path, "/sys/fs/bpf/agent-monitor");
+    Ok((
+        DaemonConfig {
+            scopes_dir: pick(&args.scopes, &file.scopes, "/etc/agent-monitor/scopes.d"),
+            socket: pick(&args.socket, &file.socket, DEFAULT_SOCKET),
+            audit_log: pick(&args.audit_log, &file.audit_log, "/var/log/agent-monitor/audit.jsonl"),
+            cgroup_parent: args
+                .cgroup_parent
+                .clone()
+                .or(file.cgroup_parent)
+                .unwrap_or_else(|| "agent-monitor".to_string()),
+        },
+        args.ring_buffer_bytes.or(file.ring_buffer_bytes).unwrap_or(DEFAULT_RING_BYTES),
+    ))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (config, ring_bytes) = config(&args)?;
+    let cgroup2 = loader::preflight()?;
+    if !config.scopes_dir.is_dir() {
+        anyhow::bail!("scopes directory {} does not exist", config.scopes_dir.display());
+    }
+    let sinks = Sinks::open(&config.audit_log, args.stdout_format())?;
+    let kernel = loader::load(&cgroup2, ring_bytes)?;
+    let loader::Kernel { ebpf, events, agent_cgroups, counters, hooks } = kernel;
+    let attached = hooks.iter().filter(|h| h.attached).count();
+    tracing::info!(attached, failed = hooks.len() - attached, cgroup2 = %cgroup2.root().display(), "hooks attached");
+    let parent = format!("/{}", config.cgroup_parent.trim_matches('/'));
+    cgroup2.create(&parent).context("creating the task cgroup parent")?;
+    let socket = config.socket.clone();
+    let shared = Arc::new(Shared::new(config, cgroup2, hooks, agent_cgroups, counters));
+    {
+        let catalog = shared.catalog();
+        tracing::info!(scopes = ?catalog.all().map(|s| s.name.as_str()).collect::<Vec<_>>(), rejected = catalog.problems().len(), "scopes loaded");
+    }
+    shared.discover_existing();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let pipeline = Pipeline::new(Arc::clone(&shared), sinks);
+    let reader = tokio::spawn({
+        let shared = Arc::clone(&shared);
+        let stop = stop_rx.clone();
+        async move { reader::run(events, pipeline, &shared.stats, stop).await }
+    });
+    let api = tokio::spawn({
+        let shared = Arc::clone(&shared);
+        let stop = stop_rx.clone();
+        async move { api::serve(shared, &socket, stop).await }
+    });
+    let sweeper = tokio::spawn(sweep_loop(Arc::clone(&shared), stop_rx.clone()));
+    tracing::info!(socket = %shared.config.socket.display(), "agent-monitor running");
+
+    wait_for_signal(&shared).await?;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    match api.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "status socket"),
+        Err(e) => tracing::error!(error = %e, "status socket task"),
+        Ok(Ok(())) => {}
+    }
+    let _ = sweeper.await;
+    // No agent runs unwatched: end tasks while the programs are still attached, then let the
+    // reader record what they did last.
+    let cleanup = Arc::clone(&shared);
+    tokio::task::spawn_blocking(move || cleanup.shutdown()).await.context("shutdown")?;
+    let _ = reader.await;
+    drop(ebpf);
+    Ok(())
+}
+
+async fn wait_for_signal(shared: &Shared) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let changed = shared.reload();
+                tracing::info!(?changed, "scopes reloaded (SIGHUP)");
+            }
+        }
+    }
+}
+
+async fn sweep_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let s = Arc::clone(&shared);
+                let _ = tokio::task::spawn_blocking(move || s.sweep()).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+

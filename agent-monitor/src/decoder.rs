@@ -1,0 +1,261 @@
+//! Ring-buffer records -> owned events. Every record is length-checked before it is copied
+//! out with `read_unaligned`; a short or unknown record is an error, never a panic.
+
+use std::{
+    ffi::OsStr,
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::unix::ffi::OsStrExt as _,
+    path::PathBuf,
+};
+
+use agent_monitor_common::{
+    CgroupEvent, EventHeader, ExecEvent, ExitEvent, FileEvent, NetEvent, bytes::until_nul,
+    file_op, flags, kind, net_op,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its {what} ({need} bytes)")]
+    Short { what: &'static str, len: usize, need: usize },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("unknown {what} {value}")]
+    UnknownValue { what: &'static str, value: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub agent: u32,
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub truncated: bool,
+    pub cgroup_id: u64,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOp {
+    Open { flags: u32 },
+    Unlink,
+    Rename,
+    Chdir,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetOp {
+    Connect,
+    Send,
+    Bind,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Exec { header: Header, filename: PathBuf, argv: Vec<String> },
+    File { header: Header, op: FileOp, dirfd: i32, path: PathBuf, dirfd2: i32, path2: PathBuf, ret: i64 },
+    Net { header: Header, op: NetOp, addr: IpAddr, port: u16, protocol: u8, allowed: bool },
+    Exit { header: Header },
+    CgroupMkdir { id: u64, path: String },
+    CgroupRmdir { id: u64, path: String },
+}
+
+impl Event {
+    pub fn header(&self) -> Option<&Header> {
+        match self {
+            Self::Exec { header, .. } | Self::File { header, .. } | Self::Net { header, .. } | Self::Exit { header } => {
+                Some(header)
+            }
+            Self::CgroupMkdir { .. } | Self::CgroupRmdir { .. } => None,
+        }
+    }
+}
+
+fn read<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if buf.len() < need {
+        return Err(DecodeError::Short { what, len: buf.len(), need });
+    }
+    // SAFETY: length checked above; T is a plain #[repr(C)] integer struct (any bit pattern
+    // is valid) and read_unaligned copes with the ring buffer's alignment.
+    Ok(unsafe { buf.as_ptr().cast::<T>().read_unaligned() })
+}
+
+fn path(buf: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(until_nul(buf)))
+}
+
+fn text(buf: &[u8]) -> String {
+    String::from_utf8_lossy(until_nul(buf)).into_owned()
+}
+
+fn header(h: &EventHeader) -> Header {
+    Header {
+        agent: h.agent,
+        time_ns: h.time_ns,
+        pid: h.pid,
+        tgid: h.tgid,
+        ppid: h.ppid,
+        truncated: h.flags & flags::TRUNCATED != 0,
+        cgroup_id: h.cgroup_id,
+        comm: text(&h.comm),
+    }
+}
+
+pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+    let h: EventHeader = read(buf, "event header")?;
+    match h.kind {
+        kind::EXEC => {
+            let e: ExecEvent = read(buf, "exec event")?;
+            let argc = (e.argc as usize).min(e.args.len());
+            Ok(Event::Exec {
+                header: header(&e.header),
+                filename: path(&e.filename),
+                argv: e.args[..argc].iter().map(|a| text(a)).collect(),
+            })
+        }
+        kind::FILE => {
+            let e: FileEvent = read(buf, "file event")?;
+            let op = match e.op {
+                file_op::OPEN => FileOp::Open { flags: e.open_flags },
+                file_op::UNLINK => FileOp::Unlink,
+                file_op::RENAME => FileOp::Rename,
+                file_op::CHDIR => FileOp::Chdir,
+                value => return Err(DecodeError::UnknownValue { what: "file op", value }),
+            };
+            Ok(Event::File {
+                header: header(&e.header),
+                op,
+                dirfd: e.dirfd,
+                path: path(&e.path),
+                dirfd2: e.dirfd2,
+                path2: path(&e.path2),
+                ret: e.ret,
+            })
+        }
+        kind::NET => {
+            let e: NetEvent = read(buf, "net event")?;
+            let op = match e.op {
+                net_op::CONNECT => NetOp::Connect,
+                net_op::SEND => NetOp::Send,
+                net_op::BIND => NetOp::Bind,
+                value => return Err(DecodeError::UnknownValue { what: "net op", value }),
+            };
+            let addr = match e.family {
+                2 => IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3])),
+                10 => IpAddr::V6(Ipv6Addr::from(e.addr)),
+                value => return Err(DecodeError::UnknownValue { what: "address family", value }),
+            };
+            Ok(Event::Net {
+                header: header(&e.header),
+                op,
+                addr,
+                port: e.port,
+                protocol: u8::try_from(e.protocol).unwrap_or(u8::MAX),
+                allowed: e.allowed != 0,
+            })
+        }
+        kind::EXIT => {
+            let e: ExitEvent = read(buf, "exit event")?;
+            Ok(Event::Exit { header: header(&e.header) })
+        }
+        kind::CGROUP_MKDIR | kind::CGROUP_RMDIR => {
+            let e: CgroupEvent = read(buf, "cgroup event")?;
+            let path = text(&e.path);
+            Ok(if h.kind == kind::CGROUP_MKDIR {
+                Event::CgroupMkdir { id: e.id, path }
+            } else {
+                Event::CgroupRmdir { id: e.id, path }
+            })
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::zeroed;
+
+    use agent_monitor_common::PATH_LEN;
+
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain #[repr(C)] value for the test.
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn file_event(p: &[u8]) -> FileEvent {
+        // SAFETY: all-zero is a valid FileEvent (integers and byte arrays).
+        let mut e: FileEvent = unsafe { zeroed() };
+        e.header.kind = kind::FILE;
+        e.header.agent = 7;
+        e.header.pid = 11;
+        e.header.tgid = 10;
+        e.header.comm[..3].copy_from_slice(b"cat");
+        e.op = file_op::OPEN;
+        e.open_flags = 0o1;
+        e.dirfd = -100;
+        e.ret = 3;
+        e.path[..p.len()].copy_from_slice(p);
+        e
+    }
+
+    #[test]
+    fn decodes_a_file_event() {
+        let buf = bytes_of(&file_event(b"/etc/hosts"));
+        let Event::File { header, op, path, dirfd, ret, .. } = decode(&buf).expect("decodes") else {
+            panic!("not a file event")
+        };
+        assert_eq!((header.agent, header.pid, header.tgid), (7, 11, 10));
+        assert_eq!(header.comm, "cat");
+        assert_eq!(op, FileOp::Open { flags: 1 });
+        assert_eq!(path, PathBuf::from("/etc/hosts"));
+        assert_eq!((dirfd, ret), (-100, 3));
+    }
+
+    #[test]
+    fn short_records_are_errors() {
+        let buf = bytes_of(&file_event(b"/x"));
+        assert!(matches!(decode(&buf[..20]), Err(DecodeError::Short { what: "event header", .. })));
+        assert!(matches!(decode(&buf[..100]), Err(DecodeError::Short { what: "file event", .. })));
+    }
+
+    #[test]
+    fn unknown_kind_and_op_are_errors() {
+        let mut e = file_event(b"/x");
+        e.op = 99;
+        assert_eq!(decode(&bytes_of(&e)).err(), Some(DecodeError::UnknownValue { what: "file op", value: 99 }));
+        e.header.kind = 1234;
+        assert_eq!(decode(&bytes_of(&e)).err(), Some(DecodeError::UnknownKind(1234)));
+    }
+
+    #[test]
+    fn unterminated_path_is_kept_whole() {
+        let e = file_event(&[b'a'; PATH_LEN]);
+        let Ok(Event::File { path, .. }) = decode(&bytes_of(&e)) else { panic!("decodes") };
+        assert_eq!(path.as_os_str().len(), PATH_LEN);
+    }
+
+    #[test]
+    fn decodes_ipv4_and_ipv6_net_events() {
+        // SAFETY: all-zero is a valid NetEvent.
+        let mut e: NetEvent = unsafe { zeroed() };
+        e.header.kind = kind::NET;
+        e.op = net_op::CONNECT;
+        e.family = 2;
+        e.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.port = 8080;
+        e.protocol = 6;
+        e.allowed = 1;
+        let Ok(Event::Net { addr, port, protocol, op, allowed, .. }) = decode(&bytes_of(&e)) else { panic!() };
+        assert_eq!((addr, port, protocol, op, allowed), (IpAddr::from([127, 0, 0, 1]), 8080, 6, NetOp::Connect, true));
+        e.family = 10;
+        e.addr = Ipv6Addr::LOCALHOST.octets();
+        let Ok(Event::Net { addr, .. }) = decode(&bytes_of(&e)) else { panic!() };
+        assert_eq!(addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        e.family = 1;
+        assert!(decode(&bytes_of(&e)).is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! Loads the kernel programs and attaches every hook, recording what attached (coverage).
+//! A hook that fails to attach is named and reported as uncovered; the daemon keeps running
+//! with the rest.
+
+use std::{fs, io, path::Path};
+
+use agent_monitor_common::counter;
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+};
+use serde::Serialize;
+
+use crate::{cgroupfs::Cgroup2, ebpf_object};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("agent-monitor run must run as root (it loads eBPF programs and manages cgroups); effective uid is {0}")]
+    NotRoot(u32),
+    #[error("the kernel exposes no BTF at /sys/kernel/btf/vmlinux; agent-monitor needs Linux >= 5.15 built with CONFIG_DEBUG_INFO_BTF")]
+    NoBtf,
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroupfs::CgroupError),
+    #[error("mounting {fs} at {path}: {source}")]
+    Mount { fs: &'static str, path: &'static str, #[source] source: io::Error },
+    #[error("the embedded eBPF object is empty: this binary was built with AYA_BUILD_SKIP=1")]
+    EmptyObject,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, #[source] source: aya::maps::MapError },
+    #[error("opening the cgroup2 root {path}: {source}")]
+    CgroupRoot { path: String, #[source] source: io::Error },
+}
+
+/// One hook and whether it is live.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookStatus {
+    /// Program name in the object.
+    pub program: &'static str,
+    /// `tracepoint:category:name` or `cgroup:connect4@/sys/fs/cgroup/unified`.
+    pub target: String,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The loaded programs and the maps the daemon talks to. Dropping it detaches everything.
+pub struct Kernel {
+    pub ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub agent_cgroups: HashMap<MapData, u64, u32>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub hooks: Vec<HookStatus>,
+}
+
+/// (program, category, tracepoint, required). A tracepoint that is not required may be
+/// absent on some architectures (the legacy `open`, `rename`, ... syscalls).
+const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
+    ("sched_process_fork", "sched", "sched_process_fork", true),
+    ("sched_process_exec", "sched", "sched_process_exec", true),
+    ("sched_process_exit", "sched", "sched_process_exit", true),
+    ("sys_enter_execve", "syscalls", "sys_enter_execve", true),
+    ("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),
+    ("sys_enter_open", "syscalls", "sys_enter_open", false),
+    ("sys_enter_openat", "syscalls", "sys_enter_openat", true),
+    ("sys_enter_openat2", "syscalls", "sys_enter_openat2", true),
+    ("sys_enter_creat", "syscalls", "sys_enter_creat", false),
+    ("sys_enter_unlink", "syscalls", "sys_enter_unlink", false),
+    ("sys_enter_rmdir", "syscalls", "sys_enter_rmdir", false),
+    ("sys_enter_unlinkat", "syscalls", "sys_enter_unlinkat", true),
+    ("sys_enter_rename", "syscalls", "sys_enter_rename", false),
+    ("sys_enter_renameat", "syscalls", "sys_enter_renameat", false),
+    ("sys_enter_renameat2", "syscalls", "sys_enter_renameat2", true),
+    ("sys_enter_chdir", "syscalls", "sys_enter_chdir", true),
+    ("sys_enter_fchdir", "syscalls", "sys_enter_fchdir", true),
+    ("cgroup_mkdir", "cgroup", "cgroup_mkdir", true),
+    ("cgroup_rmdir", "cgroup", "cgroup_rmdir", true),
+];
+
+/// Every syscall whose entry is stashed by a `sys_enter_*` file program above.
+const FILE_EXITS: &[(&str, bool)] = &[
+    ("sys_exit_open", false),
+    ("sys_exit_openat", true),
+    ("sys_exit_openat2", true),
+    ("sys_exit_creat", false),
+    ("sys_exit_unlink", false),
+    ("sys_exit_rmdir", false),
+    ("sys_exit_unlinkat", true),
+    ("sys_exit_rename", false),
+    ("sys_exit_renameat", false),
+    ("sys_exit_renameat2", true),
+    ("sys_exit_chdir", true),
+    ("sys_exit_fchdir", true),
+];
+
+const SOCK_ADDR: &[&str] = &["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
+
+/// Checks the environment before loading, so a missing prerequisite is one clear line.
+pub fn preflight() -> Result<Cgroup2, LoadError> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(LoadError::NotRoot(euid));
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(LoadError::NoBtf);
+    }
+    let cgroup2 = Cgroup2::discover()?;
+    ensure_mounted("tracefs", "/sys/kernel/tracing", "/sys/kernel/tracing/events")?;
+    Ok(cgroup2)
+}
+
+/// Mounts a pseudo filesystem when it is absent (tracepoint ids are read from tracefs).
+pub fn ensure_mounted(fs: &'static str, path: &'static str, probe: &str) -> Result<(), LoadError> {
+    if Path::new(probe).exists() {
+        return Ok(());
+    }
+    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+    let (src, dst, kind) = (c(fs), c(path), c(fs));
+    // SAFETY: valid NUL-terminated strings; no mount data.
+    let rc = unsafe {
+        libc::mount(src.as_ptr(), dst.as_ptr(), kind.as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(LoadError::Mount { fs, path, source: io::Error::last_os_error() });
+    }
+    Ok(())
+}
+
+/// Loads the object and attaches all hooks. `ring_bytes` sizes the event ring buffer.
+pub fn load(cgroup2: &Cgroup2, ring_bytes: u32) -> Result<Kernel, LoadError> {
+    if ebpf_object::OBJECT.is_empty() {
+        return Err(LoadError::EmptyObject);
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", ring_bytes)
+        .load(ebpf_object::OBJECT)
+        .map_err(|e| LoadError::Load(Box::new(e)))?;
+    let mut hooks = Vec::new();
+    for &(program, category, name, required) in TRACEPOINTS {
+        hooks.push(attach_tracepoint(&mut ebpf, program, category, name, required));
+    }
+    for &(name, required) in FILE_EXITS {
+        hooks.push(attach_tracepoint(&mut ebpf, "sys_exit_file", "syscalls", name, required));
+    }
+    let root = cgroup2.root();
+    let root_fd = fs::File::open(root).map_err(|source| LoadError::CgroupRoot {
+        path: root.display().to_string(),
+        source,
+    })?;
+    for &program in SOCK_ADDR {
+        hooks.push(attach_sock_addr(&mut ebpf, program, &root_fd, root));
+    }
+    hooks.retain(|h| h.attached || h.error.is_some());
+    let events = take_map(&mut ebpf, "EVENTS")?;
+    let agent_cgroups = take_map(&mut ebpf, "AGENT_CGROUPS")?;
+    let counters = take_map(&mut ebpf, "COUNTERS")?;
+    Ok(Kernel { ebpf, events, agent_cgroups, counters, hooks })
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    category: &str,
+    name: &str,
+    required: bool,
+) -> HookStatus {
+    let target = format!("tracepoint:{category}:{name}");
+    if !required && !Path::new(&format!("/sys/kernel/tracing/events/{category}/{name}")).exists() {
+        // Not an error: this architecture has no such syscall.
+        return HookStatus { program, target, attached: false, error: None };
+    }
+    let result = (|| -> Result<(), String> {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or("program missing from the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
+        }
+        prog.attach(category, name).map_err(|e| format!("attach: {}", error_chain(&e)))?;
+        Ok(())
+    })();
+    status(program, target, result)
+}
+
+fn attach_sock_addr(ebpf: &mut Ebpf, program: &'static str, root_fd: &fs::File, root: &Path) -> HookStatus {
+    let target = format!("cgroup:{program}@{}", root.display());
+    let result = (|| -> Result<(), String> {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(program)
+            .ok_or("program missing from the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        prog.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
+        // Single: through bpf_link the kernel attaches as multi anyway; AllowMultiple makes
+        // link creation fail with EINVAL (brief section 8).
+        prog.attach(root_fd, CgroupAttachMode::Single)
+            .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+        Ok(())
+    })();
+    status(program, target, result)
+}
+
+fn status(program: &'static str, target: String, result: Result<(), String>) -> HookStatus {
+    match result {
+        Ok(()) => HookStatus { program, target, attached: true, error: None },
+        Err(e) => {
+            tracing::warn!(%program, %target, error = %e, "hook not attached; this activity is not covered");
+            HookStatus { program, target, attached: false, error: Some(e) }
+        }
+    }
+}
+
+/// Renders an error with its causes (aya's verifier errors carry the log in the chain).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// Sums a per-CPU counter.
+pub fn read_counter(counters: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
+    counters.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+}
+
+/// Kernel-side counters.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KernelCounters {
+    pub emitted: u64,
+    pub dropped: u64,
+    pub pid_map_full: u64,
+}
+
+impl KernelCounters {
+    pub fn read(counters: &PerCpuArray<MapData, u64>) -> Self {
+        Self {
+            emitted: read_counter(counters, counter::EMITTED),
+            dropped: read_counter(counters, counter::DROPPED),
+            pid_map_full: read_counter(counters, counter::PID_MAP_FULL),
+        }
+    }
+}

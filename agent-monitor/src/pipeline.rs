@@ -1,0 +1,266 @@
+//! Per-event work: find the task, keep the process table, resolve paths, ask the policy,
+//! build records and hand them to the sinks in batches.
+
+use std::{net::IpAddr, path::Path, sync::Arc};
+
+use crate::{
+    decoder::{Event, FileOp, Header, NetOp as WireNetOp},
+    policy::{Activity, Context, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict},
+    proctable::{ProcInfo, ProcTable},
+    record::{
+        Action, AgentRef, Clock, ExecObject, FileObject, Kind, NetObject, ProcessRef, Record, Verdict, rfc3339,
+    },
+    resolve::{AT_FDCWD, Actor, Follow, resolve},
+    scope::Scope,
+    sink::Sinks,
+    state::{Shared, Stats},
+};
+
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    procs: ProcTable,
+    clock: Clock,
+    sinks: Sinks,
+    batch: Vec<Record>,
+}
+
+/// What one event asks the policy, with what the record shows of its object.
+struct Judged {
+    kind: Kind,
+    file: Option<FileObject>,
+    net: Option<NetObject>,
+    exec: Option<ExecObject>,
+}
+
+impl Pipeline {
+    pub fn new(shared: Arc<Shared>, sinks: Sinks) -> Self {
+        Self { shared, procs: ProcTable::default(), clock: Clock::new(), sinks, batch: Vec::new() }
+    }
+
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::CgroupMkdir { id, path } => self.shared.adopt(&path, id),
+            Event::CgroupRmdir { id, .. } => self.shared.cgroup_removed(id),
+            Event::Exit { header } => {
+                if let Some(t) = self.shared.registry().by_slot_mut(header.agent) {
+                    t.seen = true;
+                }
+                self.procs.remove(header.tgid);
+            }
+            Event::Exec { .. } | Event::File { .. } | Event::Net { .. } => self.judge(&event),
+        }
+    }
+
+    /// Writes the records gathered since the last flush.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.sinks.write(&self.batch) {
+            Stats::add(&self.shared.stats.sink_errors, 1);
+            tracing::error!(error = %e, records = self.batch.len(), "audit log write failed");
+        }
+        self.batch.clear();
+    }
+
+    fn judge(&mut self, event: &Event) {
+        let Some(h) = event.header() else { return };
+        let task = {
+            let mut registry = self.shared.registry();
+            let Some(t) = registry.by_slot_mut(h.agent) else {
+                Stats::add(&self.shared.stats.orphan_events, 1);
+                return;
+            };
+            t.seen = true;
+            t.events += 1;
+            (Arc::clone(&t.scope), t.id.clone(), t.start_cwd.clone(), t.cgroup.clone())
+        };
+        let (scope, task_id, start_cwd, task_cgroup) = task;
+        let proc = self.procs.observe(h, start_cwd.as_deref());
+        let Some(judged) = describe(event, h, proc) else { return };
+        let ctx = Context { tgid: h.tgid };
+        let violation = match evaluate(&scope, &judged, event, &ctx) {
+            PolicyVerdict::Allowed => None,
+            PolicyVerdict::Violation(v) => Some(v),
+        };
+        let action = match event {
+            Event::Net { allowed: false, .. } => Action::Blocked,
+            _ => Action::None,
+        };
+        if violation.is_some() {
+            Stats::add(&self.shared.stats.violations, 1);
+            if let Some(t) = self.shared.registry().by_slot_mut(h.agent) {
+                t.violations += 1;
+            }
+        }
+        Stats::add(&self.shared.stats.records, 1);
+        self.batch.push(Record {
+            time: rfc3339(self.clock.wall(h.time_ns)),
+            kind: judged.kind,
+            verdict: if violation.is_some() { Verdict::Violation } else { Verdict::Allowed },
+            action,
+            agent: AgentRef {
+                scope: scope.name.clone(),
+                task: task_id,
+                owner: scope.owner.clone(),
+                identity: scope.identity.clone(),
+            },
+            process: process_ref(h, proc, &task_cgroup),
+            file: judged.file,
+            net: judged.net,
+            exec: judged.exec,
+            violation,
+            truncated: h.truncated,
+        });
+    }
+}
+
+fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: &Context) -> PolicyVerdict {
+    match event {
+        Event::Exec { .. } => {
+            let path = judged.exec.as_ref().map(|e| e.path.as_str()).unwrap_or_default();
+            scope.policy.evaluate(&Activity::Exec { path }, ctx)
+        }
+        Event::File { .. } => {
+            let Some(f) = &judged.file else { return PolicyVerdict::Allowed };
+            let activity = match &f.new_path {
+                Some(to) => Activity::Rename { from: &f.path, to },
+                None => Activity::File { path: &f.path, access: f.access },
+            };
+            scope.policy.evaluate(&activity, ctx)
+        }
+        Event::Net { op, addr, port, protocol, .. } => {
+            let op = match op {
+                WireNetOp::Connect => NetOp::Connect,
+                WireNetOp::Send => NetOp::Send,
+                WireNetOp::Bind => NetOp::Bind,
+            };
+            let protocol = match protocol {
+                6 => Protocol::Tcp,
+                17 => Protocol::Udp,
+                p => Protocol::Other(*p),
+            };
+            scope.policy.evaluate(&Activity::Net { op, addr: *addr, port: *port, protocol }, ctx)
+        }
+        _ => PolicyVerdict::Allowed,
+    }
+}
+
+/// Resolves the event's object and updates the process table; None for events that only
+/// keep the table (chdir).
+fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
+    fn actor<'a>(h: &Header, proc: &'a ProcInfo) -> Actor<'a> {
+        Actor { tgid: h.tgid, tid: h.pid, cwd: proc.cwd.as_deref() }
+    }
+    match event {
+        Event::Exec { filename, argv, .. } => {
+            let r = resolve(&actor(h, proc), AT_FDCWD, filename, Follow::Last);
+            let path = r.path.to_string_lossy().into_owned();
+            proc.exe = Some(r.path);
+            proc.argv.clone_from(argv);
+            Some(Judged {
+                kind: Kind::Exec,
+                exec: Some(ExecObject { path, argv: argv.clone() }),
+                file: None,
+                net: None,
+            })
+        }
+        Event::File { op: FileOp::Chdir, dirfd, path, .. } => {
+            let r = resolve(&actor(h, proc), *dirfd, path, Follow::Last);
+            if r.exact {
+                proc.cwd = Some(r.path);
+            }
+            None
+        }
+        Event::File { op, dirfd, path, dirfd2, path2, .. } => {
+            let (access, follow) = match op {
+                FileOp::Open { flags } => (classify_open(*flags), Follow::Last),
+                FileOp::Unlink => (FileAccess::Unlink, Follow::NotLast),
+                FileOp::Rename | FileOp::Chdir => (FileAccess::Rename, Follow::NotLast),
+            };
+            let r = resolve(&actor(h, proc), *dirfd, path, follow);
+            let new_path = (*op == FileOp::Rename)
+                .then(|| resolve(&actor(h, proc), *dirfd2, path2, Follow::NotLast))
+                .map(|to| to.path.to_string_lossy().into_owned());
+            Some(Judged {
+                kind: Kind::File,
+                file: Some(FileObject {
+                    path: r.path.to_string_lossy().into_owned(),
+                    access,
+                    new_path,
+                    unresolved: !r.exact,
+                }),
+                net: None,
+                exec: None,
+            })
+        }
+        Event::Net { op, addr, port, protocol, .. } => Some(Judged {
+            kind: match op {
+                WireNetOp::Connect => Kind::Connect,
+                WireNetOp::Send => Kind::Send,
+                WireNetOp::Bind => Kind::Bind,
+            },
+            net: Some(NetObject {
+                family: if addr.is_ipv4() { "inet" } else { "inet6" },
+                protocol: match protocol {
+                    6 => "tcp".into(),
+                    17 => "udp".into(),
+                    p => p.to_string(),
+                },
+                address: display_addr(addr),
+                port: *port,
+                host: None,
+            }),
+            file: None,
+            exec: None,
+        }),
+        Event::Exit { .. } | Event::CgroupMkdir { .. } | Event::CgroupRmdir { .. } => None,
+    }
+}
+
+fn display_addr(addr: &IpAddr) -> String {
+    addr.to_string()
+}
+
+/// open(2) flags -> the access the policy judges. O_CREAT is a create even when the file
+/// existed (the caller asked to be allowed to create it).
+pub fn classify_open(flags: u32) -> FileAccess {
+    const O_ACCMODE: u32 = 0o3;
+    const O_WRONLY: u32 = 0o1;
+    const O_RDWR: u32 = 0o2;
+    const O_CREAT: u32 = 0o100;
+    const O_TRUNC: u32 = 0o1000;
+    if flags & O_CREAT != 0 {
+        FileAccess::Create
+    } else if matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR) || flags & O_TRUNC != 0 {
+        FileAccess::Write
+    } else {
+        FileAccess::Read
+    }
+}
+
+fn process_ref(h: &Header, proc: &ProcInfo, task_cgroup: &str) -> ProcessRef {
+    ProcessRef {
+        pid: h.tgid,
+        tid: h.pid,
+        ppid: if h.ppid != 0 { h.ppid } else { proc.ppid },
+        comm: h.comm.clone(),
+        exe: proc.exe.as_deref().map(|p: &Path| p.to_string_lossy().into_owned()),
+        cgroup: Some(proc.cgroup.clone().unwrap_or_else(|| task_cgroup.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_flags_classify() {
+        assert_eq!(classify_open(0), FileAccess::Read);
+        assert_eq!(classify_open(0o1), FileAccess::Write);
+        assert_eq!(classify_open(0o2), FileAccess::Write);
+        assert_eq!(classify_open(0o1000), FileAccess::Write);
+        assert_eq!(classify_open(0o101), FileAccess::Create);
+        assert_eq!(classify_open(0o200000), FileAccess::Read); // O_DIRECTORY
+    }
+}

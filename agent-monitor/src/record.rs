@@ -1,0 +1,190 @@
+//! Event and violation records (brief section 6): one JSON object per line in the audit log,
+//! `events` and stdout. Field names follow OCSF's File System / Network / Process Activity
+//! where one fits.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::policy::{FileAccess, Violation};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Exec,
+    File,
+    Connect,
+    Send,
+    Bind,
+    Escape,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allowed,
+    Violation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    None,
+    Blocked,
+    KilledProcess,
+    KilledAgent,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRef {
+    pub scope: String,
+    pub task: String,
+    pub owner: String,
+    pub identity: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessRef {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub cgroup: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileObject {
+    pub path: String,
+    pub access: FileAccess,
+    /// Rename destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_path: Option<String>,
+    /// False when the path could not be resolved exactly (see `resolve`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unresolved: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetObject {
+    /// `inet` or `inet6`.
+    pub family: &'static str,
+    /// `tcp`, `udp` or the protocol number.
+    pub protocol: String,
+    pub address: String,
+    pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecObject {
+    pub path: String,
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    pub time: String,
+    pub kind: Kind,
+    pub verdict: Verdict,
+    pub action: Action,
+    pub agent: AgentRef,
+    pub process: ProcessRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileObject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<NetObject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecObject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violation: Option<Violation>,
+    /// A path or argument was longer than the kernel side keeps.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+impl Record {
+    /// One line for humans (`--log-format text`).
+    pub fn summary(&self) -> String {
+        let object = if let Some(f) = &self.file {
+            match &f.new_path {
+                Some(to) => format!("{:?} {} -> {}", f.access, f.path, to),
+                None => format!("{:?} {}", f.access, f.path),
+            }
+        } else if let Some(n) = &self.net {
+            format!("{}/{} {}:{}", n.family, n.protocol, n.address, n.port)
+        } else if let Some(e) = &self.exec {
+            format!("{} {:?}", e.path, e.argv)
+        } else {
+            String::new()
+        };
+        let verdict = match &self.violation {
+            Some(v) => format!("VIOLATION [{}] {}", v.rule, v.reason),
+            None => "allowed".to_string(),
+        };
+        format!(
+            "{} {:?} task={} scope={} pid={} comm={} {} -> {} action={:?}",
+            self.time, self.kind, self.agent.task, self.agent.scope, self.process.pid, self.process.comm,
+            object, verdict, self.action
+        )
+    }
+}
+
+/// Converts kernel CLOCK_BOOTTIME stamps to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Wall-clock time at boot (realtime - boottime, taken once at start).
+    boot: SystemTime,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+        #[expect(clippy::cast_sign_loss, reason = "boottime is non-negative")]
+        let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        Self { boot: SystemTime::now().checked_sub(since_boot).unwrap_or(SystemTime::UNIX_EPOCH) }
+    }
+
+    pub fn wall(&self, boot_ns: u64) -> SystemTime {
+        self.boot + Duration::from_nanos(boot_ns)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// RFC 3339 with nanoseconds, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    dt.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| dt.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_keeps_nanoseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789);
+        assert_eq!(rfc3339(t), "2027-01-15T08:00:00.123456789Z");
+    }
+
+    #[test]
+    fn clock_maps_boot_time_near_now() {
+        let c = Clock::new();
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+        #[expect(clippy::cast_sign_loss, reason = "non-negative")]
+        let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        let skew = c.wall(now_ns).duration_since(SystemTime::now()).unwrap_or_else(|e| e.duration());
+        assert!(skew < Duration::from_secs(1), "skew {skew:?}");
+    }
+}

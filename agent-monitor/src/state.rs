@@ -1,0 +1,380 @@
+//! State shared by the pipeline, the API and the housekeeping task, and the operations that
+//! change it: creating, adopting, ending tasks.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    catalog::Catalog,
+    cgroupfs::{Cgroup2, CgroupError},
+    loader::{HookStatus, KernelCounters},
+    scope::{self, Scope, ScopeError},
+    tasks::{Origin, Registry, Task, generate_id, parse_duration, valid_task_id},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("no scope named {0:?} is loaded")]
+    UnknownScope(String),
+    #[error("give either `scope` or `scope_yaml`, not both or neither")]
+    ScopeChoice,
+    #[error("scope_yaml: {0}")]
+    BadScope(#[source] ScopeError),
+    #[error("scope_yaml must hold exactly one scope, it holds {0}")]
+    ScopeCount(usize),
+    #[error("task id {0:?} is invalid: use 1-63 of [a-z0-9._-]")]
+    BadTaskId(String),
+    #[error("a task named {0:?} already exists")]
+    Exists(String),
+    #[error("ttl {0:?} is invalid: use e.g. 90s, 30m, 1h30m")]
+    BadTtl(String),
+    #[error("no task named {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("tagging cgroup {cgroup}: {source}")]
+    Tag { cgroup: String, #[source] source: aya::maps::MapError },
+}
+
+/// `POST /v1/tasks` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    pub scope: Option<String>,
+    pub scope_yaml: Option<String>,
+    pub task: Option<String>,
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TaskCreated {
+    pub task: String,
+    /// Relative to the cgroup2 root.
+    pub cgroup: String,
+    /// Absolute directory, for `cgroup.procs`.
+    pub cgroup_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub scopes_dir: PathBuf,
+    pub socket: PathBuf,
+    pub audit_log: PathBuf,
+    pub cgroup_parent: String,
+}
+
+/// Daemon-wide counters (the kernel keeps its own, see `KernelCounters`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub records: AtomicU64,
+    pub violations: AtomicU64,
+    pub decode_errors: AtomicU64,
+    /// Events whose agent slot belongs to no live task (late events of an ended task).
+    pub orphan_events: AtomicU64,
+    pub sink_errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub struct Shared {
+    pub config: DaemonConfig,
+    pub cgroup2: Cgroup2,
+    pub hooks: Vec<HookStatus>,
+    pub started: SystemTime,
+    pub started_at: Instant,
+    pub stats: Stats,
+    catalog: RwLock<Catalog>,
+    registry: Mutex<Registry>,
+    /// AGENT_CGROUPS: cgroup id -> slot.
+    tagger: Mutex<HashMap<MapData, u64, u32>>,
+    counters: Mutex<PerCpuArray<MapData, u64>>,
+}
+
+/// A poisoned lock only means another thread panicked mid-update; the data is still the
+/// best we have, and a monitor must keep going.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    pub fn new(
+        config: DaemonConfig,
+        cgroup2: Cgroup2,
+        hooks: Vec<HookStatus>,
+        tagger: HashMap<MapData, u64, u32>,
+        counters: PerCpuArray<MapData, u64>,
+    ) -> Self {
+        let catalog = Catalog::load(&config.scopes_dir);
+        Self {
+            config,
+            cgroup2,
+            hooks,
+            started: SystemTime::now(),
+            started_at: Instant::now(),
+            stats: Stats::default(),
+            catalog: RwLock::new(catalog),
+            registry: Mutex::new(Registry::default()),
+            tagger: Mutex::new(tagger),
+            counters: Mutex::new(counters),
+        }
+    }
+
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    pub fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn kernel_counters(&self) -> KernelCounters {
+        KernelCounters::read(&lock(&self.counters))
+    }
+
+    /// Re-reads the scopes directory; running tasks of a changed scope follow the new version.
+    pub fn reload(&self) -> Vec<String> {
+        let changed = self.catalog_mut().reload(&self.config.scopes_dir);
+        let catalog = self.catalog();
+        for task in self.registry().iter_mut() {
+            if task.scope.source.as_path() != Path::new("<inline>")
+                && let Some(s) = catalog.get(&task.scope.name)
+            {
+                task.scope = s;
+            }
+        }
+        changed
+    }
+
+    /// Creates a task: a fresh cgroup under the configured parent, tagged with a new slot.
+    pub fn create_task(&self, req: TaskRequest, requester: Option<u32>) -> Result<TaskCreated, TaskError> {
+        let scope = match (req.scope, req.scope_yaml) {
+            (Some(name), None) => self.catalog().get(&name).ok_or(TaskError::UnknownScope(name))?,
+            (None, Some(yaml)) => {
+                let mut scopes = scope::parse_str(&yaml, Path::new("<inline>")).map_err(TaskError::BadScope)?;
+                if scopes.len() != 1 {
+                    return Err(TaskError::ScopeCount(scopes.len()));
+                }
+                Arc::new(scopes.remove(0))
+            }
+            _ => return Err(TaskError::ScopeChoice),
+        };
+        let ttl = match req.ttl {
+            Some(t) => Some(parse_duration(&t).ok_or(TaskError::BadTtl(t))?),
+            None => scope.ttl,
+        };
+        let mut registry = self.registry();
+        let id = match req.task {
+            Some(id) if !valid_task_id(&id) => return Err(TaskError::BadTaskId(id)),
+            Some(id) if registry.contains(&id) => return Err(TaskError::Exists(id)),
+            Some(id) => id,
+            None => loop {
+                let id = generate_id(&scope.name);
+                if !registry.contains(&id) {
+                    break id;
+                }
+            },
+        };
+        let cgroup = format!("/{}/{id}", self.config.cgroup_parent.trim_matches('/'));
+        let cgroup_id = self.cgroup2.create(&cgroup)?;
+        let slot = registry.allocate_slot();
+        if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+            let _ = self.cgroup2.remove(&cgroup);
+            return Err(TaskError::Tag { cgroup, source });
+        }
+        let now = Instant::now();
+        let start_cwd = requester.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
+        registry.insert(Task {
+            id: id.clone(),
+            slot,
+            scope: Arc::clone(&scope),
+            cgroup: cgroup.clone(),
+            cgroup_id,
+            origin: Origin::Exec,
+            started: SystemTime::now(),
+            created: now,
+            expires: ttl.map(|d| now + d),
+            expires_wall: ttl.map(|d| SystemTime::now() + d),
+            start_cwd,
+            seen: false,
+            events: 0,
+            violations: 0,
+        });
+        tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
+        let cgroup_dir = self.cgroup2.dir(&cgroup)?;
+        Ok(TaskCreated { task: id, cgroup, cgroup_dir })
+    }
+
+    /// Adopts an existing cgroup matching a scope's `select.cgroup` (unless an ancestor is
+    /// already an agent, or it is one of our own task cgroups).
+    pub fn adopt(&self, path: &str, cgroup_id: u64) {
+        let own_parent = format!("/{}", self.config.cgroup_parent.trim_matches('/'));
+        if path == own_parent || path.starts_with(&format!("{own_parent}/")) {
+            return;
+        }
+        let scope = {
+            let catalog = self.catalog();
+            let found = catalog
+                .all()
+                .find(|s| s.select_cgroup.as_ref().is_some_and(|g| g.is_match(path)))
+                .cloned();
+            match found {
+                Some(s) => s,
+                None => return,
+            }
+        };
+        let mut registry = self.registry();
+        if registry.owning_cgroup(path).is_some() {
+            return;
+        }
+        let id = format!("{}-cg{cgroup_id}", scope.name);
+        let slot = registry.allocate_slot();
+        if let Err(e) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+            tracing::error!(cgroup = %path, error = %e, "cannot tag discovered cgroup");
+            return;
+        }
+        registry.insert(Task {
+            id: id.clone(),
+            slot,
+            scope: Arc::clone(&scope),
+            cgroup: path.to_string(),
+            cgroup_id,
+            origin: Origin::Select,
+            started: SystemTime::now(),
+            created: Instant::now(),
+            expires: scope.ttl.map(|d| Instant::now() + d),
+            expires_wall: scope.ttl.map(|d| SystemTime::now() + d),
+            start_cwd: None,
+            seen: true,
+            events: 0,
+            violations: 0,
+        });
+        tracing::info!(task = %id, scope = %scope.name, cgroup = %path, "agent cgroup adopted");
+    }
+
+    /// Walks the cgroup tree once at start for cgroups selected by scopes.
+    pub fn discover_existing(&self) {
+        if !self.catalog().all().any(|s| s.select_cgroup.is_some()) {
+            return;
+        }
+        let Ok(dirs) = self.cgroup2.walk("/") else { return };
+        for dir in dirs {
+            let Some(rel) = self.cgroup2.relative(&dir) else { continue };
+            let Ok(id) = self.cgroup2.id(&rel) else { continue };
+            self.adopt(&rel, id);
+        }
+    }
+
+    /// A selected cgroup went away.
+    pub fn cgroup_removed(&self, cgroup_id: u64) {
+        let mut registry = self.registry();
+        let id = registry
+            .iter()
+            .find(|t| t.cgroup_id == cgroup_id && t.origin == Origin::Select)
+            .map(|t| t.id.clone());
+        if let Some(id) = id {
+            let _ = lock(&self.tagger).remove(&cgroup_id);
+            registry.remove(&id);
+            tracing::info!(task = %id, "agent cgroup removed; task ended");
+        }
+    }
+
+    /// Ends a task: kills what is left of it when `kill`, untags and removes its cgroup.
+    pub fn end_task(&self, id: &str, kill: bool) -> Result<(), TaskError> {
+        let task = self.registry().remove(id).ok_or_else(|| TaskError::NotFound(id.to_string()))?;
+        let _ = lock(&self.tagger).remove(&task.cgroup_id);
+        if task.origin == Origin::Exec {
+            if kill {
+                self.cgroup2.kill(&task.cgroup)?;
+                wait_empty(&self.cgroup2, &task.cgroup, Duration::from_secs(5));
+            }
+            self.cgroup2.remove(&task.cgroup)?;
+        }
+        tracing::info!(task = %id, killed = kill, "task ended");
+        Ok(())
+    }
+
+    /// Housekeeping: ends finished tasks, revokes expired ones. Returns the ids revoked.
+    pub fn sweep(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut finished = Vec::new();
+        let mut expired = Vec::new();
+        for task in self.registry().iter_mut() {
+            if task.expired(now) {
+                expired.push(task.id.clone());
+            } else if task.origin == Origin::Exec {
+                match self.cgroup2.populated(&task.cgroup) {
+                    Ok(true) => task.seen = true,
+                    Ok(false) if task.seen || task.abandoned(now) => finished.push(task.id.clone()),
+                    Ok(false) => {}
+                    // The cgroup is gone: nothing is left to watch.
+                    Err(_) => finished.push(task.id.clone()),
+                }
+            }
+        }
+        for id in &finished {
+            if let Err(e) = self.end_task(id, false) {
+                tracing::warn!(task = %id, error = %e, "ending finished task");
+            }
+        }
+        for id in &expired {
+            tracing::warn!(task = %id, "ttl passed: task revoked");
+            if let Err(e) = self.end_task(id, true) {
+                tracing::warn!(task = %id, error = %e, "revoking expired task");
+            }
+        }
+        expired
+    }
+
+    /// On daemon exit: no agent runs unwatched. Tasks we created are killed and removed;
+    /// adopted cgroups are untagged.
+    pub fn shutdown(&self) {
+        let ids: Vec<String> = self.registry().iter().map(|t| t.id.clone()).collect();
+        for id in ids {
+            if let Err(e) = self.end_task(&id, true) {
+                tracing::warn!(task = %id, error = %e, "ending task at shutdown");
+            }
+        }
+        let parent = format!("/{}", self.config.cgroup_parent.trim_matches('/'));
+        if let Err(e) = self.cgroup2.remove(&parent) {
+            tracing::warn!(cgroup = %parent, error = %e, "removing the task cgroup parent");
+        }
+    }
+
+    /// Whether a process belongs to an agent (by its cgroup), for the socket's peer check.
+    pub fn is_agent_process(&self, pid: u32) -> bool {
+        let Some(path) = Cgroup2::of_pid(pid) else { return false };
+        self.registry().owning_cgroup(&path).is_some()
+    }
+
+    pub fn scope_named(&self, name: &str) -> Option<Arc<Scope>> {
+        self.catalog().get(name)
+    }
+}
+
+/// Waits (bounded) for a killed cgroup to empty so that it can be removed.
+fn wait_empty(cg: &Cgroup2, rel: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if !cg.populated(rel).unwrap_or(false) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -1,0 +1,229 @@
+//! Tasks: one agent each, with its own slot (the kernel-side tag), cgroup and scope. Created
+//! by `exec`/`POST /v1/tasks`, or adopted from cgroups matching a scope's `select.cgroup`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::Serialize;
+
+use crate::{record::rfc3339, scope::Scope};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Created on request; the daemon owns (and removes) its cgroup.
+    Exec,
+    /// A cgroup matched a scope's `select.cgroup`; the cgroup belongs to someone else.
+    Select,
+}
+
+#[derive(Debug)]
+pub struct Task {
+    pub id: String,
+    pub slot: u32,
+    pub scope: Arc<Scope>,
+    /// Path relative to the cgroup2 root.
+    pub cgroup: String,
+    pub cgroup_id: u64,
+    pub origin: Origin,
+    pub started: SystemTime,
+    pub created: Instant,
+    pub expires: Option<Instant>,
+    pub expires_wall: Option<SystemTime>,
+    /// The requester's working directory: the cwd of processes first seen in the task.
+    pub start_cwd: Option<PathBuf>,
+    /// Some activity of the task was observed (so an empty cgroup means it finished).
+    pub seen: bool,
+    pub events: u64,
+    pub violations: u64,
+}
+
+/// What `GET /v1/agents` shows of a task.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub scope: String,
+    pub owner: String,
+    pub mode: crate::scope::Mode,
+    pub origin: Origin,
+    pub cgroup: String,
+    pub pids: Vec<u32>,
+    pub started: String,
+    pub expires: Option<String>,
+    pub events: u64,
+    pub violations: u64,
+}
+
+impl Task {
+    pub fn view(&self, pids: Vec<u32>) -> TaskView {
+        TaskView {
+            id: self.id.clone(),
+            scope: self.scope.name.clone(),
+            owner: self.scope.owner.clone(),
+            mode: self.scope.mode,
+            origin: self.origin,
+            cgroup: self.cgroup.clone(),
+            pids,
+            started: rfc3339(self.started),
+            expires: self.expires_wall.map(rfc3339),
+            events: self.events,
+            violations: self.violations,
+        }
+    }
+
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+
+    /// A task created on request whose process never showed up is given up after this.
+    pub fn abandoned(&self, now: Instant) -> bool {
+        !self.seen && now.duration_since(self.created) > Duration::from_secs(60)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    tasks: BTreeMap<String, Task>,
+    by_slot: HashMap<u32, String>,
+    next_slot: u32,
+}
+
+impl Registry {
+    /// A fresh slot; never reused while the daemon runs, so a late event of an ended task
+    /// cannot be charged to a new one.
+    pub fn allocate_slot(&mut self) -> u32 {
+        self.next_slot += 1;
+        self.next_slot
+    }
+
+    pub fn insert(&mut self, task: Task) {
+        self.by_slot.insert(task.slot, task.id.clone());
+        self.tasks.insert(task.id.clone(), task);
+    }
+
+    pub fn remove(&mut self, id: &str) -> Option<Task> {
+        let task = self.tasks.remove(id)?;
+        self.by_slot.remove(&task.slot);
+        Some(task)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    pub fn by_slot_mut(&mut self, slot: u32) -> Option<&mut Task> {
+        let id = self.by_slot.get(&slot)?;
+        self.tasks.get_mut(id)
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.tasks.contains_key(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Task> {
+        self.tasks.values_mut()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The task whose cgroup is `path` or an ancestor of it.
+    pub fn owning_cgroup(&self, path: &str) -> Option<&Task> {
+        self.tasks.values().find(|t| {
+            path == t.cgroup || path.strip_prefix(t.cgroup.as_str()).is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+}
+
+/// Task ids appear in cgroup paths and URLs.
+pub fn valid_task_id(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+        && !id.starts_with('.')
+}
+
+/// `<scope>-<8 random hex digits>`.
+pub fn generate_id(scope: &str) -> String {
+    let mut bytes = [0u8; 4];
+    // SAFETY: valid buffer of the given length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != 4 {
+        // getrandom cannot fail for 4 bytes after boot; fall back to the clock anyway.
+        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        bytes = t.subsec_nanos().to_le_bytes();
+    }
+    let prefix: String = scope.chars().take(50).collect();
+    format!("{prefix}-{:08x}", u32::from_le_bytes(bytes))
+}
+
+/// Parses `30m`, `90s`, `1h30m`, `2d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    if text.is_empty() {
+        return None;
+    }
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    if !num.is_empty() {
+        return None;
+    }
+    (total > 0).then(|| Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_are_checked() {
+        assert!(valid_task_id("review-1"));
+        assert!(valid_task_id("a.b_c"));
+        assert!(!valid_task_id(""));
+        assert!(!valid_task_id("../x"));
+        assert!(!valid_task_id("a/b"));
+        assert!(!valid_task_id("Upper"));
+        assert!(!valid_task_id(&"a".repeat(64)));
+        let id = generate_id("scope");
+        assert!(valid_task_id(&id), "{id}");
+        assert_ne!(generate_id("s"), generate_id("s"));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}
