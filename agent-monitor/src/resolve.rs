@@ -150,7 +150,8 @@ mod tests {
         let base = fs::canonicalize(dir.path()).expect("canon");
         fs::create_dir(base.join("sub")).expect("mkdir");
         fs::write(base.join("f"), "x").expect("write");
-        let a = actor(&base.join("sub"));
+        let sub = base.join("sub");
+        let a = actor(&sub);
         let r = resolve(&a, AT_FDCWD, Path::new("../f"), Follow::Last);
         assert_eq!(r, Resolved { path: base.join("f"), exact: true });
         let r = resolve(&a, AT_FDCWD, Path::new("./../sub/./../f"), Follow::Last);

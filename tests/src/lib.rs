@@ -320,7 +320,7 @@ pub fn workspace() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// Runs `f` and returns its output, asserting it exited as expected.
+/// Asserts a finished command exited with `code`, showing its output otherwise.
 pub fn assert_exit(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
@@ -329,4 +329,21 @@ pub fn assert_exit(out: &Output, code: i32) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+impl Daemon {
+    /// `agent-monitor exec` in the background.
+    pub fn exec_spawn(&self, scope: &str, cmd: &[&str]) -> Child {
+        Command::new(binary())
+            .arg("exec")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--scope", scope, "--"])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agent-monitor exec")
+    }
 }

@@ -32,6 +32,8 @@ const READ: &[&str] = &[
     "/etc/gai.conf",
     // Message catalogues and MIME types used by libc, coreutils and language runtimes.
     "/usr/share/locale/**",
+    // glibc's setlocale() reads the locale alias table.
+    "/etc/locale.alias",
     "/etc/mime.types",
     // Harmless character devices: sinks, sources of zeros and randomness, the terminal.
     "/dev/null",

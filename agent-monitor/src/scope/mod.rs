@@ -172,11 +172,39 @@ fn is_manifest(path: &Path) -> bool {
     !hidden && yaml && path.is_file()
 }
 
+/// Exec is judged on the canonical path of what really ran, so an entry that names a
+/// symlink (`/bin/sh` -> `/usr/bin/dash`, `/bin/python3*` with `/bin` -> `usr/bin`) also
+/// allows the file it points to *now*, at load time: re-pointing the link later gains an
+/// agent nothing. Entries and directories that do not exist are kept as written.
+fn with_real_paths(patterns: &[String]) -> Vec<String> {
+    const GLOB_CHARS: &[char] = &['*', '?', '[', '{'];
+    let mut out = patterns.to_vec();
+    for pattern in patterns {
+        let real = if pattern.contains(GLOB_CHARS) {
+            let Some((dir, name)) = pattern.rsplit_once('/') else { continue };
+            if dir.contains(GLOB_CHARS) || dir.is_empty() {
+                continue;
+            }
+            fs::canonicalize(dir).ok().map(|d| format!("{}/{name}", d.display()))
+        } else {
+            fs::canonicalize(pattern).ok().map(|p| p.display().to_string())
+        };
+        if let Some(real) = real
+            && !out.contains(&real)
+        {
+            out.push(real);
+        }
+    }
+    out
+}
+
 fn compile(manifest: Manifest, source: &Path) -> Result<Scope, ScopeError> {
     let Manifest { metadata, spec, .. } = manifest;
     let name = metadata.name.into_string();
+    let mut policy_spec = spec.policy_spec();
+    policy_spec.exec_allow = with_real_paths(&policy_spec.exec_allow);
     let policy =
-        CompiledPolicy::compile(spec.policy_spec()).map_err(|error| ScopeError::Policy {
+        CompiledPolicy::compile(policy_spec).map_err(|error| ScopeError::Policy {
             path: source.to_owned(),
             name: name.clone(),
             error,

@@ -96,10 +96,14 @@ fn full_example() {
     assert!(!select.is_match("/agents/other"));
 
     let declared = scope.policy.declared();
-    assert_eq!(
-        declared.exec_allow,
-        ["/usr/bin/git", "/usr/bin/python3*", "/bin/sh"]
-    );
+    let written: Vec<&str> = scope.spec.exec.allow.iter().map(|g| g.as_str()).collect();
+    assert_eq!(written, ["/usr/bin/git", "/usr/bin/python3*", "/bin/sh"]);
+    // The compiled list is what was written plus the real paths of entries naming links.
+    assert_eq!(declared.exec_allow[..3], written);
+    for extra in &declared.exec_allow[3..] {
+        let real = |p: &str| std::fs::canonicalize(p).ok().map(|r| r.display().to_string());
+        assert!(written.iter().any(|w| real(w).as_deref() == Some(extra.as_str())), "{extra}");
+    }
     assert!(declared.files.baseline);
     assert_eq!(declared.files.read, ["/workspace/**", "/etc/ssl/**"]);
     assert_eq!(declared.files.write, ["/workspace/**", "/tmp/**"]);
@@ -237,4 +241,27 @@ fn network_values_are_normalised() {
             {"cidr": "::1/128", "protocol": "tcp"},
         ])
     );
+}
+
+#[test]
+fn exec_entries_naming_symlinks_also_allow_their_target() {
+    use crate::policy::{Activity, Context, Verdict};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let real = std::fs::canonicalize(dir.path()).expect("canon");
+    std::fs::create_dir(real.join("bin-real")).expect("mkdir");
+    std::fs::write(real.join("bin-real/tool"), "").expect("write");
+    std::os::unix::fs::symlink(real.join("bin-real"), real.join("bin")).expect("symlink");
+    std::os::unix::fs::symlink(real.join("bin-real/tool"), real.join("tool-link")).expect("symlink");
+    let yaml = format!(
+        "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {{name: s, owner: o}}\nspec:\n  exec:\n    allow: [\"{r}/tool-link\", \"{r}/bin/to*\"]\n",
+        r = real.display()
+    );
+    let scopes = super::parse_str(&yaml, std::path::Path::new("t.yaml")).expect("parses");
+    let ctx = Context { tgid: 1 };
+    let target = real.join("bin-real/tool");
+    let verdict = scopes[0].policy.evaluate(&Activity::Exec { path: target.to_str().expect("utf8") }, &ctx);
+    assert!(matches!(verdict, Verdict::Allowed), "{verdict:?}");
+    let other = real.join("bin-real/other");
+    let verdict = scopes[0].policy.evaluate(&Activity::Exec { path: other.to_str().expect("utf8") }, &ctx);
+    assert!(matches!(verdict, Verdict::Violation(_)), "{verdict:?}");
 }
