@@ -1,5 +1,5 @@
 //! Builds the kernel programs (agent-monitor-ebpf) with aya-build and leaves the object in
-//! OUT_DIR, where `src/ebpf_object.rs` embeds it.
+//! `OUT_DIR`, where `src/ebpf_object.rs` embeds it.
 
 use std::{env, fs, path::PathBuf};
 

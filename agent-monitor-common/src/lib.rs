@@ -19,7 +19,7 @@ pub const MAX_CGROUP_LEVEL: i32 = 16;
 
 /// Event kinds (`EventHeader::kind`). Numbers are stable; retired numbers are never reused.
 pub mod kind {
-    /// [`crate::ExecEvent`]: a tagged process ran a new image (sched_process_exec).
+    /// [`crate::ExecEvent`]: a tagged process ran a new image (`sched_process_exec`).
     pub const EXEC: u32 = 1;
     /// [`crate::FileEvent`]: a tagged process opened, unlinked or renamed a file, or changed
     /// directory (reported at syscall exit, successful calls only).
@@ -78,7 +78,7 @@ pub struct EventHeader {
     pub kind: u32,
     /// Agent slot (the task) the process belongs to; 0 for untagged (cgroup events only).
     pub agent: u32,
-    /// `bpf_ktime_get_boot_ns` (CLOCK_BOOTTIME).
+    /// `bpf_ktime_get_boot_ns` (`CLOCK_BOOTTIME`).
     pub time_ns: u64,
     /// Thread id.
     pub pid: u32,
@@ -98,7 +98,7 @@ pub struct ExecEvent {
     pub header: EventHeader,
     /// Number of argv entries captured (at most `MAX_ARGS`).
     pub argc: u32,
-    pub _pad: u32,
+    pub pad0: u32,
     /// The name the kernel resolved the image from (`bprm->filename`).
     pub filename: [u8; PATH_LEN],
     pub args: [[u8; ARG_LEN]; MAX_ARGS],
@@ -133,12 +133,12 @@ pub struct NetEvent {
     pub protocol: u32,
     /// Host byte order.
     pub port: u16,
-    pub _pad: u16,
+    pub pad0: u16,
     /// IPv4 in the first four bytes, or the IPv6 address; network byte order.
     pub addr: [u8; 16],
     /// What the kernel did: 1 allowed, 0 refused.
     pub allowed: u32,
-    pub _pad2: u32,
+    pub pad1: u32,
 }
 
 /// `kind::EXIT`.
@@ -155,7 +155,7 @@ pub struct CgroupEvent {
     pub header: EventHeader,
     pub id: u64,
     pub level: u32,
-    pub _pad: u32,
+    pub pad0: u32,
     /// Path relative to the cgroup2 root, e.g. `/agents/a1`.
     pub path: [u8; PATH_LEN],
 }
@@ -168,7 +168,7 @@ pub struct PidTag {
     pub ppid: u32,
 }
 
-/// argv captured at execve entry, consumed at sched_process_exec.
+/// argv captured at execve entry, consumed at `sched_process_exec`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ExecArgs {
@@ -210,7 +210,10 @@ mod tests {
     #[test]
     fn wire_sizes_are_stable() {
         assert_eq!(size_of::<EventHeader>(), 48);
-        assert_eq!(size_of::<ExecEvent>(), 48 + 8 + PATH_LEN + ARG_LEN * MAX_ARGS);
+        assert_eq!(
+            size_of::<ExecEvent>(),
+            48 + 8 + PATH_LEN + ARG_LEN * MAX_ARGS
+        );
         assert_eq!(size_of::<FileEvent>(), 48 + 24 + 2 * PATH_LEN);
         assert_eq!(size_of::<NetEvent>(), 48 + 16 + 16 + 8);
         assert_eq!(size_of::<ExitEvent>(), 48);

@@ -34,7 +34,7 @@ fn try_cgroup(ctx: &TracePointContext, kind: u32) -> Result<(), i64> {
     let id: u64 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
     if kind == kind::CGROUP_RMDIR {
         // A removed cgroup's id is never reused, but its tag must not outlive it.
-        let _ = AGENT_CGROUPS.remove(&id);
+        let _ = AGENT_CGROUPS.remove(id);
     }
     let loc: u32 = unsafe { ctx.read_at(24) }.map_err(i64::from)?;
     let mut event = CgroupEvent {
@@ -52,7 +52,7 @@ fn try_cgroup(ctx: &TracePointContext, kind: u32) -> Result<(), i64> {
         id,
         #[expect(clippy::cast_sign_loss, reason = "levels are non-negative")]
         level: level as u32,
-        _pad: 0,
+        pad0: 0,
         path: [0; PATH_LEN],
     };
     let src = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };

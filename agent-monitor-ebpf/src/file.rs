@@ -28,7 +28,15 @@ struct Layout {
 }
 
 const fn layout(op: u32) -> Layout {
-    Layout { op, dirfd: None, path: None, dirfd2: None, path2: None, flags: None, fixed_flags: 0 }
+    Layout {
+        op,
+        dirfd: None,
+        path: None,
+        dirfd2: None,
+        path2: None,
+        flags: None,
+        fixed_flags: 0,
+    }
 }
 
 macro_rules! file_enter {
@@ -42,31 +50,121 @@ macro_rules! file_enter {
 }
 
 // open(filename, flags, mode)
-file_enter!(sys_enter_open, Layout { path: Some(sys_arg(0)), flags: Some(sys_arg(1)), ..layout(file_op::OPEN) });
+file_enter!(
+    sys_enter_open,
+    Layout {
+        path: Some(sys_arg(0)),
+        flags: Some(sys_arg(1)),
+        ..layout(file_op::OPEN)
+    }
+);
 // openat(dfd, filename, flags, mode)
-file_enter!(sys_enter_openat, Layout { dirfd: Some(sys_arg(0)), path: Some(sys_arg(1)), flags: Some(sys_arg(2)), ..layout(file_op::OPEN) });
+file_enter!(
+    sys_enter_openat,
+    Layout {
+        dirfd: Some(sys_arg(0)),
+        path: Some(sys_arg(1)),
+        flags: Some(sys_arg(2)),
+        ..layout(file_op::OPEN)
+    }
+);
 // openat2(dfd, filename, how, usize): flags are read from `how` in try_stash.
-file_enter!(sys_enter_openat2, Layout { dirfd: Some(sys_arg(0)), path: Some(sys_arg(1)), ..layout(file_op::OPEN) });
+file_enter!(
+    sys_enter_openat2,
+    Layout {
+        dirfd: Some(sys_arg(0)),
+        path: Some(sys_arg(1)),
+        ..layout(file_op::OPEN)
+    }
+);
 // creat(pathname, mode) == open(pathname, O_CREAT|O_WRONLY|O_TRUNC)
-file_enter!(sys_enter_creat, Layout { path: Some(sys_arg(0)), fixed_flags: 0o1101, ..layout(file_op::OPEN) });
+file_enter!(
+    sys_enter_creat,
+    Layout {
+        path: Some(sys_arg(0)),
+        fixed_flags: 0o1101,
+        ..layout(file_op::OPEN)
+    }
+);
 // unlink(pathname), rmdir(pathname)
-file_enter!(sys_enter_unlink, Layout { path: Some(sys_arg(0)), ..layout(file_op::UNLINK) });
-file_enter!(sys_enter_rmdir, Layout { path: Some(sys_arg(0)), fixed_flags: 0x200, ..layout(file_op::UNLINK) });
+file_enter!(
+    sys_enter_unlink,
+    Layout {
+        path: Some(sys_arg(0)),
+        ..layout(file_op::UNLINK)
+    }
+);
+file_enter!(
+    sys_enter_rmdir,
+    Layout {
+        path: Some(sys_arg(0)),
+        fixed_flags: 0x200,
+        ..layout(file_op::UNLINK)
+    }
+);
 // unlinkat(dfd, pathname, flag)
-file_enter!(sys_enter_unlinkat, Layout { dirfd: Some(sys_arg(0)), path: Some(sys_arg(1)), flags: Some(sys_arg(2)), ..layout(file_op::UNLINK) });
+file_enter!(
+    sys_enter_unlinkat,
+    Layout {
+        dirfd: Some(sys_arg(0)),
+        path: Some(sys_arg(1)),
+        flags: Some(sys_arg(2)),
+        ..layout(file_op::UNLINK)
+    }
+);
 // rename(oldname, newname)
-file_enter!(sys_enter_rename, Layout { path: Some(sys_arg(0)), path2: Some(sys_arg(1)), ..layout(file_op::RENAME) });
+file_enter!(
+    sys_enter_rename,
+    Layout {
+        path: Some(sys_arg(0)),
+        path2: Some(sys_arg(1)),
+        ..layout(file_op::RENAME)
+    }
+);
 // renameat(olddfd, oldname, newdfd, newname)
-file_enter!(sys_enter_renameat, Layout { dirfd: Some(sys_arg(0)), path: Some(sys_arg(1)), dirfd2: Some(sys_arg(2)), path2: Some(sys_arg(3)), ..layout(file_op::RENAME) });
+file_enter!(
+    sys_enter_renameat,
+    Layout {
+        dirfd: Some(sys_arg(0)),
+        path: Some(sys_arg(1)),
+        dirfd2: Some(sys_arg(2)),
+        path2: Some(sys_arg(3)),
+        ..layout(file_op::RENAME)
+    }
+);
 // renameat2(olddfd, oldname, newdfd, newname, flags)
-file_enter!(sys_enter_renameat2, Layout { dirfd: Some(sys_arg(0)), path: Some(sys_arg(1)), dirfd2: Some(sys_arg(2)), path2: Some(sys_arg(3)), flags: Some(sys_arg(4)), ..layout(file_op::RENAME) });
+file_enter!(
+    sys_enter_renameat2,
+    Layout {
+        dirfd: Some(sys_arg(0)),
+        path: Some(sys_arg(1)),
+        dirfd2: Some(sys_arg(2)),
+        path2: Some(sys_arg(3)),
+        flags: Some(sys_arg(4)),
+        ..layout(file_op::RENAME)
+    }
+);
 // chdir(filename), fchdir(fd): keep the process table's cwd right for relative paths.
-file_enter!(sys_enter_chdir, Layout { path: Some(sys_arg(0)), ..layout(file_op::CHDIR) });
-file_enter!(sys_enter_fchdir, Layout { dirfd: Some(sys_arg(0)), ..layout(file_op::CHDIR) });
+file_enter!(
+    sys_enter_chdir,
+    Layout {
+        path: Some(sys_arg(0)),
+        ..layout(file_op::CHDIR)
+    }
+);
+file_enter!(
+    sys_enter_fchdir,
+    Layout {
+        dirfd: Some(sys_arg(0)),
+        ..layout(file_op::CHDIR)
+    }
+);
 
 #[inline(always)]
 fn try_stash(ctx: &TracePointContext, l: &Layout) -> Result<(), i64> {
-    let Some(agent) = current_agent() else { return Ok(()) };
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
     let event = FILE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
     let event = unsafe { &mut *event };
@@ -88,11 +186,20 @@ fn try_stash(ctx: &TracePointContext, l: &Layout) -> Result<(), i64> {
     } else if l.op == file_op::OPEN && l.dirfd.is_some() && l.fixed_flags == 0 {
         // openat2: `struct open_how { u64 flags; u64 mode; u64 resolve; }` in user memory.
         let how: *const u64 = unsafe { ctx.read_at(sys_arg(2)) }.map_err(i64::from)?;
-        event.open_flags = unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0) as u32;
+        event.open_flags =
+            unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0) as u32;
     }
     read_path(ctx, l.path, &mut event.path, &mut event.header.flags)?;
     read_path(ctx, l.path2, &mut event.path2, &mut event.header.flags)?;
-    PENDING_FILE.insert(&agent.pid, &*event, 0).map_err(i64::from)?;
+    // Verifier workaround: pass the scratch value by reference. By value, the ~600-byte
+    // event would be copied onto the 512-byte BPF stack.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "keeps the copy off the stack"
+    )]
+    PENDING_FILE
+        .insert(agent.pid, &*event, 0)
+        .map_err(i64::from)?;
     Ok(())
 }
 
@@ -126,7 +233,9 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     #[expect(clippy::cast_possible_truncation, reason = "low half is the thread id")]
     let pid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     // Untagged threads never have a pending entry: this lookup is their whole cost here.
-    let Some(event) = PENDING_FILE.get_ptr_mut(&pid) else { return Ok(()) };
+    let Some(event) = PENDING_FILE.get_ptr_mut(pid) else {
+        return Ok(());
+    };
     // SAFETY: offset from the tracepoint format above.
     let ret: i64 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
     if ret >= 0 {
@@ -135,6 +244,6 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         event.ret = ret;
         emit::<FileEvent>(event);
     }
-    let _ = PENDING_FILE.remove(&pid);
+    let _ = PENDING_FILE.remove(pid);
     Ok(())
 }

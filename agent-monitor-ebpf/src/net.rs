@@ -31,7 +31,9 @@ sock_hook!(bind6, bind6, net_op::BIND, AF_INET6);
 
 #[inline(always)]
 fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
-    let Some(agent) = current_agent() else { return 1 };
+    let Some(agent) = current_agent() else {
+        return 1;
+    };
     // SAFETY: the kernel hands a valid `bpf_sock_addr`; fields are read with the 4-byte loads
     // the verifier's context rewriting expects.
     let sa = unsafe { &*ctx.sock_addr };
@@ -39,7 +41,12 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
     if family == AF_INET {
         addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     } else {
-        let words = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        let words = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
         for (i, w) in words.iter().enumerate() {
             addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
@@ -53,10 +60,10 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
         family,
         protocol: sa.protocol,
         port,
-        _pad: 0,
+        pad0: 0,
         addr,
         allowed: 1,
-        _pad2: 0,
+        pad1: 0,
     };
     emit(&event);
     1

@@ -1,17 +1,17 @@
 //! Process hooks: fork (tag inheritance), exec (what ran) and exit (cleanup).
 
-use agent_monitor_common::{
-    ARG_LEN, ExitEvent, MAX_ARGS, PATH_LEN, flags, kind,
-};
+use agent_monitor_common::{ARG_LEN, ExitEvent, MAX_ARGS, PATH_LEN, flags, kind};
 use aya_ebpf::{
     EbpfContext as _,
-    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::{
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 
 use crate::{
-    maps::{ARGS_SCRATCH, AGENT_PIDS, EXEC_SCRATCH, PENDING_EXEC, PENDING_FILE, emit},
+    maps::{AGENT_PIDS, ARGS_SCRATCH, EXEC_SCRATCH, PENDING_EXEC, PENDING_FILE, emit},
     tag::{current_agent, header, inherit},
 };
 
@@ -31,7 +31,9 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sched_process_fork(ctx: &TracePointContext) -> Result<(), i64> {
-    let Some(agent) = current_agent() else { return Ok(()) };
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
     // SAFETY: offset from the tracepoint format above.
     let child: i32 = unsafe { ctx.read_at(20) }.map_err(i64::from)?;
     #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
@@ -55,7 +57,9 @@ pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
 }
 
 fn try_stash_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64> {
-    let Some(agent) = current_agent() else { return Ok(()) };
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
     // SAFETY: offset from the tracepoint format.
     let argv: *const *const u8 = unsafe { ctx.read_at(argv_offset) }.map_err(i64::from)?;
     let args = ARGS_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
@@ -66,7 +70,9 @@ fn try_stash_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64
     // Unrolled by the compiler: bounded, and each slot is a fixed-size buffer (verifier).
     for i in 0..MAX_ARGS {
         // SAFETY: reads user memory through the helper, which fails cleanly on bad pointers.
-        let Ok(ptr) = (unsafe { bpf_probe_read_user(argv.wrapping_add(i)) }) else { break };
+        let Ok(ptr) = (unsafe { bpf_probe_read_user(argv.wrapping_add(i)) }) else {
+            break;
+        };
         if ptr.is_null() {
             break;
         }
@@ -81,7 +87,14 @@ fn try_stash_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64
             args.argc = i as u32 + 1;
         }
     }
-    PENDING_EXEC.insert(&agent.pid, &*args, 0).map_err(i64::from)?;
+    // Verifier workaround: by reference, so the scratch value is not copied to the stack.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "keeps the copy off the stack"
+    )]
+    PENDING_EXEC
+        .insert(agent.pid, &*args, 0)
+        .map_err(i64::from)?;
     Ok(())
 }
 
@@ -95,7 +108,9 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
-    let Some(agent) = current_agent() else { return Ok(()) };
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
     let event = EXEC_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU scratch slot.
     let event = unsafe { &mut *event };
@@ -113,12 +128,12 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let old_pid = old_pid as u32;
     event.argc = 0;
     // SAFETY: the value is copied out before the entry is removed.
-    if let Some(args) = unsafe { PENDING_EXEC.get(&old_pid) } {
+    if let Some(args) = unsafe { PENDING_EXEC.get(old_pid) } {
         event.argc = args.argc;
         event.args = args.args;
         event.header.flags |= args.flags;
     }
-    let _ = PENDING_EXEC.remove(&old_pid);
+    let _ = PENDING_EXEC.remove(old_pid);
     emit(event);
     Ok(())
 }
@@ -133,14 +148,18 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
-    let Some(agent) = current_agent() else { return Ok(()) };
-    let _ = AGENT_PIDS.remove(&agent.pid);
-    let _ = PENDING_FILE.remove(&agent.pid);
-    let _ = PENDING_EXEC.remove(&agent.pid);
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
+    let _ = AGENT_PIDS.remove(agent.pid);
+    let _ = PENDING_FILE.remove(agent.pid);
+    let _ = PENDING_EXEC.remove(agent.pid);
     // SAFETY: offset from the tracepoint format above.
     let group_dead: u8 = unsafe { ctx.read_at(32) }.map_err(i64::from)?;
     if group_dead != 0 {
-        emit(&ExitEvent { header: header(kind::EXIT, &agent) });
+        emit(&ExitEvent {
+            header: header(kind::EXIT, &agent),
+        });
     }
     Ok(())
 }

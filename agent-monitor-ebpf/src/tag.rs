@@ -3,7 +3,9 @@
 use agent_monitor_common::{COMM_LEN, EventHeader, MAX_CGROUP_LEVEL, PidTag, counter};
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid,
-    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns},
+    generated::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_ktime_get_boot_ns,
+    },
 };
 
 use crate::maps::{AGENT_CGROUPS, AGENT_PIDS, count};
@@ -26,29 +28,42 @@ pub fn current_agent() -> Option<Agent> {
     let pid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
     // SAFETY: plain map lookup; the value is copied out.
-    if let Some(tag) = unsafe { AGENT_PIDS.get(&pid) } {
+    if let Some(tag) = unsafe { AGENT_PIDS.get(pid) } {
         let mut ppid = tag.ppid;
         // A thread records its creator's process as parent; report the process's parent.
         if ppid == tgid
-            && let Some(leader) = unsafe { AGENT_PIDS.get(&tgid) }
+            && let Some(leader) = unsafe { AGENT_PIDS.get(tgid) }
         {
             ppid = leader.ppid;
         }
-        return Some(Agent { slot: tag.agent, ppid, pid, tgid });
+        return Some(Agent {
+            slot: tag.agent,
+            ppid,
+            pid,
+            tgid,
+        });
     }
     let slot = cgroup_agent()?;
-    let tag = PidTag { agent: slot, ppid: 0 };
-    if AGENT_PIDS.insert(&pid, &tag, 0).is_err() {
+    let tag = PidTag {
+        agent: slot,
+        ppid: 0,
+    };
+    if AGENT_PIDS.insert(pid, tag, 0).is_err() {
         count(counter::PID_MAP_FULL);
     }
-    Some(Agent { slot, ppid: 0, pid, tgid })
+    Some(Agent {
+        slot,
+        ppid: 0,
+        pid,
+        tgid,
+    })
 }
 
 #[inline(always)]
 fn cgroup_agent() -> Option<u32> {
     // SAFETY: helpers without arguments that can fault.
     let own = unsafe { bpf_get_current_cgroup_id() };
-    if let Some(slot) = unsafe { AGENT_CGROUPS.get(&own) } {
+    if let Some(slot) = unsafe { AGENT_CGROUPS.get(own) } {
         return Some(*slot);
     }
     // Level 0 is the root, never tagged. The helper returns 0 past the task's own level.
@@ -58,7 +73,7 @@ fn cgroup_agent() -> Option<u32> {
         if id == 0 || id == own {
             return None;
         }
-        if let Some(slot) = unsafe { AGENT_CGROUPS.get(&id) } {
+        if let Some(slot) = unsafe { AGENT_CGROUPS.get(id) } {
             return Some(*slot);
         }
         level += 1;
@@ -68,8 +83,11 @@ fn cgroup_agent() -> Option<u32> {
 
 /// Tags a new thread or process with its creator's agent (called at fork).
 pub fn inherit(child: u32, parent: &Agent) {
-    let tag = PidTag { agent: parent.slot, ppid: parent.tgid };
-    if AGENT_PIDS.insert(&child, &tag, 0).is_err() {
+    let tag = PidTag {
+        agent: parent.slot,
+        ppid: parent.tgid,
+    };
+    if AGENT_PIDS.insert(child, tag, 0).is_err() {
         count(counter::PID_MAP_FULL);
     }
 }

@@ -33,11 +33,18 @@ impl Catalog {
     /// Re-reads the directory. Returns the names whose definition changed or appeared.
     pub fn reload(&mut self, dir: &Path) -> Vec<String> {
         let report = scope::load_dir(dir);
-        let failed: Vec<PathBuf> = report.errors.iter().map(|e| e.file().to_path_buf()).collect();
+        let failed: Vec<PathBuf> = report
+            .errors
+            .iter()
+            .map(|e| e.file().to_path_buf())
+            .collect();
         self.problems = report
             .errors
             .iter()
-            .map(|e| ScopeProblem { file: e.file().to_path_buf(), error: e.to_string() })
+            .map(|e| ScopeProblem {
+                file: e.file().to_path_buf(),
+                error: e.to_string(),
+            })
             .collect();
         for p in &self.problems {
             tracing::error!(file = %p.file.display(), error = %p.error, "scope file rejected");

@@ -8,18 +8,29 @@ use std::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("no cgroup2 filesystem is mounted (looked in /proc/mounts); agent-monitor needs cgroup v2")]
+    #[error(
+        "no cgroup2 filesystem is mounted (looked in /proc/mounts); agent-monitor needs cgroup v2"
+    )]
     NotMounted,
     #[error("reading /proc/mounts: {0}")]
     Mounts(#[source] io::Error),
     #[error("{op} {path}: {source}")]
-    Io { op: &'static str, path: PathBuf, #[source] source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cgroup path {0:?} must be relative to the cgroup2 root, without `..`")]
     BadPath(String),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
-    move |source| CgroupError::Io { op, path: path.to_path_buf(), source }
+    move |source| CgroupError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The mounted cgroup v2 hierarchy.
@@ -40,7 +51,9 @@ impl Cgroup2 {
         mounts.lines().find_map(|line| {
             let mut fields = line.split_whitespace();
             let (_dev, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-            (fstype == "cgroup2").then(|| Self { root: PathBuf::from(unescape_mount(dir)) })
+            (fstype == "cgroup2").then(|| Self {
+                root: PathBuf::from(unescape_mount(dir)),
+            })
         })
     }
 
@@ -89,7 +102,9 @@ impl Cgroup2 {
         let mut out = Vec::new();
         for dir in self.walk(rel)? {
             let file = dir.join("cgroup.procs");
-            let Ok(text) = fs::read_to_string(&file) else { continue };
+            let Ok(text) = fs::read_to_string(&file) else {
+                continue;
+            };
             out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
         }
         Ok(out)
@@ -120,7 +135,9 @@ impl Cgroup2 {
         while i < out.len() {
             let dir = out[i].clone();
             i += 1;
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
                     out.push(entry.path());
@@ -139,7 +156,8 @@ impl Cgroup2 {
     /// The cgroup v2 path of a process (`0::/path` in /proc/PID/cgroup).
     pub fn of_pid(pid: u32) -> Option<String> {
         let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        text.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        text.lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_string))
     }
 }
 
@@ -151,7 +169,9 @@ fn unescape_mount(field: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && let Some(digits) = bytes.get(i + 1..i + 4)
-            && let Some(v) = std::str::from_utf8(digits).ok().and_then(|d| u8::from_str_radix(d, 8).ok())
+            && let Some(v) = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
         {
             out.push(v);
             i += 4;
@@ -189,7 +209,9 @@ mod tests {
 
     #[test]
     fn dir_rejects_dot_dot() {
-        let cg = Cgroup2 { root: PathBuf::from("/cg") };
+        let cg = Cgroup2 {
+            root: PathBuf::from("/cg"),
+        };
         assert_eq!(cg.dir("/a/b").expect("ok"), PathBuf::from("/cg/a/b"));
         assert!(cg.dir("/a/../b").is_err());
     }

@@ -9,7 +9,11 @@ use crate::sink::StdoutFormat;
 pub const DEFAULT_SOCKET: &str = "/run/agent-monitor/agent-monitor.sock";
 
 #[derive(Debug, Parser)]
-#[command(name = "agent-monitor", version, about = "eBPF runtime monitor for AI-agent processes")]
+#[command(
+    name = "agent-monitor",
+    version,
+    about = "eBPF runtime monitor for AI-agent processes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

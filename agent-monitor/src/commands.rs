@@ -2,7 +2,10 @@
 
 use std::{
     ffi::CString,
-    os::unix::{ffi::OsStrExt as _, process::CommandExt as _},
+    os::unix::{
+        ffi::OsStrExt as _,
+        process::{CommandExt as _, ExitStatusExt as _},
+    },
     path::Path,
 };
 
@@ -24,14 +27,21 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let client = Client::new(&args.socket);
     let mut body = json!({ "task": args.task, "ttl": args.ttl });
     if Path::new(&args.scope).is_file() {
-        let yaml = std::fs::read_to_string(&args.scope).with_context(|| format!("reading {}", args.scope))?;
+        let yaml = std::fs::read_to_string(&args.scope)
+            .with_context(|| format!("reading {}", args.scope))?;
         body["scope_yaml"] = Value::String(yaml);
     } else {
         body["scope"] = Value::String(args.scope.clone());
     }
     let created: TaskCreated = client.post_json("/v1/tasks", body).await?;
-    let procs = CString::new(created.cgroup_dir.join("cgroup.procs").as_os_str().as_bytes())
-        .context("cgroup path holds a NUL byte")?;
+    let procs = CString::new(
+        created
+            .cgroup_dir
+            .join("cgroup.procs")
+            .as_os_str()
+            .as_bytes(),
+    )
+    .context("cgroup path holds a NUL byte")?;
     let mut cmd = std::process::Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
     // SAFETY: the closure only makes async-signal-safe calls (open, write, close).
@@ -71,11 +81,13 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             unsafe { libc::kill(pid, sig) };
         }
     };
-    use std::os::unix::process::ExitStatusExt as _;
     Ok(match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(sig)) => {
-            eprintln!("agent-monitor: task {}: {} was killed by signal {sig}", created.task, args.cmd[0]);
+            eprintln!(
+                "agent-monitor: task {}: {} was killed by signal {sig}",
+                created.task, args.cmd[0]
+            );
             128 + sig
         }
         (None, None) => 1,
@@ -88,9 +100,23 @@ pub async fn status(args: ClientArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let s = |p: &str| v.pointer(p).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)).unwrap_or_default();
-    println!("agent-monitor {}  up {}s  kernel {}  cgroup2 {}", s("/version"), s("/uptime_seconds"), s("/kernel"), s("/cgroup2_root"));
-    println!("hooks: {} attached; not covered: {}", s("/coverage/attached"), s("/coverage/failed"));
+    let s = |p: &str| {
+        v.pointer(p)
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .unwrap_or_default()
+    };
+    println!(
+        "agent-monitor {}  up {}s  kernel {}  cgroup2 {}",
+        s("/version"),
+        s("/uptime_seconds"),
+        s("/kernel"),
+        s("/cgroup2_root")
+    );
+    println!(
+        "hooks: {} attached; not covered: {}",
+        s("/coverage/attached"),
+        s("/coverage/failed")
+    );
     println!(
         "events: {} emitted, {} dropped; records {}, violations {}",
         s("/counters/emitted"),
@@ -101,7 +127,10 @@ pub async fn status(args: ClientArgs) -> anyhow::Result<()> {
     println!("scopes: {}  tasks: {}", s("/scopes"), s("/tasks"));
     if let Some(errors) = v.get("scope_errors").and_then(Value::as_array) {
         for e in errors {
-            println!("rejected scope file: {}", e.get("error").and_then(Value::as_str).unwrap_or_default());
+            println!(
+                "rejected scope file: {}",
+                e.get("error").and_then(Value::as_str).unwrap_or_default()
+            );
         }
     }
     Ok(())
@@ -113,11 +142,26 @@ pub async fn agents(args: ClientArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{:<28} {:<18} {:<7} {:>6} {:>10}  CGROUP", "TASK", "SCOPE", "MODE", "PIDS", "VIOLATIONS");
+    println!(
+        "{:<28} {:<18} {:<7} {:>6} {:>10}  CGROUP",
+        "TASK", "SCOPE", "MODE", "PIDS", "VIOLATIONS"
+    );
     for t in v {
-        let s = |k: &str| t.get(k).map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)).unwrap_or_default();
+        let s = |k: &str| {
+            t.get(k)
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                .unwrap_or_default()
+        };
         let pids = t.get("pids").and_then(Value::as_array).map_or(0, Vec::len);
-        println!("{:<28} {:<18} {:<7} {:>6} {:>10}  {}", s("id"), s("scope"), s("mode"), pids, s("violations"), s("cgroup"));
+        println!(
+            "{:<28} {:<18} {:<7} {:>6} {:>10}  {}",
+            s("id"),
+            s("scope"),
+            s("mode"),
+            pids,
+            s("violations"),
+            s("cgroup")
+        );
     }
     Ok(())
 }
@@ -129,7 +173,13 @@ pub fn check(files: &[std::path::PathBuf]) -> i32 {
         match scope::parse_file(f) {
             Ok(scopes) => {
                 for s in scopes {
-                    println!("{}: ok: scope {} ({:?}, owner {})", f.display(), s.name, s.mode, s.owner);
+                    println!(
+                        "{}: ok: scope {} ({:?}, owner {})",
+                        f.display(),
+                        s.name,
+                        s.mode,
+                        s.owner
+                    );
                 }
             }
             Err(e) => {

@@ -1,11 +1,7 @@
 //! `agent-monitor run`: wires loader, reader, pipeline, API and housekeeping together, and
 //! takes them down in order on SIGINT/SIGTERM.
 
-use std::{
-    path::PathBuf,
-    sync::Arc,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use serde::Deserialize;
@@ -41,13 +37,16 @@ const DEFAULT_RING_BYTES: u32 = 1 << 24;
 fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32)> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
             serde_yaml::from_str(&text).with_context(|| format!("{}", path.display()))?
         }
         None => ConfigFile::default(),
     };
     let pick = |flag: &Option<PathBuf>, file: &Option<PathBuf>, default: &str| {
-        flag.clone().or_else(|| file.clone()).unwrap_or_else(|| PathBuf::from(default))
+        flag.clone()
+            .or_else(|| file.clone())
+            .unwrap_or_else(|| PathBuf::from(default))
     };
     // Pinned state arrives with enforcement; the option is accepted now so that unit files
     // and manifests do not change later.
@@ -56,14 +55,20 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32)> {
         DaemonConfig {
             scopes_dir: pick(&args.scopes, &file.scopes, "/etc/agent-monitor/scopes.d"),
             socket: pick(&args.socket, &file.socket, DEFAULT_SOCKET),
-            audit_log: pick(&args.audit_log, &file.audit_log, "/var/log/agent-monitor/audit.jsonl"),
+            audit_log: pick(
+                &args.audit_log,
+                &file.audit_log,
+                "/var/log/agent-monitor/audit.jsonl",
+            ),
             cgroup_parent: args
                 .cgroup_parent
                 .clone()
                 .or(file.cgroup_parent)
                 .unwrap_or_else(|| "agent-monitor".to_string()),
         },
-        args.ring_buffer_bytes.or(file.ring_buffer_bytes).unwrap_or(DEFAULT_RING_BYTES),
+        args.ring_buffer_bytes
+            .or(file.ring_buffer_bytes)
+            .unwrap_or(DEFAULT_RING_BYTES),
     ))
 }
 
@@ -71,15 +76,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, ring_bytes) = config(&args)?;
     let cgroup2 = loader::preflight()?;
     if !config.scopes_dir.is_dir() {
-        anyhow::bail!("scopes directory {} does not exist", config.scopes_dir.display());
+        anyhow::bail!(
+            "scopes directory {} does not exist",
+            config.scopes_dir.display()
+        );
     }
     let sinks = Sinks::open(&config.audit_log, args.stdout_format())?;
     let kernel = loader::load(&cgroup2, ring_bytes)?;
-    let loader::Kernel { ebpf, events, agent_cgroups, counters, hooks } = kernel;
+    let loader::Kernel {
+        ebpf,
+        events,
+        agent_cgroups,
+        counters,
+        hooks,
+    } = kernel;
     let attached = hooks.iter().filter(|h| h.attached).count();
     tracing::info!(attached, failed = hooks.len() - attached, cgroup2 = %cgroup2.root().display(), "hooks attached");
     let parent = format!("/{}", config.cgroup_parent.trim_matches('/'));
-    cgroup2.create(&parent).context("creating the task cgroup parent")?;
+    cgroup2
+        .create(&parent)
+        .context("creating the task cgroup parent")?;
     let socket = config.socket.clone();
     let shared = Arc::new(Shared::new(config, cgroup2, hooks, agent_cgroups, counters));
     {
@@ -115,7 +131,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // No agent runs unwatched: end tasks while the programs are still attached, then let the
     // reader record what they did last.
     let cleanup = Arc::clone(&shared);
-    tokio::task::spawn_blocking(move || cleanup.shutdown()).await.context("shutdown")?;
+    tokio::task::spawn_blocking(move || cleanup.shutdown())
+        .await
+        .context("shutdown")?;
     let _ = reader.await;
     drop(ebpf);
     Ok(())
@@ -149,4 +167,3 @@ async fn sweep_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
     }
 }
-

@@ -10,14 +10,18 @@ use std::{
 };
 
 use agent_monitor_common::{
-    CgroupEvent, EventHeader, ExecEvent, ExitEvent, FileEvent, NetEvent, bytes::until_nul,
-    file_op, flags, kind, net_op,
+    CgroupEvent, EventHeader, ExecEvent, ExitEvent, FileEvent, NetEvent, bytes::until_nul, file_op,
+    flags, kind, net_op,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("record of {len} bytes is shorter than its {what} ({need} bytes)")]
-    Short { what: &'static str, len: usize, need: usize },
+    Short {
+        what: &'static str,
+        len: usize,
+        need: usize,
+    },
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
     #[error("unknown {what} {value}")]
@@ -53,20 +57,48 @@ pub enum NetOp {
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    Exec { header: Header, filename: PathBuf, argv: Vec<String> },
-    File { header: Header, op: FileOp, dirfd: i32, path: PathBuf, dirfd2: i32, path2: PathBuf, ret: i64 },
-    Net { header: Header, op: NetOp, addr: IpAddr, port: u16, protocol: u8, allowed: bool },
-    Exit { header: Header },
-    CgroupMkdir { id: u64, path: String },
-    CgroupRmdir { id: u64, path: String },
+    Exec {
+        header: Header,
+        filename: PathBuf,
+        argv: Vec<String>,
+    },
+    File {
+        header: Header,
+        op: FileOp,
+        dirfd: i32,
+        path: PathBuf,
+        dirfd2: i32,
+        path2: PathBuf,
+        ret: i64,
+    },
+    Net {
+        header: Header,
+        op: NetOp,
+        addr: IpAddr,
+        port: u16,
+        protocol: u8,
+        allowed: bool,
+    },
+    Exit {
+        header: Header,
+    },
+    CgroupMkdir {
+        id: u64,
+        path: String,
+    },
+    CgroupRmdir {
+        id: u64,
+        path: String,
+    },
 }
 
 impl Event {
     pub fn header(&self) -> Option<&Header> {
         match self {
-            Self::Exec { header, .. } | Self::File { header, .. } | Self::Net { header, .. } | Self::Exit { header } => {
-                Some(header)
-            }
+            Self::Exec { header, .. }
+            | Self::File { header, .. }
+            | Self::Net { header, .. }
+            | Self::Exit { header } => Some(header),
             Self::CgroupMkdir { .. } | Self::CgroupRmdir { .. } => None,
         }
     }
@@ -75,7 +107,11 @@ impl Event {
 fn read<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
     let need = size_of::<T>();
     if buf.len() < need {
-        return Err(DecodeError::Short { what, len: buf.len(), need });
+        return Err(DecodeError::Short {
+            what,
+            len: buf.len(),
+            need,
+        });
     }
     // SAFETY: length checked above; T is a plain #[repr(C)] integer struct (any bit pattern
     // is valid) and read_unaligned copes with the ring buffer's alignment.
@@ -118,11 +154,18 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         kind::FILE => {
             let e: FileEvent = read(buf, "file event")?;
             let op = match e.op {
-                file_op::OPEN => FileOp::Open { flags: e.open_flags },
+                file_op::OPEN => FileOp::Open {
+                    flags: e.open_flags,
+                },
                 file_op::UNLINK => FileOp::Unlink,
                 file_op::RENAME => FileOp::Rename,
                 file_op::CHDIR => FileOp::Chdir,
-                value => return Err(DecodeError::UnknownValue { what: "file op", value }),
+                value => {
+                    return Err(DecodeError::UnknownValue {
+                        what: "file op",
+                        value,
+                    });
+                }
             };
             Ok(Event::File {
                 header: header(&e.header),
@@ -140,12 +183,22 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 net_op::CONNECT => NetOp::Connect,
                 net_op::SEND => NetOp::Send,
                 net_op::BIND => NetOp::Bind,
-                value => return Err(DecodeError::UnknownValue { what: "net op", value }),
+                value => {
+                    return Err(DecodeError::UnknownValue {
+                        what: "net op",
+                        value,
+                    });
+                }
             };
             let addr = match e.family {
                 2 => IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3])),
                 10 => IpAddr::V6(Ipv6Addr::from(e.addr)),
-                value => return Err(DecodeError::UnknownValue { what: "address family", value }),
+                value => {
+                    return Err(DecodeError::UnknownValue {
+                        what: "address family",
+                        value,
+                    });
+                }
             };
             Ok(Event::Net {
                 header: header(&e.header),
@@ -158,7 +211,9 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         }
         kind::EXIT => {
             let e: ExitEvent = read(buf, "exit event")?;
-            Ok(Event::Exit { header: header(&e.header) })
+            Ok(Event::Exit {
+                header: header(&e.header),
+            })
         }
         kind::CGROUP_MKDIR | kind::CGROUP_RMDIR => {
             let e: CgroupEvent = read(buf, "cgroup event")?;
@@ -183,7 +238,8 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain #[repr(C)] value for the test.
-        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }.to_vec()
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
     }
 
     fn file_event(p: &[u8]) -> FileEvent {
@@ -205,7 +261,15 @@ mod tests {
     #[test]
     fn decodes_a_file_event() {
         let buf = bytes_of(&file_event(b"/etc/hosts"));
-        let Event::File { header, op, path, dirfd, ret, .. } = decode(&buf).expect("decodes") else {
+        let Event::File {
+            header,
+            op,
+            path,
+            dirfd,
+            ret,
+            ..
+        } = decode(&buf).expect("decodes")
+        else {
             panic!("not a file event")
         };
         assert_eq!((header.agent, header.pid, header.tgid), (7, 11, 10));
@@ -218,23 +282,46 @@ mod tests {
     #[test]
     fn short_records_are_errors() {
         let buf = bytes_of(&file_event(b"/x"));
-        assert!(matches!(decode(&buf[..20]), Err(DecodeError::Short { what: "event header", .. })));
-        assert!(matches!(decode(&buf[..100]), Err(DecodeError::Short { what: "file event", .. })));
+        assert!(matches!(
+            decode(&buf[..20]),
+            Err(DecodeError::Short {
+                what: "event header",
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(&buf[..100]),
+            Err(DecodeError::Short {
+                what: "file event",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn unknown_kind_and_op_are_errors() {
         let mut e = file_event(b"/x");
         e.op = 99;
-        assert_eq!(decode(&bytes_of(&e)).err(), Some(DecodeError::UnknownValue { what: "file op", value: 99 }));
+        assert_eq!(
+            decode(&bytes_of(&e)).err(),
+            Some(DecodeError::UnknownValue {
+                what: "file op",
+                value: 99
+            })
+        );
         e.header.kind = 1234;
-        assert_eq!(decode(&bytes_of(&e)).err(), Some(DecodeError::UnknownKind(1234)));
+        assert_eq!(
+            decode(&bytes_of(&e)).err(),
+            Some(DecodeError::UnknownKind(1234))
+        );
     }
 
     #[test]
     fn unterminated_path_is_kept_whole() {
         let e = file_event(&[b'a'; PATH_LEN]);
-        let Ok(Event::File { path, .. }) = decode(&bytes_of(&e)) else { panic!("decodes") };
+        let Ok(Event::File { path, .. }) = decode(&bytes_of(&e)) else {
+            panic!("decodes")
+        };
         assert_eq!(path.as_os_str().len(), PATH_LEN);
     }
 
@@ -249,11 +336,26 @@ mod tests {
         e.port = 8080;
         e.protocol = 6;
         e.allowed = 1;
-        let Ok(Event::Net { addr, port, protocol, op, allowed, .. }) = decode(&bytes_of(&e)) else { panic!() };
-        assert_eq!((addr, port, protocol, op, allowed), (IpAddr::from([127, 0, 0, 1]), 8080, 6, NetOp::Connect, true));
+        let Ok(Event::Net {
+            addr,
+            port,
+            protocol,
+            op,
+            allowed,
+            ..
+        }) = decode(&bytes_of(&e))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (addr, port, protocol, op, allowed),
+            (IpAddr::from([127, 0, 0, 1]), 8080, 6, NetOp::Connect, true)
+        );
         e.family = 10;
         e.addr = Ipv6Addr::LOCALHOST.octets();
-        let Ok(Event::Net { addr, .. }) = decode(&bytes_of(&e)) else { panic!() };
+        let Ok(Event::Net { addr, .. }) = decode(&bytes_of(&e)) else {
+            panic!()
+        };
         assert_eq!(addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
         e.family = 1;
         assert!(decode(&bytes_of(&e)).is_err());

@@ -16,14 +16,23 @@ use crate::{cgroupfs::Cgroup2, ebpf_object};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("agent-monitor run must run as root (it loads eBPF programs and manages cgroups); effective uid is {0}")]
+    #[error(
+        "agent-monitor run must run as root (it loads eBPF programs and manages cgroups); effective uid is {0}"
+    )]
     NotRoot(u32),
-    #[error("the kernel exposes no BTF at /sys/kernel/btf/vmlinux; agent-monitor needs Linux >= 5.15 built with CONFIG_DEBUG_INFO_BTF")]
+    #[error(
+        "the kernel exposes no BTF at /sys/kernel/btf/vmlinux; agent-monitor needs Linux >= 5.15 built with CONFIG_DEBUG_INFO_BTF"
+    )]
     NoBtf,
     #[error(transparent)]
     Cgroup(#[from] crate::cgroupfs::CgroupError),
     #[error("mounting {fs} at {path}: {source}")]
-    Mount { fs: &'static str, path: &'static str, #[source] source: io::Error },
+    Mount {
+        fs: &'static str,
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("the embedded eBPF object is empty: this binary was built with AYA_BUILD_SKIP=1")]
     EmptyObject,
     #[error("loading the eBPF object: {0}")]
@@ -31,9 +40,17 @@ pub enum LoadError {
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
     #[error("map {name}: {source}")]
-    Map { name: &'static str, #[source] source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
     #[error("opening the cgroup2 root {path}: {source}")]
-    CgroupRoot { path: String, #[source] source: io::Error },
+    CgroupRoot {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// One hook and whether it is live.
@@ -73,8 +90,18 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("sys_enter_rmdir", "syscalls", "sys_enter_rmdir", false),
     ("sys_enter_unlinkat", "syscalls", "sys_enter_unlinkat", true),
     ("sys_enter_rename", "syscalls", "sys_enter_rename", false),
-    ("sys_enter_renameat", "syscalls", "sys_enter_renameat", false),
-    ("sys_enter_renameat2", "syscalls", "sys_enter_renameat2", true),
+    (
+        "sys_enter_renameat",
+        "syscalls",
+        "sys_enter_renameat",
+        false,
+    ),
+    (
+        "sys_enter_renameat2",
+        "syscalls",
+        "sys_enter_renameat2",
+        true,
+    ),
     ("sys_enter_chdir", "syscalls", "sys_enter_chdir", true),
     ("sys_enter_fchdir", "syscalls", "sys_enter_fchdir", true),
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir", true),
@@ -97,7 +124,9 @@ const FILE_EXITS: &[(&str, bool)] = &[
     ("sys_exit_fchdir", true),
 ];
 
-const SOCK_ADDR: &[&str] = &["connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6"];
+const SOCK_ADDR: &[&str] = &[
+    "connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6",
+];
 
 /// Checks the environment before loading, so a missing prerequisite is one clear line.
 pub fn preflight() -> Result<Cgroup2, LoadError> {
@@ -110,7 +139,11 @@ pub fn preflight() -> Result<Cgroup2, LoadError> {
         return Err(LoadError::NoBtf);
     }
     let cgroup2 = Cgroup2::discover()?;
-    ensure_mounted("tracefs", "/sys/kernel/tracing", "/sys/kernel/tracing/events")?;
+    ensure_mounted(
+        "tracefs",
+        "/sys/kernel/tracing",
+        "/sys/kernel/tracing/events",
+    )?;
     Ok(cgroup2)
 }
 
@@ -123,10 +156,20 @@ pub fn ensure_mounted(fs: &'static str, path: &'static str, probe: &str) -> Resu
     let (src, dst, kind) = (c(fs), c(path), c(fs));
     // SAFETY: valid NUL-terminated strings; no mount data.
     let rc = unsafe {
-        libc::mount(src.as_ptr(), dst.as_ptr(), kind.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            kind.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc != 0 {
-        return Err(LoadError::Mount { fs, path, source: io::Error::last_os_error() });
+        return Err(LoadError::Mount {
+            fs,
+            path,
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -142,10 +185,18 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32) -> Result<Kernel, LoadError> {
         .map_err(|e| LoadError::Load(Box::new(e)))?;
     let mut hooks = Vec::new();
     for &(program, category, name, required) in TRACEPOINTS {
-        hooks.push(attach_tracepoint(&mut ebpf, program, category, name, required));
+        hooks.push(attach_tracepoint(
+            &mut ebpf, program, category, name, required,
+        ));
     }
     for &(name, required) in FILE_EXITS {
-        hooks.push(attach_tracepoint(&mut ebpf, "sys_exit_file", "syscalls", name, required));
+        hooks.push(attach_tracepoint(
+            &mut ebpf,
+            "sys_exit_file",
+            "syscalls",
+            name,
+            required,
+        ));
     }
     let root = cgroup2.root();
     let root_fd = fs::File::open(root).map_err(|source| LoadError::CgroupRoot {
@@ -159,7 +210,13 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32) -> Result<Kernel, LoadError> {
     let events = take_map(&mut ebpf, "EVENTS")?;
     let agent_cgroups = take_map(&mut ebpf, "AGENT_CGROUPS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
-    Ok(Kernel { ebpf, events, agent_cgroups, counters, hooks })
+    Ok(Kernel {
+        ebpf,
+        events,
+        agent_cgroups,
+        counters,
+        hooks,
+    })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
@@ -180,7 +237,12 @@ fn attach_tracepoint(
     let target = format!("tracepoint:{category}:{name}");
     if !required && !Path::new(&format!("/sys/kernel/tracing/events/{category}/{name}")).exists() {
         // Not an error: this architecture has no such syscall.
-        return HookStatus { program, target, attached: false, error: None };
+        return HookStatus {
+            program,
+            target,
+            attached: false,
+            error: None,
+        };
     }
     let result = (|| -> Result<(), String> {
         let prog: &mut TracePoint = ebpf
@@ -189,15 +251,22 @@ fn attach_tracepoint(
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
         if prog.fd().is_err() {
-            prog.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
+            prog.load()
+                .map_err(|e| format!("load: {}", error_chain(&e)))?;
         }
-        prog.attach(category, name).map_err(|e| format!("attach: {}", error_chain(&e)))?;
+        prog.attach(category, name)
+            .map_err(|e| format!("attach: {}", error_chain(&e)))?;
         Ok(())
     })();
     status(program, target, result)
 }
 
-fn attach_sock_addr(ebpf: &mut Ebpf, program: &'static str, root_fd: &fs::File, root: &Path) -> HookStatus {
+fn attach_sock_addr(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    root_fd: &fs::File,
+    root: &Path,
+) -> HookStatus {
     let target = format!("cgroup:{program}@{}", root.display());
     let result = (|| -> Result<(), String> {
         let prog: &mut CgroupSockAddr = ebpf
@@ -205,7 +274,8 @@ fn attach_sock_addr(ebpf: &mut Ebpf, program: &'static str, root_fd: &fs::File, 
             .ok_or("program missing from the object")?
             .try_into()
             .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        prog.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
+        prog.load()
+            .map_err(|e| format!("load: {}", error_chain(&e)))?;
         // Single: through bpf_link the kernel attaches as multi anyway; AllowMultiple makes
         // link creation fail with EINVAL (brief section 8).
         prog.attach(root_fd, CgroupAttachMode::Single)
@@ -217,10 +287,20 @@ fn attach_sock_addr(ebpf: &mut Ebpf, program: &'static str, root_fd: &fs::File, 
 
 fn status(program: &'static str, target: String, result: Result<(), String>) -> HookStatus {
     match result {
-        Ok(()) => HookStatus { program, target, attached: true, error: None },
+        Ok(()) => HookStatus {
+            program,
+            target,
+            attached: true,
+            error: None,
+        },
         Err(e) => {
             tracing::warn!(%program, %target, error = %e, "hook not attached; this activity is not covered");
-            HookStatus { program, target, attached: false, error: Some(e) }
+            HookStatus {
+                program,
+                target,
+                attached: false,
+                error: Some(e),
+            }
         }
     }
 }
@@ -239,7 +319,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Sums a per-CPU counter.
 pub fn read_counter(counters: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
-    counters.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    counters.get(&index, 0).map_or(0, |v| v.iter().sum())
 }
 
 /// Kernel-side counters.

@@ -8,7 +8,8 @@ use crate::{
     policy::{Activity, Context, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict},
     proctable::{ProcInfo, ProcTable},
     record::{
-        Action, AgentRef, Clock, ExecObject, FileObject, Kind, NetObject, ProcessRef, Record, Verdict, rfc3339,
+        Action, AgentRef, Clock, ExecObject, FileObject, Kind, NetObject, ProcessRef, Record,
+        Verdict, rfc3339,
     },
     resolve::{AT_FDCWD, Actor, Follow, resolve},
     scope::Scope,
@@ -34,7 +35,13 @@ struct Judged {
 
 impl Pipeline {
     pub fn new(shared: Arc<Shared>, sinks: Sinks) -> Self {
-        Self { shared, procs: ProcTable::default(), clock: Clock::new(), sinks, batch: Vec::new() }
+        Self {
+            shared,
+            procs: ProcTable::default(),
+            clock: Clock::new(),
+            sinks,
+            batch: Vec::new(),
+        }
     }
 
     pub fn handle(&mut self, event: Event) {
@@ -73,13 +80,20 @@ impl Pipeline {
             };
             t.seen = true;
             t.events += 1;
-            (Arc::clone(&t.scope), t.id.clone(), t.start_cwd.clone(), t.cgroup.clone())
+            (
+                Arc::clone(&t.scope),
+                t.id.clone(),
+                t.start_cwd.clone(),
+                t.cgroup.clone(),
+            )
         };
         let (scope, task_id, start_cwd, task_cgroup) = task;
         let proc = self.procs.observe(h, start_cwd.as_deref());
-        let Some(judged) = describe(event, h, proc) else { return };
+        let Some(judged) = describe(event, h, proc) else {
+            return;
+        };
         let ctx = Context { tgid: h.tgid };
-        let violation = match evaluate(&scope, &judged, event, &ctx) {
+        let violation = match evaluate(&scope, &judged, event, ctx) {
             PolicyVerdict::Allowed => None,
             PolicyVerdict::Violation(v) => Some(v),
         };
@@ -97,7 +111,11 @@ impl Pipeline {
         self.batch.push(Record {
             time: rfc3339(self.clock.wall(h.time_ns)),
             kind: judged.kind,
-            verdict: if violation.is_some() { Verdict::Violation } else { Verdict::Allowed },
+            verdict: if violation.is_some() {
+                Verdict::Violation
+            } else {
+                Verdict::Allowed
+            },
             action,
             agent: AgentRef {
                 scope: scope.name.clone(),
@@ -115,21 +133,36 @@ impl Pipeline {
     }
 }
 
-fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: &Context) -> PolicyVerdict {
+fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: Context) -> PolicyVerdict {
     match event {
         Event::Exec { .. } => {
-            let path = judged.exec.as_ref().map(|e| e.path.as_str()).unwrap_or_default();
-            scope.policy.evaluate(&Activity::Exec { path }, ctx)
+            let path = judged
+                .exec
+                .as_ref()
+                .map(|e| e.path.as_str())
+                .unwrap_or_default();
+            scope.policy.evaluate(&Activity::Exec { path }, &ctx)
         }
         Event::File { .. } => {
-            let Some(f) = &judged.file else { return PolicyVerdict::Allowed };
+            let Some(f) = &judged.file else {
+                return PolicyVerdict::Allowed;
+            };
             let activity = match &f.new_path {
                 Some(to) => Activity::Rename { from: &f.path, to },
-                None => Activity::File { path: &f.path, access: f.access },
+                None => Activity::File {
+                    path: &f.path,
+                    access: f.access,
+                },
             };
-            scope.policy.evaluate(&activity, ctx)
+            scope.policy.evaluate(&activity, &ctx)
         }
-        Event::Net { op, addr, port, protocol, .. } => {
+        Event::Net {
+            op,
+            addr,
+            port,
+            protocol,
+            ..
+        } => {
             let op = match op {
                 WireNetOp::Connect => NetOp::Connect,
                 WireNetOp::Send => NetOp::Send,
@@ -140,7 +173,15 @@ fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: &Context) -> Pol
                 17 => Protocol::Udp,
                 p => Protocol::Other(*p),
             };
-            scope.policy.evaluate(&Activity::Net { op, addr: *addr, port: *port, protocol }, ctx)
+            scope.policy.evaluate(
+                &Activity::Net {
+                    op,
+                    addr: *addr,
+                    port: *port,
+                    protocol,
+                },
+                &ctx,
+            )
         }
         _ => PolicyVerdict::Allowed,
     }
@@ -150,7 +191,11 @@ fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: &Context) -> Pol
 /// keep the table (chdir).
 fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
     fn actor<'a>(h: &Header, proc: &'a ProcInfo) -> Actor<'a> {
-        Actor { tgid: h.tgid, tid: h.pid, cwd: proc.cwd.as_deref() }
+        Actor {
+            tgid: h.tgid,
+            tid: h.pid,
+            cwd: proc.cwd.as_deref(),
+        }
     }
     match event {
         Event::Exec { filename, argv, .. } => {
@@ -160,19 +205,34 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
             proc.argv.clone_from(argv);
             Some(Judged {
                 kind: Kind::Exec,
-                exec: Some(ExecObject { path, argv: argv.clone() }),
+                exec: Some(ExecObject {
+                    path,
+                    argv: argv.clone(),
+                }),
                 file: None,
                 net: None,
             })
         }
-        Event::File { op: FileOp::Chdir, dirfd, path, .. } => {
+        Event::File {
+            op: FileOp::Chdir,
+            dirfd,
+            path,
+            ..
+        } => {
             let r = resolve(&actor(h, proc), *dirfd, path, Follow::Last);
             if r.exact {
                 proc.cwd = Some(r.path);
             }
             None
         }
-        Event::File { op, dirfd, path, dirfd2, path2, .. } => {
+        Event::File {
+            op,
+            dirfd,
+            path,
+            dirfd2,
+            path2,
+            ..
+        } => {
             let (access, follow) = match op {
                 FileOp::Open { flags } => (classify_open(*flags), Follow::Last),
                 FileOp::Unlink => (FileAccess::Unlink, Follow::NotLast),
@@ -194,7 +254,13 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
                 exec: None,
             })
         }
-        Event::Net { op, addr, port, protocol, .. } => Some(Judged {
+        Event::Net {
+            op,
+            addr,
+            port,
+            protocol,
+            ..
+        } => Some(Judged {
             kind: match op {
                 WireNetOp::Connect => Kind::Connect,
                 WireNetOp::Send => Kind::Send,
@@ -222,7 +288,7 @@ fn display_addr(addr: &IpAddr) -> String {
     addr.to_string()
 }
 
-/// open(2) flags -> the access the policy judges. O_CREAT is a create even when the file
+/// open(2) flags -> the access the policy judges. `O_CREAT` is a create even when the file
 /// existed (the caller asked to be allowed to create it).
 pub fn classify_open(flags: u32) -> FileAccess {
     const O_ACCMODE: u32 = 0o3;
@@ -245,8 +311,15 @@ fn process_ref(h: &Header, proc: &ProcInfo, task_cgroup: &str) -> ProcessRef {
         tid: h.pid,
         ppid: if h.ppid != 0 { h.ppid } else { proc.ppid },
         comm: h.comm.clone(),
-        exe: proc.exe.as_deref().map(|p: &Path| p.to_string_lossy().into_owned()),
-        cgroup: Some(proc.cgroup.clone().unwrap_or_else(|| task_cgroup.to_string())),
+        exe: proc
+            .exe
+            .as_deref()
+            .map(|p: &Path| p.to_string_lossy().into_owned()),
+        cgroup: Some(
+            proc.cgroup
+                .clone()
+                .unwrap_or_else(|| task_cgroup.to_string()),
+        ),
     }
 }
 
@@ -261,6 +334,6 @@ mod tests {
         assert_eq!(classify_open(0o2), FileAccess::Write);
         assert_eq!(classify_open(0o1000), FileAccess::Write);
         assert_eq!(classify_open(0o101), FileAccess::Create);
-        assert_eq!(classify_open(0o200000), FileAccess::Read); // O_DIRECTORY
+        assert_eq!(classify_open(0o200_000), FileAccess::Read); // O_DIRECTORY
     }
 }

@@ -36,9 +36,12 @@ impl ProcTable {
     /// (the task's starting directory) is the last resort.
     pub fn observe(&mut self, h: &Header, fallback_cwd: Option<&Path>) -> &mut ProcInfo {
         if self.procs.len() >= MAX_PROCS && !self.procs.contains_key(&h.tgid) {
-            self.procs.retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
+            self.procs
+                .retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
         }
-        let parent = (h.ppid != 0).then(|| self.procs.get(&h.ppid).cloned()).flatten();
+        let parent = (h.ppid != 0)
+            .then(|| self.procs.get(&h.ppid).cloned())
+            .flatten();
         let entry = self.procs.entry(h.tgid).or_insert_with(|| {
             let from_proc = |what: &str| fs::read_link(format!("/proc/{}/{what}", h.tgid)).ok();
             let (cwd, exe) = match &parent {
@@ -78,7 +81,12 @@ impl ProcTable {
 
     /// Pids the table holds for one agent slot.
     pub fn pids_of(&self, agent: u32) -> Vec<u32> {
-        let mut pids: Vec<u32> = self.procs.values().filter(|p| p.agent == agent).map(|p| p.pid).collect();
+        let mut pids: Vec<u32> = self
+            .procs
+            .values()
+            .filter(|p| p.agent == agent)
+            .map(|p| p.pid)
+            .collect();
         pids.sort_unstable();
         pids
     }

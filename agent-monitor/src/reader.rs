@@ -6,7 +6,12 @@ use tokio::{io::unix::AsyncFd, sync::watch};
 
 use crate::{decoder::decode, pipeline::Pipeline, state::Stats};
 
-pub async fn run(ring: RingBuf<MapData>, mut pipeline: Pipeline, stats: &Stats, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    ring: RingBuf<MapData>,
+    mut pipeline: Pipeline,
+    stats: &Stats,
+    mut stop: watch::Receiver<bool>,
+) {
     // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the RingBuf, and
     // always reports that same fd.
     let mut fd = match unsafe { AsyncFd::register(ring) } {

@@ -125,13 +125,20 @@ impl Record {
         };
         format!(
             "{} {:?} task={} scope={} pid={} comm={} {} -> {} action={:?}",
-            self.time, self.kind, self.agent.task, self.agent.scope, self.process.pid, self.process.comm,
-            object, verdict, self.action
+            self.time,
+            self.kind,
+            self.agent.task,
+            self.agent.scope,
+            self.process.pid,
+            self.process.comm,
+            object,
+            verdict,
+            self.action
         )
     }
 }
 
-/// Converts kernel CLOCK_BOOTTIME stamps to wall-clock time.
+/// Converts kernel `CLOCK_BOOTTIME` stamps to wall-clock time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     /// Wall-clock time at boot (realtime - boottime, taken once at start).
@@ -140,12 +147,21 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Self {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid out-pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
-        #[expect(clippy::cast_sign_loss, reason = "boottime is non-negative")]
-        let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
-        Self { boot: SystemTime::now().checked_sub(since_boot).unwrap_or(SystemTime::UNIX_EPOCH) }
+        let since_boot = Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        );
+        Self {
+            boot: SystemTime::now()
+                .checked_sub(since_boot)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        }
     }
 
     pub fn wall(&self, boot_ns: u64) -> SystemTime {
@@ -179,12 +195,18 @@ mod tests {
     #[test]
     fn clock_maps_boot_time_near_now() {
         let c = Clock::new();
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: valid out-pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
         #[expect(clippy::cast_sign_loss, reason = "non-negative")]
         let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-        let skew = c.wall(now_ns).duration_since(SystemTime::now()).unwrap_or_else(|e| e.duration());
+        let skew = c
+            .wall(now_ns)
+            .duration_since(SystemTime::now())
+            .unwrap_or_else(|e| e.duration());
         assert!(skew < Duration::from_secs(1), "skew {skew:?}");
     }
 }

@@ -48,9 +48,15 @@ pub fn resolve(actor: &Actor<'_>, dirfd: i32, raw: &Path, follow: Follow) -> Res
         }
     };
     if !exact {
-        return Resolved { path: joined, exact };
+        return Resolved {
+            path: joined,
+            exact,
+        };
     }
-    Resolved { path: canonical(&joined, follow, actor), exact }
+    Resolved {
+        path: canonical(&joined, follow, actor),
+        exact,
+    }
 }
 
 /// The directory a relative path starts from.
@@ -80,7 +86,12 @@ fn rewrite_self(raw: &Path, actor: &Actor<'_>) -> PathBuf {
         })
     };
     replace(b"/proc/self", format!("/proc/{}", actor.tgid))
-        .or_else(|| replace(b"/proc/thread-self", format!("/proc/{}/task/{}", actor.tgid, actor.tid)))
+        .or_else(|| {
+            replace(
+                b"/proc/thread-self",
+                format!("/proc/{}/task/{}", actor.tgid, actor.tid),
+            )
+        })
         .or_else(|| replace(b"/dev/fd", format!("/proc/{}/fd", actor.tgid)))
         .unwrap_or_else(|| raw.to_path_buf())
 }
@@ -115,8 +126,12 @@ fn lexical(path: &Path, actor: &Actor<'_>) -> PathBuf {
             Component::Normal(name) => {
                 out.push(name);
                 let mut it = out.components().skip(1);
-                if let (Some(Component::Normal(p)), Some(Component::Normal(pid)), Some(Component::Normal(link)), None) =
-                    (it.next(), it.next(), it.next(), it.next())
+                if let (
+                    Some(Component::Normal(p)),
+                    Some(Component::Normal(pid)),
+                    Some(Component::Normal(link)),
+                    None,
+                ) = (it.next(), it.next(), it.next(), it.next())
                     && p == "proc"
                     && pid.as_bytes().iter().all(u8::is_ascii_digit)
                 {
@@ -141,7 +156,11 @@ mod tests {
     use super::*;
 
     fn actor(cwd: &Path) -> Actor<'_> {
-        Actor { tgid: std::process::id(), tid: std::process::id(), cwd: Some(cwd) }
+        Actor {
+            tgid: std::process::id(),
+            tid: std::process::id(),
+            cwd: Some(cwd),
+        }
     }
 
     #[test]
@@ -153,7 +172,13 @@ mod tests {
         let sub = base.join("sub");
         let a = actor(&sub);
         let r = resolve(&a, AT_FDCWD, Path::new("../f"), Follow::Last);
-        assert_eq!(r, Resolved { path: base.join("f"), exact: true });
+        assert_eq!(
+            r,
+            Resolved {
+                path: base.join("f"),
+                exact: true
+            }
+        );
         let r = resolve(&a, AT_FDCWD, Path::new("./../sub/./../f"), Follow::Last);
         assert_eq!(r.path, base.join("f"));
     }
@@ -165,8 +190,14 @@ mod tests {
         fs::write(base.join("target"), "x").expect("write");
         symlink(base.join("target"), base.join("link")).expect("symlink");
         let a = actor(&base);
-        assert_eq!(resolve(&a, AT_FDCWD, Path::new("link"), Follow::Last).path, base.join("target"));
-        assert_eq!(resolve(&a, AT_FDCWD, Path::new("link"), Follow::NotLast).path, base.join("link"));
+        assert_eq!(
+            resolve(&a, AT_FDCWD, Path::new("link"), Follow::Last).path,
+            base.join("target")
+        );
+        assert_eq!(
+            resolve(&a, AT_FDCWD, Path::new("link"), Follow::NotLast).path,
+            base.join("link")
+        );
     }
 
     #[test]
@@ -174,31 +205,66 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let base = fs::canonicalize(dir.path()).expect("canon");
         symlink(&base, base.join("dirlink")).expect("symlink");
-        let r = resolve(&actor(&base), AT_FDCWD, Path::new("dirlink/gone.txt"), Follow::Last);
+        let r = resolve(
+            &actor(&base),
+            AT_FDCWD,
+            Path::new("dirlink/gone.txt"),
+            Follow::Last,
+        );
         assert_eq!(r.path, base.join("gone.txt"));
     }
 
     #[test]
     fn proc_self_names_the_actor_not_the_daemon() {
-        let a = Actor { tgid: 4_000_000, tid: 4_000_001, cwd: Some(Path::new("/")) };
-        assert_eq!(rewrite_self(Path::new("/proc/self/status"), &a), PathBuf::from("/proc/4000000/status"));
-        assert_eq!(rewrite_self(Path::new("/proc/thread-self"), &a), PathBuf::from("/proc/4000000/task/4000001"));
-        assert_eq!(rewrite_self(Path::new("/proc/selfish"), &a), PathBuf::from("/proc/selfish"));
+        let a = Actor {
+            tgid: 4_000_000,
+            tid: 4_000_001,
+            cwd: Some(Path::new("/")),
+        };
+        assert_eq!(
+            rewrite_self(Path::new("/proc/self/status"), &a),
+            PathBuf::from("/proc/4000000/status")
+        );
+        assert_eq!(
+            rewrite_self(Path::new("/proc/thread-self"), &a),
+            PathBuf::from("/proc/4000000/task/4000001")
+        );
+        assert_eq!(
+            rewrite_self(Path::new("/proc/selfish"), &a),
+            PathBuf::from("/proc/selfish")
+        );
         // A gone process's root detour still lands on the real file.
-        let r = resolve(&a, AT_FDCWD, Path::new("/proc/self/root/etc/../etc/shadow"), Follow::Last);
+        let r = resolve(
+            &a,
+            AT_FDCWD,
+            Path::new("/proc/self/root/etc/../etc/shadow"),
+            Follow::Last,
+        );
         assert_eq!(r.path, PathBuf::from("/etc/shadow"));
     }
 
     #[test]
     fn proc_root_of_a_live_process_is_followed() {
         let a = actor(Path::new("/"));
-        let r = resolve(&a, AT_FDCWD, Path::new("/proc/self/root/etc/hostname"), Follow::Last);
-        assert_eq!(r.path, fs::canonicalize("/etc/hostname").unwrap_or_else(|_| PathBuf::from("/etc/hostname")));
+        let r = resolve(
+            &a,
+            AT_FDCWD,
+            Path::new("/proc/self/root/etc/hostname"),
+            Follow::Last,
+        );
+        assert_eq!(
+            r.path,
+            fs::canonicalize("/etc/hostname").unwrap_or_else(|_| PathBuf::from("/etc/hostname"))
+        );
     }
 
     #[test]
     fn unknown_dirfd_is_inexact() {
-        let a = Actor { tgid: 4_000_000, tid: 4_000_000, cwd: None };
+        let a = Actor {
+            tgid: 4_000_000,
+            tid: 4_000_000,
+            cwd: None,
+        };
         let r = resolve(&a, 7, Path::new("x"), Follow::Last);
         assert!(!r.exact);
         assert_eq!(r.path, PathBuf::from("<fd 7>/x"));

@@ -12,9 +12,17 @@ use crate::record::{Record, Verdict};
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("opening audit log {path}: {source}")]
-    Open { path: PathBuf, #[source] source: io::Error },
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("writing audit log {path}: {source}")]
-    Write { path: PathBuf, #[source] source: io::Error },
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,12 +44,24 @@ pub struct Sinks {
 
 impl Sinks {
     pub fn open(audit_path: &Path, stdout: StdoutFormat) -> Result<Self, SinkError> {
-        let err = |source| SinkError::Open { path: audit_path.to_path_buf(), source };
+        let err = |source| SinkError::Open {
+            path: audit_path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = audit_path.parent() {
             fs::create_dir_all(dir).map_err(err)?;
         }
-        let audit = OpenOptions::new().create(true).append(true).open(audit_path).map_err(err)?;
-        Ok(Self { audit, audit_path: audit_path.to_path_buf(), stdout, buf: Vec::new() })
+        let audit = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(audit_path)
+            .map_err(err)?;
+        Ok(Self {
+            audit,
+            audit_path: audit_path.to_path_buf(),
+            stdout,
+            buf: Vec::new(),
+        })
     }
 
     /// Writes a batch with one write(2); syncs when it holds a violation.
@@ -56,7 +76,10 @@ impl Sinks {
                 self.buf.push(b'\n');
             }
         }
-        let err = |source| SinkError::Write { path: self.audit_path.clone(), source };
+        let err = |source| SinkError::Write {
+            path: self.audit_path.clone(),
+            source,
+        };
         self.audit.write_all(&self.buf).map_err(err)?;
         if records.iter().any(|r| r.verdict == Verdict::Violation) {
             self.audit.sync_data().map_err(err)?;
@@ -65,7 +88,9 @@ impl Sinks {
         let printed = match self.stdout {
             StdoutFormat::None => Ok(()),
             StdoutFormat::Json => out.write_all(&self.buf),
-            StdoutFormat::Text => records.iter().try_for_each(|r| writeln!(out, "{}", r.summary())),
+            StdoutFormat::Text => records
+                .iter()
+                .try_for_each(|r| writeln!(out, "{}", r.summary())),
         };
         // stdout going away (closed pipe) must not stop the audit log.
         if let Err(e) = printed.and_then(|()| out.flush()) {

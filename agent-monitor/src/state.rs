@@ -42,7 +42,11 @@ pub enum TaskError {
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("tagging cgroup {cgroup}: {source}")]
-    Tag { cgroup: String, #[source] source: aya::maps::MapError },
+    Tag {
+        cgroup: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
 }
 
 /// `POST /v1/tasks` body.
@@ -98,7 +102,7 @@ pub struct Shared {
     pub stats: Stats,
     catalog: RwLock<Catalog>,
     registry: Mutex<Registry>,
-    /// AGENT_CGROUPS: cgroup id -> slot.
+    /// `AGENT_CGROUPS`: cgroup id -> slot.
     tagger: Mutex<HashMap<MapData, u64, u32>>,
     counters: Mutex<PerCpuArray<MapData, u64>>,
 }
@@ -137,11 +141,15 @@ impl Shared {
     }
 
     pub fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
-        self.catalog.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.catalog
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
-        self.catalog.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.catalog
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn kernel_counters(&self) -> KernelCounters {
@@ -163,11 +171,19 @@ impl Shared {
     }
 
     /// Creates a task: a fresh cgroup under the configured parent, tagged with a new slot.
-    pub fn create_task(&self, req: TaskRequest, requester: Option<u32>) -> Result<TaskCreated, TaskError> {
+    pub fn create_task(
+        &self,
+        req: TaskRequest,
+        requester: Option<u32>,
+    ) -> Result<TaskCreated, TaskError> {
         let scope = match (req.scope, req.scope_yaml) {
-            (Some(name), None) => self.catalog().get(&name).ok_or(TaskError::UnknownScope(name))?,
+            (Some(name), None) => self
+                .catalog()
+                .get(&name)
+                .ok_or(TaskError::UnknownScope(name))?,
             (None, Some(yaml)) => {
-                let mut scopes = scope::parse_str(&yaml, Path::new("<inline>")).map_err(TaskError::BadScope)?;
+                let mut scopes =
+                    scope::parse_str(&yaml, Path::new("<inline>")).map_err(TaskError::BadScope)?;
                 if scopes.len() != 1 {
                     return Err(TaskError::ScopeCount(scopes.len()));
                 }
@@ -199,7 +215,8 @@ impl Shared {
             return Err(TaskError::Tag { cgroup, source });
         }
         let now = Instant::now();
-        let start_cwd = requester.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
+        let start_cwd =
+            requester.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
         registry.insert(Task {
             id: id.clone(),
             slot,
@@ -218,7 +235,11 @@ impl Shared {
         });
         tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
         let cgroup_dir = self.cgroup2.dir(&cgroup)?;
-        Ok(TaskCreated { task: id, cgroup, cgroup_dir })
+        Ok(TaskCreated {
+            task: id,
+            cgroup,
+            cgroup_dir,
+        })
     }
 
     /// Adopts an existing cgroup matching a scope's `select.cgroup` (unless an ancestor is
@@ -273,10 +294,16 @@ impl Shared {
         if !self.catalog().all().any(|s| s.select_cgroup.is_some()) {
             return;
         }
-        let Ok(dirs) = self.cgroup2.walk("/") else { return };
+        let Ok(dirs) = self.cgroup2.walk("/") else {
+            return;
+        };
         for dir in dirs {
-            let Some(rel) = self.cgroup2.relative(&dir) else { continue };
-            let Ok(id) = self.cgroup2.id(&rel) else { continue };
+            let Some(rel) = self.cgroup2.relative(&dir) else {
+                continue;
+            };
+            let Ok(id) = self.cgroup2.id(&rel) else {
+                continue;
+            };
             self.adopt(&rel, id);
         }
     }
@@ -297,7 +324,10 @@ impl Shared {
 
     /// Ends a task: kills what is left of it when `kill`, untags and removes its cgroup.
     pub fn end_task(&self, id: &str, kill: bool) -> Result<(), TaskError> {
-        let task = self.registry().remove(id).ok_or_else(|| TaskError::NotFound(id.to_string()))?;
+        let task = self
+            .registry()
+            .remove(id)
+            .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
         let _ = lock(&self.tagger).remove(&task.cgroup_id);
         if task.origin == Origin::Exec {
             if kill {
@@ -359,7 +389,9 @@ impl Shared {
 
     /// Whether a process belongs to an agent (by its cgroup), for the socket's peer check.
     pub fn is_agent_process(&self, pid: u32) -> bool {
-        let Some(path) = Cgroup2::of_pid(pid) else { return false };
+        let Some(path) = Cgroup2::of_pid(pid) else {
+            return false;
+        };
         self.registry().owning_cgroup(&path).is_some()
     }
 

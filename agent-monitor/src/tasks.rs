@@ -81,7 +81,7 @@ impl Task {
 
     /// A task created on request whose process never showed up is given up after this.
     pub fn abandoned(&self, now: Instant) -> bool {
-        !self.seen && now.duration_since(self.created) > Duration::from_secs(60)
+        !self.seen && now.duration_since(self.created) > Duration::from_mins(1)
     }
 }
 
@@ -143,7 +143,10 @@ impl Registry {
     /// The task whose cgroup is `path` or an ancestor of it.
     pub fn owning_cgroup(&self, path: &str) -> Option<&Task> {
         self.tasks.values().find(|t| {
-            path == t.cgroup || path.strip_prefix(t.cgroup.as_str()).is_some_and(|rest| rest.starts_with('/'))
+            path == t.cgroup
+                || path
+                    .strip_prefix(t.cgroup.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
         })
     }
 }
@@ -151,7 +154,9 @@ impl Registry {
 /// Task ids appear in cgroup paths and URLs.
 pub fn valid_task_id(id: &str) -> bool {
     (1..=63).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+        && id.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        })
         && !id.starts_with('.')
 }
 
@@ -162,7 +167,9 @@ pub fn generate_id(scope: &str) -> String {
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     if n != 4 {
         // getrandom cannot fail for 4 bytes after boot; fall back to the clock anyway.
-        let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         bytes = t.subsec_nanos().to_le_bytes();
     }
     let prefix: String = scope.chars().take(50).collect();
@@ -218,8 +225,8 @@ mod tests {
 
     #[test]
     fn durations_parse() {
-        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_mins(30)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_mins(90)));
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration("5x"), None);

@@ -22,14 +22,22 @@ pub const DEADLINE: Duration = Duration::from_secs(15);
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "end-to-end tests must run as root (cargo xtask test does)");
+    assert_eq!(
+        euid, 0,
+        "end-to-end tests must run as root (cargo xtask test does)"
+    );
 }
 
 pub fn binary() -> PathBuf {
-    let bin = std::env::var_os("AGENT_MONITOR_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/agent-monitor"));
-    assert!(bin.is_file(), "agent-monitor binary not found at {} (run `cargo xtask test`)", bin.display());
+    let bin = std::env::var_os("AGENT_MONITOR_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/agent-monitor"),
+        PathBuf::from,
+    );
+    assert!(
+        bin.is_file(),
+        "agent-monitor binary not found at {} (run `cargo xtask test`)",
+        bin.display()
+    );
     bin
 }
 
@@ -61,7 +69,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A unique name for this test process and call.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub struct Daemon {
@@ -103,12 +115,21 @@ impl Daemon {
             .stderr(fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("start agent-monitor run");
-        let mut d = Self { child: Some(child), dir, socket, audit, scopes: scopes_dir, cgroup_parent, log };
+        let mut d = Self {
+            child: Some(child),
+            dir,
+            socket,
+            audit,
+            scopes: scopes_dir,
+            cgroup_parent,
+            log,
+        };
         wait_for("the daemon to answer on its socket", || {
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("daemon exited early ({status}):\n{}", d.log());
             }
-            d.try_request("GET", "/v1/status", None).filter(|(code, _)| *code == 200)
+            d.try_request("GET", "/v1/status", None)
+                .filter(|(code, _)| *code == 200)
         });
         d
     }
@@ -122,7 +143,12 @@ impl Daemon {
     }
 
     /// One HTTP/1.1 request over the Unix socket; None when the socket does not answer.
-    pub fn try_request(&self, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Option<(u16, String)> {
         let mut s = UnixStream::connect(&self.socket).ok()?;
         s.set_read_timeout(Some(DEADLINE)).ok()?;
         let body = body.unwrap_or("");
@@ -134,12 +160,16 @@ impl Daemon {
         let mut resp = String::new();
         s.read_to_string(&mut resp).ok()?;
         let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Some((code, dechunk(&body)))
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        self.try_request(method, path, body).unwrap_or_else(|| panic!("{method} {path}: no answer\n{}", self.log()))
+        self.try_request(method, path, body)
+            .unwrap_or_else(|| panic!("{method} {path}: no answer\n{}", self.log()))
     }
 
     pub fn get_json(&self, path: &str) -> Value {
@@ -150,10 +180,17 @@ impl Daemon {
 
     /// Creates a task directly through the API; returns (task id, absolute cgroup dir).
     pub fn create_task(&self, scope: &str) -> (String, PathBuf) {
-        let (code, body) = self.request("POST", "/v1/tasks", Some(&format!(r#"{{"scope":"{scope}"}}"#)));
+        let (code, body) = self.request(
+            "POST",
+            "/v1/tasks",
+            Some(&format!(r#"{{"scope":"{scope}"}}"#)),
+        );
         assert_eq!(code, 201, "POST /v1/tasks: {body}");
         let v: Value = serde_json::from_str(&body).expect("JSON");
-        (v["task"].as_str().expect("task").to_string(), PathBuf::from(v["cgroup_dir"].as_str().expect("dir")))
+        (
+            v["task"].as_str().expect("task").to_string(),
+            PathBuf::from(v["cgroup_dir"].as_str().expect("dir")),
+        )
     }
 
     /// `agent-monitor exec --scope SCOPE [extra] -- CMD...`, run to completion.
@@ -175,7 +212,10 @@ impl Daemon {
         fs::read_to_string(&self.audit)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+            })
             .collect()
     }
 
@@ -188,7 +228,11 @@ impl Daemon {
             }
             if Instant::now() >= deadline {
                 let all: Vec<String> = self.records().iter().map(Value::to_string).collect();
-                panic!("no record for {what}; records:\n{}\ndaemon log:\n{}", all.join("\n"), self.log());
+                panic!(
+                    "no record for {what}; records:\n{}\ndaemon log:\n{}",
+                    all.join("\n"),
+                    self.log()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -243,7 +287,12 @@ pub fn remove_cgroup_tree(dir: &Path) {
     let mut i = 0;
     while i < dirs.len() {
         if let Ok(entries) = fs::read_dir(&dirs[i]) {
-            dirs.extend(entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+            dirs.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path()),
+            );
         }
         i += 1;
     }
@@ -268,8 +317,9 @@ fn wait_for_empty(dir: &Path) -> bool {
 /// A command that moves itself into `cgroup_dir` before exec (an untagged launcher placing a
 /// process straight into a cgroup, as a container runtime would).
 pub fn command_in_cgroup(cgroup_dir: &Path, program: &str, args: &[&str]) -> Command {
-    let procs = std::ffi::CString::new(cgroup_dir.join("cgroup.procs").to_string_lossy().as_bytes())
-        .expect("no NUL in path");
+    let procs =
+        std::ffi::CString::new(cgroup_dir.join("cgroup.procs").to_string_lossy().as_bytes())
+            .expect("no NUL in path");
     let mut cmd = Command::new(program);
     cmd.args(args);
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -281,7 +331,11 @@ pub fn command_in_cgroup(cgroup_dir: &Path, program: &str, args: &[&str]) -> Com
             }
             let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
             libc::close(fd);
-            if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
         });
     }
     cmd
@@ -298,7 +352,9 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || tail.len() < n {
             break;
         }

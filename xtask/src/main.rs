@@ -57,7 +57,10 @@ fn main() -> anyhow::Result<()> {
 
 fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = env::var_os("CARGO_MANIFEST_DIR").context("run me through `cargo xtask`")?;
-    Path::new(&manifest).parent().map(Path::to_path_buf).context("xtask has no parent directory")
+    Path::new(&manifest)
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
 }
 
 /// Runs a command, failing with its command line when it fails.
@@ -74,14 +77,22 @@ fn cargo() -> Command {
 }
 
 fn build_daemon(root: &Path) -> anyhow::Result<PathBuf> {
-    run_cmd(cargo().args(["build", "--package", "agent-monitor", "--bin", "agent-monitor"]))?;
+    run_cmd(cargo().args([
+        "build",
+        "--package",
+        "agent-monitor",
+        "--bin",
+        "agent-monitor",
+    ]))?;
     Ok(root.join("target/debug/agent-monitor"))
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} needs root: it loads eBPF programs and creates cgroups (try: sudo -E cargo xtask ...)");
+        bail!(
+            "{what} needs root: it loads eBPF programs and creates cgroups (try: sudo -E cargo xtask ...)"
+        );
     }
     Ok(())
 }
@@ -92,7 +103,11 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
     let state = root.join("target/xtask-run");
     std::fs::create_dir_all(&state).context("creating target/xtask-run")?;
     let socket = state.join("agent-monitor.sock");
-    eprintln!("agent-monitor: socket {}, audit log {}", socket.display(), state.join("audit.jsonl").display());
+    eprintln!(
+        "agent-monitor: socket {}, audit log {}",
+        socket.display(),
+        state.join("audit.jsonl").display()
+    );
     eprintln!("launch an agent next to it:");
     eprintln!(
         "  sudo {} exec --socket {} --scope code-reviewer -- sh -c 'cat /etc/hostname; cat /etc/shadow'",
@@ -106,7 +121,12 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
         .arg(&socket)
         .arg("--audit-log")
         .arg(state.join("audit.jsonl"))
-        .args(["--cgroup-parent", "agent-monitor-dev", "--log-format", "json"])
+        .args([
+            "--cgroup-parent",
+            "agent-monitor-dev",
+            "--log-format",
+            "json",
+        ])
         .args(extra);
     run_cmd(&mut cmd)
 }
@@ -114,13 +134,29 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
 fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
     let filter: Vec<&str> = filter.into_iter().collect();
     // Unit tests of every crate but the end-to-end one.
-    run_cmd(cargo().args(["test", "--workspace", "--exclude", "agent-monitor-e2e", "--"]).args(&filter))?;
+    run_cmd(
+        cargo()
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "agent-monitor-e2e",
+                "--",
+            ])
+            .args(&filter),
+    )?;
     require_root("the end-to-end tests")?;
     let bin = build_daemon(root)?;
     // One at a time: every test runs its own daemon with programs at the cgroup2 root.
     run_cmd(
         cargo()
-            .args(["test", "--package", "agent-monitor-e2e", "--", "--test-threads=1"])
+            .args([
+                "test",
+                "--package",
+                "agent-monitor-e2e",
+                "--",
+                "--test-threads=1",
+            ])
             .args(&filter)
             .env("AGENT_MONITOR_BIN", bin),
     )

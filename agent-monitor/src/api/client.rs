@@ -10,14 +10,24 @@ use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the agent-monitor daemon at {path}: {source} (is `agent-monitor run` running? set --socket or AGENT_MONITOR_SOCKET)")]
-    Connect { path: PathBuf, #[source] source: std::io::Error },
+    #[error(
+        "cannot reach the agent-monitor daemon at {path}: {source} (is `agent-monitor run` running? set --socket or AGENT_MONITOR_SOCKET)"
+    )]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("talking to the daemon: {0}")]
     Http(#[from] hyper::Error),
     #[error("building the request: {0}")]
     Request(#[from] hyper::http::Error),
     #[error("the daemon answered {status}: {error}: {message}")]
-    Api { status: StatusCode, error: String, message: String },
+    Api {
+        status: StatusCode,
+        error: String,
+        message: String,
+    },
     #[error("unexpected answer from the daemon: {0}")]
     Decode(#[from] serde_json::Error),
 }
@@ -28,15 +38,27 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: &Path) -> Self {
-        Self { socket: socket.to_path_buf() }
+        Self {
+            socket: socket.to_path_buf(),
+        }
     }
 
     /// Sends one request; a non-2xx answer becomes `ClientError::Api`.
-    pub async fn send(&self, method: Method, path: &str, body: Option<serde_json::Value>) -> Result<Bytes, ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Bytes, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -56,18 +78,32 @@ impl Client {
                 error: String,
                 message: String,
             }
-            let (error, message) = serde_json::from_slice::<ErrBody>(&bytes)
-                .map_or_else(|_| ("http".into(), String::from_utf8_lossy(&bytes).into_owned()), |e| (e.error, e.message));
-            return Err(ClientError::Api { status, error, message });
+            let (error, message) = serde_json::from_slice::<ErrBody>(&bytes).map_or_else(
+                |_| ("http".into(), String::from_utf8_lossy(&bytes).into_owned()),
+                |e| (e.error, e.message),
+            );
+            return Err(ClientError::Api {
+                status,
+                error,
+                message,
+            });
         }
         Ok(bytes)
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        Ok(serde_json::from_slice(&self.send(Method::GET, path, None).await?)?)
+        Ok(serde_json::from_slice(
+            &self.send(Method::GET, path, None).await?,
+        )?)
     }
 
-    pub async fn post_json<T: DeserializeOwned>(&self, path: &str, body: serde_json::Value) -> Result<T, ClientError> {
-        Ok(serde_json::from_slice(&self.send(Method::POST, path, Some(body)).await?)?)
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<T, ClientError> {
+        Ok(serde_json::from_slice(
+            &self.send(Method::POST, path, Some(body)).await?,
+        )?)
     }
 }

@@ -1,5 +1,5 @@
 //! Server side of the status socket. Every request is checked against the peer's
-//! credentials (SO_PEERCRED): only root may use it, and never a process inside an agent.
+//! credentials (`SO_PEERCRED`): only root may use it, and never a process inside an agent.
 
 use std::{
     fs, io,
@@ -30,9 +30,17 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("preparing socket directory {path}: {source}")]
-    Dir { path: PathBuf, #[source] source: io::Error },
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("binding {path}: {source}")]
-    Bind { path: PathBuf, #[source] source: io::Error },
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Who is on the other end of a connection.
@@ -45,8 +53,14 @@ pub struct Peer {
 impl Connected<IncomingStream<'_, UnixListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
         match stream.io().peer_cred() {
-            Ok(c) => Self { uid: Some(c.uid()), pid: c.pid().and_then(|p| u32::try_from(p).ok()) },
-            Err(_) => Self { uid: None, pid: None },
+            Ok(c) => Self {
+                uid: Some(c.uid()),
+                pid: c.pid().and_then(|p| u32::try_from(p).ok()),
+            },
+            Err(_) => Self {
+                uid: None,
+                pid: None,
+            },
         }
     }
 }
@@ -62,7 +76,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
-        Self { status, error, message: message.into() }
+        Self {
+            status,
+            error,
+            message: message.into(),
+        }
     }
 }
 
@@ -83,22 +101,38 @@ impl From<TaskError> for ApiError {
             | TaskError::ScopeCount(_)
             | TaskError::BadTaskId(_)
             | TaskError::BadTtl(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            TaskError::Cgroup(_) | TaskError::Tag { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            TaskError::Cgroup(_) | TaskError::Tag { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         };
         Self::new(status, code, crate::loader::error_chain(&e))
     }
 }
 
 /// Binds the socket (mode 0660, owner root) and serves until `stop` fires.
-pub async fn serve(shared: Arc<Shared>, path: &Path, mut stop: watch::Receiver<bool>) -> Result<(), ServeError> {
+pub async fn serve(
+    shared: Arc<Shared>,
+    path: &Path,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|source| ServeError::Dir { path: dir.to_path_buf(), source })?;
+        fs::create_dir_all(dir).map_err(|source| ServeError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     // A stale socket from a previous run would make bind fail.
     let _ = fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(|source| ServeError::Bind { path: path.to_path_buf(), source })?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o660))
-        .map_err(|source| ServeError::Bind { path: path.to_path_buf(), source })?;
+    let listener = UnixListener::bind(path).map_err(|source| ServeError::Bind {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(|source| {
+        ServeError::Bind {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
     let app = router(Arc::clone(&shared));
     let result = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move {
@@ -119,8 +153,13 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/tasks", post(create_task))
         .route("/v1/tasks/{id}", delete(delete_task))
         .route("/v1/reload", post(reload))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .layer(middleware::from_fn_with_state(Arc::clone(&shared), authorize))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            authorize,
+        ))
         .with_state(shared)
 }
 
@@ -131,12 +170,21 @@ async fn authorize(
     next: Next,
 ) -> Response {
     if peer.uid != Some(0) {
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the status socket is for root").into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the status socket is for root",
+        )
+        .into_response();
     }
     // An agent running as root must still not steer its own monitor.
     if peer.pid.is_none_or(|pid| shared.is_agent_process(pid)) {
-        return ApiError::new(StatusCode::FORBIDDEN, "agent_forbidden", "agents may not use the status socket")
-            .into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "agent_forbidden",
+            "agents may not use the status socket",
+        )
+        .into_response();
     }
     next.run(request).await
 }
@@ -180,12 +228,20 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusView> {
     Json(StatusView {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: shared.started_at.elapsed().as_secs(),
-        kernel: fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         cgroup2_root: shared.cgroup2.root().display().to_string(),
         hooks: shared.hooks.clone(),
         coverage: Coverage {
             attached: shared.hooks.iter().filter(|h| h.attached).count(),
-            failed: shared.hooks.iter().filter(|h| !h.attached).map(|h| h.target.clone()).collect(),
+            failed: shared
+                .hooks
+                .iter()
+                .filter(|h| !h.attached)
+                .map(|h| h.target.clone())
+                .collect(),
         },
         counters: Counters {
             kernel: shared.kernel_counters(),
@@ -222,7 +278,10 @@ async fn create_task(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-async fn delete_task(State(shared): State<Arc<Shared>>, UrlPath(id): UrlPath<String>) -> Result<StatusCode, ApiError> {
+async fn delete_task(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
     shared.end_task(&id, true)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -235,5 +294,8 @@ struct Reloaded {
 
 async fn reload(State(shared): State<Arc<Shared>>) -> Json<Reloaded> {
     let changed = shared.reload();
-    Json(Reloaded { changed, scope_errors: shared.catalog().problems().to_vec() })
+    Json(Reloaded {
+        changed,
+        scope_errors: shared.catalog().problems().to_vec(),
+    })
 }

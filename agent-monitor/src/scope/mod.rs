@@ -181,13 +181,19 @@ fn with_real_paths(patterns: &[String]) -> Vec<String> {
     let mut out = patterns.to_vec();
     for pattern in patterns {
         let real = if pattern.contains(GLOB_CHARS) {
-            let Some((dir, name)) = pattern.rsplit_once('/') else { continue };
+            let Some((dir, name)) = pattern.rsplit_once('/') else {
+                continue;
+            };
             if dir.contains(GLOB_CHARS) || dir.is_empty() {
                 continue;
             }
-            fs::canonicalize(dir).ok().map(|d| format!("{}/{name}", d.display()))
+            fs::canonicalize(dir)
+                .ok()
+                .map(|d| format!("{}/{name}", d.display()))
         } else {
-            fs::canonicalize(pattern).ok().map(|p| p.display().to_string())
+            fs::canonicalize(pattern)
+                .ok()
+                .map(|p| p.display().to_string())
         };
         if let Some(real) = real
             && !out.contains(&real)
@@ -203,12 +209,11 @@ fn compile(manifest: Manifest, source: &Path) -> Result<Scope, ScopeError> {
     let name = metadata.name.into_string();
     let mut policy_spec = spec.policy_spec();
     policy_spec.exec_allow = with_real_paths(&policy_spec.exec_allow);
-    let policy =
-        CompiledPolicy::compile(policy_spec).map_err(|error| ScopeError::Policy {
-            path: source.to_owned(),
-            name: name.clone(),
-            error,
-        })?;
+    let policy = CompiledPolicy::compile(policy_spec).map_err(|error| ScopeError::Policy {
+        path: source.to_owned(),
+        name: name.clone(),
+        error,
+    })?;
     let select = spec.select.as_ref().map(|select| &select.cgroup);
     Ok(Scope {
         owner: metadata.owner.into_string(),

@@ -96,13 +96,28 @@ fn full_example() {
     assert!(!select.is_match("/agents/other"));
 
     let declared = scope.policy.declared();
-    let written: Vec<&str> = scope.spec.exec.allow.iter().map(|g| g.as_str()).collect();
+    let written: Vec<&str> = scope
+        .spec
+        .exec
+        .allow
+        .iter()
+        .map(super::PathGlob::as_str)
+        .collect();
     assert_eq!(written, ["/usr/bin/git", "/usr/bin/python3*", "/bin/sh"]);
     // The compiled list is what was written plus the real paths of entries naming links.
     assert_eq!(declared.exec_allow[..3], written);
     for extra in &declared.exec_allow[3..] {
-        let real = |p: &str| std::fs::canonicalize(p).ok().map(|r| r.display().to_string());
-        assert!(written.iter().any(|w| real(w).as_deref() == Some(extra.as_str())), "{extra}");
+        let real = |p: &str| {
+            std::fs::canonicalize(p)
+                .ok()
+                .map(|r| r.display().to_string())
+        };
+        assert!(
+            written
+                .iter()
+                .any(|w| real(w).as_deref() == Some(extra.as_str())),
+            "{extra}"
+        );
     }
     assert!(declared.files.baseline);
     assert_eq!(declared.files.read, ["/workspace/**", "/etc/ssl/**"]);
@@ -251,7 +266,8 @@ fn exec_entries_naming_symlinks_also_allow_their_target() {
     std::fs::create_dir(real.join("bin-real")).expect("mkdir");
     std::fs::write(real.join("bin-real/tool"), "").expect("write");
     std::os::unix::fs::symlink(real.join("bin-real"), real.join("bin")).expect("symlink");
-    std::os::unix::fs::symlink(real.join("bin-real/tool"), real.join("tool-link")).expect("symlink");
+    std::os::unix::fs::symlink(real.join("bin-real/tool"), real.join("tool-link"))
+        .expect("symlink");
     let yaml = format!(
         "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {{name: s, owner: o}}\nspec:\n  exec:\n    allow: [\"{r}/tool-link\", \"{r}/bin/to*\"]\n",
         r = real.display()
@@ -259,9 +275,19 @@ fn exec_entries_naming_symlinks_also_allow_their_target() {
     let scopes = super::parse_str(&yaml, std::path::Path::new("t.yaml")).expect("parses");
     let ctx = Context { tgid: 1 };
     let target = real.join("bin-real/tool");
-    let verdict = scopes[0].policy.evaluate(&Activity::Exec { path: target.to_str().expect("utf8") }, &ctx);
+    let verdict = scopes[0].policy.evaluate(
+        &Activity::Exec {
+            path: target.to_str().expect("utf8"),
+        },
+        &ctx,
+    );
     assert!(matches!(verdict, Verdict::Allowed), "{verdict:?}");
     let other = real.join("bin-real/other");
-    let verdict = scopes[0].policy.evaluate(&Activity::Exec { path: other.to_str().expect("utf8") }, &ctx);
+    let verdict = scopes[0].policy.evaluate(
+        &Activity::Exec {
+            path: other.to_str().expect("utf8"),
+        },
+        &ctx,
+    );
     assert!(matches!(verdict, Verdict::Violation(_)), "{verdict:?}");
 }
