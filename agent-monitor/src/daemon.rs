@@ -13,7 +13,7 @@ use tokio::{
 use crate::{
     api,
     cli::{DEFAULT_SOCKET, RunArgs},
-    loader,
+    kubernetes, loader,
     pipeline::Pipeline,
     reader,
     sink::Sinks,
@@ -30,11 +30,13 @@ struct ConfigFile {
     pin_path: Option<PathBuf>,
     cgroup_parent: Option<String>,
     ring_buffer_bytes: Option<u32>,
+    /// Pod awareness (`select.kubernetes`); also on when `$NODE_NAME` is set.
+    kubernetes: Option<kubernetes::KubernetesConfig>,
 }
 
 const DEFAULT_RING_BYTES: u32 = 1 << 24;
 
-fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32)> {
+fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32, Option<kubernetes::Settings>)> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -43,6 +45,8 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32)> {
         }
         None => ConfigFile::default(),
     };
+    let kube =
+        kubernetes::Settings::resolve(file.kubernetes.as_ref(), std::env::var("NODE_NAME").ok())?;
     let pick = |flag: &Option<PathBuf>, file: &Option<PathBuf>, default: &str| {
         flag.clone()
             .or_else(|| file.clone())
@@ -69,11 +73,17 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32)> {
         args.ring_buffer_bytes
             .or(file.ring_buffer_bytes)
             .unwrap_or(DEFAULT_RING_BYTES),
+        kube,
     ))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (config, ring_bytes) = config(&args)?;
+    let (config, ring_bytes, kube) = config(&args)?;
+    // A misconfigured API client fails the start, before anything is loaded.
+    let kube_client = match &kube {
+        Some(settings) => Some(settings.client().await?),
+        None => None,
+    };
     let cgroup2 = loader::preflight()?;
     if !config.scopes_dir.is_dir() {
         anyhow::bail!(
@@ -102,6 +112,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let catalog = shared.catalog();
         tracing::info!(scopes = ?catalog.all().map(|s| s.name.as_str()).collect::<Vec<_>>(), rejected = catalog.problems().len(), "scopes loaded");
     }
+    if kube.is_some() {
+        shared.kubernetes.enable();
+    } else if shared
+        .catalog()
+        .all()
+        .any(|s| kubernetes::selector(s).is_some())
+    {
+        tracing::warn!(
+            "a scope selects Kubernetes containers, but no node is configured (kubernetes: in the config file, or $NODE_NAME): it selects nothing"
+        );
+    }
     shared.discover_existing();
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -117,11 +138,30 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         async move { api::serve(shared, &socket, stop).await }
     });
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&shared), stop_rx.clone()));
+    let pods = match (kube, kube_client) {
+        (Some(settings), Some(client)) => Some(tokio::spawn(kubernetes::watch::run(
+            Arc::clone(&shared),
+            client,
+            settings,
+            stop_rx.clone(),
+        ))),
+        _ => None,
+    };
+    // systemd (Type=notify): ready once the status socket answers.
+    match crate::systemd::ready_when_listening(&shared.config.socket, Duration::from_secs(30)).await
+    {
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "readiness"),
+    }
     tracing::info!(socket = %shared.config.socket.display(), "agent-monitor running");
 
     wait_for_signal(&shared).await?;
     tracing::info!("stopping");
+    let _ = crate::systemd::notify("STOPPING=1");
     let _ = stop_tx.send(true);
+    if let Some(pods) = pods {
+        let _ = pods.await;
+    }
     match api.await {
         Ok(Err(e)) => tracing::error!(error = %e, "status socket"),
         Err(e) => tracing::error!(error = %e, "status socket task"),

@@ -3,7 +3,8 @@
 //! Pipeline: [`loader`] attaches the kernel programs; [`reader`] drains the ring buffer;
 //! [`decoder`] turns records into events; [`pipeline`] keeps the [`proctable`], resolves
 //! paths ([`resolve`]), asks the [`policy`] engine and hands [`record`]s to the [`sink`]s.
-//! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket.
+//! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket. [`kubernetes`]
+//! makes containers of this node's pods agents; [`systemd`] tells systemd when it is ready.
 
 pub mod api;
 pub mod catalog;
@@ -13,6 +14,7 @@ pub mod commands;
 pub mod daemon;
 pub mod decoder;
 pub mod ebpf_object;
+pub mod kubernetes;
 pub mod loader;
 pub mod pipeline;
 pub mod policy;
@@ -23,4 +25,5 @@ pub mod resolve;
 pub mod scope;
 pub mod sink;
 pub mod state;
+pub mod systemd;
 pub mod tasks;

@@ -124,6 +124,7 @@ impl Pipeline {
                 identity: scope.identity.clone(),
             },
             process: process_ref(h, proc, &task_cgroup),
+            kubernetes: self.shared.kubernetes.agent(h.agent),
             file: judged.file,
             net: judged.net,
             exec: judged.exec,

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::kubernetes::KubernetesRef;
 use crate::policy::{FileAccess, Violation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -91,6 +92,9 @@ pub struct Record {
     pub action: Action,
     pub agent: AgentRef,
     pub process: ProcessRef,
+    /// Namespace, pod and container of an agent selected by `select.kubernetes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileObject>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     catalog::Catalog,
     cgroupfs::{Cgroup2, CgroupError},
+    kubernetes::{self, Candidate},
     loader::{HookStatus, KernelCounters},
     scope::{self, Scope, ScopeError},
     tasks::{Origin, Registry, Task, generate_id, parse_duration, valid_task_id},
@@ -100,6 +101,8 @@ pub struct Shared {
     pub started: SystemTime,
     pub started_at: Instant,
     pub stats: Stats,
+    /// This node's pods and container cgroups (`select.kubernetes`).
+    pub kubernetes: kubernetes::Node,
     catalog: RwLock<Catalog>,
     registry: Mutex<Registry>,
     /// `AGENT_CGROUPS`: cgroup id -> slot.
@@ -129,6 +132,7 @@ impl Shared {
             started: SystemTime::now(),
             started_at: Instant::now(),
             stats: Stats::default(),
+            kubernetes: kubernetes::Node::default(),
             catalog: RwLock::new(catalog),
             registry: Mutex::new(Registry::default()),
             tagger: Mutex::new(tagger),
@@ -166,6 +170,11 @@ impl Shared {
             {
                 task.scope = s;
             }
+        }
+        drop(catalog);
+        // A new or changed `select.kubernetes` may match containers that already run.
+        for container in self.kubernetes.containers() {
+            self.adopt_container(&container);
         }
         changed
     }
@@ -249,6 +258,11 @@ impl Shared {
         if path == own_parent || path.starts_with(&format!("{own_parent}/")) {
             return;
         }
+        if let Some(container) = self.kubernetes.cgroup_seen(path, cgroup_id)
+            && self.adopt_container(&container)
+        {
+            return;
+        }
         let scope = {
             let catalog = self.catalog();
             let found = catalog
@@ -260,20 +274,56 @@ impl Shared {
                 None => return,
             }
         };
+        self.insert_selected(path, cgroup_id, &scope);
+    }
+
+    /// Adopts a container of this node's pods when a scope's `select.kubernetes` matches it;
+    /// its records carry namespace, pod and container. Returns whether it is an agent now.
+    pub fn adopt_container(&self, container: &kubernetes::Container) -> bool {
+        let candidate = Candidate {
+            namespace: &container.reference.namespace,
+            labels: &container.labels,
+            container: &container.reference.container,
+        };
+        let scope = self
+            .catalog()
+            .all()
+            .find(|s| kubernetes::selector(s).is_some_and(|k| k.matches(candidate)))
+            .cloned();
+        let Some(scope) = scope else {
+            return false;
+        };
+        let Some(slot) = self.insert_selected(&container.cgroup, container.cgroup_id, &scope)
+        else {
+            return self.registry().owning_cgroup(&container.cgroup).is_some();
+        };
+        self.kubernetes.adopted(slot, container.reference.clone());
+        tracing::info!(
+            namespace = %container.reference.namespace,
+            pod = %container.reference.pod,
+            container = %container.reference.container,
+            "the container is an agent"
+        );
+        true
+    }
+
+    /// Tags a selected cgroup and registers its task; None when it (or an ancestor) already
+    /// is an agent or tagging failed. Returns the task's slot.
+    fn insert_selected(&self, path: &str, cgroup_id: u64, scope: &Arc<Scope>) -> Option<u32> {
         let mut registry = self.registry();
         if registry.owning_cgroup(path).is_some() {
-            return;
+            return None;
         }
         let id = format!("{}-cg{cgroup_id}", scope.name);
         let slot = registry.allocate_slot();
         if let Err(e) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
             tracing::error!(cgroup = %path, error = %e, "cannot tag discovered cgroup");
-            return;
+            return None;
         }
         registry.insert(Task {
             id: id.clone(),
             slot,
-            scope: Arc::clone(&scope),
+            scope: Arc::clone(scope),
             cgroup: path.to_string(),
             cgroup_id,
             origin: Origin::Select,
@@ -287,11 +337,12 @@ impl Shared {
             violations: 0,
         });
         tracing::info!(task = %id, scope = %scope.name, cgroup = %path, "agent cgroup adopted");
+        Some(slot)
     }
 
     /// Walks the cgroup tree once at start for cgroups selected by scopes.
     pub fn discover_existing(&self) {
-        if !self.catalog().all().any(|s| s.select_cgroup.is_some()) {
+        if !self.catalog().all().any(|s| s.select_cgroup.is_some()) && !self.kubernetes.enabled() {
             return;
         }
         let Ok(dirs) = self.cgroup2.walk("/") else {
@@ -310,6 +361,7 @@ impl Shared {
 
     /// A selected cgroup went away.
     pub fn cgroup_removed(&self, cgroup_id: u64) {
+        self.kubernetes.cgroup_removed(cgroup_id);
         let mut registry = self.registry();
         let id = registry
             .iter()
@@ -317,7 +369,9 @@ impl Shared {
             .map(|t| t.id.clone());
         if let Some(id) = id {
             let _ = lock(&self.tagger).remove(&cgroup_id);
-            registry.remove(&id);
+            if let Some(task) = registry.remove(&id) {
+                self.kubernetes.forget_agent(task.slot);
+            }
             tracing::info!(task = %id, "agent cgroup removed; task ended");
         }
     }
