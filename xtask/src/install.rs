@@ -137,19 +137,18 @@ fn systemd_running(destdir: Option<&Path>) -> bool {
 
 pub fn install(root: &Path, args: &InstallArgs) -> anyhow::Result<()> {
     let layout = Layout::new(&args.prefix, args.destdir.as_deref())?;
-    let binary = match &args.binary {
-        Some(b) => b.clone(),
-        None => {
-            run_cmd(crate::cargo().args([
-                "build",
-                "--release",
-                "--package",
-                "agent-monitor",
-                "--bin",
-                "agent-monitor",
-            ]))?;
-            crate::target_dir(root).join("release/agent-monitor")
-        }
+    let binary = if let Some(b) = &args.binary {
+        b.clone()
+    } else {
+        run_cmd(crate::cargo().args([
+            "build",
+            "--release",
+            "--package",
+            "agent-monitor",
+            "--bin",
+            "agent-monitor",
+        ]))?;
+        crate::target_dir(root).join("release/agent-monitor")
     };
     let bytes = fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
     write(&layout.binary, &bytes, 0o755)?;
@@ -286,7 +285,7 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 }
 
 /// What the deployment tests need: `systemd-analyze` (Debian's `systemd`) to verify the
-/// unit offline, and `kubernetes-validate` (PyPI, in a virtualenv under target/tools) to
+/// unit offline, and `kubernetes-validate` (`PyPI`, in a virtualenv under `target/tools`) to
 /// validate deploy/kubernetes against the Kubernetes schemas. Idempotent.
 pub fn test_tools(root: &Path) -> anyhow::Result<()> {
     let mut missing = Vec::new();
