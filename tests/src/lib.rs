@@ -403,3 +403,119 @@ impl Daemon {
             .expect("spawn agent-monitor exec")
     }
 }
+
+impl Daemon {
+    /// As [`Daemon::start`], with a `--config` file holding `config_yaml` (written next to
+    /// the daemon's other files; the flags `start` passes still win over it).
+    pub fn start_with_config(scopes: &[(&str, &str)], config_yaml: &str) -> Self {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scopes_dir = dir.path().join("scopes");
+        fs::create_dir(&scopes_dir).expect("mkdir scopes");
+        for (name, yaml) in scopes {
+            fs::write(scopes_dir.join(name), yaml).expect("write scope");
+        }
+        let config = dir.path().join("config.yaml");
+        fs::write(&config, config_yaml).expect("write config");
+        let socket = dir.path().join("am.sock");
+        let audit = dir.path().join("audit.jsonl");
+        let log = dir.path().join("daemon.log");
+        let cgroup_parent = unique("am-e2e");
+        let child = Command::new(binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--scopes")
+            .arg(&scopes_dir)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--audit-log")
+            .arg(&audit)
+            .args(["--cgroup-parent", &cgroup_parent, "--quiet"])
+            .env("AGENT_MONITOR_LOG", "info")
+            .env_remove("NODE_NAME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start agent-monitor run");
+        let mut d = Self {
+            child: Some(child),
+            dir,
+            socket,
+            audit,
+            scopes: scopes_dir,
+            cgroup_parent,
+            log,
+        };
+        wait_for("the daemon to answer on its socket", || {
+            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("daemon exited early ({status}):\n{}", d.log());
+            }
+            d.try_request("GET", "/v1/status", None)
+                .filter(|(code, _)| *code == 200)
+        });
+        d
+    }
+}
+
+/// A cgroup tree made by a test under the cgroup2 root, killed and removed on drop (also
+/// when the test fails).
+pub struct CgroupTree(pub PathBuf);
+
+impl CgroupTree {
+    /// `/<prefix>-<pid>-<n>` under the cgroup2 root.
+    pub fn new(prefix: &str) -> Self {
+        Self(cgroup2_root().join(unique(prefix)))
+    }
+
+    /// Creates `rel` (and its parents) below the tree's top; returns its absolute path.
+    pub fn mkdir(&self, rel: &str) -> PathBuf {
+        let dir = self.0.join(rel.trim_start_matches('/'));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        dir
+    }
+
+    /// The path of `dir` relative to the cgroup2 root, as the daemon names cgroups.
+    pub fn relative(dir: &Path) -> String {
+        format!(
+            "/{}",
+            dir.strip_prefix(cgroup2_root())
+                .expect("below the cgroup2 root")
+                .display()
+        )
+    }
+}
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.0);
+    }
+}
+
+/// The workspace root (for deploy/, examples/ and the tools under target/tools).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Runs `cargo xtask ARGS` (in its own target directory: the test's cargo may hold the
+/// lock of the usual one) and returns its output, failing the test when it fails.
+pub fn xtask(args: &[&std::ffi::OsStr]) -> Output {
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("xtask-from-tests");
+    let out = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(args)
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", target)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo xtask");
+    assert_exit(&out, 0);
+    out
+}
