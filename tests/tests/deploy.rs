@@ -1,4 +1,4 @@
-//! Deployment: the systemd unit (verified offline, started from its own ExecStart line
+//! Deployment: the systemd unit (verified offline, started from its own `ExecStart` line
 //! under its own capability set), `cargo xtask install | uninstall`, and the Kubernetes
 //! manifests (strict schema validation).
 
@@ -212,6 +212,10 @@ fn bounding_set(unit: &str) -> String {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario, start to stop, in order"
+)]
 fn the_daemon_starts_from_the_units_exec_start_with_its_capabilities_and_notifies() {
     require_root();
     let dest = install(&[]);
@@ -223,11 +227,8 @@ fn the_daemon_starts_from_the_units_exec_start_with_its_capabilities_and_notifie
     let argv: Vec<PathBuf> = exec[0]
         .split_whitespace()
         .map(|a| {
-            if a.starts_with('/') {
-                root.join(&a[1..])
-            } else {
-                PathBuf::from(a)
-            }
+            a.strip_prefix('/')
+                .map_or_else(|| PathBuf::from(a), |rel| root.join(rel))
         })
         .collect();
     let config = argv
