@@ -147,12 +147,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ))),
         _ => None,
     };
-    // systemd (Type=notify): ready once the status socket answers.
-    match crate::systemd::ready_when_listening(&shared.config.socket, Duration::from_secs(30)).await
-    {
-        Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, "readiness"),
-    }
+    // systemd (Type=notify): ready once the status socket answers. In its own task, so that
+    // the signal handlers below are in place at once.
+    tokio::spawn({
+        let socket = shared.config.socket.clone();
+        async move {
+            if let Err(e) =
+                crate::systemd::ready_when_listening(&socket, Duration::from_secs(30)).await
+            {
+                tracing::error!(error = %e, "readiness");
+            }
+        }
+    });
     tracing::info!(socket = %shared.config.socket.display(), "agent-monitor running");
 
     wait_for_signal(&shared).await?;
