@@ -192,6 +192,17 @@ mod tests {
         ));
     }
 
+    /// rustls with the ring provider is the only TLS stack compiled in: building an HTTPS
+    /// client must find it (a second provider would make rustls refuse to pick one).
+    #[tokio::test]
+    async fn an_https_client_builds() {
+        let s = Settings {
+            node_name: "n".into(),
+            source: Source::Url("https://127.0.0.1:6443".parse().expect("uri")),
+        };
+        assert!(s.client().await.is_ok());
+    }
+
     #[test]
     fn api_server_must_be_a_url() {
         let file = KubernetesConfig {
