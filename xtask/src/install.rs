@@ -285,7 +285,7 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 }
 
 /// What the deployment tests need: `systemd-analyze` (Debian's `systemd`) to verify the
-/// unit offline, and `kubernetes-validate` (`PyPI`, in a virtualenv under `target/tools`) to
+/// unit offline, `strace` to check its syscall filter, and `kubernetes-validate` (`PyPI`, in a virtualenv under `target/tools`) to
 /// validate deploy/kubernetes against the Kubernetes schemas. Idempotent.
 /// `XTASK_SKIP_TEST_TOOLS=1` skips them (the image build runs `setup` for bpf-linker only).
 pub fn test_tools(root: &Path) -> anyhow::Result<()> {
@@ -295,6 +295,10 @@ pub fn test_tools(root: &Path) -> anyhow::Result<()> {
     let mut missing = Vec::new();
     if !on_path("systemd-analyze") {
         missing.push("systemd");
+    }
+    // The unit's SystemCallFilter is checked against what the daemon calls, traced.
+    if !on_path("strace") {
+        missing.push("strace");
     }
     if !on_path("python3") {
         missing.extend(["python3", "python3-venv"]);
