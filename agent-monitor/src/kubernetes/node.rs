@@ -191,10 +191,6 @@ impl Node {
         }
         self.lock().agents.get(&slot).cloned()
     }
-
-    pub fn pod_count(&self) -> usize {
-        self.lock().pods.len()
-    }
 }
 
 fn container(pod: &PodMeta, seen: &Seen, cgroup_id: u64) -> Option<Container> {
