@@ -175,11 +175,19 @@ impl Default for Clock {
     }
 }
 
-/// RFC 3339 with nanoseconds, UTC.
+/// RFC 3339 in UTC with exactly nine fractional digits, so records sort and parse alike.
 pub fn rfc3339(t: SystemTime) -> String {
     let dt = time::OffsetDateTime::from(t);
-    dt.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| dt.unix_timestamp().to_string())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.nanosecond()
+    )
 }
 
 #[cfg(test)]
@@ -190,6 +198,12 @@ mod tests {
     fn rfc3339_keeps_nanoseconds() {
         let t = SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789);
         assert_eq!(rfc3339(t), "2027-01-15T08:00:00.123456789Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 120_000_000);
+        assert_eq!(
+            rfc3339(t),
+            "2027-01-15T08:00:00.120000000Z",
+            "trailing zeros are kept"
+        );
     }
 
     #[test]
