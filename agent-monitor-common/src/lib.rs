@@ -326,7 +326,10 @@ mod tests {
     fn wire_sizes_are_stable() {
         let h = size_of::<EventHeader>();
         assert_eq!(h, 56);
-        assert_eq!(size_of::<ExecEvent>(), h + 8 + PATH_LEN + ARG_LEN * MAX_ARGS);
+        assert_eq!(
+            size_of::<ExecEvent>(),
+            h + 8 + PATH_LEN + ARG_LEN * MAX_ARGS
+        );
         assert_eq!(size_of::<FileEvent>(), h + 24 + 2 * PATH_LEN);
         assert_eq!(size_of::<NetEvent>(), h + 16 + 16 + 8);
         assert_eq!(size_of::<ExitEvent>(), h);

@@ -251,12 +251,10 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
             && let Some(cfg) = enforced(slot)
             && let Some(key) = fd_identity(slot, ret as u64)
             && FILE_DENY.get_ptr(key).is_some()
+            && kills(&cfg)
         {
-            event.header.flags |= flags::BLOCKED;
-            if kills(&cfg) {
-                signal(SIGKILL);
-                event.header.flags |= flags::KILLED;
-            }
+            signal(SIGKILL);
+            event.header.flags |= flags::KILLED;
         }
         emit::<FileEvent>(event, slot);
     }

@@ -1,8 +1,8 @@
 //! Maps shared by all hooks. Names are the contract with the daemon's loader.
 
 use agent_monitor_common::{
-    AgentConfig, BindKey, ExecArgs, ExecEvent, FileEvent, InodeKey, NetKey, NetRule, Offsets, PidTag,
-    counter,
+    AgentConfig, BindKey, ExecArgs, ExecEvent, FileEvent, InodeKey, NetKey, NetRule, Offsets,
+    PidTag, counter,
 };
 use aya_ebpf::{
     macros::map,

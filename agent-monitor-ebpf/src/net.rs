@@ -3,9 +3,7 @@
 //! 0 makes it fail with EPERM: an enforced agent's out-of-scope connect, unconnected send
 //! or bind is refused in the kernel, whatever the daemon is doing.
 
-use agent_monitor_common::{
-    BindKey, NetEvent, NetKey, flags, kind, net_op, proto_bits,
-};
+use agent_monitor_common::{BindKey, NetEvent, NetKey, flags, kind, net_op, proto_bits};
 use aya_ebpf::{macros::cgroup_sock_addr, maps::lpm_trie::Key, programs::SockAddrContext};
 
 use crate::{
@@ -82,7 +80,10 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
 #[inline(always)]
 fn in_scope(slot: u32, op: u32, family: u32, addr: &[u8; 16], port: u16, protocol: u32) -> bool {
     if op == net_op::BIND {
-        let key = BindKey { slot, port: u32::from(port) };
+        let key = BindKey {
+            slot,
+            port: u32::from(port),
+        };
         return BIND_PORTS.get_ptr(key).is_some();
     }
     let bit = match protocol {
@@ -92,7 +93,10 @@ fn in_scope(slot: u32, op: u32, family: u32, addr: &[u8; 16], port: u16, protoco
     };
     // One key space for both families: IPv4 as ::ffff:a.b.c.d, which is also how an
     // IPv4-mapped IPv6 destination arrives at connect6.
-    let mut data = NetKey { slot_be: slot.to_be_bytes(), addr: [0; 16] };
+    let mut data = NetKey {
+        slot_be: slot.to_be_bytes(),
+        addr: [0; 16],
+    };
     if family == AF_INET {
         data.addr[10] = 0xff;
         data.addr[11] = 0xff;

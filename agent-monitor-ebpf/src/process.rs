@@ -12,7 +12,7 @@ use aya_ebpf::{
 
 use crate::{
     enforce::{SIGKILL, SIGSTOP, enforced, exe_identity, kills, signal},
-    maps::{EXEC_ALLOW, AGENT_PIDS, ARGS_SCRATCH, EXEC_SCRATCH, PENDING_EXEC, PENDING_FILE, emit},
+    maps::{AGENT_PIDS, ARGS_SCRATCH, EXEC_ALLOW, EXEC_SCRATCH, PENDING_EXEC, PENDING_FILE, emit},
     tag::{current_agent, header, inherit},
 };
 

@@ -5,7 +5,9 @@
 //! paths ([`resolve`]), asks the [`policy`] engine and hands [`record`]s to the [`sink`]s.
 //! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket.
 
+pub mod actions;
 pub mod api;
+pub mod btf;
 pub mod catalog;
 pub mod cgroupfs;
 pub mod cli;
@@ -13,6 +15,7 @@ pub mod commands;
 pub mod daemon;
 pub mod decoder;
 pub mod ebpf_object;
+pub mod enforce;
 pub mod loader;
 pub mod pipeline;
 pub mod policy;

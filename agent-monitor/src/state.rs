@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     catalog::Catalog,
     cgroupfs::{Cgroup2, CgroupError},
-    loader::{HookStatus, KernelCounters},
+    enforce::Enforcer,
+    loader::{Handles, HookStatus, KernelCounters},
     scope::{self, Scope, ScopeError},
     tasks::{Origin, Registry, Task, generate_id, parse_duration, valid_task_id},
 };
@@ -41,6 +42,8 @@ pub enum TaskError {
     NotFound(String),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error("enforcing the scope: {0}")]
+    Enforce(#[from] crate::enforce::EnforceError),
     #[error("tagging cgroup {cgroup}: {source}")]
     Tag {
         cgroup: String,
@@ -85,6 +88,10 @@ pub struct Stats {
     /// Events whose agent slot belongs to no live task (late events of an ended task).
     pub orphan_events: AtomicU64,
     pub sink_errors: AtomicU64,
+    /// Operations the kernel refused for enforced agents.
+    pub blocked: AtomicU64,
+    /// Processes or agents killed (by the kernel or the daemon).
+    pub killed: AtomicU64,
 }
 
 impl Stats {
@@ -102,9 +109,12 @@ pub struct Shared {
     pub stats: Stats,
     catalog: RwLock<Catalog>,
     registry: Mutex<Registry>,
+    /// Why the kernel cannot identify files (no BTF offsets), if so.
+    pub identity_error: Option<String>,
     /// `AGENT_CGROUPS`: cgroup id -> slot.
     tagger: Mutex<HashMap<MapData, u64, u32>>,
     counters: Mutex<PerCpuArray<MapData, u64>>,
+    enforcer: Mutex<Enforcer>,
 }
 
 /// A poisoned lock only means another thread panicked mid-update; the data is still the
@@ -114,24 +124,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(
-        config: DaemonConfig,
-        cgroup2: Cgroup2,
-        hooks: Vec<HookStatus>,
-        tagger: HashMap<MapData, u64, u32>,
-        counters: PerCpuArray<MapData, u64>,
-    ) -> Self {
+    pub fn new(config: DaemonConfig, cgroup2: Cgroup2, kernel: Handles) -> Self {
         let catalog = Catalog::load(&config.scopes_dir);
+        let Handles {
+            agent_cgroups,
+            counters,
+            enforcer,
+            hooks,
+            identity_error,
+        } = kernel;
         Self {
             config,
             cgroup2,
             hooks,
+            identity_error,
+            enforcer: Mutex::new(enforcer),
             started: SystemTime::now(),
             started_at: Instant::now(),
             stats: Stats::default(),
             catalog: RwLock::new(catalog),
             registry: Mutex::new(Registry::default()),
-            tagger: Mutex::new(tagger),
+            tagger: Mutex::new(agent_cgroups),
             counters: Mutex::new(counters),
         }
     }
@@ -163,8 +176,18 @@ impl Shared {
         for task in self.registry().iter_mut() {
             if task.scope.source.as_path() != Path::new("<inline>")
                 && let Some(s) = catalog.get(&task.scope.name)
+                && !Arc::ptr_eq(&s, &task.scope)
             {
-                task.scope = s;
+                let mut enforcer = lock(&self.enforcer);
+                match enforcer.install(task.slot, &s) {
+                    Ok(()) => task.scope = s,
+                    Err(e) => {
+                        tracing::error!(task = %task.id, error = %e, "new scope version not enforceable; keeping the old one");
+                        if let Err(e) = enforcer.install(task.slot, &task.scope) {
+                            tracing::error!(task = %task.id, error = %e, "re-installing the old scope failed");
+                        }
+                    }
+                }
             }
         }
         changed
@@ -210,9 +233,9 @@ impl Shared {
         let cgroup = format!("/{}/{id}", self.config.cgroup_parent.trim_matches('/'));
         let cgroup_id = self.cgroup2.create(&cgroup)?;
         let slot = registry.allocate_slot();
-        if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+        if let Err(e) = self.tag(cgroup_id, slot, &scope, &cgroup) {
             let _ = self.cgroup2.remove(&cgroup);
-            return Err(TaskError::Tag { cgroup, source });
+            return Err(e);
         }
         let now = Instant::now();
         let start_cwd =
@@ -242,6 +265,29 @@ impl Shared {
         })
     }
 
+    /// Installs the scope in the kernel, then tags the cgroup: the first process of the
+    /// task is already enforced.
+    fn tag(&self, cgroup_id: u64, slot: u32, scope: &Scope, cgroup: &str) -> Result<(), TaskError> {
+        lock(&self.enforcer).install(slot, scope)?;
+        if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+            lock(&self.enforcer).remove(slot);
+            return Err(TaskError::Tag {
+                cgroup: cgroup.to_string(),
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    fn untag(&self, cgroup_id: u64, slot: u32) {
+        let _ = lock(&self.tagger).remove(&cgroup_id);
+        lock(&self.enforcer).remove(slot);
+    }
+
+    pub fn enforcer(&self) -> MutexGuard<'_, Enforcer> {
+        lock(&self.enforcer)
+    }
+
     /// Adopts an existing cgroup matching a scope's `select.cgroup` (unless an ancestor is
     /// already an agent, or it is one of our own task cgroups).
     pub fn adopt(&self, path: &str, cgroup_id: u64) {
@@ -266,7 +312,7 @@ impl Shared {
         }
         let id = format!("{}-cg{cgroup_id}", scope.name);
         let slot = registry.allocate_slot();
-        if let Err(e) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+        if let Err(e) = self.tag(cgroup_id, slot, &scope, path) {
             tracing::error!(cgroup = %path, error = %e, "cannot tag discovered cgroup");
             return;
         }
@@ -315,9 +361,9 @@ impl Shared {
             .iter()
             .find(|t| t.cgroup_id == cgroup_id && t.origin == Origin::Select)
             .map(|t| t.id.clone());
-        if let Some(id) = id {
-            let _ = lock(&self.tagger).remove(&cgroup_id);
-            registry.remove(&id);
+        if let Some(task) = id.and_then(|id| registry.remove(&id)) {
+            let id = task.id;
+            self.untag(cgroup_id, task.slot);
             tracing::info!(task = %id, "agent cgroup removed; task ended");
         }
     }
@@ -328,7 +374,7 @@ impl Shared {
             .registry()
             .remove(id)
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
-        let _ = lock(&self.tagger).remove(&task.cgroup_id);
+        self.untag(task.cgroup_id, task.slot);
         if task.origin == Origin::Exec {
             if kill {
                 self.cgroup2.kill(&task.cgroup)?;

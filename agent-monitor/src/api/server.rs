@@ -101,6 +101,7 @@ impl From<TaskError> for ApiError {
             | TaskError::ScopeCount(_)
             | TaskError::BadTaskId(_)
             | TaskError::BadTtl(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            TaskError::Enforce(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_enforceable"),
             TaskError::Cgroup(_) | TaskError::Tag { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -247,8 +248,8 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusView> {
             kernel: shared.kernel_counters(),
             records: s.records.load(Relaxed),
             violations: s.violations.load(Relaxed),
-            blocked: 0,
-            killed: 0,
+            blocked: s.blocked.load(Relaxed),
+            killed: s.killed.load(Relaxed),
             decode_errors: s.decode_errors.load(Relaxed),
             orphan_events: s.orphan_events.load(Relaxed),
         },
