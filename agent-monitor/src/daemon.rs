@@ -65,6 +65,7 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32)> {
                 .clone()
                 .or(file.cgroup_parent)
                 .unwrap_or_else(|| "agent-monitor".to_string()),
+            fail_closed: args.fail_closed,
         },
         args.ring_buffer_bytes
             .or(file.ring_buffer_bytes)

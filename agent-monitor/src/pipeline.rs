@@ -66,8 +66,9 @@ impl Pipeline {
         }
     }
 
-    /// Writes the records gathered since the last flush.
+    /// Writes the records gathered since the last flush, with any lifecycle notices.
     pub fn flush(&mut self) {
+        self.batch.extend(self.shared.take_notices());
         if self.batch.is_empty() {
             return;
         }
@@ -124,10 +125,16 @@ impl Pipeline {
             Action::KilledProcess | Action::KilledAgent => Stats::add(&self.shared.stats.killed, 1),
             Action::None => {}
         }
-        if violation.is_some() {
+        if let Some(v) = &violation {
             Stats::add(&self.shared.stats.violations, 1);
             if let Some(t) = self.shared.registry().by_slot_mut(h.agent) {
                 t.violations += 1;
+                if matches!(action, Action::KilledProcess | Action::KilledAgent) {
+                    t.last_violation = Some(format!(
+                        "{} by {} ({}): {}",
+                        v.rule, process.comm, process.pid, v.reason
+                    ));
+                }
             }
         }
         Stats::add(&self.shared.stats.records, 1);
@@ -146,11 +153,12 @@ impl Pipeline {
                 owner: scope.owner.clone(),
                 identity: scope.identity.clone(),
             },
-            process,
+            process: Some(process),
             file: judged.file,
             net: judged.net,
             exec: judged.exec,
             violation,
+            task: None,
             truncated: h.truncated,
         });
     }

@@ -77,6 +77,8 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub audit_log: PathBuf,
     pub cgroup_parent: String,
+    /// Kill an enforced agent whose events were lost.
+    pub fail_closed: bool,
 }
 
 /// Daemon-wide counters (the kernel keeps its own, see `KernelCounters`).
@@ -115,6 +117,7 @@ pub struct Shared {
     tagger: Mutex<HashMap<MapData, u64, u32>>,
     counters: Mutex<PerCpuArray<MapData, u64>>,
     enforcer: Mutex<Enforcer>,
+    notices: Mutex<Vec<crate::record::Record>>,
 }
 
 /// A poisoned lock only means another thread panicked mid-update; the data is still the
@@ -139,6 +142,7 @@ impl Shared {
             hooks,
             identity_error,
             enforcer: Mutex::new(enforcer),
+            notices: Mutex::new(Vec::new()),
             started: SystemTime::now(),
             started_at: Instant::now(),
             stats: Stats::default(),
@@ -255,6 +259,9 @@ impl Shared {
             seen: false,
             events: 0,
             violations: 0,
+            last_violation: None,
+            degraded: false,
+            drops_seen: 0,
         });
         tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
         let cgroup_dir = self.cgroup2.dir(&cgroup)?;
@@ -331,6 +338,9 @@ impl Shared {
             seen: true,
             events: 0,
             violations: 0,
+            last_violation: None,
+            degraded: false,
+            drops_seen: 0,
         });
         tracing::info!(task = %id, scope = %scope.name, cgroup = %path, "agent cgroup adopted");
     }
@@ -369,10 +379,11 @@ impl Shared {
     }
 
     /// Ends a task: kills what is left of it when `kill`, untags and removes its cgroup.
-    pub fn end_task(&self, id: &str, kill: bool) -> Result<(), TaskError> {
+    /// `reason` is kept for `GET /v1/tasks/{id}`.
+    pub fn end_task(&self, id: &str, kill: bool, reason: &str) -> Result<(), TaskError> {
         let task = self
             .registry()
-            .remove(id)
+            .finish(id, reason)
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
         self.untag(task.cgroup_id, task.slot);
         if task.origin == Origin::Exec {
@@ -382,40 +393,90 @@ impl Shared {
             }
             self.cgroup2.remove(&task.cgroup)?;
         }
-        tracing::info!(task = %id, killed = kill, "task ended");
+        tracing::info!(task = %id, killed = kill, %reason, "task ended");
         Ok(())
     }
 
-    /// Housekeeping: ends finished tasks, revokes expired ones. Returns the ids revoked.
-    pub fn sweep(&self) -> Vec<String> {
+    /// Housekeeping: ends finished tasks, revokes expired ones, marks agents whose events
+    /// were lost as degraded (and kills them with `--fail-closed`).
+    pub fn sweep(&self) {
         let now = Instant::now();
         let mut finished = Vec::new();
-        let mut expired = Vec::new();
-        for task in self.registry().iter_mut() {
-            if task.expired(now) {
-                expired.push(task.id.clone());
-            } else if task.origin == Origin::Exec {
-                match self.cgroup2.populated(&task.cgroup) {
-                    Ok(true) => task.seen = true,
-                    Ok(false) if task.seen || task.abandoned(now) => finished.push(task.id.clone()),
-                    Ok(false) => {}
-                    // The cgroup is gone: nothing is left to watch.
-                    Err(_) => finished.push(task.id.clone()),
+        let mut revoke: Vec<(String, &'static str)> = Vec::new();
+        let mut degraded = Vec::new();
+        {
+            let enforcer = lock(&self.enforcer);
+            for task in self.registry().iter_mut() {
+                let drops = enforcer.drops(task.slot);
+                if drops > task.drops_seen {
+                    task.drops_seen = drops;
+                    if !task.degraded {
+                        task.degraded = true;
+                        degraded.push(task.id.clone());
+                    }
+                }
+                if task.expired(now) {
+                    revoke.push((task.id.clone(), "revoked: ttl passed"));
+                } else if task.degraded
+                    && self.config.fail_closed
+                    && task.scope.mode == crate::scope::Mode::Enforce
+                {
+                    revoke.push((task.id.clone(), "killed: events lost (fail-closed)"));
+                } else if task.origin == Origin::Exec {
+                    match self.cgroup2.populated(&task.cgroup) {
+                        Ok(true) => task.seen = true,
+                        Ok(false) if task.seen || task.abandoned(now) => {
+                            finished.push(task.id.clone());
+                        }
+                        Ok(false) => {}
+                        // The cgroup is gone: nothing is left to watch.
+                        Err(_) => finished.push(task.id.clone()),
+                    }
                 }
             }
         }
+        for id in degraded {
+            tracing::warn!(task = %id, "events lost for this agent: degraded");
+            self.notify(
+                &id,
+                "degraded",
+                "events for this agent were lost (ring buffer full)",
+                crate::record::Action::None,
+            );
+        }
         for id in &finished {
-            if let Err(e) = self.end_task(id, false) {
+            if let Err(e) = self.end_task(id, false, "finished") {
                 tracing::warn!(task = %id, error = %e, "ending finished task");
             }
         }
-        for id in &expired {
-            tracing::warn!(task = %id, "ttl passed: task revoked");
-            if let Err(e) = self.end_task(id, true) {
-                tracing::warn!(task = %id, error = %e, "revoking expired task");
+        for (id, reason) in revoke {
+            tracing::warn!(task = %id, %reason, "task revoked");
+            self.notify(&id, "revoked", reason, crate::record::Action::KilledAgent);
+            if let Err(e) = self.end_task(&id, true, reason) {
+                tracing::warn!(task = %id, error = %e, "revoking task");
             }
         }
-        expired
+    }
+
+    /// Queues a task lifecycle record; the pipeline writes it with the activity records.
+    pub fn notify(
+        &self,
+        task: &str,
+        event: &'static str,
+        reason: &str,
+        action: crate::record::Action,
+    ) {
+        let Some(t) = self.registry().lookup(task) else {
+            return;
+        };
+        let scope = self.registry().get(task).map(|t| Arc::clone(&t.scope));
+        let record = crate::record::Record::lifecycle(&t, scope.as_deref(), event, reason, action);
+        lock(&self.notices).push(record);
+    }
+
+    /// Lifecycle records waiting to be written.
+    pub fn take_notices(&self) -> Vec<crate::record::Record> {
+        std::mem::take(&mut *lock(&self.notices))
     }
 
     /// On daemon exit: no agent runs unwatched. Tasks we created are killed and removed;
@@ -423,7 +484,7 @@ impl Shared {
     pub fn shutdown(&self) {
         let ids: Vec<String> = self.registry().iter().map(|t| t.id.clone()).collect();
         for id in ids {
-            if let Err(e) = self.end_task(&id, true) {
+            if let Err(e) = self.end_task(&id, true, "revoked: daemon stopped") {
                 tracing::warn!(task = %id, error = %e, "ending task at shutdown");
             }
         }

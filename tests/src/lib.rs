@@ -89,6 +89,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon on the given scope files (name, YAML) and waits until it answers.
     pub fn start(scopes: &[(&str, &str)]) -> Self {
+        Self::start_with(scopes, &[])
+    }
+
+    /// As `start`, with extra `agent-monitor run` arguments.
+    pub fn start_with(scopes: &[(&str, &str)], extra: &[&str]) -> Self {
         require_root();
         let dir = tempfile::tempdir().expect("tempdir");
         let scopes_dir = dir.path().join("scopes");
@@ -109,6 +114,7 @@ impl Daemon {
             .arg("--audit-log")
             .arg(&audit)
             .args(["--cgroup-parent", &cgroup_parent, "--quiet"])
+            .args(extra)
             .env("AGENT_MONITOR_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

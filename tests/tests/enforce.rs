@@ -319,3 +319,164 @@ fn kill_agent_takes_down_parent_siblings_and_later_children() {
         stdout(&sleeps)
     );
 }
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn exec_names_the_violation_that_killed_the_agent() {
+    let f = fixture("kill-process");
+    let out = f.daemon.exec(
+        "enf",
+        &["--task", "named-1"],
+        &[
+            "/usr/bin/cat",
+            f.ws.join("secret.txt").to_str().unwrap_or_default(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("task named-1 killed for a violation: files.deny[0]"),
+        "{err}"
+    );
+    let (code, body) = f.daemon.request("GET", "/v1/tasks/named-1", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("files.deny[0]"), "{body}");
+}
+
+#[test]
+fn ttl_and_delete_revoke_a_task() {
+    let f = fixture("kill-process");
+    let out = f.daemon.exec(
+        "enf",
+        &["--task", "ttl-1", "--ttl", "1s"],
+        &["/usr/bin/sleep", "30"],
+    );
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert!(
+        stderr(&out).contains("task ttl-1 revoked: ttl passed"),
+        "{}",
+        stderr(&out)
+    );
+    let r = f.daemon.wait_record("revocation record", |r| {
+        s(r, "/kind") == "task" && s(r, "/agent/task") == "ttl-1"
+    });
+    assert_eq!(
+        (s(&r, "/task/event"), s(&r, "/action")),
+        ("revoked", "killed-agent")
+    );
+
+    let child = f.daemon.exec_spawn("enf", &["/usr/bin/sleep", "30"]);
+    let task = agent_monitor_e2e::wait_for("the task to run", || {
+        let list = f.daemon.get_json("/v1/agents");
+        list.as_array()?
+            .iter()
+            .find(|t| t["pids"].as_array().is_some_and(|p| !p.is_empty()))
+            .map(|t| s(t, "/id").to_string())
+    });
+    let (code, body) = f
+        .daemon
+        .request("DELETE", &format!("/v1/tasks/{task}"), None);
+    assert_eq!(code, 204, "{body}");
+    let out = child.wait_with_output().expect("exec client");
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert!(stderr(&out).contains("revoked: DELETE"), "{}", stderr(&out));
+    let (code, _) = f
+        .daemon
+        .request("DELETE", &format!("/v1/tasks/{task}"), None);
+    assert_eq!(code, 404, "a revoked task is gone");
+}
+
+#[test]
+fn a_binary_matching_a_glob_created_after_load_is_released_others_killed() {
+    let (_g, ws) = workspace();
+    let bin = ws.join("bin");
+    fs::create_dir(&bin).expect("mkdir");
+    let yaml = format!(
+        "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {{name: glob, owner: o@example.org}}\nspec:\n  mode: enforce\n  exec:\n    allow: [\"{b}/tool*\"]\n  files:\n    read: [\"{w}/**\"]\n    write: [\"{w}/**\"]\n",
+        b = bin.display(),
+        w = ws.display()
+    );
+    let d = Daemon::start(&[("g.yaml", &yaml)]);
+    // Both appear after the scope was loaded: only the daemon can judge them by path.
+    fs::copy("/usr/bin/touch", bin.join("tool-new")).expect("copy");
+    fs::copy("/usr/bin/touch", bin.join("other")).expect("copy");
+    let made = ws.join("made");
+    let out = d.exec(
+        "glob",
+        &[],
+        &[
+            bin.join("tool-new").to_str().unwrap_or_default(),
+            made.to_str().unwrap_or_default(),
+        ],
+    );
+    assert_exit(&out, 0);
+    assert!(made.exists(), "the in-scope binary ran after release");
+    let marker = ws.join("marker");
+    let out = d.exec(
+        "glob",
+        &[],
+        &[
+            bin.join("other").to_str().unwrap_or_default(),
+            marker.to_str().unwrap_or_default(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert!(!marker.exists(), "the out-of-scope binary never ran");
+}
+
+#[test]
+fn a_flood_that_fills_the_ring_buffer_does_not_weaken_enforcement() {
+    let (_g, ws) = workspace();
+    fs::write(ws.join("secret.txt"), "TOPSECRET\n").expect("write");
+    fs::write(ws.join("f"), "x").expect("write");
+    let yaml = scope("flood", &ws, "kill-process", 1, 1, 1);
+    // One page: a few hundred events fill it.
+    let d = Daemon::start_with(&[("f.yaml", &yaml)], &["--ring-buffer-bytes", "4096"]);
+    let script = format!(
+        "import threading\ndef run():\n  for _ in range(3000):\n    open('{ws}/f').close()\nts = [threading.Thread(target=run) for _ in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]\nprint(open('{ws}/secret.txt').read())\n",
+        ws = ws.display()
+    );
+    let out = d.exec("flood", &["--task", "flood-1"], &[PY, "-I", "-c", &script]);
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert!(
+        !stdout(&out).contains("TOPSECRET"),
+        "the pivot after the flood was stopped"
+    );
+    let status = d.get_json("/v1/status");
+    assert!(
+        status["counters"]["dropped"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "drops are counted: {status}"
+    );
+    let r = d.wait_record("degraded record", |r| s(r, "/task/event") == "degraded");
+    assert_eq!(s(&r, "/agent/task"), "flood-1");
+}
+
+#[test]
+fn fail_closed_kills_an_agent_whose_events_are_lost() {
+    let (_g, ws) = workspace();
+    fs::write(ws.join("f"), "x").expect("write");
+    let yaml = scope("fc", &ws, "kill-process", 1, 1, 1);
+    let d = Daemon::start_with(
+        &[("f.yaml", &yaml)],
+        &["--ring-buffer-bytes", "4096", "--fail-closed"],
+    );
+    // Floods, then keeps running until killed (bounded: it gives up after a while).
+    let script = format!(
+        "import time\nfor _ in range(20000):\n  open('{ws}/f').close()\nfor _ in range(300):\n  time.sleep(0.1)\nprint('survived')\n",
+        ws = ws.display()
+    );
+    let out = d.exec("fc", &["--task", "fc-1"], &[PY, "-I", "-c", &script]);
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert!(!stdout(&out).contains("survived"));
+    assert!(
+        stderr(&out).contains("events lost (fail-closed)"),
+        "{}",
+        stderr(&out)
+    );
+}
