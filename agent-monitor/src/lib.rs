@@ -17,6 +17,8 @@ pub mod decoder;
 pub mod ebpf_object;
 pub mod enforce;
 pub mod loader;
+pub mod persist;
+pub mod pins;
 pub mod pipeline;
 pub mod policy;
 pub mod proctable;

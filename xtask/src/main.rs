@@ -127,6 +127,11 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
             "--log-format",
             "json",
         ])
+        .args([
+            "--pin-path",
+            "/sys/fs/bpf/agent-monitor-dev",
+            "--release-on-exit",
+        ])
         .args(extra);
     run_cmd(&mut cmd)
 }
