@@ -14,6 +14,7 @@ use crate::{
     api,
     cli::{DEFAULT_SOCKET, RunArgs},
     kubernetes, loader,
+    pins::Pins,
     pipeline::Pipeline,
     reader,
     sink::Sinks,
@@ -30,6 +31,7 @@ struct ConfigFile {
     pin_path: Option<PathBuf>,
     cgroup_parent: Option<String>,
     ring_buffer_bytes: Option<u32>,
+    state_file: Option<PathBuf>,
     /// Pod awareness (`select.kubernetes`); also on when `$NODE_NAME` is set.
     kubernetes: Option<kubernetes::KubernetesConfig>,
 }
@@ -52,13 +54,23 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32, Option<kubernete
             .or_else(|| file.clone())
             .unwrap_or_else(|| PathBuf::from(default))
     };
-    // Pinned state arrives with enforcement; the option is accepted now so that unit files
-    // and manifests do not change later.
-    let _pin_path = pick(&args.pin_path, &file.pin_path, "/sys/fs/bpf/agent-monitor");
+    let socket = pick(&args.socket, &file.socket, DEFAULT_SOCKET);
+    let state_file = args
+        .state_file
+        .clone()
+        .or(file.state_file)
+        .unwrap_or_else(|| {
+            socket
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("/run/agent-monitor"))
+                .join("state.json")
+        });
     Ok((
         DaemonConfig {
             scopes_dir: pick(&args.scopes, &file.scopes, "/etc/agent-monitor/scopes.d"),
-            socket: pick(&args.socket, &file.socket, DEFAULT_SOCKET),
+            socket,
+            pin_path: pick(&args.pin_path, &file.pin_path, "/sys/fs/bpf/agent-monitor"),
+            state_file,
             audit_log: pick(
                 &args.audit_log,
                 &file.audit_log,
@@ -69,6 +81,7 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32, Option<kubernete
                 .clone()
                 .or(file.cgroup_parent)
                 .unwrap_or_else(|| "agent-monitor".to_string()),
+            fail_closed: args.fail_closed,
         },
         args.ring_buffer_bytes
             .or(file.ring_buffer_bytes)
@@ -92,14 +105,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let sinks = Sinks::open(&config.audit_log, args.stdout_format())?;
-    let kernel = loader::load(&cgroup2, ring_bytes)?;
+    loader::ensure_bpffs(&config.pin_path)?;
+    let pins = Pins::new(&config.pin_path);
+    let kernel = loader::adopt_or_load(&cgroup2, ring_bytes, Some(&pins))?;
+    let adopted = kernel.ebpf.is_none();
+    if adopted {
+        tracing::info!(pins = %pins.dir().display(), "adopted the pinned programs and maps of a previous run");
+    }
     let loader::Kernel {
         ebpf,
         events,
-        agent_cgroups,
-        counters,
-        hooks,
+        handles,
     } = kernel;
+    let hooks = &handles.hooks;
     let attached = hooks.iter().filter(|h| h.attached).count();
     tracing::info!(attached, failed = hooks.len() - attached, cgroup2 = %cgroup2.root().display(), "hooks attached");
     let parent = format!("/{}", config.cgroup_parent.trim_matches('/'));
@@ -107,22 +125,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .create(&parent)
         .context("creating the task cgroup parent")?;
     let socket = config.socket.clone();
-    let shared = Arc::new(Shared::new(config, cgroup2, hooks, agent_cgroups, counters));
+    let shared = Arc::new(Shared::new(config, cgroup2, handles));
+    let restored = shared.restore();
+    if restored > 0 {
+        tracing::info!(tasks = restored, "tasks of the previous run restored");
+    }
     {
         let catalog = shared.catalog();
         tracing::info!(scopes = ?catalog.all().map(|s| s.name.as_str()).collect::<Vec<_>>(), rejected = catalog.problems().len(), "scopes loaded");
     }
-    if kube.is_some() {
-        shared.kubernetes.enable();
-    } else if shared
-        .catalog()
-        .all()
-        .any(|s| kubernetes::selector(s).is_some())
-    {
-        tracing::warn!(
-            "a scope selects Kubernetes containers, but no node is configured (kubernetes: in the config file, or $NODE_NAME): it selects nothing"
-        );
-    }
+    pods_configured(&shared, kube.is_some());
     shared.discover_existing();
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -147,18 +159,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ))),
         _ => None,
     };
-    // systemd (Type=notify): ready once the status socket answers. In its own task, so that
-    // the signal handlers below are in place at once.
-    tokio::spawn({
-        let socket = shared.config.socket.clone();
-        async move {
-            if let Err(e) =
-                crate::systemd::ready_when_listening(&socket, Duration::from_secs(30)).await
-            {
-                tracing::error!(error = %e, "readiness");
-            }
-        }
-    });
+    spawn_readiness(shared.config.socket.clone());
     tracing::info!(socket = %shared.config.socket.display(), "agent-monitor running");
 
     wait_for_signal(&shared).await?;
@@ -174,15 +175,48 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
     }
     let _ = sweeper.await;
-    // No agent runs unwatched: end tasks while the programs are still attached, then let the
-    // reader record what they did last.
-    let cleanup = Arc::clone(&shared);
-    tokio::task::spawn_blocking(move || cleanup.shutdown())
-        .await
-        .context("shutdown")?;
-    let _ = reader.await;
+    if args.release_on_exit {
+        // No agent runs unwatched: end tasks while the programs are still attached, let the
+        // reader record what they did last, then unpin so the hooks detach.
+        let cleanup = Arc::clone(&shared);
+        tokio::task::spawn_blocking(move || cleanup.shutdown())
+            .await
+            .context("shutdown")?;
+        let _ = reader.await;
+        pins.remove_all();
+        let _ = std::fs::remove_file(&shared.config.state_file);
+    } else {
+        let _ = reader.await;
+        tracing::info!(pins = %pins.dir().display(), "enforcement stays pinned until tasks end or a daemon runs with --release-on-exit");
+    }
     drop(ebpf);
     Ok(())
+}
+
+/// Pod awareness on (a node is configured), or a warning when a scope needs it.
+fn pods_configured(shared: &Shared, on: bool) {
+    if on {
+        shared.kubernetes.enable();
+    } else if shared
+        .catalog()
+        .all()
+        .any(|s| kubernetes::selector(s).is_some())
+    {
+        tracing::warn!(
+            "a scope selects Kubernetes containers, but no node is configured (kubernetes: in the config file, or $NODE_NAME): it selects nothing"
+        );
+    }
+}
+
+/// systemd (`Type=notify`): ready once the status socket answers. In its own task, so that
+/// the signal handlers are in place at once.
+fn spawn_readiness(socket: PathBuf) {
+    tokio::spawn(async move {
+        if let Err(e) = crate::systemd::ready_when_listening(&socket, Duration::from_secs(30)).await
+        {
+            tracing::error!(error = %e, "readiness");
+        }
+    });
 }
 
 async fn wait_for_signal(shared: &Shared) -> anyhow::Result<()> {

@@ -6,7 +6,9 @@
 //! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket. [`kubernetes`]
 //! makes containers of this node's pods agents; [`systemd`] tells systemd when it is ready.
 
+pub mod actions;
 pub mod api;
+pub mod btf;
 pub mod catalog;
 pub mod cgroupfs;
 pub mod cli;
@@ -14,8 +16,11 @@ pub mod commands;
 pub mod daemon;
 pub mod decoder;
 pub mod ebpf_object;
+pub mod enforce;
 pub mod kubernetes;
 pub mod loader;
+pub mod persist;
+pub mod pins;
 pub mod pipeline;
 pub mod policy;
 pub mod proctable;

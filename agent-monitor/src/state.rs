@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 use crate::{
     catalog::Catalog,
     cgroupfs::{Cgroup2, CgroupError},
+    enforce::Enforcer,
     kubernetes::{self, Candidate},
-    loader::{HookStatus, KernelCounters},
+    loader::{Handles, HookStatus, KernelCounters},
+    persist,
     scope::{self, Scope, ScopeError},
     tasks::{Origin, Registry, Task, generate_id, parse_duration, valid_task_id},
 };
@@ -42,6 +44,8 @@ pub enum TaskError {
     NotFound(String),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error("enforcing the scope: {0}")]
+    Enforce(#[from] crate::enforce::EnforceError),
     #[error("tagging cgroup {cgroup}: {source}")]
     Tag {
         cgroup: String,
@@ -75,6 +79,12 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub audit_log: PathBuf,
     pub cgroup_parent: String,
+    /// Kill an enforced agent whose events were lost.
+    pub fail_closed: bool,
+    /// Where the task registry is saved for a restarted daemon.
+    pub state_file: PathBuf,
+    /// bpffs directory of the pinned programs and maps.
+    pub pin_path: PathBuf,
 }
 
 /// Daemon-wide counters (the kernel keeps its own, see `KernelCounters`).
@@ -86,6 +96,10 @@ pub struct Stats {
     /// Events whose agent slot belongs to no live task (late events of an ended task).
     pub orphan_events: AtomicU64,
     pub sink_errors: AtomicU64,
+    /// Operations the kernel refused for enforced agents.
+    pub blocked: AtomicU64,
+    /// Processes or agents killed (by the kernel or the daemon).
+    pub killed: AtomicU64,
 }
 
 impl Stats {
@@ -105,9 +119,13 @@ pub struct Shared {
     pub kubernetes: kubernetes::Node,
     catalog: RwLock<Catalog>,
     registry: Mutex<Registry>,
+    /// Why the kernel cannot identify files (no BTF offsets), if so.
+    pub identity_error: Option<String>,
     /// `AGENT_CGROUPS`: cgroup id -> slot.
     tagger: Mutex<HashMap<MapData, u64, u32>>,
     counters: Mutex<PerCpuArray<MapData, u64>>,
+    enforcer: Mutex<Enforcer>,
+    notices: Mutex<Vec<crate::record::Record>>,
 }
 
 /// A poisoned lock only means another thread panicked mid-update; the data is still the
@@ -117,25 +135,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(
-        config: DaemonConfig,
-        cgroup2: Cgroup2,
-        hooks: Vec<HookStatus>,
-        tagger: HashMap<MapData, u64, u32>,
-        counters: PerCpuArray<MapData, u64>,
-    ) -> Self {
+    pub fn new(config: DaemonConfig, cgroup2: Cgroup2, kernel: Handles) -> Self {
         let catalog = Catalog::load(&config.scopes_dir);
+        let Handles {
+            agent_cgroups,
+            counters,
+            enforcer,
+            hooks,
+            identity_error,
+        } = kernel;
         Self {
             config,
             cgroup2,
             hooks,
+            identity_error,
+            enforcer: Mutex::new(enforcer),
+            notices: Mutex::new(Vec::new()),
             started: SystemTime::now(),
             started_at: Instant::now(),
             stats: Stats::default(),
             kubernetes: kubernetes::Node::default(),
             catalog: RwLock::new(catalog),
             registry: Mutex::new(Registry::default()),
-            tagger: Mutex::new(tagger),
+            tagger: Mutex::new(agent_cgroups),
             counters: Mutex::new(counters),
         }
     }
@@ -167,8 +189,18 @@ impl Shared {
         for task in self.registry().iter_mut() {
             if task.scope.source.as_path() != Path::new("<inline>")
                 && let Some(s) = catalog.get(&task.scope.name)
+                && !Arc::ptr_eq(&s, &task.scope)
             {
-                task.scope = s;
+                let mut enforcer = lock(&self.enforcer);
+                match enforcer.install(task.slot, &s) {
+                    Ok(()) => task.scope = s,
+                    Err(e) => {
+                        tracing::error!(task = %task.id, error = %e, "new scope version not enforceable; keeping the old one");
+                        if let Err(e) = enforcer.install(task.slot, &task.scope) {
+                            tracing::error!(task = %task.id, error = %e, "re-installing the old scope failed");
+                        }
+                    }
+                }
             }
         }
         drop(catalog);
@@ -185,6 +217,7 @@ impl Shared {
         req: TaskRequest,
         requester: Option<u32>,
     ) -> Result<TaskCreated, TaskError> {
+        let scope_yaml = req.scope_yaml.clone();
         let scope = match (req.scope, req.scope_yaml) {
             (Some(name), None) => self
                 .catalog()
@@ -219,9 +252,9 @@ impl Shared {
         let cgroup = format!("/{}/{id}", self.config.cgroup_parent.trim_matches('/'));
         let cgroup_id = self.cgroup2.create(&cgroup)?;
         let slot = registry.allocate_slot();
-        if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+        if let Err(e) = self.tag(cgroup_id, slot, &scope, &cgroup) {
             let _ = self.cgroup2.remove(&cgroup);
-            return Err(TaskError::Tag { cgroup, source });
+            return Err(e);
         }
         let now = Instant::now();
         let start_cwd =
@@ -237,11 +270,16 @@ impl Shared {
             created: now,
             expires: ttl.map(|d| now + d),
             expires_wall: ttl.map(|d| SystemTime::now() + d),
+            scope_yaml,
             start_cwd,
             seen: false,
             events: 0,
             violations: 0,
+            last_violation: None,
+            degraded: false,
+            drops_seen: 0,
         });
+        self.save(&registry);
         tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
         let cgroup_dir = self.cgroup2.dir(&cgroup)?;
         Ok(TaskCreated {
@@ -249,6 +287,29 @@ impl Shared {
             cgroup,
             cgroup_dir,
         })
+    }
+
+    /// Installs the scope in the kernel, then tags the cgroup: the first process of the
+    /// task is already enforced.
+    fn tag(&self, cgroup_id: u64, slot: u32, scope: &Scope, cgroup: &str) -> Result<(), TaskError> {
+        lock(&self.enforcer).install(slot, scope)?;
+        if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+            lock(&self.enforcer).remove(slot);
+            return Err(TaskError::Tag {
+                cgroup: cgroup.to_string(),
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    fn untag(&self, cgroup_id: u64, slot: u32) {
+        let _ = lock(&self.tagger).remove(&cgroup_id);
+        lock(&self.enforcer).remove(slot);
+    }
+
+    pub fn enforcer(&self) -> MutexGuard<'_, Enforcer> {
+        lock(&self.enforcer)
     }
 
     /// Adopts an existing cgroup matching a scope's `select.cgroup` (unless an ancestor is
@@ -295,7 +356,16 @@ impl Shared {
         };
         let Some(slot) = self.insert_selected(&container.cgroup, container.cgroup_id, &scope)
         else {
-            return self.registry().owning_cgroup(&container.cgroup).is_some();
+            // Already an agent (e.g. a task restored from the previous run): its records
+            // still name the container.
+            let owner = self
+                .registry()
+                .owning_cgroup(&container.cgroup)
+                .map(|t| (t.slot, t.cgroup == container.cgroup));
+            if let Some((slot, true)) = owner {
+                self.kubernetes.adopted(slot, container.reference.clone());
+            }
+            return owner.is_some();
         };
         self.kubernetes.adopted(slot, container.reference.clone());
         tracing::info!(
@@ -316,7 +386,7 @@ impl Shared {
         }
         let id = format!("{}-cg{cgroup_id}", scope.name);
         let slot = registry.allocate_slot();
-        if let Err(e) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+        if let Err(e) = self.tag(cgroup_id, slot, scope, path) {
             tracing::error!(cgroup = %path, error = %e, "cannot tag discovered cgroup");
             return None;
         }
@@ -331,11 +401,16 @@ impl Shared {
             created: Instant::now(),
             expires: scope.ttl.map(|d| Instant::now() + d),
             expires_wall: scope.ttl.map(|d| SystemTime::now() + d),
+            scope_yaml: None,
             start_cwd: None,
             seen: true,
             events: 0,
             violations: 0,
+            last_violation: None,
+            degraded: false,
+            drops_seen: 0,
         });
+        self.save(&registry);
         tracing::info!(task = %id, scope = %scope.name, cgroup = %path, "agent cgroup adopted");
         Some(slot)
     }
@@ -367,22 +442,24 @@ impl Shared {
             .iter()
             .find(|t| t.cgroup_id == cgroup_id && t.origin == Origin::Select)
             .map(|t| t.id.clone());
-        if let Some(id) = id {
-            let _ = lock(&self.tagger).remove(&cgroup_id);
-            if let Some(task) = registry.remove(&id) {
-                self.kubernetes.forget_agent(task.slot);
-            }
+        if let Some(task) = id.and_then(|id| registry.remove(&id)) {
+            let id = task.id;
+            self.untag(cgroup_id, task.slot);
+            self.kubernetes.forget_agent(task.slot);
+            self.save(&registry);
             tracing::info!(task = %id, "agent cgroup removed; task ended");
         }
     }
 
     /// Ends a task: kills what is left of it when `kill`, untags and removes its cgroup.
-    pub fn end_task(&self, id: &str, kill: bool) -> Result<(), TaskError> {
+    /// `reason` is kept for `GET /v1/tasks/{id}`.
+    pub fn end_task(&self, id: &str, kill: bool, reason: &str) -> Result<(), TaskError> {
         let task = self
             .registry()
-            .remove(id)
+            .finish(id, reason)
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
-        let _ = lock(&self.tagger).remove(&task.cgroup_id);
+        self.untag(task.cgroup_id, task.slot);
+        self.save(&self.registry());
         if task.origin == Origin::Exec {
             if kill {
                 self.cgroup2.kill(&task.cgroup)?;
@@ -390,40 +467,176 @@ impl Shared {
             }
             self.cgroup2.remove(&task.cgroup)?;
         }
-        tracing::info!(task = %id, killed = kill, "task ended");
+        tracing::info!(task = %id, killed = kill, %reason, "task ended");
         Ok(())
     }
 
-    /// Housekeeping: ends finished tasks, revokes expired ones. Returns the ids revoked.
-    pub fn sweep(&self) -> Vec<String> {
+    /// Housekeeping: ends finished tasks, revokes expired ones, marks agents whose events
+    /// were lost as degraded (and kills them with `--fail-closed`).
+    pub fn sweep(&self) {
         let now = Instant::now();
         let mut finished = Vec::new();
-        let mut expired = Vec::new();
-        for task in self.registry().iter_mut() {
-            if task.expired(now) {
-                expired.push(task.id.clone());
-            } else if task.origin == Origin::Exec {
-                match self.cgroup2.populated(&task.cgroup) {
-                    Ok(true) => task.seen = true,
-                    Ok(false) if task.seen || task.abandoned(now) => finished.push(task.id.clone()),
-                    Ok(false) => {}
-                    // The cgroup is gone: nothing is left to watch.
-                    Err(_) => finished.push(task.id.clone()),
+        let mut revoke: Vec<(String, &'static str)> = Vec::new();
+        let mut degraded = Vec::new();
+        {
+            let enforcer = lock(&self.enforcer);
+            for task in self.registry().iter_mut() {
+                let drops = enforcer.drops(task.slot);
+                if drops > task.drops_seen {
+                    task.drops_seen = drops;
+                    if !task.degraded {
+                        task.degraded = true;
+                        degraded.push(task.id.clone());
+                    }
+                }
+                if task.expired(now) {
+                    revoke.push((task.id.clone(), "revoked: ttl passed"));
+                } else if task.degraded
+                    && self.config.fail_closed
+                    && task.scope.mode == crate::scope::Mode::Enforce
+                {
+                    revoke.push((task.id.clone(), "killed: events lost (fail-closed)"));
+                } else if task.origin == Origin::Exec {
+                    match self.cgroup2.populated(&task.cgroup) {
+                        Ok(true) => task.seen = true,
+                        Ok(false) if task.seen || task.abandoned(now) => {
+                            finished.push(task.id.clone());
+                        }
+                        Ok(false) => {}
+                        // The cgroup is gone: nothing is left to watch.
+                        Err(_) => finished.push(task.id.clone()),
+                    }
                 }
             }
         }
+        for id in degraded {
+            tracing::warn!(task = %id, "events lost for this agent: degraded");
+            self.notify(
+                &id,
+                "degraded",
+                "events for this agent were lost (ring buffer full)",
+                crate::record::Action::None,
+            );
+        }
         for id in &finished {
-            if let Err(e) = self.end_task(id, false) {
+            if let Err(e) = self.end_task(id, false, "finished") {
                 tracing::warn!(task = %id, error = %e, "ending finished task");
             }
         }
-        for id in &expired {
-            tracing::warn!(task = %id, "ttl passed: task revoked");
-            if let Err(e) = self.end_task(id, true) {
-                tracing::warn!(task = %id, error = %e, "revoking expired task");
+        for (id, reason) in revoke {
+            tracing::warn!(task = %id, %reason, "task revoked");
+            self.notify(&id, "revoked", reason, crate::record::Action::KilledAgent);
+            if let Err(e) = self.end_task(&id, true, reason) {
+                tracing::warn!(task = %id, error = %e, "revoking task");
             }
         }
-        expired
+    }
+
+    /// Saves the registry for a restarted daemon. A failure is logged: enforcement itself
+    /// does not depend on it.
+    fn save(&self, registry: &Registry) {
+        let saved = persist::Saved {
+            next_slot: registry.last_slot(),
+            tasks: registry
+                .iter()
+                .map(|t| persist::SavedTask {
+                    id: t.id.clone(),
+                    slot: t.slot,
+                    scope: t.scope.name.clone(),
+                    scope_yaml: t.scope_yaml.clone(),
+                    cgroup: t.cgroup.clone(),
+                    cgroup_id: t.cgroup_id,
+                    origin: t.origin,
+                    started_unix_ms: persist::unix_ms(t.started),
+                    expires_unix_ms: t.expires_wall.map(persist::unix_ms),
+                    start_cwd: t.start_cwd.clone(),
+                })
+                .collect(),
+        };
+        if let Err(e) = persist::save(&self.config.state_file, &saved) {
+            tracing::error!(error = %e, "saving task state");
+        }
+    }
+
+    /// Takes over the tasks a previous daemon saved: their kernel tags and rules are
+    /// re-synced; tasks whose cgroup is gone are cleaned up. Returns how many were restored.
+    pub fn restore(&self) -> usize {
+        let saved = match persist::load(&self.config.state_file) {
+            Ok(Some(s)) => s,
+            Ok(None) => return 0,
+            Err(e) => {
+                tracing::error!(error = %e, "previous task state unreadable; starting without it");
+                return 0;
+            }
+        };
+        let mut restored = 0;
+        let mut registry = self.registry();
+        registry.restore_last_slot(saved.next_slot);
+        for t in saved.tasks {
+            let scope = match &t.scope_yaml {
+                Some(yaml) => scope::parse_str(yaml, Path::new("<inline>"))
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                    .map(Arc::new),
+                None => self.catalog().get(&t.scope),
+            };
+            let alive = self.cgroup2.id(&t.cgroup).is_ok_and(|id| id == t.cgroup_id);
+            let Some(scope) = scope.filter(|_| alive) else {
+                tracing::warn!(task = %t.id, "saved task's scope or cgroup is gone; cleaning up");
+                self.untag(t.cgroup_id, t.slot);
+                continue;
+            };
+            if let Err(e) = self.tag(t.cgroup_id, t.slot, &scope, &t.cgroup) {
+                tracing::error!(task = %t.id, error = %e, "re-applying the saved task's scope");
+            }
+            let now_wall = SystemTime::now();
+            let expires_wall = t.expires_unix_ms.map(persist::from_unix_ms);
+            registry.insert(Task {
+                id: t.id.clone(),
+                slot: t.slot,
+                scope,
+                cgroup: t.cgroup,
+                cgroup_id: t.cgroup_id,
+                origin: t.origin,
+                started: persist::from_unix_ms(t.started_unix_ms),
+                created: Instant::now(),
+                expires: expires_wall
+                    .map(|e| Instant::now() + e.duration_since(now_wall).unwrap_or_default()),
+                expires_wall,
+                scope_yaml: t.scope_yaml,
+                start_cwd: t.start_cwd,
+                seen: true,
+                events: 0,
+                violations: 0,
+                last_violation: None,
+                degraded: false,
+                drops_seen: 0,
+            });
+            restored += 1;
+        }
+        self.save(&registry);
+        restored
+    }
+
+    /// Queues a task lifecycle record; the pipeline writes it with the activity records.
+    pub fn notify(
+        &self,
+        task: &str,
+        event: &'static str,
+        reason: &str,
+        action: crate::record::Action,
+    ) {
+        let Some(t) = self.registry().lookup(task) else {
+            return;
+        };
+        let scope = self.registry().get(task).map(|t| Arc::clone(&t.scope));
+        let record = crate::record::Record::lifecycle(&t, scope.as_deref(), event, reason, action);
+        lock(&self.notices).push(record);
+    }
+
+    /// Lifecycle records waiting to be written.
+    pub fn take_notices(&self) -> Vec<crate::record::Record> {
+        std::mem::take(&mut *lock(&self.notices))
     }
 
     /// On daemon exit: no agent runs unwatched. Tasks we created are killed and removed;
@@ -431,7 +644,7 @@ impl Shared {
     pub fn shutdown(&self) {
         let ids: Vec<String> = self.registry().iter().map(|t| t.id.clone()).collect();
         for id in ids {
-            if let Err(e) = self.end_task(&id, true) {
+            if let Err(e) = self.end_task(&id, true, "revoked: daemon stopped") {
                 tracing::warn!(task = %id, error = %e, "ending task at shutdown");
             }
         }

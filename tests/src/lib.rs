@@ -78,6 +78,10 @@ pub fn unique(prefix: &str) -> String {
 
 pub struct Daemon {
     child: Option<Child>,
+    /// The arguments of `agent-monitor run`, for restarts.
+    args: Vec<std::ffi::OsString>,
+    /// bpffs directory of this daemon's pinned state.
+    pub pins: PathBuf,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub audit: PathBuf,
@@ -89,6 +93,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon on the given scope files (name, YAML) and waits until it answers.
     pub fn start(scopes: &[(&str, &str)]) -> Self {
+        Self::start_with(scopes, &[])
+    }
+
+    /// As `start`, with extra `agent-monitor run` arguments.
+    pub fn start_with(scopes: &[(&str, &str)], extra: &[&str]) -> Self {
         require_root();
         let dir = tempfile::tempdir().expect("tempdir");
         let scopes_dir = dir.path().join("scopes");
@@ -100,23 +109,28 @@ impl Daemon {
         let audit = dir.path().join("audit.jsonl");
         let log = dir.path().join("daemon.log");
         let cgroup_parent = unique("am-e2e");
-        let child = Command::new(binary())
-            .arg("run")
-            .arg("--scopes")
-            .arg(&scopes_dir)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--audit-log")
-            .arg(&audit)
-            .args(["--cgroup-parent", &cgroup_parent, "--quiet"])
-            .env("AGENT_MONITOR_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start agent-monitor run");
+        let pins = PathBuf::from("/sys/fs/bpf").join(&cgroup_parent);
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["run".into(), "--scopes".into(), scopes_dir.clone().into()];
+        for (flag, value) in [
+            ("--socket", &socket),
+            ("--audit-log", &audit),
+            ("--pin-path", &pins),
+        ] {
+            args.push(flag.into());
+            args.push(value.clone().into());
+        }
+        args.extend(["--cgroup-parent", &cgroup_parent, "--quiet"].map(Into::into));
+        args.extend(extra.iter().map(Into::into));
+        // Tests leave nothing behind unless they say otherwise (restart tests do).
+        if !extra.contains(&"--keep-pins") {
+            args.push("--release-on-exit".into());
+        }
+        args.retain(|a| a != "--keep-pins");
         let mut d = Self {
-            child: Some(child),
+            child: None,
+            args,
+            pins,
             dir,
             socket,
             audit,
@@ -124,6 +138,30 @@ impl Daemon {
             cgroup_parent,
             log,
         };
+        d.spawn();
+        d.wait_ready();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(binary())
+            .args(&self.args)
+            .env("AGENT_MONITOR_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agent-monitor run");
+        self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) {
+        let d = self;
         wait_for("the daemon to answer on its socket", || {
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("daemon exited early ({status}):\n{}", d.log());
@@ -131,7 +169,24 @@ impl Daemon {
             d.try_request("GET", "/v1/status", None)
                 .filter(|(code, _)| *code == 200)
         });
-        d
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+    }
+
+    /// Starts the daemon again with the same scopes, socket, audit log and pins, with
+    /// `--release-on-exit` (so the test still leaves nothing behind).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the daemon first");
+        if !self.args.iter().any(|a| a == "--release-on-exit") {
+            self.args.push("--release-on-exit".into());
+        }
+        self.spawn();
+        self.wait_ready();
     }
 
     pub fn log(&self) -> String {
@@ -272,9 +327,23 @@ impl Drop for Daemon {
         if thread::panicking() {
             eprintln!("--- daemon log ---\n{}", self.log());
         }
-        // Belt and braces: the daemon removes its cgroups; if it could not, kill and remove.
+        // Belt and braces: the daemon removes its cgroups and pins; if it could not, do it.
         remove_cgroup_tree(&self.cgroup_parent_dir());
+        remove_pins(&self.pins);
     }
+}
+
+/// Removes a pinned-state directory (links detach once unpinned).
+pub fn remove_pins(dir: &Path) {
+    for sub in ["links", "maps"] {
+        if let Ok(entries) = fs::read_dir(dir.join(sub)) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let _ = fs::remove_dir(dir.join(sub));
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 /// Kills everything in a cgroup tree and removes it, deepest first.
@@ -405,57 +474,13 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// As [`Daemon::start`], with a `--config` file holding `config_yaml` (written next to
-    /// the daemon's other files; the flags `start` passes still win over it).
+    /// As [`Daemon::start`], with a `--config` file holding `config_yaml` (the flags `start`
+    /// passes still win over it). The daemon reads it once, at start.
     pub fn start_with_config(scopes: &[(&str, &str)], config_yaml: &str) -> Self {
-        require_root();
         let dir = tempfile::tempdir().expect("tempdir");
-        let scopes_dir = dir.path().join("scopes");
-        fs::create_dir(&scopes_dir).expect("mkdir scopes");
-        for (name, yaml) in scopes {
-            fs::write(scopes_dir.join(name), yaml).expect("write scope");
-        }
         let config = dir.path().join("config.yaml");
         fs::write(&config, config_yaml).expect("write config");
-        let socket = dir.path().join("am.sock");
-        let audit = dir.path().join("audit.jsonl");
-        let log = dir.path().join("daemon.log");
-        let cgroup_parent = unique("am-e2e");
-        let child = Command::new(binary())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--scopes")
-            .arg(&scopes_dir)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--audit-log")
-            .arg(&audit)
-            .args(["--cgroup-parent", &cgroup_parent, "--quiet"])
-            .env("AGENT_MONITOR_LOG", "info")
-            .env_remove("NODE_NAME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start agent-monitor run");
-        let mut d = Self {
-            child: Some(child),
-            dir,
-            socket,
-            audit,
-            scopes: scopes_dir,
-            cgroup_parent,
-            log,
-        };
-        wait_for("the daemon to answer on its socket", || {
-            if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("daemon exited early ({status}):\n{}", d.log());
-            }
-            d.try_request("GET", "/v1/status", None)
-                .filter(|(code, _)| *code == 200)
-        });
-        d
+        Self::start_with(scopes, &["--config", config.to_str().expect("utf-8 path")])
     }
 }
 

@@ -243,6 +243,8 @@ fn the_daemon_starts_from_the_units_exec_start_with_its_capabilities_and_notifie
     let socket = state.join("run/agent-monitor.sock");
     let audit = state.join("log/audit.jsonl");
     let parent = unique("am-e2e-unit");
+    // Pinned state must be on bpffs: a directory of this test's own.
+    let pins = PathBuf::from("/sys/fs/bpf").join(&parent);
     let shipped = fs::read_to_string(&config).expect("installed config");
     let rewritten = shipped
         .replace(
@@ -263,7 +265,8 @@ fn the_daemon_starts_from_the_units_exec_start_with_its_capabilities_and_notifie
         .replace(
             "cgroup-parent: agent-monitor",
             &format!("cgroup-parent: {parent}"),
-        );
+        )
+        .replace("/sys/fs/bpf/agent-monitor", &pins.display().to_string());
     assert_ne!(rewritten, shipped);
     fs::write(&config, rewritten).expect("rewrite config");
 
@@ -288,6 +291,7 @@ fn the_daemon_starts_from_the_units_exec_start_with_its_capabilities_and_notifie
     let _cleanup = Cleanup {
         pid: child.id(),
         cgroup: cgroup2_root().join(&parent),
+        pins: pins.clone(),
     };
     let mut buf = [0u8; 512];
     let n = notify.recv(&mut buf).unwrap_or_else(|e| {
@@ -379,6 +383,8 @@ fn the_daemon_starts_from_the_units_exec_start_with_its_capabilities_and_notifie
 struct Cleanup {
     pid: u32,
     cgroup: PathBuf,
+    /// The unit keeps enforcement pinned when it stops (no --release-on-exit).
+    pins: PathBuf,
 }
 
 impl Drop for Cleanup {
@@ -390,6 +396,7 @@ impl Drop for Cleanup {
         }
         std::thread::sleep(Duration::from_millis(300));
         remove_cgroup_tree(&self.cgroup);
+        let _ = fs::remove_dir_all(&self.pins);
     }
 }
 

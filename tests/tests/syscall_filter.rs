@@ -103,7 +103,13 @@ fn every_syscall_the_daemon_makes_passes_the_units_filter() {
         .arg(&socket)
         .arg("--audit-log")
         .arg(dir.path().join("audit.jsonl"))
-        .args(["--cgroup-parent", &parent])
+        .args([
+            "--cgroup-parent",
+            &parent,
+            "--release-on-exit",
+            "--pin-path",
+        ])
+        .arg(PathBuf::from("/sys/fs/bpf").join(&parent))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -14,7 +14,7 @@ use axum::{
     http::StatusCode,
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::{get, post},
     serve::IncomingStream,
 };
 use serde::Serialize;
@@ -101,6 +101,7 @@ impl From<TaskError> for ApiError {
             | TaskError::ScopeCount(_)
             | TaskError::BadTaskId(_)
             | TaskError::BadTtl(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            TaskError::Enforce(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_enforceable"),
             TaskError::Cgroup(_) | TaskError::Tag { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -151,7 +152,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/agents", get(agents))
         .route("/v1/tasks", post(create_task))
-        .route("/v1/tasks/{id}", delete(delete_task))
+        .route("/v1/tasks/{id}", get(task_info).delete(delete_task))
         .route("/v1/reload", post(reload))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
@@ -247,8 +248,8 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusView> {
             kernel: shared.kernel_counters(),
             records: s.records.load(Relaxed),
             violations: s.violations.load(Relaxed),
-            blocked: 0,
-            killed: 0,
+            blocked: s.blocked.load(Relaxed),
+            killed: s.killed.load(Relaxed),
             decode_errors: s.decode_errors.load(Relaxed),
             orphan_events: s.orphan_events.load(Relaxed),
         },
@@ -278,11 +279,37 @@ async fn create_task(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// A running or recently ended task: how it ended and the violation that stopped it.
+async fn task_info(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    shared.registry().lookup(&id).map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_task",
+            format!("no task named {id:?}"),
+        )
+    })
+}
+
 async fn delete_task(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    shared.end_task(&id, true)?;
+    let s = Arc::clone(&shared);
+    let task = id.clone();
+    tokio::task::spawn_blocking(move || {
+        s.notify(
+            &task,
+            "revoked",
+            "revoked: DELETE /v1/tasks",
+            crate::record::Action::KilledAgent,
+        );
+        s.end_task(&task, true, "revoked: DELETE /v1/tasks")
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
     Ok(StatusCode::NO_CONTENT)
 }
 
