@@ -64,6 +64,9 @@ pub mod flags {
     pub const BLOCKED: u32 = 4;
     /// The kernel stopped the process (SIGSTOP) until the daemon decides.
     pub const HELD: u32 = 8;
+    /// A path could not be read from the caller's memory (even after the syscall faulted
+    /// it in): the daemon must not guess it.
+    pub const PATH_FAULT: u32 = 16;
 }
 
 /// `AgentConfig::mode`.
@@ -152,6 +155,9 @@ pub struct FileEvent {
     pub dirfd2: i32,
     /// Syscall return value (the new fd for opens).
     pub ret: i64,
+    /// The caller's path pointers, to read again at exit when the first read faulted.
+    pub path_ptr: u64,
+    pub path2_ptr: u64,
     pub path: [u8; PATH_LEN],
     pub path2: [u8; PATH_LEN],
 }
@@ -330,7 +336,7 @@ mod tests {
             size_of::<ExecEvent>(),
             h + 8 + PATH_LEN + ARG_LEN * MAX_ARGS
         );
-        assert_eq!(size_of::<FileEvent>(), h + 24 + 2 * PATH_LEN);
+        assert_eq!(size_of::<FileEvent>(), h + 40 + 2 * PATH_LEN);
         assert_eq!(size_of::<NetEvent>(), h + 16 + 16 + 8);
         assert_eq!(size_of::<ExitEvent>(), h);
         assert_eq!(size_of::<CgroupEvent>(), h + 16 + PATH_LEN);

@@ -190,8 +190,8 @@ fn try_stash(ctx: &TracePointContext, l: &Layout) -> Result<(), i64> {
         event.open_flags =
             unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0) as u32;
     }
-    read_path(ctx, l.path, &mut event.path, &mut event.header.flags)?;
-    read_path(ctx, l.path2, &mut event.path2, &mut event.header.flags)?;
+    event.path_ptr = read_path(ctx, l.path, &mut event.path, &mut event.header.flags)?;
+    event.path2_ptr = read_path(ctx, l.path2, &mut event.path2, &mut event.header.flags)?;
     // Verifier workaround: pass the scratch value by reference. By value, the ~600-byte
     // event would be copied onto the 512-byte BPF stack.
     #[expect(
@@ -210,17 +210,29 @@ fn read_path(
     offset: Option<usize>,
     buf: &mut [u8; PATH_LEN],
     header_flags: &mut u32,
-) -> Result<(), i64> {
+) -> Result<u64, i64> {
     buf[0] = 0;
-    let Some(off) = offset else { return Ok(()) };
-    // SAFETY: offset from the tracepoint format; the helper copes with bad user pointers.
+    let Some(off) = offset else { return Ok(0) };
+    // SAFETY: offset from the tracepoint format.
     let ptr: *const u8 = unsafe { ctx.read_at(off) }.map_err(i64::from)?;
+    copy_path(ptr, buf, header_flags);
+    Ok(ptr as u64)
+}
+
+/// Copies a user path. Tracepoints cannot fault pages in: a path the caller has not touched
+/// yet may be unreadable at entry; it is flagged and read again at exit, after the syscall
+/// itself copied it (and so faulted it in).
+#[inline(always)]
+fn copy_path(ptr: *const u8, buf: &mut [u8; PATH_LEN], header_flags: &mut u32) {
+    // SAFETY: the helper copes with bad user pointers.
     match unsafe { bpf_probe_read_user_str_bytes(ptr, buf) } {
         Ok(s) if s.len() + 1 >= PATH_LEN => *header_flags |= flags::TRUNCATED,
         Ok(_) => {}
-        Err(_) => buf[0] = 0,
+        Err(_) => {
+            buf[0] = 0;
+            *header_flags |= flags::PATH_FAULT;
+        }
     }
-    Ok(())
 }
 
 /// Attached to every `sys_exit_*` of the syscalls above: `long ret` @16.
@@ -243,6 +255,23 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         // SAFETY: map value pointer from a successful lookup; removed only below.
         let event = unsafe { &mut *event };
         event.ret = ret;
+        if event.header.flags & flags::PATH_FAULT != 0 {
+            event.header.flags &= !flags::PATH_FAULT;
+            if event.path_ptr != 0 {
+                copy_path(
+                    event.path_ptr as *const u8,
+                    &mut event.path,
+                    &mut event.header.flags,
+                );
+            }
+            if event.path2_ptr != 0 {
+                copy_path(
+                    event.path2_ptr as *const u8,
+                    &mut event.path2,
+                    &mut event.header.flags,
+                );
+            }
+        }
         let slot = event.header.agent;
         // A denied file is recognised by what was opened (device and inode), whatever
         // path led to it: symlinks, hard links, relative paths, /proc/self/root.

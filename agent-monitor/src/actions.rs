@@ -18,9 +18,12 @@ pub enum Step {
     KillAgent,
 }
 
+/// `certain`: the object was identified exactly. The daemon never kills on a guess (a path
+/// it could not resolve); the kernel's own identity checks are not affected.
 pub fn decide(
     kind: Kind,
     violation: bool,
+    certain: bool,
     mode: Mode,
     on_violation: OnViolation,
     kernel: KernelDid,
@@ -36,7 +39,7 @@ pub fn decide(
     if !violation {
         return (base, kernel.held.then_some(Step::Release));
     }
-    if mode == Mode::Audit {
+    if mode == Mode::Audit || !certain {
         return (base, kernel.held.then_some(Step::Release));
     }
     match on_violation {
@@ -62,12 +65,20 @@ mod tests {
     #[test]
     fn audit_never_acts() {
         assert_eq!(
-            decide(Kind::File, true, Mode::Audit, OnViolation::KillAgent, NONE),
+            decide(
+                Kind::File,
+                true,
+                true,
+                Mode::Audit,
+                OnViolation::KillAgent,
+                NONE
+            ),
             (Action::None, None)
         );
         assert_eq!(
             decide(
                 Kind::Connect,
+                true,
                 true,
                 Mode::Audit,
                 OnViolation::KillAgent,
@@ -87,6 +98,7 @@ mod tests {
             decide(
                 Kind::File,
                 true,
+                true,
                 Mode::Enforce,
                 OnViolation::KillProcess,
                 killed
@@ -96,6 +108,7 @@ mod tests {
         assert_eq!(
             decide(
                 Kind::File,
+                true,
                 true,
                 Mode::Enforce,
                 OnViolation::KillProcess,
@@ -111,6 +124,7 @@ mod tests {
         assert_eq!(
             decide(
                 Kind::Connect,
+                true,
                 true,
                 Mode::Enforce,
                 OnViolation::KillProcess,
@@ -130,6 +144,7 @@ mod tests {
             decide(
                 Kind::Connect,
                 true,
+                true,
                 Mode::Enforce,
                 OnViolation::KillAgent,
                 blocked
@@ -137,12 +152,20 @@ mod tests {
             (Action::KilledAgent, Some(Step::KillAgent))
         );
         assert_eq!(
-            decide(Kind::Exec, true, Mode::Enforce, OnViolation::Alert, NONE),
+            decide(
+                Kind::Exec,
+                true,
+                true,
+                Mode::Enforce,
+                OnViolation::Alert,
+                NONE
+            ),
             (Action::None, None)
         );
         assert_eq!(
             decide(
                 Kind::Connect,
+                true,
                 true,
                 Mode::Enforce,
                 OnViolation::Alert,
@@ -153,12 +176,43 @@ mod tests {
     }
 
     #[test]
+    fn the_daemon_never_kills_on_an_unresolved_path() {
+        let uncertain = decide(
+            Kind::File,
+            true,
+            false,
+            Mode::Enforce,
+            OnViolation::KillAgent,
+            NONE,
+        );
+        assert_eq!(uncertain, (Action::None, None));
+        let killed = KernelDid {
+            killed: true,
+            ..NONE
+        };
+        let by_kernel = decide(
+            Kind::File,
+            true,
+            false,
+            Mode::Enforce,
+            OnViolation::KillProcess,
+            killed,
+        );
+        assert_eq!(
+            by_kernel,
+            (Action::KilledProcess, None),
+            "the kernel's own kill is still reported"
+        );
+    }
+
+    #[test]
     fn held_execs_are_released_or_killed() {
         let held = KernelDid { held: true, ..NONE };
         assert_eq!(
             decide(
                 Kind::Exec,
                 false,
+                true,
                 Mode::Enforce,
                 OnViolation::KillProcess,
                 held
@@ -169,6 +223,7 @@ mod tests {
             decide(
                 Kind::Exec,
                 true,
+                true,
                 Mode::Enforce,
                 OnViolation::KillProcess,
                 held
@@ -176,7 +231,14 @@ mod tests {
             (Action::KilledProcess, Some(Step::KillProcess))
         );
         assert_eq!(
-            decide(Kind::Exec, true, Mode::Enforce, OnViolation::Alert, held),
+            decide(
+                Kind::Exec,
+                true,
+                true,
+                Mode::Enforce,
+                OnViolation::Alert,
+                held
+            ),
             (Action::None, Some(Step::Release))
         );
     }

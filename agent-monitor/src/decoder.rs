@@ -36,6 +36,8 @@ pub struct Header {
     pub tgid: u32,
     pub ppid: u32,
     pub truncated: bool,
+    /// A path could not be read from the caller's memory.
+    pub path_fault: bool,
     /// What the kernel already did about it.
     pub kernel: KernelDid,
     pub cgroup_id: u64,
@@ -147,6 +149,7 @@ fn header(h: &EventHeader) -> Header {
         tgid: h.tgid,
         ppid: h.ppid,
         truncated: h.flags & flags::TRUNCATED != 0,
+        path_fault: h.flags & flags::PATH_FAULT != 0,
         kernel: KernelDid {
             killed: h.flags & flags::KILLED != 0,
             blocked: h.flags & flags::BLOCKED != 0,

@@ -16,7 +16,7 @@ use crate::{
         Action, AgentRef, Clock, ExecObject, FileObject, Kind, NetObject, ProcessRef, Record,
         Verdict, rfc3339,
     },
-    resolve::{AT_FDCWD, Actor, Follow, resolve},
+    resolve::{AT_FDCWD, Actor, Follow, Resolved, resolve},
     scope::Scope,
     sink::Sinks,
     state::{Shared, Stats},
@@ -108,9 +108,11 @@ impl Pipeline {
             PolicyVerdict::Allowed => None,
             PolicyVerdict::Violation(v) => Some(v),
         };
+        let certain = judged.file.as_ref().is_none_or(|f| !f.unresolved);
         let (action, step) = decide(
             judged.kind,
             violation.is_some(),
+            certain,
             scope.mode,
             scope.on_violation,
             h.kernel,
@@ -311,9 +313,8 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
             ..
         } => {
             let r = resolve(&actor(h, proc), *dirfd, path, Follow::Last);
-            if r.exact {
-                proc.cwd = Some(r.path);
-            }
+            // An unreadable chdir target leaves the cwd unknown (then /proc is asked).
+            proc.cwd = (r.exact && !h.path_fault).then_some(r.path);
             None
         }
         Event::File {
@@ -322,6 +323,7 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
             path,
             dirfd2,
             path2,
+            ret,
             ..
         } => {
             let (access, follow) = match op {
@@ -329,9 +331,10 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
                 FileOp::Unlink => (FileAccess::Unlink, Follow::NotLast),
                 FileOp::Rename | FileOp::Chdir => (FileAccess::Rename, Follow::NotLast),
             };
-            let r = resolve(&actor(h, proc), *dirfd, path, follow);
+            let fd = matches!(op, FileOp::Open { .. }).then_some(*ret);
+            let r = resolve_named(&actor(h, proc), *dirfd, path, follow, fd);
             let new_path = (*op == FileOp::Rename)
-                .then(|| resolve(&actor(h, proc), *dirfd2, path2, Follow::NotLast))
+                .then(|| resolve_named(&actor(h, proc), *dirfd2, path2, Follow::NotLast, None))
                 .map(|to| to.path.to_string_lossy().into_owned());
             Some(Judged {
                 kind: Kind::File,
@@ -372,6 +375,34 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
             exec: None,
         }),
         Event::Exit { .. } | Event::CgroupMkdir { .. } | Event::CgroupRmdir { .. } => None,
+    }
+}
+
+/// Resolves a path an operation named. A successful open, unlink or rename never names an
+/// empty path: an empty one could not be read from the caller's memory, and resolving ""
+/// would wrongly give the working directory. An open's file is then taken from its new fd.
+fn resolve_named(
+    actor: &Actor<'_>,
+    dirfd: i32,
+    raw: &Path,
+    follow: Follow,
+    fd: Option<i64>,
+) -> Resolved {
+    if !raw.as_os_str().is_empty() {
+        return resolve(actor, dirfd, raw, follow);
+    }
+    let from_fd = fd.and_then(|fd| {
+        std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tid))
+            .or_else(|_| std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tgid)))
+            .ok()
+            .filter(|p| p.is_absolute())
+    });
+    match from_fd {
+        Some(path) => Resolved { path, exact: true },
+        None => Resolved {
+            path: "<unreadable path>".into(),
+            exact: false,
+        },
     }
 }
 

@@ -106,6 +106,7 @@ mod tests {
             tgid,
             ppid,
             truncated: false,
+            path_fault: false,
             kernel: crate::decoder::KernelDid::default(),
             cgroup_id: 0,
             comm: comm.into(),

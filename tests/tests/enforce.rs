@@ -480,3 +480,45 @@ fn fail_closed_kills_an_agent_whose_events_are_lost() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_path_unreadable_at_syscall_entry_is_read_again_not_guessed() {
+    let f = fixture("kill-process");
+    let ok = f.ws.join("ok.txt");
+    // The path string lives in a file-backed page the process has never touched: the
+    // syscall tracepoint cannot fault it in, the syscall itself does. The fd is closed at
+    // once, so the daemon cannot read the path back from it: the kernel must re-read.
+    let holder = f.ws.join("path-holder");
+    let mut bytes = ok.to_str().unwrap_or_default().as_bytes().to_vec();
+    bytes.resize(4096, 0);
+    fs::write(&holder, &bytes).expect("write holder");
+    let script = format!(
+        "import ctypes, mmap, os\nfd = os.open('{h}', os.O_RDONLY)\nm = mmap.mmap(fd, 4096, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)\n\
+         addr = ctypes.addressof(ctypes.c_char.from_buffer(m))\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+         r = libc.open(ctypes.c_void_p(addr), 0)\nprint('fd' if r >= 0 else 'err')\nlibc.close(r)\n",
+        h = holder.display()
+    );
+    let out = f
+        .daemon
+        .exec("enf", &["--task", "fault-1"], &[PY, "-I", "-c", &script]);
+    assert_exit(&out, 0);
+    assert_eq!(stdout(&out).trim(), "fd");
+    let r = f
+        .daemon
+        .wait_record("the open through an untouched page", |r| {
+            s(r, "/agent/task") == "fault-1"
+                && s(r, "/file/path") == ok.to_str().unwrap_or_default()
+        });
+    assert_eq!(
+        (s(&r, "/verdict"), s(&r, "/action")),
+        ("allowed", "none"),
+        "{r}"
+    );
+    let guessed = f
+        .daemon
+        .records()
+        .into_iter()
+        .filter(|r| s(r, "/agent/task") == "fault-1" && s(r, "/verdict") == "violation")
+        .count();
+    assert_eq!(guessed, 0, "no violation from a guessed path");
+}
