@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask setup | run | test`.
+//! Project tasks: `cargo xtask setup | run | test | bench`.
 //!
 //! `setup` makes a fresh machine ready (idempotent); `run` and `test` call it first.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -35,6 +36,13 @@ enum Task {
         /// Only run tests whose name contains this (passed to both test runs).
         filter: Option<String>,
     },
+    /// Overhead, throughput, enforcement latency and daemon cost, side by side with auditd
+    /// and bpftrace (as root); writes docs/BENCHMARKS.md.
+    Bench {
+        /// A reduced run (under a minute).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +59,10 @@ fn main() -> anyhow::Result<()> {
         Task::Test { filter } => {
             setup::run(&root)?;
             test(&root, filter.as_deref())
+        }
+        Task::Bench { quick } => {
+            setup::run(&root)?;
+            bench::run(&root, quick)
         }
     }
 }
