@@ -306,7 +306,7 @@ fn prepare(daemon: PathBuf, generator: &Path) -> anyhow::Result<Env> {
         .with_context(|| format!("{} (was it built?)", generator.display()))?;
     let scope = |name: &str, mode: &str| {
         format!(
-                                    r"apiVersion: agent-monitor.dev/v1
+                                                                            r"apiVersion: agent-monitor.dev/v1
 kind: AgentScope
 metadata:
   name: {name}
@@ -323,10 +323,10 @@ spec:
     connect:
       - {{cidr: 127.0.0.1/32, ports: [{PORT}], protocol: udp}}
 ",
-                                    gen = generator.display(),
-                                    data = data.display(),
-                                    denied = denied.display(),
-                                )
+                                                                            gen = generator.display(),
+                                                                            data = data.display(),
+                                                                            denied = denied.display(),
+                                                                        )
     };
     for (n, mode) in [("bench-audit", "audit"), ("bench-enforce", "enforce")] {
         fs::write(scopes.join(format!("{n}.yaml")), scope(n, mode)).context("writing a scope")?;
@@ -427,7 +427,7 @@ impl Env {
 
 fn overhead(
     env: &Env,
-    p: &Params,
+    params: &Params,
     r: &mut Results,
     auditd_ok: Result<(), String>,
     bpftrace_ok: Result<(), String>,
@@ -442,12 +442,12 @@ fn overhead(
     ];
     rows[4].error = auditd_ok.err();
     rows[5].error = bpftrace_ok.err();
-    let args = env.ops_args(p);
+    let args = env.ops_args(params);
     let cgroup_id = fs::metadata(&env.cgroup)
         .with_context(|| format!("stat {}", env.cgroup.display()))?
         .ino();
-    for round in 0..p.rounds {
-        eprintln!("bench: overhead round {}/{}", round + 1, p.rounds);
+    for round in 0..params.rounds {
+        eprintln!("bench: overhead round {}/{}", round + 1, params.rounds);
         let (v, _) = env.generate(&Via::Direct(None), &args)?;
         rows[0].runs.push(Ops::from_json(&v)?);
         {
@@ -469,8 +469,20 @@ fn overhead(
             for (i, scope) in [(2, "bench-audit"), (3, "bench-enforce")] {
                 let (before, _) = d.settle()?;
                 d.take_records()?;
-                let (v, _) = env.generate(&Via::Agent(&d, scope), &args)?;
-                let ops = Ops::from_json(&v)?;
+                // A failed tagged run (e.g. the agent killed for a violation it did not
+                // commit) is a finding: keep it in the table and go on.
+                let ops = match env
+                    .generate(&Via::Agent(&d, scope), &args)
+                    .and_then(|(v, _)| Ops::from_json(&v))
+                {
+                    Ok(ops) => ops,
+                    Err(e) => {
+                        eprintln!("bench: {scope} run failed: {e:#}");
+                        let msg = format!("{e:#}").replace('\n', " ");
+                        rows[i].error.get_or_insert(msg);
+                        continue;
+                    }
+                };
                 let (after, _) = d.settle()?;
                 let records = d.take_records()?;
                 let got = delivered(&records, &env.file, &ops, after.dropped - before.dropped);
@@ -561,7 +573,7 @@ fn under_bpftrace(env: &Env, args: &[String], cgroup_id: u64, row: &mut Row) -> 
     Ok(())
 }
 
-fn throughput(env: &Env, p: &Params, r: &mut Results) -> anyhow::Result<()> {
+fn throughput(env: &Env, params: &Params, r: &mut Results) -> anyhow::Result<()> {
     let mut d = Daemon::start(
         &env.daemon,
         &env.dir.join("daemon-load"),
@@ -569,11 +581,11 @@ fn throughput(env: &Env, p: &Params, r: &mut Results) -> anyhow::Result<()> {
         &env.name,
         env.mon_cpu(),
     )?;
-    let plan = p
+    let plan = params
         .openat_rates
         .iter()
         .map(|&rate| ("openat", rate))
-        .chain(p.fchdir_rates.iter().map(|&rate| ("fchdir", rate)));
+        .chain(params.fchdir_rates.iter().map(|&rate| ("fchdir", rate)));
     for (kind, rate) in plan {
         eprintln!(
             "bench: throughput {kind} at {}",
@@ -598,7 +610,7 @@ fn throughput(env: &Env, p: &Params, r: &mut Results) -> anyhow::Result<()> {
             "--rate".into(),
             rate.to_string(),
             "--secs".into(),
-            p.load_secs.to_string(),
+            params.load_secs.to_string(),
             "--kind".into(),
             kind.into(),
         ];
@@ -642,7 +654,7 @@ fn throughput(env: &Env, p: &Params, r: &mut Results) -> anyhow::Result<()> {
         let cpu = sys::cpu_secs(d.pid())? - cpu0;
         sample(&mut rss);
         d.take_records()?;
-        let secs = v["secs"].as_f64().unwrap_or(p.load_secs);
+        let secs = v["secs"].as_f64().unwrap_or(params.load_secs);
         r.load.push(LoadRun {
             kind,
             target: rate,

@@ -110,7 +110,13 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
         }
         let mut cell = delivery_cell(row.delivery.as_ref());
         if let Some(e) = &row.error {
-            write!(cell, " (later runs failed: {})", one_line(e))?;
+            write!(
+                cell,
+                " ({} of {} runs failed, first: {})",
+                params.rounds - row.runs.len(),
+                params.rounds,
+                one_line(e)
+            )?;
         }
         writeln!(w, " {cell} |")?;
     }
@@ -373,8 +379,8 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
 
 fn one_line(s: &str) -> String {
     let l = s.lines().next().unwrap_or("").replace('|', "/");
-    if l.len() > 200 {
-        format!("{}…", &l[..l.floor_char_boundary(200)])
+    if l.len() > 400 {
+        format!("{}…", &l[..l.floor_char_boundary(400)])
     } else {
         l
     }
