@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask setup | run | test | install | uninstall`.
+//! Project tasks: `cargo xtask setup | run | test | bench | install | uninstall`.
 //!
-//! `setup` makes a fresh machine ready (idempotent); `run` and `test` call it first.
+//! `setup` makes a fresh machine ready (idempotent); `run`, `test` and `bench` call it first.
 
+mod bench;
 mod install;
 mod setup;
 
@@ -40,6 +41,13 @@ enum Task {
     Install(install::InstallArgs),
     /// Remove what `install` put there (edited config and scopes stay) and the pinned state.
     Uninstall(install::UninstallArgs),
+    /// Overhead, throughput, enforcement latency and daemon cost, side by side with auditd
+    /// and bpftrace (as root); writes docs/BENCHMARKS.md.
+    Bench {
+        /// A reduced run (under a minute).
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +67,10 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Install(args) => install::install(&root, &args),
         Task::Uninstall(args) => install::uninstall(&root, &args),
+        Task::Bench { quick } => {
+            setup::run(&root)?;
+            bench::run(&root, quick)
+        }
     }
 }
 

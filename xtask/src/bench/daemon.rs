@@ -1,0 +1,178 @@
+//! One `agent-monitor run` under test: its own socket, audit log, pins and cgroup parent,
+//! stopped with SIGTERM and cleaned up on drop, whatever happened.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use super::sys;
+
+pub struct Daemon {
+    child: Child,
+    pub socket: PathBuf,
+    pub audit: PathBuf,
+    log: PathBuf,
+    pins: PathBuf,
+    cgroup_parent: PathBuf,
+    /// From spawn to `GET /v1/status` answering with every hook attached.
+    pub attach: Duration,
+    /// Hooks that did not attach (empty when all did).
+    pub failed_hooks: Vec<String>,
+}
+
+/// The daemon's counters that matter here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub emitted: u64,
+    pub dropped: u64,
+    pub records: u64,
+}
+
+impl Daemon {
+    /// Starts a daemon in `dir` (socket, audit log, log) on the scopes in `scopes`, pinned to
+    /// `cpu` when given, and waits until its status answers with the hooks attached.
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        scopes: &Path,
+        name: &str,
+        cpu: Option<usize>,
+    ) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let socket = dir.join("am.sock");
+        let audit = dir.join("audit.jsonl");
+        let log = dir.join("daemon.log");
+        let pins = PathBuf::from("/sys/fs/bpf").join(name);
+        let cgroup_parent = sys::cgroup2_root()?.join(name);
+        let _ = fs::remove_file(&socket);
+        let _ = fs::remove_file(&audit);
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--scopes")
+            .arg(scopes)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--audit-log")
+            .arg(&audit)
+            .arg("--pin-path")
+            .arg(&pins)
+            .args(["--cgroup-parent", name, "--quiet", "--release-on-exit"])
+            .arg("--state-file")
+            .arg(dir.join("state.json"))
+            .env("AGENT_MONITOR_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?);
+        sys::place(&mut cmd, cpu, None)?;
+        let started = Instant::now();
+        let child = cmd.spawn().context("starting agent-monitor run")?;
+        let mut d = Self {
+            child,
+            socket,
+            audit,
+            log,
+            pins,
+            cgroup_parent,
+            attach: Duration::ZERO,
+            failed_hooks: Vec::new(),
+        };
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            if let Some(status) = d.child.try_wait().context("waiting for the daemon")? {
+                bail!("the daemon exited early ({status}):\n{}", d.log());
+            }
+            if let Ok(v) = sys::get_json(&d.socket, "/v1/status") {
+                d.attach = started.elapsed();
+                d.failed_hooks = v["coverage"]["failed"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|h| h.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let attached = v["coverage"]["attached"].as_u64().unwrap_or(0);
+                if attached == 0 {
+                    bail!("the daemon answers with no hook attached: {v}");
+                }
+                return Ok(d);
+            }
+            if Instant::now() > deadline {
+                bail!("the daemon did not answer within 30 s:\n{}", d.log());
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn counters(&self) -> anyhow::Result<Counters> {
+        let v = sys::get_json(&self.socket, "/v1/status")?;
+        let c = &v["counters"];
+        let n = |k: &str| c[k].as_u64().unwrap_or(0);
+        Ok(Counters {
+            emitted: n("emitted"),
+            dropped: n("dropped"),
+            records: n("records"),
+        })
+    }
+
+    /// Waits until the daemon has turned every event emitted so far into records: the
+    /// counters stop moving for 200 ms (or 30 s pass). Returns the counters and how long
+    /// that took.
+    pub fn settle(&self) -> anyhow::Result<(Counters, Duration)> {
+        let start = Instant::now();
+        let mut last = self.counters()?;
+        let mut still_since = Instant::now();
+        loop {
+            thread::sleep(Duration::from_millis(25));
+            let c = self.counters()?;
+            if c.records != last.records || c.emitted != last.emitted {
+                last = c;
+                still_since = Instant::now();
+            } else if still_since.elapsed() >= Duration::from_millis(200) {
+                return Ok((c, still_since.duration_since(start)));
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Ok((c, start.elapsed()));
+            }
+        }
+    }
+
+    /// The audit log's records, parsed, and the log emptied (the daemon appends).
+    pub fn take_records(&self) -> anyhow::Result<Vec<Value>> {
+        let text = fs::read_to_string(&self.audit).unwrap_or_default();
+        fs::write(&self.audit, "").context("truncating the audit log")?;
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !sys::stop_child(&mut self.child, libc::SIGTERM, Duration::from_secs(15)) {
+            eprintln!("bench: the daemon ignored SIGTERM; killed it");
+        }
+        sys::remove_cgroup_tree(&self.cgroup_parent);
+        sys::remove_pins(&self.pins);
+    }
+}

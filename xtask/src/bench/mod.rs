@@ -1,0 +1,736 @@
+//! `cargo xtask bench [--quick]`: overhead, throughput, enforcement latency and the daemon's
+//! own cost, in one run, side by side with "no monitor", auditd and bpftrace. Prints a
+//! markdown report and writes it to docs/BENCHMARKS.md.
+//!
+//! The machine is shared and noisy: every configuration is run several times, interleaved
+//! round by round with the "no monitor" baseline, and compared through ratios of medians.
+
+mod daemon;
+mod report;
+mod sys;
+mod tools;
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use daemon::Daemon;
+
+/// The generator runs on this CPU and the monitor (daemon, auditd, bpftrace) on the other,
+/// when the machine has two or more.
+const GEN_CPU: usize = 0;
+const MON_CPU: usize = 1;
+/// The UDP port the generator connects to (in scope); PORT + 1 is out of scope.
+const PORT: u16 = 39_999;
+
+/// Sizes of one run.
+#[derive(Debug, Clone)]
+struct Params {
+    rounds: usize,
+    iters: u64,
+    exec_iters: u64,
+    load_secs: f64,
+    openat_rates: Vec<u64>,
+    fchdir_rates: Vec<u64>,
+    kills: u64,
+    denies: u64,
+    connects: u64,
+}
+
+impl Params {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                rounds: 2,
+                iters: 10_000,
+                exec_iters: 30,
+                load_secs: 0.5,
+                openat_rates: vec![50_000, 0],
+                fchdir_rates: vec![200_000, 0],
+                kills: 30,
+                denies: 10,
+                connects: 10,
+            }
+        } else {
+            Self {
+                rounds: 5,
+                iters: 100_000,
+                exec_iters: 300,
+                load_secs: 2.0,
+                openat_rates: vec![25_000, 50_000, 100_000, 200_000, 0],
+                fchdir_rates: vec![100_000, 200_000, 400_000, 800_000, 1_000_000, 0],
+                kills: 200,
+                denies: 50,
+                connects: 50,
+            }
+        }
+    }
+}
+
+/// ns/op of one generator run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ops {
+    pub getpid: f64,
+    pub openat: f64,
+    pub udp: f64,
+    pub forkexec: f64,
+    pub calls: u64,
+    pub exec_calls: u64,
+}
+
+impl Ops {
+    fn from_json(v: &Value) -> anyhow::Result<Self> {
+        let ns = |k: &str| {
+            v[k]["ns_per_op"]
+                .as_f64()
+                .with_context(|| format!("generator output has no {k}: {v}"))
+        };
+        Ok(Self {
+            getpid: ns("getpid")?,
+            openat: ns("openat")?,
+            udp: ns("udp")?,
+            forkexec: ns("forkexec")?,
+            calls: v["openat"]["calls"].as_u64().unwrap_or(0),
+            exec_calls: v["forkexec"]["calls"].as_u64().unwrap_or(0),
+        })
+    }
+}
+
+/// Events a monitor delivered against those the generator made: (delivered, generated) for
+/// openat, connect and execve, and events the monitor says it lost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delivery {
+    pub open: (u64, u64),
+    pub conn: (u64, u64),
+    pub exec: (u64, u64),
+    pub lost: u64,
+}
+
+impl Delivery {
+    fn add(&mut self, o: &Self) {
+        for (a, b) in [
+            (&mut self.open, o.open),
+            (&mut self.conn, o.conn),
+            (&mut self.exec, o.exec),
+        ] {
+            a.0 += b.0;
+            a.1 += b.1;
+        }
+        self.lost += o.lost;
+    }
+}
+
+/// One configuration of the overhead table.
+#[derive(Debug, Default)]
+pub struct Row {
+    pub name: &'static str,
+    pub runs: Vec<Ops>,
+    /// None: the configuration does not observe events (no monitor, untagged).
+    pub delivery: Option<Delivery>,
+    pub error: Option<String>,
+}
+
+impl Row {
+    fn new(name: &'static str, counts: bool) -> Self {
+        Self {
+            name,
+            delivery: counts.then(Delivery::default),
+            ..Self::default()
+        }
+    }
+}
+
+/// One throughput run.
+#[derive(Debug, Clone, Default)]
+pub struct LoadRun {
+    pub kind: &'static str,
+    pub target: u64,
+    pub achieved: f64,
+    pub generated: u64,
+    pub emitted: u64,
+    pub dropped: u64,
+    pub records: u64,
+    /// Daemon CPU seconds over the run and its drain.
+    pub cpu_secs: f64,
+    pub cpu_frac: f64,
+    pub rss_kib: u64,
+    /// `RssAnon`, `RssFile`, `RssShmem` at the highest sample.
+    pub rss_parts: [u64; 3],
+    pub drain: Duration,
+    pub alive: bool,
+}
+
+/// Violations of one kind.
+#[derive(Debug, Clone, Default)]
+pub struct Violations {
+    pub kind: &'static str,
+    pub count: u64,
+    pub killed: u64,
+    pub returned: u64,
+    pub timeouts: u64,
+    pub eperm: u64,
+    pub lat_ns: Vec<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Results {
+    pub rows: Vec<Row>,
+    pub attach: Vec<Duration>,
+    pub failed_hooks: Vec<String>,
+    pub idle_rss_kib: Vec<u64>,
+    /// `RssAnon`, `RssFile`, `RssShmem` of the last idle sample.
+    pub idle_rss_parts: [u64; 3],
+    /// Of the idle RSS, the eBPF mappings (ring buffer) in KiB.
+    pub idle_bpf_kib: u64,
+    pub load: Vec<LoadRun>,
+    pub load_error: Option<String>,
+    pub violations: Vec<Violations>,
+    pub other_monitors: usize,
+}
+
+/// Binaries and files of one bench run.
+struct Env {
+    daemon: PathBuf,
+    generator: PathBuf,
+    dir: PathBuf,
+    data: PathBuf,
+    file: PathBuf,
+    other: PathBuf,
+    denied: PathBuf,
+    scopes: PathBuf,
+    /// A plain cgroup (not an agent's) for the auditd and bpftrace runs.
+    cgroup: PathBuf,
+    name: String,
+    pin: bool,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        sys::remove_cgroup_tree(&self.cgroup);
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
+    crate::require_root("cargo xtask bench")?;
+    let p = Params::new(quick);
+    let (daemon, generator) = build(root)?;
+    let (auditd_ok, bpftrace_ok) = tools::ensure_installed();
+    let env = prepare(daemon, &generator)?;
+    let started = Instant::now();
+    let mut r = Results {
+        other_monitors: count_other_monitors(),
+        ..Results::default()
+    };
+    overhead(&env, &p, &mut r, auditd_ok, bpftrace_ok)?;
+    if let Err(e) = throughput(&env, &p, &mut r) {
+        r.load_error = Some(format!("{e:#}"));
+    }
+    latency(&env, &p, &mut r);
+    let md = report::render(&r, &p, started.elapsed())?;
+    println!("{md}");
+    let doc = root.join("docs/BENCHMARKS.md");
+    fs::write(&doc, report::document(&md, quick))
+        .with_context(|| format!("writing {}", doc.display()))?;
+    eprintln!("bench: wrote {}", doc.display());
+    Ok(())
+}
+
+fn build(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    crate::run_cmd(crate::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "agent-monitor",
+        "--package",
+        "agent-monitor-bench",
+    ]))?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = if target.is_relative() {
+        root.join(target)
+    } else {
+        target
+    };
+    let release = target.join("release");
+    Ok((
+        release.join("agent-monitor"),
+        release.join("agent-monitor-bench"),
+    ))
+}
+
+/// Daemons of other developers or tests attach hooks that every process, ours included, pays
+/// for: count them so the report can say so.
+fn count_other_monitors() -> usize {
+    fs::read_dir("/proc").map_or(0, |d| {
+        d.flatten()
+            .filter(|e| {
+                fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                    args.first().is_some_and(|a| a.ends_with(b"agent-monitor"))
+                        && args.get(1) == Some(&&b"run"[..])
+                })
+            })
+            .count()
+    })
+}
+
+fn prepare(daemon: PathBuf, generator: &Path) -> anyhow::Result<Env> {
+    let name = format!("am-bench-{}", std::process::id());
+    let dir = PathBuf::from("/tmp").join(&name);
+    let _ = fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let secret = dir.join("secret");
+    let scopes = dir.join("scopes");
+    for d in [&data, &secret, &scopes] {
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let file = data.join("file");
+    let other = secret.join("other");
+    let denied = secret.join("denied");
+    for f in [&file, &other, &denied] {
+        fs::write(f, "bench\n").with_context(|| format!("writing {}", f.display()))?;
+    }
+    let cgroup = sys::cgroup2_root()?.join(format!("{name}-peers"));
+    fs::create_dir_all(&cgroup).with_context(|| format!("creating {}", cgroup.display()))?;
+    let generator = fs::canonicalize(generator)
+        .with_context(|| format!("{} (was it built?)", generator.display()))?;
+    let scope = |name: &str, mode: &str| {
+        format!(
+                                                                                    r"apiVersion: agent-monitor.dev/v1
+kind: AgentScope
+metadata:
+  name: {name}
+  owner: bench@example.org
+spec:
+  mode: {mode}
+  onViolation: kill-process
+  exec:
+    allow: [{gen}, /usr/bin/true, /bin/true]
+  files:
+    read: [{data}/**, {data}]
+    deny: [{denied}]
+  network:
+    connect:
+      - {{cidr: 127.0.0.1/32, ports: [{PORT}], protocol: udp}}
+",
+                                                                                    gen = generator.display(),
+                                                                                    data = data.display(),
+                                                                                    denied = denied.display(),
+                                                                                )
+    };
+    for (n, mode) in [("bench-audit", "audit"), ("bench-enforce", "enforce")] {
+        fs::write(scopes.join(format!("{n}.yaml")), scope(n, mode)).context("writing a scope")?;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    Ok(Env {
+        daemon,
+        generator,
+        dir,
+        data,
+        file,
+        other,
+        denied,
+        scopes,
+        cgroup,
+        name,
+        pin: cpus >= 2,
+    })
+}
+
+/// Where a generator runs.
+enum Via<'a> {
+    /// A plain process, optionally in a (non-agent) cgroup.
+    Direct(Option<&'a Path>),
+    /// `agent-monitor exec --scope SCOPE`: a tagged agent.
+    Agent(&'a Daemon, &'a str),
+}
+
+impl Env {
+    fn gen_cpu(&self) -> Option<usize> {
+        self.pin.then_some(GEN_CPU)
+    }
+
+    fn mon_cpu(&self) -> Option<usize> {
+        self.pin.then_some(MON_CPU)
+    }
+
+    fn command(&self, via: &Via, args: &[String]) -> anyhow::Result<Command> {
+        let mut cmd = match via {
+            Via::Direct(cgroup) => {
+                let mut c = Command::new(&self.generator);
+                sys::place(&mut c, self.gen_cpu(), *cgroup)?;
+                c
+            }
+            Via::Agent(d, scope) => {
+                let mut c = Command::new(&self.daemon);
+                c.arg("exec")
+                    .arg("--socket")
+                    .arg(&d.socket)
+                    .args(["--scope", scope, "--"])
+                    .arg(&self.generator);
+                sys::place(&mut c, self.gen_cpu(), None)?;
+                c
+            }
+        };
+        cmd.args(args).stdin(Stdio::null());
+        Ok(cmd)
+    }
+
+    /// Runs the generator to completion; its JSON output and its pid.
+    fn generate(&self, via: &Via, args: &[String]) -> anyhow::Result<(Value, u32)> {
+        let child = self
+            .command(via, args)?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the generator")?;
+        let pid = child.id();
+        let out = child
+            .wait_with_output()
+            .context("waiting for the generator")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v = sys::last_json(&stdout).with_context(|| {
+            format!(
+                "generator {args:?} ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+        Ok((v, pid))
+    }
+
+    fn ops_args(&self, p: &Params) -> Vec<String> {
+        vec![
+            "ops".into(),
+            "--file".into(),
+            self.file.display().to_string(),
+            "--port".into(),
+            PORT.to_string(),
+            "--iters".into(),
+            p.iters.to_string(),
+            "--exec-iters".into(),
+            p.exec_iters.to_string(),
+        ]
+    }
+}
+
+fn overhead(
+    env: &Env,
+    params: &Params,
+    r: &mut Results,
+    auditd_ok: Result<(), String>,
+    bpftrace_ok: Result<(), String>,
+) -> anyhow::Result<()> {
+    let mut rows = vec![
+        Row::new("no monitor", false),
+        Row::new("agent-monitor, untagged", false),
+        Row::new("agent-monitor, tagged, audit", true),
+        Row::new("agent-monitor, tagged, enforce (all in scope)", true),
+        Row::new("auditd (same syscalls, exe filter)", true),
+        Row::new("bpftrace (tracepoints, cgroup filter)", true),
+    ];
+    rows[4].error = auditd_ok.err();
+    rows[5].error = bpftrace_ok.err();
+    let args = env.ops_args(params);
+    let cgroup_id = fs::metadata(&env.cgroup)
+        .with_context(|| format!("stat {}", env.cgroup.display()))?
+        .ino();
+    for round in 0..params.rounds {
+        eprintln!("bench: overhead round {}/{}", round + 1, params.rounds);
+        let (v, _) = env.generate(&Via::Direct(None), &args)?;
+        rows[0].runs.push(Ops::from_json(&v)?);
+        {
+            let d = Daemon::start(
+                &env.daemon,
+                &env.dir.join("daemon"),
+                &env.scopes,
+                &env.name,
+                env.mon_cpu(),
+            )?;
+            r.attach.push(d.attach);
+            r.failed_hooks.clone_from(&d.failed_hooks);
+            thread::sleep(Duration::from_millis(300));
+            r.idle_rss_kib.push(sys::rss_kib(d.pid())?);
+            r.idle_rss_parts = sys::rss_parts(d.pid())?;
+            r.idle_bpf_kib = sys::bpf_rss_kib(d.pid());
+            let (v, _) = env.generate(&Via::Direct(None), &args)?;
+            rows[1].runs.push(Ops::from_json(&v)?);
+            for (i, scope) in [(2, "bench-audit"), (3, "bench-enforce")] {
+                let (before, _) = d.settle()?;
+                d.take_records()?;
+                // A failed tagged run (e.g. the agent killed for a violation it did not
+                // commit) is a finding: keep it in the table and go on.
+                let ops = match env
+                    .generate(&Via::Agent(&d, scope), &args)
+                    .and_then(|(v, _)| Ops::from_json(&v))
+                {
+                    Ok(ops) => ops,
+                    Err(e) => {
+                        eprintln!("bench: {scope} run failed: {e:#}");
+                        let msg = format!("{e:#}").replace('\n', " ");
+                        rows[i].error.get_or_insert(msg);
+                        continue;
+                    }
+                };
+                let (after, _) = d.settle()?;
+                let records = d.take_records()?;
+                let got = delivered(&records, &env.file, &ops, after.dropped - before.dropped);
+                rows[i].runs.push(ops);
+                if let Some(t) = rows[i].delivery.as_mut() {
+                    t.add(&got);
+                }
+            }
+        }
+        if rows[4].error.is_none()
+            && let Err(e) = under_auditd(env, &args, &mut rows[4])
+        {
+            rows[4].error = Some(format!("{e:#}"));
+        }
+        if rows[5].error.is_none()
+            && let Err(e) = under_bpftrace(env, &args, cgroup_id, &mut rows[5])
+        {
+            rows[5].error = Some(format!("{e:#}"));
+        }
+    }
+    r.rows = rows;
+    Ok(())
+}
+
+/// What the daemon recorded of one generator run.
+fn delivered(records: &[Value], file: &Path, ops: &Ops, dropped: u64) -> Delivery {
+    let file = file.to_string_lossy();
+    let (mut open, mut conn, mut exec) = (0, 0, 0);
+    for rec in records {
+        match rec["kind"].as_str() {
+            Some("file") if rec["file"]["path"].as_str() == Some(&file) => open += 1,
+            Some("connect") if rec["net"]["port"].as_u64() == Some(u64::from(PORT)) => {
+                conn += 1;
+            }
+            Some("exec")
+                if matches!(
+                    rec["exec"]["path"].as_str(),
+                    Some("/usr/bin/true" | "/bin/true")
+                ) =>
+            {
+                exec += 1;
+            }
+            _ => {}
+        }
+    }
+    Delivery {
+        open: (open, ops.calls),
+        conn: (conn, ops.calls),
+        exec: (exec, ops.exec_calls),
+        lost: dropped,
+    }
+}
+
+fn under_auditd(env: &Env, args: &[String], row: &mut Row) -> anyhow::Result<()> {
+    let a = tools::Auditd::start(&env.dir.join("auditd"), &env.generator, env.mon_cpu())?;
+    let (v, pid) = env.generate(&Via::Direct(Some(&env.cgroup)), args)?;
+    let ops = Ops::from_json(&v)?;
+    let (open, conn, exec) = a.count(&env.file, pid);
+    let got = Delivery {
+        open: (open, ops.calls),
+        conn: (conn, ops.calls),
+        exec: (exec, ops.exec_calls),
+        lost: a.lost(),
+    };
+    drop(a);
+    let _ = fs::remove_file(env.dir.join("auditd/audit.log"));
+    row.runs.push(ops);
+    if let Some(t) = row.delivery.as_mut() {
+        t.add(&got);
+    }
+    Ok(())
+}
+
+fn under_bpftrace(env: &Env, args: &[String], cgroup_id: u64, row: &mut Row) -> anyhow::Result<()> {
+    let b = tools::Bpftrace::start(&env.dir.join("bpftrace"), cgroup_id, env.mon_cpu())?;
+    let (v, _) = env.generate(&Via::Direct(Some(&env.cgroup)), args)?;
+    let ops = Ops::from_json(&v)?;
+    let (open, conn, exec, lost) = b.finish(&env.file);
+    row.runs.push(ops);
+    if let Some(t) = row.delivery.as_mut() {
+        t.add(&Delivery {
+            open: (open, ops.calls),
+            conn: (conn, ops.calls),
+            exec: (exec, ops.exec_calls),
+            lost,
+        });
+    }
+    Ok(())
+}
+
+fn throughput(env: &Env, params: &Params, r: &mut Results) -> anyhow::Result<()> {
+    let mut d = Daemon::start(
+        &env.daemon,
+        &env.dir.join("daemon-load"),
+        &env.scopes,
+        &env.name,
+        env.mon_cpu(),
+    )?;
+    let plan = params
+        .openat_rates
+        .iter()
+        .map(|&rate| ("openat", rate))
+        .chain(params.fchdir_rates.iter().map(|&rate| ("fchdir", rate)));
+    for (kind, rate) in plan {
+        eprintln!(
+            "bench: throughput {kind} at {}",
+            if rate == 0 {
+                "full speed".to_string()
+            } else {
+                format!("{rate}/s")
+            }
+        );
+        let (before, _) = d.settle()?;
+        d.take_records()?;
+        let cpu0 = sys::cpu_secs(d.pid())?;
+        let target = if kind == "fchdir" {
+            &env.data
+        } else {
+            &env.file
+        };
+        let args: Vec<String> = vec![
+            "load".into(),
+            "--file".into(),
+            target.display().to_string(),
+            "--rate".into(),
+            rate.to_string(),
+            "--secs".into(),
+            params.load_secs.to_string(),
+            "--kind".into(),
+            kind.into(),
+        ];
+        let mut child = env
+            .command(&Via::Agent(&d, "bench-audit"), &args)?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the load generator")?;
+        let (mut rss, mut rss_parts) = (0, [0; 3]);
+        let pid = d.pid();
+        let mut sample = |rss: &mut u64| {
+            let now = sys::rss_kib(pid).unwrap_or(0);
+            if now > *rss {
+                *rss = now;
+                rss_parts = sys::rss_parts(pid).unwrap_or_default();
+            }
+        };
+        while child
+            .try_wait()
+            .context("waiting for the generator")?
+            .is_none()
+        {
+            sample(&mut rss);
+            thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().context("generator output")?;
+        let v = sys::last_json(&String::from_utf8_lossy(&out.stdout))
+            .with_context(|| format!("load generator: {}", String::from_utf8_lossy(&out.stderr)))?;
+        let alive = d.alive();
+        if !alive {
+            r.load.push(LoadRun {
+                kind,
+                target: rate,
+                alive,
+                ..LoadRun::default()
+            });
+            bail!("the daemon died under load:\n{}", d.log());
+        }
+        let (after, drain) = d.settle()?;
+        let cpu = sys::cpu_secs(d.pid())? - cpu0;
+        sample(&mut rss);
+        d.take_records()?;
+        let secs = v["secs"].as_f64().unwrap_or(params.load_secs);
+        r.load.push(LoadRun {
+            kind,
+            target: rate,
+            achieved: v["rate"].as_f64().unwrap_or(0.0),
+            generated: v["events"].as_u64().unwrap_or(0),
+            emitted: after.emitted - before.emitted,
+            dropped: after.dropped - before.dropped,
+            records: after.records - before.records,
+            cpu_secs: cpu,
+            cpu_frac: cpu / (secs + drain.as_secs_f64()).max(1e-3),
+            rss_kib: rss,
+            rss_parts,
+            drain,
+            alive,
+        });
+    }
+    Ok(())
+}
+
+fn latency(env: &Env, params: &Params, res: &mut Results) {
+    let d = match Daemon::start(
+        &env.daemon,
+        &env.dir.join("daemon-kill"),
+        &env.scopes,
+        &env.name,
+        env.mon_cpu(),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            res.violations.push(Violations {
+                kind: "all",
+                error: Some(format!("{e:#}")),
+                ..Violations::default()
+            });
+            return;
+        }
+    };
+    let plan: [(&'static str, &Path, u64); 3] = [
+        ("read", &env.other, params.kills),
+        ("deny", &env.denied, params.denies),
+        ("connect", &env.other, params.connects),
+    ];
+    for (kind, file, count) in plan {
+        eprintln!("bench: enforcement, {count} violations of kind {kind}");
+        let args: Vec<String> = vec![
+            "violate".into(),
+            "--kind".into(),
+            kind.into(),
+            "--file".into(),
+            file.display().to_string(),
+            "--port".into(),
+            (PORT + 1).to_string(),
+            "--count".into(),
+            count.to_string(),
+            "--timeout-ms".into(),
+            "2000".into(),
+        ];
+        let mut v = Violations {
+            kind,
+            count,
+            ..Violations::default()
+        };
+        match env.generate(&Via::Agent(&d, "bench-enforce"), &args) {
+            Ok((j, _)) => {
+                let n = |k: &str| j[k].as_u64().unwrap_or(0);
+                v.killed = n("killed");
+                v.returned = n("returned");
+                v.timeouts = n("timeouts");
+                v.eperm = n("eperm");
+                v.lat_ns = j["lat_ns"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default();
+            }
+            Err(e) => v.error = Some(format!("{e:#}")),
+        }
+        res.violations.push(v);
+    }
+}
