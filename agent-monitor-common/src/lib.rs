@@ -106,7 +106,9 @@ pub mod counter {
     pub const DROPPED: u32 = 1;
     /// Tagged pids that could not be recorded (pid map full).
     pub const PID_MAP_FULL: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Opens not re-reported: the same process, file and access within the window.
+    pub const DEDUPED: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// The fixed part of every event.
@@ -246,6 +248,21 @@ pub struct NetKey {
     pub slot_be: [u8; 4],
     pub addr: [u8; 16],
 }
+
+/// `RECENT_OPENS` key: one process's access of one file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OpenKey {
+    pub tgid: u32,
+    /// `O_ACCMODE | O_CREAT | O_TRUNC` bits of the open.
+    pub access: u32,
+    pub dev: u32,
+    pub pad0: u32,
+    pub ino: u64,
+}
+
+/// Repeated identical opens within this window are counted, not re-reported.
+pub const DEDUP_WINDOW_NS: u64 = 1_000_000_000;
 
 /// `BIND_PORTS` key.
 #[repr(C)]

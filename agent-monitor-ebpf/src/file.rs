@@ -2,14 +2,16 @@
 //! still holds them); the shared `sys_exit_file` program completes it with the return value
 //! and emits it only when the call succeeded: a failed open touched nothing.
 
-use agent_monitor_common::{FileEvent, PATH_LEN, file_op, flags, kind};
+use agent_monitor_common::{
+    DEDUP_WINDOW_NS, FileEvent, OpenKey, PATH_LEN, counter, file_op, flags, kind,
+};
 use aya_ebpf::{
     helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, programs::TracePointContext,
 };
 
 use crate::{
     enforce::{SIGKILL, enforced, fd_identity, kills, signal},
-    maps::{FILE_DENY, FILE_SCRATCH, PENDING_FILE, emit},
+    maps::{FILE_DENY, FILE_SCRATCH, PENDING_FILE, RECENT_OPENS, count, emit},
     process::sys_arg,
     tag::{current_agent, header},
 };
@@ -235,6 +237,31 @@ fn copy_path(ptr: *const u8, buf: &mut [u8; PATH_LEN], header_flags: &mut u32) {
     }
 }
 
+/// Whether this open was reported within the window; records it as reported otherwise.
+#[inline(always)]
+fn repeated(tgid: u32, open_flags: u32, dev: u32, ino: u64) -> bool {
+    const O_ACCMODE: u32 = 0o3;
+    const O_CREAT: u32 = 0o100;
+    const O_TRUNC: u32 = 0o1000;
+    let key = OpenKey {
+        tgid,
+        access: open_flags & (O_ACCMODE | O_CREAT | O_TRUNC),
+        dev,
+        pad0: 0,
+        ino,
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
+    // SAFETY: the value is copied out.
+    if let Some(last) = unsafe { RECENT_OPENS.get(key) }.copied()
+        && now.saturating_sub(last) < DEDUP_WINDOW_NS
+    {
+        return true;
+    }
+    let _ = RECENT_OPENS.insert(key, now, 0);
+    false
+}
+
 /// Attached to every `sys_exit_*` of the syscalls above: `long ret` @16.
 #[tracepoint]
 pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
@@ -273,19 +300,32 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
         let slot = event.header.agent;
+        #[expect(clippy::cast_sign_loss, reason = "ret >= 0")]
+        let identity = if event.op == file_op::OPEN {
+            fd_identity(slot, ret as u64)
+        } else {
+            None
+        };
         // A denied file is recognised by what was opened (device and inode), whatever
         // path led to it: symlinks, hard links, relative paths, /proc/self/root.
-        #[expect(clippy::cast_sign_loss, reason = "ret >= 0")]
-        if event.op == file_op::OPEN
+        if let Some(key) = identity
             && let Some(cfg) = enforced(slot)
-            && let Some(key) = fd_identity(slot, ret as u64)
             && FILE_DENY.get_ptr(key).is_some()
             && kills(&cfg)
         {
             signal(SIGKILL);
             event.header.flags |= flags::KILLED;
         }
-        emit::<FileEvent>(event, slot);
+        // Verdict first, then de-duplication: the same process opening the same file the
+        // same way again within the window is counted, not re-reported (a kill never is).
+        if event.header.flags & flags::KILLED == 0
+            && let Some(key) = identity
+            && repeated(event.header.tgid, event.open_flags, key.dev, key.ino)
+        {
+            count(counter::DEDUPED);
+        } else {
+            emit::<FileEvent>(event, slot);
+        }
     }
     let _ = PENDING_FILE.remove(pid);
     Ok(())

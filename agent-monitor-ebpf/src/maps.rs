@@ -2,7 +2,7 @@
 
 use agent_monitor_common::{
     AgentConfig, BindKey, ExecArgs, ExecEvent, FileEvent, InodeKey, NetKey, NetRule, Offsets,
-    PidTag, counter,
+    OpenKey, PidTag, counter,
 };
 use aya_ebpf::{
     macros::map,
@@ -95,6 +95,10 @@ pub static FILE_DENY: HashMap<InodeKey, u8> = HashMap::with_max_entries(65536, 0
 /// Structure offsets from the running kernel's BTF (index 0), written by the daemon.
 #[map]
 pub static OFFSETS: Array<Offsets> = Array::with_max_entries(1, 0);
+
+/// Last time each (process, file, access) open was reported, for de-duplication.
+#[map]
+pub static RECENT_OPENS: LruHashMap<OpenKey, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// slot -> events lost for that agent (ring buffer full): the daemon marks it degraded.
 #[map]

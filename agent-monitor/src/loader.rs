@@ -451,6 +451,8 @@ pub struct KernelCounters {
     pub emitted: u64,
     pub dropped: u64,
     pub pid_map_full: u64,
+    /// Repeated identical opens counted but not re-reported.
+    pub deduplicated: u64,
 }
 
 impl KernelCounters {
@@ -459,6 +461,7 @@ impl KernelCounters {
             emitted: read_counter(counters, counter::EMITTED),
             dropped: read_counter(counters, counter::DROPPED),
             pid_map_full: read_counter(counters, counter::PID_MAP_FULL),
+            deduplicated: read_counter(counters, counter::DEDUPED),
         }
     }
 }

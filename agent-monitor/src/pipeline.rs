@@ -22,6 +22,9 @@ use crate::{
     state::{Shared, Stats},
 };
 
+/// Records written per batch at most.
+const BATCH: usize = 1024;
+
 pub struct Pipeline {
     shared: Arc<Shared>,
     procs: ProcTable,
@@ -77,6 +80,14 @@ impl Pipeline {
             tracing::error!(error = %e, records = self.batch.len(), "audit log write failed");
         }
         self.batch.clear();
+        // A burst must not keep its memory: give back what a full batch grew to.
+        self.batch.shrink_to(BATCH);
+    }
+
+    /// Whether enough records are waiting that they should be written now (a full ring
+    /// buffer is drained in bounded batches, not into one huge one).
+    pub fn batch_full(&self) -> bool {
+        self.batch.len() >= BATCH
     }
 
     fn judge(&mut self, event: &Event) {

@@ -52,6 +52,9 @@ fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, stats: &Stats) {
             Ok(event) => {
                 drop(item);
                 pipeline.handle(event);
+                if pipeline.batch_full() {
+                    pipeline.flush();
+                }
             }
             Err(e) => {
                 Stats::add(&stats.decode_errors, 1);

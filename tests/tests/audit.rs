@@ -437,7 +437,9 @@ fn relative_dotdot_and_symlink_paths_are_recorded_as_their_target() {
     fs::create_dir(f.ws.join("sub")).expect("mkdir");
     symlink(f.ws.join("a.txt"), f.ws.join("sub/link")).expect("symlink");
     symlink(f.ws.join("secret.txt"), f.ws.join("sub/innocent")).expect("symlink");
-    let script = "cd sub && /usr/bin/cat ../a.txt ./link innocent ../sub/../a.txt > /dev/null";
+    // One process per form: repeated opens of one file by one process are de-duplicated.
+    let script = "cd sub && /usr/bin/cat ../a.txt > /dev/null; /usr/bin/cat ./link > /dev/null; \
+                  /usr/bin/cat innocent > /dev/null; /usr/bin/cat ../sub/../a.txt > /dev/null";
     let out = std::process::Command::new(agent_monitor_e2e::binary())
         .current_dir(&f.ws)
         .arg("exec")
@@ -481,5 +483,43 @@ fn relative_dotdot_and_symlink_paths_are_recorded_as_their_target() {
             .iter()
             .all(|p| !p.contains("..") && !p.ends_with("link") && !p.ends_with("innocent")),
         "{paths:?}"
+    );
+}
+
+#[test]
+fn repeated_identical_opens_are_counted_not_re_reported() {
+    let f = fixture();
+    let a = f.ws.join("a.txt");
+    let script = format!(
+        "for _ in range(50):\n  open('{a}').close()\nopen('{w}', 'a').close()\n",
+        a = a.display(),
+        w = f.ws.join("out/w.txt").display()
+    );
+    let before = f.daemon.get_json("/v1/status")["counters"]["deduplicated"]
+        .as_u64()
+        .unwrap_or(0);
+    let out = f
+        .daemon
+        .exec("e2e", &["--task", "dedup-1"], &[PY, "-I", "-c", &script]);
+    assert_exit(&out, 0);
+    f.daemon.wait_record("the append", |r| {
+        is_file(r, &f.ws.join("out/w.txt"), "create")
+    });
+    let reads = f
+        .daemon
+        .records()
+        .into_iter()
+        .filter(|r| is_file(r, &a, "read") && s(r, "/agent/task") == "dedup-1")
+        .count();
+    assert_eq!(
+        reads, 1,
+        "fifty identical reads within the window are one record"
+    );
+    let after = f.daemon.get_json("/v1/status")["counters"]["deduplicated"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        after - before >= 49,
+        "the repeats are counted: {before} -> {after}"
     );
 }

@@ -306,7 +306,7 @@ fn prepare(daemon: PathBuf, generator: &Path) -> anyhow::Result<Env> {
         .with_context(|| format!("{} (was it built?)", generator.display()))?;
     let scope = |name: &str, mode: &str| {
         format!(
-                                                                                    r"apiVersion: agent-monitor.dev/v1
+                                                                                            r"apiVersion: agent-monitor.dev/v1
 kind: AgentScope
 metadata:
   name: {name}
@@ -323,10 +323,10 @@ spec:
     connect:
       - {{cidr: 127.0.0.1/32, ports: [{PORT}], protocol: udp}}
 ",
-                                                                                    gen = generator.display(),
-                                                                                    data = data.display(),
-                                                                                    denied = denied.display(),
-                                                                                )
+                                                                                            gen = generator.display(),
+                                                                                            data = data.display(),
+                                                                                            denied = denied.display(),
+                                                                                        )
     };
     for (n, mode) in [("bench-audit", "audit"), ("bench-enforce", "enforce")] {
         fs::write(scopes.join(format!("{n}.yaml")), scope(n, mode)).context("writing a scope")?;
