@@ -16,7 +16,7 @@ use crate::{
     loader,
     pipeline::Pipeline,
     reader,
-    sink::Sinks,
+    sink::{Rotation, Sinks},
     state::{DaemonConfig, Shared},
 };
 
@@ -30,11 +30,21 @@ struct ConfigFile {
     pin_path: Option<PathBuf>,
     cgroup_parent: Option<String>,
     ring_buffer_bytes: Option<u32>,
+    socket_group: Option<String>,
+    audit_log_max_bytes: Option<u64>,
+    audit_log_keep: Option<u32>,
 }
 
 const DEFAULT_RING_BYTES: u32 = 1 << 24;
 
-fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32)> {
+/// What `config` reads besides `DaemonConfig`.
+struct RunOptions {
+    ring_bytes: u32,
+    serve: api::ServeOptions,
+    rotation: Rotation,
+}
+
+fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -66,14 +76,36 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32)> {
                 .or(file.cgroup_parent)
                 .unwrap_or_else(|| "agent-monitor".to_string()),
         },
-        args.ring_buffer_bytes
-            .or(file.ring_buffer_bytes)
-            .unwrap_or(DEFAULT_RING_BYTES),
+        RunOptions {
+            ring_bytes: args
+                .ring_buffer_bytes
+                .or(file.ring_buffer_bytes)
+                .unwrap_or(DEFAULT_RING_BYTES),
+            serve: api::ServeOptions {
+                group: match args.socket_group.clone().or(file.socket_group) {
+                    Some(name) => Some(
+                        api::resolve_group(&name)
+                            .with_context(|| format!("socket group {name:?} does not exist"))?,
+                    ),
+                    None => None,
+                },
+            },
+            rotation: Rotation {
+                max_bytes: args
+                    .audit_log_max_bytes
+                    .or(file.audit_log_max_bytes)
+                    .unwrap_or(Rotation::default().max_bytes),
+                keep: args
+                    .audit_log_keep
+                    .or(file.audit_log_keep)
+                    .unwrap_or(Rotation::default().keep),
+            },
+        },
     ))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (config, ring_bytes) = config(&args)?;
+    let (config, options) = config(&args)?;
     let cgroup2 = loader::preflight()?;
     if !config.scopes_dir.is_dir() {
         anyhow::bail!(
@@ -81,8 +113,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             config.scopes_dir.display()
         );
     }
-    let sinks = Sinks::open(&config.audit_log, args.stdout_format())?;
-    let kernel = loader::load(&cgroup2, ring_bytes)?;
+    let sinks = Sinks::open(&config.audit_log, args.stdout_format(), options.rotation)?;
+    let kernel = loader::load(&cgroup2, options.ring_bytes)?;
     let loader::Kernel {
         ebpf,
         events,
@@ -114,7 +146,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let api = tokio::spawn({
         let shared = Arc::clone(&shared);
         let stop = stop_rx.clone();
-        async move { api::serve(shared, &socket, stop).await }
+        let serve = options.serve;
+        async move { api::serve(shared, &socket, serve, stop).await }
     });
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&shared), stop_rx.clone()));
     tracing::info!(socket = %shared.config.socket.display(), "agent-monitor running");

@@ -3,7 +3,8 @@
 //! Pipeline: [`loader`] attaches the kernel programs; [`reader`] drains the ring buffer;
 //! [`decoder`] turns records into events; [`pipeline`] keeps the [`proctable`], resolves
 //! paths ([`resolve`]), asks the [`policy`] engine and hands [`record`]s to the [`sink`]s.
-//! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket.
+//! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket, fed by [`feed`]
+//! (recent records and followers), [`usage`] (declared vs used) and [`metrics`].
 
 pub mod api;
 pub mod catalog;
@@ -13,7 +14,9 @@ pub mod commands;
 pub mod daemon;
 pub mod decoder;
 pub mod ebpf_object;
+pub mod feed;
 pub mod loader;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod proctable;
@@ -24,3 +27,4 @@ pub mod scope;
 pub mod sink;
 pub mod state;
 pub mod tasks;
+pub mod usage;

@@ -85,12 +85,26 @@ pub struct Stats {
     /// Events whose agent slot belongs to no live task (late events of an ended task).
     pub orphan_events: AtomicU64,
     pub sink_errors: AtomicU64,
+    /// Actions refused in the kernel (EPERM), counted by enforcement.
+    pub blocked: AtomicU64,
+    /// Processes killed for a violation (one per process), counted by enforcement.
+    pub killed: AtomicU64,
 }
 
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// An agent the daemon cannot fully enforce (e.g. a kill failed, events were lost for it).
+/// Enforcement pushes one with [`Shared::mark_degraded`]; `GET /v1/status` lists them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Degraded {
+    pub task: String,
+    pub reason: String,
+    /// RFC 3339.
+    pub since: String,
 }
 
 pub struct Shared {
@@ -100,6 +114,10 @@ pub struct Shared {
     pub started: SystemTime,
     pub started_at: Instant,
     pub stats: Stats,
+    /// What the API and `/metrics` show of the records: recent ring, followers, usage.
+    pub observed: crate::feed::Observed,
+    /// Agents whose enforcement is degraded (filled by enforcement, shown by `status`).
+    pub degraded: Mutex<Vec<Degraded>>,
     catalog: RwLock<Catalog>,
     registry: Mutex<Registry>,
     /// `AGENT_CGROUPS`: cgroup id -> slot.
@@ -129,6 +147,8 @@ impl Shared {
             started: SystemTime::now(),
             started_at: Instant::now(),
             stats: Stats::default(),
+            observed: crate::feed::Observed::new(),
+            degraded: Mutex::new(Vec::new()),
             catalog: RwLock::new(catalog),
             registry: Mutex::new(Registry::default()),
             tagger: Mutex::new(tagger),
@@ -150,6 +170,24 @@ impl Shared {
         self.catalog
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that `task` is not fully enforced, and why (shown by `status`).
+    pub fn mark_degraded(&self, task: &str, reason: impl Into<String>) {
+        let mut list = lock(&self.degraded);
+        let reason = reason.into();
+        if !list.iter().any(|d| d.task == task && d.reason == reason) {
+            list.push(Degraded {
+                task: task.to_string(),
+                reason,
+                since: crate::record::rfc3339(SystemTime::now()),
+            });
+        }
+    }
+
+    /// The degraded agents, for `status`.
+    pub fn degraded(&self) -> Vec<Degraded> {
+        lock(&self.degraded).clone()
     }
 
     pub fn kernel_counters(&self) -> KernelCounters {

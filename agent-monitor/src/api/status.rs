@@ -1,0 +1,152 @@
+//! `GET /v1/status`: version, kernel, coverage (hooks attached and what this kernel cannot
+//! do), counters, scopes, tasks and degraded agents.
+
+use std::{fs, sync::atomic::Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::{
+    catalog::ScopeProblem,
+    loader::{HookStatus, KernelCounters},
+    state::{Degraded, Shared},
+};
+
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub kernel: String,
+    pub cgroup2_root: String,
+    pub hooks: Vec<HookStatus>,
+    pub coverage: Coverage,
+    pub counters: Counters,
+    pub scopes: Vec<String>,
+    pub scope_errors: Vec<ScopeProblem>,
+    pub tasks: usize,
+    /// Agents whose enforcement is degraded (see `Shared::mark_degraded`).
+    pub degraded: Vec<Degraded>,
+    pub audit_log: String,
+    pub followers: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Coverage {
+    pub attached: usize,
+    /// Targets of the hooks that did not attach.
+    pub failed: Vec<String>,
+    pub kernel: KernelFacts,
+    /// What is not covered or not enforceable here, one sentence each.
+    pub limits: Vec<String>,
+}
+
+/// What this kernel offers, read from securityfs.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelFacts {
+    /// `bpf` is among the active LSMs (`/sys/kernel/security/lsm`); None when securityfs
+    /// is not mounted.
+    pub bpf_lsm: Option<bool>,
+    /// Kernel lockdown mode (`none`, `integrity`, `confidentiality`), when known.
+    pub lockdown: Option<String>,
+}
+
+impl KernelFacts {
+    pub fn probe() -> Self {
+        let lsm = fs::read_to_string("/sys/kernel/security/lsm").ok();
+        let lockdown = fs::read_to_string("/sys/kernel/security/lockdown")
+            .ok()
+            .and_then(|s| {
+                let start = s.find('[')?;
+                let end = s[start..].find(']')? + start;
+                Some(s[start + 1..end].to_string())
+            });
+        Self {
+            bpf_lsm: lsm.map(|l| l.split(',').any(|m| m.trim() == "bpf")),
+            lockdown,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Counters {
+    #[serde(flatten)]
+    pub kernel: KernelCounters,
+    pub records: u64,
+    pub violations: u64,
+    pub blocked: u64,
+    pub killed: u64,
+    pub decode_errors: u64,
+    pub orphan_events: u64,
+    pub audit_write_errors: u64,
+}
+
+fn limits(hooks: &[HookStatus], facts: &KernelFacts) -> Vec<String> {
+    let mut out = Vec::new();
+    // The programs are tracepoints and cgroup hooks only (no BPF-LSM, kprobes or fentry).
+    let lsm = match facts.bpf_lsm {
+        Some(true) => "BPF-LSM is active but not used",
+        Some(false) => "no BPF-LSM on this kernel",
+        None => "BPF-LSM unknown (securityfs not mounted) and not used",
+    };
+    out.push(format!(
+        "{lsm}: file and exec actions cannot be denied, only stopped by killing the \
+         process at the syscall (SIGKILL from the tracepoint, enforce mode)"
+    ));
+
+    if facts.lockdown.as_deref().is_some_and(|l| l != "none") {
+        out.push(format!(
+            "kernel lockdown ({}): bpf_probe_write_user is unavailable",
+            facts.lockdown.as_deref().unwrap_or_default()
+        ));
+    }
+    for h in hooks.iter().filter(|h| !h.attached) {
+        out.push(format!(
+            "not covered: {} ({})",
+            h.target,
+            h.error.as_deref().unwrap_or("did not attach")
+        ));
+    }
+    out
+}
+
+pub fn view(shared: &Shared) -> StatusView {
+    let s = &shared.stats;
+    let catalog = shared.catalog();
+    let facts = KernelFacts::probe();
+    StatusView {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: shared.started_at.elapsed().as_secs(),
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cgroup2_root: shared.cgroup2.root().display().to_string(),
+        hooks: shared.hooks.clone(),
+        coverage: Coverage {
+            attached: shared.hooks.iter().filter(|h| h.attached).count(),
+            failed: shared
+                .hooks
+                .iter()
+                .filter(|h| !h.attached)
+                .map(|h| h.target.clone())
+                .collect(),
+            limits: limits(&shared.hooks, &facts),
+            kernel: facts,
+        },
+        counters: Counters {
+            kernel: shared.kernel_counters(),
+            records: s.records.load(Relaxed),
+            violations: s.violations.load(Relaxed),
+            blocked: s.blocked.load(Relaxed),
+            killed: s.killed.load(Relaxed),
+            decode_errors: s.decode_errors.load(Relaxed),
+            orphan_events: s.orphan_events.load(Relaxed),
+            audit_write_errors: s.sink_errors.load(Relaxed),
+        },
+        scopes: catalog.all().map(|s| s.name.clone()).collect(),
+        scope_errors: catalog.problems().to_vec(),
+        tasks: shared.registry().len(),
+        degraded: shared.degraded(),
+        audit_log: shared.config.audit_log.display().to_string(),
+        followers: shared.observed.feed.followers(),
+    }
+}
