@@ -403,3 +403,115 @@ impl Daemon {
             .expect("spawn agent-monitor exec")
     }
 }
+
+impl Daemon {
+    /// Like [`Daemon::start`], with extra `run` arguments (e.g. `--socket-group`, rotation).
+    pub fn start_with(scopes: &[(&str, &str)], extra: &[&str]) -> Self {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scopes_dir = dir.path().join("scopes");
+        fs::create_dir(&scopes_dir).expect("mkdir scopes");
+        for (name, yaml) in scopes {
+            fs::write(scopes_dir.join(name), yaml).expect("write scope");
+        }
+        let mut d = Self {
+            child: None,
+            socket: dir.path().join("am.sock"),
+            audit: dir.path().join("audit.jsonl"),
+            log: dir.path().join("daemon.log"),
+            scopes: scopes_dir,
+            cgroup_parent: unique("am-e2e"),
+            dir,
+        };
+        d.spawn_run(extra);
+        d
+    }
+
+    /// Stops the daemon and starts a new one on the same socket, scopes, audit log and task
+    /// cgroup parent (the log is appended to).
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.stop();
+        self.spawn_run(extra);
+    }
+
+    fn spawn_run(&mut self, extra: &[&str]) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(binary())
+            .arg("run")
+            .arg("--scopes")
+            .arg(&self.scopes)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--audit-log")
+            .arg(&self.audit)
+            .args(["--cgroup-parent", &self.cgroup_parent, "--quiet"])
+            .args(extra)
+            .env("AGENT_MONITOR_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agent-monitor run");
+        self.child = Some(child);
+        wait_for("the daemon to answer on its socket", || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("daemon exited early ({status}):\n{}", self.log());
+            }
+            self.try_request("GET", "/v1/status", None)
+                .filter(|(code, _)| *code == 200)
+        });
+    }
+
+    /// A client command (`status`, `agents`, `events`, `report`, ...) against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run agent-monitor client command")
+    }
+
+    /// Sends raw bytes on a fresh connection and returns whatever comes back until the
+    /// daemon closes it or `DEADLINE` passes.
+    pub fn raw(&self, bytes: &[u8]) -> String {
+        let mut s = UnixStream::connect(&self.socket).expect("connect");
+        s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        // The daemon may close before reading everything (a refused huge request).
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Runs `curl` on the daemon's socket as another user (uid, gid, no supplementary groups);
+/// returns the HTTP status (0: the connection was refused) and the body.
+pub fn curl_as(uid: u32, gid: u32, socket: &Path, method: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-X", method, "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(socket)
+        .arg(format!("http://agent-monitor{path}"))
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    parse_curl(&out)
+}
+
+/// curl's output with `-w "\n%{http_code}"`: (status, body).
+pub fn parse_curl(out: &Output) -> (u16, String) {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
