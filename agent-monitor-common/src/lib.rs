@@ -58,7 +58,42 @@ pub mod net_op {
 pub mod flags {
     /// A path or argument did not fit and was cut.
     pub const TRUNCATED: u32 = 1;
+    /// The kernel sent SIGKILL to the process before the syscall returned to it.
+    pub const KILLED: u32 = 2;
+    /// The kernel refused the operation (EPERM).
+    pub const BLOCKED: u32 = 4;
+    /// The kernel stopped the process (SIGSTOP) until the daemon decides.
+    pub const HELD: u32 = 8;
 }
+
+/// `AgentConfig::mode`.
+pub mod mode {
+    pub const AUDIT: u32 = 0;
+    pub const ENFORCE: u32 = 1;
+}
+
+/// `AgentConfig::on_violation`.
+pub mod on_violation {
+    pub const ALERT: u32 = 0;
+    pub const KILL_PROCESS: u32 = 1;
+    pub const KILL_AGENT: u32 = 2;
+}
+
+/// `AgentConfig::flags` bits.
+pub mod config_flags {
+    /// exec.allow has globs that may match files created after load: an exec whose inode
+    /// is not in the allow set is held (SIGSTOP) for the daemon rather than killed.
+    pub const EXEC_DEFER: u32 = 1;
+}
+
+/// Protocol bits in `PortRule::protos` and `NetRule::any_port_protos`.
+pub mod proto_bits {
+    pub const TCP: u16 = 1;
+    pub const UDP: u16 = 2;
+}
+
+/// Entries kept per CIDR in `NetRule`.
+pub const MAX_PORT_RULES: usize = 16;
 
 /// Indexes into the per-CPU `COUNTERS` array.
 pub mod counter {
@@ -168,6 +203,80 @@ pub struct PidTag {
     pub ppid: u32,
 }
 
+/// Per-agent enforcement settings (`AGENT_CONFIG`, keyed by slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AgentConfig {
+    pub mode: u32,
+    pub on_violation: u32,
+    pub flags: u32,
+    pub pad0: u32,
+}
+
+/// One allowed port for some protocols.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PortRule {
+    pub port: u16,
+    pub protos: u16,
+}
+
+/// What a CIDR allows (`NET_RULES` value). The daemon merges into each prefix the rules of
+/// every wider prefix that contains it, so the longest match alone decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetRule {
+    /// Protocols allowed on any port.
+    pub any_port_protos: u16,
+    pub count: u16,
+    pub ports: [PortRule; MAX_PORT_RULES],
+}
+
+/// `NET_RULES` key data (after the LPM prefix length): the slot in network byte order,
+/// then the address as IPv6 (IPv4 as `::ffff:a.b.c.d`). Prefix length = 32 + address bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetKey {
+    pub slot_be: [u8; 4],
+    pub addr: [u8; 16],
+}
+
+/// `BIND_PORTS` key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BindKey {
+    pub slot: u32,
+    pub port: u32,
+}
+
+/// A file identity for one agent (`EXEC_ALLOW`, `FILE_DENY` keys). `dev` is the kernel's
+/// internal encoding (`MKDEV(major, minor)` = major << 20 | minor).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub slot: u32,
+    pub dev: u32,
+    pub ino: u64,
+}
+
+/// Structure offsets read from the running kernel's BTF by the daemon (`OFFSETS[0]`), so
+/// the kernel side can follow task -> open file -> inode without per-kernel builds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offsets {
+    pub task_files: u32,
+    pub task_mm: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub mm_exe_file: u32,
+    /// Non-zero once the daemon has filled the offsets in.
+    pub valid: u32,
+}
+
 /// argv captured at execve entry, consumed at `sched_process_exec`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -182,6 +291,12 @@ mod pod {
     // SAFETY: all of these are #[repr(C)], Copy, made of integers and byte arrays with
     // explicit padding, so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::PidTag {}
+    unsafe impl aya::Pod for super::AgentConfig {}
+    unsafe impl aya::Pod for super::NetRule {}
+    unsafe impl aya::Pod for super::NetKey {}
+    unsafe impl aya::Pod for super::BindKey {}
+    unsafe impl aya::Pod for super::InodeKey {}
+    unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::ExecArgs {}
     unsafe impl aya::Pod for super::FileEvent {}
     unsafe impl aya::Pod for super::ExecEvent {}
@@ -209,15 +324,19 @@ mod tests {
     // with C-like code: sizes are part of the wire contract.
     #[test]
     fn wire_sizes_are_stable() {
-        assert_eq!(size_of::<EventHeader>(), 48);
+        let h = size_of::<EventHeader>();
+        assert_eq!(h, 56);
         assert_eq!(
             size_of::<ExecEvent>(),
-            48 + 8 + PATH_LEN + ARG_LEN * MAX_ARGS
+            h + 8 + PATH_LEN + ARG_LEN * MAX_ARGS
         );
-        assert_eq!(size_of::<FileEvent>(), 48 + 24 + 2 * PATH_LEN);
-        assert_eq!(size_of::<NetEvent>(), 48 + 16 + 16 + 8);
-        assert_eq!(size_of::<ExitEvent>(), 48);
-        assert_eq!(size_of::<CgroupEvent>(), 48 + 16 + PATH_LEN);
+        assert_eq!(size_of::<FileEvent>(), h + 24 + 2 * PATH_LEN);
+        assert_eq!(size_of::<NetEvent>(), h + 16 + 16 + 8);
+        assert_eq!(size_of::<ExitEvent>(), h);
+        assert_eq!(size_of::<CgroupEvent>(), h + 16 + PATH_LEN);
+        assert_eq!(size_of::<NetKey>(), 20);
+        assert_eq!(size_of::<InodeKey>(), 16);
+        assert_eq!(size_of::<NetRule>(), 4 + 4 * MAX_PORT_RULES);
         for align in [
             align_of::<ExecEvent>(),
             align_of::<FileEvent>(),

@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{FILE_SCRATCH, PENDING_FILE, emit},
+    enforce::{SIGKILL, enforced, fd_identity, kills, signal},
+    maps::{FILE_DENY, FILE_SCRATCH, PENDING_FILE, emit},
     process::sys_arg,
     tag::{current_agent, header},
 };
@@ -242,7 +243,20 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         // SAFETY: map value pointer from a successful lookup; removed only below.
         let event = unsafe { &mut *event };
         event.ret = ret;
-        emit::<FileEvent>(event);
+        let slot = event.header.agent;
+        // A denied file is recognised by what was opened (device and inode), whatever
+        // path led to it: symlinks, hard links, relative paths, /proc/self/root.
+        #[expect(clippy::cast_sign_loss, reason = "ret >= 0")]
+        if event.op == file_op::OPEN
+            && let Some(cfg) = enforced(slot)
+            && let Some(key) = fd_identity(slot, ret as u64)
+            && FILE_DENY.get_ptr(key).is_some()
+            && kills(&cfg)
+        {
+            signal(SIGKILL);
+            event.header.flags |= flags::KILLED;
+        }
+        emit::<FileEvent>(event, slot);
     }
     let _ = PENDING_FILE.remove(pid);
     Ok(())

@@ -6,6 +6,7 @@
 #![no_main]
 
 mod cgroup;
+mod enforce;
 mod file;
 mod maps;
 mod net;

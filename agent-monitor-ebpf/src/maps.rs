@@ -1,9 +1,12 @@
 //! Maps shared by all hooks. Names are the contract with the daemon's loader.
 
-use agent_monitor_common::{ExecArgs, ExecEvent, FileEvent, PidTag, counter};
+use agent_monitor_common::{
+    AgentConfig, BindKey, ExecArgs, ExecEvent, FileEvent, InodeKey, NetKey, NetRule, Offsets,
+    PidTag, counter,
+};
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// All events, in order per CPU. Sized by the daemon at load time.
@@ -48,10 +51,51 @@ pub fn count(index: u32) {
     }
 }
 
-/// Writes one event to the ring buffer and counts it as emitted or dropped.
-pub fn emit<T>(event: &T) {
+/// Writes one event to the ring buffer and counts it as emitted or dropped. A drop is also
+/// charged to the agent (slot in the header) so the daemon can mark it degraded. Verdicts
+/// are taken before this: a full ring buffer never weakens enforcement.
+pub fn emit<T>(event: &T, slot: u32) {
     match EVENTS.output::<T>(event, 0) {
         Ok(()) => count(counter::EMITTED),
-        Err(_) => count(counter::DROPPED),
+        Err(_) => {
+            count(counter::DROPPED);
+            if slot != 0 {
+                match AGENT_DROPS.get_ptr_mut(slot) {
+                    // SAFETY: map value pointer; a statistics counter tolerates races.
+                    Some(n) => unsafe { *n += 1 },
+                    None => {
+                        let _ = AGENT_DROPS.insert(slot, 1, 0);
+                    }
+                }
+            }
+        }
     }
 }
+
+/// slot -> enforcement settings; absent means audit.
+#[map]
+pub static AGENT_CONFIG: HashMap<u32, AgentConfig> = HashMap::with_max_entries(4096, 0);
+
+/// (slot, address prefix) -> allowed ports/protocols (the constructor adds BPF_F_NO_PREALLOC).
+#[map]
+pub static NET_RULES: LpmTrie<NetKey, NetRule> = LpmTrie::with_max_entries(16384, 0);
+
+/// (slot, port) the agent may bind.
+#[map]
+pub static BIND_PORTS: HashMap<BindKey, u8> = HashMap::with_max_entries(16384, 0);
+
+/// (slot, dev, inode) of binaries the agent may run.
+#[map]
+pub static EXEC_ALLOW: HashMap<InodeKey, u8> = HashMap::with_max_entries(65536, 0);
+
+/// (slot, dev, inode) of files the agent must never open.
+#[map]
+pub static FILE_DENY: HashMap<InodeKey, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Structure offsets from the running kernel's BTF (index 0), written by the daemon.
+#[map]
+pub static OFFSETS: Array<Offsets> = Array::with_max_entries(1, 0);
+
+/// slot -> events lost for that agent (ring buffer full): the daemon marks it degraded.
+#[map]
+pub static AGENT_DROPS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);

@@ -1,12 +1,14 @@
 //! Network hooks: cgroup `sock_addr` programs attached at the cgroup2 root, so they see every
 //! process; an untagged one is allowed after the tag lookup. Return 1 lets the call proceed,
-//! 0 makes it fail with EPERM (enforcement lands with the enforce mode).
+//! 0 makes it fail with EPERM: an enforced agent's out-of-scope connect, unconnected send
+//! or bind is refused in the kernel, whatever the daemon is doing.
 
-use agent_monitor_common::{NetEvent, kind, net_op};
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use agent_monitor_common::{BindKey, NetEvent, NetKey, flags, kind, net_op, proto_bits};
+use aya_ebpf::{macros::cgroup_sock_addr, maps::lpm_trie::Key, programs::SockAddrContext};
 
 use crate::{
-    maps::emit,
+    enforce::enforced,
+    maps::{BIND_PORTS, NET_RULES, emit},
     tag::{current_agent, header},
 };
 
@@ -54,7 +56,9 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
     // user_port holds the port in network byte order in its low 16 bits.
     #[expect(clippy::cast_possible_truncation, reason = "ports are 16-bit")]
     let port = u16::from_be(sa.user_port as u16);
-    let event = NetEvent {
+    let allowed = enforced(agent.slot).is_none()
+        || in_scope(agent.slot, op, family, &addr, port, sa.protocol);
+    let mut event = NetEvent {
         header: header(kind::NET, &agent),
         op,
         family,
@@ -62,9 +66,59 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
         port,
         pad0: 0,
         addr,
-        allowed: 1,
+        allowed: u32::from(allowed),
         pad1: 0,
     };
-    emit(&event);
-    1
+    if !allowed {
+        event.header.flags |= flags::BLOCKED;
+    }
+    emit(&event, agent.slot);
+    i32::from(allowed)
+}
+
+/// The scope's network rules, compiled by the daemon into `NET_RULES` and `BIND_PORTS`.
+#[inline(always)]
+fn in_scope(slot: u32, op: u32, family: u32, addr: &[u8; 16], port: u16, protocol: u32) -> bool {
+    if op == net_op::BIND {
+        let key = BindKey {
+            slot,
+            port: u32::from(port),
+        };
+        return BIND_PORTS.get_ptr(key).is_some();
+    }
+    let bit = match protocol {
+        6 => proto_bits::TCP,
+        17 => proto_bits::UDP,
+        _ => return false,
+    };
+    // One key space for both families: IPv4 as ::ffff:a.b.c.d, which is also how an
+    // IPv4-mapped IPv6 destination arrives at connect6.
+    let mut data = NetKey {
+        slot_be: slot.to_be_bytes(),
+        addr: [0; 16],
+    };
+    if family == AF_INET {
+        data.addr[10] = 0xff;
+        data.addr[11] = 0xff;
+        data.addr[12..].copy_from_slice(&addr[..4]);
+    } else {
+        data.addr = *addr;
+    }
+    let Some(rule) = NET_RULES.get(Key::new(32 + 128, data)) else {
+        return false;
+    };
+    if rule.any_port_protos & bit != 0 {
+        return true;
+    }
+    // Verifier workaround: a constant bound, with the rule count checked inside.
+    for i in 0..agent_monitor_common::MAX_PORT_RULES {
+        if i >= usize::from(rule.count) {
+            break;
+        }
+        let p = rule.ports[i];
+        if p.port == port && p.protos & bit != 0 {
+            return true;
+        }
+    }
+    false
 }

@@ -1,6 +1,6 @@
 //! Process hooks: fork (tag inheritance), exec (what ran) and exit (cleanup).
 
-use agent_monitor_common::{ARG_LEN, ExitEvent, MAX_ARGS, PATH_LEN, flags, kind};
+use agent_monitor_common::{ARG_LEN, ExitEvent, MAX_ARGS, PATH_LEN, config_flags, flags, kind};
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
@@ -11,7 +11,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{AGENT_PIDS, ARGS_SCRATCH, EXEC_SCRATCH, PENDING_EXEC, PENDING_FILE, emit},
+    enforce::{SIGKILL, SIGSTOP, enforced, exe_identity, kills, signal},
+    maps::{AGENT_PIDS, ARGS_SCRATCH, EXEC_ALLOW, EXEC_SCRATCH, PENDING_EXEC, PENDING_FILE, emit},
     tag::{current_agent, header, inherit},
 };
 
@@ -134,7 +135,23 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
         event.header.flags |= args.flags;
     }
     let _ = PENDING_EXEC.remove(old_pid);
-    emit(event);
+    // The new image is judged by what it is (device and inode of mm->exe_file), so a
+    // renamed or copied binary is not allowed by its name. This runs before the first
+    // instruction of the new image: a killed process never runs it.
+    if let Some(cfg) = enforced(agent.slot) {
+        let allowed = exe_identity(agent.slot).is_some_and(|key| EXEC_ALLOW.get_ptr(key).is_some());
+        if !allowed {
+            if cfg.flags & config_flags::EXEC_DEFER != 0 {
+                // A glob may match a file created after load: the daemon decides.
+                signal(SIGSTOP);
+                event.header.flags |= flags::HELD;
+            } else if kills(&cfg) {
+                signal(SIGKILL);
+                event.header.flags |= flags::KILLED;
+            }
+        }
+    }
+    emit(event, agent.slot);
     Ok(())
 }
 
@@ -157,9 +174,12 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offset from the tracepoint format above.
     let group_dead: u8 = unsafe { ctx.read_at(32) }.map_err(i64::from)?;
     if group_dead != 0 {
-        emit(&ExitEvent {
-            header: header(kind::EXIT, &agent),
-        });
+        emit(
+            &ExitEvent {
+                header: header(kind::EXIT, &agent),
+            },
+            agent.slot,
+        );
     }
     Ok(())
 }

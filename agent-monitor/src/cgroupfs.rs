@@ -147,6 +147,16 @@ impl Cgroup2 {
         Ok(out)
     }
 
+    /// The path of the cgroup with this id at or below `under` (a task's own subtree is
+    /// small, so a walk is cheap).
+    pub fn find_id(&self, under: &str, id: u64) -> Option<String> {
+        self.walk(under)
+            .ok()?
+            .into_iter()
+            .find(|d| fs::metadata(d).is_ok_and(|m| m.ino() == id))
+            .and_then(|d| self.relative(&d))
+    }
+
     /// The path relative to the root (`/a/b`) of a directory below it.
     pub fn relative(&self, dir: &Path) -> Option<String> {
         let rel = dir.strip_prefix(&self.root).ok()?;

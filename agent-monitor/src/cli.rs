@@ -71,6 +71,9 @@ pub struct RunArgs {
     /// Do not print records on stdout (the audit log still gets them).
     #[arg(long)]
     pub quiet: bool,
+    /// Kill an enforced agent as soon as any of its events is lost (ring buffer full).
+    #[arg(long)]
+    pub fail_closed: bool,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     #[arg(long)]
     pub ring_buffer_bytes: Option<u32>,

@@ -75,6 +75,7 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
                 .clone()
                 .or(file.cgroup_parent)
                 .unwrap_or_else(|| "agent-monitor".to_string()),
+            fail_closed: args.fail_closed,
         },
         RunOptions {
             ring_bytes: args
@@ -118,10 +119,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let loader::Kernel {
         ebpf,
         events,
-        agent_cgroups,
-        counters,
-        hooks,
+        handles,
     } = kernel;
+    let hooks = &handles.hooks;
     let attached = hooks.iter().filter(|h| h.attached).count();
     tracing::info!(attached, failed = hooks.len() - attached, cgroup2 = %cgroup2.root().display(), "hooks attached");
     let parent = format!("/{}", config.cgroup_parent.trim_matches('/'));
@@ -129,7 +129,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .create(&parent)
         .context("creating the task cgroup parent")?;
     let socket = config.socket.clone();
-    let shared = Arc::new(Shared::new(config, cgroup2, hooks, agent_cgroups, counters));
+    let shared = Arc::new(Shared::new(config, cgroup2, handles));
     {
         let catalog = shared.catalog();
         tracing::info!(scopes = ?catalog.all().map(|s| s.name.as_str()).collect::<Vec<_>>(), rejected = catalog.problems().len(), "scopes loaded");

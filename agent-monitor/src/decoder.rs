@@ -36,8 +36,21 @@ pub struct Header {
     pub tgid: u32,
     pub ppid: u32,
     pub truncated: bool,
+    /// What the kernel already did about it.
+    pub kernel: KernelDid,
     pub cgroup_id: u64,
     pub comm: String,
+}
+
+/// The kernel's own action on an event, from the header flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelDid {
+    /// SIGKILL sent before the syscall returned.
+    pub killed: bool,
+    /// The operation was refused (EPERM).
+    pub blocked: bool,
+    /// The process was stopped (SIGSTOP) for the daemon to decide.
+    pub held: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +147,11 @@ fn header(h: &EventHeader) -> Header {
         tgid: h.tgid,
         ppid: h.ppid,
         truncated: h.flags & flags::TRUNCATED != 0,
+        kernel: KernelDid {
+            killed: h.flags & flags::KILLED != 0,
+            blocked: h.flags & flags::BLOCKED != 0,
+            held: h.flags & flags::HELD != 0,
+        },
         cgroup_id: h.cgroup_id,
         comm: text(&h.comm),
     }

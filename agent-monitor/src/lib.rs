@@ -6,7 +6,9 @@
 //! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket, fed by [`feed`]
 //! (recent records and followers), [`usage`] (declared vs used) and [`metrics`].
 
+pub mod actions;
 pub mod api;
+pub mod btf;
 pub mod catalog;
 pub mod cgroupfs;
 pub mod cli;
@@ -14,6 +16,7 @@ pub mod commands;
 pub mod daemon;
 pub mod decoder;
 pub mod ebpf_object;
+pub mod enforce;
 pub mod feed;
 pub mod loader;
 pub mod metrics;

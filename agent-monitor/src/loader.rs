@@ -4,15 +4,15 @@
 
 use std::{fs, io, path::Path};
 
-use agent_monitor_common::counter;
+use agent_monitor_common::{Offsets, counter};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
 };
 use serde::Serialize;
 
-use crate::{cgroupfs::Cgroup2, ebpf_object};
+use crate::{btf::Btf, cgroupfs::Cgroup2, ebpf_object, enforce::Enforcer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -65,13 +65,22 @@ pub struct HookStatus {
     pub error: Option<String>,
 }
 
-/// The loaded programs and the maps the daemon talks to. Dropping it detaches everything.
+/// The loaded programs and the maps the daemon talks to. Dropping `ebpf` detaches
+/// everything.
 pub struct Kernel {
     pub ebpf: Ebpf,
     pub events: RingBuf<MapData>,
+    pub handles: Handles,
+}
+
+/// What the daemon's shared state keeps of the kernel side.
+pub struct Handles {
     pub agent_cgroups: HashMap<MapData, u64, u32>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub enforcer: Enforcer,
     pub hooks: Vec<HookStatus>,
+    /// Why file and exec identity is unavailable, when BTF offsets could not be read.
+    pub identity_error: Option<String>,
 }
 
 /// (program, category, tracepoint, required). A tracepoint that is not required may be
@@ -207,16 +216,44 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32) -> Result<Kernel, LoadError> {
         hooks.push(attach_sock_addr(&mut ebpf, program, &root_fd, root));
     }
     hooks.retain(|h| h.attached || h.error.is_some());
+    let identity_error = write_offsets(&mut ebpf).err();
+    if let Some(e) = &identity_error {
+        tracing::error!(error = %e, "no file identity: denied files and binaries are enforced by the daemon only");
+    }
     let events = take_map(&mut ebpf, "EVENTS")?;
     let agent_cgroups = take_map(&mut ebpf, "AGENT_CGROUPS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
+    let enforcer = Enforcer::new(
+        take_map(&mut ebpf, "AGENT_CONFIG")?,
+        take_map(&mut ebpf, "NET_RULES")?,
+        take_map(&mut ebpf, "BIND_PORTS")?,
+        take_map(&mut ebpf, "EXEC_ALLOW")?,
+        take_map(&mut ebpf, "FILE_DENY")?,
+        take_map(&mut ebpf, "AGENT_PIDS")?,
+        take_map(&mut ebpf, "AGENT_DROPS")?,
+    );
     Ok(Kernel {
         ebpf,
         events,
-        agent_cgroups,
-        counters,
-        hooks,
+        handles: Handles {
+            agent_cgroups,
+            counters,
+            enforcer,
+            hooks,
+            identity_error,
+        },
     })
+}
+
+/// Structure offsets from this kernel's BTF, for the file and exec identity checks.
+fn write_offsets(ebpf: &mut Ebpf) -> Result<(), String> {
+    let offsets: Offsets = Btf::from_sys_fs()
+        .and_then(|b| b.offsets())
+        .map_err(|e| e.to_string())?;
+    let map = ebpf.map_mut("OFFSETS").ok_or("map OFFSETS missing")?;
+    let mut array: Array<&mut MapData, Offsets> =
+        Array::try_from(map).map_err(|e| e.to_string())?;
+    array.set(0, offsets, 0).map_err(|e| e.to_string())
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>

@@ -148,6 +148,7 @@ fn kind_label(kind: Kind) -> &'static str {
         Kind::Send => "send",
         Kind::Bind => "bind",
         Kind::Escape => "escape",
+        Kind::Task => "task",
     }
 }
 
@@ -232,7 +233,7 @@ fn snapshot(shared: &Shared) -> Registry {
     r.register(
         "degraded_agents",
         "Agents whose enforcement is degraded",
-        gauge(shared.degraded().len()),
+        gauge(shared.registry().iter().filter(|t| t.degraded).count()),
     );
     let hooks = Family::<Labels1, Gauge>::default();
     for h in &shared.hooks {
@@ -265,14 +266,14 @@ mod tests {
                 owner: "o".into(),
                 identity: None,
             },
-            process: ProcessRef {
+            process: Some(ProcessRef {
                 pid: 1,
                 tid: 1,
                 ppid: 0,
                 comm: "c".into(),
                 exe: None,
                 cgroup: None,
-            },
+            }),
             file: None,
             net: None,
             exec: None,
@@ -281,6 +282,7 @@ mod tests {
                 rule: "files.read".into(),
                 reason: "r".into(),
             }),
+            task: None,
             truncated: false,
         }
     }

@@ -1,10 +1,15 @@
 //! Per-event work: find the task, keep the process table, resolve paths, ask the policy,
 //! build records and hand them to the sinks in batches.
 
-use std::{net::IpAddr, path::Path, sync::Arc};
+use std::{
+    collections::HashMap, net::IpAddr, os::unix::fs::MetadataExt as _, path::Path, sync::Arc,
+};
 
 use crate::{
+    actions::{Step, decide},
+    cgroupfs::Cgroup2,
     decoder::{Event, FileOp, Header, NetOp as WireNetOp},
+    enforce::{kernel_dev, signal_process},
     policy::{Activity, Context, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict},
     proctable::{ProcInfo, ProcTable},
     record::{
@@ -20,6 +25,8 @@ use crate::{
 pub struct Pipeline {
     shared: Arc<Shared>,
     procs: ProcTable,
+    /// cgroup id -> path, for records (the process may be gone when its event is read).
+    cgroup_paths: HashMap<u64, String>,
     clock: Clock,
     sinks: Sinks,
     batch: Vec<Record>,
@@ -38,6 +45,7 @@ impl Pipeline {
         Self {
             shared,
             procs: ProcTable::default(),
+            cgroup_paths: HashMap::new(),
             clock: Clock::new(),
             sinks,
             batch: Vec::new(),
@@ -59,8 +67,9 @@ impl Pipeline {
         }
     }
 
-    /// Writes the records gathered since the last flush.
+    /// Writes the records gathered since the last flush, with any lifecycle notices.
     pub fn flush(&mut self) {
+        self.batch.extend(self.shared.take_notices());
         if self.batch.is_empty() {
             return;
         }
@@ -90,9 +99,11 @@ impl Pipeline {
                 t.id.clone(),
                 t.start_cwd.clone(),
                 t.cgroup.clone(),
+                t.cgroup_id,
             )
         };
-        let (scope, task_id, start_cwd, task_cgroup) = task;
+        let (scope, task_id, start_cwd, task_cgroup, task_cgroup_id) = task;
+        let cgroup = self.cgroup_path(h.cgroup_id, &task_cgroup, task_cgroup_id);
         let proc = self.procs.observe(h, start_cwd.as_deref());
         let Some(judged) = describe(event, h, proc) else {
             return;
@@ -105,14 +116,33 @@ impl Pipeline {
             PolicyVerdict::Allowed => None,
             PolicyVerdict::Violation(v) => Some(v),
         };
-        let action = match event {
-            Event::Net { allowed: false, .. } => Action::Blocked,
-            _ => Action::None,
-        };
-        if violation.is_some() {
+        let (action, step) = decide(
+            judged.kind,
+            violation.is_some(),
+            scope.mode,
+            scope.on_violation,
+            h.kernel,
+        );
+        let process = process_ref(h, proc, cgroup);
+        if let Some(step) = step {
+            let exe = judged.exec.as_ref().map(|e| e.path.as_str());
+            self.carry_out(step, h, &task_cgroup, exe);
+        }
+        match action {
+            Action::Blocked => Stats::add(&self.shared.stats.blocked, 1),
+            Action::KilledProcess | Action::KilledAgent => Stats::add(&self.shared.stats.killed, 1),
+            Action::None => {}
+        }
+        if let Some(v) = &violation {
             Stats::add(&self.shared.stats.violations, 1);
             if let Some(t) = self.shared.registry().by_slot_mut(h.agent) {
                 t.violations += 1;
+                if matches!(action, Action::KilledProcess | Action::KilledAgent) {
+                    t.last_violation = Some(format!(
+                        "{} by {} ({}): {}",
+                        v.rule, process.comm, process.pid, v.reason
+                    ));
+                }
             }
         }
         Stats::add(&self.shared.stats.records, 1);
@@ -131,13 +161,73 @@ impl Pipeline {
                 owner: scope.owner.clone(),
                 identity: scope.identity.clone(),
             },
-            process: process_ref(h, proc, &task_cgroup),
+            process: Some(process),
             file: judged.file,
             net: judged.net,
             exec: judged.exec,
             violation,
+            task: None,
             truncated: h.truncated,
         });
+    }
+}
+
+impl Pipeline {
+    /// The path of the cgroup an event came from: the task's own, one below it (nested), or
+    /// elsewhere (a tagged process that moved out).
+    fn cgroup_path(&mut self, id: u64, task_cgroup: &str, task_cgroup_id: u64) -> String {
+        if id == task_cgroup_id {
+            return task_cgroup.to_string();
+        }
+        if let Some(p) = self.cgroup_paths.get(&id) {
+            return p.clone();
+        }
+        match self.shared.cgroup2.find_id(task_cgroup, id) {
+            Some(p) => {
+                if self.cgroup_paths.len() > 4096 {
+                    self.cgroup_paths.clear();
+                }
+                self.cgroup_paths.insert(id, p.clone());
+                p
+            }
+            None => format!("<cgroup id {id}>"),
+        }
+    }
+
+    /// The daemon's own enforcement. Every signal goes through a pidfd and a check that
+    /// the target is still this agent's: a kill must never reach anything else.
+    fn carry_out(&mut self, step: Step, h: &Header, cgroup: &str, exe: Option<&str>) {
+        let (slot, tgid) = (h.agent, h.tgid);
+        let shared = Arc::clone(&self.shared);
+        let is_agents = |pid: u32| {
+            shared.enforcer().is_tagged(pid, slot)
+                || Cgroup2::of_pid(pid)
+                    .is_some_and(|p| p == cgroup || p.starts_with(&format!("{cgroup}/")))
+        };
+        match step {
+            Step::Release => {
+                if let Some(meta) = exe.and_then(|p| std::fs::metadata(p).ok()) {
+                    shared
+                        .enforcer()
+                        .allow_exec(slot, kernel_dev(meta.dev()), meta.ino());
+                }
+                signal_process(tgid, libc::SIGCONT, || is_agents(tgid));
+            }
+            Step::KillProcess => {
+                if !signal_process(tgid, libc::SIGKILL, || is_agents(tgid)) {
+                    tracing::debug!(pid = tgid, "process already gone before the daemon's kill");
+                }
+            }
+            Step::KillAgent => {
+                if let Err(e) = shared.cgroup2.kill(cgroup) {
+                    tracing::error!(%cgroup, error = %e, "cgroup.kill failed");
+                }
+                // Tagged processes that left the cgroup are still the agent's.
+                for pid in self.procs.pids_of(slot) {
+                    signal_process(pid, libc::SIGKILL, || is_agents(pid));
+                }
+            }
+        }
     }
 }
 
@@ -313,7 +403,7 @@ pub fn classify_open(flags: u32) -> FileAccess {
     }
 }
 
-fn process_ref(h: &Header, proc: &ProcInfo, task_cgroup: &str) -> ProcessRef {
+fn process_ref(h: &Header, proc: &ProcInfo, cgroup: String) -> ProcessRef {
     ProcessRef {
         pid: h.tgid,
         tid: h.pid,
@@ -323,11 +413,7 @@ fn process_ref(h: &Header, proc: &ProcInfo, task_cgroup: &str) -> ProcessRef {
             .exe
             .as_deref()
             .map(|p: &Path| p.to_string_lossy().into_owned()),
-        cgroup: Some(
-            proc.cgroup
-                .clone()
-                .unwrap_or_else(|| task_cgroup.to_string()),
-        ),
+        cgroup: Some(cgroup),
     }
 }
 

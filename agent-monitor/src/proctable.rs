@@ -18,7 +18,6 @@ pub struct ProcInfo {
     pub exe: Option<PathBuf>,
     pub argv: Vec<String>,
     pub cwd: Option<PathBuf>,
-    pub cgroup: Option<String>,
     pub agent: u32,
 }
 
@@ -58,7 +57,6 @@ impl ProcTable {
                 exe,
                 argv: parent.as_ref().map(|p| p.argv.clone()).unwrap_or_default(),
                 cwd,
-                cgroup: crate::cgroupfs::Cgroup2::of_pid(h.tgid),
                 agent: h.agent,
             }
         });
@@ -108,6 +106,7 @@ mod tests {
             tgid,
             ppid,
             truncated: false,
+            kernel: crate::decoder::KernelDid::default(),
             cgroup_id: 0,
             comm: comm.into(),
         }

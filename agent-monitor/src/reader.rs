@@ -21,8 +21,11 @@ pub async fn run(
             return;
         }
     };
+    // Lifecycle notices (revocations, degraded agents) are written even when no event comes.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     loop {
         tokio::select! {
+            _ = tick.tick() => pipeline.flush(),
             guard = fd.readable_mut() => {
                 let mut guard = match guard {
                     Ok(g) => g,

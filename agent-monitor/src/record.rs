@@ -17,6 +17,8 @@ pub enum Kind {
     Send,
     Bind,
     Escape,
+    /// Task lifecycle (revoked, degraded): not an activity of a process.
+    Task,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -90,7 +92,8 @@ pub struct Record {
     pub verdict: Verdict,
     pub action: Action,
     pub agent: AgentRef,
-    pub process: ProcessRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileObject>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,12 +102,57 @@ pub struct Record {
     pub exec: Option<ExecObject>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub violation: Option<Violation>,
+    /// For `kind: task`: what happened to the task and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskEvent>,
     /// A path or argument was longer than the kernel side keeps.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskEvent {
+    pub event: &'static str,
+    pub reason: String,
+}
+
 impl Record {
+    /// A task lifecycle record.
+    pub fn lifecycle(
+        task: &crate::tasks::TaskView,
+        scope: Option<&crate::scope::Scope>,
+        event: &'static str,
+        reason: &str,
+        action: Action,
+    ) -> Self {
+        Self {
+            time: rfc3339(SystemTime::now()),
+            kind: Kind::Task,
+            verdict: if event == "degraded" {
+                Verdict::Violation
+            } else {
+                Verdict::Allowed
+            },
+            action,
+            agent: AgentRef {
+                scope: task.scope.clone(),
+                task: task.id.clone(),
+                owner: task.owner.clone(),
+                identity: scope.and_then(|s| s.identity.clone()),
+            },
+            process: None,
+            file: None,
+            net: None,
+            exec: None,
+            violation: None,
+            task: Some(TaskEvent {
+                event,
+                reason: reason.to_string(),
+            }),
+            truncated: false,
+        }
+    }
+
     /// One line for humans (`--log-format text`).
     pub fn summary(&self) -> String {
         let object = if let Some(f) = &self.file {
@@ -123,14 +171,22 @@ impl Record {
             Some(v) => format!("VIOLATION [{}] {}", v.rule, v.reason),
             None => "allowed".to_string(),
         };
+        let (pid, comm) = self
+            .process
+            .as_ref()
+            .map_or((0, ""), |p| (p.pid, p.comm.as_str()));
+        let object = match &self.task {
+            Some(t) => format!("{} ({})", t.event, t.reason),
+            None => object,
+        };
         format!(
             "{} {:?} task={} scope={} pid={} comm={} {} -> {} action={:?}",
             self.time,
             self.kind,
             self.agent.task,
             self.agent.scope,
-            self.process.pid,
-            self.process.comm,
+            pid,
+            comm,
             object,
             verdict,
             self.action
@@ -175,11 +231,19 @@ impl Default for Clock {
     }
 }
 
-/// RFC 3339 with nanoseconds, UTC.
+/// RFC 3339 in UTC with exactly nine fractional digits, so records sort and parse alike.
 pub fn rfc3339(t: SystemTime) -> String {
     let dt = time::OffsetDateTime::from(t);
-    dt.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| dt.unix_timestamp().to_string())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.nanosecond()
+    )
 }
 
 #[cfg(test)]
@@ -190,6 +254,12 @@ mod tests {
     fn rfc3339_keeps_nanoseconds() {
         let t = SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789);
         assert_eq!(rfc3339(t), "2027-01-15T08:00:00.123456789Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 120_000_000);
+        assert_eq!(
+            rfc3339(t),
+            "2027-01-15T08:00:00.120000000Z",
+            "trailing zeros are kept"
+        );
     }
 
     #[test]

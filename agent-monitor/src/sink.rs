@@ -250,18 +250,19 @@ mod tests {
                 owner: "o".into(),
                 identity: Some("spiffe://x".into()),
             },
-            process: ProcessRef {
+            process: Some(ProcessRef {
                 pid: n,
                 tid: n,
                 ppid: 1,
                 comm: "c".into(),
                 exe: None,
                 cgroup: None,
-            },
+            }),
             file: None,
             net: None,
             exec: None,
             violation: None,
+            task: None,
             truncated: false,
         }
     }

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::{
     catalog::Catalog,
     cgroupfs::{Cgroup2, CgroupError},
-    loader::{HookStatus, KernelCounters},
+    enforce::Enforcer,
+    loader::{Handles, HookStatus, KernelCounters},
     scope::{self, Scope, ScopeError},
     tasks::{Origin, Registry, Task, generate_id, parse_duration, valid_task_id},
 };
@@ -41,6 +42,8 @@ pub enum TaskError {
     NotFound(String),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error("enforcing the scope: {0}")]
+    Enforce(#[from] crate::enforce::EnforceError),
     #[error("tagging cgroup {cgroup}: {source}")]
     Tag {
         cgroup: String,
@@ -74,6 +77,8 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub audit_log: PathBuf,
     pub cgroup_parent: String,
+    /// Kill an enforced agent whose events were lost.
+    pub fail_closed: bool,
 }
 
 /// Daemon-wide counters (the kernel keeps its own, see `KernelCounters`).
@@ -85,9 +90,9 @@ pub struct Stats {
     /// Events whose agent slot belongs to no live task (late events of an ended task).
     pub orphan_events: AtomicU64,
     pub sink_errors: AtomicU64,
-    /// Actions refused in the kernel (EPERM), counted by enforcement.
+    /// Operations the kernel refused for enforced agents.
     pub blocked: AtomicU64,
-    /// Processes killed for a violation (one per process), counted by enforcement.
+    /// Processes or agents killed (by the kernel or the daemon).
     pub killed: AtomicU64,
 }
 
@@ -95,16 +100,6 @@ impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
-}
-
-/// An agent the daemon cannot fully enforce (e.g. a kill failed, events were lost for it).
-/// Enforcement pushes one with [`Shared::mark_degraded`]; `GET /v1/status` lists them.
-#[derive(Debug, Clone, Serialize)]
-pub struct Degraded {
-    pub task: String,
-    pub reason: String,
-    /// RFC 3339.
-    pub since: String,
 }
 
 pub struct Shared {
@@ -116,13 +111,15 @@ pub struct Shared {
     pub stats: Stats,
     /// What the API and `/metrics` show of the records: recent ring, followers, usage.
     pub observed: crate::feed::Observed,
-    /// Agents whose enforcement is degraded (filled by enforcement, shown by `status`).
-    pub degraded: Mutex<Vec<Degraded>>,
     catalog: RwLock<Catalog>,
     registry: Mutex<Registry>,
+    /// Why the kernel cannot identify files (no BTF offsets), if so.
+    pub identity_error: Option<String>,
     /// `AGENT_CGROUPS`: cgroup id -> slot.
     tagger: Mutex<HashMap<MapData, u64, u32>>,
     counters: Mutex<PerCpuArray<MapData, u64>>,
+    enforcer: Mutex<Enforcer>,
+    notices: Mutex<Vec<crate::record::Record>>,
 }
 
 /// A poisoned lock only means another thread panicked mid-update; the data is still the
@@ -132,26 +129,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(
-        config: DaemonConfig,
-        cgroup2: Cgroup2,
-        hooks: Vec<HookStatus>,
-        tagger: HashMap<MapData, u64, u32>,
-        counters: PerCpuArray<MapData, u64>,
-    ) -> Self {
+    pub fn new(config: DaemonConfig, cgroup2: Cgroup2, kernel: Handles) -> Self {
         let catalog = Catalog::load(&config.scopes_dir);
+        let Handles {
+            agent_cgroups,
+            counters,
+            enforcer,
+            hooks,
+            identity_error,
+        } = kernel;
         Self {
             config,
             cgroup2,
             hooks,
+            identity_error,
+            enforcer: Mutex::new(enforcer),
+            notices: Mutex::new(Vec::new()),
             started: SystemTime::now(),
             started_at: Instant::now(),
             stats: Stats::default(),
             observed: crate::feed::Observed::new(),
-            degraded: Mutex::new(Vec::new()),
             catalog: RwLock::new(catalog),
             registry: Mutex::new(Registry::default()),
-            tagger: Mutex::new(tagger),
+            tagger: Mutex::new(agent_cgroups),
             counters: Mutex::new(counters),
         }
     }
@@ -172,24 +172,6 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records that `task` is not fully enforced, and why (shown by `status`).
-    pub fn mark_degraded(&self, task: &str, reason: impl Into<String>) {
-        let mut list = lock(&self.degraded);
-        let reason = reason.into();
-        if !list.iter().any(|d| d.task == task && d.reason == reason) {
-            list.push(Degraded {
-                task: task.to_string(),
-                reason,
-                since: crate::record::rfc3339(SystemTime::now()),
-            });
-        }
-    }
-
-    /// The degraded agents, for `status`.
-    pub fn degraded(&self) -> Vec<Degraded> {
-        lock(&self.degraded).clone()
-    }
-
     pub fn kernel_counters(&self) -> KernelCounters {
         KernelCounters::read(&lock(&self.counters))
     }
@@ -201,8 +183,18 @@ impl Shared {
         for task in self.registry().iter_mut() {
             if task.scope.source.as_path() != Path::new("<inline>")
                 && let Some(s) = catalog.get(&task.scope.name)
+                && !Arc::ptr_eq(&s, &task.scope)
             {
-                task.scope = s;
+                let mut enforcer = lock(&self.enforcer);
+                match enforcer.install(task.slot, &s) {
+                    Ok(()) => task.scope = s,
+                    Err(e) => {
+                        tracing::error!(task = %task.id, error = %e, "new scope version not enforceable; keeping the old one");
+                        if let Err(e) = enforcer.install(task.slot, &task.scope) {
+                            tracing::error!(task = %task.id, error = %e, "re-installing the old scope failed");
+                        }
+                    }
+                }
             }
         }
         changed
@@ -248,9 +240,9 @@ impl Shared {
         let cgroup = format!("/{}/{id}", self.config.cgroup_parent.trim_matches('/'));
         let cgroup_id = self.cgroup2.create(&cgroup)?;
         let slot = registry.allocate_slot();
-        if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+        if let Err(e) = self.tag(cgroup_id, slot, &scope, &cgroup) {
             let _ = self.cgroup2.remove(&cgroup);
-            return Err(TaskError::Tag { cgroup, source });
+            return Err(e);
         }
         let now = Instant::now();
         let start_cwd =
@@ -270,6 +262,9 @@ impl Shared {
             seen: false,
             events: 0,
             violations: 0,
+            last_violation: None,
+            degraded: false,
+            drops_seen: 0,
         });
         tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
         let cgroup_dir = self.cgroup2.dir(&cgroup)?;
@@ -278,6 +273,29 @@ impl Shared {
             cgroup,
             cgroup_dir,
         })
+    }
+
+    /// Installs the scope in the kernel, then tags the cgroup: the first process of the
+    /// task is already enforced.
+    fn tag(&self, cgroup_id: u64, slot: u32, scope: &Scope, cgroup: &str) -> Result<(), TaskError> {
+        lock(&self.enforcer).install(slot, scope)?;
+        if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+            lock(&self.enforcer).remove(slot);
+            return Err(TaskError::Tag {
+                cgroup: cgroup.to_string(),
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    fn untag(&self, cgroup_id: u64, slot: u32) {
+        let _ = lock(&self.tagger).remove(&cgroup_id);
+        lock(&self.enforcer).remove(slot);
+    }
+
+    pub fn enforcer(&self) -> MutexGuard<'_, Enforcer> {
+        lock(&self.enforcer)
     }
 
     /// Adopts an existing cgroup matching a scope's `select.cgroup` (unless an ancestor is
@@ -304,7 +322,7 @@ impl Shared {
         }
         let id = format!("{}-cg{cgroup_id}", scope.name);
         let slot = registry.allocate_slot();
-        if let Err(e) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+        if let Err(e) = self.tag(cgroup_id, slot, &scope, path) {
             tracing::error!(cgroup = %path, error = %e, "cannot tag discovered cgroup");
             return;
         }
@@ -323,6 +341,9 @@ impl Shared {
             seen: true,
             events: 0,
             violations: 0,
+            last_violation: None,
+            degraded: false,
+            drops_seen: 0,
         });
         tracing::info!(task = %id, scope = %scope.name, cgroup = %path, "agent cgroup adopted");
     }
@@ -353,20 +374,21 @@ impl Shared {
             .iter()
             .find(|t| t.cgroup_id == cgroup_id && t.origin == Origin::Select)
             .map(|t| t.id.clone());
-        if let Some(id) = id {
-            let _ = lock(&self.tagger).remove(&cgroup_id);
-            registry.remove(&id);
+        if let Some(task) = id.and_then(|id| registry.remove(&id)) {
+            let id = task.id;
+            self.untag(cgroup_id, task.slot);
             tracing::info!(task = %id, "agent cgroup removed; task ended");
         }
     }
 
     /// Ends a task: kills what is left of it when `kill`, untags and removes its cgroup.
-    pub fn end_task(&self, id: &str, kill: bool) -> Result<(), TaskError> {
+    /// `reason` is kept for `GET /v1/tasks/{id}`.
+    pub fn end_task(&self, id: &str, kill: bool, reason: &str) -> Result<(), TaskError> {
         let task = self
             .registry()
-            .remove(id)
+            .finish(id, reason)
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
-        let _ = lock(&self.tagger).remove(&task.cgroup_id);
+        self.untag(task.cgroup_id, task.slot);
         if task.origin == Origin::Exec {
             if kill {
                 self.cgroup2.kill(&task.cgroup)?;
@@ -374,40 +396,90 @@ impl Shared {
             }
             self.cgroup2.remove(&task.cgroup)?;
         }
-        tracing::info!(task = %id, killed = kill, "task ended");
+        tracing::info!(task = %id, killed = kill, %reason, "task ended");
         Ok(())
     }
 
-    /// Housekeeping: ends finished tasks, revokes expired ones. Returns the ids revoked.
-    pub fn sweep(&self) -> Vec<String> {
+    /// Housekeeping: ends finished tasks, revokes expired ones, marks agents whose events
+    /// were lost as degraded (and kills them with `--fail-closed`).
+    pub fn sweep(&self) {
         let now = Instant::now();
         let mut finished = Vec::new();
-        let mut expired = Vec::new();
-        for task in self.registry().iter_mut() {
-            if task.expired(now) {
-                expired.push(task.id.clone());
-            } else if task.origin == Origin::Exec {
-                match self.cgroup2.populated(&task.cgroup) {
-                    Ok(true) => task.seen = true,
-                    Ok(false) if task.seen || task.abandoned(now) => finished.push(task.id.clone()),
-                    Ok(false) => {}
-                    // The cgroup is gone: nothing is left to watch.
-                    Err(_) => finished.push(task.id.clone()),
+        let mut revoke: Vec<(String, &'static str)> = Vec::new();
+        let mut degraded = Vec::new();
+        {
+            let enforcer = lock(&self.enforcer);
+            for task in self.registry().iter_mut() {
+                let drops = enforcer.drops(task.slot);
+                if drops > task.drops_seen {
+                    task.drops_seen = drops;
+                    if !task.degraded {
+                        task.degraded = true;
+                        degraded.push(task.id.clone());
+                    }
+                }
+                if task.expired(now) {
+                    revoke.push((task.id.clone(), "revoked: ttl passed"));
+                } else if task.degraded
+                    && self.config.fail_closed
+                    && task.scope.mode == crate::scope::Mode::Enforce
+                {
+                    revoke.push((task.id.clone(), "killed: events lost (fail-closed)"));
+                } else if task.origin == Origin::Exec {
+                    match self.cgroup2.populated(&task.cgroup) {
+                        Ok(true) => task.seen = true,
+                        Ok(false) if task.seen || task.abandoned(now) => {
+                            finished.push(task.id.clone());
+                        }
+                        Ok(false) => {}
+                        // The cgroup is gone: nothing is left to watch.
+                        Err(_) => finished.push(task.id.clone()),
+                    }
                 }
             }
         }
+        for id in degraded {
+            tracing::warn!(task = %id, "events lost for this agent: degraded");
+            self.notify(
+                &id,
+                "degraded",
+                "events for this agent were lost (ring buffer full)",
+                crate::record::Action::None,
+            );
+        }
         for id in &finished {
-            if let Err(e) = self.end_task(id, false) {
+            if let Err(e) = self.end_task(id, false, "finished") {
                 tracing::warn!(task = %id, error = %e, "ending finished task");
             }
         }
-        for id in &expired {
-            tracing::warn!(task = %id, "ttl passed: task revoked");
-            if let Err(e) = self.end_task(id, true) {
-                tracing::warn!(task = %id, error = %e, "revoking expired task");
+        for (id, reason) in revoke {
+            tracing::warn!(task = %id, %reason, "task revoked");
+            self.notify(&id, "revoked", reason, crate::record::Action::KilledAgent);
+            if let Err(e) = self.end_task(&id, true, reason) {
+                tracing::warn!(task = %id, error = %e, "revoking task");
             }
         }
-        expired
+    }
+
+    /// Queues a task lifecycle record; the pipeline writes it with the activity records.
+    pub fn notify(
+        &self,
+        task: &str,
+        event: &'static str,
+        reason: &str,
+        action: crate::record::Action,
+    ) {
+        let Some(t) = self.registry().lookup(task) else {
+            return;
+        };
+        let scope = self.registry().get(task).map(|t| Arc::clone(&t.scope));
+        let record = crate::record::Record::lifecycle(&t, scope.as_deref(), event, reason, action);
+        lock(&self.notices).push(record);
+    }
+
+    /// Lifecycle records waiting to be written.
+    pub fn take_notices(&self) -> Vec<crate::record::Record> {
+        std::mem::take(&mut *lock(&self.notices))
     }
 
     /// On daemon exit: no agent runs unwatched. Tasks we created are killed and removed;
@@ -415,7 +487,7 @@ impl Shared {
     pub fn shutdown(&self) {
         let ids: Vec<String> = self.registry().iter().map(|t| t.id.clone()).collect();
         for id in ids {
-            if let Err(e) = self.end_task(&id, true) {
+            if let Err(e) = self.end_task(&id, true, "revoked: daemon stopped") {
                 tracing::warn!(task = %id, error = %e, "ending task at shutdown");
             }
         }

@@ -2,7 +2,7 @@
 //! by `exec`/`POST /v1/tasks`, or adopted from cgroups matching a scope's `select.cgroup`.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
@@ -40,6 +40,12 @@ pub struct Task {
     pub seen: bool,
     pub events: u64,
     pub violations: u64,
+    /// One line naming the last violation that stopped something (for `exec`'s message).
+    pub last_violation: Option<String>,
+    /// Events for this agent were lost (ring buffer full) while it was enforced.
+    pub degraded: bool,
+    /// Lost events already accounted for.
+    pub drops_seen: u64,
 }
 
 /// What `GET /v1/agents` shows of a task.
@@ -56,6 +62,11 @@ pub struct TaskView {
     pub expires: Option<String>,
     pub events: u64,
     pub violations: u64,
+    pub degraded: bool,
+    pub last_violation: Option<String>,
+    /// `running`, or `ended` with `end_reason`.
+    pub state: &'static str,
+    pub end_reason: Option<String>,
 }
 
 impl Task {
@@ -72,6 +83,10 @@ impl Task {
             expires: self.expires_wall.map(rfc3339),
             events: self.events,
             violations: self.violations,
+            degraded: self.degraded,
+            last_violation: self.last_violation.clone(),
+            state: "running",
+            end_reason: None,
         }
     }
 
@@ -90,7 +105,11 @@ pub struct Registry {
     tasks: BTreeMap<String, Task>,
     by_slot: HashMap<u32, String>,
     next_slot: u32,
+    /// Recently ended tasks, newest last, so `exec` and operators can ask how one ended.
+    ended: VecDeque<TaskView>,
 }
+
+const ENDED_KEPT: usize = 256;
 
 impl Registry {
     /// A fresh slot; never reused while the daemon runs, so a late event of an ended task
@@ -113,6 +132,27 @@ impl Registry {
 
     pub fn get(&self, id: &str) -> Option<&Task> {
         self.tasks.get(id)
+    }
+
+    /// Removes a task and remembers how it ended.
+    pub fn finish(&mut self, id: &str, reason: &str) -> Option<Task> {
+        let task = self.remove(id)?;
+        let mut view = task.view(Vec::new());
+        view.state = "ended";
+        view.end_reason = Some(reason.to_string());
+        if self.ended.len() >= ENDED_KEPT {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(view);
+        Some(task)
+    }
+
+    /// A running or recently ended task.
+    pub fn lookup(&self, id: &str) -> Option<TaskView> {
+        match self.tasks.get(id) {
+            Some(t) => Some(t.view(Vec::new())),
+            None => self.ended.iter().rev().find(|v| v.id == id).cloned(),
+        }
     }
 
     pub fn by_slot_mut(&mut self, slot: u32) -> Option<&mut Task> {

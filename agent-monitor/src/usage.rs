@@ -318,6 +318,10 @@ impl TaskUsage {
     }
 
     fn observe(&mut self, r: &Record) {
+        // Lifecycle records (revoked, degraded) are not something the agent used.
+        if r.kind == Kind::Task {
+            return;
+        }
         if self.first.is_empty() {
             self.first.clone_from(&r.time);
         }
@@ -466,11 +470,9 @@ impl Usage {
         let found: Vec<(String, Arc<Scope>)> = missing
             .into_iter()
             .filter_map(|(task, scope)| {
-                let s = shared
-                    .registry()
-                    .get(task)
-                    .map(|t| Arc::clone(&t.scope))
-                    .or_else(|| shared.scope_named(scope))?;
+                // The registry guard must be gone before the catalog is locked.
+                let live = shared.registry().get(task).map(|t| Arc::clone(&t.scope));
+                let s = live.or_else(|| shared.scope_named(scope))?;
                 Some((task.to_string(), s))
             })
             .collect();

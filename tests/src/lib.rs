@@ -89,6 +89,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon on the given scope files (name, YAML) and waits until it answers.
     pub fn start(scopes: &[(&str, &str)]) -> Self {
+        Self::start_with(scopes, &[])
+    }
+
+    /// As `start`, with extra `agent-monitor run` arguments.
+    pub fn start_with(scopes: &[(&str, &str)], extra: &[&str]) -> Self {
         require_root();
         let dir = tempfile::tempdir().expect("tempdir");
         let scopes_dir = dir.path().join("scopes");
@@ -109,6 +114,7 @@ impl Daemon {
             .arg("--audit-log")
             .arg(&audit)
             .args(["--cgroup-parent", &cgroup_parent, "--quiet"])
+            .args(extra)
             .env("AGENT_MONITOR_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -405,28 +411,6 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// Like [`Daemon::start`], with extra `run` arguments (e.g. `--socket-group`, rotation).
-    pub fn start_with(scopes: &[(&str, &str)], extra: &[&str]) -> Self {
-        require_root();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let scopes_dir = dir.path().join("scopes");
-        fs::create_dir(&scopes_dir).expect("mkdir scopes");
-        for (name, yaml) in scopes {
-            fs::write(scopes_dir.join(name), yaml).expect("write scope");
-        }
-        let mut d = Self {
-            child: None,
-            socket: dir.path().join("am.sock"),
-            audit: dir.path().join("audit.jsonl"),
-            log: dir.path().join("daemon.log"),
-            scopes: scopes_dir,
-            cgroup_parent: unique("am-e2e"),
-            dir,
-        };
-        d.spawn_run(extra);
-        d
-    }
-
     /// Stops the daemon and starts a new one on the same socket, scopes, audit log and task
     /// cgroup parent (the log is appended to).
     pub fn restart(&mut self, extra: &[&str]) {

@@ -105,7 +105,7 @@ fn assert_agent(r: &Value, task: &str) {
     assert!(
         r["time"]
             .as_str()
-            .is_some_and(|t| t.ends_with('Z') && t.len() >= 30),
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 30 && t.as_bytes()[19] == b'.'),
         "RFC 3339 ns time: {r}"
     );
     assert!(r["process"]["pid"].as_u64().is_some_and(|p| p > 0), "{r}");

@@ -49,6 +49,7 @@ impl From<TaskError> for ApiError {
             | TaskError::ScopeCount(_)
             | TaskError::BadTaskId(_)
             | TaskError::BadTtl(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            TaskError::Enforce(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_enforceable"),
             TaskError::Cgroup(_) | TaskError::Tag { .. } => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

@@ -9,7 +9,7 @@ use axum::{
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::{get, post},
 };
 use serde::Serialize;
 
@@ -27,7 +27,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/agents", get(agents))
         .route("/v1/events", get(events::events))
         .route("/v1/tasks", post(create_task))
-        .route("/v1/tasks/{id}", delete(delete_task))
+        .route("/v1/tasks/{id}", get(task_info).delete(delete_task))
         .route("/v1/reload", post(reload))
         .route("/v1/report/{task}", get(report))
         .route("/metrics", get(metrics))
@@ -105,17 +105,34 @@ async fn create_task(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// A running or recently ended task: how it ended and the violation that stopped it.
+async fn task_info(
+    State(api): State<Arc<Api>>,
+    id: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<TaskView>, ApiError> {
+    let UrlPath(id) = id?;
+    api.shared.registry().lookup(&id).map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_task",
+            format!("no task named {id:?}"),
+        )
+    })
+}
+
 async fn delete_task(
     State(api): State<Arc<Api>>,
     id: Result<UrlPath<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let UrlPath(id) = id?;
     let shared = Arc::clone(&api.shared);
-    tokio::task::spawn_blocking(move || shared.end_task(&id, true))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    tokio::task::spawn_blocking(move || {
+        let reason = "revoked: DELETE /v1/tasks";
+        shared.notify(&id, "revoked", reason, crate::record::Action::KilledAgent);
+        shared.end_task(&id, true, reason)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
     Ok(StatusCode::NO_CONTENT)
 }
 

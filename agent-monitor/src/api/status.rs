@@ -8,8 +8,17 @@ use serde::Serialize;
 use crate::{
     catalog::ScopeProblem,
     loader::{HookStatus, KernelCounters},
-    state::{Degraded, Shared},
+    state::Shared,
 };
+
+/// A running agent that is not fully watched: some of its events were lost (ring buffer
+/// full), so it may have done things no record shows. Set by the sweep (`Task::degraded`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Degraded {
+    pub task: String,
+    pub scope: String,
+    pub reason: &'static str,
+}
 
 #[derive(Debug, Serialize)]
 pub struct StatusView {
@@ -23,7 +32,7 @@ pub struct StatusView {
     pub scopes: Vec<String>,
     pub scope_errors: Vec<ScopeProblem>,
     pub tasks: usize,
-    /// Agents whose enforcement is degraded (see `Shared::mark_degraded`).
+    /// Agents whose events were lost.
     pub degraded: Vec<Degraded>,
     pub audit_log: String,
     pub followers: usize,
@@ -112,6 +121,20 @@ pub fn view(shared: &Shared) -> StatusView {
     let s = &shared.stats;
     let catalog = shared.catalog();
     let facts = KernelFacts::probe();
+    // One registry lock at a time (a guard in the literal below would live to its end).
+    let (tasks, degraded) = {
+        let registry = shared.registry();
+        let degraded = registry
+            .iter()
+            .filter(|t| t.degraded)
+            .map(|t| Degraded {
+                task: t.id.clone(),
+                scope: t.scope.name.clone(),
+                reason: "events of this agent were lost (ring buffer full)",
+            })
+            .collect();
+        (registry.len(), degraded)
+    };
     StatusView {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: shared.started_at.elapsed().as_secs(),
@@ -144,8 +167,8 @@ pub fn view(shared: &Shared) -> StatusView {
         },
         scopes: catalog.all().map(|s| s.name.clone()).collect(),
         scope_errors: catalog.problems().to_vec(),
-        tasks: shared.registry().len(),
-        degraded: shared.degraded(),
+        tasks,
+        degraded,
         audit_log: shared.config.audit_log.display().to_string(),
         followers: shared.observed.feed.followers(),
     }

@@ -85,15 +85,41 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     };
     Ok(match (status.code(), status.signal()) {
         (Some(code), _) => code,
-        (None, Some(sig)) => {
+        (None, Some(libc::SIGKILL)) => {
             eprintln!(
-                "agent-monitor: task {}: {} was killed by signal {sig}",
-                created.task, args.cmd[0]
+                "agent-monitor: {}",
+                why_killed(&client, &created.task).await
             );
-            128 + sig
+            137
         }
+        (None, Some(sig)) => 128 + sig,
         (None, None) => 1,
     })
+}
+
+/// One line naming why a task's command was killed: the violation that stopped it, or the
+/// revocation. The daemon may record it a moment after the kernel acted: ask a few times.
+async fn why_killed(client: &Client, task: &str) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        if let Ok(v) = client.get_json::<Value>(&format!("/v1/tasks/{task}")).await {
+            let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+            if let Some(violation) = field("last_violation") {
+                return format!("task {task} killed for a violation: {violation}");
+            }
+            if let Some(reason) =
+                field("end_reason").filter(|r| r.starts_with("revoked") || r.starts_with("killed"))
+            {
+                return format!("task {task} {reason}");
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return format!(
+                "task {task}: the command was killed (SIGKILL); no violation was recorded"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// `agent-monitor check FILE...`: every error is printed as `file:line:column: reason`.

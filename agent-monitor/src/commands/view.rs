@@ -103,9 +103,9 @@ pub fn render_status(v: &Value) -> String {
     for d in degraded {
         let _ = writeln!(
             out,
-            "degraded: {} since {}: {}",
+            "degraded: {} (scope {}): {}",
             text(&d, "/task"),
-            text(&d, "/since"),
+            text(&d, "/scope"),
             text(&d, "/reason")
         );
     }

@@ -39,18 +39,19 @@ fn base(verdict: Verdict) -> Record {
             owner: "o@example.org".into(),
             identity: None,
         },
-        process: ProcessRef {
+        process: Some(ProcessRef {
             pid: 1,
             tid: 1,
             ppid: 0,
             comm: "c".into(),
             exe: None,
             cgroup: None,
-        },
+        }),
         file: None,
         net: None,
         exec: None,
         violation: None,
+        task: None,
         truncated: false,
     }
 }

@@ -1,0 +1,86 @@
+//! Kernel-side verdicts: per-agent settings, file identity by (device, inode) through
+//! structure offsets read from BTF, and signals to the offending process.
+
+use agent_monitor_common::{AgentConfig, InodeKey, Offsets, mode, on_violation};
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel,
+    generated::{bpf_get_current_task, bpf_send_signal},
+};
+
+use crate::maps::{AGENT_CONFIG, OFFSETS};
+
+pub const SIGKILL: u32 = 9;
+pub const SIGSTOP: u32 = 19;
+
+/// The agent's settings when it is enforced; None in audit mode.
+#[inline(always)]
+pub fn enforced(slot: u32) -> Option<AgentConfig> {
+    // SAFETY: the value is copied out.
+    let cfg = unsafe { AGENT_CONFIG.get(slot) }.copied()?;
+    (cfg.mode == mode::ENFORCE).then_some(cfg)
+}
+
+/// Whether exec and file violations stop the process (not for `alert`).
+pub fn kills(cfg: &AgentConfig) -> bool {
+    cfg.on_violation != on_violation::ALERT
+}
+
+/// Sends a signal to the current process (all threads). Delivered before the syscall
+/// returns to user space.
+pub fn signal(sig: u32) {
+    // SAFETY: helper without pointer arguments.
+    unsafe { bpf_send_signal(sig) };
+}
+
+#[inline(always)]
+fn offsets() -> Option<Offsets> {
+    let o = OFFSETS.get(0).copied()?;
+    (o.valid != 0).then_some(o)
+}
+
+/// Reads a kernel pointer-sized field at `base + off`.
+#[inline(always)]
+fn field<T>(base: u64, off: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel fails cleanly on a bad address.
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.ok()
+}
+
+/// `file -> f_inode -> (i_sb -> s_dev, i_ino)`.
+#[inline(always)]
+fn file_key(slot: u32, o: &Offsets, file: u64) -> Option<InodeKey> {
+    let inode: u64 = field(file, o.file_inode)?;
+    let ino: u64 = field(inode, o.inode_ino)?;
+    let sb: u64 = field(inode, o.inode_sb)?;
+    let dev: u32 = field(sb, o.sb_dev)?;
+    Some(InodeKey { slot, dev, ino })
+}
+
+/// Identity of the file behind the current task's descriptor `fd`:
+/// `task->files->fdt->fd[fd]`.
+#[inline(always)]
+pub fn fd_identity(slot: u32, fd: u64) -> Option<InodeKey> {
+    let o = offsets()?;
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = field(task, o.task_files)?;
+    let fdt: u64 = field(files, o.files_fdt)?;
+    let array: u64 = field(fdt, o.fdt_fd)?;
+    // Verifier workaround: the index is bounded so the offset arithmetic stays scalar.
+    let fd = fd & 0xf_ffff;
+    let file: u64 = field(array, (fd * 8) as u32)?;
+    file_key(slot, &o, file)
+}
+
+/// Identity of the current task's image: `task->mm->exe_file`.
+#[inline(always)]
+pub fn exe_identity(slot: u32) -> Option<InodeKey> {
+    let o = offsets()?;
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let mm: u64 = field(task, o.task_mm)?;
+    let file: u64 = field(mm, o.mm_exe_file)?;
+    file_key(slot, &o, file)
+}

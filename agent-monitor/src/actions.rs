@@ -1,0 +1,183 @@
+//! What happens after a verdict: the record's action and the steps the daemon itself must
+//! take (kill a process, kill the agent, release a held exec). Pure: the pipeline executes
+//! the steps.
+
+pub use crate::decoder::KernelDid;
+use crate::{
+    record::{Action, Kind},
+    scope::{Mode, OnViolation},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// SIGCONT a held exec that turned out to be in scope.
+    Release,
+    /// SIGKILL the process (the kernel could not decide this one).
+    KillProcess,
+    /// cgroup.kill the whole task.
+    KillAgent,
+}
+
+pub fn decide(
+    kind: Kind,
+    violation: bool,
+    mode: Mode,
+    on_violation: OnViolation,
+    kernel: KernelDid,
+) -> (Action, Option<Step>) {
+    let network = matches!(kind, Kind::Connect | Kind::Send | Kind::Bind);
+    let base = if kernel.killed {
+        Action::KilledProcess
+    } else if kernel.blocked {
+        Action::Blocked
+    } else {
+        Action::None
+    };
+    if !violation {
+        return (base, kernel.held.then_some(Step::Release));
+    }
+    if mode == Mode::Audit {
+        return (base, kernel.held.then_some(Step::Release));
+    }
+    match on_violation {
+        OnViolation::KillAgent => (Action::KilledAgent, Some(Step::KillAgent)),
+        // A refused connect already failed; the process lives on.
+        _ if network => (base, None),
+        OnViolation::Alert => (base, kernel.held.then_some(Step::Release)),
+        OnViolation::KillProcess if kernel.killed => (Action::KilledProcess, None),
+        OnViolation::KillProcess => (Action::KilledProcess, Some(Step::KillProcess)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NONE: KernelDid = KernelDid {
+        killed: false,
+        blocked: false,
+        held: false,
+    };
+
+    #[test]
+    fn audit_never_acts() {
+        assert_eq!(
+            decide(Kind::File, true, Mode::Audit, OnViolation::KillAgent, NONE),
+            (Action::None, None)
+        );
+        assert_eq!(
+            decide(
+                Kind::Connect,
+                true,
+                Mode::Audit,
+                OnViolation::KillAgent,
+                NONE
+            ),
+            (Action::None, None)
+        );
+    }
+
+    #[test]
+    fn enforce_kill_process() {
+        let killed = KernelDid {
+            killed: true,
+            ..NONE
+        };
+        assert_eq!(
+            decide(
+                Kind::File,
+                true,
+                Mode::Enforce,
+                OnViolation::KillProcess,
+                killed
+            ),
+            (Action::KilledProcess, None)
+        );
+        assert_eq!(
+            decide(
+                Kind::File,
+                true,
+                Mode::Enforce,
+                OnViolation::KillProcess,
+                NONE
+            ),
+            (Action::KilledProcess, Some(Step::KillProcess)),
+            "what the kernel could not decide, the daemon kills"
+        );
+        let blocked = KernelDid {
+            blocked: true,
+            ..NONE
+        };
+        assert_eq!(
+            decide(
+                Kind::Connect,
+                true,
+                Mode::Enforce,
+                OnViolation::KillProcess,
+                blocked
+            ),
+            (Action::Blocked, None)
+        );
+    }
+
+    #[test]
+    fn enforce_kill_agent_and_alert() {
+        let blocked = KernelDid {
+            blocked: true,
+            ..NONE
+        };
+        assert_eq!(
+            decide(
+                Kind::Connect,
+                true,
+                Mode::Enforce,
+                OnViolation::KillAgent,
+                blocked
+            ),
+            (Action::KilledAgent, Some(Step::KillAgent))
+        );
+        assert_eq!(
+            decide(Kind::Exec, true, Mode::Enforce, OnViolation::Alert, NONE),
+            (Action::None, None)
+        );
+        assert_eq!(
+            decide(
+                Kind::Connect,
+                true,
+                Mode::Enforce,
+                OnViolation::Alert,
+                blocked
+            ),
+            (Action::Blocked, None)
+        );
+    }
+
+    #[test]
+    fn held_execs_are_released_or_killed() {
+        let held = KernelDid { held: true, ..NONE };
+        assert_eq!(
+            decide(
+                Kind::Exec,
+                false,
+                Mode::Enforce,
+                OnViolation::KillProcess,
+                held
+            ),
+            (Action::None, Some(Step::Release))
+        );
+        assert_eq!(
+            decide(
+                Kind::Exec,
+                true,
+                Mode::Enforce,
+                OnViolation::KillProcess,
+                held
+            ),
+            (Action::KilledProcess, Some(Step::KillProcess))
+        );
+        assert_eq!(
+            decide(Kind::Exec, true, Mode::Enforce, OnViolation::Alert, held),
+            (Action::None, Some(Step::Release))
+        );
+    }
+}

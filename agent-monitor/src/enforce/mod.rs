@@ -1,0 +1,223 @@
+//! Installs a task's scope into the kernel maps (so the kernel can refuse and kill on its
+//! own), removes it when the task ends, and carries out the daemon's own actions: killing a
+//! process or a whole agent, releasing a held exec.
+
+mod compile;
+
+use std::{
+    collections::HashMap,
+    os::fd::{AsRawFd as _, FromRawFd as _},
+};
+
+use agent_monitor_common::{AgentConfig, BindKey, InodeKey, NetKey, NetRule, PidTag};
+use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
+
+pub use compile::{CompileError, KernelScope, compile, kernel_dev};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error("writing {map} for slot {slot}: {source}")]
+    Map {
+        map: &'static str,
+        slot: u32,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// The kernel maps that carry enforcement, and what was written for each slot.
+pub struct Enforcer {
+    pub config: BpfHashMap<MapData, u32, AgentConfig>,
+    pub net: LpmTrie<MapData, NetKey, NetRule>,
+    pub bind: BpfHashMap<MapData, BindKey, u8>,
+    pub exec_allow: BpfHashMap<MapData, InodeKey, u8>,
+    pub file_deny: BpfHashMap<MapData, InodeKey, u8>,
+    pub pids: BpfHashMap<MapData, u32, PidTag>,
+    pub drops: BpfHashMap<MapData, u32, u64>,
+    installed: HashMap<u32, KernelScope>,
+}
+
+impl Enforcer {
+    pub fn new(
+        config: BpfHashMap<MapData, u32, AgentConfig>,
+        net: LpmTrie<MapData, NetKey, NetRule>,
+        bind: BpfHashMap<MapData, BindKey, u8>,
+        exec_allow: BpfHashMap<MapData, InodeKey, u8>,
+        file_deny: BpfHashMap<MapData, InodeKey, u8>,
+        pids: BpfHashMap<MapData, u32, PidTag>,
+        drops: BpfHashMap<MapData, u32, u64>,
+    ) -> Self {
+        Self {
+            config,
+            net,
+            bind,
+            exec_allow,
+            file_deny,
+            pids,
+            drops,
+            installed: HashMap::new(),
+        }
+    }
+
+    /// Writes a scope for a slot, replacing what the slot had. The settings go in last, so
+    /// the kernel enforces only once every rule is in place.
+    pub fn install(&mut self, slot: u32, scope: &crate::scope::Scope) -> Result<(), EnforceError> {
+        let ks = compile(scope)?;
+        self.remove(slot);
+        let err = |map: &'static str| move |source| EnforceError::Map { map, slot, source };
+        for (len, addr, rule) in &ks.net {
+            let key = Key::new(
+                32 + len,
+                NetKey {
+                    slot_be: slot.to_be_bytes(),
+                    addr: *addr,
+                },
+            );
+            self.net.insert(&key, rule, 0).map_err(err("NET_RULES"))?;
+        }
+        for port in &ks.bind {
+            self.bind
+                .insert(
+                    BindKey {
+                        slot,
+                        port: u32::from(*port),
+                    },
+                    1,
+                    0,
+                )
+                .map_err(err("BIND_PORTS"))?;
+        }
+        for id in &ks.exec_allow {
+            self.exec_allow
+                .insert(
+                    InodeKey {
+                        slot,
+                        dev: id.dev,
+                        ino: id.ino,
+                    },
+                    1,
+                    0,
+                )
+                .map_err(err("EXEC_ALLOW"))?;
+        }
+        for id in &ks.file_deny {
+            self.file_deny
+                .insert(
+                    InodeKey {
+                        slot,
+                        dev: id.dev,
+                        ino: id.ino,
+                    },
+                    1,
+                    0,
+                )
+                .map_err(err("FILE_DENY"))?;
+        }
+        let cfg = AgentConfig {
+            mode: ks.mode,
+            on_violation: ks.on_violation,
+            flags: ks.flags,
+            pad0: 0,
+        };
+        self.installed.insert(slot, ks);
+        self.config
+            .insert(slot, cfg, 0)
+            .map_err(err("AGENT_CONFIG"))?;
+        Ok(())
+    }
+
+    /// Allows one more binary for a slot (a held exec the daemon found in scope).
+    pub fn allow_exec(&mut self, slot: u32, dev: u32, ino: u64) {
+        if self
+            .exec_allow
+            .insert(InodeKey { slot, dev, ino }, 1, 0)
+            .is_ok()
+            && let Some(ks) = self.installed.get_mut(&slot)
+        {
+            ks.exec_allow.push(compile::FileId { dev, ino });
+        }
+    }
+
+    /// Removes everything written for a slot (settings first: back to audit at once).
+    pub fn remove(&mut self, slot: u32) {
+        let _ = self.config.remove(&slot);
+        let _ = self.drops.remove(&slot);
+        let Some(ks) = self.installed.remove(&slot) else {
+            return;
+        };
+        for (len, addr, _) in &ks.net {
+            let _ = self.net.remove(&Key::new(
+                32 + len,
+                NetKey {
+                    slot_be: slot.to_be_bytes(),
+                    addr: *addr,
+                },
+            ));
+        }
+        for port in &ks.bind {
+            let _ = self.bind.remove(&BindKey {
+                slot,
+                port: u32::from(*port),
+            });
+        }
+        for id in &ks.exec_allow {
+            let _ = self.exec_allow.remove(&InodeKey {
+                slot,
+                dev: id.dev,
+                ino: id.ino,
+            });
+        }
+        for id in &ks.file_deny {
+            let _ = self.file_deny.remove(&InodeKey {
+                slot,
+                dev: id.dev,
+                ino: id.ino,
+            });
+        }
+    }
+
+    /// Events the kernel could not deliver for a slot.
+    pub fn drops(&self, slot: u32) -> u64 {
+        self.drops.get(&slot, 0).unwrap_or(0)
+    }
+
+    /// Whether a thread is tagged with this slot right now (the kill guard: a kill must only
+    /// ever reach an agent's own processes).
+    pub fn is_tagged(&self, pid: u32, slot: u32) -> bool {
+        self.pids.get(&pid, 0).is_ok_and(|t| t.agent == slot)
+    }
+}
+
+/// Sends `sig` to `pid` through a pidfd, so a pid reused after the process died is never
+/// hit. `check` runs after the pidfd is taken: it confirms the process is the agent's.
+pub fn signal_process(pid: u32, sig: i32, check: impl FnOnce() -> bool) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: plain syscalls with integer arguments; the fd is closed below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let Ok(fd) = i32::try_from(fd) else {
+        return false;
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: a freshly opened descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    if !check() {
+        return false;
+    }
+    // SAFETY: valid pidfd, no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    rc == 0
+}
