@@ -88,8 +88,13 @@ pub struct Counters {
     pub audit_write_errors: u64,
 }
 
-fn limits(hooks: &[HookStatus], facts: &KernelFacts) -> Vec<String> {
+fn limits(hooks: &[HookStatus], facts: &KernelFacts, identity_error: Option<&str>) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(e) = identity_error {
+        out.push(format!(
+            "files cannot be identified in the kernel (device and inode): {e}"
+        ));
+    }
     // The programs are tracepoints and cgroup hooks only (no BPF-LSM, kprobes or fentry).
     let lsm = match facts.bpf_lsm {
         Some(true) => "BPF-LSM is active but not used",
@@ -97,8 +102,8 @@ fn limits(hooks: &[HookStatus], facts: &KernelFacts) -> Vec<String> {
         None => "BPF-LSM unknown (securityfs not mounted) and not used",
     };
     out.push(format!(
-        "{lsm}: file and exec actions cannot be denied, only stopped by killing the \
-         process at the syscall (SIGKILL from the tracepoint, enforce mode)"
+        "{lsm}: file and exec actions cannot be refused; an enforced agent's process is \
+         killed (SIGKILL) at the exit of the open or exec that broke its scope"
     ));
 
     if facts.lockdown.as_deref().is_some_and(|l| l != "none") {
@@ -152,7 +157,7 @@ pub fn view(shared: &Shared) -> StatusView {
                 .filter(|h| !h.attached)
                 .map(|h| h.target.clone())
                 .collect(),
-            limits: limits(&shared.hooks, &facts),
+            limits: limits(&shared.hooks, &facts, shared.identity_error.as_deref()),
             kernel: facts,
         },
         counters: Counters {

@@ -140,6 +140,8 @@ pub fn render_record(r: &Value) -> String {
             let _ = write!(o, " ({h})");
         }
         o
+    } else if r.get("task").is_some() {
+        format!("{}: {}", t("/task/event"), t("/task/reason"))
     } else if r.get("exec").is_some() {
         let argv: Vec<String> = r
             .pointer("/exec/argv")
