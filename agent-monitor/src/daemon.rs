@@ -1,7 +1,7 @@
 //! `agent-monitor run`: wires loader, reader, pipeline, API and housekeeping together, and
 //! takes them down in order on SIGINT/SIGTERM.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{os::fd::AsFd as _, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use crate::{
     loader,
     pipeline::Pipeline,
     reader,
+    ring_fill::RingFill,
     sink::{Rotation, Sinks},
     state::{DaemonConfig, Shared},
 };
@@ -135,6 +136,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(scopes = ?catalog.all().map(|s| s.name.as_str()).collect::<Vec<_>>(), rejected = catalog.problems().len(), "scopes loaded");
     }
     shared.discover_existing();
+    match RingFill::map(events.as_fd(), options.ring_bytes) {
+        Ok(fill) => shared.observed.metrics.watch_ring(fill),
+        Err(e) => tracing::warn!(error = %e, "ring buffer fill level will not be reported"),
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pipeline = Pipeline::new(Arc::clone(&shared), sinks);

@@ -26,6 +26,7 @@ pub mod proctable;
 pub mod reader;
 pub mod record;
 pub mod resolve;
+pub mod ring_fill;
 pub mod scope;
 pub mod sink;
 pub mod state;

@@ -4,7 +4,10 @@
 //! by hook, policy evaluation time) are updated by the pipeline; the rest (kernel counters,
 //! blocks, kills, tasks, followers, hooks) is read from [`Shared`] at scrape time.
 
-use std::{sync::atomic::Ordering::Relaxed, time::Duration};
+use std::{
+    sync::{OnceLock, atomic::Ordering::Relaxed},
+    time::Duration,
+};
 
 use prometheus_client::{
     encoding::prometheus_text,
@@ -20,6 +23,7 @@ use prometheus_client::{
 use crate::{
     decoder::{Event, FileOp, NetOp},
     record::{Action, Kind, Record, Verdict},
+    ring_fill::{RingFill, RingUsage},
     state::Shared,
 };
 
@@ -33,6 +37,7 @@ pub struct Metrics {
     violations: Family<Labels3, Counter>,
     kernel_events: Family<Labels1, Counter>,
     policy_eval: Histogram,
+    ring: OnceLock<RingFill>,
 }
 
 impl Metrics {
@@ -69,7 +74,18 @@ impl Metrics {
             violations,
             kernel_events,
             policy_eval,
+            ring: OnceLock::new(),
         }
+    }
+
+    /// Watches the ring buffer's fill level from now on (set once, by the daemon).
+    pub fn watch_ring(&self, fill: RingFill) {
+        let _ = self.ring.set(fill);
+    }
+
+    /// Bytes waiting in the ring buffer, when it is watched.
+    pub fn ring_usage(&self) -> Option<RingUsage> {
+        self.ring.get().map(RingFill::usage)
     }
 
     /// One decoded kernel event (per-hook counts).
@@ -235,6 +251,18 @@ fn snapshot(shared: &Shared) -> Registry {
         "Agents whose enforcement is degraded",
         gauge(shared.registry().iter().filter(|t| t.degraded).count()),
     );
+    if let Some(ring) = shared.observed.metrics.ring_usage() {
+        r.register(
+            "ring_buffer_used_bytes",
+            "Bytes written by the kernel and not yet read by the daemon",
+            ConstGauge::new(i64::try_from(ring.used_bytes).unwrap_or(i64::MAX)),
+        );
+        r.register(
+            "ring_buffer_size_bytes",
+            "Size of the event ring buffer",
+            ConstGauge::new(i64::try_from(ring.size_bytes).unwrap_or(i64::MAX)),
+        );
+    }
     let hooks = Family::<Labels1, Gauge>::default();
     for h in &shared.hooks {
         let state = if h.attached { "attached" } else { "failed" };

@@ -234,6 +234,11 @@ fn every_endpoint_and_command_answers_about_a_real_task() {
             .is_some_and(|l| !l.is_empty())
     );
     assert!(status["degraded"].is_array(), "{status}");
+    assert!(
+        status["ring_buffer"]["size_bytes"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
+    assert!(status["ring_buffer"]["used_bytes"].is_u64(), "{status}");
     assert_eq!(status["tasks"], 1, "{status}");
     let out = d.cli(&["status"]);
     assert_exit(&out, 0);
@@ -263,6 +268,8 @@ fn every_endpoint_and_command_answers_about_a_real_task() {
         "agent_monitor_blocked_total ",
         "agent_monitor_killed_total ",
         "agent_monitor_tasks_active 1",
+        "agent_monitor_ring_buffer_size_bytes ",
+        "agent_monitor_ring_buffer_used_bytes ",
         "agent_monitor_policy_evaluation_seconds_count ",
         "# TYPE agent_monitor_policy_evaluation_seconds histogram",
     ] {

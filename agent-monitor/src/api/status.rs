@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::{
     catalog::ScopeProblem,
     loader::{HookStatus, KernelCounters},
+    ring_fill::RingUsage,
     state::Shared,
 };
 
@@ -36,6 +37,8 @@ pub struct StatusView {
     pub degraded: Vec<Degraded>,
     pub audit_log: String,
     pub followers: usize,
+    /// How full the event ring buffer is (None when it could not be watched).
+    pub ring_buffer: Option<RingUsage>,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,5 +179,6 @@ pub fn view(shared: &Shared) -> StatusView {
         degraded,
         audit_log: shared.config.audit_log.display().to_string(),
         followers: shared.observed.feed.followers(),
+        ring_buffer: shared.observed.metrics.ring_usage(),
     }
 }

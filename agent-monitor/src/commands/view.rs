@@ -63,9 +63,18 @@ pub fn render_status(v: &Value) -> String {
     for limit in list(v, "/coverage/limits") {
         let _ = writeln!(out, "  limit:  {}", limit.as_str().unwrap_or_default());
     }
+    let ring = match (
+        v.pointer("/ring_buffer/used_bytes").and_then(Value::as_u64),
+        v.pointer("/ring_buffer/size_bytes").and_then(Value::as_u64),
+    ) {
+        (Some(used), Some(size)) if size > 0 => {
+            format!("; ring buffer {used} of {size} bytes in use")
+        }
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "events:   {} emitted, {} dropped in the kernel",
+        "events:   {} emitted, {} dropped in the kernel{ring}",
         t("/counters/emitted"),
         t("/counters/dropped")
     );
