@@ -71,6 +71,13 @@ pub struct RunArgs {
     /// Do not print records on stdout (the audit log still gets them).
     #[arg(long)]
     pub quiet: bool,
+    /// On a clean exit, kill the tasks and detach every hook. Without it, enforcement stays
+    /// pinned (and tasks keep running) until a daemon adopts it or the tasks end.
+    #[arg(long)]
+    pub release_on_exit: bool,
+    /// Where the task registry is saved for a restarted daemon (default: next to the socket).
+    #[arg(long)]
+    pub state_file: Option<PathBuf>,
     /// Kill an enforced agent as soon as any of its events is lost (ring buffer full).
     #[arg(long)]
     pub fail_closed: bool,

@@ -14,6 +14,7 @@ use crate::{
     api,
     cli::{DEFAULT_SOCKET, RunArgs},
     loader,
+    pins::Pins,
     pipeline::Pipeline,
     reader,
     ring_fill::RingFill,
@@ -31,6 +32,7 @@ struct ConfigFile {
     pin_path: Option<PathBuf>,
     cgroup_parent: Option<String>,
     ring_buffer_bytes: Option<u32>,
+    state_file: Option<PathBuf>,
     socket_group: Option<String>,
     audit_log_max_bytes: Option<u64>,
     audit_log_keep: Option<u32>,
@@ -59,13 +61,23 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
             .or_else(|| file.clone())
             .unwrap_or_else(|| PathBuf::from(default))
     };
-    // Pinned state arrives with enforcement; the option is accepted now so that unit files
-    // and manifests do not change later.
-    let _pin_path = pick(&args.pin_path, &file.pin_path, "/sys/fs/bpf/agent-monitor");
+    let socket = pick(&args.socket, &file.socket, DEFAULT_SOCKET);
+    let state_file = args
+        .state_file
+        .clone()
+        .or(file.state_file)
+        .unwrap_or_else(|| {
+            socket
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("/run/agent-monitor"))
+                .join("state.json")
+        });
     Ok((
         DaemonConfig {
             scopes_dir: pick(&args.scopes, &file.scopes, "/etc/agent-monitor/scopes.d"),
-            socket: pick(&args.socket, &file.socket, DEFAULT_SOCKET),
+            socket,
+            pin_path: pick(&args.pin_path, &file.pin_path, "/sys/fs/bpf/agent-monitor"),
+            state_file,
             audit_log: pick(
                 &args.audit_log,
                 &file.audit_log,
@@ -116,7 +128,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let sinks = Sinks::open(&config.audit_log, args.stdout_format(), options.rotation)?;
-    let kernel = loader::load(&cgroup2, options.ring_bytes)?;
+    loader::ensure_bpffs(&config.pin_path)?;
+    let pins = Pins::new(&config.pin_path);
+    let kernel = loader::adopt_or_load(&cgroup2, options.ring_bytes, Some(&pins))?;
+    let adopted = kernel.ebpf.is_none();
+    if adopted {
+        tracing::info!(pins = %pins.dir().display(), "adopted the pinned programs and maps of a previous run");
+    }
     let loader::Kernel {
         ebpf,
         events,
@@ -131,6 +149,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("creating the task cgroup parent")?;
     let socket = config.socket.clone();
     let shared = Arc::new(Shared::new(config, cgroup2, handles));
+    let restored = shared.restore();
+    if restored > 0 {
+        tracing::info!(tasks = restored, "tasks of the previous run restored");
+    }
     {
         let catalog = shared.catalog();
         tracing::info!(scopes = ?catalog.all().map(|s| s.name.as_str()).collect::<Vec<_>>(), rejected = catalog.problems().len(), "scopes loaded");
@@ -166,13 +188,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
     }
     let _ = sweeper.await;
-    // No agent runs unwatched: end tasks while the programs are still attached, then let the
-    // reader record what they did last.
-    let cleanup = Arc::clone(&shared);
-    tokio::task::spawn_blocking(move || cleanup.shutdown())
-        .await
-        .context("shutdown")?;
-    let _ = reader.await;
+    if args.release_on_exit {
+        // No agent runs unwatched: end tasks while the programs are still attached, let the
+        // reader record what they did last, then unpin so the hooks detach.
+        let cleanup = Arc::clone(&shared);
+        tokio::task::spawn_blocking(move || cleanup.shutdown())
+            .await
+            .context("shutdown")?;
+        let _ = reader.await;
+        pins.remove_all();
+        let _ = std::fs::remove_file(&shared.config.state_file);
+    } else {
+        let _ = reader.await;
+        tracing::info!(pins = %pins.dir().display(), "enforcement stays pinned until tasks end or a daemon runs with --release-on-exit");
+    }
     drop(ebpf);
     Ok(())
 }

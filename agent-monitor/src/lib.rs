@@ -20,6 +20,8 @@ pub mod enforce;
 pub mod feed;
 pub mod loader;
 pub mod metrics;
+pub mod persist;
+pub mod pins;
 pub mod pipeline;
 pub mod policy;
 pub mod proctable;

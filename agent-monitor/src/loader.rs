@@ -8,11 +8,11 @@ use agent_monitor_common::{Offsets, counter};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint, links::FdLink},
 };
 use serde::Serialize;
 
-use crate::{btf::Btf, cgroupfs::Cgroup2, ebpf_object, enforce::Enforcer};
+use crate::{btf::Btf, cgroupfs::Cgroup2, ebpf_object, enforce::Enforcer, pins::Pins};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -45,6 +45,8 @@ pub enum LoadError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error(transparent)]
+    Pin(#[from] crate::pins::PinError),
     #[error("opening the cgroup2 root {path}: {source}")]
     CgroupRoot {
         path: String,
@@ -68,7 +70,8 @@ pub struct HookStatus {
 /// The loaded programs and the maps the daemon talks to. Dropping `ebpf` detaches
 /// everything.
 pub struct Kernel {
-    pub ebpf: Ebpf,
+    /// None when the programs were adopted from pins (they are the previous daemon's).
+    pub ebpf: Option<Ebpf>,
     pub events: RingBuf<MapData>,
     pub handles: Handles,
 }
@@ -156,6 +159,38 @@ pub fn preflight() -> Result<Cgroup2, LoadError> {
     Ok(cgroup2)
 }
 
+/// Mounts bpffs at /sys/fs/bpf unless the pin directory is already on a bpf filesystem.
+pub fn ensure_bpffs(pin_path: &Path) -> Result<(), LoadError> {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let on_bpffs = mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(2) == Some(&"bpf") && f.get(1).is_some_and(|m| pin_path.starts_with(m))
+    });
+    if on_bpffs {
+        return Ok(());
+    }
+    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+    let (src, dst) = (c("bpf"), c("/sys/fs/bpf"));
+    // SAFETY: valid NUL-terminated strings; no mount data.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(LoadError::Mount {
+            fs: "bpf",
+            path: "/sys/fs/bpf",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
 /// Mounts a pseudo filesystem when it is absent (tracepoint ids are read from tracefs).
 pub fn ensure_mounted(fs: &'static str, path: &'static str, probe: &str) -> Result<(), LoadError> {
     if Path::new(probe).exists() {
@@ -183,8 +218,21 @@ pub fn ensure_mounted(fs: &'static str, path: &'static str, probe: &str) -> Resu
     Ok(())
 }
 
+/// Adopts a previous daemon's pinned programs when `pins` holds them, else loads and
+/// attaches everything (and pins it when `pins` is given).
+pub fn adopt_or_load(
+    cgroup2: &Cgroup2,
+    ring_bytes: u32,
+    pins: Option<&Pins>,
+) -> Result<Kernel, LoadError> {
+    match pins {
+        Some(p) if p.present() => p.adopt(),
+        _ => load(cgroup2, ring_bytes, pins),
+    }
+}
+
 /// Loads the object and attaches all hooks. `ring_bytes` sizes the event ring buffer.
-pub fn load(cgroup2: &Cgroup2, ring_bytes: u32) -> Result<Kernel, LoadError> {
+pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<Kernel, LoadError> {
     if ebpf_object::OBJECT.is_empty() {
         return Err(LoadError::EmptyObject);
     }
@@ -192,10 +240,12 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32) -> Result<Kernel, LoadError> {
         .map_max_entries("EVENTS", ring_bytes)
         .load(ebpf_object::OBJECT)
         .map_err(|e| LoadError::Load(Box::new(e)))?;
+    let pin = pins.is_some();
+    let mut links = Vec::new();
     let mut hooks = Vec::new();
     for &(program, category, name, required) in TRACEPOINTS {
         hooks.push(attach_tracepoint(
-            &mut ebpf, program, category, name, required,
+            &mut ebpf, program, category, name, required, &mut links, pin,
         ));
     }
     for &(name, required) in FILE_EXITS {
@@ -205,6 +255,8 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32) -> Result<Kernel, LoadError> {
             "syscalls",
             name,
             required,
+            &mut links,
+            pin,
         ));
     }
     let root = cgroup2.root();
@@ -213,12 +265,17 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32) -> Result<Kernel, LoadError> {
         source,
     })?;
     for &program in SOCK_ADDR {
-        hooks.push(attach_sock_addr(&mut ebpf, program, &root_fd, root));
+        hooks.push(attach_sock_addr(
+            &mut ebpf, program, &root_fd, root, &mut links, pin,
+        ));
     }
     hooks.retain(|h| h.attached || h.error.is_some());
     let identity_error = write_offsets(&mut ebpf).err();
     if let Some(e) = &identity_error {
         tracing::error!(error = %e, "no file identity: denied files and binaries are enforced by the daemon only");
+    }
+    if let Some(p) = pins {
+        pin_all(p, &ebpf, links)?;
     }
     let events = take_map(&mut ebpf, "EVENTS")?;
     let agent_cgroups = take_map(&mut ebpf, "AGENT_CGROUPS")?;
@@ -233,7 +290,7 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32) -> Result<Kernel, LoadError> {
         take_map(&mut ebpf, "AGENT_DROPS")?,
     );
     Ok(Kernel {
-        ebpf,
+        ebpf: Some(ebpf),
         events,
         handles: Handles {
             agent_cgroups,
@@ -243,6 +300,19 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32) -> Result<Kernel, LoadError> {
             identity_error,
         },
     })
+}
+
+/// Maps first, links last: links present means a complete set for the next daemon.
+fn pin_all(pins: &Pins, ebpf: &Ebpf, links: Vec<(String, FdLink)>) -> Result<(), LoadError> {
+    pins.prepare()?;
+    for (name, map) in ebpf.maps() {
+        pins.pin_map(name, map)?;
+    }
+    for (target, link) in links {
+        // The pin keeps the link; dropping our handle does not detach it.
+        drop(pins.pin_link(&target, link)?);
+    }
+    Ok(())
 }
 
 /// Structure offsets from this kernel's BTF, for the file and exec identity checks.
@@ -270,6 +340,8 @@ fn attach_tracepoint(
     category: &str,
     name: &str,
     required: bool,
+    links: &mut Vec<(String, FdLink)>,
+    pin: bool,
 ) -> HookStatus {
     let target = format!("tracepoint:{category}:{name}");
     if !required && !Path::new(&format!("/sys/kernel/tracing/events/{category}/{name}")).exists() {
@@ -291,8 +363,14 @@ fn attach_tracepoint(
             prog.load()
                 .map_err(|e| format!("load: {}", error_chain(&e)))?;
         }
-        prog.attach(category, name)
+        let id = prog
+            .attach(category, name)
             .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+        if pin {
+            let link = prog.take_link(id).map_err(|e| e.to_string())?;
+            let link = FdLink::try_from(link).map_err(|e| format!("not a bpf_link: {e}"))?;
+            links.push((format!("tracepoint:{category}:{name}"), link));
+        }
         Ok(())
     })();
     status(program, target, result)
@@ -303,6 +381,8 @@ fn attach_sock_addr(
     program: &'static str,
     root_fd: &fs::File,
     root: &Path,
+    links: &mut Vec<(String, FdLink)>,
+    pin: bool,
 ) -> HookStatus {
     let target = format!("cgroup:{program}@{}", root.display());
     let result = (|| -> Result<(), String> {
@@ -315,8 +395,14 @@ fn attach_sock_addr(
             .map_err(|e| format!("load: {}", error_chain(&e)))?;
         // Single: through bpf_link the kernel attaches as multi anyway; AllowMultiple makes
         // link creation fail with EINVAL (brief section 8).
-        prog.attach(root_fd, CgroupAttachMode::Single)
+        let id = prog
+            .attach(root_fd, CgroupAttachMode::Single)
             .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+        if pin {
+            let link = prog.take_link(id).map_err(|e| e.to_string())?;
+            let link = FdLink::try_from(link).map_err(|e| format!("not a bpf_link: {e}"))?;
+            links.push((format!("cgroup:{program}@{}", root.display()), link));
+        }
         Ok(())
     })();
     status(program, target, result)

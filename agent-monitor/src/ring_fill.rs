@@ -32,8 +32,18 @@ pub struct RingUsage {
 }
 
 impl RingFill {
-    /// Maps the position pages of the ring buffer map `fd` of `size` bytes.
+    /// Maps the position pages of the ring buffer map `fd`. Its size is read from the
+    /// kernel (`/proc/self/fdinfo`: an adopted, pinned buffer keeps the size it was made
+    /// with); `size` is the fallback.
     pub fn map(fd: BorrowedFd<'_>, size: u32) -> io::Result<Self> {
+        let size = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("max_entries:"))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+            })
+            .unwrap_or(size);
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
             .map_err(|_| io::Error::other("page size"))?;

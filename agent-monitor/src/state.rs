@@ -18,6 +18,7 @@ use crate::{
     cgroupfs::{Cgroup2, CgroupError},
     enforce::Enforcer,
     loader::{Handles, HookStatus, KernelCounters},
+    persist,
     scope::{self, Scope, ScopeError},
     tasks::{Origin, Registry, Task, generate_id, parse_duration, valid_task_id},
 };
@@ -79,6 +80,10 @@ pub struct DaemonConfig {
     pub cgroup_parent: String,
     /// Kill an enforced agent whose events were lost.
     pub fail_closed: bool,
+    /// Where the task registry is saved for a restarted daemon.
+    pub state_file: PathBuf,
+    /// bpffs directory of the pinned programs and maps.
+    pub pin_path: PathBuf,
 }
 
 /// Daemon-wide counters (the kernel keeps its own, see `KernelCounters`).
@@ -206,6 +211,7 @@ impl Shared {
         req: TaskRequest,
         requester: Option<u32>,
     ) -> Result<TaskCreated, TaskError> {
+        let scope_yaml = req.scope_yaml.clone();
         let scope = match (req.scope, req.scope_yaml) {
             (Some(name), None) => self
                 .catalog()
@@ -258,6 +264,7 @@ impl Shared {
             created: now,
             expires: ttl.map(|d| now + d),
             expires_wall: ttl.map(|d| SystemTime::now() + d),
+            scope_yaml,
             start_cwd,
             seen: false,
             events: 0,
@@ -266,6 +273,7 @@ impl Shared {
             degraded: false,
             drops_seen: 0,
         });
+        self.save(&registry);
         tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
         let cgroup_dir = self.cgroup2.dir(&cgroup)?;
         Ok(TaskCreated {
@@ -337,6 +345,7 @@ impl Shared {
             created: Instant::now(),
             expires: scope.ttl.map(|d| Instant::now() + d),
             expires_wall: scope.ttl.map(|d| SystemTime::now() + d),
+            scope_yaml: None,
             start_cwd: None,
             seen: true,
             events: 0,
@@ -345,6 +354,7 @@ impl Shared {
             degraded: false,
             drops_seen: 0,
         });
+        self.save(&registry);
         tracing::info!(task = %id, scope = %scope.name, cgroup = %path, "agent cgroup adopted");
     }
 
@@ -377,6 +387,7 @@ impl Shared {
         if let Some(task) = id.and_then(|id| registry.remove(&id)) {
             let id = task.id;
             self.untag(cgroup_id, task.slot);
+            self.save(&registry);
             tracing::info!(task = %id, "agent cgroup removed; task ended");
         }
     }
@@ -389,6 +400,7 @@ impl Shared {
             .finish(id, reason)
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
         self.untag(task.cgroup_id, task.slot);
+        self.save(&self.registry());
         if task.origin == Origin::Exec {
             if kill {
                 self.cgroup2.kill(&task.cgroup)?;
@@ -459,6 +471,92 @@ impl Shared {
                 tracing::warn!(task = %id, error = %e, "revoking task");
             }
         }
+    }
+
+    /// Saves the registry for a restarted daemon. A failure is logged: enforcement itself
+    /// does not depend on it.
+    fn save(&self, registry: &Registry) {
+        let saved = persist::Saved {
+            next_slot: registry.last_slot(),
+            tasks: registry
+                .iter()
+                .map(|t| persist::SavedTask {
+                    id: t.id.clone(),
+                    slot: t.slot,
+                    scope: t.scope.name.clone(),
+                    scope_yaml: t.scope_yaml.clone(),
+                    cgroup: t.cgroup.clone(),
+                    cgroup_id: t.cgroup_id,
+                    origin: t.origin,
+                    started_unix_ms: persist::unix_ms(t.started),
+                    expires_unix_ms: t.expires_wall.map(persist::unix_ms),
+                    start_cwd: t.start_cwd.clone(),
+                })
+                .collect(),
+        };
+        if let Err(e) = persist::save(&self.config.state_file, &saved) {
+            tracing::error!(error = %e, "saving task state");
+        }
+    }
+
+    /// Takes over the tasks a previous daemon saved: their kernel tags and rules are
+    /// re-synced; tasks whose cgroup is gone are cleaned up. Returns how many were restored.
+    pub fn restore(&self) -> usize {
+        let saved = match persist::load(&self.config.state_file) {
+            Ok(Some(s)) => s,
+            Ok(None) => return 0,
+            Err(e) => {
+                tracing::error!(error = %e, "previous task state unreadable; starting without it");
+                return 0;
+            }
+        };
+        let mut restored = 0;
+        let mut registry = self.registry();
+        registry.restore_last_slot(saved.next_slot);
+        for t in saved.tasks {
+            let scope = match &t.scope_yaml {
+                Some(yaml) => scope::parse_str(yaml, Path::new("<inline>"))
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                    .map(Arc::new),
+                None => self.catalog().get(&t.scope),
+            };
+            let alive = self.cgroup2.id(&t.cgroup).is_ok_and(|id| id == t.cgroup_id);
+            let Some(scope) = scope.filter(|_| alive) else {
+                tracing::warn!(task = %t.id, "saved task's scope or cgroup is gone; cleaning up");
+                self.untag(t.cgroup_id, t.slot);
+                continue;
+            };
+            if let Err(e) = self.tag(t.cgroup_id, t.slot, &scope, &t.cgroup) {
+                tracing::error!(task = %t.id, error = %e, "re-applying the saved task's scope");
+            }
+            let now_wall = SystemTime::now();
+            let expires_wall = t.expires_unix_ms.map(persist::from_unix_ms);
+            registry.insert(Task {
+                id: t.id.clone(),
+                slot: t.slot,
+                scope,
+                cgroup: t.cgroup,
+                cgroup_id: t.cgroup_id,
+                origin: t.origin,
+                started: persist::from_unix_ms(t.started_unix_ms),
+                created: Instant::now(),
+                expires: expires_wall
+                    .map(|e| Instant::now() + e.duration_since(now_wall).unwrap_or_default()),
+                expires_wall,
+                scope_yaml: t.scope_yaml,
+                start_cwd: t.start_cwd,
+                seen: true,
+                events: 0,
+                violations: 0,
+                last_violation: None,
+                degraded: false,
+                drops_seen: 0,
+            });
+            restored += 1;
+        }
+        self.save(&registry);
+        restored
     }
 
     /// Queues a task lifecycle record; the pipeline writes it with the activity records.

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{record::rfc3339, scope::Scope};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// Created on request; the daemon owns (and removes) its cgroup.
@@ -34,6 +34,8 @@ pub struct Task {
     pub created: Instant,
     pub expires: Option<Instant>,
     pub expires_wall: Option<SystemTime>,
+    /// The manifest of an ad-hoc scope (kept so a restarted daemon can rebuild it).
+    pub scope_yaml: Option<String>,
     /// The requester's working directory: the cwd of processes first seen in the task.
     pub start_cwd: Option<PathBuf>,
     /// Some activity of the task was observed (so an empty cgroup means it finished).
@@ -117,6 +119,15 @@ impl Registry {
     pub fn allocate_slot(&mut self) -> u32 {
         self.next_slot += 1;
         self.next_slot
+    }
+
+    /// The last slot handed out (persisted so slots are never reused across restarts).
+    pub fn last_slot(&self) -> u32 {
+        self.next_slot
+    }
+
+    pub fn restore_last_slot(&mut self, slot: u32) {
+        self.next_slot = self.next_slot.max(slot);
     }
 
     pub fn insert(&mut self, task: Task) {

@@ -78,6 +78,10 @@ pub fn unique(prefix: &str) -> String {
 
 pub struct Daemon {
     child: Option<Child>,
+    /// The arguments of `agent-monitor run`, for restarts.
+    args: Vec<std::ffi::OsString>,
+    /// bpffs directory of this daemon's pinned state.
+    pub pins: PathBuf,
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     pub audit: PathBuf,
@@ -105,24 +109,28 @@ impl Daemon {
         let audit = dir.path().join("audit.jsonl");
         let log = dir.path().join("daemon.log");
         let cgroup_parent = unique("am-e2e");
-        let child = Command::new(binary())
-            .arg("run")
-            .arg("--scopes")
-            .arg(&scopes_dir)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--audit-log")
-            .arg(&audit)
-            .args(["--cgroup-parent", &cgroup_parent, "--quiet"])
-            .args(extra)
-            .env("AGENT_MONITOR_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start agent-monitor run");
+        let pins = PathBuf::from("/sys/fs/bpf").join(&cgroup_parent);
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["run".into(), "--scopes".into(), scopes_dir.clone().into()];
+        for (flag, value) in [
+            ("--socket", &socket),
+            ("--audit-log", &audit),
+            ("--pin-path", &pins),
+        ] {
+            args.push(flag.into());
+            args.push(value.clone().into());
+        }
+        args.extend(["--cgroup-parent", &cgroup_parent, "--quiet"].map(Into::into));
+        args.extend(extra.iter().map(Into::into));
+        // Tests leave nothing behind unless they say otherwise (restart tests do).
+        if !extra.contains(&"--keep-pins") {
+            args.push("--release-on-exit".into());
+        }
+        args.retain(|a| a != "--keep-pins");
         let mut d = Self {
-            child: Some(child),
+            child: None,
+            args,
+            pins,
             dir,
             socket,
             audit,
@@ -130,6 +138,30 @@ impl Daemon {
             cgroup_parent,
             log,
         };
+        d.spawn();
+        d.wait_ready();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(binary())
+            .args(&self.args)
+            .env("AGENT_MONITOR_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agent-monitor run");
+        self.child = Some(child);
+    }
+
+    fn wait_ready(&mut self) {
+        let d = self;
         wait_for("the daemon to answer on its socket", || {
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("daemon exited early ({status}):\n{}", d.log());
@@ -137,7 +169,24 @@ impl Daemon {
             d.try_request("GET", "/v1/status", None)
                 .filter(|(code, _)| *code == 200)
         });
-        d
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+    }
+
+    /// Starts the daemon again with the same scopes, socket, audit log and pins, with
+    /// `--release-on-exit` (so the test still leaves nothing behind).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the daemon first");
+        if !self.args.iter().any(|a| a == "--release-on-exit") {
+            self.args.push("--release-on-exit".into());
+        }
+        self.spawn();
+        self.wait_ready();
     }
 
     pub fn log(&self) -> String {
@@ -278,9 +327,23 @@ impl Drop for Daemon {
         if thread::panicking() {
             eprintln!("--- daemon log ---\n{}", self.log());
         }
-        // Belt and braces: the daemon removes its cgroups; if it could not, kill and remove.
+        // Belt and braces: the daemon removes its cgroups and pins; if it could not, do it.
         remove_cgroup_tree(&self.cgroup_parent_dir());
+        remove_pins(&self.pins);
     }
+}
+
+/// Removes a pinned-state directory (links detach once unpinned).
+pub fn remove_pins(dir: &Path) {
+    for sub in ["links", "maps"] {
+        if let Ok(entries) = fs::read_dir(dir.join(sub)) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let _ = fs::remove_dir(dir.join(sub));
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 /// Kills everything in a cgroup tree and removes it, deepest first.
@@ -411,49 +474,6 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// Stops the daemon and starts a new one on the same socket, scopes, audit log and task
-    /// cgroup parent (the log is appended to).
-    pub fn restart(&mut self, extra: &[&str]) {
-        self.stop();
-        self.spawn_run(extra);
-    }
-
-    fn spawn_run(&mut self, extra: &[&str]) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let child = Command::new(binary())
-            .arg("run")
-            .arg("--scopes")
-            .arg(&self.scopes)
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--audit-log")
-            .arg(&self.audit)
-            .args(["--cgroup-parent", &self.cgroup_parent, "--quiet"])
-            .args(extra)
-            .env("AGENT_MONITOR_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start agent-monitor run");
-        self.child = Some(child);
-        wait_for("the daemon to answer on its socket", || {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("daemon exited early ({status}):\n{}", self.log());
-            }
-            self.try_request("GET", "/v1/status", None)
-                .filter(|(code, _)| *code == 200)
-        });
-    }
-
     /// A client command (`status`, `agents`, `events`, `report`, ...) against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(binary())

@@ -343,7 +343,8 @@ fn events_follow_streams_new_records_and_survives_a_daemon_restart() {
     let v: Value = serde_json::from_str(&line).expect("JSON line");
     assert_eq!(v["agent"]["scope"], "api");
 
-    d.restart(&[]);
+    d.stop();
+    d.restart();
     wait_for("the follower to reconnect", || {
         let status = d.get_json("/v1/status");
         (status["followers"] == 1).then_some(())

@@ -127,15 +127,21 @@ fn run(root: &Path, extra: &[String]) -> anyhow::Result<()> {
             "--log-format",
             "json",
         ])
+        .args([
+            "--pin-path",
+            "/sys/fs/bpf/agent-monitor-dev",
+            "--release-on-exit",
+        ])
         .args(extra);
     run_cmd(&mut cmd)
 }
 
 fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
     let filter: Vec<&str> = filter.into_iter().collect();
+    let mut tally = Tally::default();
     // Unit tests of every host crate: not the end-to-end one, and not the kernel crate,
     // which only builds for bpfel-unknown-none (agent-monitor's build.rs builds it).
-    run_cmd(
+    tally.run(
         cargo()
             .args([
                 "test",
@@ -151,7 +157,7 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
     require_root("the end-to-end tests")?;
     let bin = build_daemon(root)?;
     // One at a time: every test runs its own daemon with programs at the cgroup2 root.
-    run_cmd(
+    tally.run(
         cargo()
             .args([
                 "test",
@@ -162,5 +168,56 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
             ])
             .args(&filter)
             .env("AGENT_MONITOR_BIN", bin),
-    )
+    )?;
+    println!("summary: {} passed, {} failed", tally.passed, tally.failed);
+    Ok(())
+}
+
+/// Sums cargo's `test result:` lines while passing the output through.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn run(&mut self, cmd: &mut Command) -> anyhow::Result<()> {
+        use std::io::{BufRead as _, BufReader};
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {cmd:?}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading test output")?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |word: &str| {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .strip_suffix(word)?
+                                .trim()
+                                .rsplit(' ')
+                                .next()?
+                                .parse::<u64>()
+                                .ok()
+                        })
+                        .unwrap_or(0)
+                };
+                self.passed += count("passed");
+                self.failed += count("failed");
+            }
+        }
+        let status = child.wait().context("waiting for cargo test")?;
+        if !status.success() {
+            println!(
+                "summary: {} passed, {} failed",
+                self.passed,
+                self.failed.max(1)
+            );
+            bail!("{cmd:?} failed: {status}");
+        }
+        Ok(())
+    }
 }

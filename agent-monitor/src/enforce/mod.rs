@@ -4,10 +4,7 @@
 
 mod compile;
 
-use std::{
-    collections::HashMap,
-    os::fd::{AsRawFd as _, FromRawFd as _},
-};
+use std::os::fd::{AsRawFd as _, FromRawFd as _};
 
 use agent_monitor_common::{AgentConfig, BindKey, InodeKey, NetKey, NetRule, PidTag};
 use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
@@ -36,7 +33,6 @@ pub struct Enforcer {
     pub file_deny: BpfHashMap<MapData, InodeKey, u8>,
     pub pids: BpfHashMap<MapData, u32, PidTag>,
     pub drops: BpfHashMap<MapData, u32, u64>,
-    installed: HashMap<u32, KernelScope>,
 }
 
 impl Enforcer {
@@ -57,7 +53,6 @@ impl Enforcer {
             file_deny,
             pids,
             drops,
-            installed: HashMap::new(),
         }
     }
 
@@ -121,7 +116,6 @@ impl Enforcer {
             flags: ks.flags,
             pad0: 0,
         };
-        self.installed.insert(slot, ks);
         self.config
             .insert(slot, cfg, 0)
             .map_err(err("AGENT_CONFIG"))?;
@@ -130,51 +124,39 @@ impl Enforcer {
 
     /// Allows one more binary for a slot (a held exec the daemon found in scope).
     pub fn allow_exec(&mut self, slot: u32, dev: u32, ino: u64) {
-        if self
-            .exec_allow
-            .insert(InodeKey { slot, dev, ino }, 1, 0)
-            .is_ok()
-            && let Some(ks) = self.installed.get_mut(&slot)
-        {
-            ks.exec_allow.push(compile::FileId { dev, ino });
+        if let Err(e) = self.exec_allow.insert(InodeKey { slot, dev, ino }, 1, 0) {
+            tracing::warn!(slot, error = %e, "cannot remember a released binary; it will be held again");
         }
     }
 
-    /// Removes everything written for a slot (settings first: back to audit at once).
+    /// Removes everything written for a slot (settings first: back to audit at once). Found
+    /// by scanning the maps, so it also works for what a previous daemon wrote.
     pub fn remove(&mut self, slot: u32) {
         let _ = self.config.remove(&slot);
         let _ = self.drops.remove(&slot);
-        let Some(ks) = self.installed.remove(&slot) else {
-            return;
-        };
-        for (len, addr, _) in &ks.net {
-            let _ = self.net.remove(&Key::new(
-                32 + len,
-                NetKey {
-                    slot_be: slot.to_be_bytes(),
-                    addr: *addr,
-                },
-            ));
+        let nets: Vec<_> = self
+            .net
+            .keys()
+            .flatten()
+            .filter(|k| k.data().slot_be == slot.to_be_bytes())
+            .collect();
+        for k in nets {
+            let _ = self.net.remove(&k);
         }
-        for port in &ks.bind {
-            let _ = self.bind.remove(&BindKey {
-                slot,
-                port: u32::from(*port),
-            });
+        let binds: Vec<_> = self
+            .bind
+            .keys()
+            .flatten()
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in binds {
+            let _ = self.bind.remove(&k);
         }
-        for id in &ks.exec_allow {
-            let _ = self.exec_allow.remove(&InodeKey {
-                slot,
-                dev: id.dev,
-                ino: id.ino,
-            });
-        }
-        for id in &ks.file_deny {
-            let _ = self.file_deny.remove(&InodeKey {
-                slot,
-                dev: id.dev,
-                ino: id.ino,
-            });
+        for map in [&mut self.exec_allow, &mut self.file_deny] {
+            let keys: Vec<_> = map.keys().flatten().filter(|k| k.slot == slot).collect();
+            for k in keys {
+                let _ = map.remove(&k);
+            }
         }
     }
 

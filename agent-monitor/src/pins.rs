@@ -1,0 +1,190 @@
+//! Pinned state under bpffs, so enforcement outlives the daemon: every map the daemon uses
+//! and every hook's link. A restarted daemon adopts them instead of loading a second copy
+//! of the programs, and reads what the ring buffer collected while it was down.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
+    programs::links::{FdLink, PinnedLink},
+};
+
+use crate::{
+    enforce::Enforcer,
+    loader::{Handles, HookStatus, Kernel, LoadError},
+};
+
+pub struct Pins {
+    dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("preparing {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pinning {what} at {path}: {source}")]
+    Pin {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("link for {0} cannot be pinned: {1}")]
+    Link(String, #[source] aya::programs::links::LinkError),
+}
+
+impl Pins {
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn maps(&self) -> PathBuf {
+        self.dir.join("maps")
+    }
+
+    fn links(&self) -> PathBuf {
+        self.dir.join("links")
+    }
+
+    /// Whether a previous daemon left its state here (links are pinned last).
+    pub fn present(&self) -> bool {
+        fs::read_dir(self.links()).is_ok_and(|mut d| d.next().is_some())
+    }
+
+    pub fn prepare(&self) -> Result<(), PinError> {
+        for dir in [self.maps(), self.links()] {
+            fs::create_dir_all(&dir).map_err(|source| PinError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn pin_map(&self, name: &str, map: &Map) -> Result<(), PinError> {
+        let path = self.maps().join(name);
+        map.pin(&path).map_err(|source| PinError::Pin {
+            what: format!("map {name}"),
+            path,
+            source,
+        })
+    }
+
+    /// Pins a hook's link; the pin, not this process, now keeps the hook attached.
+    pub fn pin_link(&self, target: &str, link: FdLink) -> Result<PinnedLink, PinError> {
+        let path = self.links().join(file_name(target));
+        link.pin(&path).map_err(|source| PinError::Pin {
+            what: format!("link {target}"),
+            path,
+            source,
+        })
+    }
+
+    /// Removes every pin: hooks detach once no process holds them.
+    pub fn remove_all(&self) {
+        for dir in [self.links(), self.maps()] {
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+            let _ = fs::remove_dir(&dir);
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+
+    /// Adopts a previous daemon's pinned maps and links.
+    pub fn adopt(&self) -> Result<Kernel, LoadError> {
+        let open = |name: &'static str| -> Result<MapData, LoadError> {
+            MapData::from_pin(self.maps().join(name))
+                .map_err(|source| LoadError::Map { name, source })
+        };
+        let events =
+            RingBuf::try_from(Map::RingBuf(open("EVENTS")?)).map_err(|source| LoadError::Map {
+                name: "EVENTS",
+                source,
+            })?;
+        let hash = |name: &'static str| open(name).map(Map::HashMap);
+        let map_err = |name: &'static str| move |source| LoadError::Map { name, source };
+        let enforcer = Enforcer::new(
+            HashMap::try_from(hash("AGENT_CONFIG")?).map_err(map_err("AGENT_CONFIG"))?,
+            LpmTrie::try_from(Map::LpmTrie(open("NET_RULES")?)).map_err(map_err("NET_RULES"))?,
+            HashMap::try_from(hash("BIND_PORTS")?).map_err(map_err("BIND_PORTS"))?,
+            HashMap::try_from(hash("EXEC_ALLOW")?).map_err(map_err("EXEC_ALLOW"))?,
+            HashMap::try_from(hash("FILE_DENY")?).map_err(map_err("FILE_DENY"))?,
+            HashMap::try_from(hash("AGENT_PIDS")?).map_err(map_err("AGENT_PIDS"))?,
+            HashMap::try_from(hash("AGENT_DROPS")?).map_err(map_err("AGENT_DROPS"))?,
+        );
+        let handles = Handles {
+            agent_cgroups: HashMap::try_from(hash("AGENT_CGROUPS")?)
+                .map_err(map_err("AGENT_CGROUPS"))?,
+            counters: PerCpuArray::try_from(Map::PerCpuArray(open("COUNTERS")?))
+                .map_err(map_err("COUNTERS"))?,
+            enforcer,
+            hooks: self.pinned_hooks(),
+            identity_error: None,
+        };
+        Ok(Kernel {
+            ebpf: None,
+            events,
+            handles,
+        })
+    }
+
+    /// The hooks a previous daemon pinned (each pin holds one attached link).
+    fn pinned_hooks(&self) -> Vec<HookStatus> {
+        let mut hooks: Vec<HookStatus> = fs::read_dir(self.links())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| PinnedLink::from_pin(e.path()).is_ok())
+            .map(|e| HookStatus {
+                program: "pinned",
+                target: target_name(&e.file_name().to_string_lossy()),
+                attached: true,
+                error: None,
+            })
+            .collect();
+        hooks.sort_by(|a, b| a.target.cmp(&b.target));
+        hooks
+    }
+}
+
+/// `tracepoint:syscalls:sys_enter_openat` <-> `tracepoint=syscalls=sys_enter_openat`
+/// (bpffs names cannot hold `/`; `@` paths keep their `/` as `|`).
+fn file_name(target: &str) -> String {
+    target.replace(':', "=").replace('/', "|")
+}
+
+fn target_name(file: &str) -> String {
+    file.replace('=', ":").replace('|', "/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names_round_trip() {
+        for t in [
+            "tracepoint:syscalls:sys_enter_openat",
+            "cgroup:connect4@/sys/fs/cgroup/unified",
+        ] {
+            assert!(!file_name(t).contains('/'));
+            assert_eq!(target_name(&file_name(t)), t);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Enforcement outlives the daemon: pinned programs and maps keep stopping an agent after
+//! `kill -9`, and a restarted daemon adopts them (no second copy of any program) and
+//! records what happened meanwhile from the ring buffer.
+
+use std::fs;
+
+use agent_monitor_e2e::{Daemon, s, wait_for, workspace};
+
+/// BPF program fds a process holds (`prog_tag:` in fdinfo): an adopting daemon holds none.
+fn prog_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fdinfo")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| fs::read_to_string(e.path()).is_ok_and(|t| t.contains("prog_tag:")))
+            .count()
+    })
+}
+
+#[test]
+fn kill_9_then_pivot_is_still_stopped_and_recorded_after_restart() {
+    let (_g, ws) = workspace();
+    fs::write(ws.join("secret.txt"), "TOPSECRET\n").expect("write");
+    let yaml = format!(
+        "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {{name: persist, owner: o@example.org}}\nspec:\n  mode: enforce\n  exec:\n    allow: [/bin/sh, /usr/bin/cat, /usr/bin/sleep]\n  files:\n    read: [\"{w}/**\"]\n    deny: [\"{w}/secret.txt\"]\n",
+        w = ws.display()
+    );
+    let mut d = Daemon::start_with(&[("p.yaml", &yaml)], &["--keep-pins"]);
+    assert!(
+        prog_fds(d.pid()) > 0,
+        "a fresh daemon holds its programs (control for the check below)"
+    );
+    let go = ws.join("go");
+    let script = format!(
+        "while [ ! -e {g} ]; do /usr/bin/sleep 0.05; done; /usr/bin/cat {w}/secret.txt",
+        g = go.display(),
+        w = ws.display()
+    );
+    let agent = d.exec_spawn("persist", &["/bin/sh", "-c", &script]);
+    wait_for("the task to run", || {
+        let list = d.get_json("/v1/agents");
+        list.as_array()?
+            .iter()
+            .find(|t| t["pids"].as_array().is_some_and(|p| !p.is_empty()))
+            .map(|_| ())
+    });
+    d.kill9();
+    assert!(
+        d.pins.join("links").is_dir(),
+        "links stay pinned after kill -9"
+    );
+    // The pivot happens while no daemon runs.
+    fs::write(&go, "").expect("touch go");
+    let out = agent.wait_with_output().expect("exec client");
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("TOPSECRET"),
+        "{out:?}"
+    );
+
+    d.restart();
+    assert_eq!(
+        prog_fds(d.pid()),
+        0,
+        "the restarted daemon adopted the pinned programs instead of loading its own"
+    );
+    let r = d.wait_record(
+        "the violation that happened while the daemon was down",
+        |r| s(r, "/kind") == "file" && s(r, "/file/path").ends_with("/secret.txt"),
+    );
+    assert_eq!(
+        (s(&r, "/verdict"), s(&r, "/action")),
+        ("violation", "killed-process"),
+        "{r}"
+    );
+    assert!(
+        s(&r, "/agent/task").starts_with("persist-"),
+        "attributed to the saved task: {r}"
+    );
+    let status = d.get_json("/v1/status");
+    assert!(
+        status["coverage"]["attached"]
+            .as_u64()
+            .is_some_and(|n| n > 30),
+        "{status}"
+    );
+    let pins = d.pins.clone();
+    drop(d);
+    assert!(!pins.exists(), "--release-on-exit removed the pins");
+}
