@@ -158,6 +158,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(scopes = ?catalog.all().map(|s| s.name.as_str()).collect::<Vec<_>>(), rejected = catalog.problems().len(), "scopes loaded");
     }
     shared.discover_existing();
+    let preloaded = shared.observed.feed.preload(&shared.config.audit_log);
+    tracing::debug!(
+        records = preloaded,
+        "recent records read back from the audit log"
+    );
     match RingFill::map(events.as_fd(), options.ring_bytes) {
         Ok(fill) => shared.observed.metrics.watch_ring(fill),
         Err(e) => tracing::warn!(error = %e, "ring buffer fill level will not be reported"),

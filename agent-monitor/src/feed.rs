@@ -6,6 +6,9 @@
 
 use std::{
     collections::VecDeque,
+    fs::File,
+    io::{Read as _, Seek as _, SeekFrom},
+    path::Path,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicUsize, Ordering},
@@ -126,7 +129,51 @@ impl Feed {
     pub fn followers(&self) -> usize {
         self.followers.load(Ordering::Acquire)
     }
+
+    /// Fills the recent ring from the end of the audit log (at start, so that `events`
+    /// shows what happened before a restart). Returns the number of records loaded.
+    pub fn preload(&self, audit_log: &Path) -> usize {
+        let Ok(mut file) = File::open(audit_log) else {
+            return 0;
+        };
+        let len = file.metadata().map_or(0, |m| m.len());
+        let start = len.saturating_sub(PRELOAD_BYTES);
+        let mut text = Vec::new();
+        if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut text).is_err() {
+            return 0;
+        }
+        let mut lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        // A cut first line is not a record.
+        if start > 0 && !lines.is_empty() {
+            lines.remove(0);
+        }
+        lines.retain(|l| !l.is_empty());
+        let skip = lines.len().saturating_sub(RECENT);
+        let mut loaded = 0;
+        for line in lines.into_iter().skip(skip) {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            let task = v
+                .pointer("/agent/task")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let violation =
+                v.get("verdict").and_then(serde_json::Value::as_str) == Some("violation");
+            self.push(Entry {
+                task,
+                violation,
+                line: String::from_utf8_lossy(line).into(),
+            });
+            loaded += 1;
+        }
+        loaded
+    }
 }
+
+/// How much of the audit log's end `preload` reads.
+const PRELOAD_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Everything derived from published records.
 pub struct Observed {
@@ -206,6 +253,33 @@ mod tests {
                 .iter()
                 .all(|e| e.violation)
         );
+    }
+
+    #[test]
+    fn preload_takes_the_last_records_of_the_audit_log() {
+        use std::fmt::Write as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let mut text = String::new();
+        for i in 0..RECENT + 5 {
+            let verdict = if i % 2 == 0 { "allowed" } else { "violation" };
+            let _ = writeln!(
+                text,
+                "{{\"n\":{i},\"verdict\":\"{verdict}\",\"agent\":{{\"task\":\"t{}\"}}}}",
+                i % 3
+            );
+        }
+        std::fs::write(&path, text).expect("write");
+        let feed = Feed::new();
+        assert_eq!(feed.preload(&path), RECENT);
+        let all = feed.recent(&Filter::default(), usize::MAX);
+        assert!(all[0].line.contains("\"n\":5,"), "{}", all[0].line);
+        let t1 = Filter {
+            task: Some("t1".into()),
+            violations: true,
+        };
+        assert!(!feed.recent(&t1, usize::MAX).is_empty());
+        assert_eq!(Feed::new().preload(&dir.path().join("missing")), 0);
     }
 
     #[test]

@@ -345,6 +345,13 @@ fn events_follow_streams_new_records_and_survives_a_daemon_restart() {
 
     d.stop();
     d.restart();
+    // The restarted daemon read the recent records back from the audit log.
+    let (code, body) = d.request("GET", "/v1/events?task=follow-1", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        !lines(&body).is_empty(),
+        "no follow-1 record after the restart"
+    );
     wait_for("the follower to reconnect", || {
         let status = d.get_json("/v1/status");
         (status["followers"] == 1).then_some(())

@@ -1,7 +1,7 @@
 //! `GET /v1/events?follow=1&violations=1&task=ID&limit=N`: newline-delimited JSON records.
 //!
 //! Without `follow`: the most recent records kept in memory (at most `limit`, default all
-//! kept, `feed::RECENT`). With `follow`: the records written from now on, until the client
+//! kept, `feed::RECENT`; at start they are read back from the end of the audit log). With `follow`: the records written from now on, until the client
 //! goes away or the daemon stops. A follower that falls behind by more than the follow
 //! buffer gets a line `{"notice":"lagged","skipped":N}` and goes on with the newest records.
 //! An empty line is sent after [`HEARTBEAT`] without records, so that a vanished client is
