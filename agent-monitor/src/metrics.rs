@@ -5,7 +5,10 @@
 //! blocks, kills, tasks, followers, hooks) is read from [`Shared`] at scrape time.
 
 use std::{
-    sync::{OnceLock, atomic::Ordering::Relaxed},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     time::Duration,
 };
 
@@ -38,6 +41,8 @@ pub struct Metrics {
     kernel_events: Family<Labels1, Counter>,
     policy_eval: Histogram,
     ring: OnceLock<RingFill>,
+    /// Kernel events read from the ring buffer and decoded (all hooks).
+    events_read: AtomicU64,
 }
 
 impl Metrics {
@@ -75,6 +80,7 @@ impl Metrics {
             kernel_events,
             policy_eval,
             ring: OnceLock::new(),
+            events_read: AtomicU64::new(0),
         }
     }
 
@@ -108,6 +114,12 @@ impl Metrics {
             Event::CgroupRmdir { .. } => "cgroup_rmdir",
         };
         self.kernel_events.get_or_create(&[("hook", hook)]).inc();
+        self.events_read.fetch_add(1, Relaxed);
+    }
+
+    /// Kernel events read and decoded so far.
+    pub fn events_read(&self) -> u64 {
+        self.events_read.load(Relaxed)
     }
 
     /// One policy evaluation took `took`.

@@ -82,6 +82,9 @@ impl KernelFacts {
 pub struct Counters {
     #[serde(flatten)]
     pub kernel: KernelCounters,
+    /// Events read from the ring buffer and decoded (`emitted` = `read` + `decode_errors`
+    /// once the daemon has caught up).
+    pub read: u64,
     pub records: u64,
     pub violations: u64,
     pub blocked: u64,
@@ -165,6 +168,7 @@ pub fn view(shared: &Shared) -> StatusView {
         },
         counters: Counters {
             kernel: shared.kernel_counters(),
+            read: shared.observed.metrics.events_read(),
             records: s.records.load(Relaxed),
             violations: s.violations.load(Relaxed),
             blocked: s.blocked.load(Relaxed),
