@@ -13,7 +13,7 @@ use tokio::{
 use crate::{
     api,
     cli::{DEFAULT_SOCKET, RunArgs},
-    loader,
+    kubernetes, loader,
     pins::Pins,
     pipeline::Pipeline,
     reader,
@@ -36,6 +36,8 @@ struct ConfigFile {
     socket_group: Option<String>,
     audit_log_max_bytes: Option<u64>,
     audit_log_keep: Option<u32>,
+    /// Pod awareness (`select.kubernetes`); also on when `$NODE_NAME` is set.
+    kubernetes: Option<kubernetes::KubernetesConfig>,
 }
 
 const DEFAULT_RING_BYTES: u32 = 1 << 24;
@@ -45,6 +47,7 @@ struct RunOptions {
     ring_bytes: u32,
     serve: api::ServeOptions,
     rotation: Rotation,
+    kube: Option<kubernetes::Settings>,
 }
 
 fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
@@ -56,6 +59,8 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
         }
         None => ConfigFile::default(),
     };
+    let kube =
+        kubernetes::Settings::resolve(file.kubernetes.as_ref(), std::env::var("NODE_NAME").ok())?;
     let pick = |flag: &Option<PathBuf>, file: &Option<PathBuf>, default: &str| {
         flag.clone()
             .or_else(|| file.clone())
@@ -114,12 +119,19 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
                     .or(file.audit_log_keep)
                     .unwrap_or(Rotation::default().keep),
             },
+            kube,
         },
     ))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, options) = config(&args)?;
+    let kube = options.kube;
+    // A misconfigured API client fails the start, before anything is loaded.
+    let kube_client = match &kube {
+        Some(settings) => Some(settings.client().await?),
+        None => None,
+    };
     let cgroup2 = loader::preflight()?;
     if !config.scopes_dir.is_dir() {
         anyhow::bail!(
@@ -157,16 +169,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let catalog = shared.catalog();
         tracing::info!(scopes = ?catalog.all().map(|s| s.name.as_str()).collect::<Vec<_>>(), rejected = catalog.problems().len(), "scopes loaded");
     }
+    pods_configured(&shared, kube.is_some());
     shared.discover_existing();
-    let preloaded = shared.observed.feed.preload(&shared.config.audit_log);
-    tracing::debug!(
-        records = preloaded,
-        "recent records read back from the audit log"
-    );
-    match RingFill::map(events.as_fd(), options.ring_bytes) {
-        Ok(fill) => shared.observed.metrics.watch_ring(fill),
-        Err(e) => tracing::warn!(error = %e, "ring buffer fill level will not be reported"),
-    }
+    observe_setup(&shared, &events, options.ring_bytes);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pipeline = Pipeline::new(Arc::clone(&shared), sinks);
@@ -182,11 +187,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         async move { api::serve(shared, &socket, serve, stop).await }
     });
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&shared), stop_rx.clone()));
+    let pods = match (kube, kube_client) {
+        (Some(settings), Some(client)) => Some(tokio::spawn(kubernetes::watch::run(
+            Arc::clone(&shared),
+            client,
+            settings,
+            stop_rx.clone(),
+        ))),
+        _ => None,
+    };
+    spawn_readiness(shared.config.socket.clone());
     tracing::info!(socket = %shared.config.socket.display(), "agent-monitor running");
 
     wait_for_signal(&shared).await?;
     tracing::info!("stopping");
+    let _ = crate::systemd::notify("STOPPING=1");
     let _ = stop_tx.send(true);
+    if let Some(pods) = pods {
+        let _ = pods.await;
+    }
     match api.await {
         Ok(Err(e)) => tracing::error!(error = %e, "status socket"),
         Err(e) => tracing::error!(error = %e, "status socket task"),
@@ -209,6 +228,50 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     drop(ebpf);
     Ok(())
+}
+
+/// Pod awareness on (a node is configured), or a warning when a scope needs it.
+fn pods_configured(shared: &Shared, on: bool) {
+    if on {
+        shared.kubernetes.enable();
+    } else if shared
+        .catalog()
+        .all()
+        .any(|s| kubernetes::selector(s).is_some())
+    {
+        tracing::warn!(
+            "a scope selects Kubernetes containers, but no node is configured (kubernetes: in the config file, or $NODE_NAME): it selects nothing"
+        );
+    }
+}
+
+/// systemd (`Type=notify`): ready once the status socket answers. In its own task, so that
+/// the signal handlers are in place at once.
+fn spawn_readiness(socket: PathBuf) {
+    tokio::spawn(async move {
+        if let Err(e) = crate::systemd::ready_when_listening(&socket, Duration::from_secs(30)).await
+        {
+            tracing::error!(error = %e, "readiness");
+        }
+    });
+}
+
+/// What the API shows from the start: the records read back from the audit log, and the
+/// ring buffer's fill level.
+fn observe_setup(
+    shared: &Shared,
+    events: &aya::maps::RingBuf<aya::maps::MapData>,
+    ring_bytes: u32,
+) {
+    let preloaded = shared.observed.feed.preload(&shared.config.audit_log);
+    tracing::debug!(
+        records = preloaded,
+        "recent records read back from the audit log"
+    );
+    match RingFill::map(events.as_fd(), ring_bytes) {
+        Ok(fill) => shared.observed.metrics.watch_ring(fill),
+        Err(e) => tracing::warn!(error = %e, "ring buffer fill level will not be reported"),
+    }
 }
 
 async fn wait_for_signal(shared: &Shared) -> anyhow::Result<()> {

@@ -5,6 +5,8 @@
 //! paths ([`resolve`]), asks the [`policy`] engine and hands [`record`]s to the [`sink`]s.
 //! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket, fed by [`feed`]
 //! (recent records and followers), [`usage`] (declared vs used) and [`metrics`].
+//! [`kubernetes`] makes containers of this node's pods agents; [`systemd`] tells systemd
+//! when it is ready.
 
 pub mod actions;
 pub mod api;
@@ -18,6 +20,7 @@ pub mod decoder;
 pub mod ebpf_object;
 pub mod enforce;
 pub mod feed;
+pub mod kubernetes;
 pub mod loader;
 pub mod metrics;
 pub mod persist;
@@ -32,5 +35,6 @@ pub mod ring_fill;
 pub mod scope;
 pub mod sink;
 pub mod state;
+pub mod systemd;
 pub mod tasks;
 pub mod usage;

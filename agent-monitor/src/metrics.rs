@@ -323,6 +323,7 @@ mod tests {
                 reason: "r".into(),
             }),
             task: None,
+            kubernetes: None,
             truncated: false,
         }
     }

@@ -162,6 +162,7 @@ impl Pipeline {
                 identity: scope.identity.clone(),
             },
             process: Some(process),
+            kubernetes: self.shared.kubernetes.agent(h.agent),
             file: judged.file,
             net: judged.net,
             exec: judged.exec,

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::kubernetes::KubernetesRef;
 use crate::policy::{FileAccess, Violation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -94,6 +95,9 @@ pub struct Record {
     pub agent: AgentRef,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessRef>,
+    /// Namespace, pod and container of an agent selected by `select.kubernetes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<FileObject>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,6 +145,7 @@ impl Record {
                 identity: scope.and_then(|s| s.identity.clone()),
             },
             process: None,
+            kubernetes: None,
             file: None,
             net: None,
             exec: None,

@@ -263,6 +263,7 @@ mod tests {
             exec: None,
             violation: None,
             task: None,
+            kubernetes: None,
             truncated: false,
         }
     }

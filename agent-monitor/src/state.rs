@@ -17,6 +17,7 @@ use crate::{
     catalog::Catalog,
     cgroupfs::{Cgroup2, CgroupError},
     enforce::Enforcer,
+    kubernetes::{self, Candidate},
     loader::{Handles, HookStatus, KernelCounters},
     persist,
     scope::{self, Scope, ScopeError},
@@ -116,6 +117,8 @@ pub struct Shared {
     pub stats: Stats,
     /// What the API and `/metrics` show of the records: recent ring, followers, usage.
     pub observed: crate::feed::Observed,
+    /// This node's pods and container cgroups (`select.kubernetes`).
+    pub kubernetes: kubernetes::Node,
     catalog: RwLock<Catalog>,
     registry: Mutex<Registry>,
     /// Why the kernel cannot identify files (no BTF offsets), if so.
@@ -154,6 +157,7 @@ impl Shared {
             started_at: Instant::now(),
             stats: Stats::default(),
             observed: crate::feed::Observed::new(),
+            kubernetes: kubernetes::Node::default(),
             catalog: RwLock::new(catalog),
             registry: Mutex::new(Registry::default()),
             tagger: Mutex::new(agent_cgroups),
@@ -201,6 +205,11 @@ impl Shared {
                     }
                 }
             }
+        }
+        drop(catalog);
+        // A new or changed `select.kubernetes` may match containers that already run.
+        for container in self.kubernetes.containers() {
+            self.adopt_container(&container);
         }
         changed
     }
@@ -313,6 +322,11 @@ impl Shared {
         if path == own_parent || path.starts_with(&format!("{own_parent}/")) {
             return;
         }
+        if let Some(container) = self.kubernetes.cgroup_seen(path, cgroup_id)
+            && self.adopt_container(&container)
+        {
+            return;
+        }
         let scope = {
             let catalog = self.catalog();
             let found = catalog
@@ -324,20 +338,65 @@ impl Shared {
                 None => return,
             }
         };
+        self.insert_selected(path, cgroup_id, &scope);
+    }
+
+    /// Adopts a container of this node's pods when a scope's `select.kubernetes` matches it;
+    /// its records carry namespace, pod and container. Returns whether it is an agent now.
+    pub fn adopt_container(&self, container: &kubernetes::Container) -> bool {
+        let candidate = Candidate {
+            namespace: &container.reference.namespace,
+            labels: &container.labels,
+            container: &container.reference.container,
+        };
+        let scope = self
+            .catalog()
+            .all()
+            .find(|s| kubernetes::selector(s).is_some_and(|k| k.matches(candidate)))
+            .cloned();
+        let Some(scope) = scope else {
+            return false;
+        };
+        let Some(slot) = self.insert_selected(&container.cgroup, container.cgroup_id, &scope)
+        else {
+            // Already an agent (e.g. a task restored from the previous run): its records
+            // still name the container.
+            let owner = self
+                .registry()
+                .owning_cgroup(&container.cgroup)
+                .map(|t| (t.slot, t.cgroup == container.cgroup));
+            if let Some((slot, true)) = owner {
+                self.kubernetes.adopted(slot, container.reference.clone());
+            }
+            return owner.is_some();
+        };
+        self.kubernetes.adopted(slot, container.reference.clone());
+        tracing::info!(
+            namespace = %container.reference.namespace,
+            pod = %container.reference.pod,
+            container = %container.reference.container,
+            "the container is an agent"
+        );
+        true
+    }
+
+    /// Tags a selected cgroup and registers its task; None when it (or an ancestor) already
+    /// is an agent or tagging failed. Returns the task's slot.
+    fn insert_selected(&self, path: &str, cgroup_id: u64, scope: &Arc<Scope>) -> Option<u32> {
         let mut registry = self.registry();
         if registry.owning_cgroup(path).is_some() {
-            return;
+            return None;
         }
         let id = format!("{}-cg{cgroup_id}", scope.name);
         let slot = registry.allocate_slot();
-        if let Err(e) = self.tag(cgroup_id, slot, &scope, path) {
+        if let Err(e) = self.tag(cgroup_id, slot, scope, path) {
             tracing::error!(cgroup = %path, error = %e, "cannot tag discovered cgroup");
-            return;
+            return None;
         }
         registry.insert(Task {
             id: id.clone(),
             slot,
-            scope: Arc::clone(&scope),
+            scope: Arc::clone(scope),
             cgroup: path.to_string(),
             cgroup_id,
             origin: Origin::Select,
@@ -356,11 +415,12 @@ impl Shared {
         });
         self.save(&registry);
         tracing::info!(task = %id, scope = %scope.name, cgroup = %path, "agent cgroup adopted");
+        Some(slot)
     }
 
     /// Walks the cgroup tree once at start for cgroups selected by scopes.
     pub fn discover_existing(&self) {
-        if !self.catalog().all().any(|s| s.select_cgroup.is_some()) {
+        if !self.catalog().all().any(|s| s.select_cgroup.is_some()) && !self.kubernetes.enabled() {
             return;
         }
         let Ok(dirs) = self.cgroup2.walk("/") else {
@@ -379,6 +439,7 @@ impl Shared {
 
     /// A selected cgroup went away.
     pub fn cgroup_removed(&self, cgroup_id: u64) {
+        self.kubernetes.cgroup_removed(cgroup_id);
         let mut registry = self.registry();
         let id = registry
             .iter()
@@ -387,6 +448,7 @@ impl Shared {
         if let Some(task) = id.and_then(|id| registry.remove(&id)) {
             let id = task.id;
             self.untag(cgroup_id, task.slot);
+            self.kubernetes.forget_agent(task.slot);
             self.save(&registry);
             tracing::info!(task = %id, "agent cgroup removed; task ended");
         }

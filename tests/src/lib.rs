@@ -519,3 +519,75 @@ pub fn parse_curl(out: &Output) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+impl Daemon {
+    /// As [`Daemon::start`], with a `--config` file holding `config_yaml` (the flags `start`
+    /// passes still win over it). The daemon reads it once, at start.
+    pub fn start_with_config(scopes: &[(&str, &str)], config_yaml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.yaml");
+        fs::write(&config, config_yaml).expect("write config");
+        Self::start_with(scopes, &["--config", config.to_str().expect("utf-8 path")])
+    }
+}
+
+/// A cgroup tree made by a test under the cgroup2 root, killed and removed on drop (also
+/// when the test fails).
+pub struct CgroupTree(pub PathBuf);
+
+impl CgroupTree {
+    /// `/<prefix>-<pid>-<n>` under the cgroup2 root.
+    pub fn new(prefix: &str) -> Self {
+        Self(cgroup2_root().join(unique(prefix)))
+    }
+
+    /// Creates `rel` (and its parents) below the tree's top; returns its absolute path.
+    pub fn mkdir(&self, rel: &str) -> PathBuf {
+        let dir = self.0.join(rel.trim_start_matches('/'));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        dir
+    }
+
+    /// The path of `dir` relative to the cgroup2 root, as the daemon names cgroups.
+    pub fn relative(dir: &Path) -> String {
+        format!(
+            "/{}",
+            dir.strip_prefix(cgroup2_root())
+                .expect("below the cgroup2 root")
+                .display()
+        )
+    }
+}
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.0);
+    }
+}
+
+/// The workspace root (for deploy/, examples/ and the tools under target/tools).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Runs `cargo xtask ARGS` (in its own target directory: the test's cargo may hold the
+/// lock of the usual one) and returns its output, failing the test when it fails.
+pub fn xtask(args: &[&std::ffi::OsStr]) -> Output {
+    let root = workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("xtask-from-tests");
+    let out = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(args)
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", target)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo xtask");
+    assert_exit(&out, 0);
+    out
+}

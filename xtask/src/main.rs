@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask setup | run | test`.
+//! Project tasks: `cargo xtask setup | run | test | install | uninstall`.
 //!
 //! `setup` makes a fresh machine ready (idempotent); `run` and `test` call it first.
 
+mod install;
 mod setup;
 
 use std::{
@@ -35,6 +36,10 @@ enum Task {
         /// Only run tests whose name contains this (passed to both test runs).
         filter: Option<String>,
     },
+    /// Install the daemon (release build), its systemd unit, default config and example scopes.
+    Install(install::InstallArgs),
+    /// Remove what `install` put there (edited config and scopes stay) and the pinned state.
+    Uninstall(install::UninstallArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +57,8 @@ fn main() -> anyhow::Result<()> {
             setup::run(&root)?;
             test(&root, filter.as_deref())
         }
+        Task::Install(args) => install::install(&root, &args),
+        Task::Uninstall(args) => install::uninstall(&root, &args),
     }
 }
 
@@ -70,6 +77,11 @@ pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
         bail!("{cmd:?} failed: {status}");
     }
     Ok(())
+}
+
+/// Where cargo puts its builds (`CARGO_TARGET_DIR` or the workspace's `target/`).
+fn target_dir(root: &Path) -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 fn cargo() -> Command {

@@ -16,6 +16,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker(root)?;
     mounts();
+    crate::install::test_tools(root)?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::net::{ConnectRuleSpec, Port};
 use super::values::{CgroupGlob, NonEmpty, PathGlob, ScopeName, Ttl};
+use crate::kubernetes::KubernetesSelect;
 use crate::policy::{FileRules, PolicySpec};
 
 /// One YAML document.
@@ -102,11 +103,41 @@ pub struct ScopeSpec {
     pub network: NetworkSpec,
 }
 
-/// `spec.select`: agents the daemon discovers by itself.
+/// `spec.select`: agents the daemon discovers by itself, by cgroup path or as containers of
+/// this node's Kubernetes pods (exactly one of the two).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "SelectFields")]
 pub struct Select {
-    pub cgroup: CgroupGlob,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<CgroupGlob>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesSelect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SelectFields {
+    #[serde(default)]
+    cgroup: Option<CgroupGlob>,
+    #[serde(default)]
+    kubernetes: Option<KubernetesSelect>,
+}
+
+impl TryFrom<SelectFields> for Select {
+    type Error = &'static str;
+
+    fn try_from(f: SelectFields) -> Result<Self, Self::Error> {
+        match (&f.cgroup, &f.kubernetes) {
+            (Some(_), Some(_)) | (None, None) => {
+                Err("select needs exactly one of `cgroup` and `kubernetes`")
+            }
+            (None, Some(k)) if k.problem().is_some() => Err(k.problem().unwrap_or_default()),
+            _ => Ok(Self {
+                cgroup: f.cgroup,
+                kubernetes: f.kubernetes,
+            }),
+        }
+    }
 }
 
 /// `spec.exec`.

@@ -214,7 +214,10 @@ fn compile(manifest: Manifest, source: &Path) -> Result<Scope, ScopeError> {
         name: name.clone(),
         error,
     })?;
-    let select = spec.select.as_ref().map(|select| &select.cgroup);
+    let select = spec
+        .select
+        .as_ref()
+        .and_then(|select| select.cgroup.as_ref());
     Ok(Scope {
         owner: metadata.owner.into_string(),
         identity: metadata.identity.map(NonEmpty::into_string),

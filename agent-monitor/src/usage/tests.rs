@@ -52,6 +52,7 @@ fn base(verdict: Verdict) -> Record {
         exec: None,
         violation: None,
         task: None,
+        kubernetes: None,
         truncated: false,
     }
 }

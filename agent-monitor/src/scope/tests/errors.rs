@@ -3,7 +3,7 @@
 use super::*;
 
 /// The error for `text`, which must fail.
-fn error(text: &str) -> ScopeError {
+pub(super) fn error(text: &str) -> ScopeError {
     match parse_str(text, Path::new("dir/bad.yaml")) {
         Ok(scopes) => panic!("accepted: {scopes:?}"),
         Err(err) => err,
@@ -24,7 +24,7 @@ fn position(text: &str, needle: &str, nth: usize) -> (usize, usize) {
 
 /// Asserts the error is at the `nth` occurrence of `needle` and its reason contains `reason`.
 #[track_caller]
-fn assert_at(err: &ScopeError, text: &str, needle: &str, nth: usize, reason: &str) {
+pub(super) fn assert_at(err: &ScopeError, text: &str, needle: &str, nth: usize, reason: &str) {
     let (line, column) = position(text, needle, nth);
     assert_eq!(
         (err.line(), err.column()),

@@ -7,6 +7,7 @@ use crate::policy::{Activity, Context, FileAccess, NetOp, Protocol, Verdict};
 
 mod errors;
 mod files;
+mod kubernetes;
 
 pub(super) const FULL: &str = r#"apiVersion: agent-monitor.dev/v1
 kind: AgentScope
