@@ -29,6 +29,10 @@ pub enum Command {
     Status(ClientArgs),
     /// List agent tasks.
     Agents(ClientArgs),
+    /// Show records: the recent ones, or follow new ones as they are written.
+    Events(EventsArgs),
+    /// Declared scope vs what a task actually used (entries never used, for access reviews).
+    Report(ReportArgs),
     /// Validate scope manifests offline (no root, no daemon).
     Check {
         #[arg(required = true)]
@@ -80,6 +84,15 @@ pub struct RunArgs {
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     #[arg(long)]
     pub ring_buffer_bytes: Option<u32>,
+    /// Group (name or gid) whose members may use the status socket besides root.
+    #[arg(long)]
+    pub socket_group: Option<String>,
+    /// Rotate the audit log before it grows past this many bytes (0: never).
+    #[arg(long)]
+    pub audit_log_max_bytes: Option<u64>,
+    /// Rotated audit log files kept (`audit.jsonl.1` .. `.N`).
+    #[arg(long)]
+    pub audit_log_keep: Option<u32>,
 }
 
 impl RunArgs {
@@ -96,6 +109,39 @@ impl RunArgs {
 pub struct ClientArgs {
     #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Keep streaming new records until interrupted (reconnects when the daemon restarts).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only violations.
+    #[arg(long)]
+    pub violations: bool,
+    /// Only this task's records.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// At most this many recent records (without --follow).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// One JSON record per line, as in the audit log.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// The task (running, or ended recently).
+    #[arg(long)]
+    pub task: String,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

@@ -1,7 +1,7 @@
 //! `agent-monitor run`: wires loader, reader, pipeline, API and housekeeping together, and
 //! takes them down in order on SIGINT/SIGTERM.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{os::fd::AsFd as _, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use serde::Deserialize;
@@ -17,7 +17,8 @@ use crate::{
     pins::Pins,
     pipeline::Pipeline,
     reader,
-    sink::Sinks,
+    ring_fill::RingFill,
+    sink::{Rotation, Sinks},
     state::{DaemonConfig, Shared},
 };
 
@@ -32,13 +33,24 @@ struct ConfigFile {
     cgroup_parent: Option<String>,
     ring_buffer_bytes: Option<u32>,
     state_file: Option<PathBuf>,
+    socket_group: Option<String>,
+    audit_log_max_bytes: Option<u64>,
+    audit_log_keep: Option<u32>,
     /// Pod awareness (`select.kubernetes`); also on when `$NODE_NAME` is set.
     kubernetes: Option<kubernetes::KubernetesConfig>,
 }
 
 const DEFAULT_RING_BYTES: u32 = 1 << 24;
 
-fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32, Option<kubernetes::Settings>)> {
+/// What `config` reads besides `DaemonConfig`.
+struct RunOptions {
+    ring_bytes: u32,
+    serve: api::ServeOptions,
+    rotation: Rotation,
+    kube: Option<kubernetes::Settings>,
+}
+
+fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -83,15 +95,38 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, u32, Option<kubernete
                 .unwrap_or_else(|| "agent-monitor".to_string()),
             fail_closed: args.fail_closed,
         },
-        args.ring_buffer_bytes
-            .or(file.ring_buffer_bytes)
-            .unwrap_or(DEFAULT_RING_BYTES),
-        kube,
+        RunOptions {
+            ring_bytes: args
+                .ring_buffer_bytes
+                .or(file.ring_buffer_bytes)
+                .unwrap_or(DEFAULT_RING_BYTES),
+            serve: api::ServeOptions {
+                group: match args.socket_group.clone().or(file.socket_group) {
+                    Some(name) => Some(
+                        api::resolve_group(&name)
+                            .with_context(|| format!("socket group {name:?} does not exist"))?,
+                    ),
+                    None => None,
+                },
+            },
+            rotation: Rotation {
+                max_bytes: args
+                    .audit_log_max_bytes
+                    .or(file.audit_log_max_bytes)
+                    .unwrap_or(Rotation::default().max_bytes),
+                keep: args
+                    .audit_log_keep
+                    .or(file.audit_log_keep)
+                    .unwrap_or(Rotation::default().keep),
+            },
+            kube,
+        },
     ))
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let (config, ring_bytes, kube) = config(&args)?;
+    let (config, options) = config(&args)?;
+    let kube = options.kube;
     // A misconfigured API client fails the start, before anything is loaded.
     let kube_client = match &kube {
         Some(settings) => Some(settings.client().await?),
@@ -104,10 +139,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             config.scopes_dir.display()
         );
     }
-    let sinks = Sinks::open(&config.audit_log, args.stdout_format())?;
+    let sinks = Sinks::open(&config.audit_log, args.stdout_format(), options.rotation)?;
     loader::ensure_bpffs(&config.pin_path)?;
     let pins = Pins::new(&config.pin_path);
-    let kernel = loader::adopt_or_load(&cgroup2, ring_bytes, Some(&pins))?;
+    let kernel = loader::adopt_or_load(&cgroup2, options.ring_bytes, Some(&pins))?;
     let adopted = kernel.ebpf.is_none();
     if adopted {
         tracing::info!(pins = %pins.dir().display(), "adopted the pinned programs and maps of a previous run");
@@ -136,6 +171,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     pods_configured(&shared, kube.is_some());
     shared.discover_existing();
+    observe_setup(&shared, &events, options.ring_bytes);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pipeline = Pipeline::new(Arc::clone(&shared), sinks);
@@ -147,7 +183,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let api = tokio::spawn({
         let shared = Arc::clone(&shared);
         let stop = stop_rx.clone();
-        async move { api::serve(shared, &socket, stop).await }
+        let serve = options.serve;
+        async move { api::serve(shared, &socket, serve, stop).await }
     });
     let sweeper = tokio::spawn(sweep_loop(Arc::clone(&shared), stop_rx.clone()));
     let pods = match (kube, kube_client) {
@@ -217,6 +254,24 @@ fn spawn_readiness(socket: PathBuf) {
             tracing::error!(error = %e, "readiness");
         }
     });
+}
+
+/// What the API shows from the start: the records read back from the audit log, and the
+/// ring buffer's fill level.
+fn observe_setup(
+    shared: &Shared,
+    events: &aya::maps::RingBuf<aya::maps::MapData>,
+    ring_bytes: u32,
+) {
+    let preloaded = shared.observed.feed.preload(&shared.config.audit_log);
+    tracing::debug!(
+        records = preloaded,
+        "recent records read back from the audit log"
+    );
+    match RingFill::map(events.as_fd(), ring_bytes) {
+        Ok(fill) => shared.observed.metrics.watch_ring(fill),
+        Err(e) => tracing::warn!(error = %e, "ring buffer fill level will not be reported"),
+    }
 }
 
 async fn wait_for_signal(shared: &Shared) -> anyhow::Result<()> {

@@ -3,8 +3,10 @@
 //! Pipeline: [`loader`] attaches the kernel programs; [`reader`] drains the ring buffer;
 //! [`decoder`] turns records into events; [`pipeline`] keeps the [`proctable`], resolves
 //! paths ([`resolve`]), asks the [`policy`] engine and hands [`record`]s to the [`sink`]s.
-//! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket. [`kubernetes`]
-//! makes containers of this node's pods agents; [`systemd`] tells systemd when it is ready.
+//! [`state`] and [`tasks`] hold the agents; [`api`] is the status socket, fed by [`feed`]
+//! (recent records and followers), [`usage`] (declared vs used) and [`metrics`].
+//! [`kubernetes`] makes containers of this node's pods agents; [`systemd`] tells systemd
+//! when it is ready.
 
 pub mod actions;
 pub mod api;
@@ -17,8 +19,10 @@ pub mod daemon;
 pub mod decoder;
 pub mod ebpf_object;
 pub mod enforce;
+pub mod feed;
 pub mod kubernetes;
 pub mod loader;
+pub mod metrics;
 pub mod persist;
 pub mod pins;
 pub mod pipeline;
@@ -27,8 +31,10 @@ pub mod proctable;
 pub mod reader;
 pub mod record;
 pub mod resolve;
+pub mod ring_fill;
 pub mod scope;
 pub mod sink;
 pub mod state;
 pub mod systemd;
 pub mod tasks;
+pub mod usage;

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
             Command::Exec(args) => commands::exec(args).await,
             Command::Status(args) => commands::status(args).await.map(|()| 0),
             Command::Agents(args) => commands::agents(args).await.map(|()| 0),
+            Command::Events(args) => commands::events(args).await.map(|()| 0),
+            Command::Report(args) => commands::report(args).await.map(|()| 0),
             Command::Check { .. } => Ok(0),
         }
     });

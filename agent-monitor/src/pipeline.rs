@@ -56,6 +56,7 @@ impl Pipeline {
     }
 
     pub fn handle(&mut self, event: Event) {
+        self.shared.observed.metrics.kernel_event(&event);
         match event {
             Event::CgroupMkdir { id, path } => self.shared.adopt(&path, id),
             Event::CgroupRmdir { id, .. } => self.shared.cgroup_removed(id),
@@ -75,10 +76,14 @@ impl Pipeline {
         if self.batch.is_empty() {
             return;
         }
-        if let Err(e) = self.sinks.write(&self.batch) {
+        let written = self.sinks.write(&self.batch);
+        if let Err(e) = &written {
             Stats::add(&self.shared.stats.sink_errors, 1);
             tracing::error!(error = %e, records = self.batch.len(), "audit log write failed");
         }
+        // Only now (written, and synced when it holds a violation) may the API show them.
+        let lines = written.is_ok().then(|| self.sinks.last_batch());
+        crate::feed::publish(&self.shared, &self.batch, lines);
         self.batch.clear();
         // A burst must not keep its memory: give back what a full batch grew to.
         self.batch.shrink_to(BATCH);
@@ -115,7 +120,10 @@ impl Pipeline {
             return;
         };
         let ctx = Context { tgid: h.tgid };
-        let violation = match evaluate(&scope, &judged, event, ctx) {
+        let started = std::time::Instant::now();
+        let verdict = evaluate(&scope, &judged, event, ctx);
+        self.shared.observed.metrics.policy_eval(started.elapsed());
+        let violation = match verdict {
             PolicyVerdict::Allowed => None,
             PolicyVerdict::Violation(v) => Some(v),
         };

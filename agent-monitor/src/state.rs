@@ -115,6 +115,8 @@ pub struct Shared {
     pub started: SystemTime,
     pub started_at: Instant,
     pub stats: Stats,
+    /// What the API and `/metrics` show of the records: recent ring, followers, usage.
+    pub observed: crate::feed::Observed,
     /// This node's pods and container cgroups (`select.kubernetes`).
     pub kubernetes: kubernetes::Node,
     catalog: RwLock<Catalog>,
@@ -154,6 +156,7 @@ impl Shared {
             started: SystemTime::now(),
             started_at: Instant::now(),
             stats: Stats::default(),
+            observed: crate::feed::Observed::new(),
             kubernetes: kubernetes::Node::default(),
             catalog: RwLock::new(catalog),
             registry: Mutex::new(Registry::default()),

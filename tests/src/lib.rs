@@ -474,6 +474,53 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// A client command (`status`, `agents`, `events`, `report`, ...) against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run agent-monitor client command")
+    }
+
+    /// Sends raw bytes on a fresh connection and returns whatever comes back until the
+    /// daemon closes it or `DEADLINE` passes.
+    pub fn raw(&self, bytes: &[u8]) -> String {
+        let mut s = UnixStream::connect(&self.socket).expect("connect");
+        s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        // The daemon may close before reading everything (a refused huge request).
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Runs `curl` on the daemon's socket as another user (uid, gid, no supplementary groups);
+/// returns the HTTP status (0: the connection was refused) and the body.
+pub fn curl_as(uid: u32, gid: u32, socket: &Path, method: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-X", method, "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(socket)
+        .arg(format!("http://agent-monitor{path}"))
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    parse_curl(&out)
+}
+
+/// curl's output with `-w "\n%{http_code}"`: (status, body).
+pub fn parse_curl(out: &Output) -> (u16, String) {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+impl Daemon {
     /// As [`Daemon::start`], with a `--config` file holding `config_yaml` (the flags `start`
     /// passes still win over it). The daemon reads it once, at start.
     pub fn start_with_config(scopes: &[(&str, &str)], config_yaml: &str) -> Self {

@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use http_body_util::{BodyExt as _, Full};
-use hyper::{Method, Request, StatusCode, body::Bytes};
+use hyper::{
+    Method, Request, StatusCode,
+    body::{Bytes, Incoming},
+};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
@@ -32,6 +35,13 @@ pub enum ClientError {
     Decode(#[from] serde_json::Error),
 }
 
+/// The daemon's JSON error body.
+#[derive(serde::Deserialize)]
+struct ErrBody {
+    error: String,
+    message: String,
+}
+
 pub struct Client {
     socket: PathBuf,
 }
@@ -43,13 +53,14 @@ impl Client {
         }
     }
 
-    /// Sends one request; a non-2xx answer becomes `ClientError::Api`.
-    pub async fn send(
+    /// Sends one request and returns the answer as it starts (the body still streaming); a
+    /// non-2xx answer becomes `ClientError::Api`.
+    pub async fn open(
         &self,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
-    ) -> Result<Bytes, ClientError> {
+    ) -> Result<Incoming, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -71,13 +82,8 @@ impl Client {
             .body(Full::new(Bytes::from(body)))?;
         let resp = sender.send_request(req).await?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
         if !status.is_success() {
-            #[derive(serde::Deserialize)]
-            struct ErrBody {
-                error: String,
-                message: String,
-            }
+            let bytes = resp.into_body().collect().await?.to_bytes();
             let (error, message) = serde_json::from_slice::<ErrBody>(&bytes).map_or_else(
                 |_| ("http".into(), String::from_utf8_lossy(&bytes).into_owned()),
                 |e| (e.error, e.message),
@@ -88,7 +94,18 @@ impl Client {
                 message,
             });
         }
-        Ok(bytes)
+        Ok(resp.into_body())
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Bytes, ClientError> {
+        let body = self.open(method, path, body).await?;
+        Ok(body.collect().await?.to_bytes())
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

@@ -1,4 +1,11 @@
-//! The client commands: exec, status, agents, check.
+//! The client commands: exec and check here; status and agents in `view`, events and
+//! report in `events`.
+
+mod events;
+mod view;
+
+pub use events::{events, report};
+pub use view::{agents, status};
 
 use std::{
     ffi::CString,
@@ -13,12 +20,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{
-    api::client::Client,
-    cli::{ClientArgs, ExecArgs},
-    scope,
-    state::TaskCreated,
-};
+use crate::{api::client::Client, cli::ExecArgs, scope, state::TaskCreated};
 
 /// `agent-monitor exec`: asks the daemon for a task, runs CMD inside its cgroup and exits
 /// with CMD's status. This process stays outside the task (so that it can report what
@@ -118,78 +120,6 @@ async fn why_killed(client: &Client, task: &str) -> String {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-}
-
-pub async fn status(args: ClientArgs) -> anyhow::Result<()> {
-    let v: Value = Client::new(&args.socket).get_json("/v1/status").await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    let s = |p: &str| {
-        v.pointer(p)
-            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
-            .unwrap_or_default()
-    };
-    println!(
-        "agent-monitor {}  up {}s  kernel {}  cgroup2 {}",
-        s("/version"),
-        s("/uptime_seconds"),
-        s("/kernel"),
-        s("/cgroup2_root")
-    );
-    println!(
-        "hooks: {} attached; not covered: {}",
-        s("/coverage/attached"),
-        s("/coverage/failed")
-    );
-    println!(
-        "events: {} emitted, {} dropped; records {}, violations {}",
-        s("/counters/emitted"),
-        s("/counters/dropped"),
-        s("/counters/records"),
-        s("/counters/violations")
-    );
-    println!("scopes: {}  tasks: {}", s("/scopes"), s("/tasks"));
-    if let Some(errors) = v.get("scope_errors").and_then(Value::as_array) {
-        for e in errors {
-            println!(
-                "rejected scope file: {}",
-                e.get("error").and_then(Value::as_str).unwrap_or_default()
-            );
-        }
-    }
-    Ok(())
-}
-
-pub async fn agents(args: ClientArgs) -> anyhow::Result<()> {
-    let v: Vec<Value> = Client::new(&args.socket).get_json("/v1/agents").await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    println!(
-        "{:<28} {:<18} {:<7} {:>6} {:>10}  CGROUP",
-        "TASK", "SCOPE", "MODE", "PIDS", "VIOLATIONS"
-    );
-    for t in v {
-        let s = |k: &str| {
-            t.get(k)
-                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
-                .unwrap_or_default()
-        };
-        let pids = t.get("pids").and_then(Value::as_array).map_or(0, Vec::len);
-        println!(
-            "{:<28} {:<18} {:<7} {:>6} {:>10}  {}",
-            s("id"),
-            s("scope"),
-            s("mode"),
-            pids,
-            s("violations"),
-            s("cgroup")
-        );
-    }
-    Ok(())
 }
 
 /// `agent-monitor check FILE...`: every error is printed as `file:line:column: reason`.

@@ -1,0 +1,162 @@
+//! Who may use the socket. The peer's credentials come from the kernel (`SO_PEERCRED` and
+//! `SO_PEERGROUPS`, taken when the connection is accepted) and are checked on every request:
+//!
+//! - a process inside an agent's cgroup is refused whatever its uid (`agent_forbidden`);
+//! - otherwise uid 0, or a member of the configured socket group (`run --socket-group`,
+//!   primary or supplementary group), may use every endpoint; anyone else is refused
+//!   (`forbidden`). The socket file (mode 0660, owner root, that group) already keeps
+//!   others out; this check holds even if its mode is loosened.
+
+use std::{
+    ffi::CString,
+    os::fd::{AsRawFd as _, RawFd},
+    sync::Arc,
+};
+
+use axum::{
+    extract::{Request, State},
+    http::StatusCode,
+    middleware::Next,
+    response::{IntoResponse as _, Response},
+};
+use tokio::net::UnixStream;
+
+use super::{Api, error::ApiError};
+
+/// The other end of a connection, as the kernel saw it at `connect(2)`.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub pid: Option<u32>,
+    /// Supplementary groups (`SO_PEERGROUPS`).
+    pub groups: Vec<u32>,
+}
+
+impl Peer {
+    pub fn of(stream: &UnixStream) -> Self {
+        let Ok(cred) = stream.peer_cred() else {
+            return Self::default();
+        };
+        Self {
+            uid: Some(cred.uid()),
+            gid: Some(cred.gid()),
+            pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
+            groups: peer_groups(stream.as_raw_fd()).unwrap_or_default(),
+        }
+    }
+
+    fn in_group(&self, gid: u32) -> bool {
+        self.gid == Some(gid) || self.groups.contains(&gid)
+    }
+}
+
+/// `SO_PEERGROUPS` (Linux >= 4.13): the peer's supplementary groups at connect time.
+fn peer_groups(fd: RawFd) -> Option<Vec<u32>> {
+    let mut groups = vec![0u32; 64];
+    loop {
+        let mut len = libc::socklen_t::try_from(groups.len() * 4).ok()?;
+        // SAFETY: the buffer is `len` bytes long and outlives the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &raw mut len,
+            )
+        };
+        if rc == 0 {
+            groups.truncate(usize::try_from(len).ok()? / 4);
+            return Some(groups);
+        }
+        let err = std::io::Error::last_os_error();
+        // ERANGE: `len` now holds the size needed.
+        if err.raw_os_error() == Some(libc::ERANGE) && groups.len() < 65536 {
+            groups.resize(usize::try_from(len).ok()? / 4 + 1, 0);
+            continue;
+        }
+        return None;
+    }
+}
+
+/// A group name (or number) to its gid.
+pub fn resolve_group(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Some(gid);
+    }
+    let cname = CString::new(name).ok()?;
+    let mut grp = std::mem::MaybeUninit::<libc::group>::uninit();
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call; `buf` outlives the use of `grp`.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            grp.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &raw mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    // SAFETY: getgrnam_r succeeded and filled `grp`.
+    Some(unsafe { grp.assume_init() }.gr_gid)
+}
+
+/// Checks the peer before any handler runs.
+pub async fn authorize(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<Peer>()
+        .cloned()
+        .unwrap_or_default();
+    if let Err(e) = check(&api, &peer) {
+        tracing::debug!(?peer, error = e.error, "status socket request refused");
+        return e.into_response();
+    }
+    next.run(request).await
+}
+
+pub fn check(api: &Api, peer: &Peer) -> Result<(), ApiError> {
+    // An agent, even running as root, must not steer or read its monitor.
+    if peer.pid.is_none_or(|pid| api.shared.is_agent_process(pid)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "agent_forbidden",
+            "agents may not use the status socket",
+        ));
+    }
+    let allowed = peer.uid == Some(0) || api.group.is_some_and(|g| peer.in_group(g));
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the status socket is for root and the socket group",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_resolve() {
+        assert_eq!(resolve_group("root"), Some(0));
+        assert_eq!(resolve_group("1234"), Some(1234));
+        assert_eq!(resolve_group("no-such-group-here"), None);
+    }
+
+    #[test]
+    fn peer_groups_of_a_socket_pair() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let groups = peer_groups(a.as_raw_fd()).expect("SO_PEERGROUPS");
+        // SAFETY: getgroups(0, NULL) only returns the count.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        assert_eq!(groups.len(), usize::try_from(n).expect("count"));
+    }
+}

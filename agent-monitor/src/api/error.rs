@@ -1,0 +1,83 @@
+//! JSON errors with a stable code: `{"error": "<code>", "message": "..."}`.
+
+use axum::{
+    Json,
+    extract::rejection::{BytesRejection, PathRejection, QueryRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use crate::state::TaskError;
+
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(error: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self)).into_response()
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> Self {
+        let (status, code) = match &e {
+            TaskError::UnknownScope(_) => (StatusCode::NOT_FOUND, "unknown_scope"),
+            TaskError::NotFound(_) => (StatusCode::NOT_FOUND, "unknown_task"),
+            TaskError::Exists(_) => (StatusCode::CONFLICT, "task_exists"),
+            TaskError::ScopeChoice
+            | TaskError::BadScope(_)
+            | TaskError::ScopeCount(_)
+            | TaskError::BadTaskId(_)
+            | TaskError::BadTtl(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            TaskError::Enforce(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_enforceable"),
+            TaskError::Cgroup(_) | TaskError::Tag { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        Self::new(status, code, crate::loader::error_chain(&e))
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
+        Self::new(status, code, e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::bad_request("bad_query", e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::bad_request("bad_path", e.body_text())
+    }
+}

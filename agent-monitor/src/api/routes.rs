@@ -1,0 +1,187 @@
+//! The endpoints (brief section 5) and the layers every request goes through: the peer
+//! check, the body limit and the request timeout.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Path as UrlPath, Request, State, rejection::PathRejection},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Serialize;
+
+use super::{Api, MAX_BODY_BYTES, REQUEST_TIMEOUT, auth, error::ApiError, events, status};
+use crate::{
+    catalog::ScopeProblem,
+    state::{TaskCreated, TaskRequest},
+    tasks::TaskView,
+    usage::Report,
+};
+
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/agents", get(agents))
+        .route("/v1/events", get(events::events))
+        .route("/v1/tasks", post(create_task))
+        .route("/v1/tasks/{id}", get(task_info).delete(delete_task))
+        .route("/v1/reload", post(reload))
+        .route("/v1/report/{task}", get(report))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(timeout))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&api),
+            auth::authorize,
+        ))
+        .with_state(api)
+}
+
+/// Bounds the time to read the body and answer (a streamed answer's body is not bounded).
+async fn timeout(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "the request was not complete within {}s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+async fn status(State(api): State<Arc<Api>>) -> Json<status::StatusView> {
+    Json(status::view(&api.shared))
+}
+
+async fn agents(State(api): State<Arc<Api>>) -> Json<Vec<TaskView>> {
+    let shared = &api.shared;
+    let registry = shared.registry();
+    let views = registry
+        .iter()
+        .map(|t| t.view(shared.cgroup2.pids(&t.cgroup).unwrap_or_default()))
+        .collect();
+    Json(views)
+}
+
+async fn create_task(
+    State(api): State<Arc<Api>>,
+    request: Request,
+) -> Result<(StatusCode, Json<TaskCreated>), ApiError> {
+    let requester = request.extensions().get::<auth::Peer>().and_then(|p| p.pid);
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("reading the body: {e} (at most {MAX_BODY_BYTES} bytes)"),
+            )
+        })?;
+    let req: TaskRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?;
+    let shared = Arc::clone(&api.shared);
+    let created = tokio::task::spawn_blocking(move || shared.create_task(req, requester))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// A running or recently ended task: how it ended and the violation that stopped it.
+async fn task_info(
+    State(api): State<Arc<Api>>,
+    id: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<TaskView>, ApiError> {
+    let UrlPath(id) = id?;
+    api.shared.registry().lookup(&id).map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_task",
+            format!("no task named {id:?}"),
+        )
+    })
+}
+
+async fn delete_task(
+    State(api): State<Arc<Api>>,
+    id: Result<UrlPath<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let UrlPath(id) = id?;
+    let shared = Arc::clone(&api.shared);
+    tokio::task::spawn_blocking(move || {
+        let reason = "revoked: DELETE /v1/tasks";
+        shared.notify(&id, "revoked", reason, crate::record::Action::KilledAgent);
+        shared.end_task(&id, true, reason)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize)]
+struct Reloaded {
+    changed: Vec<String>,
+    scope_errors: Vec<ScopeProblem>,
+}
+
+async fn reload(State(api): State<Arc<Api>>) -> Json<Reloaded> {
+    let changed = api.shared.reload();
+    Json(Reloaded {
+        changed,
+        scope_errors: api.shared.catalog().problems().to_vec(),
+    })
+}
+
+async fn report(
+    State(api): State<Arc<Api>>,
+    task: Result<UrlPath<String>, PathRejection>,
+) -> Result<Json<Report>, ApiError> {
+    let UrlPath(task) = task?;
+    api.shared
+        .observed
+        .usage
+        .report(&api.shared, &task)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_task",
+                format!("no running task and no kept report named {task:?}"),
+            )
+        })
+}
+
+async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
+    let text = api
+        .shared
+        .observed
+        .metrics
+        .render(&api.shared)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

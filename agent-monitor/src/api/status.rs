@@ -1,0 +1,188 @@
+//! `GET /v1/status`: version, kernel, coverage (hooks attached and what this kernel cannot
+//! do), counters, scopes, tasks and degraded agents.
+
+use std::{fs, sync::atomic::Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::{
+    catalog::ScopeProblem,
+    loader::{HookStatus, KernelCounters},
+    ring_fill::RingUsage,
+    state::Shared,
+};
+
+/// A running agent that is not fully watched: some of its events were lost (ring buffer
+/// full), so it may have done things no record shows. Set by the sweep (`Task::degraded`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Degraded {
+    pub task: String,
+    pub scope: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub kernel: String,
+    pub cgroup2_root: String,
+    pub hooks: Vec<HookStatus>,
+    pub coverage: Coverage,
+    pub counters: Counters,
+    pub scopes: Vec<String>,
+    pub scope_errors: Vec<ScopeProblem>,
+    pub tasks: usize,
+    /// Agents whose events were lost.
+    pub degraded: Vec<Degraded>,
+    pub audit_log: String,
+    pub followers: usize,
+    /// How full the event ring buffer is (None when it could not be watched).
+    pub ring_buffer: Option<RingUsage>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Coverage {
+    pub attached: usize,
+    /// Targets of the hooks that did not attach.
+    pub failed: Vec<String>,
+    pub kernel: KernelFacts,
+    /// What is not covered or not enforceable here, one sentence each.
+    pub limits: Vec<String>,
+}
+
+/// What this kernel offers, read from securityfs.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelFacts {
+    /// `bpf` is among the active LSMs (`/sys/kernel/security/lsm`); None when securityfs
+    /// is not mounted.
+    pub bpf_lsm: Option<bool>,
+    /// Kernel lockdown mode (`none`, `integrity`, `confidentiality`), when known.
+    pub lockdown: Option<String>,
+}
+
+impl KernelFacts {
+    pub fn probe() -> Self {
+        let lsm = fs::read_to_string("/sys/kernel/security/lsm").ok();
+        let lockdown = fs::read_to_string("/sys/kernel/security/lockdown")
+            .ok()
+            .and_then(|s| {
+                let start = s.find('[')?;
+                let end = s[start..].find(']')? + start;
+                Some(s[start + 1..end].to_string())
+            });
+        Self {
+            bpf_lsm: lsm.map(|l| l.split(',').any(|m| m.trim() == "bpf")),
+            lockdown,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Counters {
+    #[serde(flatten)]
+    pub kernel: KernelCounters,
+    /// Events read from the ring buffer and decoded (`emitted` = `read` + `decode_errors`
+    /// once the daemon has caught up).
+    pub read: u64,
+    pub records: u64,
+    pub violations: u64,
+    pub blocked: u64,
+    pub killed: u64,
+    pub decode_errors: u64,
+    pub orphan_events: u64,
+    pub audit_write_errors: u64,
+}
+
+fn limits(hooks: &[HookStatus], facts: &KernelFacts, identity_error: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(e) = identity_error {
+        out.push(format!(
+            "files cannot be identified in the kernel (device and inode): {e}"
+        ));
+    }
+    // The programs are tracepoints and cgroup hooks only (no BPF-LSM, kprobes or fentry).
+    let lsm = match facts.bpf_lsm {
+        Some(true) => "BPF-LSM is active but not used",
+        Some(false) => "no BPF-LSM on this kernel",
+        None => "BPF-LSM unknown (securityfs not mounted) and not used",
+    };
+    out.push(format!(
+        "{lsm}: file and exec actions cannot be refused; an enforced agent's process is \
+         killed (SIGKILL) at the exit of the open or exec that broke its scope"
+    ));
+
+    if facts.lockdown.as_deref().is_some_and(|l| l != "none") {
+        out.push(format!(
+            "kernel lockdown ({}): bpf_probe_write_user is unavailable",
+            facts.lockdown.as_deref().unwrap_or_default()
+        ));
+    }
+    for h in hooks.iter().filter(|h| !h.attached) {
+        out.push(format!(
+            "not covered: {} ({})",
+            h.target,
+            h.error.as_deref().unwrap_or("did not attach")
+        ));
+    }
+    out
+}
+
+pub fn view(shared: &Shared) -> StatusView {
+    let s = &shared.stats;
+    let catalog = shared.catalog();
+    let facts = KernelFacts::probe();
+    // One registry lock at a time (a guard in the literal below would live to its end).
+    let (tasks, degraded) = {
+        let registry = shared.registry();
+        let degraded = registry
+            .iter()
+            .filter(|t| t.degraded)
+            .map(|t| Degraded {
+                task: t.id.clone(),
+                scope: t.scope.name.clone(),
+                reason: "events of this agent were lost (ring buffer full)",
+            })
+            .collect();
+        (registry.len(), degraded)
+    };
+    StatusView {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: shared.started_at.elapsed().as_secs(),
+        kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cgroup2_root: shared.cgroup2.root().display().to_string(),
+        hooks: shared.hooks.clone(),
+        coverage: Coverage {
+            attached: shared.hooks.iter().filter(|h| h.attached).count(),
+            failed: shared
+                .hooks
+                .iter()
+                .filter(|h| !h.attached)
+                .map(|h| h.target.clone())
+                .collect(),
+            limits: limits(&shared.hooks, &facts, shared.identity_error.as_deref()),
+            kernel: facts,
+        },
+        counters: Counters {
+            kernel: shared.kernel_counters(),
+            read: shared.observed.metrics.events_read(),
+            records: s.records.load(Relaxed),
+            violations: s.violations.load(Relaxed),
+            blocked: s.blocked.load(Relaxed),
+            killed: s.killed.load(Relaxed),
+            decode_errors: s.decode_errors.load(Relaxed),
+            orphan_events: s.orphan_events.load(Relaxed),
+            audit_write_errors: s.sink_errors.load(Relaxed),
+        },
+        scopes: catalog.all().map(|s| s.name.clone()).collect(),
+        scope_errors: catalog.problems().to_vec(),
+        tasks,
+        degraded,
+        audit_log: shared.config.audit_log.display().to_string(),
+        followers: shared.observed.feed.followers(),
+        ring_buffer: shared.observed.metrics.ring_usage(),
+    }
+}
