@@ -259,29 +259,19 @@ impl Shared {
             let _ = self.cgroup2.remove(&cgroup);
             return Err(e);
         }
-        let now = Instant::now();
-        let start_cwd =
-            requester.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
-        registry.insert(Task {
-            id: id.clone(),
+        let mut task = Task::new(
+            id.clone(),
             slot,
-            scope: Arc::clone(&scope),
-            cgroup: cgroup.clone(),
+            Arc::clone(&scope),
+            cgroup.clone(),
             cgroup_id,
-            origin: Origin::Exec,
-            started: SystemTime::now(),
-            created: now,
-            expires: ttl.map(|d| now + d),
-            expires_wall: ttl.map(|d| SystemTime::now() + d),
-            scope_yaml,
-            start_cwd,
-            seen: false,
-            events: 0,
-            violations: 0,
-            last_violation: None,
-            degraded: false,
-            drops_seen: 0,
-        });
+            Origin::Exec,
+            ttl,
+        );
+        task.scope_yaml = scope_yaml;
+        task.start_cwd =
+            requester.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
+        registry.insert(task);
         self.save(&registry);
         tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
         let cgroup_dir = self.cgroup2.dir(&cgroup)?;
@@ -393,26 +383,15 @@ impl Shared {
             tracing::error!(cgroup = %path, error = %e, "cannot tag discovered cgroup");
             return None;
         }
-        registry.insert(Task {
-            id: id.clone(),
+        registry.insert(Task::new(
+            id.clone(),
             slot,
-            scope: Arc::clone(scope),
-            cgroup: path.to_string(),
+            Arc::clone(scope),
+            path.to_string(),
             cgroup_id,
-            origin: Origin::Select,
-            started: SystemTime::now(),
-            created: Instant::now(),
-            expires: scope.ttl.map(|d| Instant::now() + d),
-            expires_wall: scope.ttl.map(|d| SystemTime::now() + d),
-            scope_yaml: None,
-            start_cwd: None,
-            seen: true,
-            events: 0,
-            violations: 0,
-            last_violation: None,
-            degraded: false,
-            drops_seen: 0,
-        });
+            Origin::Select,
+            scope.ttl,
+        ));
         self.save(&registry);
         tracing::info!(task = %id, scope = %scope.name, cgroup = %path, "agent cgroup adopted");
         Some(slot)
@@ -592,29 +571,24 @@ impl Shared {
             if let Err(e) = self.tag(t.cgroup_id, t.slot, &scope, &t.cgroup) {
                 tracing::error!(task = %t.id, error = %e, "re-applying the saved task's scope");
             }
-            let now_wall = SystemTime::now();
             let expires_wall = t.expires_unix_ms.map(persist::from_unix_ms);
-            registry.insert(Task {
-                id: t.id.clone(),
-                slot: t.slot,
+            let ttl_left =
+                expires_wall.map(|e| e.duration_since(SystemTime::now()).unwrap_or_default());
+            let mut task = Task::new(
+                t.id,
+                t.slot,
                 scope,
-                cgroup: t.cgroup,
-                cgroup_id: t.cgroup_id,
-                origin: t.origin,
-                started: persist::from_unix_ms(t.started_unix_ms),
-                created: Instant::now(),
-                expires: expires_wall
-                    .map(|e| Instant::now() + e.duration_since(now_wall).unwrap_or_default()),
-                expires_wall,
-                scope_yaml: t.scope_yaml,
-                start_cwd: t.start_cwd,
-                seen: true,
-                events: 0,
-                violations: 0,
-                last_violation: None,
-                degraded: false,
-                drops_seen: 0,
-            });
+                t.cgroup,
+                t.cgroup_id,
+                t.origin,
+                ttl_left,
+            );
+            task.started = persist::from_unix_ms(t.started_unix_ms);
+            task.expires_wall = expires_wall;
+            task.scope_yaml = t.scope_yaml;
+            task.start_cwd = t.start_cwd;
+            task.seen = true;
+            registry.insert(task);
             restored += 1;
         }
         self.save(&registry);

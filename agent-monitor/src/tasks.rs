@@ -72,6 +72,40 @@ pub struct TaskView {
 }
 
 impl Task {
+    /// A task with no activity yet; `ttl` counts from now.
+    pub fn new(
+        id: String,
+        slot: u32,
+        scope: Arc<Scope>,
+        cgroup: String,
+        cgroup_id: u64,
+        origin: Origin,
+        ttl: Option<Duration>,
+    ) -> Self {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        Self {
+            id,
+            slot,
+            scope,
+            cgroup,
+            cgroup_id,
+            origin,
+            started: wall,
+            created: now,
+            expires: ttl.map(|d| now + d),
+            expires_wall: ttl.map(|d| wall + d),
+            scope_yaml: None,
+            start_cwd: None,
+            // An adopted cgroup is watched from the start; a new one once it is entered.
+            seen: origin == Origin::Select,
+            events: 0,
+            violations: 0,
+            last_violation: None,
+            degraded: false,
+            drops_seen: 0,
+        }
+    }
+
     pub fn view(&self, pids: Vec<u32>) -> TaskView {
         TaskView {
             id: self.id.clone(),

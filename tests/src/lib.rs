@@ -591,3 +591,41 @@ pub fn xtask(args: &[&std::ffi::OsStr]) -> Output {
     assert_exit(&out, 0);
     out
 }
+
+/// Loopback endpoints for network tests: listeners a scope allows (`*_in`) and does not
+/// (`*_out`), and a free TCP port to allow binding.
+pub struct Ports {
+    pub tcp_in: std::net::TcpListener,
+    pub tcp_out: std::net::TcpListener,
+    pub udp_in: std::net::UdpSocket,
+    pub udp_out: std::net::UdpSocket,
+    pub bind_port: u16,
+}
+
+impl Ports {
+    pub fn new() -> Self {
+        let tcp = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let udp = || std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        Self {
+            tcp_in: tcp(),
+            tcp_out: tcp(),
+            udp_in: udp(),
+            udp_out: udp(),
+            bind_port: tcp().local_addr().expect("addr").port(),
+        }
+    }
+
+    pub fn tcp_in_port(&self) -> u16 {
+        self.tcp_in.local_addr().expect("addr").port()
+    }
+
+    pub fn udp_in_port(&self) -> u16 {
+        self.udp_in.local_addr().expect("addr").port()
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self::new()
+    }
+}

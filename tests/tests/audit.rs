@@ -8,7 +8,7 @@ use std::{
     path::Path,
 };
 
-use agent_monitor_e2e::{Daemon, assert_exit, s, workspace};
+use agent_monitor_e2e::{Daemon, Ports, assert_exit, s, workspace};
 use serde_json::Value;
 
 const PY: &str = "/usr/bin/python3";
@@ -57,22 +57,20 @@ fn fixture() -> Fixture {
     fs::create_dir(ws.join("out")).expect("mkdir out");
     fs::write(ws.join("a.txt"), "alpha\n").expect("write");
     fs::write(ws.join("secret.txt"), "s3cret\n").expect("write");
-    let tcp_in = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let tcp_out = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let udp_in = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let udp_out = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let bind_port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let port = |l: &TcpListener| l.local_addr().expect("addr").port();
+    let ports = Ports::new();
     let yaml = scope(
         &ws,
-        port(&tcp_in),
-        udp_in.local_addr().expect("addr").port(),
-        bind_port,
+        ports.tcp_in_port(),
+        ports.udp_in_port(),
+        ports.bind_port,
     );
+    let Ports {
+        tcp_in,
+        tcp_out,
+        udp_in,
+        udp_out,
+        bind_port,
+    } = ports;
     let daemon = Daemon::start(&[("e2e.yaml", &yaml)]);
     Fixture {
         _ws_guard: guard,

@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agent_monitor_e2e::{Daemon, assert_exit, s, workspace};
+use agent_monitor_e2e::{Daemon, Ports, assert_exit, s, workspace};
 use serde_json::Value;
 
 const PY: &str = "/usr/bin/python3";
@@ -57,19 +57,22 @@ fn fixture(on_violation: &str) -> Fixture {
     let (guard, ws) = workspace();
     fs::write(ws.join("ok.txt"), "fine\n").expect("write");
     fs::write(ws.join("secret.txt"), "TOPSECRET\n").expect("write");
-    let tcp_in = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let tcp_out = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let udp_in = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let udp_out = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let bind_port = port(&TcpListener::bind("127.0.0.1:0").expect("bind"));
+    let ports = Ports::new();
     let yaml = scope(
         "enf",
         &ws,
         on_violation,
-        port(&tcp_in),
-        udp_in.local_addr().expect("a").port(),
-        bind_port,
+        ports.tcp_in_port(),
+        ports.udp_in_port(),
+        ports.bind_port,
     );
+    let Ports {
+        tcp_in,
+        tcp_out,
+        udp_in,
+        udp_out,
+        bind_port,
+    } = ports;
     let daemon = Daemon::start(&[("enf.yaml", &yaml)]);
     Fixture {
         _guard: guard,
