@@ -304,30 +304,10 @@ fn prepare(daemon: PathBuf, generator: &Path) -> anyhow::Result<Env> {
     fs::create_dir_all(&cgroup).with_context(|| format!("creating {}", cgroup.display()))?;
     let generator = fs::canonicalize(generator)
         .with_context(|| format!("{} (was it built?)", generator.display()))?;
-    let scope = |name: &str, mode: &str| {
-        format!(
-                                                                                            r"apiVersion: agent-monitor.dev/v1
-kind: AgentScope
-metadata:
-  name: {name}
-  owner: bench@example.org
-spec:
-  mode: {mode}
-  onViolation: kill-process
-  exec:
-    allow: [{gen}, /usr/bin/true, /bin/true]
-  files:
-    read: [{data}/**, {data}]
-    deny: [{denied}]
-  network:
-    connect:
-      - {{cidr: 127.0.0.1/32, ports: [{PORT}], protocol: udp}}
-",
-                                                                                            gen = generator.display(),
-                                                                                            data = data.display(),
-                                                                                            denied = denied.display(),
-                                                                                        )
-    };
+    let (gen_path, data_path, denied_path) =
+        (generator.display(), data.display(), denied.display());
+    let scope =
+        |name: &str, mode: &str| scope_yaml(name, mode, &gen_path, &data_path, &denied_path);
     for (n, mode) in [("bench-audit", "audit"), ("bench-enforce", "enforce")] {
         fs::write(scopes.join(format!("{n}.yaml")), scope(n, mode)).context("writing a scope")?;
     }
@@ -733,4 +713,27 @@ fn latency(env: &Env, params: &Params, res: &mut Results) {
         }
         res.violations.push(v);
     }
+}
+
+/// The scopes the bench runs under (the same rules in audit and in enforce mode).
+fn scope_yaml(
+    name: &str,
+    mode: &str,
+    generator: &dyn std::fmt::Display,
+    data: &dyn std::fmt::Display,
+    denied: &dyn std::fmt::Display,
+) -> String {
+    [
+        "apiVersion: agent-monitor.dev/v1".to_string(),
+        "kind: AgentScope".to_string(),
+        format!("metadata: {{name: {name}, owner: bench@example.org}}"),
+        "spec:".to_string(),
+        format!("  mode: {mode}"),
+        "  onViolation: kill-process".to_string(),
+        format!("  exec: {{allow: [{generator}, /usr/bin/true, /bin/true]}}"),
+        format!("  files: {{read: [{data}/**, {data}], deny: [{denied}]}}"),
+        format!("  network: {{connect: [{{cidr: 127.0.0.1/32, ports: [{PORT}], protocol: udp}}]}}"),
+    ]
+    .join("\n")
+        + "\n"
 }
