@@ -97,23 +97,17 @@ impl Pipeline {
 
     fn judge(&mut self, event: &Event) {
         let Some(h) = event.header() else { return };
-        let task = {
-            let mut registry = self.shared.registry();
-            let Some(t) = registry.by_slot_mut(h.agent) else {
-                Stats::add(&self.shared.stats.orphan_events, 1);
-                return;
-            };
-            t.seen = true;
-            t.events += 1;
-            (
-                Arc::clone(&t.scope),
-                t.id.clone(),
-                t.start_cwd.clone(),
-                t.cgroup.clone(),
-                t.cgroup_id,
-            )
+        let Some(task) = self.shared.registry().attribute(h.agent) else {
+            Stats::add(&self.shared.stats.orphan_events, 1);
+            return;
         };
-        let (scope, task_id, start_cwd, task_cgroup, task_cgroup_id) = task;
+        let (scope, task_id, start_cwd, task_cgroup, task_cgroup_id) = (
+            task.scope,
+            task.id,
+            task.start_cwd,
+            task.cgroup,
+            task.cgroup_id,
+        );
         let cgroup = self.cgroup_path(h.cgroup_id, &task_cgroup, task_cgroup_id);
         let proc = self.procs.observe(h, start_cwd.as_deref());
         let Some(judged) = describe(event, h, proc) else {

@@ -126,6 +126,16 @@ impl Task {
         }
     }
 
+    pub fn attribution(&self) -> Attribution {
+        Attribution {
+            id: self.id.clone(),
+            scope: Arc::clone(&self.scope),
+            start_cwd: self.start_cwd.clone(),
+            cgroup: self.cgroup.clone(),
+            cgroup_id: self.cgroup_id,
+        }
+    }
+
     pub fn expired(&self, now: Instant) -> bool {
         self.expires.is_some_and(|e| now >= e)
     }
@@ -143,6 +153,20 @@ pub struct Registry {
     next_slot: u32,
     /// Recently ended tasks, newest last, so `exec` and operators can ask how one ended.
     ended: VecDeque<TaskView>,
+    /// What late events of recently ended tasks are recorded against: the ring buffer can
+    /// still hold them when a task ends (slots are never reused, so this is unambiguous).
+    ended_slots: HashMap<u32, Attribution>,
+    ended_order: VecDeque<u32>,
+}
+
+/// What a record needs to know of its task.
+#[derive(Debug, Clone)]
+pub struct Attribution {
+    pub id: String,
+    pub scope: Arc<Scope>,
+    pub start_cwd: Option<PathBuf>,
+    pub cgroup: String,
+    pub cgroup_id: u64,
 }
 
 const ENDED_KEPT: usize = 256;
@@ -189,7 +213,25 @@ impl Registry {
             self.ended.pop_front();
         }
         self.ended.push_back(view);
+        if self.ended_order.len() >= ENDED_KEPT
+            && let Some(old) = self.ended_order.pop_front()
+        {
+            self.ended_slots.remove(&old);
+        }
+        self.ended_order.push_back(task.slot);
+        self.ended_slots.insert(task.slot, task.attribution());
         Some(task)
+    }
+
+    /// Who an event with this slot belongs to: a live task (counted as seen) or one that
+    /// ended while its events were still queued.
+    pub fn attribute(&mut self, slot: u32) -> Option<Attribution> {
+        if let Some(t) = self.by_slot_mut(slot) {
+            t.seen = true;
+            t.events += 1;
+            return Some(t.attribution());
+        }
+        self.ended_slots.get(&slot).cloned()
     }
 
     /// A running or recently ended task.
@@ -293,6 +335,38 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn late_events_of_an_ended_task_are_still_attributed() {
+        let yaml = "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {name: s, owner: o}\nspec: {}\n";
+        let scope = crate::scope::parse_str(yaml, std::path::Path::new("t.yaml"))
+            .expect("scope")
+            .remove(0);
+        let mut r = Registry::default();
+        let slot = r.allocate_slot();
+        r.insert(Task::new(
+            "t".into(),
+            slot,
+            Arc::new(scope),
+            "/p/t".into(),
+            7,
+            Origin::Exec,
+            None,
+        ));
+        assert_eq!(r.attribute(slot).map(|a| a.id), Some("t".to_string()));
+        assert!(r.get("t").is_some_and(|t| t.seen && t.events == 1));
+        r.finish("t", "finished");
+        assert!(r.get("t").is_none());
+        assert_eq!(
+            r.attribute(slot).map(|a| a.cgroup_id),
+            Some(7),
+            "late events still find their task"
+        );
+        assert!(
+            r.attribute(slot + 1).is_none(),
+            "an unknown slot is an orphan"
+        );
+    }
 
     #[test]
     fn task_ids_are_checked() {

@@ -7,7 +7,7 @@ use std::{
         Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime},
+    time::{Instant, SystemTime},
 };
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
@@ -19,7 +19,6 @@ use crate::{
     enforce::Enforcer,
     kubernetes::{self, Candidate},
     loader::{Handles, HookStatus, KernelCounters},
-    persist,
     scope::{self, Scope, ScopeError},
     tasks::{Origin, Registry, Task, generate_id, parse_duration, valid_task_id},
 };
@@ -107,6 +106,9 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
+
+mod lifecycle;
+mod persisted;
 
 pub struct Shared {
     pub config: DaemonConfig,
@@ -433,204 +435,6 @@ impl Shared {
         }
     }
 
-    /// Ends a task: kills what is left of it when `kill`, untags and removes its cgroup.
-    /// `reason` is kept for `GET /v1/tasks/{id}`.
-    pub fn end_task(&self, id: &str, kill: bool, reason: &str) -> Result<(), TaskError> {
-        let task = self
-            .registry()
-            .finish(id, reason)
-            .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
-        self.untag(task.cgroup_id, task.slot);
-        self.save(&self.registry());
-        if task.origin == Origin::Exec {
-            if kill {
-                self.cgroup2.kill(&task.cgroup)?;
-                wait_empty(&self.cgroup2, &task.cgroup, Duration::from_secs(5));
-            }
-            self.cgroup2.remove(&task.cgroup)?;
-        }
-        tracing::info!(task = %id, killed = kill, %reason, "task ended");
-        Ok(())
-    }
-
-    /// Housekeeping: ends finished tasks, revokes expired ones, marks agents whose events
-    /// were lost as degraded (and kills them with `--fail-closed`).
-    pub fn sweep(&self) {
-        let now = Instant::now();
-        let mut finished = Vec::new();
-        let mut revoke: Vec<(String, &'static str)> = Vec::new();
-        let mut degraded = Vec::new();
-        {
-            let enforcer = lock(&self.enforcer);
-            for task in self.registry().iter_mut() {
-                let drops = enforcer.drops(task.slot);
-                if drops > task.drops_seen {
-                    task.drops_seen = drops;
-                    if !task.degraded {
-                        task.degraded = true;
-                        degraded.push(task.id.clone());
-                    }
-                }
-                if task.expired(now) {
-                    revoke.push((task.id.clone(), "revoked: ttl passed"));
-                } else if task.degraded
-                    && self.config.fail_closed
-                    && task.scope.mode == crate::scope::Mode::Enforce
-                {
-                    revoke.push((task.id.clone(), "killed: events lost (fail-closed)"));
-                } else if task.origin == Origin::Exec {
-                    match self.cgroup2.populated(&task.cgroup) {
-                        Ok(true) => task.seen = true,
-                        Ok(false) if task.seen || task.abandoned(now) => {
-                            finished.push(task.id.clone());
-                        }
-                        Ok(false) => {}
-                        // The cgroup is gone: nothing is left to watch.
-                        Err(_) => finished.push(task.id.clone()),
-                    }
-                }
-            }
-        }
-        for id in degraded {
-            tracing::warn!(task = %id, "events lost for this agent: degraded");
-            self.notify(
-                &id,
-                "degraded",
-                "events for this agent were lost (ring buffer full)",
-                crate::record::Action::None,
-            );
-        }
-        for id in &finished {
-            if let Err(e) = self.end_task(id, false, "finished") {
-                tracing::warn!(task = %id, error = %e, "ending finished task");
-            }
-        }
-        for (id, reason) in revoke {
-            tracing::warn!(task = %id, %reason, "task revoked");
-            self.notify(&id, "revoked", reason, crate::record::Action::KilledAgent);
-            if let Err(e) = self.end_task(&id, true, reason) {
-                tracing::warn!(task = %id, error = %e, "revoking task");
-            }
-        }
-    }
-
-    /// Saves the registry for a restarted daemon. A failure is logged: enforcement itself
-    /// does not depend on it.
-    fn save(&self, registry: &Registry) {
-        let saved = persist::Saved {
-            next_slot: registry.last_slot(),
-            tasks: registry
-                .iter()
-                .map(|t| persist::SavedTask {
-                    id: t.id.clone(),
-                    slot: t.slot,
-                    scope: t.scope.name.clone(),
-                    scope_yaml: t.scope_yaml.clone(),
-                    cgroup: t.cgroup.clone(),
-                    cgroup_id: t.cgroup_id,
-                    origin: t.origin,
-                    started_unix_ms: persist::unix_ms(t.started),
-                    expires_unix_ms: t.expires_wall.map(persist::unix_ms),
-                    start_cwd: t.start_cwd.clone(),
-                })
-                .collect(),
-        };
-        if let Err(e) = persist::save(&self.config.state_file, &saved) {
-            tracing::error!(error = %e, "saving task state");
-        }
-    }
-
-    /// Takes over the tasks a previous daemon saved: their kernel tags and rules are
-    /// re-synced; tasks whose cgroup is gone are cleaned up. Returns how many were restored.
-    pub fn restore(&self) -> usize {
-        let saved = match persist::load(&self.config.state_file) {
-            Ok(Some(s)) => s,
-            Ok(None) => return 0,
-            Err(e) => {
-                tracing::error!(error = %e, "previous task state unreadable; starting without it");
-                return 0;
-            }
-        };
-        let mut restored = 0;
-        let mut registry = self.registry();
-        registry.restore_last_slot(saved.next_slot);
-        for t in saved.tasks {
-            let scope = match &t.scope_yaml {
-                Some(yaml) => scope::parse_str(yaml, Path::new("<inline>"))
-                    .ok()
-                    .and_then(|mut v| v.pop())
-                    .map(Arc::new),
-                None => self.catalog().get(&t.scope),
-            };
-            let alive = self.cgroup2.id(&t.cgroup).is_ok_and(|id| id == t.cgroup_id);
-            let Some(scope) = scope.filter(|_| alive) else {
-                tracing::warn!(task = %t.id, "saved task's scope or cgroup is gone; cleaning up");
-                self.untag(t.cgroup_id, t.slot);
-                continue;
-            };
-            if let Err(e) = self.tag(t.cgroup_id, t.slot, &scope, &t.cgroup) {
-                tracing::error!(task = %t.id, error = %e, "re-applying the saved task's scope");
-            }
-            let expires_wall = t.expires_unix_ms.map(persist::from_unix_ms);
-            let ttl_left =
-                expires_wall.map(|e| e.duration_since(SystemTime::now()).unwrap_or_default());
-            let mut task = Task::new(
-                t.id,
-                t.slot,
-                scope,
-                t.cgroup,
-                t.cgroup_id,
-                t.origin,
-                ttl_left,
-            );
-            task.started = persist::from_unix_ms(t.started_unix_ms);
-            task.expires_wall = expires_wall;
-            task.scope_yaml = t.scope_yaml;
-            task.start_cwd = t.start_cwd;
-            task.seen = true;
-            registry.insert(task);
-            restored += 1;
-        }
-        self.save(&registry);
-        restored
-    }
-
-    /// Queues a task lifecycle record; the pipeline writes it with the activity records.
-    pub fn notify(
-        &self,
-        task: &str,
-        event: &'static str,
-        reason: &str,
-        action: crate::record::Action,
-    ) {
-        let Some(t) = self.registry().lookup(task) else {
-            return;
-        };
-        let scope = self.registry().get(task).map(|t| Arc::clone(&t.scope));
-        let record = crate::record::Record::lifecycle(&t, scope.as_deref(), event, reason, action);
-        lock(&self.notices).push(record);
-    }
-
-    /// Lifecycle records waiting to be written.
-    pub fn take_notices(&self) -> Vec<crate::record::Record> {
-        std::mem::take(&mut *lock(&self.notices))
-    }
-
-    /// On daemon exit: no agent runs unwatched. Tasks we created are killed and removed;
-    /// adopted cgroups are untagged.
-    pub fn shutdown(&self) {
-        let ids: Vec<String> = self.registry().iter().map(|t| t.id.clone()).collect();
-        for id in ids {
-            if let Err(e) = self.end_task(&id, true, "revoked: daemon stopped") {
-                tracing::warn!(task = %id, error = %e, "ending task at shutdown");
-            }
-        }
-        let parent = format!("/{}", self.config.cgroup_parent.trim_matches('/'));
-        if let Err(e) = self.cgroup2.remove(&parent) {
-            tracing::warn!(cgroup = %parent, error = %e, "removing the task cgroup parent");
-        }
-    }
-
     /// Whether a process belongs to an agent (by its cgroup), for the socket's peer check.
     pub fn is_agent_process(&self, pid: u32) -> bool {
         let Some(path) = Cgroup2::of_pid(pid) else {
@@ -641,16 +445,5 @@ impl Shared {
 
     pub fn scope_named(&self, name: &str) -> Option<Arc<Scope>> {
         self.catalog().get(name)
-    }
-}
-
-/// Waits (bounded) for a killed cgroup to empty so that it can be removed.
-fn wait_empty(cg: &Cgroup2, rel: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if !cg.populated(rel).unwrap_or(false) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
