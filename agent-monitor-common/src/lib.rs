@@ -249,6 +249,24 @@ pub struct NetKey {
     pub addr: [u8; 16],
 }
 
+/// Indexes into `TAG_STATE` (u64 each, written by the daemon after every tag change).
+pub mod tag_state {
+    /// How many cgroups are tagged: 0 lets every hook return at once.
+    pub const TAGGED: u32 = 0;
+    /// Bumped after every tag change; cached cgroup verdicts of older generations are stale.
+    pub const GENERATION: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// `CGROUP_VERDICT` value: a cgroup's agent slot (0: none) as of a tag generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CgroupVerdict {
+    pub generation: u64,
+    pub slot: u32,
+    pub pad0: u32,
+}
+
 /// `RECENT_OPENS` key: one process's access of one file.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -1,8 +1,8 @@
 //! Maps shared by all hooks. Names are the contract with the daemon's loader.
 
 use agent_monitor_common::{
-    AgentConfig, BindKey, ExecArgs, ExecEvent, FileEvent, InodeKey, NetKey, NetRule, Offsets,
-    OpenKey, PidTag, counter,
+    AgentConfig, BindKey, CgroupVerdict, ExecArgs, ExecEvent, FileEvent, InodeKey, NetKey, NetRule,
+    Offsets, OpenKey, PidTag, counter, tag_state,
 };
 use aya_ebpf::{
     macros::map,
@@ -16,6 +16,15 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// cgroup id -> agent slot, written by the daemon when it tags a task cgroup.
 #[map]
 pub static AGENT_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
+/// `tag_state::TAGGED` and `tag_state::GENERATION`, written by the daemon.
+#[map]
+pub static TAG_STATE: Array<u64> = Array::with_max_entries(tag_state::COUNT, 0);
+
+/// cgroup id -> its agent slot (0: none), cached per tag generation: the ancestor walk runs
+/// once per cgroup, not on every syscall of every process on the host.
+#[map]
+pub static CGROUP_VERDICT: LruHashMap<u64, CgroupVerdict> = LruHashMap::with_max_entries(16384, 0);
 
 /// thread id -> agent slot and parent: the tag follows a process that leaves its cgroup.
 #[map]

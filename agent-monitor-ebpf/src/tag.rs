@@ -1,6 +1,8 @@
 //! Is the current task an agent? The one question every hook asks first.
 
-use agent_monitor_common::{COMM_LEN, EventHeader, MAX_CGROUP_LEVEL, PidTag, counter};
+use agent_monitor_common::{
+    COMM_LEN, CgroupVerdict, EventHeader, MAX_CGROUP_LEVEL, PidTag, counter, tag_state,
+};
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid,
     generated::{
@@ -8,7 +10,7 @@ use aya_ebpf::helpers::{
     },
 };
 
-use crate::maps::{AGENT_CGROUPS, AGENT_PIDS, count};
+use crate::maps::{AGENT_CGROUPS, AGENT_PIDS, CGROUP_VERDICT, TAG_STATE, count};
 
 /// The current task's agent, if it has one.
 pub struct Agent {
@@ -23,6 +25,11 @@ pub struct Agent {
 /// the pid map so that it stays tagged if it later moves to another cgroup.
 #[inline(always)]
 pub fn current_agent() -> Option<Agent> {
+    // No agent anywhere (the common case on most hosts): one array read and done. Unknown
+    // (no entry) counts as "maybe", never as "none".
+    if TAG_STATE.get(tag_state::TAGGED).copied().unwrap_or(1) == 0 {
+        return None;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     #[expect(clippy::cast_possible_truncation, reason = "low half is the thread id")]
     let pid = pid_tgid as u32;
@@ -59,10 +66,32 @@ pub fn current_agent() -> Option<Agent> {
     })
 }
 
+/// The current cgroup's agent, from the per-generation cache or the ancestor walk.
 #[inline(always)]
 fn cgroup_agent() -> Option<u32> {
-    // SAFETY: helpers without arguments that can fault.
+    // SAFETY: helper without arguments.
     let own = unsafe { bpf_get_current_cgroup_id() };
+    // Read the generation before walking: a walk that raced a tag change is cached under
+    // the old generation and so recomputed next time.
+    let generation = TAG_STATE.get(tag_state::GENERATION).copied().unwrap_or(0);
+    // SAFETY: the value is copied out.
+    if let Some(v) = unsafe { CGROUP_VERDICT.get(own) }.copied()
+        && v.generation == generation
+    {
+        return (v.slot != 0).then_some(v.slot);
+    }
+    let slot = walk_cgroups(own);
+    let verdict = CgroupVerdict {
+        generation,
+        slot: slot.unwrap_or(0),
+        pad0: 0,
+    };
+    let _ = CGROUP_VERDICT.insert(own, verdict, 0);
+    slot
+}
+
+#[inline(always)]
+fn walk_cgroups(own: u64) -> Option<u32> {
     if let Some(slot) = unsafe { AGENT_CGROUPS.get(own) } {
         return Some(*slot);
     }

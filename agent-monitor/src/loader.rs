@@ -79,6 +79,8 @@ pub struct Kernel {
 /// What the daemon's shared state keeps of the kernel side.
 pub struct Handles {
     pub agent_cgroups: HashMap<MapData, u64, u32>,
+    /// `TAG_STATE`: how many cgroups are tagged, and the tag generation.
+    pub tag_state: Array<MapData, u64>,
     pub counters: PerCpuArray<MapData, u64>,
     pub enforcer: Enforcer,
     pub hooks: Vec<HookStatus>,
@@ -280,6 +282,7 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
     let events = take_map(&mut ebpf, "EVENTS")?;
     let agent_cgroups = take_map(&mut ebpf, "AGENT_CGROUPS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
+    let tag_state = take_map(&mut ebpf, "TAG_STATE")?;
     let enforcer = Enforcer::new(
         take_map(&mut ebpf, "AGENT_CONFIG")?,
         take_map(&mut ebpf, "NET_RULES")?,
@@ -294,6 +297,7 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
         events,
         handles: Handles {
             agent_cgroups,
+            tag_state,
             counters,
             enforcer,
             hooks,

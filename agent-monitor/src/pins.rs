@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
     programs::links::{FdLink, PinnedLink},
 };
 
@@ -131,6 +131,8 @@ impl Pins {
         let handles = Handles {
             agent_cgroups: HashMap::try_from(hash("AGENT_CGROUPS")?)
                 .map_err(map_err("AGENT_CGROUPS"))?,
+            tag_state: Array::try_from(Map::Array(open("TAG_STATE")?))
+                .map_err(map_err("TAG_STATE"))?,
             counters: PerCpuArray::try_from(Map::PerCpuArray(open("COUNTERS")?))
                 .map_err(map_err("COUNTERS"))?,
             enforcer,

@@ -127,6 +127,7 @@ pub struct Shared {
     pub identity_error: Option<String>,
     /// `AGENT_CGROUPS`: cgroup id -> slot.
     tagger: Mutex<HashMap<MapData, u64, u32>>,
+    tag_state: Mutex<aya::maps::Array<MapData, u64>>,
     counters: Mutex<PerCpuArray<MapData, u64>>,
     enforcer: Mutex<Enforcer>,
     notices: Mutex<Vec<crate::record::Record>>,
@@ -143,6 +144,7 @@ impl Shared {
         let catalog = Catalog::load(&config.scopes_dir);
         let Handles {
             agent_cgroups,
+            tag_state,
             counters,
             enforcer,
             hooks,
@@ -163,6 +165,7 @@ impl Shared {
             catalog: RwLock::new(catalog),
             registry: Mutex::new(Registry::default()),
             tagger: Mutex::new(agent_cgroups),
+            tag_state: Mutex::new(tag_state),
             counters: Mutex::new(counters),
         }
     }
@@ -295,12 +298,29 @@ impl Shared {
                 source,
             });
         }
+        self.publish_tags();
         Ok(())
     }
 
     fn untag(&self, cgroup_id: u64, slot: u32) {
         let _ = lock(&self.tagger).remove(&cgroup_id);
         lock(&self.enforcer).remove(slot);
+        self.publish_tags();
+    }
+
+    /// Tells the kernel side how many cgroups are tagged (0 lets every hook return at once)
+    /// and starts a new tag generation, after the tag maps changed: cached cgroup verdicts
+    /// of the previous generation are recomputed.
+    fn publish_tags(&self) {
+        use agent_monitor_common::tag_state::{GENERATION, TAGGED};
+        let tagged = lock(&self.tagger).keys().flatten().count() as u64;
+        let mut state = lock(&self.tag_state);
+        let generation = state.get(&GENERATION, 0).unwrap_or(0).wrapping_add(1);
+        for (index, value) in [(TAGGED, tagged), (GENERATION, generation)] {
+            if let Err(e) = state.set(index, value, 0) {
+                tracing::error!(error = %e, "publishing the tag state; hooks may skip agents");
+            }
+        }
     }
 
     pub fn enforcer(&self) -> MutexGuard<'_, Enforcer> {
