@@ -119,7 +119,7 @@ mod tests {
     use super::*;
 
     fn net(s: &str) -> IpNet {
-        s.parse().unwrap()
+        s.parse().expect("a valid network")
     }
 
     #[test]
