@@ -292,39 +292,15 @@ fn snapshot(shared: &Shared) -> Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{AgentRef, ProcessRef};
 
     fn record(verdict: Verdict) -> Record {
         Record {
-            time: String::new(),
-            kind: Kind::File,
-            verdict,
-            action: Action::None,
-            agent: AgentRef {
-                scope: "s".into(),
-                task: "t".into(),
-                owner: "o".into(),
-                identity: None,
-            },
-            process: Some(ProcessRef {
-                pid: 1,
-                tid: 1,
-                ppid: 0,
-                comm: "c".into(),
-                exe: None,
-                cgroup: None,
-            }),
-            file: None,
-            net: None,
-            exec: None,
             violation: (verdict == Verdict::Violation).then(|| crate::policy::Violation {
                 dimension: crate::policy::Dimension::Files,
                 rule: "files.read".into(),
                 reason: "r".into(),
             }),
-            task: None,
-            kubernetes: None,
-            truncated: false,
+            ..Record::sample(Kind::File, verdict)
         }
     }
 

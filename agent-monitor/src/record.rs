@@ -199,6 +199,40 @@ impl Record {
     }
 }
 
+#[cfg(test)]
+impl Record {
+    /// A record with placeholder agent and process, for tests that set the fields they need.
+    pub fn sample(kind: Kind, verdict: Verdict) -> Self {
+        Self {
+            time: String::new(),
+            kind,
+            verdict,
+            action: Action::None,
+            agent: AgentRef {
+                scope: "s".into(),
+                task: "t".into(),
+                owner: "o".into(),
+                identity: None,
+            },
+            process: Some(ProcessRef {
+                pid: 1,
+                tid: 1,
+                ppid: 0,
+                comm: "c".into(),
+                exe: None,
+                cgroup: None,
+            }),
+            file: None,
+            net: None,
+            exec: None,
+            violation: None,
+            task: None,
+            kubernetes: None,
+            truncated: false,
+        }
+    }
+}
+
 /// Converts kernel `CLOCK_BOOTTIME` stamps to wall-clock time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {

@@ -232,40 +232,26 @@ impl Sinks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Action, AgentRef, Kind, ProcessRef};
+    use crate::record::{Kind, ProcessRef};
 
     fn record(n: u32) -> Record {
-        Record {
-            time: format!("t{n}"),
-            kind: Kind::Exec,
-            verdict: if n.is_multiple_of(7) {
-                Verdict::Violation
-            } else {
-                Verdict::Allowed
-            },
-            action: Action::None,
-            agent: AgentRef {
-                scope: "s".into(),
-                task: "t".into(),
-                owner: "o".into(),
-                identity: Some("spiffe://x".into()),
-            },
-            process: Some(ProcessRef {
-                pid: n,
-                tid: n,
-                ppid: 1,
-                comm: "c".into(),
-                exe: None,
-                cgroup: None,
-            }),
-            file: None,
-            net: None,
-            exec: None,
-            violation: None,
-            task: None,
-            kubernetes: None,
-            truncated: false,
-        }
+        let verdict = if n.is_multiple_of(7) {
+            Verdict::Violation
+        } else {
+            Verdict::Allowed
+        };
+        let mut r = Record::sample(Kind::Exec, verdict);
+        r.time = format!("t{n}");
+        r.agent.identity = Some("spiffe://x".into());
+        r.process = Some(ProcessRef {
+            pid: n,
+            tid: n,
+            ppid: 1,
+            comm: "c".into(),
+            exe: None,
+            cgroup: None,
+        });
+        r
     }
 
     fn lines(path: &Path) -> Vec<String> {

@@ -303,35 +303,6 @@ pub fn generate_id(scope: &str) -> String {
     format!("{prefix}-{:08x}", u32::from_le_bytes(bytes))
 }
 
-/// Parses `30m`, `90s`, `1h30m`, `2d`.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    if text.is_empty() {
-        return None;
-    }
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num.parse().ok()?;
-        num.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(unit)?)?;
-    }
-    if !num.is_empty() {
-        return None;
-    }
-    (total > 0).then(|| Duration::from_secs(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,16 +351,5 @@ mod tests {
         let id = generate_id("scope");
         assert!(valid_task_id(&id), "{id}");
         assert_ne!(generate_id("s"), generate_id("s"));
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("30m"), Some(Duration::from_mins(30)));
-        assert_eq!(parse_duration("1h30m"), Some(Duration::from_mins(90)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration("0s"), None);
-        assert_eq!(parse_duration(""), None);
     }
 }

@@ -137,6 +137,12 @@ impl Ttl {
     pub fn duration(self) -> Duration {
         self.0
     }
+
+    /// Parses a TTL as a manifest does (also for `exec --ttl` and `POST /v1/tasks`); the
+    /// error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::from_scalar(text).map_err(|e| e.to_string())
+    }
 }
 
 const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)];

@@ -20,7 +20,7 @@ use crate::{
     kubernetes::{self, Candidate},
     loader::{Handles, HookStatus, KernelCounters},
     scope::{self, Scope, ScopeError},
-    tasks::{Origin, Registry, Task, generate_id, parse_duration, valid_task_id},
+    tasks::{Origin, Registry, Task, generate_id, valid_task_id},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum TaskError {
     BadTaskId(String),
     #[error("a task named {0:?} already exists")]
     Exists(String),
-    #[error("ttl {0:?} is invalid: use e.g. 90s, 30m, 1h30m")]
+    #[error("ttl: {0}")]
     BadTtl(String),
     #[error("no task named {0:?}")]
     NotFound(String),
@@ -242,7 +242,7 @@ impl Shared {
             _ => return Err(TaskError::ScopeChoice),
         };
         let ttl = match req.ttl {
-            Some(t) => Some(parse_duration(&t).ok_or(TaskError::BadTtl(t))?),
+            Some(t) => Some(scope::Ttl::parse(&t).map_err(TaskError::BadTtl)?.duration()),
             None => scope.ttl,
         };
         let mut registry = self.registry();

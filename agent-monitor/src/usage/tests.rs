@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::record::{Action, AgentRef, ExecObject, FileObject, ProcessRef};
+use crate::record::{ExecObject, FileObject};
 
 const SCOPE: &str = "apiVersion: agent-monitor.dev/v1
 kind: AgentScope
@@ -28,33 +28,12 @@ fn scope() -> Arc<Scope> {
 }
 
 fn base(verdict: Verdict) -> Record {
-    Record {
-        time: "2026-01-01T00:00:00Z".into(),
-        kind: Kind::File,
-        verdict,
-        action: Action::None,
-        agent: AgentRef {
-            scope: "rev".into(),
-            task: "t1".into(),
-            owner: "o@example.org".into(),
-            identity: None,
-        },
-        process: Some(ProcessRef {
-            pid: 1,
-            tid: 1,
-            ppid: 0,
-            comm: "c".into(),
-            exe: None,
-            cgroup: None,
-        }),
-        file: None,
-        net: None,
-        exec: None,
-        violation: None,
-        task: None,
-        kubernetes: None,
-        truncated: false,
-    }
+    let mut r = Record::sample(Kind::File, verdict);
+    r.time = "2026-01-01T00:00:00Z".into();
+    r.agent.scope = "rev".into();
+    r.agent.task = "t1".into();
+    r.agent.owner = "o@example.org".into();
+    r
 }
 
 fn file(path: &str, access: FileAccess, verdict: Verdict) -> Record {
