@@ -32,6 +32,20 @@ pub mod kind {
     pub const CGROUP_MKDIR: u32 = 5;
     /// [`crate::CgroupEvent`]: a cgroup v2 directory was removed (any process).
     pub const CGROUP_RMDIR: u32 = 6;
+    /// [`crate::EscapeEvent`]: a tagged process tried to leave or weaken its confinement
+    /// (namespaces, mounts, bpf, ptrace, `io_uring`, raw sockets, signalling outside the agent,
+    /// moving to another cgroup).
+    pub const ESCAPE: u32 = 7;
+}
+
+/// `EscapeEvent::op`.
+pub mod escape_op {
+    /// A syscall from the escape list (`nr` says which); `args` are its first arguments when
+    /// the kernel saw its entry (a syscall refused by the agent's seccomp filter has none).
+    pub const SYSCALL: u32 = 1;
+    /// The process was attached to another cgroup (`target` moved, `path` is the destination
+    /// relative to the cgroup2 root).
+    pub const CGROUP_MOVE: u32 = 2;
 }
 
 /// File operations (`FileEvent::op`).
@@ -87,6 +101,9 @@ pub mod config_flags {
     /// exec.allow has globs that may match files created after load: an exec whose inode
     /// is not in the allow set is held (SIGSTOP) for the daemon rather than killed.
     pub const EXEC_DEFER: u32 = 1;
+    /// Opens the kernel cannot judge by identity (not on the deny list, not a file already
+    /// found readable) are held (SIGSTOP) at syscall exit until the daemon judges the path.
+    pub const FILE_HOLD: u32 = 2;
 }
 
 /// Protocol bits in `PortRule::protos` and `NetRule::any_port_protos`.
@@ -182,6 +199,37 @@ pub struct NetEvent {
     /// What the kernel did: 1 allowed, 0 refused.
     pub allowed: u32,
     pub pad1: u32,
+}
+
+/// `kind::ESCAPE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EscapeEvent {
+    pub header: EventHeader,
+    pub op: u32,
+    /// Syscall number (x86-64 numbering) for `SYSCALL`.
+    pub nr: u32,
+    /// The syscall's first three arguments (0 when not seen).
+    pub args: [u64; 3],
+    /// Syscall return value (`SYSCALL`), 0 for `CGROUP_MOVE`.
+    pub ret: i64,
+    /// `CGROUP_MOVE`: the thread moved. `SYSCALL`: 1 when the entry was seen (args valid).
+    pub target: u32,
+    /// `CGROUP_MOVE`: 1 when the kernel found the destination outside the agent's cgroup.
+    pub outside: u32,
+    /// `CGROUP_MOVE`: the destination cgroup's id.
+    pub cgroup_id: u64,
+    pub path: [u8; PATH_LEN],
+}
+
+/// An escape syscall seen at entry, completed at exit (`PENDING_ESCAPE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EscapeEntry {
+    pub args: [u64; 3],
+    /// Header flags decided at entry (`KILLED`), or `u32::MAX`: not an escape, report nothing.
+    pub flags: u32,
+    pub pad0: u32,
 }
 
 /// `kind::EXIT`.
@@ -290,7 +338,7 @@ pub struct BindKey {
     pub port: u32,
 }
 
-/// A file identity for one agent (`EXEC_ALLOW`, `FILE_DENY` keys). `dev` is the kernel's
+/// A file identity for one agent (`EXEC_ALLOW`, `FILE_DENY`, `FILE_OK` keys). `dev` is the kernel's
 /// internal encoding (`MKDEV(major, minor)` = major << 20 | minor).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -340,6 +388,7 @@ mod pod {
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::ExecArgs {}
     unsafe impl aya::Pod for super::FileEvent {}
+    unsafe impl aya::Pod for super::EscapeEvent {}
     unsafe impl aya::Pod for super::ExecEvent {}
 }
 
@@ -374,6 +423,8 @@ mod tests {
         assert_eq!(size_of::<FileEvent>(), h + 40 + 2 * PATH_LEN);
         assert_eq!(size_of::<NetEvent>(), h + 16 + 16 + 8);
         assert_eq!(size_of::<ExitEvent>(), h);
+        assert_eq!(size_of::<EscapeEvent>(), h + 8 + 24 + 8 + 8 + 8 + PATH_LEN);
+        assert_eq!(size_of::<EscapeEntry>(), 32);
         assert_eq!(size_of::<CgroupEvent>(), h + 16 + PATH_LEN);
         assert_eq!(size_of::<NetKey>(), 20);
         assert_eq!(size_of::<InodeKey>(), 16);

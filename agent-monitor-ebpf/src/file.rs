@@ -3,15 +3,18 @@
 //! and emits it only when the call succeeded: a failed open touched nothing.
 
 use agent_monitor_common::{
-    DEDUP_WINDOW_NS, FileEvent, OpenKey, PATH_LEN, counter, file_op, flags, kind,
+    AgentConfig, DEDUP_WINDOW_NS, FileEvent, InodeKey, OpenKey, PATH_LEN, config_flags, counter,
+    file_op, flags, kind,
 };
 use aya_ebpf::{
     helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, programs::TracePointContext,
 };
 
 use crate::{
-    enforce::{SIGKILL, enforced, fd_identity, kills, signal},
-    maps::{FILE_DENY, FILE_SCRATCH, PENDING_FILE, RECENT_OPENS, count, emit},
+    enforce::{SIGKILL, SIGSTOP, enforced, fd_identity, kills, signal},
+    maps::{
+        FILE_DENY, FILE_OK, FILE_SCRATCH, PENDING_FILE, PROTECTED_DEVS, RECENT_OPENS, count, emit,
+    },
     process::sys_arg,
     tag::{current_agent, header},
 };
@@ -262,6 +265,37 @@ fn repeated(tgid: u32, open_flags: u32, dev: u32, ino: u64) -> bool {
     false
 }
 
+const O_ACCMODE: u32 = 0o3;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+
+/// The kernel's verdict on a successful open by an enforced agent, before the caller sees
+/// the descriptor. By what was opened (device and inode), whatever path led to it:
+/// symlinks, hard links, relative paths, /proc/self/root, a dirfd.
+#[inline(always)]
+fn judge_open(event: &mut FileEvent, identity: Option<InodeKey>, cfg: &AgentConfig) {
+    let writes = event.open_flags & (O_ACCMODE | O_CREAT | O_TRUNC) != 0;
+    if let Some(key) = identity {
+        // A denied file, or a write into the monitor's own filesystems (cgroupfs, bpffs,
+        // tracefs): killed before the first byte moves.
+        if FILE_DENY.get_ptr(key).is_some() || (writes && PROTECTED_DEVS.get_ptr(key.dev).is_some())
+        {
+            signal(SIGKILL);
+            event.header.flags |= flags::KILLED;
+            return;
+        }
+        if !writes && FILE_OK.get_ptr(key).is_some() {
+            return;
+        }
+    }
+    // Only a path decides the rest (allow-list globs): the process waits, stopped, until
+    // the daemon has judged the path of the descriptor it now holds.
+    if cfg.flags & config_flags::FILE_HOLD != 0 {
+        signal(SIGSTOP);
+        event.header.flags |= flags::HELD;
+    }
+}
+
 /// Attached to every `sys_exit_*` of the syscalls above: `long ret` @16.
 #[tracepoint]
 pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
@@ -306,25 +340,23 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         } else {
             None
         };
-        // A denied file is recognised by what was opened (device and inode), whatever
-        // path led to it: symlinks, hard links, relative paths, /proc/self/root.
-        if let Some(key) = identity
+        if event.op == file_op::OPEN
             && let Some(cfg) = enforced(slot)
-            && FILE_DENY.get_ptr(key).is_some()
             && kills(&cfg)
         {
-            signal(SIGKILL);
-            event.header.flags |= flags::KILLED;
+            judge_open(event, identity, &cfg);
         }
         // Verdict first, then de-duplication: the same process opening the same file the
-        // same way again within the window is counted, not re-reported (a kill never is).
-        if event.header.flags & flags::KILLED == 0
+        // same way again within the window is counted, not re-reported (a kill or a hold
+        // never is).
+        if event.header.flags & (flags::KILLED | flags::HELD) == 0
             && let Some(key) = identity
             && repeated(event.header.tgid, event.open_flags, key.dev, key.ino)
         {
             count(counter::DEDUPED);
-        } else {
-            emit::<FileEvent>(event, slot);
+        } else if !emit::<FileEvent>(event, slot) && event.header.flags & flags::HELD != 0 {
+            // Nobody will hear of this hold: fail closed rather than leave it stopped.
+            signal(SIGKILL);
         }
     }
     let _ = PENDING_FILE.remove(pid);

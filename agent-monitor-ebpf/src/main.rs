@@ -7,6 +7,7 @@
 
 mod cgroup;
 mod enforce;
+mod escape;
 mod file;
 mod maps;
 mod net;

@@ -1,8 +1,8 @@
 //! Maps shared by all hooks. Names are the contract with the daemon's loader.
 
 use agent_monitor_common::{
-    AgentConfig, BindKey, CgroupVerdict, ExecArgs, ExecEvent, FileEvent, InodeKey, NetKey, NetRule,
-    Offsets, OpenKey, PidTag, counter, tag_state,
+    AgentConfig, BindKey, CgroupVerdict, EscapeEntry, EscapeEvent, ExecArgs, ExecEvent, FileEvent,
+    InodeKey, NetKey, NetRule, Offsets, OpenKey, PidTag, counter, tag_state,
 };
 use aya_ebpf::{
     macros::map,
@@ -63,9 +63,12 @@ pub fn count(index: u32) {
 /// Writes one event to the ring buffer and counts it as emitted or dropped. A drop is also
 /// charged to the agent (slot in the header) so the daemon can mark it degraded. Verdicts
 /// are taken before this: a full ring buffer never weakens enforcement.
-pub fn emit<T>(event: &T, slot: u32) {
+pub fn emit<T>(event: &T, slot: u32) -> bool {
     match EVENTS.output::<T>(event, 0) {
-        Ok(()) => count(counter::EMITTED),
+        Ok(()) => {
+            count(counter::EMITTED);
+            true
+        }
         Err(_) => {
             count(counter::DROPPED);
             if slot != 0 {
@@ -77,6 +80,7 @@ pub fn emit<T>(event: &T, slot: u32) {
                     }
                 }
             }
+            false
         }
     }
 }
@@ -108,6 +112,26 @@ pub static OFFSETS: Array<Offsets> = Array::with_max_entries(1, 0);
 /// Last time each (process, file, access) open was reported, for de-duplication.
 #[map]
 pub static RECENT_OPENS: LruHashMap<OpenKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// (slot, dev, inode) of files the daemon judged readable for the agent: later read-only
+/// opens of them are not held. Reads only: a hard link gives a file another name, but
+/// reading it under any name shows the content the allowed name already shows.
+#[map]
+pub static FILE_OK: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// Devices (`s_dev`) of the filesystems that carry the monitor's own state and controls
+/// (cgroup2 and cgroup v1, bpffs, tracefs, debugfs, securityfs): an agent opening a file
+/// there for writing is an escape attempt. Written by the daemon at start-up.
+#[map]
+pub static PROTECTED_DEVS: HashMap<u32, u8> = HashMap::with_max_entries(64, 0);
+
+/// Thread id -> an escape syscall seen at entry, completed at exit.
+#[map]
+pub static PENDING_ESCAPE: LruHashMap<u32, EscapeEntry> = LruHashMap::with_max_entries(4096, 0);
+
+/// Per-CPU scratch for building an escape event (too big for the BPF stack).
+#[map]
+pub static ESCAPE_SCRATCH: PerCpuArray<EscapeEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// slot -> events lost for that agent (ring buffer full): the daemon marks it degraded.
 #[map]

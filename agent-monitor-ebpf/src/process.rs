@@ -151,7 +151,10 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    emit(event, agent.slot);
+    if !emit(event, agent.slot) && event.header.flags & flags::HELD != 0 {
+        // Nobody will hear of this hold: fail closed rather than leave it stopped.
+        signal(SIGKILL);
+    }
     Ok(())
 }
 

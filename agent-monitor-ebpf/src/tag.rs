@@ -135,3 +135,12 @@ pub fn header(kind: u32, agent: &Agent) -> EventHeader {
         comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
     }
 }
+
+/// Whether the current task's cgroup is the agent's own or below it (fresh walk, no cache:
+/// called right after the task moved).
+#[inline(always)]
+pub fn in_agent_cgroup(slot: u32) -> bool {
+    // SAFETY: helper without arguments.
+    let own = unsafe { bpf_get_current_cgroup_id() };
+    walk_cgroups(own) == Some(slot)
+}

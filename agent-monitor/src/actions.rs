@@ -28,7 +28,9 @@ pub fn decide(
     on_violation: OnViolation,
     kernel: KernelDid,
 ) -> (Action, Option<Step>) {
-    let network = matches!(kind, Kind::Connect | Kind::Send | Kind::Bind);
+    // A refused connect, send, bind or escape syscall already failed; the process lives on.
+    let refused = matches!(kind, Kind::Connect | Kind::Send | Kind::Bind)
+        || (kind == Kind::Escape && kernel.blocked);
     let base = if kernel.killed {
         Action::KilledProcess
     } else if kernel.blocked {
@@ -44,8 +46,7 @@ pub fn decide(
     }
     match on_violation {
         OnViolation::KillAgent => (Action::KilledAgent, Some(Step::KillAgent)),
-        // A refused connect already failed; the process lives on.
-        _ if network => (base, None),
+        _ if refused => (base, None),
         OnViolation::Alert => (base, kernel.held.then_some(Step::Release)),
         OnViolation::KillProcess if kernel.killed => (Action::KilledProcess, None),
         OnViolation::KillProcess => (Action::KilledProcess, Some(Step::KillProcess)),

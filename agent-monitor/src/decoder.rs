@@ -10,8 +10,8 @@ use std::{
 };
 
 use agent_monitor_common::{
-    CgroupEvent, EventHeader, ExecEvent, ExitEvent, FileEvent, NetEvent, bytes::until_nul, file_op,
-    flags, kind, net_op,
+    CgroupEvent, EscapeEvent, EventHeader, ExecEvent, ExitEvent, FileEvent, NetEvent,
+    bytes::until_nul, escape_op, file_op, flags, kind, net_op,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -70,6 +70,25 @@ pub enum NetOp {
     Bind,
 }
 
+/// What an escape event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EscapeWhat {
+    /// A syscall from the escape list (x86-64 number); `args` when its entry was seen.
+    Syscall {
+        nr: u32,
+        args: Option<[u64; 3]>,
+        ret: i64,
+    },
+    /// Thread `moved` was attached to cgroup `path` (relative to the cgroup2 root).
+    /// `outside`: the kernel already found it outside the agent's cgroup.
+    CgroupMove {
+        moved: u32,
+        cgroup_id: u64,
+        path: String,
+        outside: bool,
+    },
+}
+
 #[derive(Debug, Clone)]
 pub enum Event {
     Exec {
@@ -97,6 +116,10 @@ pub enum Event {
     Exit {
         header: Header,
     },
+    Escape {
+        header: Header,
+        what: EscapeWhat,
+    },
     CgroupMkdir {
         id: u64,
         path: String,
@@ -113,7 +136,8 @@ impl Event {
             Self::Exec { header, .. }
             | Self::File { header, .. }
             | Self::Net { header, .. }
-            | Self::Exit { header } => Some(header),
+            | Self::Exit { header }
+            | Self::Escape { header, .. } => Some(header),
             Self::CgroupMkdir { .. } | Self::CgroupRmdir { .. } => None,
         }
     }
@@ -236,6 +260,32 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 header: header(&e.header),
             })
         }
+        kind::ESCAPE => {
+            let e: EscapeEvent = read(buf, "escape event")?;
+            let what = match e.op {
+                escape_op::SYSCALL => EscapeWhat::Syscall {
+                    nr: e.nr,
+                    args: (e.target != 0).then_some(e.args),
+                    ret: e.ret,
+                },
+                escape_op::CGROUP_MOVE => EscapeWhat::CgroupMove {
+                    moved: e.target,
+                    cgroup_id: e.cgroup_id,
+                    path: text(&e.path),
+                    outside: e.outside != 0,
+                },
+                value => {
+                    return Err(DecodeError::UnknownValue {
+                        what: "escape op",
+                        value,
+                    });
+                }
+            };
+            Ok(Event::Escape {
+                header: header(&e.header),
+                what,
+            })
+        }
         kind::CGROUP_MKDIR | kind::CGROUP_RMDIR => {
             let e: CgroupEvent = read(buf, "cgroup event")?;
             let path = text(&e.path);
@@ -344,6 +394,48 @@ mod tests {
             panic!("decodes")
         };
         assert_eq!(path.as_os_str().len(), PATH_LEN);
+    }
+
+    #[test]
+    fn decodes_escape_events() {
+        // SAFETY: all-zero is a valid EscapeEvent.
+        let mut e: EscapeEvent = unsafe { zeroed() };
+        e.header.kind = kind::ESCAPE;
+        e.header.flags = flags::BLOCKED;
+        e.op = escape_op::SYSCALL;
+        e.nr = 321;
+        e.ret = -1;
+        let Ok(Event::Escape { header, what }) = decode(&bytes_of(&e)) else {
+            panic!("decodes")
+        };
+        assert!(header.kernel.blocked);
+        assert_eq!(
+            what,
+            EscapeWhat::Syscall {
+                nr: 321,
+                args: None,
+                ret: -1
+            },
+            "no entry seen: no arguments"
+        );
+        e.op = escape_op::CGROUP_MOVE;
+        e.target = 42;
+        e.outside = 1;
+        e.path[..4].copy_from_slice(b"/elb");
+        let Ok(Event::Escape { what, .. }) = decode(&bytes_of(&e)) else {
+            panic!("decodes")
+        };
+        assert_eq!(
+            what,
+            EscapeWhat::CgroupMove {
+                moved: 42,
+                cgroup_id: 0,
+                path: "/elb".into(),
+                outside: true
+            }
+        );
+        e.op = 9;
+        assert!(decode(&bytes_of(&e)).is_err());
     }
 
     #[test]

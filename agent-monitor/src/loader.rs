@@ -120,6 +120,41 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("sys_enter_fchdir", "syscalls", "sys_enter_fchdir", true),
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir", true),
     ("cgroup_rmdir", "cgroup", "cgroup_rmdir", true),
+    ("cgroup_attach_task", "cgroup", "cgroup_attach_task", true),
+];
+
+/// Syscalls watched by the escape programs (`sys_enter_escape`/`sys_exit_escape`); the
+/// names are `crate::escape`'s. Not required: an architecture may lack some of them.
+pub const ESCAPE_SYSCALLS: &[&str] = &[
+    "socket",
+    "kill",
+    "tkill",
+    "tgkill",
+    "pidfd_open",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "unshare",
+    "setns",
+    "mount",
+    "umount",
+    "pivot_root",
+    "open_tree",
+    "move_mount",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "mount_setattr",
+    "bpf",
+    "io_uring_setup",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "kexec_load",
+    "kexec_file_load",
+    "open_by_handle_at",
+    "reboot",
 ];
 
 /// Every syscall whose entry is stashed by a `sys_enter_*` file program above.
@@ -261,6 +296,16 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
             pin,
         ));
     }
+    for &syscall in ESCAPE_SYSCALLS {
+        for (program, name) in [
+            ("sys_enter_escape", format!("sys_enter_{syscall}")),
+            ("sys_exit_escape", format!("sys_exit_{syscall}")),
+        ] {
+            hooks.push(attach_tracepoint(
+                &mut ebpf, program, "syscalls", &name, false, &mut links, pin,
+            ));
+        }
+    }
     let root = cgroup2.root();
     let root_fd = fs::File::open(root).map_err(|source| LoadError::CgroupRoot {
         path: root.display().to_string(),
@@ -273,6 +318,9 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
     }
     hooks.retain(|h| h.attached || h.error.is_some());
     let identity_error = write_offsets(&mut ebpf).err();
+    if let Err(e) = write_protected(&mut ebpf, &crate::escape::Protected::discover()) {
+        tracing::error!(error = %e, "cannot list the protected filesystems: writes there are judged by the daemon only");
+    }
     if let Some(e) = &identity_error {
         tracing::error!(error = %e, "no file identity: denied files and binaries are enforced by the daemon only");
     }
@@ -283,15 +331,16 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
     let agent_cgroups = take_map(&mut ebpf, "AGENT_CGROUPS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let tag_state = take_map(&mut ebpf, "TAG_STATE")?;
-    let enforcer = Enforcer::new(
-        take_map(&mut ebpf, "AGENT_CONFIG")?,
-        take_map(&mut ebpf, "NET_RULES")?,
-        take_map(&mut ebpf, "BIND_PORTS")?,
-        take_map(&mut ebpf, "EXEC_ALLOW")?,
-        take_map(&mut ebpf, "FILE_DENY")?,
-        take_map(&mut ebpf, "AGENT_PIDS")?,
-        take_map(&mut ebpf, "AGENT_DROPS")?,
-    );
+    let enforcer = Enforcer {
+        config: take_map(&mut ebpf, "AGENT_CONFIG")?,
+        net: take_map(&mut ebpf, "NET_RULES")?,
+        bind: take_map(&mut ebpf, "BIND_PORTS")?,
+        exec_allow: take_map(&mut ebpf, "EXEC_ALLOW")?,
+        file_deny: take_map(&mut ebpf, "FILE_DENY")?,
+        pids: take_map(&mut ebpf, "AGENT_PIDS")?,
+        drops: take_map(&mut ebpf, "AGENT_DROPS")?,
+        file_ok: take_map(&mut ebpf, "FILE_OK")?,
+    };
     Ok(Kernel {
         ebpf: Some(ebpf),
         events,
@@ -328,6 +377,19 @@ fn write_offsets(ebpf: &mut Ebpf) -> Result<(), String> {
     let mut array: Array<&mut MapData, Offsets> =
         Array::try_from(map).map_err(|e| e.to_string())?;
     array.set(0, offsets, 0).map_err(|e| e.to_string())
+}
+
+/// Devices of the monitor's own filesystems, for the kernel's write check.
+fn write_protected(ebpf: &mut Ebpf, protected: &crate::escape::Protected) -> Result<(), String> {
+    let map = ebpf
+        .map_mut("PROTECTED_DEVS")
+        .ok_or("map PROTECTED_DEVS missing")?;
+    let mut devs: HashMap<&mut MapData, u32, u8> =
+        HashMap::try_from(map).map_err(|e| e.to_string())?;
+    for (_, dev) in &protected.mounts {
+        devs.insert(*dev, 1, 0).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>

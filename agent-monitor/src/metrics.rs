@@ -110,6 +110,7 @@ impl Metrics {
                 NetOp::Bind => "bind",
             },
             Event::Exit { .. } => "exit",
+            Event::Escape { .. } => "escape",
             Event::CgroupMkdir { .. } => "cgroup_mkdir",
             Event::CgroupRmdir { .. } => "cgroup_rmdir",
         };
@@ -142,6 +143,7 @@ impl Metrics {
                 crate::policy::Dimension::Exec => "exec",
                 crate::policy::Dimension::Files => "files",
                 crate::policy::Dimension::Network => "network",
+                crate::policy::Dimension::Escape => "escape",
             };
             self.violations
                 .get_or_create(&[

@@ -119,15 +119,18 @@ impl Pins {
             })?;
         let hash = |name: &'static str| open(name).map(Map::HashMap);
         let map_err = |name: &'static str| move |source| LoadError::Map { name, source };
-        let enforcer = Enforcer::new(
-            HashMap::try_from(hash("AGENT_CONFIG")?).map_err(map_err("AGENT_CONFIG"))?,
-            LpmTrie::try_from(Map::LpmTrie(open("NET_RULES")?)).map_err(map_err("NET_RULES"))?,
-            HashMap::try_from(hash("BIND_PORTS")?).map_err(map_err("BIND_PORTS"))?,
-            HashMap::try_from(hash("EXEC_ALLOW")?).map_err(map_err("EXEC_ALLOW"))?,
-            HashMap::try_from(hash("FILE_DENY")?).map_err(map_err("FILE_DENY"))?,
-            HashMap::try_from(hash("AGENT_PIDS")?).map_err(map_err("AGENT_PIDS"))?,
-            HashMap::try_from(hash("AGENT_DROPS")?).map_err(map_err("AGENT_DROPS"))?,
-        );
+        let lru = |name: &'static str| open(name).map(Map::LruHashMap);
+        let enforcer = Enforcer {
+            config: HashMap::try_from(hash("AGENT_CONFIG")?).map_err(map_err("AGENT_CONFIG"))?,
+            net: LpmTrie::try_from(Map::LpmTrie(open("NET_RULES")?))
+                .map_err(map_err("NET_RULES"))?,
+            bind: HashMap::try_from(hash("BIND_PORTS")?).map_err(map_err("BIND_PORTS"))?,
+            exec_allow: HashMap::try_from(hash("EXEC_ALLOW")?).map_err(map_err("EXEC_ALLOW"))?,
+            file_deny: HashMap::try_from(hash("FILE_DENY")?).map_err(map_err("FILE_DENY"))?,
+            pids: HashMap::try_from(hash("AGENT_PIDS")?).map_err(map_err("AGENT_PIDS"))?,
+            drops: HashMap::try_from(hash("AGENT_DROPS")?).map_err(map_err("AGENT_DROPS"))?,
+            file_ok: HashMap::try_from(lru("FILE_OK")?).map_err(map_err("FILE_OK"))?,
+        };
         let handles = Handles {
             agent_cgroups: HashMap::try_from(hash("AGENT_CGROUPS")?)
                 .map_err(map_err("AGENT_CGROUPS"))?,

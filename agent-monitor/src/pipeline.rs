@@ -13,8 +13,8 @@ use crate::{
     policy::{Activity, Context, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict},
     proctable::{ProcInfo, ProcTable},
     record::{
-        Action, AgentRef, Clock, ExecObject, FileObject, Kind, NetObject, ProcessRef, Record,
-        Verdict, rfc3339,
+        Action, AgentRef, Clock, EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef,
+        Record, Verdict, rfc3339,
     },
     resolve::{AT_FDCWD, Actor, Follow, Resolved, resolve},
     scope::Scope,
@@ -41,6 +41,9 @@ struct Judged {
     file: Option<FileObject>,
     net: Option<NetObject>,
     exec: Option<ExecObject>,
+    escape: Option<EscapeObject>,
+    /// A verdict reached without the scope (escape attempts).
+    preset: Option<PolicyVerdict>,
 }
 
 impl Pipeline {
@@ -66,7 +69,9 @@ impl Pipeline {
                 }
                 self.procs.remove(header.tgid);
             }
-            Event::Exec { .. } | Event::File { .. } | Event::Net { .. } => self.judge(&event),
+            Event::Exec { .. } | Event::File { .. } | Event::Net { .. } | Event::Escape { .. } => {
+                self.judge(&event)
+            }
         }
     }
 
@@ -110,12 +115,19 @@ impl Pipeline {
         );
         let cgroup = self.cgroup_path(h.cgroup_id, &task_cgroup, task_cgroup_id);
         let proc = self.procs.observe(h, start_cwd.as_deref());
-        let Some(judged) = describe(event, h, proc) else {
+        let Some(mut judged) = describe(event, h, proc, &task_cgroup) else {
             return;
         };
         let ctx = Context { tgid: h.tgid };
         let started = std::time::Instant::now();
-        let verdict = evaluate(&scope, &judged, event, ctx);
+        let verdict = match judged.preset.take() {
+            Some(v) => v,
+            None => judged
+                .file
+                .as_ref()
+                .and_then(|f| self.shared.protected.judge(&f.path, f.access))
+                .unwrap_or_else(|| evaluate(&scope, &judged, event, ctx)),
+        };
         self.shared.observed.metrics.policy_eval(started.elapsed());
         let violation = match verdict {
             PolicyVerdict::Allowed => None,
@@ -131,6 +143,27 @@ impl Pipeline {
             h.kernel,
         );
         let process = process_ref(h, proc, cgroup);
+        if step == Some(Step::Release)
+            && let (Event::File { ret, .. }, Some(f)) = (event, &judged.file)
+            && f.access == FileAccess::Read
+            && let Ok(meta) = std::fs::metadata(format!("/proc/{}/fd/{ret}", h.pid))
+        {
+            // Judged readable: the kernel lets the next opens of this file through.
+            self.shared
+                .enforcer()
+                .allow_read(h.agent, kernel_dev(meta.dev()), meta.ino());
+        }
+        if let (Some(e), Some(_)) = (&judged.escape, &violation)
+            && let Some(moved) = e.moved_pid
+            && scope.mode == crate::scope::Mode::Enforce
+            && scope.on_violation != crate::scope::OnViolation::Alert
+        {
+            // The moved thread is the agent's even in its new cgroup.
+            let shared = Arc::clone(&self.shared);
+            signal_process(moved, libc::SIGKILL, || {
+                shared.enforcer().is_tagged(moved, h.agent)
+            });
+        }
         if let Some(step) = step {
             let exe = judged.exec.as_ref().map(|e| e.path.as_str());
             self.carry_out(step, h, &task_cgroup, exe);
@@ -173,6 +206,7 @@ impl Pipeline {
             file: judged.file,
             net: judged.net,
             exec: judged.exec,
+            escape: judged.escape,
             violation,
             task: None,
             truncated: h.truncated,
@@ -294,8 +328,8 @@ fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: Context) -> Poli
 }
 
 /// Resolves the event's object and updates the process table; None for events that only
-/// keep the table (chdir).
-fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
+/// keep the table (chdir) or report nothing (a move inside the agent's cgroup).
+fn describe(event: &Event, h: &Header, proc: &mut ProcInfo, task_cgroup: &str) -> Option<Judged> {
     fn actor<'a>(h: &Header, proc: &'a ProcInfo) -> Actor<'a> {
         Actor {
             tgid: h.tgid,
@@ -317,6 +351,8 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
                 }),
                 file: None,
                 net: None,
+                escape: None,
+                preset: None,
             })
         }
         Event::File {
@@ -345,7 +381,11 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
                 FileOp::Rename | FileOp::Chdir => (FileAccess::Rename, Follow::NotLast),
             };
             let fd = matches!(op, FileOp::Open { .. }).then_some(*ret);
-            let r = resolve_named(&actor(h, proc), *dirfd, path, follow, fd);
+            // A held open's descriptor is still there: it names what was really opened.
+            let r = fd
+                .filter(|_| h.kernel.held)
+                .and_then(|fd| opened_path(&actor(h, proc), fd))
+                .unwrap_or_else(|| resolve_named(&actor(h, proc), *dirfd, path, follow, fd));
             let new_path = (*op == FileOp::Rename)
                 .then(|| resolve_named(&actor(h, proc), *dirfd2, path2, Follow::NotLast, None))
                 .map(|to| to.path.to_string_lossy().into_owned());
@@ -359,6 +399,8 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
                 }),
                 net: None,
                 exec: None,
+                escape: None,
+                preset: None,
             })
         }
         Event::Net {
@@ -386,7 +428,20 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo) -> Option<Judged> {
             }),
             file: None,
             exec: None,
+            escape: None,
+            preset: None,
         }),
+        Event::Escape { what, .. } => {
+            let (object, verdict) = crate::escape::judge(what, task_cgroup)?;
+            Some(Judged {
+                kind: Kind::Escape,
+                file: None,
+                net: None,
+                exec: None,
+                escape: Some(object),
+                preset: Some(verdict),
+            })
+        }
         Event::Exit { .. } | Event::CgroupMkdir { .. } | Event::CgroupRmdir { .. } => None,
     }
 }
@@ -417,6 +472,16 @@ fn resolve_named(
             exact: false,
         },
     }
+}
+
+/// What descriptor `fd` of the acting thread refers to, from /proc (canonical: symlinks,
+/// `..`, dirfds and /proc/self/root are already resolved by the kernel).
+fn opened_path(actor: &Actor<'_>, fd: i64) -> Option<Resolved> {
+    std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tid))
+        .or_else(|_| std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tgid)))
+        .ok()
+        .filter(|p| p.is_absolute())
+        .map(|path| Resolved { path, exact: true })
 }
 
 fn display_addr(addr: &IpAddr) -> String {

@@ -80,6 +80,27 @@ pub struct NetObject {
     pub host: Option<String>,
 }
 
+/// `kind: escape`: what the agent tried.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EscapeObject {
+    /// `syscall` or `cgroup-move`.
+    pub technique: &'static str,
+    /// The syscall's name (`bpf`, `unshare`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscall: Option<String>,
+    /// Its first arguments, when the kernel saw its entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<u64>>,
+    /// Its return value (-1 is EPERM: refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<i64>,
+    /// `cgroup-move`: the destination cgroup and the thread moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_pid: Option<u32>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecObject {
     pub path: String,
@@ -104,6 +125,8 @@ pub struct Record {
     pub net: Option<NetObject>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecObject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escape: Option<EscapeObject>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub violation: Option<Violation>,
     /// For `kind: task`: what happened to the task and why.
@@ -149,6 +172,7 @@ impl Record {
             file: None,
             net: None,
             exec: None,
+            escape: None,
             violation: None,
             task: Some(TaskEvent {
                 event,
@@ -169,6 +193,12 @@ impl Record {
             format!("{}/{} {}:{}", n.family, n.protocol, n.address, n.port)
         } else if let Some(e) = &self.exec {
             format!("{} {:?}", e.path, e.argv)
+        } else if let Some(e) = &self.escape {
+            match (&e.syscall, &e.cgroup) {
+                (Some(name), _) => format!("{name}() = {}", e.result.unwrap_or(0)),
+                (None, Some(cg)) => format!("moved to {cg}"),
+                (None, None) => e.technique.to_string(),
+            }
         } else {
             String::new()
         };
@@ -225,6 +255,7 @@ impl Record {
             file: None,
             net: None,
             exec: None,
+            escape: None,
             violation: None,
             task: None,
             kubernetes: None,

@@ -46,7 +46,12 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     .context("cgroup path holds a NUL byte")?;
     let mut cmd = std::process::Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
-    // SAFETY: the closure only makes async-signal-safe calls (open, write, close).
+    // Built here: the child may only make async-signal-safe calls.
+    let filter = crate::seccomp::filter(
+        created.daemon_pid,
+        &crate::seccomp::threads_of(created.daemon_pid),
+    );
+    // SAFETY: the closure only makes async-signal-safe calls (open, write, close, prctl).
     unsafe {
         cmd.pre_exec(move || {
             // Writing "0" moves the writing process itself; done before exec so that the
@@ -61,7 +66,9 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             if n != 1 {
                 return Err(err);
             }
-            Ok(())
+            // Tagged from here on; the filter makes what the kernel hooks could only
+            // report after the fact impossible (see `seccomp`).
+            crate::seccomp::install(&filter)
         });
     }
     let mut child = tokio::process::Command::from(cmd)

@@ -62,11 +62,13 @@ pub fn compile(scope: &Scope) -> Result<KernelScope, CompileError> {
             OnViolation::KillProcess => agent_monitor_common::on_violation::KILL_PROCESS,
             OnViolation::KillAgent => agent_monitor_common::on_violation::KILL_AGENT,
         },
+        // Paths outside the allow-lists are only known to the daemon: the kernel holds such
+        // opens until it has judged them (the kill happens before the caller sees the fd).
         flags: if exec_complete {
             0
         } else {
             config_flags::EXEC_DEFER
-        },
+        } | config_flags::FILE_HOLD,
         net: net_rules(&declared.connect)?,
         bind: declared.bind.clone(),
         exec_allow,

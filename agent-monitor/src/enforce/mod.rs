@@ -33,29 +33,11 @@ pub struct Enforcer {
     pub file_deny: BpfHashMap<MapData, InodeKey, u8>,
     pub pids: BpfHashMap<MapData, u32, PidTag>,
     pub drops: BpfHashMap<MapData, u32, u64>,
+    /// Files found readable per agent (an LRU map: the kernel evicts the oldest).
+    pub file_ok: BpfHashMap<MapData, InodeKey, u8>,
 }
 
 impl Enforcer {
-    pub fn new(
-        config: BpfHashMap<MapData, u32, AgentConfig>,
-        net: LpmTrie<MapData, NetKey, NetRule>,
-        bind: BpfHashMap<MapData, BindKey, u8>,
-        exec_allow: BpfHashMap<MapData, InodeKey, u8>,
-        file_deny: BpfHashMap<MapData, InodeKey, u8>,
-        pids: BpfHashMap<MapData, u32, PidTag>,
-        drops: BpfHashMap<MapData, u32, u64>,
-    ) -> Self {
-        Self {
-            config,
-            net,
-            bind,
-            exec_allow,
-            file_deny,
-            pids,
-            drops,
-        }
-    }
-
     /// Writes a scope for a slot, replacing what the slot had. The settings go in last, so
     /// the kernel enforces only once every rule is in place.
     pub fn install(&mut self, slot: u32, scope: &crate::scope::Scope) -> Result<(), EnforceError> {
@@ -129,6 +111,13 @@ impl Enforcer {
         }
     }
 
+    /// Remembers that an agent may read a file, so its next opens are not held.
+    pub fn allow_read(&mut self, slot: u32, dev: u32, ino: u64) {
+        if let Err(e) = self.file_ok.insert(InodeKey { slot, dev, ino }, 1, 0) {
+            tracing::debug!(slot, error = %e, "cannot remember a readable file; it will be held again");
+        }
+    }
+
     /// Removes everything written for a slot (settings first: back to audit at once). Found
     /// by scanning the maps, so it also works for what a previous daemon wrote.
     pub fn remove(&mut self, slot: u32) {
@@ -152,7 +141,7 @@ impl Enforcer {
         for k in binds {
             let _ = self.bind.remove(&k);
         }
-        for map in [&mut self.exec_allow, &mut self.file_deny] {
+        for map in [&mut self.exec_allow, &mut self.file_deny, &mut self.file_ok] {
             let keys: Vec<_> = map.keys().flatten().filter(|k| k.slot == slot).collect();
             for k in keys {
                 let _ = map.remove(&k);

@@ -123,6 +123,9 @@ pub enum Dimension {
     Exec,
     Files,
     Network,
+    /// Confinement itself: namespaces, mounts, bpf, ptrace, cgroup moves, the monitor's own
+    /// filesystems. Never in any scope.
+    Escape,
 }
 
 /// The outcome of judging one activity.
@@ -151,7 +154,7 @@ impl Verdict {
         }
     }
 
-    fn violation(dimension: Dimension, rule: impl Into<String>, reason: String) -> Self {
+    pub fn violation(dimension: Dimension, rule: impl Into<String>, reason: String) -> Self {
         Self::Violation(Violation {
             dimension,
             rule: rule.into(),

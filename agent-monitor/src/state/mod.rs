@@ -70,6 +70,9 @@ pub struct TaskCreated {
     pub cgroup: String,
     /// Absolute directory, for `cgroup.procs`.
     pub cgroup_dir: PathBuf,
+    /// The daemon's pid, so that `exec` can keep the agent's signals off it.
+    #[serde(default)]
+    pub daemon_pid: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +128,8 @@ pub struct Shared {
     registry: Mutex<Registry>,
     /// Why the kernel cannot identify files (no BTF offsets), if so.
     pub identity_error: Option<String>,
+    /// The monitor's own filesystems (cgroupfs, bpffs, tracefs, ...): never writable.
+    pub protected: crate::escape::Protected,
     /// `AGENT_CGROUPS`: cgroup id -> slot.
     tagger: Mutex<HashMap<MapData, u64, u32>>,
     tag_state: Mutex<aya::maps::Array<MapData, u64>>,
@@ -155,6 +160,7 @@ impl Shared {
             cgroup2,
             hooks,
             identity_error,
+            protected: crate::escape::Protected::discover(),
             enforcer: Mutex::new(enforcer),
             notices: Mutex::new(Vec::new()),
             started: SystemTime::now(),
@@ -284,6 +290,7 @@ impl Shared {
             task: id,
             cgroup,
             cgroup_dir,
+            daemon_pid: std::process::id(),
         })
     }
 

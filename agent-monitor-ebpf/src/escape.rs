@@ -1,0 +1,248 @@
+//! Escape hooks: syscalls that leave or weaken the agent's confinement (namespaces, mounts,
+//! bpf, ptrace, io_uring, kernel modules, raw and packet sockets, signals to processes
+//! outside the agent) and moves to another cgroup.
+//!
+//! A signal sent at `sys_enter` lands after the syscall ran, so these hooks cannot prevent
+//! a syscall's effect on their own. Agents started by `agent-monitor exec` carry a seccomp
+//! filter that refuses the dangerous ones before they run; seccomp refuses them before the
+//! `sys_enter` tracepoint, but the `sys_exit` tracepoint still fires (with -EPERM), so the
+//! exit program reports those. Agents adopted by cgroup have no filter: the entry program
+//! kills them (enforce mode), which stops everything after the syscall.
+
+use agent_monitor_common::{EscapeEntry, PATH_LEN, escape_op, flags, kind};
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+
+use crate::{
+    enforce::{SIGKILL, enforced, kills, signal},
+    maps::{AGENT_CGROUPS, AGENT_PIDS, ESCAPE_SCRATCH, PENDING_ESCAPE, emit},
+    process::sys_arg,
+    tag::{Agent, current_agent, header, in_agent_cgroup},
+};
+
+// x86-64 syscall numbers the entry program looks at the arguments of.
+const NR_SOCKET: i32 = 41;
+const NR_KILL: i32 = 62;
+const NR_TKILL: i32 = 200;
+const NR_TGKILL: i32 = 234;
+const NR_PIDFD_OPEN: i32 = 434;
+
+const AF_INET: u64 = 2;
+const AF_INET6: u64 = 10;
+const AF_PACKET: u64 = 17;
+const SOCK_RAW: u64 = 3;
+const SOCK_TYPE_MASK: u64 = 0xf;
+const EPERM: i64 = 1;
+/// `EscapeEntry::flags`: entered, but not an escape (an ordinary socket, a signal inside
+/// the agent): the exit program reports nothing.
+const NOT_ESCAPE: u32 = u32::MAX;
+
+/// Attached to `sys_enter_*` of every escape syscall: `int __syscall_nr` @8, args @16.
+#[tracepoint]
+pub fn sys_enter_escape(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_enter_escape(&ctx);
+    0
+}
+
+fn try_sys_enter_escape(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
+    // SAFETY: offsets from the syscall tracepoint format.
+    let nr: i32 = unsafe { ctx.read_at(8) }.map_err(i64::from)?;
+    let args: [u64; 3] = unsafe {
+        [
+            ctx.read_at(sys_arg(0)).map_err(i64::from)?,
+            ctx.read_at(sys_arg(1)).map_err(i64::from)?,
+            ctx.read_at(sys_arg(2)).map_err(i64::from)?,
+        ]
+    };
+    let mut entry = EscapeEntry {
+        args,
+        flags: 0,
+        pad0: 0,
+    };
+    if !is_escape(nr, &args, &agent) {
+        entry.flags = NOT_ESCAPE;
+    } else if let Some(cfg) = enforced(agent.slot)
+        && kills(&cfg)
+    {
+        signal(SIGKILL);
+        entry.flags = flags::KILLED;
+    }
+    PENDING_ESCAPE
+        .insert(agent.pid, entry, 0)
+        .map_err(i64::from)?;
+    Ok(())
+}
+
+/// Whether a syscall with these arguments is an escape attempt. Only a few syscalls of the
+/// list depend on their arguments; the rest always are.
+fn is_escape(nr: i32, args: &[u64; 3], agent: &Agent) -> bool {
+    match nr {
+        NR_SOCKET => {
+            let raw = args[1] & SOCK_TYPE_MASK == SOCK_RAW;
+            args[0] == AF_PACKET || (raw && (args[0] == AF_INET || args[0] == AF_INET6))
+        }
+        // kill(pid, sig): 0 probes; pid 0 is the caller's own process group.
+        #[expect(clippy::cast_possible_truncation, reason = "pid_t and int arguments")]
+        NR_KILL => args[1] != 0 && !signal_target_ours(args[0] as i32, agent),
+        #[expect(clippy::cast_possible_truncation, reason = "pid_t and int arguments")]
+        NR_TKILL => args[1] != 0 && !signal_target_ours(args[0] as i32, agent),
+        #[expect(clippy::cast_possible_truncation, reason = "pid_t and int arguments")]
+        NR_TGKILL => args[2] != 0 && !signal_target_ours(args[0] as i32, agent),
+        #[expect(clippy::cast_possible_truncation, reason = "pid_t argument")]
+        NR_PIDFD_OPEN => !signal_target_ours(args[0] as i32, agent),
+        _ => true,
+    }
+}
+
+/// Whether a signal to `pid` stays inside the agent. -1 is every process on the machine;
+/// -N is process group N, judged by its leader.
+fn signal_target_ours(pid: i32, agent: &Agent) -> bool {
+    if pid == 0 {
+        return true;
+    }
+    if pid == -1 {
+        return false;
+    }
+    let target = pid.unsigned_abs();
+    if target == agent.tgid {
+        return true;
+    }
+    // SAFETY: the value is copied out.
+    unsafe { AGENT_PIDS.get(target) }.is_some_and(|t| t.agent == agent.slot)
+}
+
+/// Attached to `sys_exit_*` of every escape syscall: `int __syscall_nr` @8, `long ret` @16.
+#[tracepoint]
+pub fn sys_exit_escape(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit_escape(&ctx);
+    0
+}
+
+fn try_sys_exit_escape(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
+    // SAFETY: offsets from the syscall tracepoint format.
+    let nr: i32 = unsafe { ctx.read_at(8) }.map_err(i64::from)?;
+    let ret: i64 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
+    // SAFETY: the value is copied out before the entry is removed.
+    let entry = unsafe { PENDING_ESCAPE.get(agent.pid) }.copied();
+    let _ = PENDING_ESCAPE.remove(agent.pid);
+    let (args, entry_flags, seen) = match entry {
+        Some(e) if e.flags == NOT_ESCAPE => return Ok(()),
+        Some(e) => (e.args, e.flags, 1),
+        // No entry: the syscall never reached sys_enter. With -EPERM that is the agent's
+        // seccomp filter refusing it; anything else is not ours to report.
+        None if ret == -EPERM => ([0; 3], flags::BLOCKED, 0),
+        None => return Ok(()),
+    };
+    let event = ESCAPE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch slot, exclusively ours for the duration of this program.
+    let event = unsafe { &mut *event };
+    event.header = header(kind::ESCAPE, &agent);
+    event.header.flags |= entry_flags;
+    if ret == -EPERM {
+        event.header.flags |= flags::BLOCKED;
+    }
+    event.op = escape_op::SYSCALL;
+    #[expect(clippy::cast_sign_loss, reason = "syscall numbers are positive")]
+    {
+        event.nr = nr as u32;
+    }
+    event.args = args;
+    event.ret = ret;
+    event.target = seen;
+    event.outside = 0;
+    event.cgroup_id = 0;
+    event.path[0] = 0;
+    emit(event, agent.slot);
+    Ok(())
+}
+
+/// cgroup:cgroup_attach_task (6.18 layout): `int dst_root` @8, `int dst_level` @12,
+/// `u64 dst_id` @16, `int pid` @24, `__data_loc char[] dst_path` @28, `__data_loc char[]
+/// comm` @32. Fires in the writer's context after the task moved.
+#[tracepoint]
+pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
+    let _ = try_cgroup_attach_task(&ctx);
+    0
+}
+
+fn try_cgroup_attach_task(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: offsets from the tracepoint format above.
+    let moved: i32 = unsafe { ctx.read_at(24) }.map_err(i64::from)?;
+    let dst_id: u64 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
+    #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
+    let moved = moved as u32;
+    // The moved thread's tag (sticky: it survives the move), else the writer's.
+    // SAFETY: the value is copied out.
+    let moved_slot = unsafe { AGENT_PIDS.get(moved) }.map(|t| t.agent);
+    let writer = current_agent();
+    let slot = match (moved_slot, &writer) {
+        (Some(s), _) => s,
+        (None, Some(w)) => w.slot,
+        (None, None) => return Ok(()),
+    };
+    // SAFETY: the value is copied out.
+    if unsafe { AGENT_CGROUPS.get(dst_id) }.is_some_and(|s| *s == slot) {
+        return Ok(()); // into the agent's own cgroup
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "low half is the thread id")]
+    let self_move = moved == bpf_get_current_pid_tgid() as u32;
+    // A task that moved itself is already in the new cgroup: its ancestors say whether
+    // that is still inside the agent. Other moves are judged by the daemon from the path.
+    let outside = self_move && !in_agent_cgroup(slot);
+    if self_move && !outside {
+        return Ok(());
+    }
+    let event = ESCAPE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch slot.
+    let event = unsafe { &mut *event };
+    match &writer {
+        Some(w) => event.header = header(kind::ESCAPE, w),
+        None => {
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            event.header = header(
+                kind::ESCAPE,
+                &Agent {
+                    slot,
+                    ppid: 0,
+                    pid: moved,
+                    tgid,
+                },
+            );
+        }
+    }
+    if outside
+        && writer.is_some()
+        && let Some(cfg) = enforced(slot)
+        && kills(&cfg)
+    {
+        signal(SIGKILL);
+        event.header.flags |= flags::KILLED;
+    }
+    event.op = escape_op::CGROUP_MOVE;
+    event.nr = 0;
+    event.args = [0; 3];
+    event.ret = 0;
+    event.target = moved;
+    event.outside = u32::from(outside);
+    event.cgroup_id = dst_id;
+    // SAFETY: offset from the tracepoint format above.
+    let loc: u32 = unsafe { ctx.read_at(28) }.map_err(i64::from)?;
+    let name = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };
+    match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut event.path) } {
+        Ok(s) if s.len() + 1 >= PATH_LEN => event.header.flags |= flags::TRUNCATED,
+        Ok(_) => {}
+        Err(_) => event.path[0] = 0,
+    }
+    emit(event, slot);
+    Ok(())
+}
