@@ -437,10 +437,11 @@ fn a_flood_that_fills_the_ring_buffer_does_not_weaken_enforcement() {
     fs::write(ws.join("secret.txt"), "TOPSECRET\n").expect("write");
     fs::write(ws.join("f"), "x").expect("write");
     let yaml = scope("flood", &ws, "kill-process", 1, 1, 1);
-    // One page: a few hundred events fill it.
+    // One page: a few events fill it. The flood is of chdir events: opens the kernel cannot
+    // judge hold the process until the daemon has read them, which throttles an open flood.
     let d = Daemon::start_with(&[("f.yaml", &yaml)], &["--ring-buffer-bytes", "4096"]);
     let script = format!(
-        "import threading\ndef run():\n  for _ in range(3000):\n    open('{ws}/f').close()\nts = [threading.Thread(target=run) for _ in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]\nprint(open('{ws}/secret.txt').read())\n",
+        "import os, threading\ndef run():\n  for _ in range(3000):\n    os.chdir('{ws}')\nts = [threading.Thread(target=run) for _ in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]\nprint(open('{ws}/secret.txt').read())\n",
         ws = ws.display()
     );
     let out = d.exec("flood", &["--task", "flood-1"], &[PY, "-I", "-c", &script]);
@@ -471,7 +472,7 @@ fn fail_closed_kills_an_agent_whose_events_are_lost() {
     );
     // Floods, then keeps running until killed (bounded: it gives up after a while).
     let script = format!(
-        "import time\nfor _ in range(20000):\n  open('{ws}/f').close()\nfor _ in range(300):\n  time.sleep(0.1)\nprint('survived')\n",
+        "import os, time\nfor _ in range(20000):\n  os.chdir('{ws}')\nfor _ in range(300):\n  time.sleep(0.1)\nprint('survived')\n",
         ws = ws.display()
     );
     let out = d.exec("fc", &["--task", "fc-1"], &[PY, "-I", "-c", &script]);
