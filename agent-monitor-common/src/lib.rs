@@ -58,6 +58,9 @@ pub mod file_op {
     pub const RENAME: u32 = 3;
     /// chdir (`path` set) or fchdir (`dirfd` set, `path` empty): keeps the process table's cwd.
     pub const CHDIR: u32 = 4;
+    /// connect to a Unix-domain socket: `path` is the socket's (`open_flags` 1: an abstract
+    /// name, no file).
+    pub const CONNECT_UNIX: u32 = 5;
 }
 
 /// Network operations (`NetEvent::op`), one per cgroup `sock_addr` hook family.

@@ -7,7 +7,9 @@ use agent_monitor_common::{
     file_op, flags, kind,
 };
 use aya_ebpf::{
-    helpers::bpf_probe_read_user_str_bytes, macros::tracepoint, programs::TracePointContext,
+    helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    macros::tracepoint,
+    programs::TracePointContext,
 };
 
 use crate::{
@@ -165,6 +167,60 @@ file_enter!(
         ..layout(file_op::CHDIR)
     }
 );
+
+const AF_UNIX: u16 = 1;
+
+/// syscalls:sys_enter_connect: fd, uservaddr, addrlen. Only Unix-domain addresses are
+/// stashed: inet connects are judged by the cgroup `sock_addr` hooks, which can refuse them.
+/// A Unix socket's path is judged like a file written to (connecting needs write permission
+/// on the socket file), completed at exit by `sys_exit_file`.
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_stash_connect(&ctx);
+    0
+}
+
+fn try_stash_connect(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
+    // SAFETY: offset from the tracepoint format; user memory through the helper.
+    let addr: *const u8 = unsafe { ctx.read_at(sys_arg(1)) }.map_err(i64::from)?;
+    let family: u16 = unsafe { bpf_probe_read_user(addr.cast::<u16>()) }.map_err(i64::from)?;
+    if family != AF_UNIX {
+        return Ok(());
+    }
+    let event = FILE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
+    let event = unsafe { &mut *event };
+    event.header = header(kind::FILE, &agent);
+    event.op = file_op::CONNECT_UNIX;
+    event.ret = 0;
+    event.dirfd = AT_FDCWD;
+    event.dirfd2 = AT_FDCWD;
+    // `struct sockaddr_un { sa_family_t; char sun_path[108]; }`: a leading NUL in sun_path
+    // means an abstract name (no file), which follows it.
+    let first: u8 = unsafe { bpf_probe_read_user(addr.wrapping_add(2)) }.map_err(i64::from)?;
+    event.open_flags = u32::from(first == 0);
+    let start = if first == 0 {
+        addr.wrapping_add(3)
+    } else {
+        addr.wrapping_add(2)
+    };
+    copy_path(start, &mut event.path, &mut event.header.flags);
+    event.path_ptr = start as u64;
+    event.path2_ptr = 0;
+    event.path2[0] = 0;
+    // Verifier workaround: by reference, so the scratch value is not copied to the stack.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "keeps the copy off the stack"
+    )]
+    PENDING_FILE
+        .insert(agent.pid, &*event, 0)
+        .map_err(i64::from)?;
+    Ok(())
+}
 
 #[inline(always)]
 fn try_stash(ctx: &TracePointContext, l: &Layout) -> Result<(), i64> {
@@ -340,11 +396,17 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         } else {
             None
         };
-        if event.op == file_op::OPEN
-            && let Some(cfg) = enforced(slot)
+        if let Some(cfg) = enforced(slot)
             && kills(&cfg)
         {
-            judge_open(event, identity, &cfg);
+            if event.op == file_op::OPEN {
+                judge_open(event, identity, &cfg);
+            } else if event.op == file_op::CONNECT_UNIX && cfg.flags & config_flags::FILE_HOLD != 0
+            {
+                // Connected, but not one byte sent yet: the daemon judges the socket's path.
+                signal(SIGSTOP);
+                event.header.flags |= flags::HELD;
+            }
         }
         // Verdict first, then de-duplication: the same process opening the same file the
         // same way again within the window is counted, not re-reported (a kill or a hold

@@ -46,7 +46,8 @@ pub fn decide(
     }
     match on_violation {
         OnViolation::KillAgent => (Action::KilledAgent, Some(Step::KillAgent)),
-        _ if refused => (base, None),
+        // A held operation (a Unix-socket connect) waits for this decision.
+        _ if refused && !kernel.held => (base, None),
         OnViolation::Alert => (base, kernel.held.then_some(Step::Release)),
         OnViolation::KillProcess if kernel.killed => (Action::KilledProcess, None),
         OnViolation::KillProcess => (Action::KilledProcess, Some(Step::KillProcess)),
@@ -241,6 +242,44 @@ mod tests {
                 held
             ),
             (Action::None, Some(Step::Release))
+        );
+    }
+
+    #[test]
+    fn held_unix_connects_wait_for_the_verdict_and_refused_escapes_live_on() {
+        let held = KernelDid { held: true, ..NONE };
+        let enforce = |kind, violation, kernel| {
+            decide(
+                kind,
+                violation,
+                true,
+                Mode::Enforce,
+                OnViolation::KillProcess,
+                kernel,
+            )
+        };
+        assert_eq!(
+            enforce(Kind::Connect, true, held),
+            (Action::KilledProcess, Some(Step::KillProcess)),
+            "a held connect is not an already-refused one"
+        );
+        assert_eq!(
+            enforce(Kind::Connect, false, held),
+            (Action::None, Some(Step::Release))
+        );
+        let blocked = KernelDid {
+            blocked: true,
+            ..NONE
+        };
+        assert_eq!(
+            enforce(Kind::Escape, true, blocked),
+            (Action::Blocked, None),
+            "the seccomp filter refused it: nothing happened"
+        );
+        assert_eq!(
+            enforce(Kind::Escape, true, NONE),
+            (Action::KilledProcess, Some(Step::KillProcess)),
+            "an escape syscall that ran"
         );
     }
 }

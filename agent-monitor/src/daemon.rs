@@ -152,6 +152,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         events,
         handles,
     } = kernel;
+    // Held for the daemon's lifetime: an outside process removing pins detaches nothing.
+    let pin_guard = crate::pins::PinGuard::hold(&pins);
+    tracing::debug!(pins = pin_guard.len(), "pins held");
     let hooks = &handles.hooks;
     let attached = hooks.iter().filter(|h| h.attached).count();
     tracing::info!(attached, failed = hooks.len() - attached, cgroup2 = %cgroup2.root().display(), "hooks attached");
@@ -186,7 +189,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let serve = options.serve;
         async move { api::serve(shared, &socket, serve, stop).await }
     });
-    let sweeper = tokio::spawn(sweep_loop(Arc::clone(&shared), stop_rx.clone()));
+    let sweeper = tokio::spawn(sweep_loop(Arc::clone(&shared), pin_guard, stop_rx.clone()));
     let pods = match (kube, kube_client) {
         (Some(settings), Some(client)) => Some(tokio::spawn(kubernetes::watch::run(
             Arc::clone(&shared),
@@ -290,13 +293,25 @@ async fn wait_for_signal(shared: &Shared) -> anyhow::Result<()> {
     }
 }
 
-async fn sweep_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn sweep_loop(
+    shared: Arc<Shared>,
+    pin_guard: crate::pins::PinGuard,
+    mut stop: watch::Receiver<bool>,
+) {
+    let pin_guard = Arc::new(pin_guard);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let s = Arc::clone(&shared);
-                let _ = tokio::task::spawn_blocking(move || s.sweep()).await;
+                let guard = Arc::clone(&pin_guard);
+                let _ = tokio::task::spawn_blocking(move || {
+                    s.sweep();
+                    let restored = guard.restore();
+                    if restored > 0 {
+                        tracing::warn!(restored, "pins removed by another process were put back");
+                    }
+                }).await;
             }
             _ = stop.changed() => return,
         }

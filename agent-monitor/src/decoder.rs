@@ -57,10 +57,16 @@ pub struct KernelDid {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileOp {
-    Open { flags: u32 },
+    Open {
+        flags: u32,
+    },
     Unlink,
     Rename,
     Chdir,
+    /// connect(2) to a Unix-domain socket; `abstract_name`: no file (Linux abstract name).
+    ConnectUnix {
+        abstract_name: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +211,9 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 file_op::UNLINK => FileOp::Unlink,
                 file_op::RENAME => FileOp::Rename,
                 file_op::CHDIR => FileOp::Chdir,
+                file_op::CONNECT_UNIX => FileOp::ConnectUnix {
+                    abstract_name: e.open_flags != 0,
+                },
                 value => {
                     return Err(DecodeError::UnknownValue {
                         what: "file op",

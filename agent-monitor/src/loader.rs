@@ -118,6 +118,7 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ),
     ("sys_enter_chdir", "syscalls", "sys_enter_chdir", true),
     ("sys_enter_fchdir", "syscalls", "sys_enter_fchdir", true),
+    ("sys_enter_connect", "syscalls", "sys_enter_connect", true),
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir", true),
     ("cgroup_rmdir", "cgroup", "cgroup_rmdir", true),
     ("cgroup_attach_task", "cgroup", "cgroup_attach_task", true),
@@ -171,6 +172,7 @@ const FILE_EXITS: &[(&str, bool)] = &[
     ("sys_exit_renameat2", true),
     ("sys_exit_chdir", true),
     ("sys_exit_fchdir", true),
+    ("sys_exit_connect", true),
 ];
 
 const SOCK_ADDR: &[&str] = &[

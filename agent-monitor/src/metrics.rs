@@ -103,6 +103,7 @@ impl Metrics {
                 FileOp::Unlink => "unlink",
                 FileOp::Rename => "rename",
                 FileOp::Chdir => "chdir",
+                FileOp::ConnectUnix { .. } => "connect_unix",
             },
             Event::Net { op, .. } => match op {
                 NetOp::Connect => "connect",

@@ -168,6 +168,106 @@ impl Pins {
     }
 }
 
+/// Descriptors of every pinned map and link, held by the running daemon: removing a pin
+/// (an agent unlinking files on bpffs) then detaches nothing, and the daemon puts the pin
+/// back so that a later daemon can still adopt the set.
+pub struct PinGuard {
+    held: Vec<(PathBuf, std::os::fd::OwnedFd)>,
+}
+
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+
+/// `union bpf_attr` for `BPF_OBJ_*`: `pathname` (u64) @0, `bpf_fd` (u32) @8.
+#[repr(C)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    path_fd: i32,
+    pad: u32,
+}
+
+fn bpf_obj(cmd: libc::c_long, path: &Path, fd: u32) -> io::Result<i64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let attr = ObjAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: fd,
+        file_flags: 0,
+        path_fd: 0,
+        pad: 0,
+    };
+    // SAFETY: `attr` and the string it points to outlive the call; the size is exact.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_ref(&attr),
+            size_of::<ObjAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+impl PinGuard {
+    /// Opens every pin under `pins` (maps and links).
+    pub fn hold(pins: &Pins) -> Self {
+        use std::os::fd::FromRawFd as _;
+        let mut held = Vec::new();
+        for dir in [pins.maps(), pins.links()] {
+            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                match bpf_obj(BPF_OBJ_GET, &path, 0).and_then(|fd| {
+                    i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))
+                }) {
+                    // SAFETY: a descriptor the kernel just returned to us alone.
+                    Ok(fd) => held.push((path, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })),
+                    Err(e) => {
+                        tracing::warn!(pin = %path.display(), error = %e, "cannot hold a pin")
+                    }
+                }
+            }
+        }
+        Self { held }
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Puts back every pin that disappeared; returns how many.
+    pub fn restore(&self) -> usize {
+        use std::os::fd::AsRawFd as _;
+        let mut restored = 0;
+        for (path, fd) in &self.held {
+            if path.exists() {
+                continue;
+            }
+            if let Some(parent) = path.parent() {
+                let _ = fs::create_dir_all(parent);
+            }
+            let raw = u32::try_from(fd.as_raw_fd()).unwrap_or_default();
+            match bpf_obj(BPF_OBJ_PIN, path, raw) {
+                Ok(_) => restored += 1,
+                Err(e) => {
+                    tracing::error!(pin = %path.display(), error = %e, "cannot restore a removed pin")
+                }
+            }
+        }
+        restored
+    }
+}
+
 /// `tracepoint:syscalls:sys_enter_openat` <-> `tracepoint=syscalls=sys_enter_openat`
 /// (bpffs names cannot hold `/`; `@` paths keep their `/` as `|`).
 fn file_name(target: &str) -> String {

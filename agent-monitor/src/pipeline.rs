@@ -367,6 +367,46 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo, task_cgroup: &str) -
             None
         }
         Event::File {
+            op: FileOp::ConnectUnix { abstract_name },
+            path,
+            ..
+        } => {
+            // Judged as a write of the socket file (connecting needs write permission on
+            // it); an abstract name has no file and is judged as `@name`.
+            let r = if *abstract_name {
+                Resolved {
+                    path: Path::new("@").join(path),
+                    exact: true,
+                }
+            } else {
+                resolve(&actor(h, proc), AT_FDCWD, path, Follow::Last)
+            };
+            let address = if *abstract_name {
+                format!("@{}", path.display())
+            } else {
+                r.path.to_string_lossy().into_owned()
+            };
+            Some(Judged {
+                kind: Kind::Connect,
+                file: Some(FileObject {
+                    path: address.clone(),
+                    access: FileAccess::Write,
+                    new_path: None,
+                    unresolved: !r.exact,
+                }),
+                net: Some(NetObject {
+                    family: "unix",
+                    protocol: "unix".into(),
+                    address,
+                    port: 0,
+                    host: None,
+                }),
+                exec: None,
+                escape: None,
+                preset: None,
+            })
+        }
+        Event::File {
             op,
             dirfd,
             path,
@@ -378,7 +418,9 @@ fn describe(event: &Event, h: &Header, proc: &mut ProcInfo, task_cgroup: &str) -
             let (access, follow) = match op {
                 FileOp::Open { flags } => (classify_open(*flags), Follow::Last),
                 FileOp::Unlink => (FileAccess::Unlink, Follow::NotLast),
-                FileOp::Rename | FileOp::Chdir => (FileAccess::Rename, Follow::NotLast),
+                FileOp::Rename | FileOp::Chdir | FileOp::ConnectUnix { .. } => {
+                    (FileAccess::Rename, Follow::NotLast)
+                }
             };
             let fd = matches!(op, FileOp::Open { .. }).then_some(*ret);
             // A held open's descriptor is still there: it names what was really opened.

@@ -109,8 +109,21 @@ fn limits(hooks: &[HookStatus], facts: &KernelFacts, identity_error: Option<&str
     };
     out.push(format!(
         "{lsm}: file and exec actions cannot be refused; an enforced agent's process is \
-         killed (SIGKILL) at the exit of the open or exec that broke its scope"
+         killed (SIGKILL) at the exit of the open or exec that broke its scope, or held \
+         (SIGSTOP) there until the daemon has judged a path only it can judge"
     ));
+    out.push(
+        "unlink, rename and O_CREAT outside files.write take effect before the kill (the \
+         kernel offers no hook before them here): the process dies before it writes a byte"
+            .to_string(),
+    );
+    out.push(
+        "escape syscalls (namespaces, mounts, bpf, ptrace, process_vm_*, io_uring, modules, \
+         raw and packet sockets, signals to the daemon) are refused by the seccomp filter of \
+         agents started with `exec`; agents adopted by cgroup have no filter and are killed \
+         after such a syscall ran"
+            .to_string(),
+    );
 
     if facts.lockdown.as_deref().is_some_and(|l| l != "none") {
         out.push(format!(
