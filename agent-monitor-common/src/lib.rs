@@ -184,6 +184,20 @@ pub struct FileEvent {
     pub path2: [u8; PATH_LEN],
 }
 
+/// What `sys_enter_*` of a file syscall keeps for its exit (`PENDING_FILE`): the arguments,
+/// not the paths (read at exit, and only when reported).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileStash {
+    pub header: EventHeader,
+    pub op: u32,
+    pub open_flags: u32,
+    pub dirfd: i32,
+    pub dirfd2: i32,
+    pub path_ptr: u64,
+    pub path2_ptr: u64,
+}
+
 /// `kind::NET`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -1,10 +1,10 @@
-//! File hooks. Each `sys_enter_*` stashes the call (paths read while the caller's memory
-//! still holds them); the shared `sys_exit_file` program completes it with the return value
-//! and emits it only when the call succeeded: a failed open touched nothing.
+//! File hooks. Each `sys_enter_*` stashes the call's arguments; the shared `sys_exit_file`
+//! program judges it by what it opened, and emits it (reading its paths then) only when the
+//! call succeeded and is not a repeat: a failed open touched nothing.
 
 use agent_monitor_common::{
-    AgentConfig, DEDUP_WINDOW_NS, FileEvent, InodeKey, OpenKey, PATH_LEN, config_flags, counter,
-    file_op, flags, kind,
+    AgentConfig, DEDUP_WINDOW_NS, FileEvent, FileStash, InodeKey, OpenKey, PATH_LEN, config_flags,
+    counter, file_op, flags, kind,
 };
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
@@ -190,101 +190,88 @@ fn try_stash_connect(ctx: &TracePointContext) -> Result<(), i64> {
     if family != AF_UNIX {
         return Ok(());
     }
-    let event = FILE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
-    // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
-    let event = unsafe { &mut *event };
-    event.header = header(kind::FILE, &agent);
-    event.op = file_op::CONNECT_UNIX;
-    event.ret = 0;
-    event.dirfd = AT_FDCWD;
-    event.dirfd2 = AT_FDCWD;
     // `struct sockaddr_un { sa_family_t; char sun_path[108]; }`: a leading NUL in sun_path
     // means an abstract name (no file), which follows it.
     let first: u8 = unsafe { bpf_probe_read_user(addr.wrapping_add(2)) }.map_err(i64::from)?;
-    event.open_flags = u32::from(first == 0);
     let start = if first == 0 {
         addr.wrapping_add(3)
     } else {
         addr.wrapping_add(2)
     };
-    copy_path(start, &mut event.path, &mut event.header.flags);
-    event.path_ptr = start as u64;
-    event.path2_ptr = 0;
-    event.path2[0] = 0;
-    // Verifier workaround: by reference, so the scratch value is not copied to the stack.
-    #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "keeps the copy off the stack"
-    )]
+    let stash = FileStash {
+        header: header(kind::FILE, &agent),
+        op: file_op::CONNECT_UNIX,
+        open_flags: u32::from(first == 0),
+        dirfd: AT_FDCWD,
+        dirfd2: AT_FDCWD,
+        path_ptr: start as u64,
+        path2_ptr: 0,
+    };
     PENDING_FILE
-        .insert(agent.pid, &*event, 0)
+        .insert(agent.pid, stash, 0)
         .map_err(i64::from)?;
     Ok(())
 }
 
+/// Keeps the call's arguments (not its paths: those are read at exit, and only when the
+/// call is reported, so a repeated open costs no path copy).
 #[inline(always)]
 fn try_stash(ctx: &TracePointContext, l: &Layout) -> Result<(), i64> {
     let Some(agent) = current_agent() else {
         return Ok(());
     };
-    let event = FILE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
-    // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
-    let event = unsafe { &mut *event };
-    event.header = header(kind::FILE, &agent);
-    event.op = l.op;
-    event.ret = 0;
     // SAFETY (all read_at): offsets come from the syscall's tracepoint format.
-    event.dirfd = match l.dirfd {
-        Some(off) => unsafe { ctx.read_at::<i64>(off) }.map_err(i64::from)? as i32,
-        None => AT_FDCWD,
+    let arg = |off: Option<usize>| -> Result<u64, i64> {
+        match off {
+            Some(off) => unsafe { ctx.read_at::<u64>(off) }.map_err(i64::from),
+            None => Ok(0),
+        }
     };
-    event.dirfd2 = match l.dirfd2 {
-        Some(off) => unsafe { ctx.read_at::<i64>(off) }.map_err(i64::from)? as i32,
-        None => AT_FDCWD,
-    };
-    event.open_flags = l.fixed_flags;
-    if let Some(off) = l.flags {
-        event.open_flags |= unsafe { ctx.read_at::<u64>(off) }.map_err(i64::from)? as u32;
-    } else if l.op == file_op::OPEN && l.dirfd.is_some() && l.fixed_flags == 0 {
-        // openat2: `struct open_how { u64 flags; u64 mode; u64 resolve; }` in user memory.
-        let how: *const u64 = unsafe { ctx.read_at(sys_arg(2)) }.map_err(i64::from)?;
-        event.open_flags =
-            unsafe { aya_ebpf::helpers::bpf_probe_read_user(how) }.unwrap_or(0) as u32;
-    }
-    event.path_ptr = read_path(ctx, l.path, &mut event.path, &mut event.header.flags)?;
-    event.path2_ptr = read_path(ctx, l.path2, &mut event.path2, &mut event.header.flags)?;
-    // Verifier workaround: pass the scratch value by reference. By value, the ~600-byte
-    // event would be copied onto the 512-byte BPF stack.
     #[expect(
-        clippy::needless_borrows_for_generic_args,
-        reason = "keeps the copy off the stack"
+        clippy::cast_possible_truncation,
+        reason = "int arguments in 8-byte slots"
     )]
+    let dirfd = |off: Option<usize>| -> Result<i32, i64> {
+        Ok(if off.is_some() {
+            arg(off)? as i32
+        } else {
+            AT_FDCWD
+        })
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "open flags are an int")]
+    let mut open_flags = l.fixed_flags | arg(l.flags)? as u32;
+    if l.flags.is_none() && l.op == file_op::OPEN && l.dirfd.is_some() && l.fixed_flags == 0 {
+        // openat2: `struct open_how { u64 flags; u64 mode; u64 resolve; }` in user memory.
+        let how = arg(Some(sys_arg(2)))? as *const u64;
+        #[expect(clippy::cast_possible_truncation, reason = "open flags fit 32 bits")]
+        {
+            open_flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0) as u32;
+        }
+    }
+    let stash = FileStash {
+        header: header(kind::FILE, &agent),
+        op: l.op,
+        open_flags,
+        dirfd: dirfd(l.dirfd)?,
+        dirfd2: dirfd(l.dirfd2)?,
+        path_ptr: arg(l.path)?,
+        path2_ptr: arg(l.path2)?,
+    };
     PENDING_FILE
-        .insert(agent.pid, &*event, 0)
+        .insert(agent.pid, stash, 0)
         .map_err(i64::from)?;
     Ok(())
 }
 
-#[inline(always)]
-fn read_path(
-    ctx: &TracePointContext,
-    offset: Option<usize>,
-    buf: &mut [u8; PATH_LEN],
-    header_flags: &mut u32,
-) -> Result<u64, i64> {
-    buf[0] = 0;
-    let Some(off) = offset else { return Ok(0) };
-    // SAFETY: offset from the tracepoint format.
-    let ptr: *const u8 = unsafe { ctx.read_at(off) }.map_err(i64::from)?;
-    copy_path(ptr, buf, header_flags);
-    Ok(ptr as u64)
-}
-
-/// Copies a user path. Tracepoints cannot fault pages in: a path the caller has not touched
-/// yet may be unreadable at entry; it is flagged and read again at exit, after the syscall
-/// itself copied it (and so faulted it in).
+/// Copies a user path at syscall exit: the syscall itself has copied it by then, so its page
+/// is faulted in (a tracepoint cannot fault pages in; at entry an untouched page is
+/// unreadable). A path that still cannot be read is flagged: the daemon must not guess it.
 #[inline(always)]
 fn copy_path(ptr: *const u8, buf: &mut [u8; PATH_LEN], header_flags: &mut u32) {
+    if ptr.is_null() {
+        buf[0] = 0;
+        return;
+    }
     // SAFETY: the helper copes with bad user pointers.
     match unsafe { bpf_probe_read_user_str_bytes(ptr, buf) } {
         Ok(s) if s.len() + 1 >= PATH_LEN => *header_flags |= flags::TRUNCATED,
@@ -329,15 +316,15 @@ const O_TRUNC: u32 = 0o1000;
 /// the descriptor. By what was opened (device and inode), whatever path led to it:
 /// symlinks, hard links, relative paths, /proc/self/root, a dirfd.
 #[inline(always)]
-fn judge_open(event: &mut FileEvent, identity: Option<InodeKey>, cfg: &AgentConfig) {
-    let writes = event.open_flags & (O_ACCMODE | O_CREAT | O_TRUNC) != 0;
+fn judge_open(hflags: &mut u32, open_flags: u32, identity: Option<InodeKey>, cfg: &AgentConfig) {
+    let writes = open_flags & (O_ACCMODE | O_CREAT | O_TRUNC) != 0;
     if let Some(key) = identity {
         // A denied file, or a write into the monitor's own filesystems (cgroupfs, bpffs,
         // tracefs): killed before the first byte moves.
         if FILE_DENY.get_ptr(key).is_some() || (writes && PROTECTED_DEVS.get_ptr(key.dev).is_some())
         {
             signal(SIGKILL);
-            event.header.flags |= flags::KILLED;
+            *hflags |= flags::KILLED;
             return;
         }
         if !writes && FILE_OK.get_ptr(key).is_some() {
@@ -348,7 +335,7 @@ fn judge_open(event: &mut FileEvent, identity: Option<InodeKey>, cfg: &AgentConf
     // the daemon has judged the path of the descriptor it now holds.
     if cfg.flags & config_flags::FILE_HOLD != 0 {
         signal(SIGSTOP);
-        event.header.flags |= flags::HELD;
+        *hflags |= flags::HELD;
     }
 }
 
@@ -363,64 +350,69 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     #[expect(clippy::cast_possible_truncation, reason = "low half is the thread id")]
     let pid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     // Untagged threads never have a pending entry: this lookup is their whole cost here.
-    let Some(event) = PENDING_FILE.get_ptr_mut(pid) else {
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(stash) = (unsafe { PENDING_FILE.get(pid) }).copied() else {
         return Ok(());
     };
+    let _ = PENDING_FILE.remove(pid);
     // SAFETY: offset from the tracepoint format above.
     let ret: i64 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
-    if ret >= 0 {
-        // SAFETY: map value pointer from a successful lookup; removed only below.
-        let event = unsafe { &mut *event };
-        event.ret = ret;
-        if event.header.flags & flags::PATH_FAULT != 0 {
-            event.header.flags &= !flags::PATH_FAULT;
-            if event.path_ptr != 0 {
-                copy_path(
-                    event.path_ptr as *const u8,
-                    &mut event.path,
-                    &mut event.header.flags,
-                );
-            }
-            if event.path2_ptr != 0 {
-                copy_path(
-                    event.path2_ptr as *const u8,
-                    &mut event.path2,
-                    &mut event.header.flags,
-                );
-            }
-        }
-        let slot = event.header.agent;
-        #[expect(clippy::cast_sign_loss, reason = "ret >= 0")]
-        let identity = if event.op == file_op::OPEN {
-            fd_identity(slot, ret as u64)
-        } else {
-            None
-        };
-        if let Some(cfg) = enforced(slot)
-            && kills(&cfg)
-        {
-            if event.op == file_op::OPEN {
-                judge_open(event, identity, &cfg);
-            } else if event.op == file_op::CONNECT_UNIX && cfg.flags & config_flags::FILE_HOLD != 0
-            {
-                // Connected, but not one byte sent yet: the daemon judges the socket's path.
-                signal(SIGSTOP);
-                event.header.flags |= flags::HELD;
-            }
-        }
-        // Verdict first, then de-duplication: the same process opening the same file the
-        // same way again within the window is counted, not re-reported (a kill or a hold
-        // never is).
-        if event.header.flags & (flags::KILLED | flags::HELD) == 0
-            && let Some(key) = identity
-            && repeated(event.header.tgid, event.open_flags, key.dev, key.ino)
-        {
-            count(counter::DEDUPED);
-        } else if !emit::<FileEvent>(event, slot) && event.header.flags & flags::HELD != 0 {
-            // Nobody will hear of this hold: fail closed rather than leave it stopped.
-            signal(SIGKILL);
+    if ret < 0 {
+        return Ok(()); // a failed call touched nothing
+    }
+    let slot = stash.header.agent;
+    let mut hflags = stash.header.flags;
+    #[expect(clippy::cast_sign_loss, reason = "ret >= 0")]
+    let identity = if stash.op == file_op::OPEN {
+        fd_identity(slot, ret as u64)
+    } else {
+        None
+    };
+    if let Some(cfg) = enforced(slot)
+        && kills(&cfg)
+    {
+        if stash.op == file_op::OPEN {
+            judge_open(&mut hflags, stash.open_flags, identity, &cfg);
+        } else if stash.op == file_op::CONNECT_UNIX && cfg.flags & config_flags::FILE_HOLD != 0 {
+            // Connected, but not one byte sent yet: the daemon judges the socket's path.
+            signal(SIGSTOP);
+            hflags |= flags::HELD;
         }
     }
-    let _ = PENDING_FILE.remove(pid);
+    // Verdict first, then de-duplication: the same process opening the same file the same
+    // way again within the window is counted, not re-reported (a kill or a hold never is).
+    if hflags & (flags::KILLED | flags::HELD) == 0
+        && let Some(key) = identity
+        && repeated(stash.header.tgid, stash.open_flags, key.dev, key.ino)
+    {
+        count(counter::DEDUPED);
+        return Ok(());
+    }
+    let event = FILE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
+    let event = unsafe { &mut *event };
+    event.header = stash.header;
+    event.header.flags = hflags;
+    event.op = stash.op;
+    event.open_flags = stash.open_flags;
+    event.dirfd = stash.dirfd;
+    event.dirfd2 = stash.dirfd2;
+    event.ret = ret;
+    event.path_ptr = stash.path_ptr;
+    event.path2_ptr = stash.path2_ptr;
+    copy_path(
+        stash.path_ptr as *const u8,
+        &mut event.path,
+        &mut event.header.flags,
+    );
+    copy_path(
+        stash.path2_ptr as *const u8,
+        &mut event.path2,
+        &mut event.header.flags,
+    );
+    if !emit::<FileEvent>(event, slot) && event.header.flags & flags::HELD != 0 {
+        // Nobody will hear of this hold: fail closed rather than leave it stopped.
+        signal(SIGKILL);
+    }
     Ok(())
 }

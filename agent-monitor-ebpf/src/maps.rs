@@ -2,7 +2,7 @@
 
 use agent_monitor_common::{
     AgentConfig, BindKey, CgroupVerdict, EscapeEntry, EscapeEvent, ExecArgs, ExecEvent, FileEvent,
-    InodeKey, NetKey, NetRule, Offsets, OpenKey, PidTag, counter, tag_state,
+    FileStash, InodeKey, NetKey, NetRule, Offsets, OpenKey, PidTag, counter, tag_state,
 };
 use aya_ebpf::{
     macros::map,
@@ -33,7 +33,7 @@ pub static AGENT_PIDS: HashMap<u32, PidTag> = HashMap::with_max_entries(65536, 0
 /// File syscall seen at entry, completed at exit (keyed by thread id). LRU so that a thread
 /// killed inside a syscall cannot leak an entry.
 #[map]
-pub static PENDING_FILE: LruHashMap<u32, FileEvent> = LruHashMap::with_max_entries(8192, 0);
+pub static PENDING_FILE: LruHashMap<u32, FileStash> = LruHashMap::with_max_entries(8192, 0);
 
 /// argv captured at execve entry, consumed at sched_process_exec (keyed by thread id).
 #[map]

@@ -10,7 +10,7 @@ use crate::{
     cgroupfs::Cgroup2,
     decoder::{Event, FileOp, Header, NetOp as WireNetOp},
     enforce::{kernel_dev, signal_process},
-    policy::{Activity, Context, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict},
+    policy::{Activity, Context, Dimension, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict},
     proctable::{ProcInfo, ProcTable},
     record::{
         Action, AgentRef, Clock, EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef,
@@ -120,13 +120,32 @@ impl Pipeline {
         };
         let ctx = Context { tgid: h.tgid };
         let started = std::time::Instant::now();
-        let verdict = match judged.preset.take() {
-            Some(v) => v,
-            None => judged
-                .file
-                .as_ref()
-                .and_then(|f| self.shared.protected.judge(&f.path, f.access))
-                .unwrap_or_else(|| evaluate(&scope, &judged, event, ctx)),
+        let protected = judged
+            .file
+            .as_ref()
+            .and_then(|f| self.shared.protected.judge(&f.path, f.access));
+        let verdict = match (judged.preset.take(), protected) {
+            (Some(v), _) => v,
+            (None, Some(v)) => {
+                // A write into the monitor's own filesystems is an escape attempt.
+                judged.kind = Kind::Escape;
+                judged.escape = Some(EscapeObject {
+                    technique: "protected-fs",
+                    syscall: None,
+                    args: None,
+                    result: None,
+                    cgroup: None,
+                    moved_pid: None,
+                });
+                v
+            }
+            (None, None) => evaluate(&scope, &judged, event, ctx),
+        };
+        let verdict = match verdict {
+            // The kernel judged by identity what the path alone does not show (a hard link
+            // to a denied file, a renamed binary): its kill is the verdict.
+            PolicyVerdict::Allowed if h.kernel.killed => kernel_verdict(&judged),
+            v => v,
         };
         self.shared.observed.metrics.policy_eval(started.elapsed());
         let violation = match verdict {
@@ -514,6 +533,26 @@ fn resolve_named(
             exact: false,
         },
     }
+}
+
+/// The violation behind a kernel kill the path-based policy did not see.
+fn kernel_verdict(judged: &Judged) -> PolicyVerdict {
+    if let Some(e) = &judged.exec {
+        return PolicyVerdict::violation(
+            Dimension::Exec,
+            "exec.allow",
+            format!(
+                "{} is not a binary exec.allow names (judged by device and inode)",
+                e.path
+            ),
+        );
+    }
+    let path = judged.file.as_ref().map_or("", |f| f.path.as_str());
+    PolicyVerdict::violation(
+        Dimension::Files,
+        "files.deny",
+        format!("{path} is a file files.deny names (same device and inode) under another name"),
+    )
 }
 
 /// What descriptor `fd` of the acting thread refers to, from /proc (canonical: symlinks,

@@ -69,6 +69,8 @@ const NR_PIDFD_OPEN: u32 = 434;
 /// library falls back to clone, which cannot.
 const NR_CLONE3: u32 = 435;
 
+const AF_UNIX: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 const AF_PACKET: u32 = 17;
@@ -136,6 +138,19 @@ pub fn filter(daemon: u32, daemon_threads: &[u32]) -> Vec<Insn> {
         stmt(LD_W_ABS, arg(0)),
         jump(JEQ_K, AF_INET, 1, 0),
         jump(JEQ_K, AF_INET6, 0, 1),
+        errno(libc::EPERM),
+    ]);
+    // socket(AF_UNIX, SOCK_DGRAM): a datagram to a path is delivered by the sendto that
+    // names it, before any hook could judge the path (stream sockets connect first, and
+    // the connect is held until judged).
+    f.extend([
+        stmt(LD_W_ABS, NR),
+        jump(JEQ_K, NR_SOCKET, 0, 6),
+        stmt(LD_W_ABS, arg(0)),
+        jump(JEQ_K, AF_UNIX, 0, 4),
+        stmt(LD_W_ABS, arg(1)),
+        stmt(AND_K, 0xf),
+        jump(JEQ_K, SOCK_DGRAM, 0, 1),
         errno(libc::EPERM),
     ]);
     // Signals: kill(-1) and anything aimed at the daemon (its process or its group).

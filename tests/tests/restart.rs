@@ -35,12 +35,15 @@ fn kill_9_then_pivot_is_still_stopped_and_recorded_after_restart() {
         w = ws.display()
     );
     let agent = d.exec_spawn("persist", &["/bin/sh", "-c", &script]);
-    wait_for("the task to run", || {
-        let list = d.get_json("/v1/agents");
-        list.as_array()?
+    // Two rounds of the loop: every file the loop opens has been judged readable by then
+    // (opens the kernel cannot judge alone wait for a daemon; see below).
+    wait_for("the agent's loop to run twice", || {
+        let sleeps = d
+            .records()
             .iter()
-            .find(|t| t["pids"].as_array().is_some_and(|p| !p.is_empty()))
-            .map(|_| ())
+            .filter(|r| s(r, "/kind") == "exec" && s(r, "/exec/path").ends_with("/sleep"))
+            .count();
+        (sleeps >= 2).then_some(())
     });
     d.kill9();
     assert!(

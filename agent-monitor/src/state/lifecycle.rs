@@ -38,8 +38,11 @@ impl Shared {
         let mut revoke: Vec<(String, &'static str)> = Vec::new();
         let mut degraded = Vec::new();
         {
+            // Lock order everywhere: registry, then enforcer (task creation holds the
+            // registry while it installs a scope).
+            let mut registry = self.registry();
             let enforcer = lock(&self.enforcer);
-            for task in self.registry().iter_mut() {
+            for task in registry.iter_mut() {
                 let drops = enforcer.drops(task.slot);
                 if drops > task.drops_seen {
                     task.drops_seen = drops;
