@@ -119,15 +119,17 @@ impl Pins {
             })?;
         let hash = |name: &'static str| open(name).map(Map::HashMap);
         let map_err = |name: &'static str| move |source| LoadError::Map { name, source };
-        let enforcer = Enforcer::new(
-            HashMap::try_from(hash("AGENT_CONFIG")?).map_err(map_err("AGENT_CONFIG"))?,
-            LpmTrie::try_from(Map::LpmTrie(open("NET_RULES")?)).map_err(map_err("NET_RULES"))?,
-            HashMap::try_from(hash("BIND_PORTS")?).map_err(map_err("BIND_PORTS"))?,
-            HashMap::try_from(hash("EXEC_ALLOW")?).map_err(map_err("EXEC_ALLOW"))?,
-            HashMap::try_from(hash("FILE_DENY")?).map_err(map_err("FILE_DENY"))?,
-            HashMap::try_from(hash("AGENT_PIDS")?).map_err(map_err("AGENT_PIDS"))?,
-            HashMap::try_from(hash("AGENT_DROPS")?).map_err(map_err("AGENT_DROPS"))?,
-        );
+        let enforcer = Enforcer {
+            config: HashMap::try_from(hash("AGENT_CONFIG")?).map_err(map_err("AGENT_CONFIG"))?,
+            net: LpmTrie::try_from(Map::LpmTrie(open("NET_RULES")?))
+                .map_err(map_err("NET_RULES"))?,
+            bind: HashMap::try_from(hash("BIND_PORTS")?).map_err(map_err("BIND_PORTS"))?,
+            exec_allow: HashMap::try_from(hash("EXEC_ALLOW")?).map_err(map_err("EXEC_ALLOW"))?,
+            file_deny: HashMap::try_from(hash("FILE_DENY")?).map_err(map_err("FILE_DENY"))?,
+            pids: HashMap::try_from(hash("AGENT_PIDS")?).map_err(map_err("AGENT_PIDS"))?,
+            drops: HashMap::try_from(hash("AGENT_DROPS")?).map_err(map_err("AGENT_DROPS"))?,
+            host: HashMap::try_from(hash("HOST_RULES")?).map_err(map_err("HOST_RULES"))?,
+        };
         let handles = Handles {
             agent_cgroups: HashMap::try_from(hash("AGENT_CGROUPS")?)
                 .map_err(map_err("AGENT_CGROUPS"))?,
@@ -136,6 +138,8 @@ impl Pins {
             counters: PerCpuArray::try_from(Map::PerCpuArray(open("COUNTERS")?))
                 .map_err(map_err("COUNTERS"))?,
             enforcer,
+            dns_learned: HashMap::try_from(hash("DNS_LEARNED")?)
+                .map_err(map_err("DNS_LEARNED"))?,
             hooks: self.pinned_hooks(),
             identity_error: None,
         };

@@ -109,13 +109,24 @@ impl Pipeline {
             task.cgroup_id,
         );
         let cgroup = self.cgroup_path(h.cgroup_id, &task_cgroup, task_cgroup_id);
+        let learned = self.learned_host(event);
         let proc = self.procs.observe(h, start_cwd.as_deref());
-        let Some(judged) = describe(event, h, proc) else {
+        let Some(mut judged) = describe(event, h, proc) else {
             return;
         };
         let ctx = Context { tgid: h.tgid };
         let started = std::time::Instant::now();
-        let verdict = evaluate(&scope, &judged, event, ctx);
+        let verdict = match learned {
+            // The kernel found the address among those the agent's own resolver answered
+            // for a host rule allowing this port and protocol, unexpired.
+            Some(host) => {
+                if let Some(net) = &mut judged.net {
+                    net.host = Some(host);
+                }
+                PolicyVerdict::Allowed
+            }
+            None => evaluate(&scope, &judged, event, ctx),
+        };
         self.shared.observed.metrics.policy_eval(started.elapsed());
         let violation = match verdict {
             PolicyVerdict::Allowed => None,
@@ -181,6 +192,28 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// The name a connect's or send's address was learned from, when the kernel matched
+    /// it to a host rule.
+    fn learned_host(&self, event: &Event) -> Option<String> {
+        let Event::Net {
+            header,
+            addr,
+            host_rule,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        let index = host_rule.checked_sub(1)?;
+        Some(
+            self.shared
+                .dns
+                .host_of(header.agent, index, *addr)
+                // Learned by a previous daemon (or swept a moment ago): still a host rule.
+                .unwrap_or_else(|| "<learned by an earlier resolver>".to_owned()),
+        )
+    }
+
     /// The path of the cgroup an event came from: the task's own, one below it (nested), or
     /// elsewhere (a tagged process that moved out).
     fn cgroup_path(&mut self, id: u64, task_cgroup: &str, task_cgroup_id: u64) -> String {

@@ -303,6 +303,11 @@ pub fn test_tools(root: &Path) -> anyhow::Result<()> {
     if !on_path("python3") {
         missing.extend(["python3", "python3-venv"]);
     }
+    // The DNS-name egress tests serve a test zone with dnsmasq (only the binary: the
+    // `dnsmasq-base` package installs no service that would start).
+    if !on_path("dnsmasq") && !Path::new("/usr/sbin/dnsmasq").is_file() {
+        missing.push("dnsmasq-base");
+    }
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
