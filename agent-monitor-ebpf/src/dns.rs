@@ -80,7 +80,10 @@ fn write_addr(ctx: &SockAddrContext, family: u32, addr: &[u8; 16], port_be: u32)
 }
 
 fn port_be(port: u32) -> u32 {
-    #[expect(clippy::cast_possible_truncation, reason = "the daemon writes 16-bit ports")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the daemon writes 16-bit ports"
+    )]
     u32::from((port as u16).to_be())
 }
 
@@ -94,7 +97,10 @@ pub fn redirect(ctx: &SockAddrContext, cfg: &AgentConfig, family: u32, addr: &[u
     // (sendmsg6 never sees a mapped address: the kernel hands those to sendmsg4.)
     let mapped = family == AF_INET6 && is_mapped(addr);
     let (port, target) = if family == AF_INET {
-        (cfg.dns_port4, [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        (
+            cfg.dns_port4,
+            [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        )
     } else if mapped {
         (cfg.dns_port4, MAPPED_LOOPBACK4)
     } else {
@@ -187,7 +193,8 @@ pub fn learned_rule(slot: u32, cfg: &AgentConfig, key_addr: &[u8; 16], port: u16
             continue;
         }
         // SAFETY: the value is copied out.
-        let rule: Option<NetRule> = unsafe { HOST_RULES.get(HostRuleKey { slot, index: i }) }.copied();
+        let rule: Option<NetRule> =
+            unsafe { HOST_RULES.get(HostRuleKey { slot, index: i }) }.copied();
         if rule.is_some_and(|r| port_allowed(&r, port, bit)) {
             return i + 1;
         }

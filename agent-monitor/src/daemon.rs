@@ -60,7 +60,9 @@ struct RunOptions {
 fn dns_settings(args: &RunArgs, file: &ConfigFile) -> anyhow::Result<dns::DnsSettings> {
     let defaults = dns::DnsSettings::default();
     let upstream = match args.dns_upstream.as_ref().or(file.dns_upstream.as_ref()) {
-        Some(text) => Some(dns::parse_upstream(text).map_err(|e| anyhow::anyhow!("dns-upstream: {e}"))?),
+        Some(text) => {
+            Some(dns::parse_upstream(text).map_err(|e| anyhow::anyhow!("dns-upstream: {e}"))?)
+        }
         None => dns::upstream_from_resolv_conf(std::path::Path::new("/etc/resolv.conf")),
     };
     let min_ttl = match args.dns_min_ttl.as_ref().or(file.dns_min_ttl.as_ref()) {
@@ -72,7 +74,10 @@ fn dns_settings(args: &RunArgs, file: &ConfigFile) -> anyhow::Result<dns::DnsSet
     Ok(dns::DnsSettings {
         upstream,
         min_ttl,
-        refusal: args.dns_refuse.or(file.dns_refuse).unwrap_or(defaults.refusal),
+        refusal: args
+            .dns_refuse
+            .or(file.dns_refuse)
+            .unwrap_or(defaults.refusal),
     })
 }
 
@@ -188,13 +193,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .create(&parent)
         .context("creating the task cgroup parent")?;
     let socket = config.socket.clone();
-    match options.dns.upstream {
-        Some(upstream) => tracing::info!(%upstream, "agents' DNS questions go to this upstream"),
-        None => tracing::warn!("no DNS upstream (no --dns-upstream, no nameserver in /etc/resolv.conf): agents with host rules get SERVFAIL"),
-    }
-    let (out_of_scope_tx, out_of_scope_rx) = tokio::sync::mpsc::unbounded_channel();
-    let shared = Arc::new(Shared::new(config, cgroup2, handles, options.dns, out_of_scope_tx));
-    let dns_records = tokio::spawn(dns::record::run(Arc::clone(&shared), out_of_scope_rx));
+    let shared = shared_state(config, cgroup2, handles, options.dns);
     let restored = shared.restore();
     if restored > 0 {
         tracing::info!(tasks = restored, "tasks of the previous run restored");
@@ -260,9 +259,29 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = reader.await;
         tracing::info!(pins = %pins.dir().display(), "enforcement stays pinned until tasks end or a daemon runs with --release-on-exit");
     }
-    dns_records.abort();
     drop(ebpf);
     Ok(())
+}
+
+/// The shared state, with the per-agent DNS resolvers and the task that records the
+/// questions they refuse (it ends with the process).
+fn shared_state(
+    config: DaemonConfig,
+    cgroup2: crate::cgroupfs::Cgroup2,
+    handles: loader::Handles,
+    dns: dns::DnsSettings,
+) -> Arc<Shared> {
+    if let Some(upstream) = dns.upstream {
+        tracing::info!(%upstream, "agents' DNS questions go to this upstream");
+    } else {
+        tracing::warn!(
+            "no DNS upstream (no --dns-upstream, no nameserver in /etc/resolv.conf): agents with host rules get SERVFAIL"
+        );
+    }
+    let (out_of_scope_tx, out_of_scope_rx) = tokio::sync::mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::new(config, cgroup2, handles, dns, out_of_scope_tx));
+    tokio::spawn(dns::record::run(Arc::clone(&shared), out_of_scope_rx));
+    shared
 }
 
 /// Pod awareness on (a node is configured), or a warning when a scope needs it.

@@ -138,8 +138,7 @@ impl Pins {
             counters: PerCpuArray::try_from(Map::PerCpuArray(open("COUNTERS")?))
                 .map_err(map_err("COUNTERS"))?,
             enforcer,
-            dns_learned: HashMap::try_from(hash("DNS_LEARNED")?)
-                .map_err(map_err("DNS_LEARNED"))?,
+            dns_learned: HashMap::try_from(hash("DNS_LEARNED")?).map_err(map_err("DNS_LEARNED"))?,
             hooks: self.pinned_hooks(),
             identity_error: None,
         };

@@ -4,6 +4,7 @@
 //! that agent resolved an allowed name to it, and only for the answer's TTL.
 
 use std::{
+    fmt::Write as _,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::{Path, PathBuf},
@@ -74,11 +75,16 @@ impl Dnsmasq {
         wait_for("dnsmasq to answer", || {
             if let Some(status) = d.child.try_wait().expect("wait") {
                 let mut err = String::new();
-                let _ = d.child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+                let _ = d
+                    .child
+                    .stderr
+                    .take()
+                    .map(|mut e| e.read_to_string(&mut err));
                 panic!("dnsmasq exited ({status}): {err}");
             }
             let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
-            sock.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .ok()?;
             sock.send_to(&probe, (d.addr, 53)).ok()?;
             let mut buf = [0u8; 512];
             sock.recv_from(&mut buf).ok().filter(|(n, _)| *n >= 12)
@@ -179,7 +185,10 @@ fn zone(ttl: u32, scopes: &[(&str, &str)], min_ttl: &str) -> Zone {
         .iter()
         .map(|(n, y)| ((*n).to_owned(), y.replace("PORT", &port.to_string())))
         .collect();
-    let refs: Vec<(&str, &str)> = scopes.iter().map(|(n, y)| (n.as_str(), y.as_str())).collect();
+    let refs: Vec<(&str, &str)> = scopes
+        .iter()
+        .map(|(n, y)| (n.as_str(), y.as_str()))
+        .collect();
     let daemon = Daemon::start_with(
         &refs,
         &["--dns-upstream", &upstream, "--dns-min-ttl", min_ttl],
@@ -196,10 +205,10 @@ fn zone(ttl: u32, scopes: &[(&str, &str)], min_ttl: &str) -> Zone {
 }
 
 fn scope(name: &str, hosts: &[&str]) -> (String, String) {
-    let rules: String = hosts
-        .iter()
-        .map(|h| format!("      - {{host: \"{h}\", ports: [PORT]}}\n"))
-        .collect();
+    let rules = hosts.iter().fold(String::new(), |mut out, h| {
+        let _ = writeln!(out, "      - {{host: \"{h}\", ports: [PORT]}}");
+        out
+    });
     (
         format!("{name}.yaml"),
         format!(
@@ -214,7 +223,7 @@ fn scope(name: &str, hosts: &[&str]) -> (String, String) {
 /// over UDP and returns the reply's source and rcode.
 fn script(port: u16, body: &str) -> String {
     format!(
-        r#"import socket, errno, time, os
+        r"import socket, errno, time, os
 def t(fn):
   try:
     r = fn(); print('ok' if r is None else r, flush=True)
@@ -243,12 +252,14 @@ def raw(server, name):
   data, src = s.recvfrom(512)
   s.close()
   return '%s:%d rcode=%d answers=%d' % (src[0], src[1], data[3] & 15, data[7])
-{body}"#
+{body}"
     )
 }
 
 fn run(z: &Zone, scope: &str, body: &str) -> Vec<String> {
-    let out = z.daemon.exec(scope, &[], &[PY, "-I", "-c", &script(z.port, body)]);
+    let out = z
+        .daemon
+        .exec(scope, &[], &[PY, "-I", "-c", &script(z.port, body)]);
     assert_exit(&out, 0);
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -362,7 +373,12 @@ fn dns_nxdomain_refusal_is_configurable() {
     let out = d.exec(
         "dns-nx",
         &[],
-        &[PY, "-I", "-c", &script(80, "t(lambda: raw('127.0.0.1', 'evil.test'))")],
+        &[
+            PY,
+            "-I",
+            "-c",
+            &script(80, "t(lambda: raw('127.0.0.1', 'evil.test'))"),
+        ],
     );
     assert_exit(&out, 0);
     let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();

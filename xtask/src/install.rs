@@ -273,7 +273,7 @@ fn on_path(name: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
-fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     eprintln!("xtask setup: apt-get install {}", packages.join(" "));
     run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
     run_cmd(

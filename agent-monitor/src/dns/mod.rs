@@ -77,7 +77,7 @@ impl Default for DnsSettings {
     }
 }
 
-/// The agent's resolver ports (127.0.0.1 and ::1); 0 when there is none.
+/// The agent's resolver ports (127.0.0.1 and `::1`); 0 when there is none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DnsPorts {
     pub v4: u16,
@@ -192,7 +192,10 @@ impl Resolver {
         let _entered = runtime.enter();
         let mut ports = DnsPorts::default();
         let mut listeners = Vec::new();
-        for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)] {
+        for ip in [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ] {
             let addr = SocketAddr::new(ip, 0);
             let socket = match bind(addr) {
                 Ok(s) => s,
@@ -363,7 +366,7 @@ impl Inner {
                     name: name.to_owned(),
                     expires_ns: 0,
                 });
-                entry.name = name.to_owned();
+                name.clone_into(&mut entry.name);
                 entry.expires_ns = entry.expires_ns.max(expires);
                 let key = LearnedKey {
                     slot,

@@ -72,7 +72,10 @@ mod tests {
         assert_eq!(canonical("A.Example.TEST."), "a.example.test");
         assert_eq!(canonical("."), "");
         let patterns = vec!["a.example.test".to_owned(), "*.example.test".to_owned()];
-        assert_eq!(matching(&patterns, &canonical("A.EXAMPLE.test.")), vec![0, 1]);
+        assert_eq!(
+            matching(&patterns, &canonical("A.EXAMPLE.test.")),
+            vec![0, 1]
+        );
         assert_eq!(matching(&patterns, "b.example.test"), vec![1]);
         assert!(matching(&patterns, "example.test").is_empty());
     }

@@ -69,7 +69,11 @@ pub fn build(q: &OutOfScope, agent: AgentRef) -> Record {
                 "DNS query for {} ({}) matches no host: rule in network.connect{}",
                 q.name,
                 q.qtype,
-                if q.enforced { "; answered as refused" } else { "" }
+                if q.enforced {
+                    "; answered as refused"
+                } else {
+                    ""
+                }
             ),
         }),
         task: None,

@@ -71,10 +71,19 @@ mod tests {
 
     #[test]
     fn upstream_addresses_parse_with_and_without_port() {
-        assert_eq!(parse_upstream("127.0.0.53"), Ok("127.0.0.53:53".parse().expect("addr")));
-        assert_eq!(parse_upstream("127.0.0.1:5353"), Ok("127.0.0.1:5353".parse().expect("addr")));
+        assert_eq!(
+            parse_upstream("127.0.0.53"),
+            Ok("127.0.0.53:53".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_upstream("127.0.0.1:5353"),
+            Ok("127.0.0.1:5353".parse().expect("addr"))
+        );
         assert_eq!(parse_upstream("::1"), Ok("[::1]:53".parse().expect("addr")));
-        assert_eq!(parse_upstream("[::1]:54"), Ok("[::1]:54".parse().expect("addr")));
+        assert_eq!(
+            parse_upstream("[::1]:54"),
+            Ok("[::1]:54".parse().expect("addr"))
+        );
         assert!(parse_upstream("dns.example").is_err());
     }
 
@@ -87,7 +96,10 @@ mod tests {
             "# comment\nsearch example.org\nnameserver fe80::1%eth0\nnameserver 10.0.0.2\n",
         )
         .expect("write");
-        assert_eq!(upstream_from_resolv_conf(&path), Some("[fe80::1]:53".parse().expect("addr")));
+        assert_eq!(
+            upstream_from_resolv_conf(&path),
+            Some("[fe80::1]:53".parse().expect("addr"))
+        );
         std::fs::write(&path, "options ndots:1\n").expect("write");
         assert_eq!(upstream_from_resolv_conf(&path), None);
     }

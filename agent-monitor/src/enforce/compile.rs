@@ -367,14 +367,20 @@ mod tests {
         .expect("compiles");
         assert_eq!(rules.len(), 2, "CIDR rules are not host rules");
         assert_eq!(rules[0].count, 2, "duplicate ports merged");
-        assert_eq!((rules[0].ports[0].port, rules[0].ports[0].protos), (80, proto_bits::TCP));
+        assert_eq!(
+            (rules[0].ports[0].port, rules[0].ports[0].protos),
+            (80, proto_bits::TCP)
+        );
         assert_eq!(rules[0].ports[1].port, 443);
         assert_eq!(rules[0].any_port_protos, 0);
         assert_eq!(rules[1].any_port_protos, proto_bits::UDP);
         let many: Vec<ConnectRule> = (0..=MAX_HOST_RULES)
             .map(|i| host(&format!("h{i}.test"), None, RuleProtocol::Tcp))
             .collect();
-        assert!(host_rules(&many).is_err(), "more host rules than the kernel keeps");
+        assert!(
+            host_rules(&many).is_err(),
+            "more host rules than the kernel keeps"
+        );
     }
 
     #[test]
