@@ -546,7 +546,15 @@ fn dns(o: &Opts) -> Result<String> {
         .server
         .parse()
         .map_err(|e| format!("--server {}: {e}", o.server))?;
-    let socket = UdpSocket::bind((IpAddr::from([0, 0, 0, 0]), 0)).map_err(|e| e.to_string())?;
+    // Not bound explicitly: an explicit bind, even to port 0, is judged against
+    // network.bind; the kernel binds the socket on its first send instead.
+    // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(os_err("socket"));
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let socket = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     socket
         .set_read_timeout(Some(std::time::Duration::from_millis(
             u64::try_from(o.timeout_ms.max(1)).unwrap_or(1000),
