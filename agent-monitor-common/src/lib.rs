@@ -107,7 +107,17 @@ pub mod config_flags {
     /// Opens the kernel cannot judge by identity (not on the deny list, not a file already
     /// found readable) are held (SIGSTOP) at syscall exit until the daemon judges the path.
     pub const FILE_HOLD: u32 = 2;
+    /// The scope has `host:` rules: the agent's UDP port-53 traffic goes to the daemon's
+    /// resolver for it (`AgentConfig::dns_port4/6`), and addresses it learned there
+    /// (`DNS_LEARNED`) are reachable under the matching host rule (`HOST_RULES`).
+    pub const DNS: u32 = 4;
 }
+
+/// `host:` rules kept per agent in the kernel (`HOST_RULES` indexes 0..this).
+pub const MAX_HOST_RULES: u32 = 16;
+
+/// The DNS port the kernel redirects for agents with `config_flags::DNS`.
+pub const DNS_PORT: u16 = 53;
 
 /// Protocol bits in `PortRule::protos` and `NetRule::any_port_protos`.
 pub mod proto_bits {
@@ -215,7 +225,9 @@ pub struct NetEvent {
     pub addr: [u8; 16],
     /// What the kernel did: 1 allowed, 0 refused.
     pub allowed: u32,
-    pub pad1: u32,
+    /// 1 + the index of the `host:` rule under which the agent learned this address from
+    /// its own DNS answer (unexpired); 0 when no learned address matched.
+    pub host_rule: u32,
 }
 
 /// `kind::ESCAPE`.
@@ -283,7 +295,13 @@ pub struct AgentConfig {
     pub mode: u32,
     pub on_violation: u32,
     pub flags: u32,
-    pub pad0: u32,
+    /// Number of `host:` rules in `HOST_RULES` for this slot (at most `MAX_HOST_RULES`).
+    pub host_rules: u32,
+    /// With `config_flags::DNS`: the UDP port of the daemon's resolver for this agent on
+    /// 127.0.0.1 (IPv4 and IPv4-mapped destinations) and on `::1` (IPv6 destinations);
+    /// host byte order, 0 when there is none (the query is then refused with EPERM).
+    pub dns_port4: u32,
+    pub dns_port6: u32,
 }
 
 /// One allowed port for some protocols.
@@ -312,6 +330,46 @@ pub struct NetRule {
 pub struct NetKey {
     pub slot_be: [u8; 4],
     pub addr: [u8; 16],
+}
+
+/// `HOST_RULES` key: one `host:` rule of one agent (index in declaration order among the
+/// scope's host rules).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HostRuleKey {
+    pub slot: u32,
+    pub index: u32,
+}
+
+/// `DNS_LEARNED` key: an address one agent's resolver answered for a name allowed by one
+/// of its host rules. IPv4 as `::ffff:a.b.c.d`, as in `NetKey`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LearnedKey {
+    pub slot: u32,
+    pub index: u32,
+    pub addr: [u8; 16],
+}
+
+/// `DNS_LEARNED` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Learned {
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) after which the address is no longer allowed.
+    pub expires_ns: u64,
+}
+
+/// `DNS_ORIGIN` value, keyed by socket cookie: where a redirected DNS query was going, so
+/// the reply can be given that source again (resolvers check it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DnsOrigin {
+    /// `user_ip4` (first four bytes) or `user_ip6` as the hook saw them (network order).
+    pub addr: [u8; 16],
+    /// `user_port` as the hook saw it (network byte order in the low 16 bits).
+    pub port: u32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u32,
 }
 
 /// Indexes into `TAG_STATE` (u64 each, written by the daemon after every tag change).
@@ -401,6 +459,10 @@ mod pod {
     unsafe impl aya::Pod for super::NetRule {}
     unsafe impl aya::Pod for super::NetKey {}
     unsafe impl aya::Pod for super::BindKey {}
+    unsafe impl aya::Pod for super::HostRuleKey {}
+    unsafe impl aya::Pod for super::LearnedKey {}
+    unsafe impl aya::Pod for super::Learned {}
+    unsafe impl aya::Pod for super::DnsOrigin {}
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::ExecArgs {}
@@ -446,6 +508,9 @@ mod tests {
         assert_eq!(size_of::<NetKey>(), 20);
         assert_eq!(size_of::<InodeKey>(), 16);
         assert_eq!(size_of::<NetRule>(), 4 + 4 * MAX_PORT_RULES);
+        assert_eq!(size_of::<AgentConfig>(), 24);
+        assert_eq!(size_of::<LearnedKey>(), 24);
+        assert_eq!(size_of::<DnsOrigin>(), 24);
         for align in [
             align_of::<ExecEvent>(),
             align_of::<FileEvent>(),

@@ -6,6 +6,7 @@
 #![no_main]
 
 mod cgroup;
+mod dns;
 mod enforce;
 mod escape;
 mod file;

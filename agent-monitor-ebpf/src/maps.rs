@@ -1,8 +1,9 @@
 //! Maps shared by all hooks. Names are the contract with the daemon's loader.
 
 use agent_monitor_common::{
-    AgentConfig, BindKey, CgroupVerdict, EscapeEntry, EscapeEvent, ExecArgs, ExecEvent, FileEvent,
-    FileStash, InodeKey, NetKey, NetRule, Offsets, OpenKey, PidTag, counter, tag_state,
+    AgentConfig, BindKey, CgroupVerdict, DnsOrigin, EscapeEntry, EscapeEvent, ExecArgs, ExecEvent,
+    FileEvent, FileStash, HostRuleKey, InodeKey, Learned, LearnedKey, MAX_HOST_RULES, NetKey,
+    NetRule, Offsets, OpenKey, PidTag, counter, tag_state,
 };
 use aya_ebpf::{
     macros::map,
@@ -136,3 +137,18 @@ pub static ESCAPE_SCRATCH: PerCpuArray<EscapeEvent> = PerCpuArray::with_max_entr
 /// slot -> events lost for that agent (ring buffer full): the daemon marks it degraded.
 #[map]
 pub static AGENT_DROPS: HashMap<u32, u64> = HashMap::with_max_entries(4096, 0);
+
+/// (slot, host rule index) -> the ports and protocols that `host:` rule allows.
+#[map]
+pub static HOST_RULES: HashMap<HostRuleKey, NetRule> =
+    HashMap::with_max_entries(4096 * MAX_HOST_RULES, 0);
+
+/// (slot, host rule index, address) -> expiry: what the agent's own resolver answered for a
+/// name that rule allows. Written by the daemon before it sends the answer to the agent.
+#[map]
+pub static DNS_LEARNED: HashMap<LearnedKey, Learned> = HashMap::with_max_entries(65536, 0);
+
+/// socket cookie -> the DNS server a redirected query was sent to. LRU: sockets are not
+/// tracked to their close, old ones fall out.
+#[map]
+pub static DNS_ORIGIN: LruHashMap<u64, DnsOrigin> = LruHashMap::with_max_entries(16384, 0);

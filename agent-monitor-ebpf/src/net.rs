@@ -3,17 +3,21 @@
 //! 0 makes it fail with EPERM: an enforced agent's out-of-scope connect, unconnected send
 //! or bind is refused in the kernel, whatever the daemon is doing.
 
-use agent_monitor_common::{BindKey, NetEvent, NetKey, flags, kind, net_op, proto_bits};
+use agent_monitor_common::{
+    BindKey, DNS_PORT, NetEvent, NetKey, NetRule, flags, kind, net_op, proto_bits,
+};
 use aya_ebpf::{macros::cgroup_sock_addr, maps::lpm_trie::Key, programs::SockAddrContext};
 
 use crate::{
+    dns::{dns_config, learned_rule, redirect, try_recvmsg},
     enforce::enforced,
     maps::{BIND_PORTS, NET_RULES, emit},
     tag::{current_agent, header},
 };
 
-const AF_INET: u32 = 2;
-const AF_INET6: u32 = 10;
+pub const AF_INET: u32 = 2;
+pub const AF_INET6: u32 = 10;
+const IPPROTO_UDP: u32 = 17;
 
 macro_rules! sock_hook {
     ($name:ident, $attach:ident, $op:expr, $family:expr) => {
@@ -30,6 +34,16 @@ sock_hook!(sendmsg4, sendmsg4, net_op::SEND, AF_INET);
 sock_hook!(sendmsg6, sendmsg6, net_op::SEND, AF_INET6);
 sock_hook!(bind4, bind4, net_op::BIND, AF_INET);
 sock_hook!(bind6, bind6, net_op::BIND, AF_INET6);
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn recvmsg4(ctx: SockAddrContext) -> i32 {
+    try_recvmsg(&ctx, AF_INET)
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn recvmsg6(ctx: SockAddrContext) -> i32 {
+    try_recvmsg(&ctx, AF_INET6)
+}
 
 #[inline(always)]
 fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
@@ -56,18 +70,38 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
     // user_port holds the port in network byte order in its low 16 bits.
     #[expect(clippy::cast_possible_truncation, reason = "ports are 16-bit")]
     let port = u16::from_be(sa.user_port as u16);
-    let allowed = enforced(agent.slot).is_none()
-        || in_scope(agent.slot, op, family, &addr, port, sa.protocol);
+    let protocol = sa.protocol;
+    let dns = dns_config(agent.slot);
+    if let Some(cfg) = &dns
+        && op != net_op::BIND
+        && protocol == IPPROTO_UDP
+        && port == DNS_PORT
+    {
+        // DNS-name egress: the query goes to the daemon's resolver for this agent, which
+        // judges the name and records what it refuses; the packet itself is not reported.
+        return i32::from(redirect(ctx, cfg, family, &addr) || enforced(agent.slot).is_none());
+    }
+    // A destination learned from the agent's own DNS answers, under a host rule that
+    // allows this port: computed in audit mode too, so the record names the host.
+    let host_rule = match (&dns, op, protocol_bit(protocol)) {
+        (Some(cfg), net_op::CONNECT | net_op::SEND, Some(bit)) => {
+            learned_rule(agent.slot, cfg, &key_addr(family, &addr), port, bit)
+        }
+        _ => 0,
+    };
+    let allowed = host_rule != 0
+        || enforced(agent.slot).is_none()
+        || in_scope(agent.slot, op, family, &addr, port, protocol);
     let mut event = NetEvent {
         header: header(kind::NET, &agent),
         op,
         family,
-        protocol: sa.protocol,
+        protocol,
         port,
         pad0: 0,
         addr,
         allowed: u32::from(allowed),
-        pad1: 0,
+        host_rule,
     };
     if !allowed {
         event.header.flags |= flags::BLOCKED;
@@ -86,27 +120,45 @@ fn in_scope(slot: u32, op: u32, family: u32, addr: &[u8; 16], port: u16, protoco
         };
         return BIND_PORTS.get_ptr(key).is_some();
     }
-    let bit = match protocol {
-        6 => proto_bits::TCP,
-        17 => proto_bits::UDP,
-        _ => return false,
+    let Some(bit) = protocol_bit(protocol) else {
+        return false;
     };
-    // One key space for both families: IPv4 as ::ffff:a.b.c.d, which is also how an
-    // IPv4-mapped IPv6 destination arrives at connect6.
-    let mut data = NetKey {
+    let data = NetKey {
         slot_be: slot.to_be_bytes(),
-        addr: [0; 16],
+        addr: key_addr(family, addr),
     };
-    if family == AF_INET {
-        data.addr[10] = 0xff;
-        data.addr[11] = 0xff;
-        data.addr[12..].copy_from_slice(&addr[..4]);
-    } else {
-        data.addr = *addr;
-    }
     let Some(rule) = NET_RULES.get(Key::new(32 + 128, data)) else {
         return false;
     };
+    port_allowed(rule, port, bit)
+}
+
+fn protocol_bit(protocol: u32) -> Option<u16> {
+    match protocol {
+        6 => Some(proto_bits::TCP),
+        17 => Some(proto_bits::UDP),
+        _ => None,
+    }
+}
+
+/// One key space for both families: IPv4 as ::ffff:a.b.c.d, which is also how an
+/// IPv4-mapped IPv6 destination arrives at connect6.
+#[inline(always)]
+fn key_addr(family: u32, addr: &[u8; 16]) -> [u8; 16] {
+    if family == AF_INET {
+        let mut out = [0u8; 16];
+        out[10] = 0xff;
+        out[11] = 0xff;
+        out[12..].copy_from_slice(&addr[..4]);
+        out
+    } else {
+        *addr
+    }
+}
+
+/// Whether a rule allows this port for this protocol bit.
+#[inline(always)]
+pub fn port_allowed(rule: &NetRule, port: u16, bit: u16) -> bool {
     if rule.any_port_protos & bit != 0 {
         return true;
     }

@@ -93,6 +93,17 @@ pub struct RunArgs {
     /// Rotated audit log files kept (`audit.jsonl.1` .. `.N`).
     #[arg(long)]
     pub audit_log_keep: Option<u32>,
+    /// Where agents' allowed DNS questions are forwarded (ADDR or ADDR:PORT; default: the
+    /// first nameserver of /etc/resolv.conf).
+    #[arg(long)]
+    pub dns_upstream: Option<String>,
+    /// An address an agent learned stays reachable at least this long, whatever the
+    /// answer's TTL (e.g. 5s, the default).
+    #[arg(long)]
+    pub dns_min_ttl: Option<String>,
+    /// How a question outside the agent's host rules is answered in enforce mode.
+    #[arg(long, value_enum)]
+    pub dns_refuse: Option<crate::dns::Refusal>,
 }
 
 impl RunArgs {

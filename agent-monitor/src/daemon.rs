@@ -13,7 +13,7 @@ use tokio::{
 use crate::{
     api,
     cli::{DEFAULT_SOCKET, RunArgs},
-    kubernetes, loader,
+    dns, kubernetes, loader,
     pins::Pins,
     pipeline::Pipeline,
     reader,
@@ -38,6 +38,10 @@ struct ConfigFile {
     audit_log_keep: Option<u32>,
     /// Pod awareness (`select.kubernetes`); also on when `$NODE_NAME` is set.
     kubernetes: Option<kubernetes::KubernetesConfig>,
+    /// DNS-name egress: upstream resolver, minimum TTL, answer to refused questions.
+    dns_upstream: Option<String>,
+    dns_min_ttl: Option<String>,
+    dns_refuse: Option<dns::Refusal>,
 }
 
 const DEFAULT_RING_BYTES: u32 = 1 << 24;
@@ -48,6 +52,33 @@ struct RunOptions {
     serve: api::ServeOptions,
     rotation: Rotation,
     kube: Option<kubernetes::Settings>,
+    dns: dns::DnsSettings,
+}
+
+/// `--dns-*` (flags win over the config file); the upstream defaults to the first
+/// nameserver of /etc/resolv.conf.
+fn dns_settings(args: &RunArgs, file: &ConfigFile) -> anyhow::Result<dns::DnsSettings> {
+    let defaults = dns::DnsSettings::default();
+    let upstream = match args.dns_upstream.as_ref().or(file.dns_upstream.as_ref()) {
+        Some(text) => {
+            Some(dns::parse_upstream(text).map_err(|e| anyhow::anyhow!("dns-upstream: {e}"))?)
+        }
+        None => dns::upstream_from_resolv_conf(std::path::Path::new("/etc/resolv.conf")),
+    };
+    let min_ttl = match args.dns_min_ttl.as_ref().or(file.dns_min_ttl.as_ref()) {
+        Some(text) => crate::scope::Ttl::parse(text)
+            .map_err(|e| anyhow::anyhow!("dns-min-ttl: {e}"))?
+            .duration(),
+        None => defaults.min_ttl,
+    };
+    Ok(dns::DnsSettings {
+        upstream,
+        min_ttl,
+        refusal: args
+            .dns_refuse
+            .or(file.dns_refuse)
+            .unwrap_or(defaults.refusal),
+    })
 }
 
 fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
@@ -61,6 +92,7 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
     };
     let kube =
         kubernetes::Settings::resolve(file.kubernetes.as_ref(), std::env::var("NODE_NAME").ok())?;
+    let dns = dns_settings(args, &file)?;
     let pick = |flag: &Option<PathBuf>, file: &Option<PathBuf>, default: &str| {
         flag.clone()
             .or_else(|| file.clone())
@@ -120,6 +152,7 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
                     .unwrap_or(Rotation::default().keep),
             },
             kube,
+            dns,
         },
     ))
 }
@@ -163,7 +196,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .create(&parent)
         .context("creating the task cgroup parent")?;
     let socket = config.socket.clone();
-    let shared = Arc::new(Shared::new(config, cgroup2, handles));
+    let shared = shared_state(config, cgroup2, handles, options.dns);
     let restored = shared.restore();
     if restored > 0 {
         tracing::info!(tasks = restored, "tasks of the previous run restored");
@@ -231,6 +264,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     drop(ebpf);
     Ok(())
+}
+
+/// The shared state, with the per-agent DNS resolvers and the task that records the
+/// questions they refuse (it ends with the process).
+fn shared_state(
+    config: DaemonConfig,
+    cgroup2: crate::cgroupfs::Cgroup2,
+    handles: loader::Handles,
+    dns: dns::DnsSettings,
+) -> Arc<Shared> {
+    if let Some(upstream) = dns.upstream {
+        tracing::info!(%upstream, "agents' DNS questions go to this upstream");
+    } else {
+        tracing::warn!(
+            "no DNS upstream (no --dns-upstream, no nameserver in /etc/resolv.conf): agents with host rules get SERVFAIL"
+        );
+    }
+    let (out_of_scope_tx, out_of_scope_rx) = tokio::sync::mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::new(config, cgroup2, handles, dns, out_of_scope_tx));
+    tokio::spawn(dns::record::run(Arc::clone(&shared), out_of_scope_rx));
+    shared
 }
 
 /// Pod awareness on (a node is configured), or a warning when a scope needs it.
@@ -307,6 +361,7 @@ async fn sweep_loop(
                 let guard = Arc::clone(&pin_guard);
                 let _ = tokio::task::spawn_blocking(move || {
                     s.sweep();
+                    s.dns.sweep();
                     let restored = guard.restore();
                     if restored > 0 {
                         tracing::warn!(restored, "pins removed by another process were put back");

@@ -118,6 +118,9 @@ pub enum Event {
         port: u16,
         protocol: u8,
         allowed: bool,
+        /// 1 + the index of the host rule under which the agent learned `addr` from its own
+        /// DNS answer; 0: none.
+        host_rule: u32,
     },
     Exit {
         header: Header,
@@ -261,6 +264,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 port: e.port,
                 protocol: u8::try_from(e.protocol).unwrap_or(u8::MAX),
                 allowed: e.allowed != 0,
+                host_rule: e.host_rule,
             })
         }
         kind::EXIT => {

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod commands;
 pub mod daemon;
 pub mod decoder;
+pub mod dns;
 pub mod ebpf_object;
 pub mod enforce;
 pub mod escape;

@@ -4,7 +4,7 @@
 
 use std::{fs, io, path::Path};
 
-use agent_monitor_common::{Offsets, counter};
+use agent_monitor_common::{Learned, LearnedKey, Offsets, counter};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -83,6 +83,8 @@ pub struct Handles {
     pub tag_state: Array<MapData, u64>,
     pub counters: PerCpuArray<MapData, u64>,
     pub enforcer: Enforcer,
+    /// `DNS_LEARNED`: what each agent's resolver learned (written by `dns`).
+    pub dns_learned: HashMap<MapData, LearnedKey, Learned>,
     pub hooks: Vec<HookStatus>,
     /// Why file and exec identity is unavailable, when BTF offsets could not be read.
     pub identity_error: Option<String>,
@@ -175,8 +177,9 @@ const FILE_EXITS: &[(&str, bool)] = &[
     ("sys_exit_connect", true),
 ];
 
+/// recvmsg4/6 give a redirected DNS reply its original source back (DNS-name egress).
 const SOCK_ADDR: &[&str] = &[
-    "connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6",
+    "connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6", "recvmsg4", "recvmsg6",
 ];
 
 /// Checks the environment before loading, so a missing prerequisite is one clear line.
@@ -342,7 +345,9 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
         pids: take_map(&mut ebpf, "AGENT_PIDS")?,
         drops: take_map(&mut ebpf, "AGENT_DROPS")?,
         file_ok: take_map(&mut ebpf, "FILE_OK")?,
+        host: take_map(&mut ebpf, "HOST_RULES")?,
     };
+    let dns_learned = take_map(&mut ebpf, "DNS_LEARNED")?;
     Ok(Kernel {
         ebpf: Some(ebpf),
         events,
@@ -351,6 +356,7 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
             tag_state,
             counters,
             enforcer,
+            dns_learned,
             hooks,
             identity_error,
         },

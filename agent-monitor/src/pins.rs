@@ -130,6 +130,7 @@ impl Pins {
             pids: HashMap::try_from(hash("AGENT_PIDS")?).map_err(map_err("AGENT_PIDS"))?,
             drops: HashMap::try_from(hash("AGENT_DROPS")?).map_err(map_err("AGENT_DROPS"))?,
             file_ok: HashMap::try_from(lru("FILE_OK")?).map_err(map_err("FILE_OK"))?,
+            host: HashMap::try_from(hash("HOST_RULES")?).map_err(map_err("HOST_RULES"))?,
         };
         let handles = Handles {
             agent_cgroups: HashMap::try_from(hash("AGENT_CGROUPS")?)
@@ -139,6 +140,7 @@ impl Pins {
             counters: PerCpuArray::try_from(Map::PerCpuArray(open("COUNTERS")?))
                 .map_err(map_err("COUNTERS"))?,
             enforcer,
+            dns_learned: HashMap::try_from(hash("DNS_LEARNED")?).map_err(map_err("DNS_LEARNED"))?,
             hooks: self.pinned_hooks(),
             identity_error: None,
         };

@@ -114,6 +114,7 @@ impl Pipeline {
             task.cgroup_id,
         );
         let cgroup = self.cgroup_path(h.cgroup_id, &task_cgroup, task_cgroup_id);
+        let learned = self.learned_host(event);
         let proc = self.procs.observe(h, start_cwd.as_deref());
         let Some(mut judged) = describe(event, h, proc, &task_cgroup) else {
             return;
@@ -124,9 +125,9 @@ impl Pipeline {
             .file
             .as_ref()
             .and_then(|f| self.shared.protected.judge(&f.path, f.access));
-        let verdict = match (judged.preset.take(), protected) {
-            (Some(v), _) => v,
-            (None, Some(v)) => {
+        let verdict = match (judged.preset.take(), protected, learned) {
+            (Some(v), _, _) => v,
+            (None, Some(v), _) => {
                 // A write into the monitor's own filesystems is an escape attempt.
                 judged.kind = Kind::Escape;
                 judged.escape = Some(EscapeObject {
@@ -139,7 +140,15 @@ impl Pipeline {
                 });
                 v
             }
-            (None, None) => evaluate(&scope, &judged, event, ctx),
+            // The kernel found the address among those the agent's own resolver answered
+            // for a host rule allowing this port and protocol, unexpired.
+            (None, None, Some(host)) => {
+                if let Some(net) = &mut judged.net {
+                    net.host = Some(host);
+                }
+                PolicyVerdict::Allowed
+            }
+            (None, None, None) => evaluate(&scope, &judged, event, ctx),
         };
         let verdict = match verdict {
             // The kernel judged by identity what the path alone does not show (a hard link
@@ -234,6 +243,28 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// The name a connect's or send's address was learned from, when the kernel matched
+    /// it to a host rule.
+    fn learned_host(&self, event: &Event) -> Option<String> {
+        let Event::Net {
+            header,
+            addr,
+            host_rule,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        let index = host_rule.checked_sub(1)?;
+        Some(
+            self.shared
+                .dns
+                .host_of(header.agent, index, *addr)
+                // Learned by a previous daemon (or swept a moment ago): still a host rule.
+                .unwrap_or_else(|| "<learned by an earlier resolver>".to_owned()),
+        )
+    }
+
     /// The path of the cgroup an event came from: the task's own, one below it (nested), or
     /// elsewhere (a tagged process that moved out).
     fn cgroup_path(&mut self, id: u64, task_cgroup: &str, task_cgroup_id: u64) -> String {

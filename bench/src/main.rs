@@ -10,6 +10,7 @@
 //!                              (R = 0: as fast as possible; fchdir: FILE is a directory)
 //! agent-monitor-bench violate  --kind deny|read|connect --file PATH --port P --count K
 //!                              [--timeout-ms T] [--gap-ms G]
+//! agent-monitor-bench dns      --server ADDR --name NAME --count K [--timeout-ms T]
 //! ```
 //!
 //! `ops` times getpid (the floor), openat+close of an existing file, UDP socket+connect+close
@@ -18,6 +19,8 @@
 //! violation and reports what happened to them: for `deny` and `read` the time from just before
 //! the syscall to the child's death (seen through a pidfd, `CLOCK_MONOTONIC`) and whether the
 //! syscall ever returned; for `connect` whether it failed with EPERM and how long it took.
+//! `dns` asks ADDR:53 for NAME (type A) K times over UDP, one question at a time, and reports
+//! each round trip (send to reply with the same id) and the replies' rcodes.
 
 use std::{
     ffi::{CString, c_int},
@@ -44,12 +47,13 @@ type Result<T> = std::result::Result<T, String>;
 fn run(args: &[String]) -> Result<String> {
     let (mode, rest) = args
         .split_first()
-        .ok_or("usage: agent-monitor-bench ops|load|violate [options]")?;
+        .ok_or("usage: agent-monitor-bench ops|load|violate|dns [options]")?;
     let opts = Opts::parse(rest)?;
     match mode.as_str() {
         "ops" => ops(&opts),
         "load" => load(&opts),
         "violate" => violate(&opts),
+        "dns" => dns(&opts),
         other => Err(format!("unknown mode {other:?}")),
     }
 }
@@ -66,6 +70,8 @@ struct Opts {
     count: u64,
     timeout_ms: i32,
     gap_ms: u64,
+    server: String,
+    name: String,
 }
 
 impl Opts {
@@ -94,6 +100,8 @@ impl Opts {
                 "--count" => o.count = value.parse().map_err(|e| bad(&e))?,
                 "--timeout-ms" => o.timeout_ms = value.parse().map_err(|e| bad(&e))?,
                 "--gap-ms" => o.gap_ms = value.parse().map_err(|e| bad(&e))?,
+                "--server" => o.server.clone_from(value),
+                "--name" => o.name.clone_from(value),
                 _ => return Err(format!("unknown option {flag}")),
             }
         }
@@ -517,4 +525,81 @@ fn watch_child(pid: libc::pid_t, timeout_ms: i32) -> Result<Outcome> {
     } else {
         Outcome::Exited
     })
+}
+
+/// A standard query for `name`, type A, recursion desired: the fixed bytes of RFC 1035
+/// section 4.1 (the generator only builds questions; it reads back the id and rcode).
+fn dns_query(id: u16, name: &str) -> Result<Vec<u8>> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(u8::try_from(label.len()).map_err(|_| format!("label {label:?} too long"))?);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    Ok(q)
+}
+
+fn dns(o: &Opts) -> Result<String> {
+    use std::net::{IpAddr, UdpSocket};
+    let server: IpAddr = o
+        .server
+        .parse()
+        .map_err(|e| format!("--server {}: {e}", o.server))?;
+    // Not bound explicitly: an explicit bind, even to port 0, is judged against
+    // network.bind; the kernel binds the socket on its first send instead.
+    // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(os_err("socket"));
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    let socket = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(
+            u64::try_from(o.timeout_ms.max(1)).unwrap_or(1000),
+        )))
+        .map_err(|e| e.to_string())?;
+    let mut lat = Vec::new();
+    let (mut errors, mut noerror) = (0u64, 0u64);
+    let mut buf = [0u8; 1500];
+    for i in 0..o.count {
+        #[expect(clippy::cast_possible_truncation, reason = "ids wrap")]
+        let id = i as u16;
+        let q = dns_query(id, &o.name)?;
+        let start = now_ns();
+        if socket.send_to(&q, (server, 53)).is_err() {
+            errors += 1;
+            continue;
+        }
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, _)) if n >= 12 && buf[..2] == id.to_be_bytes() => {
+                    lat.push(now_ns() - start);
+                    let rcode = buf[3] & 0x0f;
+                    if rcode == 0 {
+                        noerror += 1;
+                    }
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    errors += 1;
+                    break;
+                }
+            }
+        }
+    }
+    let mut out = format!(
+        "{{\"mode\":\"dns\",\"count\":{},\"noerror\":{noerror},\"errors\":{errors},\"lat_ns\":[",
+        o.count
+    );
+    for (i, l) in lat.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{l}");
+    }
+    out.push_str("]}");
+    Ok(out)
 }

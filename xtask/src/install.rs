@@ -273,7 +273,7 @@ fn on_path(name: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
-fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     eprintln!("xtask setup: apt-get install {}", packages.join(" "));
     run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
     run_cmd(
@@ -302,6 +302,11 @@ pub fn test_tools(root: &Path) -> anyhow::Result<()> {
     }
     if !on_path("python3") {
         missing.extend(["python3", "python3-venv"]);
+    }
+    // The DNS-name egress tests serve a test zone with dnsmasq (only the binary: the
+    // `dnsmasq-base` package installs no service that would start).
+    if !on_path("dnsmasq") && !Path::new("/usr/sbin/dnsmasq").is_file() {
+        missing.push("dnsmasq-base");
     }
     if !missing.is_empty() {
         apt_install(&missing)?;

@@ -108,7 +108,7 @@ fn build_daemon(root: &Path) -> anyhow::Result<PathBuf> {
         "--bin",
         "agent-monitor",
     ]))?;
-    Ok(root.join("target/debug/agent-monitor"))
+    Ok(target_dir(root).join("debug/agent-monitor"))
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {

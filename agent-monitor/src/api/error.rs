@@ -50,7 +50,7 @@ impl From<TaskError> for ApiError {
             | TaskError::BadTaskId(_)
             | TaskError::BadTtl(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             TaskError::Enforce(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_enforceable"),
-            TaskError::Cgroup(_) | TaskError::Tag { .. } => {
+            TaskError::Cgroup(_) | TaskError::Tag { .. } | TaskError::Dns(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };

@@ -9,7 +9,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use agent_monitor_common::{MAX_PORT_RULES, NetRule, PortRule, config_flags, proto_bits};
+use agent_monitor_common::{
+    MAX_HOST_RULES, MAX_PORT_RULES, NetRule, PortRule, config_flags, proto_bits,
+};
 use ipnet::IpNet;
 
 use crate::{
@@ -27,6 +29,10 @@ pub enum CompileError {
         "network rules for {cidr} allow more than {MAX_PORT_RULES} distinct ports; use fewer ports or a port-free rule"
     )]
     TooManyPorts { cidr: IpNet },
+    #[error("network rules for host {host} allow more than {MAX_PORT_RULES} distinct ports")]
+    TooManyHostPorts { host: String },
+    #[error("{count} host: rules; at most {MAX_HOST_RULES} are enforced per scope")]
+    TooManyHostRules { count: usize },
 }
 
 /// A file identity in the kernel's encoding.
@@ -43,6 +49,8 @@ pub struct KernelScope {
     pub flags: u32,
     /// (prefix length over the 128-bit key address, key address, rule).
     pub net: Vec<(u32, [u8; 16], NetRule)>,
+    /// One rule per `host:` entry, in declaration order (the kernel's host rule index).
+    pub host: Vec<NetRule>,
     pub bind: Vec<u16>,
     pub exec_allow: Vec<FileId>,
     pub file_deny: Vec<FileId>,
@@ -52,6 +60,15 @@ pub fn compile(scope: &Scope) -> Result<KernelScope, CompileError> {
     let declared = scope.policy.declared();
     let (exec_allow, exec_complete) = expand(&declared.exec_allow);
     let (file_deny, _) = expand(&declared.files.deny);
+    let host = host_rules(&declared.connect)?;
+    let mut flags = if exec_complete {
+        0
+    } else {
+        config_flags::EXEC_DEFER
+    };
+    if !host.is_empty() {
+        flags |= config_flags::DNS;
+    }
     Ok(KernelScope {
         mode: match scope.mode {
             Mode::Audit => agent_monitor_common::mode::AUDIT,
@@ -64,12 +81,9 @@ pub fn compile(scope: &Scope) -> Result<KernelScope, CompileError> {
         },
         // Paths outside the allow-lists are only known to the daemon: the kernel holds such
         // opens until it has judged them (the kill happens before the caller sees the fd).
-        flags: if exec_complete {
-            0
-        } else {
-            config_flags::EXEC_DEFER
-        } | config_flags::FILE_HOLD,
+        flags: flags | config_flags::FILE_HOLD,
         net: net_rules(&declared.connect)?,
+        host,
         bind: declared.bind.clone(),
         exec_allow,
         file_deny,
@@ -179,7 +193,47 @@ fn contains(wide: &IpNet, narrow: &IpNet) -> bool {
         )
 }
 
-/// CIDR rules only: `host:` rules have no addresses until DNS-name egress exists.
+/// The ports and protocols of each `host:` rule; the addresses come from the agent's own
+/// DNS answers (`DNS_LEARNED`, written by the daemon's resolver).
+pub fn host_rules(rules: &[ConnectRule]) -> Result<Vec<NetRule>, CompileError> {
+    let hosts: Vec<(&String, &ConnectRule)> = rules
+        .iter()
+        .filter_map(|r| match &r.target {
+            ConnectTarget::Host(h) => Some((h, r)),
+            ConnectTarget::Cidr(_) => None,
+        })
+        .collect();
+    if hosts.len() > MAX_HOST_RULES as usize {
+        return Err(CompileError::TooManyHostRules { count: hosts.len() });
+    }
+    hosts
+        .into_iter()
+        .map(|(host, rule)| {
+            let mut out = NetRule::default();
+            match &rule.ports {
+                None => out.any_port_protos = bits(rule.protocol),
+                Some(ports) => {
+                    let mut ports = ports.clone();
+                    ports.sort_unstable();
+                    ports.dedup();
+                    if ports.len() > MAX_PORT_RULES {
+                        return Err(CompileError::TooManyHostPorts { host: host.clone() });
+                    }
+                    for (i, port) in ports.into_iter().enumerate() {
+                        out.ports[i] = PortRule {
+                            port,
+                            protos: bits(rule.protocol),
+                        };
+                        out.count += 1;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+/// CIDR rules; `host:` rules are compiled by [`host_rules`].
 pub fn net_rules(rules: &[ConnectRule]) -> Result<Vec<(u32, [u8; 16], NetRule)>, CompileError> {
     let cidrs: Vec<(IpNet, &ConnectRule)> = rules
         .iter()
@@ -298,6 +352,37 @@ mod tests {
         assert!(allows(&rules, "2001:db8::1", 1, proto_bits::TCP));
         assert!(allows(&rules, "2001:db8::1", 9, proto_bits::UDP));
         assert!(!allows(&rules, "2001:db9::1", 1, proto_bits::TCP));
+    }
+
+    #[test]
+    fn host_rules_keep_declaration_order_ports_and_protocol() {
+        let host = |h: &str, ports: Option<&[u16]>, protocol| ConnectRule {
+            target: ConnectTarget::Host(h.into()),
+            ports: ports.map(<[u16]>::to_vec),
+            protocol,
+        };
+        let rules = host_rules(&[
+            host("a.example.test", Some(&[443, 80, 443]), RuleProtocol::Tcp),
+            rule("10.0.0.0/8", None, RuleProtocol::Any),
+            host("*.example.test", None, RuleProtocol::Udp),
+        ])
+        .expect("compiles");
+        assert_eq!(rules.len(), 2, "CIDR rules are not host rules");
+        assert_eq!(rules[0].count, 2, "duplicate ports merged");
+        assert_eq!(
+            (rules[0].ports[0].port, rules[0].ports[0].protos),
+            (80, proto_bits::TCP)
+        );
+        assert_eq!(rules[0].ports[1].port, 443);
+        assert_eq!(rules[0].any_port_protos, 0);
+        assert_eq!(rules[1].any_port_protos, proto_bits::UDP);
+        let many: Vec<ConnectRule> = (0..=MAX_HOST_RULES)
+            .map(|i| host(&format!("h{i}.test"), None, RuleProtocol::Tcp))
+            .collect();
+        assert!(
+            host_rules(&many).is_err(),
+            "more host rules than the kernel keeps"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod compile;
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _};
 
-use agent_monitor_common::{AgentConfig, BindKey, InodeKey, NetKey, NetRule, PidTag};
+use agent_monitor_common::{AgentConfig, BindKey, HostRuleKey, InodeKey, NetKey, NetRule, PidTag};
 use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
 
 pub use compile::{CompileError, KernelScope, compile, kernel_dev};
@@ -35,12 +35,20 @@ pub struct Enforcer {
     pub drops: BpfHashMap<MapData, u32, u64>,
     /// Files found readable per agent (an LRU map: the kernel evicts the oldest).
     pub file_ok: BpfHashMap<MapData, InodeKey, u8>,
+    /// (slot, host rule index) -> ports and protocols of that `host:` rule.
+    pub host: BpfHashMap<MapData, HostRuleKey, NetRule>,
 }
 
 impl Enforcer {
     /// Writes a scope for a slot, replacing what the slot had. The settings go in last, so
-    /// the kernel enforces only once every rule is in place.
-    pub fn install(&mut self, slot: u32, scope: &crate::scope::Scope) -> Result<(), EnforceError> {
+    /// the kernel enforces only once every rule is in place. `dns` are the ports of the
+    /// agent's resolver when the scope has host rules.
+    pub fn install(
+        &mut self,
+        slot: u32,
+        scope: &crate::scope::Scope,
+        dns: crate::dns::DnsPorts,
+    ) -> Result<(), EnforceError> {
         let ks = compile(scope)?;
         self.remove(slot);
         let err = |map: &'static str| move |source| EnforceError::Map { map, slot, source };
@@ -92,11 +100,18 @@ impl Enforcer {
                 )
                 .map_err(err("FILE_DENY"))?;
         }
+        for (index, rule) in (0u32..).zip(&ks.host) {
+            self.host
+                .insert(HostRuleKey { slot, index }, rule, 0)
+                .map_err(err("HOST_RULES"))?;
+        }
         let cfg = AgentConfig {
             mode: ks.mode,
             on_violation: ks.on_violation,
             flags: ks.flags,
-            pad0: 0,
+            host_rules: u32::try_from(ks.host.len()).unwrap_or(0),
+            dns_port4: u32::from(dns.v4),
+            dns_port6: u32::from(dns.v6),
         };
         self.config
             .insert(slot, cfg, 0)
@@ -140,6 +155,15 @@ impl Enforcer {
             .collect();
         for k in binds {
             let _ = self.bind.remove(&k);
+        }
+        let hosts: Vec<_> = self
+            .host
+            .keys()
+            .flatten()
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in hosts {
+            let _ = self.host.remove(&k);
         }
         for map in [&mut self.exec_allow, &mut self.file_deny, &mut self.file_ok] {
             let keys: Vec<_> = map.keys().flatten().filter(|k| k.slot == slot).collect();

@@ -110,6 +110,12 @@ impl Shared {
         lock(&self.notices).push(record);
     }
 
+    /// Queues a record made outside the pipeline (the DNS resolver's); written with the
+    /// next batch.
+    pub fn push_record(&self, record: crate::record::Record) {
+        lock(&self.notices).push(record);
+    }
+
     /// Lifecycle records waiting to be written.
     pub fn take_notices(&self) -> Vec<crate::record::Record> {
         std::mem::take(&mut *lock(&self.notices))

@@ -45,6 +45,8 @@ pub enum TaskError {
     Cgroup(#[from] CgroupError),
     #[error("enforcing the scope: {0}")]
     Enforce(#[from] crate::enforce::EnforceError),
+    #[error("the agent's DNS resolver: {0}")]
+    Dns(#[from] crate::dns::DnsError),
     #[error("tagging cgroup {cgroup}: {source}")]
     Tag {
         cgroup: String,
@@ -135,6 +137,8 @@ pub struct Shared {
     tag_state: Mutex<aya::maps::Array<MapData, u64>>,
     counters: Mutex<PerCpuArray<MapData, u64>>,
     enforcer: Mutex<Enforcer>,
+    /// The per-agent DNS resolvers (DNS-name egress).
+    pub dns: crate::dns::Resolver,
     notices: Mutex<Vec<crate::record::Record>>,
 }
 
@@ -145,17 +149,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(config: DaemonConfig, cgroup2: Cgroup2, kernel: Handles) -> Self {
+    pub fn new(
+        config: DaemonConfig,
+        cgroup2: Cgroup2,
+        kernel: Handles,
+        dns: crate::dns::DnsSettings,
+        out_of_scope: tokio::sync::mpsc::UnboundedSender<crate::dns::OutOfScope>,
+    ) -> Self {
         let catalog = Catalog::load(&config.scopes_dir);
         let Handles {
             agent_cgroups,
             tag_state,
             counters,
             enforcer,
+            dns_learned,
             hooks,
             identity_error,
         } = kernel;
         Self {
+            dns: crate::dns::Resolver::new(dns, dns_learned, out_of_scope),
             config,
             cgroup2,
             hooks,
@@ -206,11 +218,11 @@ impl Shared {
                 && !Arc::ptr_eq(&s, &task.scope)
             {
                 let mut enforcer = lock(&self.enforcer);
-                match enforcer.install(task.slot, &s) {
+                match self.install(&mut enforcer, task.slot, &s) {
                     Ok(()) => task.scope = s,
                     Err(e) => {
                         tracing::error!(task = %task.id, error = %e, "new scope version not enforceable; keeping the old one");
-                        if let Err(e) = enforcer.install(task.slot, &task.scope) {
+                        if let Err(e) = self.install(&mut enforcer, task.slot, &task.scope) {
                             tracing::error!(task = %task.id, error = %e, "re-installing the old scope failed");
                         }
                     }
@@ -297,9 +309,10 @@ impl Shared {
     /// Installs the scope in the kernel, then tags the cgroup: the first process of the
     /// task is already enforced.
     fn tag(&self, cgroup_id: u64, slot: u32, scope: &Scope, cgroup: &str) -> Result<(), TaskError> {
-        lock(&self.enforcer).install(slot, scope)?;
+        self.install(&mut lock(&self.enforcer), slot, scope)?;
         if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
             lock(&self.enforcer).remove(slot);
+            self.dns.close(slot);
             return Err(TaskError::Tag {
                 cgroup: cgroup.to_string(),
                 source,
@@ -309,9 +322,21 @@ impl Shared {
         Ok(())
     }
 
+    /// The agent's resolver first (when its scope has host rules), then the kernel maps
+    /// with its ports.
+    fn install(&self, enforcer: &mut Enforcer, slot: u32, scope: &Scope) -> Result<(), TaskError> {
+        let ports = self.dns.open(slot, scope)?;
+        if let Err(e) = enforcer.install(slot, scope, ports) {
+            self.dns.close(slot);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     fn untag(&self, cgroup_id: u64, slot: u32) {
         let _ = lock(&self.tagger).remove(&cgroup_id);
         lock(&self.enforcer).remove(slot);
+        self.dns.close(slot);
         self.publish_tags();
     }
 

@@ -44,6 +44,7 @@ impl Daemon {
         scopes: &Path,
         name: &str,
         cpu: Option<usize>,
+        extra: &[&str],
     ) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let socket = dir.join("am.sock");
@@ -66,6 +67,7 @@ impl Daemon {
             .args(["--cgroup-parent", name, "--quiet", "--release-on-exit"])
             .arg("--state-file")
             .arg(dir.join("state.json"))
+            .args(extra)
             .env("AGENT_MONITOR_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

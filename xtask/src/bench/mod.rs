@@ -6,6 +6,7 @@
 //! round by round with the "no monitor" baseline, and compared through ratios of medians.
 
 mod daemon;
+mod dns;
 mod report;
 mod sys;
 mod tools;
@@ -43,6 +44,7 @@ struct Params {
     kills: u64,
     denies: u64,
     connects: u64,
+    dns_lookups: u64,
 }
 
 impl Params {
@@ -58,6 +60,7 @@ impl Params {
                 kills: 30,
                 denies: 10,
                 connects: 10,
+                dns_lookups: 200,
             }
         } else {
             Self {
@@ -70,6 +73,7 @@ impl Params {
                 kills: 200,
                 denies: 50,
                 connects: 50,
+                dns_lookups: 2000,
             }
         }
     }
@@ -194,6 +198,8 @@ pub struct Results {
     pub load: Vec<LoadRun>,
     pub load_error: Option<String>,
     pub violations: Vec<Violations>,
+    /// DNS lookups through an agent's resolver in the daemon vs straight to the upstream.
+    pub dns: dns::DnsBench,
     pub other_monitors: usize,
 }
 
@@ -236,6 +242,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
         r.load_error = Some(format!("{e:#}"));
     }
     latency(&env, &p, &mut r);
+    dns::run(&env, &p, &mut r);
     let md = report::render(&r, &p, started.elapsed())?;
     println!("{md}");
     let doc = root.join("docs/BENCHMARKS.md");
@@ -311,6 +318,8 @@ fn prepare(daemon: PathBuf, generator: &Path) -> anyhow::Result<Env> {
     for (n, mode) in [("bench-audit", "audit"), ("bench-enforce", "enforce")] {
         fs::write(scopes.join(format!("{n}.yaml")), scope(n, mode)).context("writing a scope")?;
     }
+    fs::write(scopes.join("bench-dns.yaml"), dns::scope_yaml(&gen_path))
+        .context("writing the DNS scope")?;
     // SAFETY: sysconf has no preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     Ok(Env {
@@ -437,6 +446,7 @@ fn overhead(
                 &env.scopes,
                 &env.name,
                 env.mon_cpu(),
+                &[],
             )?;
             r.attach.push(d.attach);
             r.failed_hooks.clone_from(&d.failed_hooks);
@@ -560,6 +570,7 @@ fn throughput(env: &Env, params: &Params, r: &mut Results) -> anyhow::Result<()>
         &env.scopes,
         &env.name,
         env.mon_cpu(),
+        &[],
     )?;
     let plan = params
         .openat_rates
@@ -661,6 +672,7 @@ fn latency(env: &Env, params: &Params, res: &mut Results) {
         &env.scopes,
         &env.name,
         env.mon_cpu(),
+        &[],
     ) {
         Ok(d) => d,
         Err(e) => {

@@ -328,6 +328,7 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
     let audit_lossless = audit_row
         .and_then(|row| row.delivery)
         .is_some_and(|d| d.lost == 0 && d.open.0 >= d.open.1);
+    super::dns::render(w, &res.dns)?;
     writeln!(w, "\n### Targets\n\n| target | measured | |\n|---|---|---|")?;
     let line = |w: &mut String, t: &str, m: String, ok: Option<bool>| {
         let verdict = ok.map_or("not measured", hit);

@@ -1,0 +1,453 @@
+//! DNS-name egress end to end: a real dnsmasq serves a test zone on a loopback address, the
+//! daemon forwards agents' allowed questions to it, and small HTTP servers on several
+//! 127.x addresses stand for the hosts. An address is reachable for an agent only after
+//! that agent resolved an allowed name to it, and only for the answer's TTL.
+
+use std::{
+    fmt::Write as _,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use agent_monitor_e2e::{Daemon, assert_exit, s, wait_for, workspace};
+use serde_json::Value;
+
+const PY: &str = "/usr/bin/python3";
+
+/// A per-process 127.x.y block, so runs in parallel with other test processes do not meet.
+fn block() -> u8 {
+    u8::try_from(std::process::id() % 200).expect("below 200") + 20
+}
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 54, block(), last)
+}
+
+/// dnsmasq from Debian's packages, in the foreground on its own loopback address; killed
+/// on drop.
+struct Dnsmasq {
+    child: Child,
+    addr: Ipv4Addr,
+}
+
+impl Dnsmasq {
+    /// Serves `records` (name, address) with the given TTL, nothing else (no upstream, no
+    /// /etc/hosts).
+    fn start(records: &[(&str, Ipv4Addr)], ttl: u32) -> Self {
+        let addr = Ipv4Addr::new(127, 53, block(), 1);
+        let bin = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .expect("dnsmasq is installed (cargo xtask setup installs dnsmasq-base)");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--port=53",
+            "--pid-file=",
+            "--local=/test/",
+        ])
+        .arg(format!("--listen-address={addr}"))
+        .arg(format!("--local-ttl={ttl}"));
+        for (name, a) in records {
+            cmd.arg(format!("--host-record={name},{a}"));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dnsmasq");
+        let mut d = Self { child, addr };
+        // Ready when it answers a question (the test process is not an agent).
+        let probe = query("ready.test", 0x4242);
+        wait_for("dnsmasq to answer", || {
+            if let Some(status) = d.child.try_wait().expect("wait") {
+                let mut err = String::new();
+                let _ = d
+                    .child
+                    .stderr
+                    .take()
+                    .map(|mut e| e.read_to_string(&mut err));
+                panic!("dnsmasq exited ({status}): {err}");
+            }
+            let sock = UdpSocket::bind("127.0.0.1:0").ok()?;
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .ok()?;
+            sock.send_to(&probe, (d.addr, 53)).ok()?;
+            let mut buf = [0u8; 512];
+            sock.recv_from(&mut buf).ok().filter(|(n, _)| *n >= 12)
+        });
+        d
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A question for `name` (type A), as the test's readiness probe sends it.
+fn query(name: &str, id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(u8::try_from(label.len()).expect("short label"));
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+/// A tiny HTTP server answering every request with its own name; stopped on drop.
+struct Http {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+}
+
+impl Http {
+    fn start(addr: SocketAddr, name: &str) -> Self {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, body) = (Arc::clone(&stop), name.to_owned());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { stop, addr }
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// The zone every test serves, the servers behind it, and a daemon forwarding to it.
+struct Zone {
+    _dnsmasq: Dnsmasq,
+    _servers: Vec<Http>,
+    port: u16,
+    daemon: Daemon,
+    _ws: tempfile::TempDir,
+    ws: PathBuf,
+}
+
+/// a.example.test and b.example.test share .10; x.wild.test is .20; evil.test is .30.
+fn zone(ttl: u32, scopes: &[(&str, &str)], min_ttl: &str) -> Zone {
+    let shared = ip(10);
+    let first = Http::start(SocketAddr::from((shared, 0)), "shared");
+    let port = first.addr.port();
+    let servers = vec![
+        first,
+        Http::start(SocketAddr::from((ip(20), port)), "wild"),
+        Http::start(SocketAddr::from((ip(30), port)), "evil"),
+    ];
+    let dnsmasq = Dnsmasq::start(
+        &[
+            ("a.example.test", shared),
+            ("b.example.test", shared),
+            ("x.wild.test", ip(20)),
+            ("evil.test", ip(30)),
+        ],
+        ttl,
+    );
+    let upstream = dnsmasq.addr.to_string();
+    let scopes: Vec<(String, String)> = scopes
+        .iter()
+        .map(|(n, y)| ((*n).to_owned(), y.replace("PORT", &port.to_string())))
+        .collect();
+    let refs: Vec<(&str, &str)> = scopes
+        .iter()
+        .map(|(n, y)| (n.as_str(), y.as_str()))
+        .collect();
+    let daemon = Daemon::start_with(
+        &refs,
+        &["--dns-upstream", &upstream, "--dns-min-ttl", min_ttl],
+    );
+    let (guard, ws) = workspace();
+    Zone {
+        _dnsmasq: dnsmasq,
+        _servers: servers,
+        port,
+        daemon,
+        _ws: guard,
+        ws,
+    }
+}
+
+fn scope(name: &str, hosts: &[&str]) -> (String, String) {
+    let rules = hosts.iter().fold(String::new(), |mut out, h| {
+        let _ = writeln!(out, "      - {{host: \"{h}\", ports: [PORT]}}");
+        out
+    });
+    (
+        format!("{name}.yaml"),
+        format!(
+            "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {{name: {name}, owner: dns@example.org}}\nspec:\n  mode: enforce\n  onViolation: alert\n  exec:\n    allow: [/usr/bin/python3*]\n  files:\n    read: [\"/tmp/**\"]\n  network:\n    connect:\n{rules}"
+        ),
+    )
+}
+
+/// Helpers every agent script starts with: `t(f)` prints `ok`, the value f returns, or the
+/// errno name; `get(addr)` fetches / from a zone server; `res(name)` resolves through the
+/// system resolver (glibc, /etc/resolv.conf); `raw(server, name)` asks `server` directly
+/// over UDP and returns the reply's source and rcode.
+fn script(port: u16, body: &str) -> String {
+    format!(
+        r"import socket, errno, time, os
+def t(fn):
+  try:
+    r = fn(); print('ok' if r is None else r, flush=True)
+  except socket.gaierror as e:
+    print('gaierror', flush=True)
+  except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno), flush=True)
+def get(addr):
+  s = socket.create_connection((addr, {port}), timeout=5)
+  s.sendall(b'GET / HTTP/1.0\r\n\r\n')
+  data = b''
+  while True:
+    chunk = s.recv(200)
+    if not chunk:
+      break
+    data += chunk
+  s.close()
+  return data.decode().split('\r\n\r\n')[-1]
+def res(name):
+  return socket.getaddrinfo(name, {port}, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+def raw(server, name):
+  q = b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00' + b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\x00\x00\x01\x00\x01'
+  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+  s.settimeout(5)
+  s.sendto(q, (server, 53))
+  data, src = s.recvfrom(512)
+  s.close()
+  return '%s:%d rcode=%d answers=%d' % (src[0], src[1], data[3] & 15, data[7])
+{body}"
+    )
+}
+
+fn run(z: &Zone, scope: &str, body: &str) -> Vec<String> {
+    let out = z
+        .daemon
+        .exec(scope, &[], &[PY, "-I", "-c", &script(z.port, body)]);
+    assert_exit(&out, 0);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn connects_to(d: &Daemon, addr: Ipv4Addr, port: u16) -> Vec<Value> {
+    d.records()
+        .into_iter()
+        .filter(|r| {
+            s(r, "/kind") == "connect"
+                && s(r, "/net/address") == addr.to_string()
+                && r["net"]["port"].as_u64() == Some(u64::from(port))
+        })
+        .collect()
+}
+
+#[test]
+fn dns_allowed_name_resolves_then_connects_until_the_ttl_passes() {
+    let (file, yaml) = scope("dns-a", &["a.example.test"]);
+    let z = zone(2, &[(&file, &yaml)], "1s");
+    let shared = ip(10);
+    // Without resolving first, the address is not reachable.
+    let lines = run(&z, "dns-a", &format!("t(lambda: get('{shared}'))"));
+    assert_eq!(lines, ["EPERM"], "connect before any answer");
+    // Resolve, connect at once (allowed), then again after the 2 s TTL (blocked).
+    let lines = run(
+        &z,
+        "dns-a",
+        &format!(
+            "t(lambda: res('a.example.test'))\nt(lambda: get('{shared}'))\ntime.sleep(3.5)\nt(lambda: get('{shared}'))"
+        ),
+    );
+    assert_eq!(
+        lines,
+        [shared.to_string().as_str(), "shared", "EPERM"],
+        "resolve, connect, connect after the TTL"
+    );
+    let allowed = z.daemon.wait_record("the allowed connect", |r| {
+        s(r, "/kind") == "connect"
+            && s(r, "/net/address") == shared.to_string()
+            && s(r, "/verdict") == "allowed"
+    });
+    assert_eq!(s(&allowed, "/net/host"), "a.example.test", "{allowed}");
+    // The connect before resolving and the one after the TTL.
+    wait_for("two blocked connects", || {
+        let blocked = connects_to(&z.daemon, shared, z.port)
+            .into_iter()
+            .filter(|r| s(r, "/action") == "blocked" && s(r, "/verdict") == "violation")
+            .count();
+        (blocked >= 2).then_some(())
+    });
+}
+
+#[test]
+fn dns_wildcard_rule_and_out_of_scope_names_are_refused_and_recorded() {
+    let (file, yaml) = scope("dns-w", &["*.wild.test"]);
+    let z = zone(30, &[(&file, &yaml)], "5s");
+    let lines = run(
+        &z,
+        "dns-w",
+        &format!(
+            "t(lambda: res('x.wild.test'))\nt(lambda: get('{wild}'))\nt(lambda: res('wild.test'))\nt(lambda: res('evil.test'))\nt(lambda: get('{evil}'))",
+            wild = ip(20),
+            evil = ip(30)
+        ),
+    );
+    assert_eq!(
+        lines,
+        [
+            ip(20).to_string().as_str(),
+            "wild",
+            "gaierror",
+            "gaierror",
+            "EPERM"
+        ],
+        "subdomain allowed; the apex and other names refused"
+    );
+    let refused = z.daemon.wait_record("the refused question", |r| {
+        s(r, "/net/host") == "evil.test" && s(r, "/verdict") == "violation"
+    });
+    assert_eq!(s(&refused, "/kind"), "send", "{refused}");
+    assert_eq!(s(&refused, "/action"), "blocked", "{refused}");
+    assert_eq!(s(&refused, "/net/protocol"), "udp", "{refused}");
+    assert_eq!(s(&refused, "/violation/dimension"), "network", "{refused}");
+    assert!(
+        s(&refused, "/violation/reason").contains("evil.test"),
+        "{refused}"
+    );
+    z.daemon.wait_record("the refused apex", |r| {
+        s(r, "/net/host") == "wild.test" && s(r, "/verdict") == "violation"
+    });
+    let wild = connects_to(&z.daemon, ip(20), z.port);
+    assert!(
+        wild.iter()
+            .any(|r| s(r, "/verdict") == "allowed" && s(r, "/net/host") == "x.wild.test"),
+        "{wild:?}"
+    );
+}
+
+#[test]
+fn dns_nxdomain_refusal_is_configurable() {
+    let (file, yaml) = scope("dns-nx", &["*.wild.test"]);
+    let dnsmasq = Dnsmasq::start(&[("evil.test", ip(30))], 30);
+    let upstream = dnsmasq.addr.to_string();
+    let d = Daemon::start_with(
+        &[(&file, &yaml.replace("PORT", "80"))],
+        &["--dns-upstream", &upstream, "--dns-refuse", "nxdomain"],
+    );
+    let out = d.exec(
+        "dns-nx",
+        &[],
+        &[
+            PY,
+            "-I",
+            "-c",
+            &script(80, "t(lambda: raw('127.0.0.1', 'evil.test'))"),
+        ],
+    );
+    assert_exit(&out, 0);
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(line, "127.0.0.1:53 rcode=3 answers=0", "NXDOMAIN");
+}
+
+#[test]
+fn dns_answers_do_not_leak_between_agents_sharing_an_address() {
+    let (fa, ya) = scope("dns-one", &["a.example.test"]);
+    let (fb, yb) = scope("dns-two", &["*.wild.test"]);
+    let z = zone(30, &[(&fa, &ya), (&fb, &yb)], "5s");
+    let shared = ip(10);
+    let flag = z.ws.join("done");
+    // The first agent resolves a.example.test, connects, and stays alive until told.
+    let first = script(
+        z.port,
+        &format!(
+            "t(lambda: res('a.example.test'))\nt(lambda: get('{shared}'))\nwhile not os.path.exists('{flag}'):\n  time.sleep(0.05)",
+            flag = flag.display()
+        ),
+    );
+    let mut one = z.daemon.exec_spawn("dns-one", &[PY, "-I", "-c", &first]);
+    let stdout = one.stdout.take().expect("stdout");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(next(), shared.to_string());
+    assert_eq!(next(), "shared", "the first agent reaches the address");
+    // Meanwhile the second agent cannot: neither name is in its scope, and what the first
+    // agent learned is the first agent's alone.
+    let lines = run(
+        &z,
+        "dns-two",
+        &format!(
+            "t(lambda: get('{shared}'))\nt(lambda: res('a.example.test'))\nt(lambda: res('b.example.test'))\nt(lambda: get('{shared}'))"
+        ),
+    );
+    assert_eq!(lines, ["EPERM", "gaierror", "gaierror", "EPERM"]);
+    std::fs::write(&flag, "").expect("write flag");
+    let status = one.wait().expect("wait");
+    assert!(status.success(), "first agent: {status}");
+}
+
+#[test]
+fn dns_queries_to_another_resolver_are_judged_the_same() {
+    let (file, yaml) = scope("dns-r", &["a.example.test"]);
+    let z = zone(30, &[(&file, &yaml)], "5s");
+    let (shared, evil) = (ip(10), ip(30));
+    let dns = Ipv4Addr::new(127, 53, block(), 1);
+    let lines = run(
+        &z,
+        "dns-r",
+        &format!(
+            // A resolver nobody runs, and dnsmasq itself, asked directly over UDP.
+            "t(lambda: raw('127.9.9.9', 'evil.test'))\nt(lambda: raw('{dns}', 'evil.test'))\nt(lambda: get('{evil}'))\n\
+             t(lambda: raw('127.9.9.9', 'a.example.test'))\nt(lambda: get('{shared}'))\n\
+             t(lambda: socket.create_connection(('{dns}', 53), timeout=5).close())"
+        ),
+    );
+    assert_eq!(
+        lines,
+        [
+            "127.9.9.9:53 rcode=5 answers=0".to_owned(),
+            format!("{dns}:53 rcode=5 answers=0"),
+            "EPERM".to_owned(),
+            "127.9.9.9:53 rcode=0 answers=1".to_owned(),
+            "shared".to_owned(),
+            "EPERM".to_owned(),
+        ],
+        "every UDP query is judged by the agent's rules, with the asked server as the \
+         reply's source; DNS over TCP follows the ordinary rules"
+    );
+}
