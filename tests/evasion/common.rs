@@ -153,6 +153,23 @@ spec:
             .collect()
     }
 
+    /// The records of a task once no new one has arrived for 300 ms (at most `DEADLINE`):
+    /// a failure message shows what the daemon made of the run, not a snapshot of it.
+    fn settled_records(&self, task: &str) -> Vec<Value> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut last = self.records(task);
+        let mut since = Instant::now();
+        while Instant::now() < deadline && since.elapsed() < Duration::from_millis(300) {
+            thread::sleep(Duration::from_millis(50));
+            let now = self.records(task);
+            if now.len() != last.len() {
+                last = now;
+                since = Instant::now();
+            }
+        }
+        last
+    }
+
     /// Exit status, output and records of a run, for failure messages.
     pub fn describe(&self, run: &Run) -> String {
         let mut text = format!(
@@ -162,7 +179,7 @@ spec:
             String::from_utf8_lossy(&run.out.stderr),
             run.task
         );
-        for r in self.records(&run.task) {
+        for r in self.settled_records(&run.task) {
             let object = ["file", "net", "exec", "escape", "task"]
                 .iter()
                 .find_map(|k| r.get(*k).map(|v| format!("{k}={v}")))
@@ -183,9 +200,11 @@ spec:
     pub fn violation(&self, run: &Run, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            if let Some(r) = self.records(&run.task).into_iter().find(|r| {
-                s(r, "/kind") == kind && s(r, "/verdict") == "violation" && pred(r)
-            }) {
+            if let Some(r) = self
+                .records(&run.task)
+                .into_iter()
+                .find(|r| s(r, "/kind") == kind && s(r, "/verdict") == "violation" && pred(r))
+            {
                 return r;
             }
             assert!(
@@ -200,7 +219,11 @@ spec:
 
     /// Asserts the run leaked none of `needles` on its stdout or stderr.
     pub fn assert_no_leak(&self, run: &Run, needles: &[&str]) {
-        let all = format!("{}{}", run.stdout(), String::from_utf8_lossy(&run.out.stderr));
+        let all = format!(
+            "{}{}",
+            run.stdout(),
+            String::from_utf8_lossy(&run.out.stderr)
+        );
         for n in needles {
             assert!(
                 !all.contains(n),
@@ -220,7 +243,9 @@ spec:
             "the attempt `{label}` was never made\n{}",
             self.describe(run)
         );
-        let done = out.lines().any(|l| l.starts_with(&format!("{label}: DONE")));
+        let done = out
+            .lines()
+            .any(|l| l.starts_with(&format!("{label}: DONE")));
         let stopped = has("BLOCKED errno=1") || has("KILLED") || (run.killed() && !done);
         assert!(
             stopped,
@@ -309,4 +334,29 @@ impl Drop for Helper {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Runs `check` for every technique, also after one fails, and fails at the end naming
+/// each technique that was not stopped (with its message): one run of the suite shows the
+/// state of every technique, not only the first failure.
+pub fn each<T: Copy + std::fmt::Debug>(techniques: &[T], check: impl Fn(T)) {
+    let mut failed = Vec::new();
+    for &t in techniques {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(t)));
+        if let Err(e) = result {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(ToString::to_string))
+                .unwrap_or_default();
+            failed.push(format!("--- {t:?}: {msg}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} techniques failed:\n{}",
+        failed.len(),
+        techniques.len(),
+        failed.join("\n")
+    );
 }

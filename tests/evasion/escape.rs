@@ -8,7 +8,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::common::{Env, Helper, PY, Run, p};
+use crate::common::{Env, Helper, PY, Run, each, p};
 use agent_monitor_e2e::{CgroupTree, cgroup2_root, command_in_cgroup, s, wait_for};
 
 const CGROUP: &str = include_str!("cases/escape_cgroup.py");
@@ -47,13 +47,20 @@ fn moving_itself_to_another_cgroup() {
     let tree = CgroupTree::new("am-e2e-evasion");
     let dest = tree.mkdir("elsewhere");
     let root = cgroup2_root();
-    for dir in [&dest, &root] {
-        let run = env.py(&[CGROUP], &["move", p(dir), p(&env.secret)]);
-        env.assert_no_leak(&run, &[&env.secret_text]);
-        env.assert_stopped(&run, "write");
-        assert!(run.killed(), "the agent was not killed\n{}", env.describe(&run));
-        escape_recorded(&env, &run, "cgroup");
-    }
+    each(
+        &[("another cgroup", &dest), ("the cgroup2 root", &root)],
+        |(_, dir)| {
+            let run = env.py(&[CGROUP], &["move", p(dir), p(&env.secret)]);
+            env.assert_no_leak(&run, &[&env.secret_text]);
+            env.assert_stopped(&run, "write");
+            assert!(
+                run.killed(),
+                "the agent was not killed\n{}",
+                env.describe(&run)
+            );
+            escape_recorded(&env, &run, "cgroup");
+        },
+    );
 }
 
 #[test]
@@ -61,33 +68,46 @@ fn killing_or_freezing_another_workload_through_cgroupfs() {
     let env = Env::start();
     let tree = CgroupTree::new("am-e2e-evasion");
     let victim_dir = tree.mkdir("victim");
-    let mut victim = Helper(
+    let victim = std::cell::RefCell::new(Helper(
         command_in_cgroup(&victim_dir, "/usr/bin/sleep", &["120"])
             .spawn()
             .expect("start the victim"),
-    );
-    for technique in ["kill", "freeze"] {
+    ));
+    each(&["kill", "freeze"], |technique| {
         let run = env.py(&[CGROUP], &[technique, p(&victim_dir)]);
         let events = fs::read_to_string(victim_dir.join("cgroup.events")).unwrap_or_default();
         assert!(
-            victim.0.try_wait().expect("try_wait").is_none() && !events.contains("frozen 1"),
+            victim
+                .borrow_mut()
+                .0
+                .try_wait()
+                .expect("try_wait")
+                .is_none()
+                && !events.contains("frozen 1"),
             "{technique}: the other workload was hit ({events:?})\n{}",
             env.describe(&run)
         );
         env.assert_stopped(&run, "write");
         violation_naming(&env, &run, p(&victim_dir));
-    }
+    });
 }
 
 #[test]
 fn unshare_and_setns_into_new_namespaces() {
     let env = Env::start();
-    for technique in ["newns", "newnet", "newuser", "newcgroup", "newpid", "setns"] {
-        let run = env.py(&[NS], &[technique]);
-        env.assert_eperm(&run, "escape");
-        let syscall = if technique == "setns" { "setns" } else { "unshare" };
-        escape_recorded(&env, &run, syscall);
-    }
+    each(
+        &["newns", "newnet", "newuser", "newcgroup", "newpid", "setns"],
+        |technique| {
+            let run = env.py(&[NS], &[technique]);
+            env.assert_eperm(&run, "escape");
+            let syscall = if technique == "setns" {
+                "setns"
+            } else {
+                "unshare"
+            };
+            escape_recorded(&env, &run, syscall);
+        },
+    );
 }
 
 /// A process outside the agent holding a secret in its memory; returns it and the
@@ -117,12 +137,13 @@ fn ptrace_and_process_vm_readv_of_a_process_outside_the_agent() {
     let secret = format!("VICTIM-{}", env.secret_text);
     let (victim, addr, len) = victim_process(&secret);
     let pid = victim.0.id().to_string();
-    for (technique, syscall) in [
+    let techniques = [
         ("ptrace", "ptrace"),
         ("readv", "process_vm_readv"),
         ("writev", "process_vm_writev"),
         ("procmem", "/mem"),
-    ] {
+    ];
+    each(&techniques, |(technique, syscall)| {
         let run = env.py(&[PTRACE], &[&pid, &addr, &len.to_string(), technique]);
         env.assert_no_leak(&run, &[&secret]);
         if technique == "procmem" {
@@ -132,20 +153,25 @@ fn ptrace_and_process_vm_readv_of_a_process_outside_the_agent() {
             env.assert_eperm(&run, "steal");
             escape_recorded(&env, &run, syscall);
         }
-    }
+    });
 }
 
 #[test]
 fn the_bpf_syscall() {
     let env = Env::start();
-    let run = env.py(&[BPF], &["create"]);
-    env.assert_eperm(&run, "bpf");
-    escape_recorded(&env, &run, "bpf");
-    // The real prize: the daemon's pinned maps, emptied to untag the agent.
-    let run = env.py(&[BPF], &["untag", p(&env.daemon.pins), p(&env.secret)]);
-    env.assert_no_leak(&run, &[&env.secret_text]);
-    env.assert_stopped(&run, "bpf");
-    escape_recorded(&env, &run, "bpf");
+    each(&["create", "untag"], |technique| {
+        if technique == "create" {
+            let run = env.py(&[BPF], &["create"]);
+            env.assert_eperm(&run, "bpf");
+            escape_recorded(&env, &run, "bpf");
+        } else {
+            // The real prize: the daemon's pinned maps, emptied to untag the agent.
+            let run = env.py(&[BPF], &["untag", p(&env.daemon.pins), p(&env.secret)]);
+            env.assert_no_leak(&run, &[&env.secret_text]);
+            env.assert_stopped(&run, "bpf");
+            escape_recorded(&env, &run, "bpf");
+        }
+    });
 }
 
 /// Lazily unmounts whatever a case managed to mount on `0` (so a failing case leaves no
@@ -166,13 +192,14 @@ impl Drop for Unmount {
 fn mount_and_the_new_mount_api() {
     let env = Env::start();
     let target = env.ws.join("ok.txt");
-    let _unmount = Unmount(target.clone());
-    for technique in ["mount", "move_mount"] {
+    each(&["mount", "move_mount"], |technique| {
+        // Each technique starts from the unmounted file.
+        let _unmount = Unmount(target.clone());
         let run = env.py(&[MOUNT], &[p(&env.outside_file), p(&target), technique]);
         env.assert_no_leak(&run, &[&env.outside_text]);
         env.assert_eperm(&run, "mount");
         escape_recorded(&env, &run, "mount");
-    }
+    });
 }
 
 /// Resumes the daemon on drop, whatever a case did to it.
@@ -209,20 +236,20 @@ fn attack_daemon(techniques: &[&str]) {
     let env = Env::start();
     let pid = env.daemon.pid();
     let _resume = Resume(i32::try_from(pid).expect("pid fits"));
-    for technique in techniques {
+    each(techniques, |technique| {
         let run = env.py(&[DAEMON], &[&pid.to_string(), technique]);
         env.assert_eperm(&run, "signal");
         assert_daemon_alive(&env, &run);
         escape_recorded(
             &env,
             &run,
-            if *technique == "ptrace" {
+            if technique == "ptrace" {
                 "ptrace"
             } else {
                 "kill"
             },
         );
-    }
+    });
 }
 
 #[test]
@@ -237,7 +264,12 @@ fn ptracing_the_daemon() {
 
 #[test]
 fn killing_the_daemon() {
-    attack_daemon(&["pidfd-kill", "kill"]);
+    attack_daemon(&["kill"]);
+}
+
+#[test]
+fn killing_the_daemon_through_a_pidfd() {
+    attack_daemon(&["pidfd-kill"]);
 }
 
 #[test]
@@ -251,14 +283,13 @@ fn tampering_with_the_pinned_state_in_bpffs() {
             .sum::<usize>()
     };
     let before = count();
-    assert!(before > 0, "the daemon pinned nothing under {}", pins.display());
-    let run = env.py(&[BPFFS], &[p(&pins)]);
-    assert_eq!(
-        count(),
-        before,
-        "pins were removed\n{}",
-        env.describe(&run)
+    assert!(
+        before > 0,
+        "the daemon pinned nothing under {}",
+        pins.display()
     );
+    let run = env.py(&[BPFFS], &[p(&pins)]);
+    assert_eq!(count(), before, "pins were removed\n{}", env.describe(&run));
     assert!(!pins.join("evil").exists(), "{}", env.describe(&run));
     env.assert_stopped(&run, "unlink");
     violation_naming(&env, &run, p(&pins));
@@ -292,7 +323,9 @@ fn the_status_socket_from_inside_the_agent() {
             env.describe(&run)
         );
     }
-    let (code, body) = env.daemon.request("GET", &format!("/v1/tasks/{task}"), None);
+    let (code, body) = env
+        .daemon
+        .request("GET", &format!("/v1/tasks/{task}"), None);
     assert_eq!(code, 200, "the victim task is gone: {body}");
     drop(victim);
 }

@@ -2,7 +2,7 @@
 //! of a tagged process is judged by the inode of the image that really runs, so the marker
 //! the tool would write never appears.
 
-use crate::common::{Env, Run, p};
+use crate::common::{Env, Run, each, p};
 
 const COPY: &str = include_str!("cases/exec_copy.py");
 const SPAWN: &str = include_str!("cases/exec_spawn.py");
@@ -25,21 +25,21 @@ fn tool_did_not_run(env: &Env, run: &Run, marker: &std::path::Path) {
 #[test]
 fn copied_symlinked_and_loader_run_binaries() {
     let env = Env::start();
-    for technique in ["copy", "symlink", "loader"] {
+    each(&["copy", "symlink", "loader"], |technique| {
         let marker = env.ws.join(format!("marker-{technique}"));
         let run = env.py(&[COPY], &[p(&env.ws), p(&marker), technique]);
         tool_did_not_run(&env, &run, &marker);
-    }
+    });
 }
 
 #[test]
 fn python_spawning_a_forbidden_tool() {
     let env = Env::start();
-    for technique in ["subprocess", "system", "execv"] {
+    each(&["subprocess", "system", "execv"], |technique| {
         let marker = env.ws.join(format!("marker-{technique}"));
         let run = env.py(&[SPAWN], &[p(&marker), technique]);
         tool_did_not_run(&env, &run, &marker);
-    }
+    });
 }
 
 #[test]
@@ -53,19 +53,22 @@ fn a_shell_spawning_a_forbidden_tool() {
 #[test]
 fn a_script_whose_interpreter_is_forbidden() {
     let env = Env::start();
-    for technique in ["shebang", "shebang-link"] {
+    each(&["shebang", "shebang-link"], |technique| {
         let marker = env.ws.join(format!("marker-{technique}"));
         let run = env.py(&[INTERPRETER], &[p(&env.ws), p(&marker), technique]);
         tool_did_not_run(&env, &run, &marker);
-    }
+    });
 }
 
 #[test]
 fn fileless_exec_from_a_memfd() {
     let env = Env::start();
-    for technique in ["execveat", "proc-fd"] {
+    // The payload is in the workspace already (downloaded, say): reading it is in scope.
+    let payload = env.ws.join("payload.bin");
+    std::fs::copy("/usr/bin/touch", &payload).expect("copy payload");
+    each(&["execveat", "proc-fd"], |technique| {
         let marker = env.ws.join(format!("marker-{technique}"));
-        let run = env.py(&[MEMFD], &[p(&marker), technique]);
+        let run = env.py(&[MEMFD], &[p(&payload), p(&marker), technique]);
         tool_did_not_run(&env, &run, &marker);
-    }
+    });
 }

@@ -16,7 +16,9 @@ fn flooded() -> Env {
 fn assert_drops(env: &Env) {
     let status = env.daemon.get_json("/v1/status");
     assert!(
-        status["counters"]["dropped"].as_u64().is_some_and(|n| n > 0),
+        status["counters"]["dropped"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
         "the flood did not overflow the ring buffer (no drops): {status}"
     );
 }
@@ -63,7 +65,10 @@ fn flood_then_exec_a_forbidden_tool() {
 fn flood_then_connect_out_of_scope() {
     let env = flooded();
     let flood = env.ws.join("flood");
-    let run = env.py(&[FLOOD], &[p(&flood), "connect", &env.target_port().to_string()]);
+    let run = env.py(
+        &[FLOOD],
+        &[p(&flood), "connect", &env.target_port().to_string()],
+    );
     let got = env.tcp_received();
     assert!(
         got.is_empty(),

@@ -7,7 +7,7 @@ use std::{
     os::unix::net::{UnixDatagram, UnixListener},
 };
 
-use crate::common::{Env, p};
+use crate::common::{Env, each, p};
 
 const CONNECT: &str = include_str!("cases/net_connect.py");
 const UDP: &str = include_str!("cases/net_udp.py");
@@ -19,47 +19,53 @@ const LISTEN: &str = include_str!("cases/net_listen.py");
 fn ipv6_mapped_unspecified_and_other_loopback_addresses() {
     let env = Env::start();
     let port = env.target_port().to_string();
-    for technique in ["v6", "mapped", "any4", "any6", "lo2", "fastopen"] {
-        let run = env.py(&[CONNECT], &[&port, technique]);
-        let got = env.tcp_received();
-        assert!(
-            got.is_empty(),
-            "{technique}: the target received {:?}\n{}",
-            String::from_utf8_lossy(&got),
-            env.describe(&run)
-        );
-        env.assert_eperm(&run, "send");
-        env.violation(&run, "connect", |r| {
-            r["net"]["port"].as_u64() == Some(u64::from(env.target_port()))
-        });
-    }
+    each(
+        &["v6", "mapped", "any4", "any6", "lo2", "fastopen"],
+        |technique| {
+            let run = env.py(&[CONNECT], &[&port, technique]);
+            let got = env.tcp_received();
+            assert!(
+                got.is_empty(),
+                "{technique}: the target received {:?}\n{}",
+                String::from_utf8_lossy(&got),
+                env.describe(&run)
+            );
+            env.assert_eperm(&run, "send");
+            env.violation(&run, "connect", |r| {
+                r["net"]["port"].as_u64() == Some(u64::from(env.target_port()))
+            });
+        },
+    );
 }
 
 #[test]
 fn udp_sendto_sendmsg_sendmmsg_without_connect() {
     let env = Env::start();
     let port = env.udp_target_port().to_string();
-    for technique in ["sendto", "sendmsg", "sendmmsg", "v6", "mapped"] {
-        let run = env.py(&[UDP], &[&port, technique]);
-        let got = env.udp_received();
-        assert!(
-            got.is_empty(),
-            "{technique}: the target received {:?}\n{}",
-            String::from_utf8_lossy(&got),
-            env.describe(&run)
-        );
-        env.assert_eperm(&run, "send");
-        env.violation(&run, "send", |r| {
-            r["net"]["port"].as_u64() == Some(u64::from(env.udp_target_port()))
-        });
-    }
+    each(
+        &["sendto", "sendmsg", "sendmmsg", "v6", "mapped"],
+        |technique| {
+            let run = env.py(&[UDP], &[&port, technique]);
+            let got = env.udp_received();
+            assert!(
+                got.is_empty(),
+                "{technique}: the target received {:?}\n{}",
+                String::from_utf8_lossy(&got),
+                env.describe(&run)
+            );
+            env.assert_eperm(&run, "send");
+            env.violation(&run, "send", |r| {
+                r["net"]["port"].as_u64() == Some(u64::from(env.udp_target_port()))
+            });
+        },
+    );
 }
 
 #[test]
 fn raw_and_packet_sockets() {
     let env = Env::start();
     let port = env.udp_target_port().to_string();
-    for technique in ["raw4", "raw6", "packet"] {
+    each(&["raw4", "raw6", "packet"], |technique| {
         let run = env.py(&[RAW], &[&port, technique]);
         let got = env.udp_received();
         assert!(
@@ -70,7 +76,7 @@ fn raw_and_packet_sockets() {
         );
         env.assert_eperm(&run, "socket");
         env.violation(&run, "escape", |r| r.to_string().contains("socket"));
-    }
+    });
 }
 
 #[test]
@@ -83,34 +89,37 @@ fn unix_sockets_outside_the_scope() {
     let dgram_path = env.outside.join("log.sock");
     let dgram = UnixDatagram::bind(&dgram_path).expect("bind unix dgram");
     dgram.set_nonblocking(true).expect("nonblocking");
-    for (technique, path) in [("stream", &stream_path), ("dgram", &dgram_path)] {
-        let run = env.py(&[UNIX], &[p(path), technique]);
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match listener.accept() {
-                Ok((mut conn, _)) => {
-                    conn.set_nonblocking(true).expect("nonblocking");
-                    while let Ok(n @ 1..) = conn.read(&mut buf) {
-                        got.extend_from_slice(&buf[..n]);
+    each(
+        &[("stream", &stream_path), ("dgram", &dgram_path)],
+        |(technique, path)| {
+            let run = env.py(&[UNIX], &[p(path), technique]);
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(true).expect("nonblocking");
+                        while let Ok(n @ 1..) = conn.read(&mut buf) {
+                            got.extend_from_slice(&buf[..n]);
+                        }
                     }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("accept: {e}"),
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => panic!("accept: {e}"),
             }
-        }
-        while let Ok(n) = dgram.recv(&mut buf) {
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert!(
-            got.is_empty(),
-            "{technique}: the server received {:?}\n{}",
-            String::from_utf8_lossy(&got),
-            env.describe(&run)
-        );
-        env.assert_stopped(&run, "send");
-        env.violation(&run, "file", |r| r.to_string().contains(p(path)));
-    }
+            while let Ok(n) = dgram.recv(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(
+                got.is_empty(),
+                "{technique}: the server received {:?}\n{}",
+                String::from_utf8_lossy(&got),
+                env.describe(&run)
+            );
+            env.assert_stopped(&run, "send");
+            env.violation(&run, "file", |r| r.to_string().contains(p(path)));
+        },
+    );
 }
 
 #[test]
@@ -123,9 +132,9 @@ fn listening_on_a_port_outside_the_scope() {
         .port();
     assert_ne!(other, env.bind_port);
     let port = other.to_string();
-    for technique in ["tcp", "udp", "v6", "autobind"] {
+    each(&["tcp", "udp", "v6", "autobind"], |technique| {
         let run = env.py(&[LISTEN], &[&port, technique]);
         env.assert_eperm(&run, "listen");
         env.violation(&run, "bind", |_| true);
-    }
+    });
 }

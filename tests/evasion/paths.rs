@@ -5,7 +5,7 @@
 
 use std::{ffi::OsStr, fs, os::unix::ffi::OsStrExt as _};
 
-use crate::common::{Env, hex, p};
+use crate::common::{Env, each, hex, p};
 use agent_monitor_e2e::s;
 
 const LINKS: &str = include_str!("cases/paths_links.py");
@@ -28,41 +28,36 @@ fn secret_read_is_stopped(env: &Env, case: &str, args: &[&str]) {
 #[test]
 fn symlinks_and_hard_links_to_a_denied_file() {
     let env = Env::start();
-    for technique in ["symlink", "chain", "hardlink"] {
-        secret_read_is_stopped(
-            &env,
-            LINKS,
-            &[p(&env.ws), p(&env.secret), technique],
-        );
-    }
+    each(&["symlink", "chain", "hardlink"], |technique| {
+        secret_read_is_stopped(&env, LINKS, &[p(&env.ws), p(&env.secret), technique]);
+    });
 }
 
 #[test]
 fn relative_dotdot_and_proc_self_paths_to_a_denied_file() {
     let env = Env::start();
-    for technique in ["dotdot", "proc-cwd", "proc-root", "proc-fd"] {
-        secret_read_is_stopped(
-            &env,
-            RELATIVE,
-            &[p(&env.ws), p(&env.secret), technique],
-        );
-    }
+    each(
+        &["dotdot", "proc-cwd", "proc-root", "proc-fd"],
+        |technique| {
+            secret_read_is_stopped(&env, RELATIVE, &[p(&env.ws), p(&env.secret), technique]);
+        },
+    );
 }
 
 #[test]
 fn a_dirfd_of_an_allowed_directory_and_openat2() {
     let env = Env::start();
-    for technique in ["openat", "openat2", "openat2-in-root"] {
+    each(&["openat", "openat2", "openat2-in-root"], |technique| {
         secret_read_is_stopped(&env, DIRFD, &[p(&env.ws), technique]);
-    }
+    });
 }
 
 #[test]
 fn non_utf8_and_very_long_names_of_a_denied_file() {
     let env = Env::start();
-    for technique in ["non-utf8", "long"] {
+    each(&["non-utf8", "long"], |technique| {
         secret_read_is_stopped(&env, NAMES, &[p(&env.ws), p(&env.secret), technique]);
-    }
+    });
 }
 
 #[test]
@@ -77,14 +72,16 @@ fn a_denied_glob_under_non_utf8_and_very_long_paths() {
         .join("y".repeat(200))
         .join(".env");
     let odd = env.ws.join(OsStr::from_bytes(b"\xff\xfe-dir")).join(".env");
-    for path in [long, odd] {
+    each(&[("long", &long), ("non-utf8", &odd)], |(_, path)| {
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         fs::write(&path, &text).expect("write .env");
         let run = env.py(&[READ], &[&hex(path.as_os_str().as_encoded_bytes())]);
         env.assert_no_leak(&run, &[&text]);
         env.assert_stopped(&run, "read");
-        env.violation(&run, "file", |r| s(r, "/violation/rule").starts_with("files.deny"));
-    }
+        env.violation(&run, "file", |r| {
+            s(r, "/violation/rule").starts_with("files.deny")
+        });
+    });
 }
 
 #[test]

@@ -2,11 +2,12 @@
 # execveat(fd, "", AT_EMPTY_PATH), or through /proc/self/fd/N; no file on disk names it.
 # Stopped because the exec'd image is the memfd's inode, which is in no allow list: the
 # kernel kills at sched_process_exec (or holds it for the daemon, which finds no match).
-# ARGS: marker, technique (execveat | proc-fd)
-marker, technique = ARGS
+# ARGS: payload (a copy of a forbidden tool the agent has in its workspace, as if it had
+# downloaded it), marker, technique (execveat | proc-fd)
+payload, marker, technique = ARGS
 AT_EMPTY_PATH = 0x1000
 fd = os.memfd_create("helper", 0)
-with open("/usr/bin/touch", "rb") as f:
+with open(payload, "rb") as f:
     os.write(fd, f.read())
 say("exec: TRY")
 pid = os.fork()

@@ -9,8 +9,10 @@ if technique == "subprocess":
     spawn("exec", ["touch", marker])
 elif technique == "system":
     say("exec: TRY")
-    rc = os.system(f"touch {marker}")
-    say(f"exec: DONE rc={rc}")
+    status = os.system(f"touch {marker}")
+    # The shell reports a child killed by SIGKILL as exit status 137.
+    killed = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 137
+    say("exec: KILLED" if killed else f"exec: DONE status={status}")
 else:
     say("exec: TRY")
     os.execv("/usr/bin/touch", ["touch", marker])
