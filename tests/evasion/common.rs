@@ -9,17 +9,19 @@ use std::{
     io::{ErrorKind, Read as _},
     net::{TcpListener, UdpSocket},
     path::{Path, PathBuf},
-    process::Output,
+    process::{Command, Output, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use agent_monitor_e2e::{DEADLINE, Daemon, s, unique, workspace};
+use agent_monitor_e2e::{DEADLINE, Daemon, binary, s, unique, workspace};
 use serde_json::Value;
 
 pub const PY: &str = "/usr/bin/python3";
 const PRELUDE: &str = include_str!("cases/prelude.py");
 pub const SCOPE: &str = "ev";
+/// How long one attack may take, floods included.
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
 
 pub struct Env {
     /// The agent's workspace: readable and writable.
@@ -137,11 +139,52 @@ spec:
         self.run(&cmd)
     }
 
-    /// Runs `cmd` as a fresh agent task of the scope.
+    /// Runs `cmd` as a fresh agent task of the scope (`agent-monitor exec`). A client that
+    /// has not returned after `RUN_DEADLINE` is killed and the run marked `hung`, so that a
+    /// stuck daemon fails the case instead of blocking the suite.
     pub fn run(&self, cmd: &[&str]) -> Run {
         let task = unique("ev");
-        let out = self.daemon.exec(SCOPE, &["--task", &task], cmd);
-        Run { out, task }
+        let mut child = Command::new(binary())
+            .arg("exec")
+            .arg("--socket")
+            .arg(&self.daemon.socket)
+            .args(["--scope", SCOPE, "--task", &task, "--"])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run agent-monitor exec");
+        let pipe = |r: Option<Box<dyn std::io::Read + Send>>| {
+            thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut buf);
+                }
+                buf
+            })
+        };
+        let stdout = pipe(child.stdout.take().map(|r| Box::new(r) as _));
+        let stderr = pipe(child.stderr.take().map(|r| Box::new(r) as _));
+        let deadline = Instant::now() + RUN_DEADLINE;
+        let mut hung = false;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for exec") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                hung = true;
+                let _ = child.kill();
+                break child.wait().expect("reap exec");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let out = Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        };
+        Run { out, task, hung }
     }
 
     /// The records of one task.
@@ -172,8 +215,13 @@ spec:
 
     /// Exit status, output and records of a run, for failure messages.
     pub fn describe(&self, run: &Run) -> String {
+        let hung = if run.hung {
+            "AGENT-MONITOR EXEC HUNG (killed after the deadline); "
+        } else {
+            ""
+        };
         let mut text = format!(
-            "exit: {:?}\nstdout:\n{}\nstderr:\n{}\nrecords of {}:\n",
+            "{hung}exit: {:?}\nstdout:\n{}\nstderr:\n{}\nrecords of {}:\n",
             run.out.status,
             run.stdout(),
             String::from_utf8_lossy(&run.out.stderr),
@@ -300,6 +348,8 @@ spec:
 pub struct Run {
     pub out: Output,
     pub task: String,
+    /// `agent-monitor exec` did not return within `RUN_DEADLINE` and was killed.
+    pub hung: bool,
 }
 
 impl Run {

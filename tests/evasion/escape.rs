@@ -202,6 +202,15 @@ fn mount_and_the_new_mount_api() {
     });
 }
 
+/// Removes a directory on drop (a failing case may leave one behind).
+struct RemoveDir(std::path::PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
 /// Resumes the daemon on drop, whatever a case did to it.
 struct Resume(i32);
 
@@ -282,6 +291,8 @@ fn tampering_with_the_pinned_state_in_bpffs() {
             .map(|sub| fs::read_dir(pins.join(sub)).map_or(0, Iterator::count))
             .sum::<usize>()
     };
+    // Whatever the case manages to create there goes before the harness removes the pins.
+    let _cleanup = RemoveDir(pins.join("evil"));
     let before = count();
     assert!(
         before > 0,
