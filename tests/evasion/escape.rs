@@ -68,22 +68,18 @@ fn killing_or_freezing_another_workload_through_cgroupfs() {
     let env = Env::start();
     let tree = CgroupTree::new("am-e2e-evasion");
     let victim_dir = tree.mkdir("victim");
-    let victim = std::cell::RefCell::new(Helper(
-        command_in_cgroup(&victim_dir, "/usr/bin/sleep", &["120"])
-            .spawn()
-            .expect("start the victim"),
-    ));
     each(&["kill", "freeze"], |technique| {
+        // A fresh workload for each technique.
+        let _ = fs::write(victim_dir.join("cgroup.freeze"), "0");
+        let mut victim = Helper(
+            command_in_cgroup(&victim_dir, "/usr/bin/sleep", &["120"])
+                .spawn()
+                .expect("start the victim"),
+        );
         let run = env.py(&[CGROUP], &[technique, p(&victim_dir)]);
         let events = fs::read_to_string(victim_dir.join("cgroup.events")).unwrap_or_default();
         assert!(
-            victim
-                .borrow_mut()
-                .0
-                .try_wait()
-                .expect("try_wait")
-                .is_none()
-                && !events.contains("frozen 1"),
+            victim.0.try_wait().expect("try_wait").is_none() && !events.contains("frozen 1"),
             "{technique}: the other workload was hit ({events:?})\n{}",
             env.describe(&run)
         );
@@ -95,10 +91,23 @@ fn killing_or_freezing_another_workload_through_cgroupfs() {
 #[test]
 fn unshare_and_setns_into_new_namespaces() {
     let env = Env::start();
+    // A process in a network namespace of its own, outside the agent, to setns into.
+    let other = Helper(
+        Command::new("/usr/bin/unshare")
+            .args(["--net", "/usr/bin/sleep", "120"])
+            .spawn()
+            .expect("start a process in another network namespace"),
+    );
+    let other_pid = other.0.id().to_string();
+    wait_for("the other network namespace", || {
+        let own = fs::read_link("/proc/self/ns/net").ok()?;
+        let theirs = fs::read_link(format!("/proc/{other_pid}/ns/net")).ok()?;
+        (own != theirs).then_some(())
+    });
     each(
         &["newns", "newnet", "newuser", "newcgroup", "newpid", "setns"],
         |technique| {
-            let run = env.py(&[NS], &[technique]);
+            let run = env.py(&[NS], &[technique, &other_pid]);
             env.assert_eperm(&run, "escape");
             let syscall = if technique == "setns" {
                 "setns"
@@ -140,8 +149,9 @@ fn ptrace_and_process_vm_readv_of_a_process_outside_the_agent() {
     let techniques = [
         ("ptrace", "ptrace"),
         ("readv", "process_vm_readv"),
-        ("writev", "process_vm_writev"),
         ("procmem", "/mem"),
+        // Last: it overwrites the victim's secret.
+        ("writev", "process_vm_writev"),
     ];
     each(&techniques, |(technique, syscall)| {
         let run = env.py(&[PTRACE], &[&pid, &addr, &len.to_string(), technique]);
@@ -166,7 +176,14 @@ fn the_bpf_syscall() {
             escape_recorded(&env, &run, "bpf");
         } else {
             // The real prize: the daemon's pinned maps, emptied to untag the agent.
-            let run = env.py(&[BPF], &["untag", p(&env.daemon.pins), p(&env.secret)]);
+            let names: Vec<String> = fs::read_dir(env.daemon.pins.join("maps"))
+                .expect("pinned maps")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            let mut args = vec!["untag", p(&env.daemon.pins), p(&env.secret)];
+            args.extend(names.iter().map(String::as_str));
+            let run = env.py(&[BPF], &args);
             env.assert_no_leak(&run, &[&env.secret_text]);
             env.assert_stopped(&run, "bpf");
             escape_recorded(&env, &run, "bpf");

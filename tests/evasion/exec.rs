@@ -25,9 +25,11 @@ fn tool_did_not_run(env: &Env, run: &Run, marker: &std::path::Path) {
 #[test]
 fn copied_symlinked_and_loader_run_binaries() {
     let env = Env::start();
+    let payload = env.ws.join("payload.bin");
+    std::fs::copy("/usr/bin/touch", &payload).expect("copy payload");
     each(&["copy", "symlink", "loader"], |technique| {
         let marker = env.ws.join(format!("marker-{technique}"));
-        let run = env.py(&[COPY], &[p(&env.ws), p(&marker), technique]);
+        let run = env.py(&[COPY], &[p(&env.ws), p(&payload), p(&marker), technique]);
         tool_did_not_run(&env, &run, &marker);
     });
 }

@@ -3,7 +3,8 @@
 # list), then read the denied file.
 # Stopped (intended) because bpf(2) fails with EPERM for an agent (seccomp filter of
 # `agent-monitor exec`), recorded as an escape naming bpf.
-# ARGS: technique (create | untag), [pins dir, secret]
+# ARGS: technique (create | untag), [pins dir, secret, map names...] (the names are in
+# agent-monitor's source; listing bpffs would be a files.read violation of its own)
 technique = ARGS[0]
 
 
@@ -15,11 +16,11 @@ if technique == "create":
     attr = ctypes.create_string_buffer(struct.pack("<IIII", 1, 4, 4, 1) + bytes(56))  # hash map
     attempt("bpf", lambda: bpf(0, attr))
 else:
-    pins, secret = ARGS[1], ARGS[2]
+    pins, secret, names = ARGS[1], ARGS[2], ARGS[3:]
 
     def untag():
         emptied = []
-        for name in sorted(os.listdir(f"{pins}/maps")):
+        for name in names:
             path = ctypes.create_string_buffer(f"{pins}/maps/{name}".encode())
             fd = bpf(7, ctypes.create_string_buffer(struct.pack("<QIIi", ctypes.addressof(path), 0, 0, 0) + bytes(44)))
             info = ctypes.create_string_buffer(80)
