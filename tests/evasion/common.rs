@@ -21,7 +21,7 @@ pub const PY: &str = "/usr/bin/python3";
 const PRELUDE: &str = include_str!("cases/prelude.py");
 pub const SCOPE: &str = "ev";
 /// How long one attack may take, floods included.
-const RUN_DEADLINE: Duration = Duration::from_secs(60);
+const RUN_DEADLINE: Duration = Duration::from_mins(1);
 
 pub struct Env {
     /// The agent's workspace: readable and writable.

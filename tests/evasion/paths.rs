@@ -74,7 +74,7 @@ fn a_denied_glob_under_non_utf8_and_very_long_paths() {
     let odd = env.ws.join(OsStr::from_bytes(b"\xff\xfe-dir")).join(".env");
     each(&[("long", &long), ("non-utf8", &odd)], |(_, path)| {
         fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        fs::write(&path, &text).expect("write .env");
+        fs::write(path, &text).expect("write .env");
         let run = env.py(&[READ], &[&hex(path.as_os_str().as_encoded_bytes())]);
         env.assert_no_leak(&run, &[&text]);
         env.assert_stopped(&run, "read");

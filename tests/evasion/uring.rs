@@ -1,6 +1,6 @@
-//! Bypassing the syscall tracepoints: io_uring performs opens, reads, writes and connects
+//! Bypassing the syscall tracepoints: `io_uring` performs opens, reads, writes and connects
 //! without the open/connect syscalls the hooks watch. The intended stop is at the door:
-//! io_uring_setup fails with EPERM for an agent and is recorded as an escape.
+//! `io_uring_setup` fails with EPERM for an agent and is recorded as an escape.
 
 use std::fs;
 
