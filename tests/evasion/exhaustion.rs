@@ -1,0 +1,82 @@
+//! Exhaustion: an event flood (many threads, many opens) that overflows a one-page ring
+//! buffer, and a pivot made while the flood still runs. The kernel decides before any
+//! event is reserved, so the pivot is still stopped; what only the daemon can judge must
+//! not slip through the lost events either.
+
+use crate::common::{Env, p};
+
+const FLOOD: &str = include_str!("cases/exhaust_flood.py");
+
+fn flooded() -> Env {
+    let env = Env::start_with(&["--ring-buffer-bytes", "4096"]);
+    std::fs::write(env.ws.join("flood"), "x").expect("write flood file");
+    env
+}
+
+fn assert_drops(env: &Env) {
+    let status = env.daemon.get_json("/v1/status");
+    assert!(
+        status["counters"]["dropped"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "the flood did not overflow the ring buffer (no drops): {status}"
+    );
+}
+
+#[test]
+fn flood_then_read_the_denied_file() {
+    let env = flooded();
+    let flood = env.ws.join("flood");
+    let run = env.py(&[FLOOD], &[p(&flood), "secret", p(&env.secret)]);
+    env.assert_no_leak(&run, &[&env.secret_text]);
+    env.assert_stopped(&run, "pivot");
+    assert_drops(&env);
+    env.violation(&run, "file", |_| true);
+}
+
+#[test]
+fn flood_then_read_outside_files_read() {
+    let env = flooded();
+    let flood = env.ws.join("flood");
+    let run = env.py(&[FLOOD], &[p(&flood), "outside", p(&env.outside_file)]);
+    env.assert_no_leak(&run, &[&env.outside_text]);
+    env.assert_stopped(&run, "pivot");
+    assert_drops(&env);
+    env.violation(&run, "file", |_| true);
+}
+
+#[test]
+fn flood_then_exec_a_forbidden_tool() {
+    let env = flooded();
+    let flood = env.ws.join("flood");
+    let marker = env.ws.join("marker");
+    let run = env.py(&[FLOOD], &[p(&flood), "exec", p(&marker)]);
+    assert!(
+        !marker.exists(),
+        "the forbidden tool ran\n{}",
+        env.describe(&run)
+    );
+    env.assert_stopped(&run, "pivot");
+    assert_drops(&env);
+    env.violation(&run, "exec", |_| true);
+}
+
+#[test]
+fn flood_then_connect_out_of_scope() {
+    let env = flooded();
+    let flood = env.ws.join("flood");
+    let run = env.py(
+        &[FLOOD],
+        &[p(&flood), "connect", &env.target_port().to_string()],
+    );
+    let got = env.tcp_received();
+    assert!(
+        got.is_empty(),
+        "the target received {:?}\n{}",
+        String::from_utf8_lossy(&got),
+        env.describe(&run)
+    );
+    env.assert_eperm(&run, "pivot");
+    assert_drops(&env);
+    env.violation(&run, "connect", |_| true);
+}

@@ -1,0 +1,170 @@
+//! Zero false positives: a realistic in-scope session under the very scope the evasion
+//! cases run against completes with exit 0 and no violation record.
+
+use std::{
+    fs,
+    io::{ErrorKind, Read as _, Write as _},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use crate::common::{Env, p};
+use agent_monitor_e2e::s;
+
+/// Serves one fixed page on the allowed listener until dropped.
+struct HttpServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    fn start(listener: std::net::TcpListener, page: &'static str) -> Self {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(false).expect("blocking");
+                        conn.set_read_timeout(Some(Duration::from_secs(5)))
+                            .expect("timeout");
+                        let mut req = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match conn.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => req.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                            page.len()
+                        );
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("/usr/bin/git")
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
+#[test]
+fn a_realistic_in_scope_session_raises_no_violation() {
+    let env = Env::start();
+    // A local repository to clone (readable by the scope, not writable).
+    git(&env.origin, &["init", "-q", "-b", "main"]);
+    fs::write(env.origin.join("README"), "hello from origin\n").expect("write README");
+    git(&env.origin, &["add", "README"]);
+    git(
+        &env.origin,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.org",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
+    );
+    let listener = env.allowed.try_clone().expect("clone listener");
+    let _server = HttpServer::start(listener, "page from the allowed server\n");
+    fs::write(
+        env.ws.join("work.py"),
+        "import pathlib, sys\nws = pathlib.Path(sys.argv[1])\ntext = (ws / 'repo' / 'README').read_text()\n(ws / 'out.txt').write_text(text.upper())\nprint('python done')\n",
+    )
+    .expect("write work.py");
+    let ws = p(&env.ws);
+    let script = format!(
+        "set -e\ncd {ws}\nexport HOME={ws} GIT_CONFIG_NOSYSTEM=1\n\
+         /usr/bin/git clone -q {origin} repo\n\
+         /usr/bin/git -C repo log --oneline\n\
+         /usr/bin/python3 -I {ws}/work.py {ws}\n\
+         /usr/bin/curl -sS -o {ws}/page.html http://127.0.0.1:{port}/\n\
+         /usr/bin/cat {ws}/page.html {ws}/out.txt\n",
+        origin = p(&env.origin),
+        port = env.allowed_port()
+    );
+    let run = env.run(&["/bin/sh", "-c", &script]);
+    assert_eq!(
+        run.out.status.code(),
+        Some(0),
+        "the session failed\n{}",
+        env.describe(&run)
+    );
+    let out = run.stdout();
+    assert!(
+        out.contains("python done")
+            && out.contains("page from the allowed server")
+            && out.contains("HELLO FROM ORIGIN"),
+        "{}",
+        env.describe(&run)
+    );
+    // The last action (cat of out.txt) is recorded: everything before it was processed.
+    let out_txt = env.ws.join("out.txt");
+    env.daemon.wait_record("the session's last read", |r| {
+        s(r, "/agent/task") == run.task
+            && s(r, "/kind") == "file"
+            && s(r, "/file/path") == p(&out_txt)
+            && s(r, "/process/comm") == "cat"
+    });
+    let records = env.records(&run.task);
+    let violations: Vec<_> = records
+        .iter()
+        .filter(|r| s(r, "/verdict") != "allowed")
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "false positives:\n{}",
+        env.describe(&run)
+    );
+    // It was watched: the clone, the interpreter and the connect were all seen.
+    for (kind, what) in [
+        ("exec", "/usr/bin/git"),
+        ("exec", "/usr/bin/python3"),
+        ("connect", &env.allowed_port().to_string()),
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|r| s(r, "/kind") == kind && r.to_string().contains(what)),
+            "no {kind} record of {what}\n{}",
+            env.describe(&run)
+        );
+    }
+}
