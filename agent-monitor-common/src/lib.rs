@@ -61,6 +61,8 @@ pub mod file_op {
     /// connect to a Unix-domain socket: `path` is the socket's (`open_flags` 1: an abstract
     /// name, no file).
     pub const CONNECT_UNIX: u32 = 5;
+    /// listen(2): `dirfd` is the socket's descriptor (its port is looked up by the daemon).
+    pub const LISTEN: u32 = 6;
 }
 
 /// Network operations (`NetEvent::op`), one per cgroup `sock_addr` hook family.

@@ -162,7 +162,7 @@ fn try_sys_exit_escape(ctx: &TracePointContext) -> Result<(), i64> {
     event.outside = 0;
     event.cgroup_id = 0;
     event.path[0] = 0;
-    emit(event, agent.slot);
+    emit(event, agent.slot, event.header.flags);
     Ok(())
 }
 
@@ -243,6 +243,6 @@ fn try_cgroup_attach_task(ctx: &TracePointContext) -> Result<(), i64> {
         Ok(_) => {}
         Err(_) => event.path[0] = 0,
     }
-    emit(event, slot);
+    emit(event, slot, event.header.flags);
     Ok(())
 }

@@ -168,6 +168,16 @@ file_enter!(
     }
 );
 
+// listen(fd, backlog): a socket never bound gets its port from the kernel here, where no
+// bind hook runs; the daemon judges the port it got while the process is held.
+file_enter!(
+    sys_enter_listen,
+    Layout {
+        dirfd: Some(sys_arg(0)),
+        ..layout(file_op::LISTEN)
+    }
+);
+
 const AF_UNIX: u16 = 1;
 
 /// syscalls:sys_enter_connect: fd, uservaddr, addrlen. Only Unix-domain addresses are
@@ -373,8 +383,11 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     {
         if stash.op == file_op::OPEN {
             judge_open(&mut hflags, stash.open_flags, identity, &cfg);
-        } else if stash.op == file_op::CONNECT_UNIX && cfg.flags & config_flags::FILE_HOLD != 0 {
-            // Connected, but not one byte sent yet: the daemon judges the socket's path.
+        } else if (stash.op == file_op::CONNECT_UNIX || stash.op == file_op::LISTEN)
+            && cfg.flags & config_flags::FILE_HOLD != 0
+        {
+            // Connected or listening, but not one byte moved yet: the daemon judges the
+            // socket's path or port.
             signal(SIGSTOP);
             hflags |= flags::HELD;
         }
@@ -410,7 +423,8 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         &mut event.path2,
         &mut event.header.flags,
     );
-    if !emit::<FileEvent>(event, slot) && event.header.flags & flags::HELD != 0 {
+    if !emit::<FileEvent>(event, slot, event.header.flags) && event.header.flags & flags::HELD != 0
+    {
         // Nobody will hear of this hold: fail closed rather than leave it stopped.
         signal(SIGKILL);
     }

@@ -3,7 +3,7 @@
 use agent_monitor_common::{
     AgentConfig, BindKey, CgroupVerdict, DnsOrigin, EscapeEntry, EscapeEvent, ExecArgs, ExecEvent,
     FileEvent, FileStash, HostRuleKey, InodeKey, Learned, LearnedKey, MAX_HOST_RULES, NetKey,
-    NetRule, Offsets, OpenKey, PidTag, counter, tag_state,
+    NetRule, Offsets, OpenKey, PidTag, counter, flags, tag_state,
 };
 use aya_ebpf::{
     macros::map,
@@ -13,6 +13,12 @@ use aya_ebpf::{
 /// All events, in order per CPU. Sized by the daemon at load time.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Events that carry a verdict: a held process waiting for the daemon, a kill, a refusal.
+/// Apart from EVENTS so that a flood of ordinary events cannot crowd them out (holds and
+/// kills throttle themselves; when this one is full too, events fall back to EVENTS).
+#[map]
+pub static VERDICTS: RingBuf = RingBuf::with_byte_size(1 << 18, 0);
 
 /// cgroup id -> agent slot, written by the daemon when it tags a task cgroup.
 #[map]
@@ -64,7 +70,13 @@ pub fn count(index: u32) {
 /// Writes one event to the ring buffer and counts it as emitted or dropped. A drop is also
 /// charged to the agent (slot in the header) so the daemon can mark it degraded. Verdicts
 /// are taken before this: a full ring buffer never weakens enforcement.
-pub fn emit<T>(event: &T, slot: u32) -> bool {
+pub fn emit<T>(event: &T, slot: u32, event_flags: u32) -> bool {
+    if event_flags & (flags::HELD | flags::KILLED | flags::BLOCKED) != 0
+        && VERDICTS.output::<T>(event, 0).is_ok()
+    {
+        count(counter::EMITTED);
+        return true;
+    }
     match EVENTS.output::<T>(event, 0) {
         Ok(()) => {
             count(counter::EMITTED);

@@ -151,7 +151,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    if !emit(event, agent.slot) && event.header.flags & flags::HELD != 0 {
+    if !emit(event, agent.slot, event.header.flags) && event.header.flags & flags::HELD != 0 {
         // Nobody will hear of this hold: fail closed rather than leave it stopped.
         signal(SIGKILL);
     }
@@ -182,6 +182,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
                 header: header(kind::EXIT, &agent),
             },
             agent.slot,
+            0,
         );
     }
     Ok(())

@@ -183,6 +183,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let loader::Kernel {
         ebpf,
         events,
+        verdicts,
         handles,
     } = kernel;
     // Held for the daemon's lifetime: an outside process removing pins detaches nothing.
@@ -214,7 +215,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let reader = tokio::spawn({
         let shared = Arc::clone(&shared);
         let stop = stop_rx.clone();
-        async move { reader::run(events, pipeline, &shared.stats, stop).await }
+        async move { reader::run(events, verdicts, pipeline, &shared.stats, stop).await }
     });
     let api = tokio::spawn({
         let shared = Arc::clone(&shared);

@@ -67,6 +67,8 @@ pub enum FileOp {
     ConnectUnix {
         abstract_name: bool,
     },
+    /// listen(2) on the socket behind `dirfd`.
+    Listen,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +216,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 file_op::UNLINK => FileOp::Unlink,
                 file_op::RENAME => FileOp::Rename,
                 file_op::CHDIR => FileOp::Chdir,
+                file_op::LISTEN => FileOp::Listen,
                 file_op::CONNECT_UNIX => FileOp::ConnectUnix {
                     abstract_name: e.open_flags != 0,
                 },

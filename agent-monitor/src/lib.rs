@@ -37,6 +37,7 @@ pub mod ring_fill;
 pub mod scope;
 pub mod seccomp;
 pub mod sink;
+pub mod sockets;
 pub mod state;
 pub mod systemd;
 pub mod tasks;

@@ -73,6 +73,8 @@ pub struct Kernel {
     /// None when the programs were adopted from pins (they are the previous daemon's).
     pub ebpf: Option<Ebpf>,
     pub events: RingBuf<MapData>,
+    /// Held, killed and refused operations, apart from the flood (`VERDICTS`).
+    pub verdicts: RingBuf<MapData>,
     pub handles: Handles,
 }
 
@@ -121,6 +123,7 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("sys_enter_chdir", "syscalls", "sys_enter_chdir", true),
     ("sys_enter_fchdir", "syscalls", "sys_enter_fchdir", true),
     ("sys_enter_connect", "syscalls", "sys_enter_connect", true),
+    ("sys_enter_listen", "syscalls", "sys_enter_listen", true),
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir", true),
     ("cgroup_rmdir", "cgroup", "cgroup_rmdir", true),
     ("cgroup_attach_task", "cgroup", "cgroup_attach_task", true),
@@ -175,6 +178,7 @@ const FILE_EXITS: &[(&str, bool)] = &[
     ("sys_exit_chdir", true),
     ("sys_exit_fchdir", true),
     ("sys_exit_connect", true),
+    ("sys_exit_listen", true),
 ];
 
 /// recvmsg4/6 give a redirected DNS reply its original source back (DNS-name egress).
@@ -333,6 +337,7 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
         pin_all(p, &ebpf, links)?;
     }
     let events = take_map(&mut ebpf, "EVENTS")?;
+    let verdicts = take_map(&mut ebpf, "VERDICTS")?;
     let agent_cgroups = take_map(&mut ebpf, "AGENT_CGROUPS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let tag_state = take_map(&mut ebpf, "TAG_STATE")?;
@@ -351,6 +356,7 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
     Ok(Kernel {
         ebpf: Some(ebpf),
         events,
+        verdicts,
         handles: Handles {
             agent_cgroups,
             tag_state,

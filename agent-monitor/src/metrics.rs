@@ -104,6 +104,7 @@ impl Metrics {
                 FileOp::Rename => "rename",
                 FileOp::Chdir => "chdir",
                 FileOp::ConnectUnix { .. } => "connect_unix",
+                FileOp::Listen => "listen",
             },
             Event::Net { op, .. } => match op {
                 NetOp::Connect => "connect",

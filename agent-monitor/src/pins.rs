@@ -117,6 +117,12 @@ impl Pins {
                 name: "EVENTS",
                 source,
             })?;
+        let verdicts = RingBuf::try_from(Map::RingBuf(open("VERDICTS")?)).map_err(|source| {
+            LoadError::Map {
+                name: "VERDICTS",
+                source,
+            }
+        })?;
         let hash = |name: &'static str| open(name).map(Map::HashMap);
         let map_err = |name: &'static str| move |source| LoadError::Map { name, source };
         let lru = |name: &'static str| open(name).map(Map::LruHashMap);
@@ -147,6 +153,7 @@ impl Pins {
         Ok(Kernel {
             ebpf: None,
             events,
+            verdicts,
             handles,
         })
     }

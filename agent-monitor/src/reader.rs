@@ -1,5 +1,6 @@
-//! Reads the ring buffer: tokio `AsyncFd` wakes the task when records are ready; each wake
-//! drains everything available, then the batch's records are written in one go.
+//! Reads the ring buffers: tokio `AsyncFd` wakes the task when records are ready; each wake
+//! drains everything available (verdicts first: a held process is waiting on them), then
+//! the batch's records are written in one go.
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::watch};
@@ -7,17 +8,19 @@ use tokio::{io::unix::AsyncFd, sync::watch};
 use crate::{decoder::decode, pipeline::Pipeline, state::Stats};
 
 pub async fn run(
-    ring: RingBuf<MapData>,
+    events: RingBuf<MapData>,
+    verdicts: RingBuf<MapData>,
     mut pipeline: Pipeline,
     stats: &Stats,
     mut stop: watch::Receiver<bool>,
 ) {
-    // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the RingBuf, and
-    // always reports that same fd.
-    let mut fd = match unsafe { AsyncFd::register(ring) } {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot poll the event ring buffer; no events will be read");
+    // SAFETY: each RingBuf owns its map fd for as long as its AsyncFd owns it, and always
+    // reports that same fd.
+    let registered = unsafe { (AsyncFd::register(events), AsyncFd::register(verdicts)) };
+    let (mut events, mut verdicts) = match registered {
+        (Ok(e), Ok(v)) => (e, v),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot poll the event ring buffers; no events will be read");
             return;
         }
     };
@@ -26,14 +29,19 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => pipeline.flush(),
-            guard = fd.readable_mut() => {
-                let mut guard = match guard {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::error!(error = %e, "polling the ring buffer failed");
-                        return;
-                    }
+            guard = verdicts.readable_mut() => {
+                let Ok(mut guard) = guard.inspect_err(|e| tracing::error!(error = %e, "polling the verdict ring buffer failed")) else {
+                    return;
                 };
+                drain(guard.get_inner_mut(), &mut pipeline, stats);
+                guard.clear_ready();
+                pipeline.flush();
+            }
+            guard = events.readable_mut() => {
+                let Ok(mut guard) = guard.inspect_err(|e| tracing::error!(error = %e, "polling the event ring buffer failed")) else {
+                    return;
+                };
+                drain(verdicts.get_mut(), &mut pipeline, stats);
                 drain(guard.get_inner_mut(), &mut pipeline, stats);
                 guard.clear_ready();
                 pipeline.flush();
@@ -42,11 +50,13 @@ pub async fn run(
         }
     }
     // Whatever the kernel wrote before the stop is still recorded.
-    drain(fd.get_mut(), &mut pipeline, stats);
+    drain(verdicts.get_mut(), &mut pipeline, stats);
+    drain(events.get_mut(), &mut pipeline, stats);
     pipeline.flush();
 }
 
-fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, stats: &Stats) {
+/// Decodes and handles every record a ring holds right now.
+pub fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, stats: &Stats) {
     while let Some(item) = ring.next() {
         match decode(&item) {
             Ok(event) => {

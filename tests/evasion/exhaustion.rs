@@ -1,4 +1,4 @@
-//! Exhaustion: an event flood (many threads, many opens) that overflows a one-page ring
+//! Exhaustion: an event flood (many threads, many chdirs) that overflows a one-page ring
 //! buffer, and a pivot made while the flood still runs. The kernel decides before any
 //! event is reserved, so the pivot is still stopped; what only the daemon can judge must
 //! not slip through the lost events either.

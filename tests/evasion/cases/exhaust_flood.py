@@ -1,5 +1,7 @@
-# Technique: flood the monitor (many threads opening an allowed file in a loop) until its
-# ring buffer overflows and events are dropped, then pivot while the flood still runs:
+# Technique: flood the monitor (many threads changing directory in a loop: events the
+# kernel neither holds nor de-duplicates; repeated opens are counted, not re-reported, and
+# an open the daemon must judge holds the process) until its ring buffer overflows and
+# events are dropped, then pivot while the flood still runs:
 # read the denied file, read a file outside files.read, exec a forbidden tool, or connect
 # to an out-of-scope port.
 # Stopped because the kernel decides before any event is reserved (deny inode, exec
@@ -16,7 +18,7 @@ count = [0]
 def hammer():
     while not stop.is_set():
         for _ in range(50):
-            os.close(os.open(flood, os.O_RDONLY))
+            os.chdir(os.path.dirname(flood))
         count[0] += 50
 
 
@@ -26,7 +28,7 @@ for t in threads:
 deadline = time.monotonic() + 20
 while count[0] < 20000 and time.monotonic() < deadline:
     time.sleep(0.01)
-say(f"flood: {count[0]} opens")
+say(f"flood: {count[0]} chdirs")
 try:
     if pivot in ("secret", "outside"):
         attempt("pivot", lambda: read_file(target))

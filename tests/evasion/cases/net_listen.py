@@ -2,7 +2,8 @@
 # IPv6 bind, and listen(2) on an unbound socket (the kernel picks an ephemeral port: no
 # bind call at all).
 # Stopped because the cgroup bind4/bind6 hooks refuse ports outside the scope with EPERM;
-# autobind (intended) is refused or recorded the same way.
+# an autobind is held at listen's exit until the daemon judged the port the kernel picked,
+# and killed before it accepts anything.
 # ARGS: port, technique (tcp | udp | v6 | autobind)
 port, technique = int(ARGS[0]), ARGS[1]
 def listen(family, kind, addr):

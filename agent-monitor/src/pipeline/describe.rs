@@ -1,0 +1,397 @@
+//! From a decoded event to what the policy judges and the record shows: the object
+//! resolved (paths, sockets, escape attempts) and the scope's verdict on it.
+
+use std::{net::IpAddr, path::Path};
+
+use super::Header;
+use crate::{
+    decoder::{Event, FileOp, NetOp as WireNetOp},
+    policy::{Activity, Context, Dimension, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict},
+    proctable::ProcInfo,
+    record::{EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef},
+    resolve::{AT_FDCWD, Actor, Follow, Resolved, resolve},
+    scope::Scope,
+};
+
+/// What one event asks the policy, with what the record shows of its object.
+pub(super) struct Judged {
+    pub kind: Kind,
+    pub file: Option<FileObject>,
+    pub net: Option<NetObject>,
+    pub exec: Option<ExecObject>,
+    pub escape: Option<EscapeObject>,
+    /// A verdict reached without the scope (escape attempts).
+    pub preset: Option<PolicyVerdict>,
+}
+
+pub(super) fn evaluate(
+    scope: &Scope,
+    judged: &Judged,
+    event: &Event,
+    ctx: Context,
+) -> PolicyVerdict {
+    match event {
+        Event::Exec { .. } => {
+            let path = judged
+                .exec
+                .as_ref()
+                .map(|e| e.path.as_str())
+                .unwrap_or_default();
+            scope.policy.evaluate(&Activity::Exec { path }, &ctx)
+        }
+        Event::File {
+            op: FileOp::Listen, ..
+        } => {
+            let Some(n) = &judged.net else {
+                return PolicyVerdict::Allowed;
+            };
+            let Ok(addr) = n.address.parse::<IpAddr>() else {
+                return PolicyVerdict::Allowed;
+            };
+            let activity = Activity::Net {
+                op: NetOp::Bind,
+                addr,
+                port: n.port,
+                protocol: Protocol::Tcp,
+            };
+            scope.policy.evaluate(&activity, &ctx)
+        }
+        Event::File { .. } => {
+            let Some(f) = &judged.file else {
+                return PolicyVerdict::Allowed;
+            };
+            let activity = match &f.new_path {
+                Some(to) => Activity::Rename { from: &f.path, to },
+                None => Activity::File {
+                    path: &f.path,
+                    access: f.access,
+                },
+            };
+            scope.policy.evaluate(&activity, &ctx)
+        }
+        Event::Net {
+            op,
+            addr,
+            port,
+            protocol,
+            ..
+        } => {
+            let op = match op {
+                WireNetOp::Connect => NetOp::Connect,
+                WireNetOp::Send => NetOp::Send,
+                WireNetOp::Bind => NetOp::Bind,
+            };
+            let protocol = match protocol {
+                6 => Protocol::Tcp,
+                17 => Protocol::Udp,
+                p => Protocol::Other(*p),
+            };
+            scope.policy.evaluate(
+                &Activity::Net {
+                    op,
+                    addr: *addr,
+                    port: *port,
+                    protocol,
+                },
+                &ctx,
+            )
+        }
+        _ => PolicyVerdict::Allowed,
+    }
+}
+
+/// Resolves the event's object and updates the process table; None for events that only
+/// keep the table (chdir) or report nothing (a move inside the agent's cgroup).
+pub(super) fn describe(
+    event: &Event,
+    h: &Header,
+    proc: &mut ProcInfo,
+    task_cgroup: &str,
+) -> Option<Judged> {
+    fn actor<'a>(h: &Header, proc: &'a ProcInfo) -> Actor<'a> {
+        Actor {
+            tgid: h.tgid,
+            tid: h.pid,
+            cwd: proc.cwd.as_deref(),
+        }
+    }
+    match event {
+        Event::Exec { filename, argv, .. } => {
+            let r = resolve(&actor(h, proc), AT_FDCWD, filename, Follow::Last);
+            let path = r.path.to_string_lossy().into_owned();
+            proc.exe = Some(r.path);
+            proc.argv.clone_from(argv);
+            Some(Judged {
+                kind: Kind::Exec,
+                exec: Some(ExecObject {
+                    path,
+                    argv: argv.clone(),
+                }),
+                file: None,
+                net: None,
+                escape: None,
+                preset: None,
+            })
+        }
+        Event::File {
+            op: FileOp::Chdir,
+            dirfd,
+            path,
+            ..
+        } => {
+            let r = resolve(&actor(h, proc), *dirfd, path, Follow::Last);
+            // An unreadable chdir target leaves the cwd unknown (then /proc is asked).
+            proc.cwd = (r.exact && !h.path_fault).then_some(r.path);
+            None
+        }
+        Event::File {
+            op: FileOp::ConnectUnix { abstract_name },
+            path,
+            ..
+        } => {
+            // Judged as a write of the socket file (connecting needs write permission on
+            // it); an abstract name has no file and is judged as `@name`.
+            let r = if *abstract_name {
+                Resolved {
+                    path: Path::new("@").join(path),
+                    exact: true,
+                }
+            } else {
+                resolve(&actor(h, proc), AT_FDCWD, path, Follow::Last)
+            };
+            let address = if *abstract_name {
+                format!("@{}", path.display())
+            } else {
+                r.path.to_string_lossy().into_owned()
+            };
+            Some(Judged {
+                kind: Kind::Connect,
+                file: Some(FileObject {
+                    path: address.clone(),
+                    access: FileAccess::Write,
+                    new_path: None,
+                    unresolved: !r.exact,
+                }),
+                net: Some(NetObject {
+                    family: "unix",
+                    protocol: "unix".into(),
+                    address,
+                    port: 0,
+                    host: None,
+                }),
+                exec: None,
+                escape: None,
+                preset: None,
+            })
+        }
+        Event::File {
+            op: FileOp::Listen,
+            dirfd,
+            ..
+        } => {
+            // The port the kernel gave the socket (a `listen` without `bind` picks one).
+            let (addr, port) = crate::sockets::local_tcp_addr(h.tgid, h.pid, *dirfd)?;
+            Some(Judged {
+                kind: Kind::Bind,
+                net: Some(NetObject {
+                    family: if addr.is_ipv4() { "inet" } else { "inet6" },
+                    protocol: "tcp".into(),
+                    address: display_addr(&addr),
+                    port,
+                    host: None,
+                }),
+                file: None,
+                exec: None,
+                escape: None,
+                preset: None,
+            })
+        }
+        Event::File {
+            op,
+            dirfd,
+            path,
+            dirfd2,
+            path2,
+            ret,
+            ..
+        } => {
+            let (access, follow) = match op {
+                FileOp::Open { flags } => (classify_open(*flags), Follow::Last),
+                FileOp::Unlink => (FileAccess::Unlink, Follow::NotLast),
+                FileOp::Rename | FileOp::Chdir | FileOp::ConnectUnix { .. } | FileOp::Listen => {
+                    (FileAccess::Rename, Follow::NotLast)
+                }
+            };
+            let fd = matches!(op, FileOp::Open { .. }).then_some(*ret);
+            // A held open's descriptor is still there: it names what was really opened.
+            let r = fd
+                .filter(|_| h.kernel.held)
+                .and_then(|fd| opened_path(&actor(h, proc), fd))
+                .unwrap_or_else(|| resolve_named(&actor(h, proc), *dirfd, path, follow, fd));
+            let new_path = (*op == FileOp::Rename)
+                .then(|| resolve_named(&actor(h, proc), *dirfd2, path2, Follow::NotLast, None))
+                .map(|to| to.path.to_string_lossy().into_owned());
+            Some(Judged {
+                kind: Kind::File,
+                file: Some(FileObject {
+                    path: r.path.to_string_lossy().into_owned(),
+                    access,
+                    new_path,
+                    unresolved: !r.exact,
+                }),
+                net: None,
+                exec: None,
+                escape: None,
+                preset: None,
+            })
+        }
+        Event::Net {
+            op,
+            addr,
+            port,
+            protocol,
+            ..
+        } => Some(Judged {
+            kind: match op {
+                WireNetOp::Connect => Kind::Connect,
+                WireNetOp::Send => Kind::Send,
+                WireNetOp::Bind => Kind::Bind,
+            },
+            net: Some(NetObject {
+                family: if addr.is_ipv4() { "inet" } else { "inet6" },
+                protocol: match protocol {
+                    6 => "tcp".into(),
+                    17 => "udp".into(),
+                    p => p.to_string(),
+                },
+                address: display_addr(addr),
+                port: *port,
+                host: None,
+            }),
+            file: None,
+            exec: None,
+            escape: None,
+            preset: None,
+        }),
+        Event::Escape { what, .. } => {
+            let (object, verdict) = crate::escape::judge(what, task_cgroup)?;
+            Some(Judged {
+                kind: Kind::Escape,
+                file: None,
+                net: None,
+                exec: None,
+                escape: Some(object),
+                preset: Some(verdict),
+            })
+        }
+        Event::Exit { .. } | Event::CgroupMkdir { .. } | Event::CgroupRmdir { .. } => None,
+    }
+}
+
+/// Resolves a path an operation named. A successful open, unlink or rename never names an
+/// empty path: an empty one could not be read from the caller's memory, and resolving ""
+/// would wrongly give the working directory. An open's file is then taken from its new fd.
+fn resolve_named(
+    actor: &Actor<'_>,
+    dirfd: i32,
+    raw: &Path,
+    follow: Follow,
+    fd: Option<i64>,
+) -> Resolved {
+    if !raw.as_os_str().is_empty() {
+        return resolve(actor, dirfd, raw, follow);
+    }
+    let from_fd = fd.and_then(|fd| {
+        std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tid))
+            .or_else(|_| std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tgid)))
+            .ok()
+            .filter(|p| p.is_absolute())
+    });
+    match from_fd {
+        Some(path) => Resolved { path, exact: true },
+        None => Resolved {
+            path: "<unreadable path>".into(),
+            exact: false,
+        },
+    }
+}
+
+/// The violation behind a kernel kill the path-based policy did not see.
+pub(super) fn kernel_verdict(judged: &Judged) -> PolicyVerdict {
+    if let Some(e) = &judged.exec {
+        return PolicyVerdict::violation(
+            Dimension::Exec,
+            "exec.allow",
+            format!(
+                "{} is not a binary exec.allow names (judged by device and inode)",
+                e.path
+            ),
+        );
+    }
+    let path = judged.file.as_ref().map_or("", |f| f.path.as_str());
+    PolicyVerdict::violation(
+        Dimension::Files,
+        "files.deny",
+        format!("{path} is a file files.deny names (same device and inode) under another name"),
+    )
+}
+
+/// What descriptor `fd` of the acting thread refers to, from /proc (canonical: symlinks,
+/// `..`, dirfds and /proc/self/root are already resolved by the kernel).
+fn opened_path(actor: &Actor<'_>, fd: i64) -> Option<Resolved> {
+    std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tid))
+        .or_else(|_| std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tgid)))
+        .ok()
+        .filter(|p| p.is_absolute())
+        .map(|path| Resolved { path, exact: true })
+}
+
+fn display_addr(addr: &IpAddr) -> String {
+    addr.to_string()
+}
+
+/// open(2) flags -> the access the policy judges. `O_CREAT` is a create even when the file
+/// existed (the caller asked to be allowed to create it).
+pub fn classify_open(flags: u32) -> FileAccess {
+    const O_ACCMODE: u32 = 0o3;
+    const O_WRONLY: u32 = 0o1;
+    const O_RDWR: u32 = 0o2;
+    const O_CREAT: u32 = 0o100;
+    const O_TRUNC: u32 = 0o1000;
+    if flags & O_CREAT != 0 {
+        FileAccess::Create
+    } else if matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR) || flags & O_TRUNC != 0 {
+        FileAccess::Write
+    } else {
+        FileAccess::Read
+    }
+}
+
+pub(super) fn process_ref(h: &Header, proc: &ProcInfo, cgroup: String) -> ProcessRef {
+    ProcessRef {
+        pid: h.tgid,
+        tid: h.pid,
+        ppid: if h.ppid != 0 { h.ppid } else { proc.ppid },
+        comm: h.comm.clone(),
+        exe: proc
+            .exe
+            .as_deref()
+            .map(|p: &Path| p.to_string_lossy().into_owned()),
+        cgroup: Some(cgroup),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_flags_classify() {
+        assert_eq!(classify_open(0), FileAccess::Read);
+        assert_eq!(classify_open(0o1), FileAccess::Write);
+        assert_eq!(classify_open(0o2), FileAccess::Write);
+        assert_eq!(classify_open(0o1000), FileAccess::Write);
+        assert_eq!(classify_open(0o101), FileAccess::Create);
+        assert_eq!(classify_open(0o200_000), FileAccess::Read); // O_DIRECTORY
+    }
+}

@@ -1,0 +1,315 @@
+//! Per-event work: find the task, keep the process table, resolve paths, ask the policy,
+//! build records and hand them to the sinks in batches.
+
+use std::{collections::HashMap, os::unix::fs::MetadataExt as _, sync::Arc};
+
+use crate::{
+    actions::{Step, decide},
+    cgroupfs::Cgroup2,
+    decoder::{Event, Header},
+    enforce::{kernel_dev, signal_process},
+    policy::{Context, FileAccess, Verdict as PolicyVerdict},
+    proctable::ProcTable,
+    record::{Action, AgentRef, Clock, EscapeObject, Kind, Record, Verdict, rfc3339},
+    sink::Sinks,
+    state::{Shared, Stats},
+};
+
+mod describe;
+
+use describe::{describe, evaluate, kernel_verdict, process_ref};
+
+/// Records written per batch at most.
+const BATCH: usize = 1024;
+
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    procs: ProcTable,
+    /// cgroup id -> path, for records (the process may be gone when its event is read).
+    cgroup_paths: HashMap<u64, String>,
+    clock: Clock,
+    sinks: Sinks,
+    batch: Vec<Record>,
+}
+
+impl Pipeline {
+    pub fn new(shared: Arc<Shared>, sinks: Sinks) -> Self {
+        Self {
+            shared,
+            procs: ProcTable::default(),
+            cgroup_paths: HashMap::new(),
+            clock: Clock::new(),
+            sinks,
+            batch: Vec::new(),
+        }
+    }
+
+    pub fn handle(&mut self, event: Event) {
+        self.shared.observed.metrics.kernel_event(&event);
+        match event {
+            Event::CgroupMkdir { id, path } => self.shared.adopt(&path, id),
+            Event::CgroupRmdir { id, .. } => self.shared.cgroup_removed(id),
+            Event::Exit { header } => {
+                if let Some(t) = self.shared.registry().by_slot_mut(header.agent) {
+                    t.seen = true;
+                }
+                self.procs.remove(header.tgid);
+            }
+            Event::Exec { .. } | Event::File { .. } | Event::Net { .. } | Event::Escape { .. } => {
+                self.judge(&event)
+            }
+        }
+    }
+
+    /// Writes the records gathered since the last flush, with any lifecycle notices.
+    pub fn flush(&mut self) {
+        self.batch.extend(self.shared.take_notices());
+        if self.batch.is_empty() {
+            return;
+        }
+        let written = self.sinks.write(&self.batch);
+        if let Err(e) = &written {
+            Stats::add(&self.shared.stats.sink_errors, 1);
+            tracing::error!(error = %e, records = self.batch.len(), "audit log write failed");
+        }
+        // Only now (written, and synced when it holds a violation) may the API show them.
+        let lines = written.is_ok().then(|| self.sinks.last_batch());
+        crate::feed::publish(&self.shared, &self.batch, lines);
+        self.batch.clear();
+        // A burst must not keep its memory: give back what a full batch grew to.
+        self.batch.shrink_to(BATCH);
+    }
+
+    /// Whether enough records are waiting that they should be written now (a full ring
+    /// buffer is drained in bounded batches, not into one huge one).
+    pub fn batch_full(&self) -> bool {
+        self.batch.len() >= BATCH
+    }
+
+    fn judge(&mut self, event: &Event) {
+        let Some(h) = event.header() else { return };
+        let Some(task) = self.shared.registry().attribute(h.agent) else {
+            Stats::add(&self.shared.stats.orphan_events, 1);
+            return;
+        };
+        let (scope, task_id, start_cwd, task_cgroup, task_cgroup_id) = (
+            task.scope,
+            task.id,
+            task.start_cwd,
+            task.cgroup,
+            task.cgroup_id,
+        );
+        let cgroup = self.cgroup_path(h.cgroup_id, &task_cgroup, task_cgroup_id);
+        let learned = self.learned_host(event);
+        let proc = self.procs.observe(h, start_cwd.as_deref());
+        let Some(mut judged) = describe(event, h, proc, &task_cgroup) else {
+            // Nothing to judge (a listen on a Unix socket, a move inside the agent): a held
+            // process goes on.
+            if h.kernel.held {
+                self.carry_out(Step::Release, h, &task_cgroup, None);
+            }
+            return;
+        };
+        let ctx = Context { tgid: h.tgid };
+        let started = std::time::Instant::now();
+        let protected = judged
+            .file
+            .as_ref()
+            .and_then(|f| self.shared.protected.judge(&f.path, f.access));
+        let verdict = match (judged.preset.take(), protected, learned) {
+            (Some(v), _, _) => v,
+            (None, Some(v), _) => {
+                // A write into the monitor's own filesystems is an escape attempt.
+                judged.kind = Kind::Escape;
+                judged.escape = Some(EscapeObject {
+                    technique: "protected-fs",
+                    syscall: None,
+                    args: None,
+                    result: None,
+                    cgroup: None,
+                    moved_pid: None,
+                });
+                v
+            }
+            // The kernel found the address among those the agent's own resolver answered
+            // for a host rule allowing this port and protocol, unexpired.
+            (None, None, Some(host)) => {
+                if let Some(net) = &mut judged.net {
+                    net.host = Some(host);
+                }
+                PolicyVerdict::Allowed
+            }
+            (None, None, None) => evaluate(&scope, &judged, event, ctx),
+        };
+        let verdict = match verdict {
+            // The kernel judged by identity what the path alone does not show (a hard link
+            // to a denied file, a renamed binary): its kill is the verdict.
+            PolicyVerdict::Allowed if h.kernel.killed => kernel_verdict(&judged),
+            v => v,
+        };
+        self.shared.observed.metrics.policy_eval(started.elapsed());
+        let violation = match verdict {
+            PolicyVerdict::Allowed => None,
+            PolicyVerdict::Violation(v) => Some(v),
+        };
+        let certain = judged.file.as_ref().is_none_or(|f| !f.unresolved);
+        let (action, step) = decide(
+            judged.kind,
+            violation.is_some(),
+            certain,
+            scope.mode,
+            scope.on_violation,
+            h.kernel,
+        );
+        let process = process_ref(h, proc, cgroup);
+        if step == Some(Step::Release)
+            && let (Event::File { ret, .. }, Some(f)) = (event, &judged.file)
+            && f.access == FileAccess::Read
+            && let Ok(meta) = std::fs::metadata(format!("/proc/{}/fd/{ret}", h.pid))
+        {
+            // Judged readable: the kernel lets the next opens of this file through.
+            self.shared
+                .enforcer()
+                .allow_read(h.agent, kernel_dev(meta.dev()), meta.ino());
+        }
+        if let (Some(e), Some(_)) = (&judged.escape, &violation)
+            && let Some(moved) = e.moved_pid
+            && scope.mode == crate::scope::Mode::Enforce
+            && scope.on_violation != crate::scope::OnViolation::Alert
+        {
+            // The moved thread is the agent's even in its new cgroup.
+            let shared = Arc::clone(&self.shared);
+            signal_process(moved, libc::SIGKILL, || {
+                shared.enforcer().is_tagged(moved, h.agent)
+            });
+        }
+        if let Some(step) = step {
+            let exe = judged.exec.as_ref().map(|e| e.path.as_str());
+            self.carry_out(step, h, &task_cgroup, exe);
+        }
+        match action {
+            Action::Blocked => Stats::add(&self.shared.stats.blocked, 1),
+            Action::KilledProcess | Action::KilledAgent => Stats::add(&self.shared.stats.killed, 1),
+            Action::None => {}
+        }
+        if let Some(v) = &violation {
+            Stats::add(&self.shared.stats.violations, 1);
+            if let Some(t) = self.shared.registry().by_slot_mut(h.agent) {
+                t.violations += 1;
+                if matches!(action, Action::KilledProcess | Action::KilledAgent) {
+                    t.last_violation = Some(format!(
+                        "{} by {} ({}): {}",
+                        v.rule, process.comm, process.pid, v.reason
+                    ));
+                }
+            }
+        }
+        Stats::add(&self.shared.stats.records, 1);
+        self.batch.push(Record {
+            time: rfc3339(self.clock.wall(h.time_ns)),
+            kind: judged.kind,
+            verdict: if violation.is_some() {
+                Verdict::Violation
+            } else {
+                Verdict::Allowed
+            },
+            action,
+            agent: AgentRef {
+                scope: scope.name.clone(),
+                task: task_id,
+                owner: scope.owner.clone(),
+                identity: scope.identity.clone(),
+            },
+            process: Some(process),
+            kubernetes: self.shared.kubernetes.agent(h.agent),
+            file: judged.file,
+            net: judged.net,
+            exec: judged.exec,
+            escape: judged.escape,
+            violation,
+            task: None,
+            truncated: h.truncated,
+        });
+    }
+}
+
+impl Pipeline {
+    /// The name a connect's or send's address was learned from, when the kernel matched
+    /// it to a host rule.
+    fn learned_host(&self, event: &Event) -> Option<String> {
+        let Event::Net {
+            header,
+            addr,
+            host_rule,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        let index = host_rule.checked_sub(1)?;
+        Some(
+            self.shared
+                .dns
+                .host_of(header.agent, index, *addr)
+                // Learned by a previous daemon (or swept a moment ago): still a host rule.
+                .unwrap_or_else(|| "<learned by an earlier resolver>".to_owned()),
+        )
+    }
+
+    /// The path of the cgroup an event came from: the task's own, one below it (nested), or
+    /// elsewhere (a tagged process that moved out).
+    fn cgroup_path(&mut self, id: u64, task_cgroup: &str, task_cgroup_id: u64) -> String {
+        if id == task_cgroup_id {
+            return task_cgroup.to_string();
+        }
+        if let Some(p) = self.cgroup_paths.get(&id) {
+            return p.clone();
+        }
+        match self.shared.cgroup2.find_id(task_cgroup, id) {
+            Some(p) => {
+                if self.cgroup_paths.len() > 4096 {
+                    self.cgroup_paths.clear();
+                }
+                self.cgroup_paths.insert(id, p.clone());
+                p
+            }
+            None => format!("<cgroup id {id}>"),
+        }
+    }
+
+    /// The daemon's own enforcement. Every signal goes through a pidfd and a check that
+    /// the target is still this agent's: a kill must never reach anything else.
+    fn carry_out(&mut self, step: Step, h: &Header, cgroup: &str, exe: Option<&str>) {
+        let (slot, tgid) = (h.agent, h.tgid);
+        let shared = Arc::clone(&self.shared);
+        let is_agents = |pid: u32| {
+            shared.enforcer().is_tagged(pid, slot)
+                || Cgroup2::of_pid(pid)
+                    .is_some_and(|p| p == cgroup || p.starts_with(&format!("{cgroup}/")))
+        };
+        match step {
+            Step::Release => {
+                if let Some(meta) = exe.and_then(|p| std::fs::metadata(p).ok()) {
+                    shared
+                        .enforcer()
+                        .allow_exec(slot, kernel_dev(meta.dev()), meta.ino());
+                }
+                signal_process(tgid, libc::SIGCONT, || is_agents(tgid));
+            }
+            Step::KillProcess => {
+                if !signal_process(tgid, libc::SIGKILL, || is_agents(tgid)) {
+                    tracing::debug!(pid = tgid, "process already gone before the daemon's kill");
+                }
+            }
+            Step::KillAgent => {
+                if let Err(e) = shared.cgroup2.kill(cgroup) {
+                    tracing::error!(%cgroup, error = %e, "cgroup.kill failed");
+                }
+                // Tagged processes that left the cgroup are still the agent's.
+                for pid in self.procs.pids_of(slot) {
+                    signal_process(pid, libc::SIGKILL, || is_agents(pid));
+                }
+            }
+        }
+    }
+}
