@@ -157,6 +157,31 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
     ))
 }
 
+/// The environment check, then the configuration's own.
+fn preflight(config: &DaemonConfig) -> anyhow::Result<crate::cgroupfs::Cgroup2> {
+    let cgroup2 = loader::preflight()?;
+    if !config.scopes_dir.is_dir() {
+        anyhow::bail!(
+            "scopes directory {} does not exist",
+            config.scopes_dir.display()
+        );
+    }
+    Ok(cgroup2)
+}
+
+fn log_attached(
+    hooks: &[loader::HookStatus],
+    cgroup2: &crate::cgroupfs::Cgroup2,
+    adopted: bool,
+    pins: &Pins,
+) {
+    if adopted {
+        tracing::info!(pins = %pins.dir().display(), "adopted the pinned programs and maps of a previous run");
+    }
+    let attached = hooks.iter().filter(|h| h.attached).count();
+    tracing::info!(attached, failed = hooks.len() - attached, cgroup2 = %cgroup2.root().display(), "hooks attached");
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, options) = config(&args)?;
     let kube = options.kube;
@@ -165,21 +190,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(settings) => Some(settings.client().await?),
         None => None,
     };
-    let cgroup2 = loader::preflight()?;
-    if !config.scopes_dir.is_dir() {
-        anyhow::bail!(
-            "scopes directory {} does not exist",
-            config.scopes_dir.display()
-        );
-    }
+    let cgroup2 = preflight(&config)?;
     let sinks = Sinks::open(&config.audit_log, args.stdout_format(), options.rotation)?;
     loader::ensure_bpffs(&config.pin_path)?;
     let pins = Pins::new(&config.pin_path);
     let kernel = loader::adopt_or_load(&cgroup2, options.ring_bytes, Some(&pins))?;
-    let adopted = kernel.ebpf.is_none();
-    if adopted {
-        tracing::info!(pins = %pins.dir().display(), "adopted the pinned programs and maps of a previous run");
-    }
     let loader::Kernel {
         ebpf,
         events,
@@ -189,9 +204,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Held for the daemon's lifetime: an outside process removing pins detaches nothing.
     let pin_guard = crate::pins::PinGuard::hold(&pins);
     tracing::debug!(pins = pin_guard.len(), "pins held");
-    let hooks = &handles.hooks;
-    let attached = hooks.iter().filter(|h| h.attached).count();
-    tracing::info!(attached, failed = hooks.len() - attached, cgroup2 = %cgroup2.root().display(), "hooks attached");
+    log_attached(&handles.hooks, &cgroup2, ebpf.is_none(), &pins);
     let parent = format!("/{}", config.cgroup_parent.trim_matches('/'));
     cgroup2
         .create(&parent)

@@ -195,6 +195,33 @@ fn header(h: &EventHeader) -> Header {
     }
 }
 
+fn decode_escape(buf: &[u8]) -> Result<Event, DecodeError> {
+    let e: EscapeEvent = read(buf, "escape event")?;
+    let what = match e.op {
+        escape_op::SYSCALL => EscapeWhat::Syscall {
+            nr: e.nr,
+            args: (e.target != 0).then_some(e.args),
+            ret: e.ret,
+        },
+        escape_op::CGROUP_MOVE => EscapeWhat::CgroupMove {
+            moved: e.target,
+            cgroup_id: e.cgroup_id,
+            path: text(&e.path),
+            outside: e.outside != 0,
+        },
+        value => {
+            return Err(DecodeError::UnknownValue {
+                what: "escape op",
+                value,
+            });
+        }
+    };
+    Ok(Event::Escape {
+        header: header(&e.header),
+        what,
+    })
+}
+
 pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let h: EventHeader = read(buf, "event header")?;
     match h.kind {
@@ -276,32 +303,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 header: header(&e.header),
             })
         }
-        kind::ESCAPE => {
-            let e: EscapeEvent = read(buf, "escape event")?;
-            let what = match e.op {
-                escape_op::SYSCALL => EscapeWhat::Syscall {
-                    nr: e.nr,
-                    args: (e.target != 0).then_some(e.args),
-                    ret: e.ret,
-                },
-                escape_op::CGROUP_MOVE => EscapeWhat::CgroupMove {
-                    moved: e.target,
-                    cgroup_id: e.cgroup_id,
-                    path: text(&e.path),
-                    outside: e.outside != 0,
-                },
-                value => {
-                    return Err(DecodeError::UnknownValue {
-                        what: "escape op",
-                        value,
-                    });
-                }
-            };
-            Ok(Event::Escape {
-                header: header(&e.header),
-                what,
-            })
-        }
+        kind::ESCAPE => decode_escape(buf),
         kind::CGROUP_MKDIR | kind::CGROUP_RMDIR => {
             let e: CgroupEvent = read(buf, "cgroup event")?;
             let path = text(&e.path);

@@ -238,7 +238,7 @@ impl PinGuard {
                     // SAFETY: a descriptor the kernel just returned to us alone.
                     Ok(fd) => held.push((path, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })),
                     Err(e) => {
-                        tracing::warn!(pin = %path.display(), error = %e, "cannot hold a pin")
+                        tracing::warn!(pin = %path.display(), error = %e, "cannot hold a pin");
                     }
                 }
             }
@@ -269,7 +269,7 @@ impl PinGuard {
             match bpf_obj(BPF_OBJ_PIN, path, raw) {
                 Ok(_) => restored += 1,
                 Err(e) => {
-                    tracing::error!(pin = %path.display(), error = %e, "cannot restore a removed pin")
+                    tracing::error!(pin = %path.display(), error = %e, "cannot restore a removed pin");
                 }
             }
         }

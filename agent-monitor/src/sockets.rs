@@ -4,10 +4,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The local address of the TCP socket behind descriptor `fd` of thread `tid` (process
+/// The local address of the TCP socket behind descriptor `fd` of thread `thread` (process
 /// `tgid`), from the process's own network namespace view.
-pub fn local_tcp_addr(tgid: u32, tid: u32, fd: i32) -> Option<(IpAddr, u16)> {
-    let link = std::fs::read_link(format!("/proc/{tid}/fd/{fd}"))
+pub fn local_tcp_addr(tgid: u32, thread: u32, fd: i32) -> Option<(IpAddr, u16)> {
+    let link = std::fs::read_link(format!("/proc/{thread}/fd/{fd}"))
         .or_else(|_| std::fs::read_link(format!("/proc/{tgid}/fd/{fd}")))
         .ok()?;
     let inode: u64 = link

@@ -6,7 +6,11 @@ use std::{net::IpAddr, path::Path};
 use super::Header;
 use crate::{
     decoder::{Event, FileOp, NetOp as WireNetOp},
-    policy::{Activity, Context, Dimension, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict},
+    escape::Protected,
+    policy::{
+        Activity, Context, Dimension, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict,
+        Violation,
+    },
     proctable::ProcInfo,
     record::{EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef},
     resolve::{AT_FDCWD, Actor, Follow, Resolved, resolve},
@@ -24,12 +28,61 @@ pub(super) struct Judged {
     pub preset: Option<PolicyVerdict>,
 }
 
-pub(super) fn evaluate(
-    scope: &Scope,
-    judged: &Judged,
+/// The verdict on a described event: escape attempts and writes to the monitor's own
+/// filesystems first, then addresses the agent's resolver learned, then the scope; a kernel
+/// kill the path alone does not explain is a violation too. May turn the record into an
+/// escape (`judged.kind`).
+pub(super) fn verdict(
+    judged: &mut Judged,
     event: &Event,
-    ctx: Context,
-) -> PolicyVerdict {
+    h: &Header,
+    scope: &Scope,
+    protected: &Protected,
+    learned: Option<String>,
+) -> Option<Violation> {
+    let ctx = Context { tgid: h.tgid };
+    let from_protected = judged
+        .file
+        .as_ref()
+        .and_then(|f| protected.judge(&f.path, f.access));
+    let verdict = match (judged.preset.take(), from_protected, learned) {
+        (Some(v), _, _) => v,
+        (None, Some(v), _) => {
+            // A write into the monitor's own filesystems is an escape attempt.
+            judged.kind = Kind::Escape;
+            judged.escape = Some(EscapeObject {
+                technique: "protected-fs",
+                syscall: None,
+                args: None,
+                result: None,
+                cgroup: None,
+                moved_pid: None,
+            });
+            v
+        }
+        // The kernel found the address among those the agent's own resolver answered for a
+        // host rule allowing this port and protocol, unexpired.
+        (None, None, Some(host)) => {
+            if let Some(net) = &mut judged.net {
+                net.host = Some(host);
+            }
+            PolicyVerdict::Allowed
+        }
+        (None, None, None) => evaluate(scope, judged, event, ctx),
+    };
+    match verdict {
+        // The kernel judged by identity what the path alone does not show (a hard link to
+        // a denied file, a renamed binary): its kill is the verdict.
+        PolicyVerdict::Allowed if h.kernel.killed => match kernel_verdict(judged) {
+            PolicyVerdict::Violation(v) => Some(v),
+            PolicyVerdict::Allowed => None,
+        },
+        PolicyVerdict::Allowed => None,
+        PolicyVerdict::Violation(v) => Some(v),
+    }
+}
+
+fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: Context) -> PolicyVerdict {
     match event {
         Event::Exec { .. } => {
             let path = judged
@@ -116,23 +169,7 @@ pub(super) fn describe(
         }
     }
     match event {
-        Event::Exec { filename, argv, .. } => {
-            let r = resolve(&actor(h, proc), AT_FDCWD, filename, Follow::Last);
-            let path = r.path.to_string_lossy().into_owned();
-            proc.exe = Some(r.path);
-            proc.argv.clone_from(argv);
-            Some(Judged {
-                kind: Kind::Exec,
-                exec: Some(ExecObject {
-                    path,
-                    argv: argv.clone(),
-                }),
-                file: None,
-                net: None,
-                escape: None,
-                preset: None,
-            })
-        }
+        Event::Exec { filename, argv, .. } => Some(exec(h, proc, filename, argv)),
         Event::File {
             op: FileOp::Chdir,
             dirfd,
@@ -148,64 +185,12 @@ pub(super) fn describe(
             op: FileOp::ConnectUnix { abstract_name },
             path,
             ..
-        } => {
-            // Judged as a write of the socket file (connecting needs write permission on
-            // it); an abstract name has no file and is judged as `@name`.
-            let r = if *abstract_name {
-                Resolved {
-                    path: Path::new("@").join(path),
-                    exact: true,
-                }
-            } else {
-                resolve(&actor(h, proc), AT_FDCWD, path, Follow::Last)
-            };
-            let address = if *abstract_name {
-                format!("@{}", path.display())
-            } else {
-                r.path.to_string_lossy().into_owned()
-            };
-            Some(Judged {
-                kind: Kind::Connect,
-                file: Some(FileObject {
-                    path: address.clone(),
-                    access: FileAccess::Write,
-                    new_path: None,
-                    unresolved: !r.exact,
-                }),
-                net: Some(NetObject {
-                    family: "unix",
-                    protocol: "unix".into(),
-                    address,
-                    port: 0,
-                    host: None,
-                }),
-                exec: None,
-                escape: None,
-                preset: None,
-            })
-        }
+        } => Some(unix_connect(&actor(h, proc), *abstract_name, path)),
         Event::File {
             op: FileOp::Listen,
             dirfd,
             ..
-        } => {
-            // The port the kernel gave the socket (a `listen` without `bind` picks one).
-            let (addr, port) = crate::sockets::local_tcp_addr(h.tgid, h.pid, *dirfd)?;
-            Some(Judged {
-                kind: Kind::Bind,
-                net: Some(NetObject {
-                    family: if addr.is_ipv4() { "inet" } else { "inet6" },
-                    protocol: "tcp".into(),
-                    address: display_addr(&addr),
-                    port,
-                    host: None,
-                }),
-                file: None,
-                exec: None,
-                escape: None,
-                preset: None,
-            })
-        }
+        } => listening(h, *dirfd),
         Event::File {
             op,
             dirfd,
@@ -214,37 +199,14 @@ pub(super) fn describe(
             path2,
             ret,
             ..
-        } => {
-            let (access, follow) = match op {
-                FileOp::Open { flags } => (classify_open(*flags), Follow::Last),
-                FileOp::Unlink => (FileAccess::Unlink, Follow::NotLast),
-                FileOp::Rename | FileOp::Chdir | FileOp::ConnectUnix { .. } | FileOp::Listen => {
-                    (FileAccess::Rename, Follow::NotLast)
-                }
-            };
-            let fd = matches!(op, FileOp::Open { .. }).then_some(*ret);
-            // A held open's descriptor is still there: it names what was really opened.
-            let r = fd
-                .filter(|_| h.kernel.held)
-                .and_then(|fd| opened_path(&actor(h, proc), fd))
-                .unwrap_or_else(|| resolve_named(&actor(h, proc), *dirfd, path, follow, fd));
-            let new_path = (*op == FileOp::Rename)
-                .then(|| resolve_named(&actor(h, proc), *dirfd2, path2, Follow::NotLast, None))
-                .map(|to| to.path.to_string_lossy().into_owned());
-            Some(Judged {
-                kind: Kind::File,
-                file: Some(FileObject {
-                    path: r.path.to_string_lossy().into_owned(),
-                    access,
-                    new_path,
-                    unresolved: !r.exact,
-                }),
-                net: None,
-                exec: None,
-                escape: None,
-                preset: None,
-            })
-        }
+        } => Some(file(
+            &actor(h, proc),
+            h.kernel.held,
+            *op,
+            (*dirfd, path),
+            (*dirfd2, path2),
+            *ret,
+        )),
         Event::Net {
             op,
             addr,
@@ -288,6 +250,128 @@ pub(super) fn describe(
     }
 }
 
+/// An exec: the image's path (kept as the process's exe) and argv.
+fn exec(h: &Header, proc: &mut ProcInfo, filename: &Path, argv: &[String]) -> Judged {
+    let actor = Actor {
+        tgid: h.tgid,
+        tid: h.pid,
+        cwd: proc.cwd.as_deref(),
+    };
+    let r = resolve(&actor, AT_FDCWD, filename, Follow::Last);
+    let path = r.path.to_string_lossy().into_owned();
+    proc.exe = Some(r.path);
+    proc.argv = argv.to_vec();
+    Judged {
+        kind: Kind::Exec,
+        exec: Some(ExecObject {
+            path,
+            argv: argv.to_vec(),
+        }),
+        file: None,
+        net: None,
+        escape: None,
+        preset: None,
+    }
+}
+
+/// An open, unlink or rename: the path(s) it named, or for a held open what its descriptor
+/// really is.
+fn file(
+    actor: &Actor<'_>,
+    held: bool,
+    op: FileOp,
+    (dirfd, path): (i32, &Path),
+    (dirfd2, path2): (i32, &Path),
+    ret: i64,
+) -> Judged {
+    let (access, follow) = match op {
+        FileOp::Open { flags } => (classify_open(flags), Follow::Last),
+        FileOp::Unlink => (FileAccess::Unlink, Follow::NotLast),
+        FileOp::Rename | FileOp::Chdir | FileOp::ConnectUnix { .. } | FileOp::Listen => {
+            (FileAccess::Rename, Follow::NotLast)
+        }
+    };
+    let fd = matches!(op, FileOp::Open { .. }).then_some(ret);
+    // A held open's descriptor is still there: it names what was really opened.
+    let r = fd
+        .filter(|_| held)
+        .and_then(|fd| opened_path(actor, fd))
+        .unwrap_or_else(|| resolve_named(actor, dirfd, path, follow, fd));
+    let new_path = (op == FileOp::Rename)
+        .then(|| resolve_named(actor, dirfd2, path2, Follow::NotLast, None))
+        .map(|to| to.path.to_string_lossy().into_owned());
+    Judged {
+        kind: Kind::File,
+        file: Some(FileObject {
+            path: r.path.to_string_lossy().into_owned(),
+            access,
+            new_path,
+            unresolved: !r.exact,
+        }),
+        net: None,
+        exec: None,
+        escape: None,
+        preset: None,
+    }
+}
+
+/// A connect to a Unix-domain socket, judged as a write of the socket file (connecting
+/// needs write permission on it); an abstract name has no file and is judged as `@name`.
+fn unix_connect(actor: &Actor<'_>, abstract_name: bool, path: &Path) -> Judged {
+    let r = if abstract_name {
+        Resolved {
+            path: Path::new("@").join(path),
+            exact: true,
+        }
+    } else {
+        resolve(actor, AT_FDCWD, path, Follow::Last)
+    };
+    let address = if abstract_name {
+        format!("@{}", path.display())
+    } else {
+        r.path.to_string_lossy().into_owned()
+    };
+    Judged {
+        kind: Kind::Connect,
+        file: Some(FileObject {
+            path: address.clone(),
+            access: FileAccess::Write,
+            new_path: None,
+            unresolved: !r.exact,
+        }),
+        net: Some(NetObject {
+            family: "unix",
+            protocol: "unix".into(),
+            address,
+            port: 0,
+            host: None,
+        }),
+        exec: None,
+        escape: None,
+        preset: None,
+    }
+}
+
+/// A listen, judged as a bind of the port the kernel gave the socket (a `listen` without
+/// `bind` picks one). None for a socket that is not TCP (a Unix socket).
+fn listening(h: &Header, fd: i32) -> Option<Judged> {
+    let (addr, port) = crate::sockets::local_tcp_addr(h.tgid, h.pid, fd)?;
+    Some(Judged {
+        kind: Kind::Bind,
+        net: Some(NetObject {
+            family: if addr.is_ipv4() { "inet" } else { "inet6" },
+            protocol: "tcp".into(),
+            address: display_addr(&addr),
+            port,
+            host: None,
+        }),
+        file: None,
+        exec: None,
+        escape: None,
+        preset: None,
+    })
+}
+
 /// Resolves a path an operation named. A successful open, unlink or rename never names an
 /// empty path: an empty one could not be read from the caller's memory, and resolving ""
 /// would wrongly give the working directory. An open's file is then taken from its new fd.
@@ -317,7 +401,7 @@ fn resolve_named(
 }
 
 /// The violation behind a kernel kill the path-based policy did not see.
-pub(super) fn kernel_verdict(judged: &Judged) -> PolicyVerdict {
+fn kernel_verdict(judged: &Judged) -> PolicyVerdict {
     if let Some(e) = &judged.exec {
         return PolicyVerdict::violation(
             Dimension::Exec,

@@ -8,16 +8,17 @@ use crate::{
     cgroupfs::Cgroup2,
     decoder::{Event, Header},
     enforce::{kernel_dev, signal_process},
-    policy::{Context, FileAccess, Verdict as PolicyVerdict},
+    policy::FileAccess,
     proctable::ProcTable,
-    record::{Action, AgentRef, Clock, EscapeObject, Kind, Record, Verdict, rfc3339},
+    record::{Action, AgentRef, Clock, Record, Verdict, rfc3339},
+    scope::Scope,
     sink::Sinks,
     state::{Shared, Stats},
 };
 
 mod describe;
 
-use describe::{describe, evaluate, kernel_verdict, process_ref};
+use describe::{Judged, describe, process_ref, verdict};
 
 /// Records written per batch at most.
 const BATCH: usize = 1024;
@@ -56,7 +57,7 @@ impl Pipeline {
                 self.procs.remove(header.tgid);
             }
             Event::Exec { .. } | Event::File { .. } | Event::Net { .. } | Event::Escape { .. } => {
-                self.judge(&event)
+                self.judge(&event);
             }
         }
     }
@@ -110,48 +111,16 @@ impl Pipeline {
             }
             return;
         };
-        let ctx = Context { tgid: h.tgid };
         let started = std::time::Instant::now();
-        let protected = judged
-            .file
-            .as_ref()
-            .and_then(|f| self.shared.protected.judge(&f.path, f.access));
-        let verdict = match (judged.preset.take(), protected, learned) {
-            (Some(v), _, _) => v,
-            (None, Some(v), _) => {
-                // A write into the monitor's own filesystems is an escape attempt.
-                judged.kind = Kind::Escape;
-                judged.escape = Some(EscapeObject {
-                    technique: "protected-fs",
-                    syscall: None,
-                    args: None,
-                    result: None,
-                    cgroup: None,
-                    moved_pid: None,
-                });
-                v
-            }
-            // The kernel found the address among those the agent's own resolver answered
-            // for a host rule allowing this port and protocol, unexpired.
-            (None, None, Some(host)) => {
-                if let Some(net) = &mut judged.net {
-                    net.host = Some(host);
-                }
-                PolicyVerdict::Allowed
-            }
-            (None, None, None) => evaluate(&scope, &judged, event, ctx),
-        };
-        let verdict = match verdict {
-            // The kernel judged by identity what the path alone does not show (a hard link
-            // to a denied file, a renamed binary): its kill is the verdict.
-            PolicyVerdict::Allowed if h.kernel.killed => kernel_verdict(&judged),
-            v => v,
-        };
+        let violation = verdict(
+            &mut judged,
+            event,
+            h,
+            &scope,
+            &self.shared.protected,
+            learned,
+        );
         self.shared.observed.metrics.policy_eval(started.elapsed());
-        let violation = match verdict {
-            PolicyVerdict::Allowed => None,
-            PolicyVerdict::Violation(v) => Some(v),
-        };
         let certain = judged.file.as_ref().is_none_or(|f| !f.unresolved);
         let (action, step) = decide(
             judged.kind,
@@ -162,27 +131,7 @@ impl Pipeline {
             h.kernel,
         );
         let process = process_ref(h, proc, cgroup);
-        if step == Some(Step::Release)
-            && let (Event::File { ret, .. }, Some(f)) = (event, &judged.file)
-            && f.access == FileAccess::Read
-            && let Ok(meta) = std::fs::metadata(format!("/proc/{}/fd/{ret}", h.pid))
-        {
-            // Judged readable: the kernel lets the next opens of this file through.
-            self.shared
-                .enforcer()
-                .allow_read(h.agent, kernel_dev(meta.dev()), meta.ino());
-        }
-        if let (Some(e), Some(_)) = (&judged.escape, &violation)
-            && let Some(moved) = e.moved_pid
-            && scope.mode == crate::scope::Mode::Enforce
-            && scope.on_violation != crate::scope::OnViolation::Alert
-        {
-            // The moved thread is the agent's even in its new cgroup.
-            let shared = Arc::clone(&self.shared);
-            signal_process(moved, libc::SIGKILL, || {
-                shared.enforcer().is_tagged(moved, h.agent)
-            });
-        }
+        self.before_step(step, event, h, &judged, violation.is_some(), &scope);
         if let Some(step) = step {
             let exe = judged.exec.as_ref().map(|e| e.path.as_str());
             self.carry_out(step, h, &task_cgroup, exe);
@@ -254,6 +203,40 @@ impl Pipeline {
                 // Learned by a previous daemon (or swept a moment ago): still a host rule.
                 .unwrap_or_else(|| "<learned by an earlier resolver>".to_owned()),
         )
+    }
+
+    /// What the daemon learns from a verdict before acting on it: a file judged readable
+    /// is remembered in the kernel; a thread moved out of the agent is killed there.
+    fn before_step(
+        &self,
+        step: Option<Step>,
+        event: &Event,
+        h: &Header,
+        judged: &Judged,
+        violation: bool,
+        scope: &Scope,
+    ) {
+        if step == Some(Step::Release)
+            && let (Event::File { ret, .. }, Some(f)) = (event, &judged.file)
+            && f.access == FileAccess::Read
+            && let Ok(meta) = std::fs::metadata(format!("/proc/{}/fd/{ret}", h.pid))
+        {
+            // Judged readable: the kernel lets the next opens of this file through.
+            self.shared
+                .enforcer()
+                .allow_read(h.agent, kernel_dev(meta.dev()), meta.ino());
+        }
+        if violation
+            && let Some(moved) = judged.escape.as_ref().and_then(|e| e.moved_pid)
+            && scope.mode == crate::scope::Mode::Enforce
+            && scope.on_violation != crate::scope::OnViolation::Alert
+        {
+            // The moved thread is the agent's even in its new cgroup.
+            let shared = Arc::clone(&self.shared);
+            signal_process(moved, libc::SIGKILL, || {
+                shared.enforcer().is_tagged(moved, h.agent)
+            });
+        }
     }
 
     /// The path of the cgroup an event came from: the task's own, one below it (nested), or
