@@ -6,11 +6,21 @@ use std::fs;
 
 use agent_monitor_e2e::{Daemon, s, wait_for, workspace};
 
-/// BPF program fds a process holds (`prog_tag:` in fdinfo): an adopting daemon holds none.
+/// BPF program fds a process holds (`prog_jited:` in fdinfo; a link's fdinfo names its
+/// program's tag but not this): an adopting daemon holds none of its own.
 fn prog_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fdinfo")).map_or(0, |d| {
         d.flatten()
-            .filter(|e| fs::read_to_string(e.path()).is_ok_and(|t| t.contains("prog_tag:")))
+            .filter(|e| fs::read_to_string(e.path()).is_ok_and(|t| t.contains("prog_jited:")))
+            .count()
+    })
+}
+
+/// BPF link fds a process holds (`link_type:` in fdinfo).
+fn link_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fdinfo")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| fs::read_to_string(e.path()).is_ok_and(|t| t.contains("link_type:")))
             .count()
     })
 }
@@ -65,6 +75,10 @@ fn kill_9_then_pivot_is_still_stopped_and_recorded_after_restart() {
         0,
         "the restarted daemon adopted the pinned programs instead of loading its own"
     );
+    assert!(
+        link_fds(d.pid()) > 0,
+        "the adopting daemon holds the pinned links (removing a pin detaches nothing)"
+    );
     let r = d.wait_record(
         "the violation that happened while the daemon was down",
         |r| s(r, "/kind") == "file" && s(r, "/file/path").ends_with("/secret.txt"),
@@ -88,4 +102,77 @@ fn kill_9_then_pivot_is_still_stopped_and_recorded_after_restart() {
     let pins = d.pins.clone();
     drop(d);
     assert!(!pins.exists(), "--release-on-exit removed the pins");
+}
+
+/// Processes of the daemon's task cgroups whose state is `T` (stopped) and comm `comm`.
+fn stopped(d: &Daemon, comm: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for task in fs::read_dir(d.cgroup_parent_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let procs = fs::read_to_string(task.path().join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ...
+            let Some((name, rest)) = stat.split_once(") ") else {
+                continue;
+            };
+            if name.ends_with(&format!("({comm}")) && rest.starts_with('T') {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn an_open_held_while_no_daemon_runs_waits_for_the_restarted_one() {
+    let (_g, ws) = workspace();
+    fs::write(ws.join("outside.txt"), "OUTSIDE-CONTENT\n").expect("write");
+    let inside = ws.join("in");
+    fs::create_dir(&inside).expect("mkdir");
+    let yaml = format!(
+        "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {{name: held, owner: o@example.org}}\nspec:\n  mode: enforce\n  exec:\n    allow: [/bin/sh, /usr/bin/cat, /usr/bin/sleep]\n  files:\n    read: [\"{w}/**\"]\n",
+        w = inside.display()
+    );
+    let mut d = Daemon::start_with(&[("h.yaml", &yaml)], &["--keep-pins"]);
+    let go = inside.join("go");
+    let script = format!(
+        "while [ ! -e {g} ]; do /usr/bin/sleep 0.05; done; /usr/bin/cat {w}/outside.txt",
+        g = go.display(),
+        w = ws.display()
+    );
+    let agent = d.exec_spawn("held", &["/bin/sh", "-c", &script]);
+    wait_for("the agent's loop to run twice", || {
+        let sleeps = d
+            .records()
+            .iter()
+            .filter(|r| s(r, "/kind") == "exec" && s(r, "/exec/path").ends_with("/sleep"))
+            .count();
+        (sleeps >= 2).then_some(())
+    });
+    d.kill9();
+    // Outside files.read: only a daemon can judge it, and none runs. The kernel holds cat
+    // at the open's exit, before it could read a byte.
+    fs::write(&go, "").expect("touch go");
+    wait_for("cat held by the kernel", || {
+        (!stopped(&d, "cat").is_empty()).then_some(())
+    });
+    d.restart();
+    let out = agent.wait_with_output().expect("exec client");
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("OUTSIDE-CONTENT"),
+        "{out:?}"
+    );
+    let r = d.wait_record("the held open, judged after the restart", |r| {
+        s(r, "/kind") == "file" && s(r, "/file/path").ends_with("/outside.txt")
+    });
+    assert_eq!(
+        (s(&r, "/verdict"), s(&r, "/action")),
+        ("violation", "killed-process"),
+        "{r}"
+    );
 }
