@@ -258,7 +258,7 @@ pub struct EscapeEvent {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EscapeEntry {
     pub args: [u64; 3],
-    /// Header flags decided at entry (`KILLED`), or `u32::MAX`: not an escape, report nothing.
+    /// Header flags decided at entry (`KILLED`).
     pub flags: u32,
     pub pad0: u32,
 }

@@ -37,9 +37,6 @@ const AF_PACKET: u64 = 17;
 const SOCK_RAW: u64 = 3;
 const SOCK_TYPE_MASK: u64 = 0xf;
 const EPERM: i64 = 1;
-/// `EscapeEntry::flags`: entered, but not an escape (an ordinary socket, a signal inside
-/// the agent): the exit program reports nothing.
-const NOT_ESCAPE: u32 = u32::MAX;
 
 /// Attached to `sys_enter_*` of every escape syscall: `int __syscall_nr` @8, args @16.
 #[tracepoint]
@@ -61,14 +58,17 @@ fn try_sys_enter_escape(ctx: &TracePointContext) -> Result<(), i64> {
             ctx.read_at(sys_arg(2)).map_err(i64::from)?,
         ]
     };
+    // An ordinary socket, or a signal inside the agent: nothing to keep (the common case
+    // of the syscalls here that depend on their arguments).
+    if !is_escape(nr, &args, &agent) {
+        return Ok(());
+    }
     let mut entry = EscapeEntry {
         args,
         flags: 0,
         pad0: 0,
     };
-    if !is_escape(nr, &args, &agent) {
-        entry.flags = NOT_ESCAPE;
-    } else if let Some(cfg) = enforced(agent.slot)
+    if let Some(cfg) = enforced(agent.slot)
         && kills(&cfg)
     {
         signal(SIGKILL);
@@ -136,10 +136,10 @@ fn try_sys_exit_escape(ctx: &TracePointContext) -> Result<(), i64> {
     let entry = unsafe { PENDING_ESCAPE.get(agent.pid) }.copied();
     let _ = PENDING_ESCAPE.remove(agent.pid);
     let (args, entry_flags, seen) = match entry {
-        Some(e) if e.flags == NOT_ESCAPE => return Ok(()),
         Some(e) => (e.args, e.flags, 1),
-        // No entry: the syscall never reached sys_enter. With -EPERM that is the agent's
-        // seccomp filter refusing it; anything else is not ours to report.
+        // No entry: the syscall never reached sys_enter (the agent's seccomp filter refused
+        // it: -EPERM), or it was not an escape (an ordinary socket; a root agent's ordinary
+        // calls here do not fail with EPERM).
         None if ret == -EPERM => ([0; 3], flags::BLOCKED, 0),
         None => return Ok(()),
     };
