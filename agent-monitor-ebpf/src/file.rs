@@ -18,7 +18,7 @@ use crate::{
         FILE_DENY, FILE_OK, FILE_SCRATCH, PENDING_FILE, PROTECTED_DEVS, RECENT_OPENS, count, emit,
     },
     process::sys_arg,
-    tag::{current_agent, header},
+    tag::{Agent, current_agent, header},
 };
 
 const AT_FDCWD: i32 = -100;
@@ -209,7 +209,8 @@ fn try_stash_connect(ctx: &TracePointContext) -> Result<(), i64> {
         addr.wrapping_add(2)
     };
     let stash = FileStash {
-        header: header(kind::FILE, &agent),
+        agent: agent.slot,
+        ppid: agent.ppid,
         op: file_op::CONNECT_UNIX,
         open_flags: u32::from(first == 0),
         dirfd: AT_FDCWD,
@@ -259,7 +260,8 @@ fn try_stash(ctx: &TracePointContext, l: &Layout) -> Result<(), i64> {
         }
     }
     let stash = FileStash {
-        header: header(kind::FILE, &agent),
+        agent: agent.slot,
+        ppid: agent.ppid,
         op: l.op,
         open_flags,
         dirfd: dirfd(l.dirfd)?,
@@ -357,8 +359,10 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
     #[expect(clippy::cast_possible_truncation, reason = "low half is the thread id")]
-    let pid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    let pid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
     // Untagged threads never have a pending entry: this lookup is their whole cost here.
     // SAFETY: the value is copied out before the entry is removed.
     let Some(stash) = (unsafe { PENDING_FILE.get(pid) }).copied() else {
@@ -370,8 +374,8 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     if ret < 0 {
         return Ok(()); // a failed call touched nothing
     }
-    let slot = stash.header.agent;
-    let mut hflags = stash.header.flags;
+    let slot = stash.agent;
+    let mut hflags = 0;
     #[expect(clippy::cast_sign_loss, reason = "ret >= 0")]
     let identity = if stash.op == file_op::OPEN {
         fd_identity(slot, ret as u64)
@@ -396,7 +400,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     // way again within the window is counted, not re-reported (a kill or a hold never is).
     if hflags & (flags::KILLED | flags::HELD) == 0
         && let Some(key) = identity
-        && repeated(stash.header.tgid, stash.open_flags, key.dev, key.ino)
+        && repeated(tgid, stash.open_flags, key.dev, key.ino)
     {
         count(counter::DEDUPED);
         return Ok(());
@@ -404,7 +408,16 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     let event = FILE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
     let event = unsafe { &mut *event };
-    event.header = stash.header;
+    // The header is built only now, for an event that is reported (not for a repeat).
+    event.header = header(
+        kind::FILE,
+        &Agent {
+            slot,
+            ppid: stash.ppid,
+            pid,
+            tgid,
+        },
+    );
     event.header.flags = hflags;
     event.op = stash.op;
     event.open_flags = stash.open_flags;

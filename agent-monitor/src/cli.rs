@@ -81,7 +81,7 @@ pub struct RunArgs {
     /// Kill an enforced agent as soon as any of its events is lost (ring buffer full).
     #[arg(long)]
     pub fail_closed: bool,
-    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    /// Ring buffer size in bytes (a power of two, multiple of the page size; default 4 MiB).
     #[arg(long)]
     pub ring_buffer_bytes: Option<u32>,
     /// Group (name or gid) whose members may use the status socket besides root.
