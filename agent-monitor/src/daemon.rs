@@ -208,6 +208,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pin_guard = crate::pins::PinGuard::hold(&pins);
     tracing::debug!(pins = pin_guard.len(), "pins held");
     log_attached(&handles.hooks, &cgroup2, ebpf.is_none(), &pins);
+    // Every link and map is pinned (and held by `pin_guard`): the loader's copy of the
+    // object, programs and BTF is no longer needed.
+    drop(ebpf);
     let parent = format!("/{}", config.cgroup_parent.trim_matches('/'));
     cgroup2
         .create(&parent)
@@ -225,6 +228,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     pods_configured(&shared, kube.is_some());
     shared.discover_existing();
     observe_setup(&shared, &events, options.ring_bytes);
+    release_startup_memory();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pipeline = Pipeline::new(Arc::clone(&shared), sinks);
@@ -279,8 +283,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = reader.await;
         tracing::info!(pins = %pins.dir().display(), "enforcement stays pinned until tasks end or a daemon runs with --release-on-exit");
     }
-    drop(ebpf);
     Ok(())
+}
+
+/// Loading parses the kernel's BTF and the eBPF object (megabytes, freed by now); give the
+/// freed heap back to the system so that it does not stay in the daemon's RSS.
+fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The shared state, with the per-agent DNS resolvers and the task that records the

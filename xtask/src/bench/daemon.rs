@@ -33,6 +33,7 @@ pub struct Counters {
     pub emitted: u64,
     pub dropped: u64,
     pub records: u64,
+    pub deduplicated: u64,
 }
 
 impl Daemon {
@@ -133,6 +134,7 @@ impl Daemon {
             emitted: n("emitted"),
             dropped: n("dropped"),
             records: n("records"),
+            deduplicated: n("deduplicated"),
         })
     }
 

@@ -116,6 +116,9 @@ pub struct Delivery {
     pub conn: (u64, u64),
     pub exec: (u64, u64),
     pub lost: u64,
+    /// Opens the kernel counted instead of reporting again (agent-monitor's
+    /// `deduplicated`: the same process, file and access within a second).
+    pub counted: u64,
 }
 
 impl Delivery {
@@ -129,6 +132,7 @@ impl Delivery {
             a.1 += b.1;
         }
         self.lost += o.lost;
+        self.counted += o.counted;
     }
 }
 
@@ -475,7 +479,8 @@ fn overhead(
                 };
                 let (after, _) = d.settle()?;
                 let records = d.take_records()?;
-                let got = delivered(&records, &env.file, &ops, after.dropped - before.dropped);
+                let mut got = delivered(&records, &env.file, &ops, after.dropped - before.dropped);
+                got.counted = after.deduplicated - before.deduplicated;
                 rows[i].runs.push(ops);
                 if let Some(t) = rows[i].delivery.as_mut() {
                     t.add(&got);
@@ -523,6 +528,7 @@ fn delivered(records: &[Value], file: &Path, ops: &Ops, dropped: u64) -> Deliver
         conn: (conn, ops.calls),
         exec: (exec, ops.exec_calls),
         lost: dropped,
+        counted: 0,
     }
 }
 
@@ -536,6 +542,7 @@ fn under_auditd(env: &Env, args: &[String], row: &mut Row) -> anyhow::Result<()>
         conn: (conn, ops.calls),
         exec: (exec, ops.exec_calls),
         lost: a.lost(),
+        counted: 0,
     };
     drop(a);
     let _ = fs::remove_file(env.dir.join("auditd/audit.log"));
@@ -558,6 +565,7 @@ fn under_bpftrace(env: &Env, args: &[String], cgroup_id: u64, row: &mut Row) -> 
             conn: (conn, ops.calls),
             exec: (exec, ops.exec_calls),
             lost,
+            counted: 0,
         });
     }
     Ok(())

@@ -54,8 +54,13 @@ fn delivery_cell(d: Option<&Delivery>) -> String {
     d.map_or_else(
         || "n/a".to_string(),
         |d| {
+            let counted = if d.counted > 0 {
+                format!(" (+{} counted)", d.counted)
+            } else {
+                String::new()
+            };
             format!(
-                "{}/{} · {}/{} · {}/{} · lost {}",
+                "{}{counted}/{} · {}/{} · {}/{} · lost {}",
                 d.open.0, d.open.1, d.conn.0, d.conn.1, d.exec.0, d.exec.1, d.lost
             )
         },
@@ -87,7 +92,9 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
          getpid, openat+close and UDP socket+connect+close, {} of fork+execve), rounds \
          interleaved with the baseline; ratio to \"no monitor\" in brackets. Events: \
          delivered/generated for openat · connect · execve, summed over the runs, and events \
-         the tool reported lost.\n",
+         the tool reported lost. agent-monitor reports an open once per process, file and \
+         access within a second and counts the repeats (its `deduplicated` counter, all \
+         files of the run, shown as \"counted\").\n",
         params.rounds, params.iters, params.exec_iters
     )?;
     write!(w, "| configuration |")?;
@@ -327,7 +334,9 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
     let audit = audit_row.and_then(|row| ratio(row, base, FIELDS[1].1));
     let audit_lossless = audit_row
         .and_then(|row| row.delivery)
-        .is_some_and(|d| d.lost == 0 && d.open.0 >= d.open.1);
+        // Reported or counted (the issue allows counting repeats within a short window
+        // instead of reporting each), and nothing lost.
+        .is_some_and(|d| d.lost == 0 && d.open.0 + d.counted >= d.open.1);
     super::dns::render(w, &res.dns)?;
     writeln!(w, "\n### Targets\n\n| target | measured | |\n|---|---|---|")?;
     let line = |w: &mut String, t: &str, m: String, ok: Option<bool>| {
