@@ -10,7 +10,11 @@ use agent_monitor_e2e::{Daemon, s, wait_for, workspace};
 /// The daemon holds every hook's link, so this is the set of programs it enforces with.
 fn linked_programs(pid: u32) -> std::collections::BTreeSet<u32> {
     let mut ids = std::collections::BTreeSet::new();
-    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo")).into_iter().flatten().flatten() {
+    for entry in fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let text = fs::read_to_string(entry.path()).unwrap_or_default();
         if !text.contains("link_type:") {
             continue;

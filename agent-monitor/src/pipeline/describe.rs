@@ -176,9 +176,16 @@ pub(super) fn describe(
             path,
             ..
         } => {
-            let r = resolve(&actor(h, proc), *dirfd, path, Follow::Last);
-            // An unreadable chdir target leaves the cwd unknown (then /proc is asked).
-            proc.cwd = (r.exact && !h.path_fault).then_some(r.path);
+            proc.cwd = if path.as_os_str().is_empty() {
+                // fchdir: the directory is known only through /proc, which the daemon reads
+                // behind the process either way; it is read when a relative path needs it,
+                // not once per fchdir.
+                None
+            } else {
+                let r = resolve(&actor(h, proc), *dirfd, path, Follow::Last);
+                // An unreadable chdir target leaves the cwd unknown (then /proc is asked).
+                (r.exact && !h.path_fault).then_some(r.path)
+            };
             None
         }
         Event::File {
