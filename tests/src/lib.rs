@@ -263,9 +263,12 @@ impl Daemon {
             .expect("run agent-monitor exec")
     }
 
+    /// Every complete line of the audit log, parsed. A last line without its newline is a
+    /// batch the daemon is still writing: it is left for the next read.
     pub fn records(&self) -> Vec<Value> {
-        fs::read_to_string(&self.audit)
-            .unwrap_or_default()
+        let text = fs::read_to_string(&self.audit).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .map(|l| {
                 serde_json::from_str(l)
