@@ -99,6 +99,7 @@ impl Daemon {
     /// As `start`, with extra `agent-monitor run` arguments.
     pub fn start_with(scopes: &[(&str, &str)], extra: &[&str]) -> Self {
         require_root();
+        remove_stale_state();
         let dir = tempfile::tempdir().expect("tempdir");
         let scopes_dir = dir.path().join("scopes");
         fs::create_dir(&scopes_dir).expect("mkdir scopes");
@@ -333,6 +334,27 @@ impl Drop for Daemon {
         // Belt and braces: the daemon removes its cgroups and pins; if it could not, do it.
         remove_cgroup_tree(&self.cgroup_parent_dir());
         remove_pins(&self.pins);
+    }
+}
+
+/// Pins and cgroups a killed test run left behind (its Drop never ran): hooks of a dead
+/// daemon would stay attached at the cgroup2 root and weigh on every later run. Only
+/// `am-e2e-<pid>-*` names whose test process is gone are touched.
+fn remove_stale_state() {
+    for entry in fs::read_dir("/sys/fs/bpf").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("am-e2e-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        remove_pins(&entry.path());
+        remove_cgroup_tree(&cgroup2_root().join(&name));
     }
 }
 
