@@ -47,6 +47,14 @@ pub enum LoadError {
     },
     #[error(transparent)]
     Pin(#[from] crate::pins::PinError),
+    #[error(
+        "the pinned state in {dir} cannot be adopted ({source}); it was most likely left by another build of agent-monitor, whose hooks still enforce: stop its agents and remove it (`rm -r {dir}`), or run that build with --release-on-exit once"
+    )]
+    Incompatible {
+        dir: String,
+        #[source]
+        source: Box<LoadError>,
+    },
     #[error("opening the cgroup2 root {path}: {source}")]
     CgroupRoot {
         path: String,
@@ -272,7 +280,12 @@ pub fn adopt_or_load(
     pins: Option<&Pins>,
 ) -> Result<Kernel, LoadError> {
     match pins {
-        Some(p) if p.present() => p.adopt(),
+        // Refused rather than replaced: the pinned hooks keep enforcing meanwhile, and
+        // replacing them would leave the running agents unwatched while this one loads.
+        Some(p) if p.present() => p.adopt().map_err(|source| LoadError::Incompatible {
+            dir: p.dir().display().to_string(),
+            source: Box::new(source),
+        }),
         _ => load(cgroup2, ring_bytes, pins),
     }
 }
