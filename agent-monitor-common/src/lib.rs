@@ -189,9 +189,6 @@ pub struct FileEvent {
     pub dirfd2: i32,
     /// Syscall return value (the new fd for opens).
     pub ret: i64,
-    /// The caller's path pointers, to read again at exit when the first read faulted.
-    pub path_ptr: u64,
-    pub path2_ptr: u64,
     pub path: [u8; PATH_LEN],
     pub path2: [u8; PATH_LEN],
 }
@@ -504,7 +501,7 @@ mod tests {
             size_of::<ExecEvent>(),
             h + 8 + PATH_LEN + ARG_LEN * MAX_ARGS
         );
-        assert_eq!(size_of::<FileEvent>(), h + 40 + 2 * PATH_LEN);
+        assert_eq!(size_of::<FileEvent>(), h + 24 + 2 * PATH_LEN);
         assert_eq!(size_of::<NetEvent>(), h + 16 + 16 + 8);
         assert_eq!(size_of::<ExitEvent>(), h);
         assert_eq!(size_of::<EscapeEvent>(), h + 8 + 24 + 8 + 8 + 8 + PATH_LEN);

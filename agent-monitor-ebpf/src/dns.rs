@@ -37,7 +37,7 @@ fn is_mapped(addr: &[u8; 16]) -> bool {
 
 /// The destination as the hook sees it: IPv4 in the first four bytes, or IPv6.
 #[inline(always)]
-fn read_addr(ctx: &SockAddrContext, family: u32) -> [u8; 16] {
+pub fn read_addr(ctx: &SockAddrContext, family: u32) -> [u8; 16] {
     // SAFETY: the kernel hands a valid `bpf_sock_addr`; 4-byte loads as the verifier's
     // context rewriting expects.
     let sa = unsafe { &*ctx.sock_addr };

@@ -22,6 +22,9 @@ use crate::{
 };
 
 const AT_FDCWD: i32 = -100;
+const O_ACCMODE: u32 = 0o3;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
 
 /// One syscall's arguments, as offsets into its `sys_enter_*` record (None: not present).
 struct Layout {
@@ -298,9 +301,6 @@ fn copy_path(ptr: *const u8, buf: &mut [u8; PATH_LEN], header_flags: &mut u32) {
 /// Whether this open was reported within the window; records it as reported otherwise.
 #[inline(always)]
 fn repeated(tgid: u32, open_flags: u32, dev: u32, ino: u64) -> bool {
-    const O_ACCMODE: u32 = 0o3;
-    const O_CREAT: u32 = 0o100;
-    const O_TRUNC: u32 = 0o1000;
     let key = OpenKey {
         tgid,
         access: open_flags & (O_ACCMODE | O_CREAT | O_TRUNC),
@@ -319,10 +319,6 @@ fn repeated(tgid: u32, open_flags: u32, dev: u32, ino: u64) -> bool {
     let _ = RECENT_OPENS.insert(key, now, 0);
     false
 }
-
-const O_ACCMODE: u32 = 0o3;
-const O_CREAT: u32 = 0o100;
-const O_TRUNC: u32 = 0o1000;
 
 /// The kernel's verdict on a successful open by an enforced agent, before the caller sees
 /// the descriptor. By what was opened (device and inode), whatever path led to it:
@@ -424,8 +420,6 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     event.dirfd = stash.dirfd;
     event.dirfd2 = stash.dirfd2;
     event.ret = ret;
-    event.path_ptr = stash.path_ptr;
-    event.path2_ptr = stash.path2_ptr;
     copy_path(
         stash.path_ptr as *const u8,
         &mut event.path,

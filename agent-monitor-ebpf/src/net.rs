@@ -9,7 +9,7 @@ use agent_monitor_common::{
 use aya_ebpf::{macros::cgroup_sock_addr, maps::lpm_trie::Key, programs::SockAddrContext};
 
 use crate::{
-    dns::{dns_config, learned_rule, redirect, try_recvmsg},
+    dns::{dns_config, learned_rule, read_addr, redirect, try_recvmsg},
     enforce::enforced,
     maps::{BIND_PORTS, NET_RULES, emit},
     tag::{current_agent, header},
@@ -50,23 +50,9 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
     let Some(agent) = current_agent() else {
         return 1;
     };
-    // SAFETY: the kernel hands a valid `bpf_sock_addr`; fields are read with the 4-byte loads
-    // the verifier's context rewriting expects.
+    let addr = read_addr(ctx, family);
+    // SAFETY: see `read_addr`.
     let sa = unsafe { &*ctx.sock_addr };
-    let mut addr = [0u8; 16];
-    if family == AF_INET {
-        addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
-    } else {
-        let words = [
-            sa.user_ip6[0],
-            sa.user_ip6[1],
-            sa.user_ip6[2],
-            sa.user_ip6[3],
-        ];
-        for (i, w) in words.iter().enumerate() {
-            addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-    }
     // user_port holds the port in network byte order in its low 16 bits.
     #[expect(clippy::cast_possible_truncation, reason = "ports are 16-bit")]
     let port = u16::from_be(sa.user_port as u16);

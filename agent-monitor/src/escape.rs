@@ -9,45 +9,73 @@ use crate::{
     record::EscapeObject,
 };
 
-/// x86-64 numbers of the syscalls the kernel side watches (`loader::ESCAPE_SYSCALLS`).
-const SYSCALLS: &[(u32, &str)] = &[
-    (41, "socket"),
-    (62, "kill"),
-    (101, "ptrace"),
-    (155, "pivot_root"),
-    (165, "mount"),
-    (166, "umount2"),
-    (169, "reboot"),
-    (175, "init_module"),
-    (176, "delete_module"),
-    (200, "tkill"),
-    (234, "tgkill"),
-    (246, "kexec_load"),
-    (272, "unshare"),
-    (304, "open_by_handle_at"),
-    (308, "setns"),
-    (310, "process_vm_readv"),
-    (311, "process_vm_writev"),
-    (313, "finit_module"),
-    (320, "kexec_file_load"),
-    (321, "bpf"),
-    (425, "io_uring_setup"),
-    (428, "open_tree"),
-    (429, "move_mount"),
-    (430, "fsopen"),
-    (431, "fsconfig"),
-    (432, "fsmount"),
-    (433, "fspick"),
-    (434, "pidfd_open"),
-    (442, "mount_setattr"),
+/// One escape syscall (x86-64 numbering): the one list the kernel hooks (`loader`), the
+/// exec seccomp filter (`seccomp`) and the records (`syscall_name`) are made from.
+pub struct EscapeSyscall {
+    pub nr: u32,
+    pub name: &'static str,
+    /// Its `syscalls:sys_{enter,exit}_*` tracepoint name; None when it is not hooked (the
+    /// ring behind `io_uring_enter` can only come from a refused `io_uring_setup`).
+    pub tracepoint: Option<&'static str>,
+    /// Refused by the seccomp filter whatever its arguments; the others are refused or
+    /// judged by their arguments (`seccomp::filter`, the kernel's `is_escape`).
+    pub always_refused: bool,
+}
+
+const fn sc(
+    nr: u32,
+    name: &'static str,
+    tracepoint: Option<&'static str>,
+    always_refused: bool,
+) -> EscapeSyscall {
+    EscapeSyscall {
+        nr,
+        name,
+        tracepoint,
+        always_refused,
+    }
+}
+
+pub const SYSCALLS: &[EscapeSyscall] = &[
+    sc(41, "socket", Some("socket"), false),
+    sc(62, "kill", Some("kill"), false),
+    sc(101, "ptrace", Some("ptrace"), true),
+    sc(155, "pivot_root", Some("pivot_root"), true),
+    sc(165, "mount", Some("mount"), true),
+    sc(166, "umount2", Some("umount"), true),
+    sc(169, "reboot", Some("reboot"), true),
+    sc(175, "init_module", Some("init_module"), true),
+    sc(176, "delete_module", Some("delete_module"), true),
+    sc(200, "tkill", Some("tkill"), false),
+    sc(234, "tgkill", Some("tgkill"), false),
+    sc(246, "kexec_load", Some("kexec_load"), true),
+    sc(272, "unshare", Some("unshare"), true),
+    sc(304, "open_by_handle_at", Some("open_by_handle_at"), true),
+    sc(308, "setns", Some("setns"), true),
+    sc(310, "process_vm_readv", Some("process_vm_readv"), true),
+    sc(311, "process_vm_writev", Some("process_vm_writev"), true),
+    sc(313, "finit_module", Some("finit_module"), true),
+    sc(320, "kexec_file_load", Some("kexec_file_load"), true),
+    sc(321, "bpf", Some("bpf"), true),
+    sc(425, "io_uring_setup", Some("io_uring_setup"), true),
+    sc(426, "io_uring_enter", None, true),
+    sc(427, "io_uring_register", None, true),
+    sc(428, "open_tree", Some("open_tree"), true),
+    sc(429, "move_mount", Some("move_mount"), true),
+    sc(430, "fsopen", Some("fsopen"), true),
+    sc(431, "fsconfig", Some("fsconfig"), true),
+    sc(432, "fsmount", Some("fsmount"), true),
+    sc(433, "fspick", Some("fspick"), true),
+    sc(434, "pidfd_open", Some("pidfd_open"), false),
+    sc(442, "mount_setattr", Some("mount_setattr"), true),
 ];
 
 /// The syscall's name, or `syscall_<nr>`.
 pub fn syscall_name(nr: u32) -> String {
     SYSCALLS
         .iter()
-        .find(|(n, _)| *n == nr)
-        .map_or_else(|| format!("syscall_{nr}"), |(_, name)| (*name).to_string())
+        .find(|s| s.nr == nr)
+        .map_or_else(|| format!("syscall_{nr}"), |s| s.name.to_string())
 }
 
 /// Why a syscall is an escape, for the record's reason.

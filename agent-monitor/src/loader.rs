@@ -137,40 +137,6 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("cgroup_attach_task", "cgroup", "cgroup_attach_task", true),
 ];
 
-/// Syscalls watched by the escape programs (`sys_enter_escape`/`sys_exit_escape`); the
-/// names are `crate::escape`'s. Not required: an architecture may lack some of them.
-pub const ESCAPE_SYSCALLS: &[&str] = &[
-    "socket",
-    "kill",
-    "tkill",
-    "tgkill",
-    "pidfd_open",
-    "ptrace",
-    "process_vm_readv",
-    "process_vm_writev",
-    "unshare",
-    "setns",
-    "mount",
-    "umount",
-    "pivot_root",
-    "open_tree",
-    "move_mount",
-    "fsopen",
-    "fsconfig",
-    "fsmount",
-    "fspick",
-    "mount_setattr",
-    "bpf",
-    "io_uring_setup",
-    "init_module",
-    "finit_module",
-    "delete_module",
-    "kexec_load",
-    "kexec_file_load",
-    "open_by_handle_at",
-    "reboot",
-];
-
 /// Every syscall whose entry is stashed by a `sys_enter_*` file program above.
 const FILE_EXITS: &[(&str, bool)] = &[
     ("sys_exit_open", false),
@@ -318,7 +284,8 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
             pin,
         ));
     }
-    for &syscall in ESCAPE_SYSCALLS {
+    // Not required: an architecture (or a kernel without modules) may lack some of them.
+    for syscall in crate::escape::SYSCALLS.iter().filter_map(|s| s.tracepoint) {
         for (program, name) in [
             ("sys_enter_escape", format!("sys_enter_{syscall}")),
             ("sys_exit_escape", format!("sys_exit_{syscall}")),

@@ -67,8 +67,14 @@ fn base_dir(actor: &Actor<'_>, dirfd: i32) -> Option<PathBuf> {
             .map(Path::to_path_buf)
             .or_else(|| fs::read_link(format!("/proc/{}/cwd", actor.tid)).ok());
     }
-    fs::read_link(format!("/proc/{}/fd/{dirfd}", actor.tid))
-        .or_else(|_| fs::read_link(format!("/proc/{}/fd/{dirfd}", actor.tgid)))
+    fd_path(actor, i64::from(dirfd))
+}
+
+/// What descriptor `fd` of the actor refers to, from /proc (the thread's table first, then
+/// the process's); None when it is gone or is not a path (a socket, a pipe).
+pub fn fd_path(actor: &Actor<'_>, fd: i64) -> Option<PathBuf> {
+    fs::read_link(format!("/proc/{}/fd/{fd}", actor.tid))
+        .or_else(|_| fs::read_link(format!("/proc/{}/fd/{fd}", actor.tgid)))
         .ok()
         .filter(|p| p.is_absolute())
 }

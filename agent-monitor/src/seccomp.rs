@@ -28,38 +28,6 @@ const fn arg(i: u32) -> u32 {
     16 + 8 * i
 }
 
-/// Refused whatever their arguments: namespaces, mounts, bpf, ptrace and other processes'
-/// memory, `io_uring` (file and network work the watched syscalls never see), kernel modules
-/// and kexec, file handles (opens without a path), reboot.
-const DENIED: &[(u32, &str)] = &[
-    (101, "ptrace"),
-    (310, "process_vm_readv"),
-    (311, "process_vm_writev"),
-    (272, "unshare"),
-    (308, "setns"),
-    (165, "mount"),
-    (166, "umount2"),
-    (155, "pivot_root"),
-    (428, "open_tree"),
-    (429, "move_mount"),
-    (430, "fsopen"),
-    (431, "fsconfig"),
-    (432, "fsmount"),
-    (433, "fspick"),
-    (442, "mount_setattr"),
-    (321, "bpf"),
-    (425, "io_uring_setup"),
-    (426, "io_uring_enter"),
-    (427, "io_uring_register"),
-    (175, "init_module"),
-    (313, "finit_module"),
-    (176, "delete_module"),
-    (246, "kexec_load"),
-    (320, "kexec_file_load"),
-    (304, "open_by_handle_at"),
-    (169, "reboot"),
-];
-
 const NR_SOCKET: u32 = 41;
 const NR_KILL: u32 = 62;
 const NR_TKILL: u32 = 200;
@@ -123,8 +91,10 @@ pub fn filter(daemon: u32, daemon_threads: &[u32]) -> Vec<Insn> {
         jump(JEQ_K, NR_CLONE3, 0, 1),
         errno(libc::ENOSYS),
     ];
-    for (nr, _) in DENIED {
-        f.push(jump(JEQ_K, *nr, 0, 1));
+    // Whatever their arguments: namespaces, mounts, bpf, ptrace and other processes'
+    // memory, `io_uring`, kernel modules and kexec, file handles, reboot.
+    for s in crate::escape::SYSCALLS.iter().filter(|s| s.always_refused) {
+        f.push(jump(JEQ_K, s.nr, 0, 1));
         f.push(errno(libc::EPERM));
     }
     // socket(AF_PACKET, ..) and socket(AF_INET/AF_INET6, SOCK_RAW, ..).

@@ -2,7 +2,7 @@
 //! `kill -9`, and a restarted daemon adopts them (the same programs, no second copy) and
 //! records what happened meanwhile from the ring buffer.
 
-use std::fs;
+use std::{fs, path::Path, process::Child};
 
 use agent_monitor_e2e::{Daemon, s, wait_for, workspace};
 
@@ -30,6 +30,27 @@ fn linked_programs(pid: u32) -> std::collections::BTreeSet<u32> {
     ids
 }
 
+/// An agent of `scope` that loops (sleep) until `go` exists, then cats `target`. Returns
+/// once the loop ran twice: every file the loop opens has been judged readable by then
+/// (opens the kernel cannot judge alone wait for a daemon).
+fn waiting_agent(d: &Daemon, scope: &str, go: &Path, target: &Path) -> Child {
+    let script = format!(
+        "while [ ! -e {g} ]; do /usr/bin/sleep 0.05; done; /usr/bin/cat {t}",
+        g = go.display(),
+        t = target.display()
+    );
+    let agent = d.exec_spawn(scope, &["/bin/sh", "-c", &script]);
+    wait_for("the agent's loop to run twice", || {
+        let sleeps = d
+            .records()
+            .iter()
+            .filter(|r| s(r, "/kind") == "exec" && s(r, "/exec/path").ends_with("/sleep"))
+            .count();
+        (sleeps >= 2).then_some(())
+    });
+    agent
+}
+
 #[test]
 fn kill_9_then_pivot_is_still_stopped_and_recorded_after_restart() {
     let (_g, ws) = workspace();
@@ -45,22 +66,7 @@ fn kill_9_then_pivot_is_still_stopped_and_recorded_after_restart() {
         "a fresh daemon holds the links of its hooks (control for the check below): {programs:?}"
     );
     let go = ws.join("go");
-    let script = format!(
-        "while [ ! -e {g} ]; do /usr/bin/sleep 0.05; done; /usr/bin/cat {w}/secret.txt",
-        g = go.display(),
-        w = ws.display()
-    );
-    let agent = d.exec_spawn("persist", &["/bin/sh", "-c", &script]);
-    // Two rounds of the loop: every file the loop opens has been judged readable by then
-    // (opens the kernel cannot judge alone wait for a daemon; see below).
-    wait_for("the agent's loop to run twice", || {
-        let sleeps = d
-            .records()
-            .iter()
-            .filter(|r| s(r, "/kind") == "exec" && s(r, "/exec/path").ends_with("/sleep"))
-            .count();
-        (sleeps >= 2).then_some(())
-    });
+    let agent = waiting_agent(&d, "persist", &go, &ws.join("secret.txt"));
     d.kill9();
     assert!(
         d.pins.join("links").is_dir(),
@@ -141,20 +147,7 @@ fn an_open_held_while_no_daemon_runs_waits_for_the_restarted_one() {
     );
     let mut d = Daemon::start_with(&[("h.yaml", &yaml)], &["--keep-pins"]);
     let go = inside.join("go");
-    let script = format!(
-        "while [ ! -e {g} ]; do /usr/bin/sleep 0.05; done; /usr/bin/cat {w}/outside.txt",
-        g = go.display(),
-        w = ws.display()
-    );
-    let agent = d.exec_spawn("held", &["/bin/sh", "-c", &script]);
-    wait_for("the agent's loop to run twice", || {
-        let sleeps = d
-            .records()
-            .iter()
-            .filter(|r| s(r, "/kind") == "exec" && s(r, "/exec/path").ends_with("/sleep"))
-            .count();
-        (sleeps >= 2).then_some(())
-    });
+    let agent = waiting_agent(&d, "held", &go, &ws.join("outside.txt"));
     d.kill9();
     // Outside files.read: only a daemon can judge it, and none runs. The kernel holds cat
     // at the open's exit, before it could read a byte.

@@ -13,7 +13,7 @@ use crate::{
     },
     proctable::ProcInfo,
     record::{EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef},
-    resolve::{AT_FDCWD, Actor, Follow, Resolved, resolve},
+    resolve::{AT_FDCWD, Actor, Follow, Resolved, fd_path, resolve},
     scope::Scope,
 };
 
@@ -392,19 +392,11 @@ fn resolve_named(
     if !raw.as_os_str().is_empty() {
         return resolve(actor, dirfd, raw, follow);
     }
-    let from_fd = fd.and_then(|fd| {
-        std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tid))
-            .or_else(|_| std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tgid)))
-            .ok()
-            .filter(|p| p.is_absolute())
-    });
-    match from_fd {
-        Some(path) => Resolved { path, exact: true },
-        None => Resolved {
+    fd.and_then(|fd| opened_path(actor, fd))
+        .unwrap_or_else(|| Resolved {
             path: "<unreadable path>".into(),
             exact: false,
-        },
-    }
+        })
 }
 
 /// The violation behind a kernel kill the path-based policy did not see.
@@ -430,11 +422,7 @@ fn kernel_verdict(judged: &Judged) -> PolicyVerdict {
 /// What descriptor `fd` of the acting thread refers to, from /proc (canonical: symlinks,
 /// `..`, dirfds and /proc/self/root are already resolved by the kernel).
 fn opened_path(actor: &Actor<'_>, fd: i64) -> Option<Resolved> {
-    std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tid))
-        .or_else(|_| std::fs::read_link(format!("/proc/{}/fd/{fd}", actor.tgid)))
-        .ok()
-        .filter(|p| p.is_absolute())
-        .map(|path| Resolved { path, exact: true })
+    fd_path(actor, fd).map(|path| Resolved { path, exact: true })
 }
 
 fn display_addr(addr: &IpAddr) -> String {
