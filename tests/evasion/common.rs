@@ -303,6 +303,16 @@ spec:
     }
 
     /// Asserts the attempt `label` was refused with EPERM (not merely killed afterwards).
+    /// The target server got no byte of what `technique` tried to send.
+    pub fn assert_nothing_received(&self, technique: &str, got: &[u8], run: &Run) {
+        assert!(
+            got.is_empty(),
+            "{technique}: the target received {:?}\n{}",
+            String::from_utf8_lossy(got),
+            self.describe(run)
+        );
+    }
+
     pub fn assert_eperm(&self, run: &Run, label: &str) {
         assert!(
             run.stdout()

@@ -26,12 +26,7 @@ fn ipv6_mapped_unspecified_and_other_loopback_addresses() {
         |technique| {
             let run = env.py(&[CONNECT], &[&port, technique]);
             let got = env.tcp_received();
-            assert!(
-                got.is_empty(),
-                "{technique}: the target received {:?}\n{}",
-                String::from_utf8_lossy(&got),
-                env.describe(&run)
-            );
+            env.assert_nothing_received(technique, &got, &run);
             env.assert_eperm(&run, "send");
             env.violation(&run, "connect", |r| {
                 r["net"]["port"].as_u64() == Some(u64::from(env.target_port()))
@@ -49,12 +44,7 @@ fn udp_sendto_sendmsg_sendmmsg_without_connect() {
         |technique| {
             let run = env.py(&[UDP], &[&port, technique]);
             let got = env.udp_received();
-            assert!(
-                got.is_empty(),
-                "{technique}: the target received {:?}\n{}",
-                String::from_utf8_lossy(&got),
-                env.describe(&run)
-            );
+            env.assert_nothing_received(technique, &got, &run);
             env.assert_eperm(&run, "send");
             env.violation(&run, "send", |r| {
                 r["net"]["port"].as_u64() == Some(u64::from(env.udp_target_port()))
@@ -70,12 +60,7 @@ fn raw_and_packet_sockets() {
     each(&["raw4", "raw6", "packet"], |technique| {
         let run = env.py(&[RAW], &[&port, technique]);
         let got = env.udp_received();
-        assert!(
-            got.is_empty(),
-            "{technique}: the target received {:?}\n{}",
-            String::from_utf8_lossy(&got),
-            env.describe(&run)
-        );
+        env.assert_nothing_received(technique, &got, &run);
         env.assert_eperm(&run, "socket");
         env.violation(&run, "escape", |r| r.to_string().contains("socket"));
     });
@@ -112,12 +97,7 @@ fn unix_sockets_outside_the_scope() {
             while let Ok(n) = dgram.recv(&mut buf) {
                 got.extend_from_slice(&buf[..n]);
             }
-            assert!(
-                got.is_empty(),
-                "{technique}: the server received {:?}\n{}",
-                String::from_utf8_lossy(&got),
-                env.describe(&run)
-            );
+            env.assert_nothing_received(technique, &got, &run);
             env.assert_stopped(&run, "send");
             if technique.starts_with("stream") {
                 env.violation(&run, "connect", |r| s(r, "/net/address") == p(path));

@@ -51,12 +51,7 @@ fn io_uring_connect_and_send_out_of_scope() {
     let env = Env::start();
     let run = env.py(&[LIB, OPS], &["connect", &env.target_port().to_string()]);
     let got = env.tcp_received();
-    assert!(
-        got.is_empty(),
-        "the target received {:?}\n{}",
-        String::from_utf8_lossy(&got),
-        env.describe(&run)
-    );
+    env.assert_nothing_received("connect", &got, &run);
     setup_refused_and_recorded(&env, &run);
     // Whatever the ring did, nothing it did was allowed.
     assert!(
