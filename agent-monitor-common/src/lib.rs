@@ -193,23 +193,6 @@ pub struct FileEvent {
     pub path2: [u8; PATH_LEN],
 }
 
-/// What `sys_enter_*` of a file syscall keeps for its exit (`PENDING_FILE`): the agent and
-/// the arguments, not the paths nor the event header (built at exit, and only when the call
-/// is reported: a repeated open costs neither).
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct FileStash {
-    /// Agent slot.
-    pub agent: u32,
-    pub ppid: u32,
-    pub op: u32,
-    pub open_flags: u32,
-    pub dirfd: i32,
-    pub dirfd2: i32,
-    pub path_ptr: u64,
-    pub path2_ptr: u64,
-}
-
 /// `kind::NET`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

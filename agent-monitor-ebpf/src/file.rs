@@ -1,23 +1,28 @@
-//! File hooks. Each `sys_enter_*` stashes the call's arguments; the shared `sys_exit_file`
-//! program judges it by what it opened, and emits it (reading its paths then) only when the
-//! call succeeded and is not a repeat: a failed open touched nothing.
+//! File hooks. One program, `sys_exit_file`, on the exit of every file syscall: it judges
+//! the call by what it opened and emits it (reading its paths then) only when the call
+//! succeeded and is not a repeat: a failed open touched nothing.
+//!
+//! There is no entry hook. The syscall's arguments are still in the task's saved user
+//! registers at exit, so nothing is stashed between entry and exit: an entry program and a
+//! per-thread map update and delete per call were a third of a tagged open's cost, and an
+//! untagged open now runs one program instead of two.
 
 use agent_monitor_common::{
-    AgentConfig, DEDUP_WINDOW_NS, FileEvent, FileStash, InodeKey, OpenKey, PATH_LEN, config_flags,
-    counter, file_op, flags, kind,
+    AgentConfig, DEDUP_WINDOW_NS, FileEvent, InodeKey, OpenKey, PATH_LEN, config_flags, counter,
+    file_op, flags, kind,
 };
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::{
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 
 use crate::{
     enforce::{SIGKILL, SIGSTOP, enforced, fd_identity, kills, signal},
-    maps::{
-        FILE_DENY, FILE_OK, FILE_SCRATCH, PENDING_FILE, PROTECTED_DEVS, RECENT_OPENS, count, emit,
-    },
-    process::sys_arg,
+    maps::{FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, count, emit},
     tag::{Agent, current_agent, header},
 };
 
@@ -25,8 +30,62 @@ const AT_FDCWD: i32 = -100;
 const O_ACCMODE: u32 = 0o3;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
+const AF_UNIX: u16 = 1;
 
-/// One syscall's arguments, as offsets into its `sys_enter_*` record (None: not present).
+/// x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl) of the syscalls whose
+/// exit runs `sys_exit_file` (the loader's `FILE_EXITS`).
+mod nr {
+    pub const OPEN: i32 = 2;
+    pub const CONNECT: i32 = 42;
+    pub const LISTEN: i32 = 50;
+    pub const CHDIR: i32 = 80;
+    pub const FCHDIR: i32 = 81;
+    pub const RENAME: i32 = 82;
+    pub const RMDIR: i32 = 84;
+    pub const CREAT: i32 = 85;
+    pub const UNLINK: i32 = 87;
+    pub const OPENAT: i32 = 257;
+    pub const UNLINKAT: i32 = 263;
+    pub const RENAMEAT: i32 = 264;
+    pub const RENAMEAT2: i32 = 316;
+    pub const OPENAT2: i32 = 437;
+}
+
+/// The syscall arguments in the user registers the kernel saved at entry (x86-64
+/// `struct pt_regs`: r10 @56, r8 @72, dx @96, si @104, di @112; arguments 1-5 are di, si,
+/// dx, r10, r8). The kernel does not change them before the exit tracepoint runs.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct SavedRegs {
+    r10: u64,
+    r9: u64,
+    r8: u64,
+    ax: u64,
+    cx: u64,
+    dx: u64,
+    si: u64,
+    di: u64,
+}
+
+const SAVED_REGS_OFFSET: u64 = 56;
+
+#[inline(always)]
+fn syscall_args() -> Result<[u64; 5], i64> {
+    // SAFETY: helpers on the current task; `bpf_task_pt_regs` returns its saved user
+    // registers, read through the fault-safe helper.
+    let regs: SavedRegs = unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+        if regs == 0 {
+            return Err(0);
+        }
+        #[expect(clippy::cast_sign_loss, reason = "a kernel address")]
+        let at = (regs as u64 + SAVED_REGS_OFFSET) as *const SavedRegs;
+        bpf_probe_read_kernel(at).map_err(i64::from)?
+    };
+    Ok([regs.di, regs.si, regs.dx, regs.r10, regs.r8])
+}
+
+/// One syscall's arguments, as argument indexes (None: not present).
 struct Layout {
     op: u32,
     dirfd: Option<usize>,
@@ -50,158 +109,113 @@ const fn layout(op: u32) -> Layout {
     }
 }
 
-macro_rules! file_enter {
-    ($name:ident, $layout:expr) => {
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            let _ = try_stash(&ctx, &$layout);
-            0
-        }
-    };
+/// How to read each file syscall's arguments.
+#[inline(always)]
+fn layout_of(syscall: i32) -> Option<Layout> {
+    Some(match syscall {
+        // open(filename, flags, mode)
+        nr::OPEN => Layout {
+            path: Some(0),
+            flags: Some(1),
+            ..layout(file_op::OPEN)
+        },
+        // openat(dfd, filename, flags, mode)
+        nr::OPENAT => Layout {
+            dirfd: Some(0),
+            path: Some(1),
+            flags: Some(2),
+            ..layout(file_op::OPEN)
+        },
+        // openat2(dfd, filename, how, size): flags are read from `how`.
+        nr::OPENAT2 => Layout {
+            dirfd: Some(0),
+            path: Some(1),
+            ..layout(file_op::OPEN)
+        },
+        // creat(pathname, mode) == open(pathname, O_CREAT|O_WRONLY|O_TRUNC)
+        nr::CREAT => Layout {
+            path: Some(0),
+            fixed_flags: 0o1101,
+            ..layout(file_op::OPEN)
+        },
+        // unlink(pathname), rmdir(pathname) (AT_REMOVEDIR)
+        nr::UNLINK => Layout {
+            path: Some(0),
+            ..layout(file_op::UNLINK)
+        },
+        nr::RMDIR => Layout {
+            path: Some(0),
+            fixed_flags: 0x200,
+            ..layout(file_op::UNLINK)
+        },
+        // unlinkat(dfd, pathname, flag)
+        nr::UNLINKAT => Layout {
+            dirfd: Some(0),
+            path: Some(1),
+            flags: Some(2),
+            ..layout(file_op::UNLINK)
+        },
+        // rename(oldname, newname)
+        nr::RENAME => Layout {
+            path: Some(0),
+            path2: Some(1),
+            ..layout(file_op::RENAME)
+        },
+        // renameat(olddfd, oldname, newdfd, newname[, flags for renameat2])
+        nr::RENAMEAT | nr::RENAMEAT2 => Layout {
+            dirfd: Some(0),
+            path: Some(1),
+            dirfd2: Some(2),
+            path2: Some(3),
+            flags: if syscall == nr::RENAMEAT2 {
+                Some(4)
+            } else {
+                None
+            },
+            ..layout(file_op::RENAME)
+        },
+        // chdir(filename), fchdir(fd): keep the process table's cwd right for relative
+        // paths.
+        nr::CHDIR => Layout {
+            path: Some(0),
+            ..layout(file_op::CHDIR)
+        },
+        nr::FCHDIR => Layout {
+            dirfd: Some(0),
+            ..layout(file_op::CHDIR)
+        },
+        // listen(fd, backlog): a socket never bound gets its port from the kernel here,
+        // where no bind hook runs; the daemon judges the port it got while the process is
+        // held.
+        nr::LISTEN => Layout {
+            dirfd: Some(0),
+            ..layout(file_op::LISTEN)
+        },
+        _ => return None,
+    })
 }
 
-// open(filename, flags, mode)
-file_enter!(
-    sys_enter_open,
-    Layout {
-        path: Some(sys_arg(0)),
-        flags: Some(sys_arg(1)),
-        ..layout(file_op::OPEN)
-    }
-);
-// openat(dfd, filename, flags, mode)
-file_enter!(
-    sys_enter_openat,
-    Layout {
-        dirfd: Some(sys_arg(0)),
-        path: Some(sys_arg(1)),
-        flags: Some(sys_arg(2)),
-        ..layout(file_op::OPEN)
-    }
-);
-// openat2(dfd, filename, how, usize): flags are read from `how` in try_stash.
-file_enter!(
-    sys_enter_openat2,
-    Layout {
-        dirfd: Some(sys_arg(0)),
-        path: Some(sys_arg(1)),
-        ..layout(file_op::OPEN)
-    }
-);
-// creat(pathname, mode) == open(pathname, O_CREAT|O_WRONLY|O_TRUNC)
-file_enter!(
-    sys_enter_creat,
-    Layout {
-        path: Some(sys_arg(0)),
-        fixed_flags: 0o1101,
-        ..layout(file_op::OPEN)
-    }
-);
-// unlink(pathname), rmdir(pathname)
-file_enter!(
-    sys_enter_unlink,
-    Layout {
-        path: Some(sys_arg(0)),
-        ..layout(file_op::UNLINK)
-    }
-);
-file_enter!(
-    sys_enter_rmdir,
-    Layout {
-        path: Some(sys_arg(0)),
-        fixed_flags: 0x200,
-        ..layout(file_op::UNLINK)
-    }
-);
-// unlinkat(dfd, pathname, flag)
-file_enter!(
-    sys_enter_unlinkat,
-    Layout {
-        dirfd: Some(sys_arg(0)),
-        path: Some(sys_arg(1)),
-        flags: Some(sys_arg(2)),
-        ..layout(file_op::UNLINK)
-    }
-);
-// rename(oldname, newname)
-file_enter!(
-    sys_enter_rename,
-    Layout {
-        path: Some(sys_arg(0)),
-        path2: Some(sys_arg(1)),
-        ..layout(file_op::RENAME)
-    }
-);
-// renameat(olddfd, oldname, newdfd, newname)
-file_enter!(
-    sys_enter_renameat,
-    Layout {
-        dirfd: Some(sys_arg(0)),
-        path: Some(sys_arg(1)),
-        dirfd2: Some(sys_arg(2)),
-        path2: Some(sys_arg(3)),
-        ..layout(file_op::RENAME)
-    }
-);
-// renameat2(olddfd, oldname, newdfd, newname, flags)
-file_enter!(
-    sys_enter_renameat2,
-    Layout {
-        dirfd: Some(sys_arg(0)),
-        path: Some(sys_arg(1)),
-        dirfd2: Some(sys_arg(2)),
-        path2: Some(sys_arg(3)),
-        flags: Some(sys_arg(4)),
-        ..layout(file_op::RENAME)
-    }
-);
-// chdir(filename), fchdir(fd): keep the process table's cwd right for relative paths.
-file_enter!(
-    sys_enter_chdir,
-    Layout {
-        path: Some(sys_arg(0)),
-        ..layout(file_op::CHDIR)
-    }
-);
-file_enter!(
-    sys_enter_fchdir,
-    Layout {
-        dirfd: Some(sys_arg(0)),
-        ..layout(file_op::CHDIR)
-    }
-);
-
-// listen(fd, backlog): a socket never bound gets its port from the kernel here, where no
-// bind hook runs; the daemon judges the port it got while the process is held.
-file_enter!(
-    sys_enter_listen,
-    Layout {
-        dirfd: Some(sys_arg(0)),
-        ..layout(file_op::LISTEN)
-    }
-);
-
-const AF_UNIX: u16 = 1;
-
-/// syscalls:sys_enter_connect: fd, uservaddr, addrlen. Only Unix-domain addresses are
-/// stashed: inet connects are judged by the cgroup `sock_addr` hooks, which can refuse them.
-/// A Unix socket's path is judged like a file written to (connecting needs write permission
-/// on the socket file), completed at exit by `sys_exit_file`.
-#[tracepoint]
-pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_stash_connect(&ctx);
-    0
+/// What the call did, from its saved arguments.
+struct Call {
+    op: u32,
+    open_flags: u32,
+    dirfd: i32,
+    dirfd2: i32,
+    path_ptr: u64,
+    path2_ptr: u64,
 }
 
-fn try_stash_connect(ctx: &TracePointContext) -> Result<(), i64> {
-    let Some(agent) = current_agent() else {
-        return Ok(());
-    };
-    // SAFETY: offset from the tracepoint format; user memory through the helper.
-    let addr: *const u8 = unsafe { ctx.read_at(sys_arg(1)) }.map_err(i64::from)?;
+/// connect(fd, uservaddr, addrlen): only Unix-domain addresses are reported here; inet
+/// connects are judged by the cgroup `sock_addr` hooks, which can refuse them. A Unix
+/// socket's path is judged like a file written to (connecting needs write permission on the
+/// socket file).
+#[inline(always)]
+fn unix_connect(args: &[u64; 5]) -> Result<Option<Call>, i64> {
+    let addr = args[1] as *const u8;
+    // SAFETY: user memory through the helper.
     let family: u16 = unsafe { bpf_probe_read_user(addr.cast::<u16>()) }.map_err(i64::from)?;
     if family != AF_UNIX {
-        return Ok(());
+        return Ok(None);
     }
     // `struct sockaddr_un { sa_family_t; char sun_path[108]; }`: a leading NUL in sun_path
     // means an abstract name (no file), which follows it.
@@ -211,71 +225,55 @@ fn try_stash_connect(ctx: &TracePointContext) -> Result<(), i64> {
     } else {
         addr.wrapping_add(2)
     };
-    let stash = FileStash {
-        agent: agent.slot,
-        ppid: agent.ppid,
+    Ok(Some(Call {
         op: file_op::CONNECT_UNIX,
         open_flags: u32::from(first == 0),
         dirfd: AT_FDCWD,
         dirfd2: AT_FDCWD,
         path_ptr: start as u64,
         path2_ptr: 0,
-    };
-    PENDING_FILE
-        .insert(agent.pid, stash, 0)
-        .map_err(i64::from)?;
-    Ok(())
+    }))
 }
 
-/// Keeps the call's arguments (not its paths: those are read at exit, and only when the
-/// call is reported, so a repeated open costs no path copy).
 #[inline(always)]
-fn try_stash(ctx: &TracePointContext, l: &Layout) -> Result<(), i64> {
-    let Some(agent) = current_agent() else {
-        return Ok(());
+fn call_of(syscall: i32, args: &[u64; 5]) -> Result<Option<Call>, i64> {
+    if syscall == nr::CONNECT {
+        return unix_connect(args);
+    }
+    let Some(l) = layout_of(syscall) else {
+        return Ok(None);
     };
-    // SAFETY (all read_at): offsets come from the syscall's tracepoint format.
-    let arg = |off: Option<usize>| -> Result<u64, i64> {
-        match off {
-            Some(off) => unsafe { ctx.read_at::<u64>(off) }.map_err(i64::from),
-            None => Ok(0),
-        }
-    };
+    let arg = |i: Option<usize>| i.and_then(|i| args.get(i).copied()).unwrap_or(0);
     #[expect(
         clippy::cast_possible_truncation,
-        reason = "int arguments in 8-byte slots"
+        reason = "int arguments in 8-byte registers"
     )]
-    let dirfd = |off: Option<usize>| -> Result<i32, i64> {
-        Ok(if off.is_some() {
-            arg(off)? as i32
+    let dirfd = |i: Option<usize>| {
+        if i.is_some() {
+            arg(i) as i32
         } else {
             AT_FDCWD
-        })
+        }
     };
     #[expect(clippy::cast_possible_truncation, reason = "open flags are an int")]
-    let mut open_flags = l.fixed_flags | arg(l.flags)? as u32;
-    if l.flags.is_none() && l.op == file_op::OPEN && l.dirfd.is_some() && l.fixed_flags == 0 {
-        // openat2: `struct open_how { u64 flags; u64 mode; u64 resolve; }` in user memory.
-        let how = arg(Some(sys_arg(2)))? as *const u64;
+    let mut open_flags = l.fixed_flags | arg(l.flags) as u32;
+    if syscall == nr::OPENAT2 {
+        // `struct open_how { u64 flags; u64 mode; u64 resolve; }` in user memory.
+        // SAFETY: user memory through the helper.
+        let how: u64 = unsafe { bpf_probe_read_user(args[2] as *const u64) }.unwrap_or(0);
         #[expect(clippy::cast_possible_truncation, reason = "open flags fit 32 bits")]
         {
-            open_flags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0) as u32;
+            open_flags = how as u32;
         }
     }
-    let stash = FileStash {
-        agent: agent.slot,
-        ppid: agent.ppid,
+    Ok(Some(Call {
         op: l.op,
         open_flags,
-        dirfd: dirfd(l.dirfd)?,
-        dirfd2: dirfd(l.dirfd2)?,
-        path_ptr: arg(l.path)?,
-        path2_ptr: arg(l.path2)?,
-    };
-    PENDING_FILE
-        .insert(agent.pid, stash, 0)
-        .map_err(i64::from)?;
-    Ok(())
+        dirfd: dirfd(l.dirfd),
+        dirfd2: dirfd(l.dirfd2),
+        path_ptr: arg(l.path),
+        path2_ptr: arg(l.path2),
+    }))
 }
 
 /// Copies a user path at syscall exit: the syscall itself has copied it by then, so its page
@@ -347,7 +345,8 @@ fn judge_open(hflags: &mut u32, open_flags: u32, identity: Option<InodeKey>, cfg
     }
 }
 
-/// Attached to every `sys_exit_*` of the syscalls above: `long ret` @16.
+/// Attached to every `sys_exit_*` of the syscalls above (`FILE_EXITS` in the loader):
+/// `int __syscall_nr` @8, `long ret` @16.
 #[tracepoint]
 pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
     let _ = try_sys_exit_file(&ctx);
@@ -355,22 +354,24 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
-    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    #[expect(clippy::cast_possible_truncation, reason = "low half is the thread id")]
-    let pid = pid_tgid as u32;
-    let tgid = (pid_tgid >> 32) as u32;
-    // Untagged threads never have a pending entry: this lookup is their whole cost here.
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(stash) = (unsafe { PENDING_FILE.get(pid) }).copied() else {
-        return Ok(());
-    };
-    let _ = PENDING_FILE.remove(pid);
-    // SAFETY: offset from the tracepoint format above.
+    // SAFETY: offsets from the tracepoint format above.
     let ret: i64 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
     if ret < 0 {
         return Ok(()); // a failed call touched nothing
     }
-    let slot = stash.agent;
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
+    let syscall: i32 = unsafe { ctx.read_at(8) }.map_err(i64::from)?;
+    let Some(stash) = call_of(syscall, &syscall_args()?)? else {
+        return Ok(());
+    };
+    let Agent {
+        slot,
+        ppid,
+        pid,
+        tgid,
+    } = agent;
     let mut hflags = 0;
     #[expect(clippy::cast_sign_loss, reason = "ret >= 0")]
     let identity = if stash.op == file_op::OPEN {
@@ -409,7 +410,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         kind::FILE,
         &Agent {
             slot,
-            ppid: stash.ppid,
+            ppid,
             pid,
             tgid,
         },

@@ -2,8 +2,8 @@
 
 use agent_monitor_common::{
     AgentConfig, BindKey, CgroupVerdict, DnsOrigin, EscapeEntry, EscapeEvent, ExecArgs, ExecEvent,
-    FileEvent, FileStash, HostRuleKey, InodeKey, Learned, LearnedKey, MAX_HOST_RULES, NetKey,
-    NetRule, Offsets, OpenKey, PidTag, counter, flags, tag_state,
+    FileEvent, HostRuleKey, InodeKey, Learned, LearnedKey, MAX_HOST_RULES, NetKey, NetRule,
+    Offsets, OpenKey, PidTag, counter, flags, tag_state,
 };
 use aya_ebpf::{
     macros::map,
@@ -36,11 +36,6 @@ pub static CGROUP_VERDICT: LruHashMap<u64, CgroupVerdict> = LruHashMap::with_max
 /// thread id -> agent slot and parent: the tag follows a process that leaves its cgroup.
 #[map]
 pub static AGENT_PIDS: HashMap<u32, PidTag> = HashMap::with_max_entries(65536, 0);
-
-/// File syscall seen at entry, completed at exit (keyed by thread id). LRU so that a thread
-/// killed inside a syscall cannot leak an entry.
-#[map]
-pub static PENDING_FILE: LruHashMap<u32, FileStash> = LruHashMap::with_max_entries(8192, 0);
 
 /// argv captured at execve entry, consumed at sched_process_exec (keyed by thread id).
 #[map]

@@ -12,7 +12,7 @@ use aya_ebpf::{
 
 use crate::{
     enforce::{SIGKILL, SIGSTOP, enforced, exe_identity, kills, signal},
-    maps::{AGENT_PIDS, ARGS_SCRATCH, EXEC_ALLOW, EXEC_SCRATCH, PENDING_EXEC, PENDING_FILE, emit},
+    maps::{AGENT_PIDS, ARGS_SCRATCH, EXEC_ALLOW, EXEC_SCRATCH, PENDING_EXEC, emit},
     tag::{current_agent, header, inherit},
 };
 
@@ -172,7 +172,6 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     let _ = AGENT_PIDS.remove(agent.pid);
-    let _ = PENDING_FILE.remove(agent.pid);
     let _ = PENDING_EXEC.remove(agent.pid);
     // SAFETY: offset from the tracepoint format above.
     let group_dead: u8 = unsafe { ctx.read_at(32) }.map_err(i64::from)?;

@@ -108,36 +108,14 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("sched_process_exit", "sched", "sched_process_exit", true),
     ("sys_enter_execve", "syscalls", "sys_enter_execve", true),
     ("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),
-    ("sys_enter_open", "syscalls", "sys_enter_open", false),
-    ("sys_enter_openat", "syscalls", "sys_enter_openat", true),
-    ("sys_enter_openat2", "syscalls", "sys_enter_openat2", true),
-    ("sys_enter_creat", "syscalls", "sys_enter_creat", false),
-    ("sys_enter_unlink", "syscalls", "sys_enter_unlink", false),
-    ("sys_enter_rmdir", "syscalls", "sys_enter_rmdir", false),
-    ("sys_enter_unlinkat", "syscalls", "sys_enter_unlinkat", true),
-    ("sys_enter_rename", "syscalls", "sys_enter_rename", false),
-    (
-        "sys_enter_renameat",
-        "syscalls",
-        "sys_enter_renameat",
-        false,
-    ),
-    (
-        "sys_enter_renameat2",
-        "syscalls",
-        "sys_enter_renameat2",
-        true,
-    ),
-    ("sys_enter_chdir", "syscalls", "sys_enter_chdir", true),
-    ("sys_enter_fchdir", "syscalls", "sys_enter_fchdir", true),
-    ("sys_enter_connect", "syscalls", "sys_enter_connect", true),
-    ("sys_enter_listen", "syscalls", "sys_enter_listen", true),
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir", true),
     ("cgroup_rmdir", "cgroup", "cgroup_rmdir", true),
     ("cgroup_attach_task", "cgroup", "cgroup_attach_task", true),
 ];
 
-/// Every syscall whose entry is stashed by a `sys_enter_*` file program above.
+/// The file syscalls: `sys_exit_file` reads their arguments from the saved user registers
+/// at exit (no entry hook), dispatching on the syscall number (x86-64 numbers in the
+/// kernel program).
 const FILE_EXITS: &[(&str, bool)] = &[
     ("sys_exit_open", false),
     ("sys_exit_openat", true),
