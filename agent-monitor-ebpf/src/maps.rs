@@ -62,17 +62,60 @@ pub fn count(index: u32) {
     }
 }
 
+/// `bpf_ringbuf_output` flags and `bpf_ringbuf_query` questions (uapi bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+
+/// At most one wakeup of the daemon per CPU per this interval for ordinary events. The
+/// kernel's default wakes the reader whenever it has caught up, which under load is nearly
+/// every event, and each wakeup is an interrupt on the producing CPU. The daemon drains
+/// again `reader::FOLLOW_UP` (longer than this) after every drain that found records, so an
+/// event written without a wakeup waits at most that long.
+const WAKE_INTERVAL_NS: u64 = 1_000_000;
+
+/// Per-CPU time of the last wakeup of the daemon through EVENTS.
+#[map]
+pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Wakes the daemon for this event when the interval has passed or the ring is a quarter
+/// full; otherwise the event waits for the daemon's next drain.
+#[inline(always)]
+fn events_wake_flag() -> u64 {
+    let Some(last) = LAST_WAKE.get_ptr_mut(0) else {
+        return 0; // unreachable for a one-entry array; the kernel's default then
+    };
+    // SAFETY: helper without arguments; per-CPU slot, ours while this program runs.
+    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
+    unsafe {
+        if now.wrapping_sub(*last) >= WAKE_INTERVAL_NS
+            || EVENTS.query(BPF_RB_AVAIL_DATA) >= EVENTS.query(BPF_RB_RING_SIZE) / 4
+        {
+            *last = now;
+            BPF_RB_FORCE_WAKEUP
+        } else {
+            BPF_RB_NO_WAKEUP
+        }
+    }
+}
+
 /// Writes one event to the ring buffer and counts it as emitted or dropped. A drop is also
 /// charged to the agent (slot in the header) so the daemon can mark it degraded. Verdicts
-/// are taken before this: a full ring buffer never weakens enforcement.
+/// are taken before this: a full ring buffer never weakens enforcement. An event that
+/// carries a verdict always wakes the daemon at once (a held process waits for it).
 pub fn emit<T>(event: &T, slot: u32, event_flags: u32) -> bool {
-    if event_flags & (flags::HELD | flags::KILLED | flags::BLOCKED) != 0
-        && VERDICTS.output::<T>(event, 0).is_ok()
-    {
+    let verdict = event_flags & (flags::HELD | flags::KILLED | flags::BLOCKED) != 0;
+    if verdict && VERDICTS.output::<T>(event, 0).is_ok() {
         count(counter::EMITTED);
         return true;
     }
-    match EVENTS.output::<T>(event, 0) {
+    let wake = if verdict {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        events_wake_flag()
+    };
+    match EVENTS.output::<T>(event, wake) {
         Ok(()) => {
             count(counter::EMITTED);
             true

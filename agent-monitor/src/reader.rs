@@ -1,9 +1,16 @@
 //! Reads the ring buffers: tokio `AsyncFd` wakes the task when records are ready; each wake
 //! drains everything available (verdicts first: a held process is waiting on them), then
 //! the batch's records are written in one go.
+//!
+//! The kernel wakes this task at most once per millisecond per CPU for ordinary events
+//! (verdicts always wake it). So after every drain that found records it drains again
+//! `FOLLOW_UP` later, until a drain finds none: an event written without a wakeup waits at
+//! most that long, and an idle daemon is not woken at all.
+
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{io::unix::AsyncFd, sync::watch};
+use tokio::{io::unix::AsyncFd, sync::watch, time::Instant};
 
 use crate::{decoder::decode, pipeline::Pipeline, state::Stats};
 
@@ -25,10 +32,19 @@ pub async fn run(
         }
     };
     // Lifecycle notices (revocations, degraded agents) are written even when no event comes.
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // When to drain again without a wakeup (None: wait for one).
+    let mut follow_up: Option<Instant> = None;
     loop {
+        let deadline = follow_up.unwrap_or_else(Instant::now);
         tokio::select! {
             _ = tick.tick() => pipeline.flush(),
+            () = tokio::time::sleep_until(deadline), if follow_up.is_some() => {
+                let n = drain(verdicts.get_mut(), &mut pipeline, stats)
+                    + drain(events.get_mut(), &mut pipeline, stats);
+                pipeline.flush();
+                follow_up = (n > 0).then(|| Instant::now() + FOLLOW_UP);
+            }
             guard = verdicts.readable_mut() => {
                 let Ok(mut guard) = guard.inspect_err(|e| tracing::error!(error = %e, "polling the verdict ring buffer failed")) else {
                     return;
@@ -36,6 +52,7 @@ pub async fn run(
                 drain(guard.get_inner_mut(), &mut pipeline, stats);
                 guard.clear_ready();
                 pipeline.flush();
+                follow_up = Some(Instant::now() + FOLLOW_UP);
             }
             guard = events.readable_mut() => {
                 let Ok(mut guard) = guard.inspect_err(|e| tracing::error!(error = %e, "polling the event ring buffer failed")) else {
@@ -45,6 +62,7 @@ pub async fn run(
                 drain(guard.get_inner_mut(), &mut pipeline, stats);
                 guard.clear_ready();
                 pipeline.flush();
+                follow_up = Some(Instant::now() + FOLLOW_UP);
             }
             _ = stop.changed() => break,
         }
@@ -55,9 +73,15 @@ pub async fn run(
     pipeline.flush();
 }
 
-/// Decodes and handles every record a ring holds right now.
-pub fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, stats: &Stats) {
+/// Longer than the kernel's wakeup interval (`WAKE_INTERVAL_NS`, 1 ms), so that a drain
+/// that finds nothing comes after the last event that did not wake the daemon.
+pub const FOLLOW_UP: Duration = Duration::from_millis(2);
+
+/// Decodes and handles every record a ring holds right now; returns how many it read.
+pub fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, stats: &Stats) -> usize {
+    let mut n = 0;
     while let Some(item) = ring.next() {
+        n += 1;
         match decode(&item) {
             Ok(event) => {
                 drop(item);
@@ -72,4 +96,5 @@ pub fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, stats: &Stats
             }
         }
     }
+    n
 }
