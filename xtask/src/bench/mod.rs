@@ -205,6 +205,8 @@ pub struct Results {
     /// DNS lookups through an agent's resolver in the daemon vs straight to the upstream.
     pub dns: dns::DnsBench,
     pub other_monitors: usize,
+    /// Whether new tasks were kept out of the kernel's audit context (`tools::AuditQuiet`).
+    pub audit_quiet: bool,
 }
 
 /// Binaries and files of one bench run.
@@ -241,12 +243,15 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
         other_monitors: count_other_monitors(),
         ..Results::default()
     };
-    overhead(&env, &p, &mut r, auditd_ok, bpftrace_ok)?;
+    let quiet = tools::AuditQuiet::start();
+    r.audit_quiet = quiet.active();
+    overhead(&env, &p, &mut r, auditd_ok, bpftrace_ok, &quiet)?;
     if let Err(e) = throughput(&env, &p, &mut r) {
         r.load_error = Some(format!("{e:#}"));
     }
     latency(&env, &p, &mut r);
     dns::run(&env, &p, &mut r);
+    drop(quiet);
     let md = report::render(&r, &p, started.elapsed())?;
     println!("{md}");
     let doc = root.join("docs/BENCHMARKS.md");
@@ -424,6 +429,7 @@ fn overhead(
     r: &mut Results,
     auditd_ok: Result<(), String>,
     bpftrace_ok: Result<(), String>,
+    quiet: &tools::AuditQuiet,
 ) -> anyhow::Result<()> {
     let mut rows = vec![
         Row::new("no monitor", false),
@@ -488,7 +494,7 @@ fn overhead(
             }
         }
         if rows[4].error.is_none()
-            && let Err(e) = under_auditd(env, &args, &mut rows[4])
+            && let Err(e) = under_auditd(env, &args, &mut rows[4], quiet)
         {
             rows[4].error = Some(format!("{e:#}"));
         }
@@ -532,7 +538,13 @@ fn delivered(records: &[Value], file: &Path, ops: &Ops, dropped: u64) -> Deliver
     }
 }
 
-fn under_auditd(env: &Env, args: &[String], row: &mut Row) -> anyhow::Result<()> {
+fn under_auditd(
+    env: &Env,
+    args: &[String],
+    row: &mut Row,
+    quiet: &tools::AuditQuiet,
+) -> anyhow::Result<()> {
+    let _lifted = quiet.lift();
     let a = tools::Auditd::start(&env.dir.join("auditd"), &env.generator, env.mon_cpu())?;
     let (v, pid) = env.generate(&Via::Direct(Some(&env.cgroup)), args)?;
     let ops = Ops::from_json(&v)?;

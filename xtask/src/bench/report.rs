@@ -136,6 +136,21 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
             res.other_monitors
         )?;
     }
+    if res.audit_quiet {
+        writeln!(
+            w,
+            "\nauditd has run on this machine since boot, so the kernel gives every new task an \
+             audit context that every syscall pays for. A `never,task` audit rule kept the \
+             generator out of it in every configuration but auditd's own (removed at the end)."
+        )?;
+    } else {
+        writeln!(
+            w,
+            "\nNo `never,task` audit rule was added (audit rules were present or auditctl is \
+             missing): if auditd ran since boot, every configuration pays the kernel's audit \
+             context on every syscall."
+        )?;
+    }
 
     writeln!(
         w,

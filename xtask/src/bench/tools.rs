@@ -69,6 +69,62 @@ fn audit_status(key: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("`auditctl -s` has no {key}: {s}"))
 }
 
+/// Once auditd has run, the kernel gives every new task an audit context for the rest of
+/// the boot (`audit_ever_enabled`) and every syscall pays for it, with or without rules.
+/// A `never,task` rule keeps new tasks out of it, so every configuration but auditd's own is
+/// measured as on a host where auditd never ran. Added only when there are no rules (an
+/// operator's rules are left alone); removed on drop.
+pub struct AuditQuiet {
+    added: bool,
+}
+
+const NEVER_TASK: [&str; 2] = ["-a", "never,task"];
+
+impl AuditQuiet {
+    pub fn start() -> Self {
+        let no_rules = auditctl(&["-l"]).is_ok_and(|s| s.trim() == "No rules");
+        Self {
+            added: no_rules && auditctl(&NEVER_TASK).is_ok(),
+        }
+    }
+
+    /// Lifts the rule while auditd itself is measured; it is put back when the returned
+    /// guard drops (after the `Auditd`, whose own drop deletes every rule).
+    pub fn lift(&self) -> AuditQuietLifted {
+        if self.added {
+            let _ = auditctl(&["-d", "never,task"]);
+        }
+        AuditQuietLifted {
+            restore: self.added,
+        }
+    }
+
+    /// Whether the rule is in place (for the report).
+    pub fn active(&self) -> bool {
+        self.added
+    }
+}
+
+impl Drop for AuditQuiet {
+    fn drop(&mut self) {
+        if self.added {
+            let _ = auditctl(&["-d", "never,task"]);
+        }
+    }
+}
+
+pub struct AuditQuietLifted {
+    restore: bool,
+}
+
+impl Drop for AuditQuietLifted {
+    fn drop(&mut self) {
+        if self.restore {
+            let _ = auditctl(&NEVER_TASK);
+        }
+    }
+}
+
 /// auditd in the foreground with its own log, and rules for the generator's syscalls.
 pub struct Auditd {
     child: Child,
