@@ -193,6 +193,12 @@ pub struct FileEvent {
     pub path2: [u8; PATH_LEN],
 }
 
+/// A file event is sent without the path fields it does not use: `FILE_EVENT_NO_PATHS`
+/// bytes when it has neither path (fchdir, listen), `FILE_EVENT_ONE_PATH` without `path2`
+/// (all but rename). The reader zero-fills what was not sent.
+pub const FILE_EVENT_NO_PATHS: usize = core::mem::size_of::<FileEvent>() - 2 * PATH_LEN;
+pub const FILE_EVENT_ONE_PATH: usize = core::mem::size_of::<FileEvent>() - PATH_LEN;
+
 /// `kind::NET`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -7,7 +7,10 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use crate::maps::{AGENT_CGROUPS, emit};
+use crate::{
+    maps::{AGENT_CGROUPS, emit},
+    process::tp_field,
+};
 
 /// cgroup:cgroup_mkdir / cgroup_rmdir: `int root` @8 (hierarchy id, 0 is the v2 default
 /// hierarchy), `int level` @12, `u64 id` @16, `__data_loc char[] path` @24. Rare, so not
@@ -26,17 +29,17 @@ pub fn cgroup_rmdir(ctx: TracePointContext) -> u32 {
 
 fn try_cgroup(ctx: &TracePointContext, kind: u32) -> Result<(), i64> {
     // SAFETY: offsets from the tracepoint format above.
-    let root: i32 = unsafe { ctx.read_at(8) }.map_err(i64::from)?;
+    let root: i32 = tp_field(ctx, 8);
     if root != 0 {
         return Ok(());
     }
-    let level: i32 = unsafe { ctx.read_at(12) }.map_err(i64::from)?;
-    let id: u64 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
+    let level: i32 = tp_field(ctx, 12);
+    let id: u64 = tp_field(ctx, 16);
     if kind == kind::CGROUP_RMDIR {
         // A removed cgroup's id is never reused, but its tag must not outlive it.
         let _ = AGENT_CGROUPS.remove(id);
     }
-    let loc: u32 = unsafe { ctx.read_at(24) }.map_err(i64::from)?;
+    let loc: u32 = tp_field(ctx, 24);
     let mut event = CgroupEvent {
         header: EventHeader {
             kind,

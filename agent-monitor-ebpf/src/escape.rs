@@ -2,12 +2,16 @@
 //! bpf, ptrace, io_uring, kernel modules, raw and packet sockets, signals to processes
 //! outside the agent) and moves to another cgroup.
 //!
-//! A signal sent at `sys_enter` lands after the syscall ran, so these hooks cannot prevent
-//! a syscall's effect on their own. Agents started by `agent-monitor exec` carry a seccomp
-//! filter that refuses the dangerous ones before they run; seccomp refuses them before the
-//! `sys_enter` tracepoint, but the `sys_exit` tracepoint still fires (with -EPERM), so the
-//! exit program reports those. Agents adopted by cgroup have no filter: the entry program
-//! kills them (enforce mode), which stops everything after the syscall.
+//! A signal sent from a syscall hook lands after the syscall ran, so these hooks cannot
+//! prevent a syscall's effect on their own. Agents started by `agent-monitor exec` carry a
+//! seccomp filter that refuses the dangerous ones before they run; seccomp refuses them
+//! before the `sys_enter` tracepoint, but the `sys_exit` tracepoint still fires (with
+//! -EPERM), so the exit program reports those. Agents adopted by cgroup have no filter: the
+//! exit program kills them (enforce mode), which stops everything after the syscall.
+//!
+//! Most of these syscalls are judged at exit only, from the arguments in the saved user
+//! registers. The signal syscalls are also hooked at entry: their target must be judged
+//! before the signal lands (a killed target leaves the agent's pid map).
 
 use agent_monitor_common::{EscapeEntry, PATH_LEN, escape_op, flags, kind};
 use aya_ebpf::{
@@ -20,7 +24,7 @@ use aya_ebpf::{
 use crate::{
     enforce::{SIGKILL, enforced, kills, signal},
     maps::{AGENT_CGROUPS, AGENT_PIDS, ESCAPE_SCRATCH, PENDING_ESCAPE, emit},
-    process::sys_arg,
+    process::{sys_arg, syscall_args, tp_field},
     tag::{Agent, current_agent, header, in_agent_cgroup},
 };
 
@@ -38,7 +42,8 @@ const SOCK_RAW: u64 = 3;
 const SOCK_TYPE_MASK: u64 = 0xf;
 const EPERM: i64 = 1;
 
-/// Attached to `sys_enter_*` of every escape syscall: `int __syscall_nr` @8, args @16.
+/// Attached to `sys_enter_*` of the signal syscalls (kill, tkill, tgkill, pidfd_open):
+/// `int __syscall_nr` @8, args @16.
 #[tracepoint]
 pub fn sys_enter_escape(ctx: TracePointContext) -> u32 {
     let _ = try_sys_enter_escape(&ctx);
@@ -50,7 +55,9 @@ fn try_sys_enter_escape(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     // SAFETY: offsets from the syscall tracepoint format.
-    let nr: i32 = unsafe { ctx.read_at(8) }.map_err(i64::from)?;
+    let nr: i32 = tp_field(ctx, 8);
+    // Through the helper, not `tp_field`: a direct load past a short record (kill has two
+    // arguments) makes the kernel refuse to attach the program to that tracepoint.
     let args: [u64; 3] = unsafe {
         [
             ctx.read_at(sys_arg(0)).map_err(i64::from)?,
@@ -78,6 +85,11 @@ fn try_sys_enter_escape(ctx: &TracePointContext) -> Result<(), i64> {
         .insert(agent.pid, entry, 0)
         .map_err(i64::from)?;
     Ok(())
+}
+
+/// The syscalls with an entry hook (the loader's `EscapeSyscall::entry`).
+fn judged_at_entry(nr: i32) -> bool {
+    matches!(nr, NR_KILL | NR_TKILL | NR_TGKILL | NR_PIDFD_OPEN)
 }
 
 /// Whether a syscall with these arguments is an escape attempt. Only a few syscalls of the
@@ -130,18 +142,40 @@ fn try_sys_exit_escape(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     // SAFETY: offsets from the syscall tracepoint format.
-    let nr: i32 = unsafe { ctx.read_at(8) }.map_err(i64::from)?;
-    let ret: i64 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
+    let nr: i32 = tp_field(ctx, 8);
+    let ret: i64 = tp_field(ctx, 16);
     // SAFETY: the value is copied out before the entry is removed.
-    let entry = unsafe { PENDING_ESCAPE.get(agent.pid) }.copied();
-    let _ = PENDING_ESCAPE.remove(agent.pid);
-    let (args, entry_flags, seen) = match entry {
-        Some(e) => (e.args, e.flags, 1),
-        // No entry: the syscall never reached sys_enter (the agent's seccomp filter refused
-        // it: -EPERM), or it was not an escape (an ordinary socket; a root agent's ordinary
-        // calls here do not fail with EPERM).
-        None if ret == -EPERM => ([0; 3], flags::BLOCKED, 0),
-        None => return Ok(()),
+    let (args, entry_flags, seen) = if judged_at_entry(nr) {
+        let entry = unsafe { PENDING_ESCAPE.get(agent.pid) }.copied();
+        let _ = PENDING_ESCAPE.remove(agent.pid);
+        match entry {
+            Some(e) => (e.args, e.flags, 1),
+            // No entry: the syscall never reached sys_enter (the agent's seccomp filter
+            // refused it: -EPERM), or it was not an escape (a signal inside the agent).
+            None if ret == -EPERM => ([0; 3], flags::BLOCKED, 0),
+            None => return Ok(()),
+        }
+    } else {
+        let all = syscall_args();
+        let args = [all[0], all[1], all[2]];
+        if ret == -EPERM {
+            // Refused (by the agent's seccomp filter; a root agent's ordinary calls here do
+            // not fail with EPERM).
+            (args, flags::BLOCKED, 1)
+        } else if is_escape(nr, &args, &agent) {
+            // It ran: an enforced agent does not go on from here.
+            let killed = if let Some(cfg) = enforced(agent.slot)
+                && kills(&cfg)
+            {
+                signal(SIGKILL);
+                flags::KILLED
+            } else {
+                0
+            };
+            (args, killed, 1)
+        } else {
+            return Ok(()); // an ordinary socket
+        }
     };
     let event = ESCAPE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU scratch slot, exclusively ours for the duration of this program.
@@ -177,8 +211,8 @@ pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
 
 fn try_cgroup_attach_task(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offsets from the tracepoint format above.
-    let moved: i32 = unsafe { ctx.read_at(24) }.map_err(i64::from)?;
-    let dst_id: u64 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
+    let moved: i32 = tp_field(ctx, 24);
+    let dst_id: u64 = tp_field(ctx, 16);
     #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
     let moved = moved as u32;
     // The moved thread's tag (sticky: it survives the move), else the writer's.
@@ -236,7 +270,7 @@ fn try_cgroup_attach_task(ctx: &TracePointContext) -> Result<(), i64> {
     event.outside = u32::from(outside);
     event.cgroup_id = dst_id;
     // SAFETY: offset from the tracepoint format above.
-    let loc: u32 = unsafe { ctx.read_at(28) }.map_err(i64::from)?;
+    let loc: u32 = tp_field(ctx, 28);
     let name = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };
     match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut event.path) } {
         Ok(s) if s.len() + 1 >= PATH_LEN => event.header.flags |= flags::TRUNCATED,

@@ -8,21 +8,19 @@
 //! untagged open now runs one program instead of two.
 
 use agent_monitor_common::{
-    AgentConfig, DEDUP_WINDOW_NS, FileEvent, InodeKey, OpenKey, PATH_LEN, config_flags, counter,
-    file_op, flags, kind,
+    AgentConfig, DEDUP_WINDOW_NS, FILE_EVENT_NO_PATHS, FILE_EVENT_ONE_PATH, FileEvent, InodeKey,
+    OpenKey, PATH_LEN, config_flags, counter, file_op, flags, kind,
 };
 use aya_ebpf::{
-    helpers::{
-        bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
+    helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::tracepoint,
     programs::TracePointContext,
 };
 
 use crate::{
     enforce::{SIGKILL, SIGSTOP, enforced, fd_identity, kills, signal},
-    maps::{FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, count, emit},
+    maps::{FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, count, emit_prefix},
+    process::{syscall_args, tp_field},
     tag::{Agent, current_agent, header},
 };
 
@@ -49,40 +47,6 @@ mod nr {
     pub const RENAMEAT: i32 = 264;
     pub const RENAMEAT2: i32 = 316;
     pub const OPENAT2: i32 = 437;
-}
-
-/// The syscall arguments in the user registers the kernel saved at entry (x86-64
-/// `struct pt_regs`: r10 @56, r8 @72, dx @96, si @104, di @112; arguments 1-5 are di, si,
-/// dx, r10, r8). The kernel does not change them before the exit tracepoint runs.
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct SavedRegs {
-    r10: u64,
-    r9: u64,
-    r8: u64,
-    ax: u64,
-    cx: u64,
-    dx: u64,
-    si: u64,
-    di: u64,
-}
-
-const SAVED_REGS_OFFSET: u64 = 56;
-
-#[inline(always)]
-fn syscall_args() -> Result<[u64; 5], i64> {
-    // SAFETY: helpers on the current task; `bpf_task_pt_regs` returns its saved user
-    // registers, read through the fault-safe helper.
-    let regs: SavedRegs = unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf());
-        if regs == 0 {
-            return Err(0);
-        }
-        #[expect(clippy::cast_sign_loss, reason = "a kernel address")]
-        let at = (regs as u64 + SAVED_REGS_OFFSET) as *const SavedRegs;
-        bpf_probe_read_kernel(at).map_err(i64::from)?
-    };
-    Ok([regs.di, regs.si, regs.dx, regs.r10, regs.r8])
 }
 
 /// One syscall's arguments, as argument indexes (None: not present).
@@ -249,11 +213,7 @@ fn call_of(syscall: i32, args: &[u64; 5]) -> Result<Option<Call>, i64> {
         reason = "int arguments in 8-byte registers"
     )]
     let dirfd = |i: Option<usize>| {
-        if i.is_some() {
-            arg(i) as i32
-        } else {
-            AT_FDCWD
-        }
+        if i.is_some() { arg(i) as i32 } else { AT_FDCWD }
     };
     #[expect(clippy::cast_possible_truncation, reason = "open flags are an int")]
     let mut open_flags = l.fixed_flags | arg(l.flags) as u32;
@@ -355,15 +315,15 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
 
 fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offsets from the tracepoint format above.
-    let ret: i64 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
+    let ret: i64 = tp_field(ctx, 16);
     if ret < 0 {
         return Ok(()); // a failed call touched nothing
     }
     let Some(agent) = current_agent() else {
         return Ok(());
     };
-    let syscall: i32 = unsafe { ctx.read_at(8) }.map_err(i64::from)?;
-    let Some(stash) = call_of(syscall, &syscall_args()?)? else {
+    let syscall: i32 = tp_field(ctx, 8);
+    let Some(stash) = call_of(syscall, &syscall_args())? else {
         return Ok(());
     };
     let Agent {
@@ -431,8 +391,14 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         &mut event.path2,
         &mut event.header.flags,
     );
-    if !emit::<FileEvent>(event, slot, event.header.flags) && event.header.flags & flags::HELD != 0
-    {
+    let len = if stash.path2_ptr != 0 {
+        size_of::<FileEvent>()
+    } else if stash.path_ptr != 0 {
+        FILE_EVENT_ONE_PATH
+    } else {
+        FILE_EVENT_NO_PATHS
+    };
+    if !emit_prefix(event, len, slot, event.header.flags) && event.header.flags & flags::HELD != 0 {
         // Nobody will hear of this hold: fail closed rather than leave it stopped.
         signal(SIGKILL);
     }

@@ -1,9 +1,10 @@
 //! Maps shared by all hooks. Names are the contract with the daemon's loader.
 
 use agent_monitor_common::{
-    AgentConfig, BindKey, CgroupVerdict, DnsOrigin, EscapeEntry, EscapeEvent, ExecArgs, ExecEvent,
-    FileEvent, HostRuleKey, InodeKey, Learned, LearnedKey, MAX_HOST_RULES, NetKey, NetRule,
-    Offsets, OpenKey, PidTag, counter, flags, tag_state,
+    AgentConfig, BindKey, CgroupEvent, CgroupVerdict, DnsOrigin, EscapeEntry, EscapeEvent,
+    EventHeader, ExecArgs, ExecEvent, ExitEvent, FileEvent, HostRuleKey, InodeKey, Learned,
+    LearnedKey, MAX_HOST_RULES, NetEvent, NetKey, NetRule, Offsets, OpenKey, PidTag, counter,
+    flags, tag_state,
 };
 use aya_ebpf::{
     macros::map,
@@ -80,14 +81,14 @@ const WAKE_INTERVAL_NS: u64 = 1_000_000;
 pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Wakes the daemon for this event when the interval has passed or the ring is a quarter
-/// full; otherwise the event waits for the daemon's next drain.
+/// full; otherwise the event waits for the daemon's next drain. `now` is the event's own
+/// time (one clock read per event, not two).
 #[inline(always)]
-fn events_wake_flag() -> u64 {
+fn events_wake_flag(now: u64) -> u64 {
     let Some(last) = LAST_WAKE.get_ptr_mut(0) else {
         return 0; // unreachable for a one-entry array; the kernel's default then
     };
-    // SAFETY: helper without arguments; per-CPU slot, ours while this program runs.
-    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
+    // SAFETY: per-CPU slot, ours while this program runs.
     unsafe {
         if now.wrapping_sub(*last) >= WAKE_INTERVAL_NS
             || EVENTS.query(BPF_RB_AVAIL_DATA) >= EVENTS.query(BPF_RB_RING_SIZE) / 4
@@ -104,18 +105,51 @@ fn events_wake_flag() -> u64 {
 /// charged to the agent (slot in the header) so the daemon can mark it degraded. Verdicts
 /// are taken before this: a full ring buffer never weakens enforcement. An event that
 /// carries a verdict always wakes the daemon at once (a held process waits for it).
-pub fn emit<T>(event: &T, slot: u32, event_flags: u32) -> bool {
+pub fn emit<T: Event>(event: &T, slot: u32, event_flags: u32) -> bool {
+    emit_prefix(event, core::mem::size_of::<T>(), slot, event_flags)
+}
+
+/// Every event starts with an `EventHeader`.
+pub trait Event {
+    fn header(&self) -> &EventHeader;
+}
+
+macro_rules! events {
+    ($($t:ty),*) => {
+        $(impl Event for $t {
+            fn header(&self) -> &EventHeader {
+                &self.header
+            }
+        })*
+    };
+}
+events!(
+    ExecEvent,
+    FileEvent,
+    NetEvent,
+    EscapeEvent,
+    ExitEvent,
+    CgroupEvent
+);
+
+/// `emit` for the first `len` bytes of the event (`len` at most its size): the fields
+/// after them are unused (see `FILE_EVENT_ONE_PATH`).
+#[inline(always)]
+pub fn emit_prefix<T: Event>(event: &T, len: usize, slot: u32, event_flags: u32) -> bool {
+    let len = len.min(core::mem::size_of::<T>());
+    // SAFETY: `len` bytes of a live, plain-integer #[repr(C)] struct.
+    let bytes = unsafe { core::slice::from_raw_parts((event as *const T).cast::<u8>(), len) };
     let verdict = event_flags & (flags::HELD | flags::KILLED | flags::BLOCKED) != 0;
-    if verdict && VERDICTS.output::<T>(event, 0).is_ok() {
+    if verdict && VERDICTS.output::<[u8]>(bytes, 0).is_ok() {
         count(counter::EMITTED);
         return true;
     }
     let wake = if verdict {
         BPF_RB_FORCE_WAKEUP
     } else {
-        events_wake_flag()
+        events_wake_flag(event.header().time_ns)
     };
-    match EVENTS.output::<T>(event, wake) {
+    match EVENTS.output::<[u8]>(bytes, wake) {
         Ok(()) => {
             count(counter::EMITTED);
             true

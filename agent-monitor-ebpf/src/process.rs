@@ -5,6 +5,7 @@ use aya_ebpf::{
     EbpfContext as _,
     helpers::{
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::tracepoint,
     programs::TracePointContext,
@@ -22,6 +23,32 @@ pub const fn sys_arg(n: usize) -> usize {
     16 + 8 * n
 }
 
+/// A field of the tracepoint's record, loaded from the context directly: a tracepoint
+/// program may read its record at any aligned offset the verifier can see, so no
+/// `bpf_probe_read_kernel` call (which `TracePointContext::read_at` makes) is needed.
+#[inline(always)]
+pub fn tp_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: every caller's offset comes from the tracepoint's format and is aligned for
+    // T; the verifier refuses the program otherwise.
+    unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
+}
+
+/// Offsets in the x86-64 `struct pt_regs` of syscall arguments 1-5: di, si, dx, r10, r8.
+const ARG_REGS: [usize; 5] = [112, 104, 96, 56, 72];
+
+/// The syscall's arguments, from the user registers the kernel saved at entry: it does not
+/// change them before the exit tracepoint runs.
+#[inline(always)]
+pub fn syscall_args() -> [u64; 5] {
+    // SAFETY: `bpf_task_pt_regs` returns the current task's saved registers as a BTF-typed
+    // pointer; the verifier checks each load against `struct pt_regs` and makes it
+    // fault-safe (no helper call).
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        ARG_REGS.map(|off| core::ptr::read(regs.add(off).cast::<u64>()))
+    }
+}
+
 /// sched:sched_process_fork (6.18 layout): `__data_loc char[] parent_comm` @8,
 /// `pid_t parent_pid` @12, `__data_loc char[] child_comm` @16, `pid_t child_pid` @20.
 /// Fires in the parent for every clone, threads included.
@@ -36,7 +63,7 @@ fn try_sched_process_fork(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     // SAFETY: offset from the tracepoint format above.
-    let child: i32 = unsafe { ctx.read_at(20) }.map_err(i64::from)?;
+    let child: i32 = tp_field(ctx, 20);
     #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
     inherit(child as u32, &agent);
     Ok(())
@@ -62,6 +89,7 @@ fn try_stash_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64
         return Ok(());
     };
     // SAFETY: offset from the tracepoint format.
+    // The helper: the offset differs between execve and execveat.
     let argv: *const *const u8 = unsafe { ctx.read_at(argv_offset) }.map_err(i64::from)?;
     let args = ARGS_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU scratch slot, exclusively ours for the duration of this program.
@@ -117,8 +145,8 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let event = unsafe { &mut *event };
     event.header = header(kind::EXEC, &agent);
     // SAFETY: offsets from the tracepoint format above.
-    let loc: u32 = unsafe { ctx.read_at(8) }.map_err(i64::from)?;
-    let old_pid: i32 = unsafe { ctx.read_at(16) }.map_err(i64::from)?;
+    let loc: u32 = tp_field(ctx, 8);
+    let old_pid: i32 = tp_field(ctx, 16);
     let name = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };
     match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut event.filename) } {
         Ok(s) if s.len() + 1 >= PATH_LEN => event.header.flags |= flags::TRUNCATED,
@@ -174,7 +202,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let _ = AGENT_PIDS.remove(agent.pid);
     let _ = PENDING_EXEC.remove(agent.pid);
     // SAFETY: offset from the tracepoint format above.
-    let group_dead: u8 = unsafe { ctx.read_at(32) }.map_err(i64::from)?;
+    let group_dead: u8 = tp_field(ctx, 32);
     if group_dead != 0 {
         emit(
             &ExitEvent {

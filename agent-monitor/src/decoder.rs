@@ -10,8 +10,8 @@ use std::{
 };
 
 use agent_monitor_common::{
-    CgroupEvent, EscapeEvent, EventHeader, ExecEvent, ExitEvent, FileEvent, NetEvent,
-    bytes::until_nul, escape_op, file_op, flags, kind, net_op,
+    CgroupEvent, EscapeEvent, EventHeader, ExecEvent, ExitEvent, FILE_EVENT_NO_PATHS, FileEvent,
+    NetEvent, bytes::until_nul, escape_op, file_op, flags, kind, net_op,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -168,6 +168,26 @@ fn read<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
     Ok(unsafe { buf.as_ptr().cast::<T>().read_unaligned() })
 }
 
+/// `read` for an event whose unused tail may be left out (at least `min` bytes sent): what
+/// was not sent reads as zeros.
+fn read_prefix<T: Copy>(buf: &[u8], min: usize, what: &'static str) -> Result<T, DecodeError> {
+    if buf.len() < min {
+        return Err(DecodeError::Short {
+            what,
+            len: buf.len(),
+            need: min,
+        });
+    }
+    // SAFETY: all-zero is a valid T (a plain #[repr(C)] integer struct), and at most
+    // size_of::<T>() bytes are copied into it.
+    unsafe {
+        let mut value: T = core::mem::zeroed();
+        let n = buf.len().min(size_of::<T>());
+        core::ptr::copy_nonoverlapping(buf.as_ptr(), (&raw mut value).cast::<u8>(), n);
+        Ok(value)
+    }
+}
+
 fn path(buf: &[u8]) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(until_nul(buf)))
 }
@@ -235,7 +255,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             })
         }
         kind::FILE => {
-            let e: FileEvent = read(buf, "file event")?;
+            let e: FileEvent = read_prefix(buf, FILE_EVENT_NO_PATHS, "file event")?;
             let op = match e.op {
                 file_op::OPEN => FileOp::Open {
                     flags: e.open_flags,
@@ -379,12 +399,30 @@ mod tests {
             })
         ));
         assert!(matches!(
-            decode(&buf[..100]),
+            decode(&buf[..FILE_EVENT_NO_PATHS - 1]),
             Err(DecodeError::Short {
                 what: "file event",
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn file_events_without_their_unused_paths_decode_with_empty_ones() {
+        let mut e = file_event(b"/etc/hosts");
+        e.path2[..4].copy_from_slice(b"/old");
+        let buf = bytes_of(&e);
+        let paths = |len: usize| match decode(&buf[..len]).expect("decodes") {
+            Event::File { path, path2, .. } => (path, path2),
+            other => panic!("not a file event: {other:?}"),
+        };
+        let empty = PathBuf::new();
+        assert_eq!(
+            paths(agent_monitor_common::FILE_EVENT_ONE_PATH),
+            (PathBuf::from("/etc/hosts"), empty.clone())
+        );
+        assert_eq!(paths(FILE_EVENT_NO_PATHS), (empty.clone(), empty));
+        assert_eq!(paths(buf.len()).1, PathBuf::from("/old"));
     }
 
     #[test]

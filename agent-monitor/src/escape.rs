@@ -20,6 +20,10 @@ pub struct EscapeSyscall {
     /// Refused by the seccomp filter whatever its arguments; the others are refused or
     /// judged by their arguments (`seccomp::filter`, the kernel's `is_escape`).
     pub always_refused: bool,
+    /// Also hooked at entry: the signal syscalls, whose target must be judged before the
+    /// signal lands (a killed target leaves the agent's pid map). The others are judged at
+    /// exit only, from the arguments in the saved registers.
+    pub entry: bool,
 }
 
 const fn sc(
@@ -33,12 +37,24 @@ const fn sc(
         name,
         tracepoint,
         always_refused,
+        entry: false,
+    }
+}
+
+/// A signal syscall: hooked at entry and exit, judged by its target.
+const fn signal(nr: u32, name: &'static str) -> EscapeSyscall {
+    EscapeSyscall {
+        nr,
+        name,
+        tracepoint: Some(name),
+        always_refused: false,
+        entry: true,
     }
 }
 
 pub const SYSCALLS: &[EscapeSyscall] = &[
     sc(41, "socket", Some("socket"), false),
-    sc(62, "kill", Some("kill"), false),
+    signal(62, "kill"),
     sc(101, "ptrace", Some("ptrace"), true),
     sc(155, "pivot_root", Some("pivot_root"), true),
     sc(165, "mount", Some("mount"), true),
@@ -46,8 +62,8 @@ pub const SYSCALLS: &[EscapeSyscall] = &[
     sc(169, "reboot", Some("reboot"), true),
     sc(175, "init_module", Some("init_module"), true),
     sc(176, "delete_module", Some("delete_module"), true),
-    sc(200, "tkill", Some("tkill"), false),
-    sc(234, "tgkill", Some("tgkill"), false),
+    signal(200, "tkill"),
+    signal(234, "tgkill"),
     sc(246, "kexec_load", Some("kexec_load"), true),
     sc(272, "unshare", Some("unshare"), true),
     sc(304, "open_by_handle_at", Some("open_by_handle_at"), true),
@@ -66,7 +82,7 @@ pub const SYSCALLS: &[EscapeSyscall] = &[
     sc(431, "fsconfig", Some("fsconfig"), true),
     sc(432, "fsmount", Some("fsmount"), true),
     sc(433, "fspick", Some("fspick"), true),
-    sc(434, "pidfd_open", Some("pidfd_open"), false),
+    signal(434, "pidfd_open"),
     sc(442, "mount_setattr", Some("mount_setattr"), true),
 ];
 

@@ -263,11 +263,15 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
         ));
     }
     // Not required: an architecture (or a kernel without modules) may lack some of them.
-    for syscall in crate::escape::SYSCALLS.iter().filter_map(|s| s.tracepoint) {
-        for (program, name) in [
-            ("sys_enter_escape", format!("sys_enter_{syscall}")),
-            ("sys_exit_escape", format!("sys_exit_{syscall}")),
-        ] {
+    for s in crate::escape::SYSCALLS {
+        let Some(syscall) = s.tracepoint else {
+            continue;
+        };
+        let entry = s
+            .entry
+            .then(|| ("sys_enter_escape", format!("sys_enter_{syscall}")));
+        let exit = Some(("sys_exit_escape", format!("sys_exit_{syscall}")));
+        for (program, name) in entry.into_iter().chain(exit) {
             hooks.push(attach_tracepoint(
                 &mut ebpf, program, "syscalls", &name, false, &mut links, pin,
             ));

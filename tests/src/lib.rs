@@ -163,13 +163,22 @@ impl Daemon {
 
     fn wait_ready(&mut self) {
         let d = self;
-        wait_for("the daemon to answer on its socket", || {
+        let (_, status) = wait_for("the daemon to answer on its socket", || {
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("daemon exited early ({status}):\n{}", d.log());
             }
             d.try_request("GET", "/v1/status", None)
                 .filter(|(code, _)| *code == 200)
         });
+        // Every hook attaches on the test machines: one that does not (a program the
+        // verifier or the attach refuses) is a regression, not a coverage note.
+        let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+        assert_eq!(
+            status["coverage"]["failed"],
+            serde_json::json!([]),
+            "hooks failed to attach:\n{}",
+            d.log()
+        );
     }
 
     /// SIGKILL: the daemon gets no chance to clean up.
