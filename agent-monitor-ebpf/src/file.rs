@@ -323,7 +323,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     let syscall: i32 = tp_field(ctx, 8);
-    let Some(stash) = call_of(syscall, &syscall_args())? else {
+    let Some(call) = call_of(syscall, &syscall_args())? else {
         return Ok(());
     };
     let Agent {
@@ -334,7 +334,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     } = agent;
     let mut hflags = 0;
     #[expect(clippy::cast_sign_loss, reason = "ret >= 0")]
-    let identity = if stash.op == file_op::OPEN {
+    let identity = if call.op == file_op::OPEN {
         fd_identity(slot, ret as u64)
     } else {
         None
@@ -342,9 +342,9 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     if let Some(cfg) = enforced(slot)
         && kills(&cfg)
     {
-        if stash.op == file_op::OPEN {
-            judge_open(&mut hflags, stash.open_flags, identity, &cfg);
-        } else if (stash.op == file_op::CONNECT_UNIX || stash.op == file_op::LISTEN)
+        if call.op == file_op::OPEN {
+            judge_open(&mut hflags, call.open_flags, identity, &cfg);
+        } else if (call.op == file_op::CONNECT_UNIX || call.op == file_op::LISTEN)
             && cfg.flags & config_flags::FILE_HOLD != 0
         {
             // Connected or listening, but not one byte moved yet: the daemon judges the
@@ -357,7 +357,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     // way again within the window is counted, not re-reported (a kill or a hold never is).
     if hflags & (flags::KILLED | flags::HELD) == 0
         && let Some(key) = identity
-        && repeated(tgid, stash.open_flags, key.dev, key.ino)
+        && repeated(tgid, call.open_flags, key.dev, key.ino)
     {
         count(counter::DEDUPED);
         return Ok(());
@@ -376,24 +376,24 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         },
     );
     event.header.flags = hflags;
-    event.op = stash.op;
-    event.open_flags = stash.open_flags;
-    event.dirfd = stash.dirfd;
-    event.dirfd2 = stash.dirfd2;
+    event.op = call.op;
+    event.open_flags = call.open_flags;
+    event.dirfd = call.dirfd;
+    event.dirfd2 = call.dirfd2;
     event.ret = ret;
     copy_path(
-        stash.path_ptr as *const u8,
+        call.path_ptr as *const u8,
         &mut event.path,
         &mut event.header.flags,
     );
     copy_path(
-        stash.path2_ptr as *const u8,
+        call.path2_ptr as *const u8,
         &mut event.path2,
         &mut event.header.flags,
     );
-    let len = if stash.path2_ptr != 0 {
+    let len = if call.path2_ptr != 0 {
         size_of::<FileEvent>()
-    } else if stash.path_ptr != 0 {
+    } else if call.path_ptr != 0 {
         FILE_EVENT_ONE_PATH
     } else {
         FILE_EVENT_NO_PATHS

@@ -1,5 +1,5 @@
 //! Reads the ring buffers: tokio `AsyncFd` wakes the task when records are ready; each wake
-//! drains everything available (verdicts first: a held process is waiting on them), then
+//! drains everything available (verdicts early: a held process is waiting on them), then
 //! the batch's records are written in one go.
 //!
 //! The kernel wakes this task at most once per millisecond per CPU for ordinary events
@@ -12,7 +12,11 @@ use std::time::Duration;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::watch, time::Instant};
 
-use crate::{decoder::decode, pipeline::Pipeline, state::Stats};
+use crate::{
+    decoder::{DecodeError, Event, decode},
+    pipeline::Pipeline,
+    state::Stats,
+};
 
 pub async fn run(
     events: RingBuf<MapData>,
@@ -40,8 +44,7 @@ pub async fn run(
         tokio::select! {
             _ = tick.tick() => pipeline.flush(),
             () = tokio::time::sleep_until(deadline), if follow_up.is_some() => {
-                let n = drain(verdicts.get_mut(), &mut pipeline, stats)
-                    + drain(events.get_mut(), &mut pipeline, stats);
+                let n = drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline, stats);
                 pipeline.flush();
                 follow_up = (n > 0).then(|| Instant::now() + FOLLOW_UP);
             }
@@ -49,7 +52,7 @@ pub async fn run(
                 let Ok(mut guard) = guard.inspect_err(|e| tracing::error!(error = %e, "polling the verdict ring buffer failed")) else {
                     return;
                 };
-                drain(guard.get_inner_mut(), &mut pipeline, stats);
+                drain_both(events.get_mut(), guard.get_inner_mut(), &mut pipeline, stats);
                 guard.clear_ready();
                 pipeline.flush();
                 follow_up = Some(Instant::now() + FOLLOW_UP);
@@ -58,8 +61,7 @@ pub async fn run(
                 let Ok(mut guard) = guard.inspect_err(|e| tracing::error!(error = %e, "polling the event ring buffer failed")) else {
                     return;
                 };
-                drain(verdicts.get_mut(), &mut pipeline, stats);
-                drain(guard.get_inner_mut(), &mut pipeline, stats);
+                drain_both(guard.get_inner_mut(), verdicts.get_mut(), &mut pipeline, stats);
                 guard.clear_ready();
                 pipeline.flush();
                 follow_up = Some(Instant::now() + FOLLOW_UP);
@@ -68,8 +70,7 @@ pub async fn run(
         }
     }
     // Whatever the kernel wrote before the stop is still recorded.
-    drain(verdicts.get_mut(), &mut pipeline, stats);
-    drain(events.get_mut(), &mut pipeline, stats);
+    drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline, stats);
     pipeline.flush();
 }
 
@@ -77,24 +78,62 @@ pub async fn run(
 /// that finds nothing comes after the last event that did not wake the daemon.
 pub const FOLLOW_UP: Duration = Duration::from_millis(2);
 
-/// Decodes and handles every record a ring holds right now; returns how many it read.
-pub fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, stats: &Stats) -> usize {
+/// Ordinary events read before a verdict: the process's fork, exec and chdir that came before
+/// a held operation are then known when it is judged and recorded (an ordinary event may
+/// wait up to `FOLLOW_UP` in EVENTS, and the two rings are read separately). Bounded, so
+/// that a flood of ordinary events cannot hold a verdict up by more than this many events.
+const BEFORE_VERDICT: usize = 1024;
+
+/// Reads both rings: each verdict once the ordinary events written before it are handled,
+/// then the rest of the ordinary events.
+fn drain_both(
+    events: &mut RingBuf<MapData>,
+    verdicts: &mut RingBuf<MapData>,
+    pipeline: &mut Pipeline,
+    stats: &Stats,
+) -> usize {
     let mut n = 0;
-    while let Some(item) = ring.next() {
+    while let Some(item) = verdicts.next() {
+        let verdict = decode(&item);
+        drop(item);
+        // Taken out of its ring first: whatever the kernel committed to EVENTS before it
+        // (in the same process, everything) is visible now.
+        n += 1 + drain(events, BEFORE_VERDICT, pipeline, stats);
+        handle(verdict, pipeline, stats);
+    }
+    n + drain(events, usize::MAX, pipeline, stats)
+}
+
+/// Decodes and handles up to `limit` records of a ring; returns how many it read.
+pub fn drain(
+    ring: &mut RingBuf<MapData>,
+    limit: usize,
+    pipeline: &mut Pipeline,
+    stats: &Stats,
+) -> usize {
+    let mut n = 0;
+    while n < limit
+        && let Some(item) = ring.next()
+    {
         n += 1;
-        match decode(&item) {
-            Ok(event) => {
-                drop(item);
-                pipeline.handle(event);
-                if pipeline.batch_full() {
-                    pipeline.flush();
-                }
-            }
-            Err(e) => {
-                Stats::add(&stats.decode_errors, 1);
-                tracing::warn!(error = %e, "undecodable event skipped");
-            }
-        }
+        let event = decode(&item);
+        drop(item);
+        handle(event, pipeline, stats);
     }
     n
+}
+
+fn handle(event: Result<Event, DecodeError>, pipeline: &mut Pipeline, stats: &Stats) {
+    match event {
+        Ok(event) => {
+            pipeline.handle(event);
+            if pipeline.batch_full() {
+                pipeline.flush();
+            }
+        }
+        Err(e) => {
+            Stats::add(&stats.decode_errors, 1);
+            tracing::warn!(error = %e, "undecodable event skipped");
+        }
+    }
 }

@@ -526,3 +526,31 @@ fn a_path_unreadable_at_syscall_entry_is_read_again_not_guessed() {
         .count();
     assert_eq!(guessed, 0, "no violation from a guessed path");
 }
+
+#[test]
+fn a_held_open_is_recorded_under_the_image_that_made_it() {
+    // The exec event travels on the ordinary ring, the held open on the verdict ring: the
+    // daemon must have read the exec before it records the open, or the violation is
+    // charged to the shell that exec'd cat.
+    let f = fixture("kill-process");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let file = outside.path().join("elsewhere.txt");
+    fs::write(&file, "not for the agent\n").expect("write");
+    let script = format!("exec /usr/bin/cat {}", file.display());
+    for _ in 0..5 {
+        let out = f.daemon.exec("enf", &[], &["/bin/sh", "-c", &script]);
+        assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+        assert!(!stdout(&out).contains("not for the agent"));
+    }
+    let path = file.to_str().unwrap_or_default();
+    let violations: Vec<Value> = f
+        .daemon
+        .records()
+        .into_iter()
+        .filter(|r| s(r, "/verdict") == "violation" && s(r, "/file/path") == path)
+        .collect();
+    assert_eq!(violations.len(), 5, "{violations:#?}");
+    for r in &violations {
+        assert_eq!(s(r, "/process/exe"), "/usr/bin/cat", "{r:#}");
+    }
+}
