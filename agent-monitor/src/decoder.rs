@@ -81,7 +81,8 @@ pub enum NetOp {
 /// What an escape event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EscapeWhat {
-    /// A syscall from the escape list (x86-64 number); `args` when its entry was seen.
+    /// A syscall from the escape list (x86-64 number); `args` unless it was a signal syscall
+    /// refused before its entry.
     Syscall {
         nr: u32,
         args: Option<[u64; 3]>,

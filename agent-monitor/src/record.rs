@@ -88,7 +88,7 @@ pub struct EscapeObject {
     /// The syscall's name (`bpf`, `unshare`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub syscall: Option<String>,
-    /// Its first arguments, when the kernel saw its entry.
+    /// Its first arguments (absent for a signal syscall refused before its entry).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<u64>>,
     /// Its return value (-1 is EPERM: refused).
