@@ -428,6 +428,10 @@ pub struct Offsets {
     pub inode_sb: u32,
     pub sb_dev: u32,
     pub mm_exe_file: u32,
+    /// `files_struct.fdtab` and `files_struct.fd_array`: while `fdt` points at the embedded
+    /// `fdtab`, the descriptor array is the embedded `fd_array` (one kernel read saved).
+    pub files_fdtab: u32,
+    pub files_fd_array: u32,
     /// Non-zero once the daemon has filled the offsets in.
     pub valid: u32,
 }

@@ -48,12 +48,28 @@ fn field<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const T) }.ok()
 }
 
+/// `inode -> (i_ino, i_sb)`: one read of the 32 bytes that hold both when they are that
+/// close (they are 24 bytes apart on 6.x), two reads otherwise.
+#[inline(always)]
+fn inode_ino_sb(o: &Offsets, inode: u64) -> Option<(u64, u64)> {
+    let lo = o.inode_ino.min(o.inode_sb);
+    let (ino_at, sb_at) = (o.inode_ino - lo, o.inode_sb - lo);
+    if ino_at.max(sb_at) <= 24 && ino_at % 8 == 0 && sb_at % 8 == 0 {
+        let window: [u64; 4] = field(inode, lo)?;
+        // Verifier workaround: the indexes are masked so they are visibly in bounds.
+        return Some((
+            window[(ino_at / 8) as usize & 3],
+            window[(sb_at / 8) as usize & 3],
+        ));
+    }
+    Some((field(inode, o.inode_ino)?, field(inode, o.inode_sb)?))
+}
+
 /// `file -> f_inode -> (i_sb -> s_dev, i_ino)`.
 #[inline(always)]
 fn file_key(slot: u32, o: &Offsets, file: u64) -> Option<InodeKey> {
     let inode: u64 = field(file, o.file_inode)?;
-    let ino: u64 = field(inode, o.inode_ino)?;
-    let sb: u64 = field(inode, o.inode_sb)?;
+    let (ino, sb) = inode_ino_sb(o, inode)?;
     let dev: u32 = field(sb, o.sb_dev)?;
     Some(InodeKey { slot, dev, ino })
 }
@@ -67,7 +83,13 @@ pub fn fd_identity(slot: u32, fd: u64) -> Option<InodeKey> {
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = field(task, o.task_files)?;
     let fdt: u64 = field(files, o.files_fdt)?;
-    let array: u64 = field(fdt, o.fdt_fd)?;
+    // A table never grown is the one embedded in files_struct, whose array is the embedded
+    // fd_array (the kernel sets fdtab.fd = fd_array); a grown one is read through fdt->fd.
+    let array: u64 = if fdt == files + u64::from(o.files_fdtab) {
+        files + u64::from(o.files_fd_array)
+    } else {
+        field(fdt, o.fdt_fd)?
+    };
     // Verifier workaround: the index is bounded so the offset arithmetic stays scalar.
     let fd = fd & 0xf_ffff;
     let file: u64 = field(array, (fd * 8) as u32)?;

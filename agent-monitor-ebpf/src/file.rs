@@ -266,6 +266,8 @@ fn repeated(tgid: u32, open_flags: u32, dev: u32, ino: u64) -> bool {
         pad0: 0,
         ino,
     };
+    // (The coarse clock would do for a one-second window, but tracepoint programs may not
+    // call it.)
     // SAFETY: helper without arguments.
     let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
     // SAFETY: the value is copied out.

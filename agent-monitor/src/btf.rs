@@ -201,6 +201,8 @@ impl Btf {
             inode_sb: self.member_offset("inode", "i_sb")?,
             sb_dev: self.member_offset("super_block", "s_dev")?,
             mm_exe_file: self.member_offset("mm_struct", "exe_file")?,
+            files_fdtab: self.member_offset("files_struct", "fdtab")?,
+            files_fd_array: self.member_offset("files_struct", "fd_array")?,
             valid: 1,
         })
     }

@@ -238,6 +238,26 @@ fn a_denied_file_is_killed_before_its_content_is_read_whatever_the_path() {
 }
 
 #[test]
+fn a_denied_file_is_found_by_identity_in_a_grown_descriptor_table_too() {
+    // The kernel reads the new descriptor's file from the task's fd table; a table grown
+    // past the 64 embedded slots lives elsewhere. Opened under an in-scope name (a hard
+    // link), only that identity check can catch it.
+    let f = fixture("kill-process");
+    let link = f.ws.join("hard.txt");
+    fs::hard_link(f.ws.join("secret.txt"), &link).expect("hard link");
+    for grow in [false, true] {
+        let script = format!(
+            "import os\nif {}: os.dup2(1, 300)\nprint(open({:?}).read(), flush=True)",
+            if grow { "True" } else { "False" },
+            link.display().to_string()
+        );
+        let out = f.daemon.exec("enf", &[], &[PY, "-I", "-c", &script]);
+        assert_eq!(out.status.code(), Some(137), "grown={grow}: {out:?}");
+        assert!(!stdout(&out).contains("TOPSECRET"), "grown={grow}: {out:?}");
+    }
+}
+
+#[test]
 fn an_unlisted_binary_is_killed_before_it_runs_even_renamed() {
     let f = fixture("kill-process");
     let marker = f.ws.join("marker");
