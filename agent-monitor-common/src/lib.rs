@@ -369,7 +369,11 @@ pub mod tag_state {
     pub const TAGGED: u32 = 0;
     /// Bumped after every tag change; cached cgroup verdicts of older generations are stale.
     pub const GENERATION: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// The de-duplication clock: whole seconds of `CLOCK_BOOTTIME`, written by the daemon at
+    /// start and every 200 ms. An array read instead of a clock read per open (reading the
+    /// clock costs about 70 ns in a VM).
+    pub const EPOCH: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// `CGROUP_VERDICT` value: a cgroup's agent slot (0: none) as of a tag generation.
@@ -392,9 +396,6 @@ pub struct OpenKey {
     pub pad0: u32,
     pub ino: u64,
 }
-
-/// Repeated identical opens within this window are counted, not re-reported.
-pub const DEDUP_WINDOW_NS: u64 = 1_000_000_000;
 
 /// `BIND_PORTS` key.
 #[repr(C)]

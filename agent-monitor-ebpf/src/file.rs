@@ -8,8 +8,8 @@
 //! untagged open now runs one program instead of two.
 
 use agent_monitor_common::{
-    AgentConfig, DEDUP_WINDOW_NS, FILE_EVENT_NO_PATHS, FILE_EVENT_ONE_PATH, FileEvent, InodeKey,
-    OpenKey, PATH_LEN, config_flags, counter, file_op, flags, kind,
+    AgentConfig, FILE_EVENT_NO_PATHS, FILE_EVENT_ONE_PATH, FileEvent, InodeKey, OpenKey, PATH_LEN,
+    config_flags, counter, file_op, flags, kind, tag_state,
 };
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
@@ -19,7 +19,10 @@ use aya_ebpf::{
 
 use crate::{
     enforce::{SIGKILL, SIGSTOP, enforced, fd_identity, kills, signal},
-    maps::{FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, count, emit_prefix},
+    maps::{
+        FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, TAG_STATE, count,
+        emit_prefix,
+    },
     process::{syscall_args, tp_field},
     tag::{Agent, current_agent, header},
 };
@@ -256,7 +259,8 @@ fn copy_path(ptr: *const u8, buf: &mut [u8; PATH_LEN], header_flags: &mut u32) {
     }
 }
 
-/// Whether this open was reported within the window; records it as reported otherwise.
+/// Whether this open was already reported in the current second (`tag_state::EPOCH`);
+/// records it as reported otherwise.
 #[inline(always)]
 fn repeated(tgid: u32, open_flags: u32, dev: u32, ino: u64) -> bool {
     let key = OpenKey {
@@ -266,17 +270,12 @@ fn repeated(tgid: u32, open_flags: u32, dev: u32, ino: u64) -> bool {
         pad0: 0,
         ino,
     };
-    // (The coarse clock would do for a one-second window, but tracepoint programs may not
-    // call it.)
-    // SAFETY: helper without arguments.
-    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
+    let epoch = TAG_STATE.get(tag_state::EPOCH).copied().unwrap_or(0);
     // SAFETY: the value is copied out.
-    if let Some(last) = unsafe { RECENT_OPENS.get(key) }.copied()
-        && now.saturating_sub(last) < DEDUP_WINDOW_NS
-    {
+    if unsafe { RECENT_OPENS.get(key) }.copied() == Some(epoch) {
         return true;
     }
-    let _ = RECENT_OPENS.insert(key, now, 0);
+    let _ = RECENT_OPENS.insert(key, epoch, 0);
     false
 }
 

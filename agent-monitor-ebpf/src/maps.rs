@@ -194,7 +194,8 @@ pub static FILE_DENY: HashMap<InodeKey, u8> = HashMap::with_max_entries(65536, 0
 #[map]
 pub static OFFSETS: Array<Offsets> = Array::with_max_entries(1, 0);
 
-/// Last time each (process, file, access) open was reported, for de-duplication.
+/// The second (`tag_state::EPOCH`) each (process, file, access) open was last reported in,
+/// for de-duplication.
 #[map]
 pub static RECENT_OPENS: LruHashMap<OpenKey, u64> = LruHashMap::with_max_entries(16384, 0);
 

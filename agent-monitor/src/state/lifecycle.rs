@@ -33,6 +33,7 @@ impl Shared {
     /// Housekeeping: ends finished tasks, revokes expired ones, marks agents whose events
     /// were lost as degraded (and kills them with `--fail-closed`).
     pub fn sweep(&self) {
+        self.tick_epoch();
         let now = Instant::now();
         let mut finished = Vec::new();
         let mut revoke: Vec<(String, &'static str)> = Vec::new();

@@ -166,7 +166,7 @@ impl Shared {
             hooks,
             identity_error,
         } = kernel;
-        Self {
+        let shared = Self {
             dns: crate::dns::Resolver::new(dns, dns_learned, out_of_scope),
             config,
             cgroup2,
@@ -185,7 +185,9 @@ impl Shared {
             tagger: Mutex::new(agent_cgroups),
             tag_state: Mutex::new(tag_state),
             counters: Mutex::new(counters),
-        }
+        };
+        shared.tick_epoch();
+        shared
     }
 
     pub fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -352,6 +354,27 @@ impl Shared {
             if let Err(e) = state.set(index, value, 0) {
                 tracing::error!(error = %e, "publishing the tag state; hooks may skip agents");
             }
+        }
+    }
+
+    /// Advances the kernel's de-duplication clock (`tag_state::EPOCH`): an open repeated
+    /// within the same second of `CLOCK_BOOTTIME` is counted, not reported again.
+    pub fn tick_epoch(&self) {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a valid out pointer.
+        if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut now) } != 0 {
+            return;
+        }
+        let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
+        let mut state = lock(&self.tag_state);
+        if state.get(&agent_monitor_common::tag_state::EPOCH, 0).ok() == Some(seconds) {
+            return;
+        }
+        if let Err(e) = state.set(agent_monitor_common::tag_state::EPOCH, seconds, 0) {
+            tracing::error!(error = %e, "advancing the de-duplication clock; repeats stay counted");
         }
     }
 

@@ -93,7 +93,7 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
          interleaved with the baseline; ratio to \"no monitor\" in brackets. Events: \
          delivered/generated for openat · connect · execve, summed over the runs, and events \
          the tool reported lost. agent-monitor reports an open once per process, file and \
-         access within a second and counts the repeats (its `deduplicated` counter, all \
+         access per second and counts the repeats (its `deduplicated` counter, all \
          files of the run, shown as \"counted\").\n",
         params.rounds, params.iters, params.exec_iters
     )?;
