@@ -60,6 +60,6 @@ fn try_cgroup(ctx: &TracePointContext, kind: u32) -> Result<(), i64> {
     };
     let src = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut event.path) };
-    emit(&event, 0, 0);
+    emit(&event);
     Ok(())
 }

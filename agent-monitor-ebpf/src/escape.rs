@@ -196,7 +196,7 @@ fn try_sys_exit_escape(ctx: &TracePointContext) -> Result<(), i64> {
     event.outside = 0;
     event.cgroup_id = 0;
     event.path[0] = 0;
-    emit(event, agent.slot, event.header.flags);
+    emit(event);
     Ok(())
 }
 
@@ -277,6 +277,6 @@ fn try_cgroup_attach_task(ctx: &TracePointContext) -> Result<(), i64> {
         Ok(_) => {}
         Err(_) => event.path[0] = 0,
     }
-    emit(event, slot, event.header.flags);
+    emit(event);
     Ok(())
 }

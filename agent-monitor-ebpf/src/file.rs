@@ -24,7 +24,7 @@ use crate::{
         emit_prefix,
     },
     process::{syscall_args, tp_field},
-    tag::{Agent, current_agent, header},
+    tag::{current_agent, header},
 };
 
 const AT_FDCWD: i32 = -100;
@@ -327,12 +327,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(call) = call_of(syscall, &syscall_args())? else {
         return Ok(());
     };
-    let Agent {
-        slot,
-        ppid,
-        pid,
-        tgid,
-    } = agent;
+    let slot = agent.slot;
     let mut hflags = 0;
     #[expect(clippy::cast_sign_loss, reason = "ret >= 0")]
     let identity = if call.op == file_op::OPEN {
@@ -358,7 +353,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     // way again within the window is counted, not re-reported (a kill or a hold never is).
     if hflags & (flags::KILLED | flags::HELD) == 0
         && let Some(key) = identity
-        && repeated(tgid, call.open_flags, key.dev, key.ino)
+        && repeated(agent.tgid, call.open_flags, key.dev, key.ino)
     {
         count(counter::DEDUPED);
         return Ok(());
@@ -367,15 +362,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
     let event = unsafe { &mut *event };
     // The header is built only now, for an event that is reported (not for a repeat).
-    event.header = header(
-        kind::FILE,
-        &Agent {
-            slot,
-            ppid,
-            pid,
-            tgid,
-        },
-    );
+    event.header = header(kind::FILE, &agent);
     event.header.flags = hflags;
     event.op = call.op;
     event.open_flags = call.open_flags;
@@ -399,9 +386,6 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     } else {
         FILE_EVENT_NO_PATHS
     };
-    if !emit_prefix(event, len, slot, event.header.flags) && event.header.flags & flags::HELD != 0 {
-        // Nobody will hear of this hold: fail closed rather than leave it stopped.
-        signal(SIGKILL);
-    }
+    emit_prefix(event, len);
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Maps shared by all hooks. Names are the contract with the daemon's loader.
 
+use crate::enforce::{SIGKILL, signal};
 use agent_monitor_common::{
     AgentConfig, BindKey, CgroupEvent, CgroupVerdict, DnsOrigin, EscapeEntry, EscapeEvent,
     EventHeader, ExecArgs, ExecEvent, ExitEvent, FileEvent, HostRuleKey, InodeKey, Learned,
@@ -102,11 +103,13 @@ fn events_wake_flag(now: u64) -> u64 {
 }
 
 /// Writes one event to the ring buffer and counts it as emitted or dropped. A drop is also
-/// charged to the agent (slot in the header) so the daemon can mark it degraded. Verdicts
+/// charged to the agent (the header's slot) so the daemon can mark it degraded. Verdicts
 /// are taken before this: a full ring buffer never weakens enforcement. An event that
-/// carries a verdict always wakes the daemon at once (a held process waits for it).
-pub fn emit<T: Event>(event: &T, slot: u32, event_flags: u32) -> bool {
-    emit_prefix(event, core::mem::size_of::<T>(), slot, event_flags)
+/// carries a verdict (the header's flags) always wakes the daemon at once (a held process
+/// waits for it); a hold that cannot be delivered at all kills instead (fail closed rather
+/// than leave a process stopped that nobody will release).
+pub fn emit<T: Event>(event: &T) {
+    emit_prefix(event, core::mem::size_of::<T>());
 }
 
 /// Every event starts with an `EventHeader`.
@@ -135,37 +138,37 @@ events!(
 /// `emit` for the first `len` bytes of the event (`len` at most its size): the fields
 /// after them are unused (see `FILE_EVENT_ONE_PATH`).
 #[inline(always)]
-pub fn emit_prefix<T: Event>(event: &T, len: usize, slot: u32, event_flags: u32) -> bool {
+pub fn emit_prefix<T: Event>(event: &T, len: usize) {
+    let header = event.header();
+    let slot = header.agent;
     let len = len.min(core::mem::size_of::<T>());
     // SAFETY: `len` bytes of a live, plain-integer #[repr(C)] struct.
     let bytes = unsafe { core::slice::from_raw_parts((event as *const T).cast::<u8>(), len) };
-    let verdict = event_flags & (flags::HELD | flags::KILLED | flags::BLOCKED) != 0;
+    let verdict = header.flags & (flags::HELD | flags::KILLED | flags::BLOCKED) != 0;
     if verdict && VERDICTS.output::<[u8]>(bytes, 0).is_ok() {
         count(counter::EMITTED);
-        return true;
+        return;
     }
     let wake = if verdict {
         BPF_RB_FORCE_WAKEUP
     } else {
-        events_wake_flag(event.header().time_ns)
+        events_wake_flag(header.time_ns)
     };
-    match EVENTS.output::<[u8]>(bytes, wake) {
-        Ok(()) => {
-            count(counter::EMITTED);
-            true
-        }
-        Err(_) => {
-            count(counter::DROPPED);
-            if slot != 0 {
-                match AGENT_DROPS.get_ptr_mut(slot) {
-                    // SAFETY: map value pointer; a statistics counter tolerates races.
-                    Some(n) => unsafe { *n += 1 },
-                    None => {
-                        let _ = AGENT_DROPS.insert(slot, 1, 0);
-                    }
-                }
+    if EVENTS.output::<[u8]>(bytes, wake).is_ok() {
+        count(counter::EMITTED);
+        return;
+    }
+    count(counter::DROPPED);
+    if header.flags & flags::HELD != 0 {
+        signal(SIGKILL);
+    }
+    if slot != 0 {
+        match AGENT_DROPS.get_ptr_mut(slot) {
+            // SAFETY: map value pointer; a statistics counter tolerates races.
+            Some(n) => unsafe { *n += 1 },
+            None => {
+                let _ = AGENT_DROPS.insert(slot, 1, 0);
             }
-            false
         }
     }
 }

@@ -92,7 +92,7 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
     if !allowed {
         event.header.flags |= flags::BLOCKED;
     }
-    emit(&event, agent.slot, event.header.flags);
+    emit(&event);
     i32::from(allowed)
 }
 

@@ -179,10 +179,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    if !emit(event, agent.slot, event.header.flags) && event.header.flags & flags::HELD != 0 {
-        // Nobody will hear of this hold: fail closed rather than leave it stopped.
-        signal(SIGKILL);
-    }
+    emit(event);
     Ok(())
 }
 
@@ -204,13 +201,9 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offset from the tracepoint format above.
     let group_dead: u8 = tp_field(ctx, 32);
     if group_dead != 0 {
-        emit(
-            &ExitEvent {
-                header: header(kind::EXIT, &agent),
-            },
-            agent.slot,
-            0,
-        );
+        emit(&ExitEvent {
+            header: header(kind::EXIT, &agent),
+        });
     }
     Ok(())
 }

@@ -155,22 +155,13 @@ impl Event {
     }
 }
 
+/// A whole T from the start of a record.
 fn read<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
-    let need = size_of::<T>();
-    if buf.len() < need {
-        return Err(DecodeError::Short {
-            what,
-            len: buf.len(),
-            need,
-        });
-    }
-    // SAFETY: length checked above; T is a plain #[repr(C)] integer struct (any bit pattern
-    // is valid) and read_unaligned copes with the ring buffer's alignment.
-    Ok(unsafe { buf.as_ptr().cast::<T>().read_unaligned() })
+    read_prefix(buf, size_of::<T>(), what)
 }
 
-/// `read` for an event whose unused tail may be left out (at least `min` bytes sent): what
-/// was not sent reads as zeros.
+/// A T from the start of a record that holds at least `min` of its bytes (a file event
+/// leaves out the paths it does not use): what was not sent reads as zeros.
 fn read_prefix<T: Copy>(buf: &[u8], min: usize, what: &'static str) -> Result<T, DecodeError> {
     if buf.len() < min {
         return Err(DecodeError::Short {

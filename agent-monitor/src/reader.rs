@@ -41,33 +41,34 @@ pub async fn run(
     let mut follow_up: Option<Instant> = None;
     loop {
         let deadline = follow_up.unwrap_or_else(Instant::now);
-        tokio::select! {
-            _ = tick.tick() => pipeline.flush(),
-            () = tokio::time::sleep_until(deadline), if follow_up.is_some() => {
-                let n = drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline, stats);
+        // Whether the kernel woke us (as opposed to the follow-up timer).
+        let woke = tokio::select! {
+            _ = tick.tick() => {
                 pipeline.flush();
-                follow_up = (n > 0).then(|| Instant::now() + FOLLOW_UP);
+                continue;
             }
-            guard = verdicts.readable_mut() => {
-                let Ok(mut guard) = guard.inspect_err(|e| tracing::error!(error = %e, "polling the verdict ring buffer failed")) else {
+            () = tokio::time::sleep_until(deadline), if follow_up.is_some() => false,
+            guard = verdicts.readable_mut() => match guard {
+                Ok(mut guard) => { guard.clear_ready(); true }
+                Err(e) => {
+                    tracing::error!(error = %e, "polling the verdict ring buffer failed");
                     return;
-                };
-                drain_both(events.get_mut(), guard.get_inner_mut(), &mut pipeline, stats);
-                guard.clear_ready();
-                pipeline.flush();
-                follow_up = Some(Instant::now() + FOLLOW_UP);
-            }
-            guard = events.readable_mut() => {
-                let Ok(mut guard) = guard.inspect_err(|e| tracing::error!(error = %e, "polling the event ring buffer failed")) else {
+                }
+            },
+            guard = events.readable_mut() => match guard {
+                Ok(mut guard) => { guard.clear_ready(); true }
+                Err(e) => {
+                    tracing::error!(error = %e, "polling the event ring buffer failed");
                     return;
-                };
-                drain_both(guard.get_inner_mut(), verdicts.get_mut(), &mut pipeline, stats);
-                guard.clear_ready();
-                pipeline.flush();
-                follow_up = Some(Instant::now() + FOLLOW_UP);
-            }
+                }
+            },
             _ = stop.changed() => break,
-        }
+        };
+        // Readiness is cleared before the drain, so a record written meanwhile wakes us again.
+        let n = drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline, stats);
+        pipeline.flush();
+        // After a wakeup, records written without one may follow within the interval.
+        follow_up = (woke || n > 0).then(|| Instant::now() + FOLLOW_UP);
     }
     // Whatever the kernel wrote before the stop is still recorded.
     drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline, stats);
@@ -105,7 +106,7 @@ fn drain_both(
 }
 
 /// Decodes and handles up to `limit` records of a ring; returns how many it read.
-pub fn drain(
+fn drain(
     ring: &mut RingBuf<MapData>,
     limit: usize,
     pipeline: &mut Pipeline,

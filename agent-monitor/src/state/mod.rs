@@ -369,11 +369,8 @@ impl Shared {
             return;
         }
         let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
-        let mut state = lock(&self.tag_state);
-        if state.get(&agent_monitor_common::tag_state::EPOCH, 0).ok() == Some(seconds) {
-            return;
-        }
-        if let Err(e) = state.set(agent_monitor_common::tag_state::EPOCH, seconds, 0) {
+        let set = lock(&self.tag_state).set(agent_monitor_common::tag_state::EPOCH, seconds, 0);
+        if let Err(e) = set {
             tracing::error!(error = %e, "advancing the de-duplication clock; repeats stay counted");
         }
     }
