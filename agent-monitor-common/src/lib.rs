@@ -63,6 +63,16 @@ pub mod file_op {
     pub const CONNECT_UNIX: u32 = 5;
     /// listen(2): `dirfd` is the socket's descriptor (its port is looked up by the daemon).
     pub const LISTEN: u32 = 6;
+    /// truncate (`path` set) or ftruncate (`dirfd` is the descriptor, `path` empty).
+    pub const TRUNCATE: u32 = 7;
+    /// link, linkat: `path` is the existing file, `path2`/`dirfd2` the new name.
+    pub const LINK: u32 = 8;
+    /// mkdir, mkdirat, mknod, mknodat, symlink, symlinkat: `path` names what was to be made.
+    /// Reported only when refused (`flags::REFUSED`).
+    pub const MAKE: u32 = 9;
+    /// execve, execveat: reported here only when refused (`flags::REFUSED`); a successful
+    /// exec is an exec event.
+    pub const EXEC: u32 = 10;
 }
 
 /// Network operations (`NetEvent::op`), one per cgroup `sock_addr` hook family.
@@ -86,6 +96,9 @@ pub mod flags {
     /// A path could not be read from the caller's memory (even after the syscall faulted
     /// it in): the daemon must not guess it.
     pub const PATH_FAULT: u32 = 16;
+    /// The syscall failed with EACCES, EPERM or EXDEV (`ret` holds it): for an agent
+    /// started under Landlock, the kernel refused it before it had any effect.
+    pub const REFUSED: u32 = 32;
 }
 
 /// `AgentConfig::mode`.
@@ -189,6 +202,16 @@ pub struct FileEvent {
     pub dirfd2: i32,
     /// Syscall return value (the new fd for opens).
     pub ret: i64,
+    /// What `dirfd` and `dirfd2` referred to when the syscall ran (device and inode; 0 when
+    /// `AT_FDCWD` or not found): the daemon names a directory the process has closed since.
+    pub dir_dev: u32,
+    pub dir2_dev: u32,
+    pub dir_ino: u64,
+    pub dir2_ino: u64,
+    /// For `OPEN`: the file the new descriptor refers to (0 when not found).
+    pub file_dev: u32,
+    pub pad0: u32,
+    pub file_ino: u64,
     pub path: [u8; PATH_LEN],
     pub path2: [u8; PATH_LEN],
 }
@@ -433,6 +456,9 @@ pub struct Offsets {
     /// `fdtab`, the descriptor array is the embedded `fd_array` (one kernel read saved).
     pub files_fdtab: u32,
     pub files_fd_array: u32,
+    /// `file.f_mode`: whether an open file was opened for writing (`FMODE_WRITE`), whatever
+    /// flags the caller passed.
+    pub file_mode: u32,
     /// Non-zero once the daemon has filled the offsets in.
     pub valid: u32,
 }

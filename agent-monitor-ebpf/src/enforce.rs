@@ -74,17 +74,19 @@ fn file_key(slot: u32, o: &Offsets, file: u64) -> Option<InodeKey> {
     Some(InodeKey { slot, dev, ino })
 }
 
-/// Identity of the file behind the current task's descriptor `fd`:
-/// `task->files->fdt->fd[fd]`.
+/// `FMODE_READ` and `FMODE_WRITE` in `file.f_mode`.
+pub const FMODE_READ: u32 = 0x1;
+pub const FMODE_WRITE: u32 = 0x2;
+
+/// The identity and `f_mode` of the file behind the current task's descriptor `fd`: what
+/// the kernel really opened, not what the caller's flags (in memory it controls) said.
 #[inline(always)]
-pub fn fd_identity(slot: u32, fd: u64) -> Option<InodeKey> {
+pub fn fd_file(slot: u32, fd: u64) -> Option<(InodeKey, u32)> {
     let o = offsets()?;
     // SAFETY: helper without arguments.
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = field(task, o.task_files)?;
     let fdt: u64 = field(files, o.files_fdt)?;
-    // A table never grown is the one embedded in files_struct, whose array is the embedded
-    // fd_array (the kernel sets fdtab.fd = fd_array); a grown one is read through fdt->fd.
     let array: u64 = if fdt == files + u64::from(o.files_fdtab) {
         files + u64::from(o.files_fd_array)
     } else {
@@ -93,7 +95,8 @@ pub fn fd_identity(slot: u32, fd: u64) -> Option<InodeKey> {
     // Verifier workaround: the index is bounded so the offset arithmetic stays scalar.
     let fd = fd & 0xf_ffff;
     let file: u64 = field(array, (fd * 8) as u32)?;
-    file_key(slot, &o, file)
+    let mode: u32 = field(file, o.file_mode)?;
+    Some((file_key(slot, &o, file)?, mode))
 }
 
 /// Identity of the current task's image: `task->mm->exe_file`.

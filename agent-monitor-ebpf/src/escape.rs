@@ -38,7 +38,8 @@ const NR_PIDFD_OPEN: i32 = 434;
 const AF_INET: u64 = 2;
 const AF_INET6: u64 = 10;
 const AF_PACKET: u64 = 17;
-const SOCK_RAW: u64 = 3;
+const SOCK_STREAM: u64 = 1;
+const SOCK_DGRAM: u64 = 2;
 const SOCK_TYPE_MASK: u64 = 0xf;
 const EPERM: i64 = 1;
 
@@ -96,9 +97,12 @@ fn judged_at_entry(nr: i32) -> bool {
 /// list depend on their arguments; the rest always are.
 fn is_escape(nr: i32, args: &[u64; 3], agent: &Agent) -> bool {
     match nr {
+        // Packet sockets, and inet sockets other than stream and datagram ones (raw,
+        // SOCK_PACKET), reach the wire without the cgroup socket hooks.
         NR_SOCKET => {
-            let raw = args[1] & SOCK_TYPE_MASK == SOCK_RAW;
-            args[0] == AF_PACKET || (raw && (args[0] == AF_INET || args[0] == AF_INET6))
+            let ty = args[1] & SOCK_TYPE_MASK;
+            let inet = args[0] == AF_INET || args[0] == AF_INET6;
+            args[0] == AF_PACKET || (inet && ty != SOCK_STREAM && ty != SOCK_DGRAM)
         }
         // kill(pid, sig): 0 probes; pid 0 is the caller's own process group.
         #[expect(clippy::cast_possible_truncation, reason = "pid_t and int arguments")]
@@ -177,14 +181,52 @@ fn try_sys_exit_escape(ctx: &TracePointContext) -> Result<(), i64> {
             return Ok(()); // an ordinary socket
         }
     };
+    let mut hflags = entry_flags;
+    if ret == -EPERM {
+        hflags |= flags::BLOCKED;
+    }
+    emit_syscall(&agent, nr, args, ret, hflags, seen)
+}
+
+/// Attached to `sys_exit_*` of every other syscall the agents' seccomp allow-list refuses
+/// (or allows with some arguments only): `int __syscall_nr` @8, `long ret` @16. A refusal
+/// shows here as -EPERM and is reported; the syscall had no effect, so nothing is killed
+/// (an agent without the filter, adopted by `select`, ran an ordinary syscall).
+#[tracepoint]
+pub fn sys_exit_refused(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit_refused(&ctx);
+    0
+}
+
+fn try_sys_exit_refused(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: offsets from the syscall tracepoint format.
+    let ret: i64 = tp_field(ctx, 16);
+    if ret != -EPERM {
+        return Ok(());
+    }
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
+    let nr: i32 = tp_field(ctx, 8);
+    let all = syscall_args();
+    emit_syscall(&agent, nr, [all[0], all[1], all[2]], ret, flags::BLOCKED, 1)
+}
+
+/// Emits an escape event for syscall `nr` of `agent`.
+#[inline(always)]
+fn emit_syscall(
+    agent: &Agent,
+    nr: i32,
+    args: [u64; 3],
+    ret: i64,
+    hflags: u32,
+    seen: u32,
+) -> Result<(), i64> {
     let event = ESCAPE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU scratch slot, exclusively ours for the duration of this program.
     let event = unsafe { &mut *event };
-    event.header = header(kind::ESCAPE, &agent);
-    event.header.flags |= entry_flags;
-    if ret == -EPERM {
-        event.header.flags |= flags::BLOCKED;
-    }
+    event.header = header(kind::ESCAPE, agent);
+    event.header.flags |= hflags;
     event.op = escape_op::SYSCALL;
     #[expect(clippy::cast_sign_loss, reason = "syscall numbers are positive")]
     {

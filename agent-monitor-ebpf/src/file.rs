@@ -18,19 +18,23 @@ use aya_ebpf::{
 };
 
 use crate::{
-    enforce::{SIGKILL, SIGSTOP, enforced, fd_identity, kills, signal},
+    enforce::{FMODE_READ, FMODE_WRITE, SIGKILL, SIGSTOP, enforced, fd_file, kills, signal},
     maps::{
         FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, TAG_STATE, count,
         emit_prefix,
     },
     process::{syscall_args, tp_field},
-    tag::{current_agent, header},
+    tag::{Agent, current_agent, header},
 };
 
 const AT_FDCWD: i32 = -100;
 const O_ACCMODE: u32 = 0o3;
+const O_WRONLY: u32 = 0o1;
+const O_RDWR: u32 = 0o2;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
+/// The flags an open whose flags cannot be read is judged with.
+const O_WRONLY_CREAT_TRUNC: u32 = O_WRONLY | O_CREAT | O_TRUNC;
 const AF_UNIX: u16 = 1;
 
 /// x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl) of the syscalls whose
@@ -39,18 +43,39 @@ mod nr {
     pub const OPEN: i32 = 2;
     pub const CONNECT: i32 = 42;
     pub const LISTEN: i32 = 50;
+    pub const EXECVE: i32 = 59;
+    pub const TRUNCATE: i32 = 76;
+    pub const FTRUNCATE: i32 = 77;
     pub const CHDIR: i32 = 80;
     pub const FCHDIR: i32 = 81;
     pub const RENAME: i32 = 82;
+    pub const MKDIR: i32 = 83;
     pub const RMDIR: i32 = 84;
     pub const CREAT: i32 = 85;
+    pub const LINK: i32 = 86;
     pub const UNLINK: i32 = 87;
+    pub const SYMLINK: i32 = 88;
+    pub const MKNOD: i32 = 133;
     pub const OPENAT: i32 = 257;
+    pub const MKDIRAT: i32 = 258;
+    pub const MKNODAT: i32 = 259;
     pub const UNLINKAT: i32 = 263;
     pub const RENAMEAT: i32 = 264;
+    pub const LINKAT: i32 = 265;
+    pub const SYMLINKAT: i32 = 266;
     pub const RENAMEAT2: i32 = 316;
+    pub const EXECVEAT: i32 = 322;
     pub const OPENAT2: i32 = 437;
 }
+
+/// Errors that mean "refused" (Landlock answers EACCES, EPERM for scoped signals and
+/// sockets, and EXDEV for a link or rename that would widen access).
+const EPERM: i64 = 1;
+const EACCES: i64 = 13;
+const EXDEV: i64 = 18;
+/// `S_IFDIR` and `S_IFLNK`: what mkdir and symlink make (mknod passes its own mode).
+const S_IFDIR: u32 = 0o040_000;
+const S_IFLNK: u32 = 0o120_000;
 
 /// One syscall's arguments, as argument indexes (None: not present).
 struct Layout {
@@ -151,6 +176,77 @@ fn layout_of(syscall: i32) -> Option<Layout> {
             dirfd: Some(0),
             ..layout(file_op::CHDIR)
         },
+        // truncate(path, length), ftruncate(fd, length)
+        nr::TRUNCATE => Layout {
+            path: Some(0),
+            ..layout(file_op::TRUNCATE)
+        },
+        nr::FTRUNCATE => Layout {
+            dirfd: Some(0),
+            ..layout(file_op::TRUNCATE)
+        },
+        // link(oldname, newname), linkat(olddfd, oldname, newdfd, newname, flags)
+        nr::LINK => Layout {
+            path: Some(0),
+            path2: Some(1),
+            ..layout(file_op::LINK)
+        },
+        nr::LINKAT => Layout {
+            dirfd: Some(0),
+            path: Some(1),
+            dirfd2: Some(2),
+            path2: Some(3),
+            flags: Some(4),
+            ..layout(file_op::LINK)
+        },
+        // mkdir(path, mode), mkdirat(dfd, path, mode): `open_flags` carries the file type.
+        nr::MKDIR => Layout {
+            path: Some(0),
+            fixed_flags: S_IFDIR,
+            ..layout(file_op::MAKE)
+        },
+        nr::MKDIRAT => Layout {
+            dirfd: Some(0),
+            path: Some(1),
+            fixed_flags: S_IFDIR,
+            ..layout(file_op::MAKE)
+        },
+        // mknod(path, mode, dev), mknodat(dfd, path, mode, dev): the mode's type bits.
+        nr::MKNOD => Layout {
+            path: Some(0),
+            flags: Some(1),
+            ..layout(file_op::MAKE)
+        },
+        nr::MKNODAT => Layout {
+            dirfd: Some(0),
+            path: Some(1),
+            flags: Some(2),
+            ..layout(file_op::MAKE)
+        },
+        // symlink(target, newname), symlinkat(target, newdfd, newname): the new name.
+        nr::SYMLINK => Layout {
+            path: Some(1),
+            fixed_flags: S_IFLNK,
+            ..layout(file_op::MAKE)
+        },
+        nr::SYMLINKAT => Layout {
+            dirfd: Some(1),
+            path: Some(2),
+            fixed_flags: S_IFLNK,
+            ..layout(file_op::MAKE)
+        },
+        // execve(filename, argv, envp), execveat(dfd, filename, argv, envp, flags): only a
+        // failed exec still has its arguments in the saved registers at exit.
+        nr::EXECVE => Layout {
+            path: Some(0),
+            ..layout(file_op::EXEC)
+        },
+        nr::EXECVEAT => Layout {
+            dirfd: Some(0),
+            path: Some(1),
+            flags: Some(4),
+            ..layout(file_op::EXEC)
+        },
         // listen(fd, backlog): a socket never bound gets its port from the kernel here,
         // where no bind hook runs; the daemon judges the port it got while the process is
         // held.
@@ -223,7 +319,10 @@ fn call_of(syscall: i32, args: &[u64; 5]) -> Result<Option<Call>, i64> {
     if syscall == nr::OPENAT2 {
         // `struct open_how { u64 flags; u64 mode; u64 resolve; }` in user memory.
         // SAFETY: user memory through the helper.
-        let how: u64 = unsafe { bpf_probe_read_user(args[2] as *const u64) }.unwrap_or(0);
+        // An unreadable `how` (a page the agent unmapped or registered with userfaultfd
+        // after the call) fails closed: judged as a write, never as a read.
+        let how: u64 = unsafe { bpf_probe_read_user(args[2] as *const u64) }
+            .unwrap_or(u64::from(O_WRONLY_CREAT_TRUNC));
         #[expect(clippy::cast_possible_truncation, reason = "open flags fit 32 bits")]
         {
             open_flags = how as u32;
@@ -318,23 +417,43 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: offsets from the tracepoint format above.
     let ret: i64 = tp_field(ctx, 16);
     if ret < 0 {
-        return Ok(()); // a failed call touched nothing
+        // A failed call touched nothing; one the kernel refused is reported (below).
+        if ret != -EACCES && ret != -EPERM && ret != -EXDEV {
+            return Ok(());
+        }
+        return refused(ctx, ret);
     }
     let Some(agent) = current_agent() else {
         return Ok(());
     };
     let syscall: i32 = tp_field(ctx, 8);
-    let Some(call) = call_of(syscall, &syscall_args())? else {
+    let Some(mut call) = call_of(syscall, &syscall_args())? else {
         return Ok(());
     };
+    // Made nodes and execs are reported only when refused (a successful exec is an exec
+    // event; what was made is judged when it is opened).
+    if call.op == file_op::MAKE || call.op == file_op::EXEC {
+        return Ok(());
+    }
     let slot = agent.slot;
     let mut hflags = 0;
     #[expect(clippy::cast_sign_loss, reason = "ret >= 0")]
-    let identity = if call.op == file_op::OPEN {
-        fd_identity(slot, ret as u64)
+    let opened = if call.op == file_op::OPEN {
+        fd_file(slot, ret as u64)
     } else {
         None
     };
+    let identity = opened.map(|(key, _)| key);
+    if let Some((_, mode)) = opened {
+        // The access mode the file really has, not the flags the caller passed (openat2
+        // reads them from memory the agent controls).
+        let accmode = match (mode & FMODE_READ != 0, mode & FMODE_WRITE != 0) {
+            (true, true) => O_RDWR,
+            (false, true) => O_WRONLY,
+            _ => 0,
+        };
+        call.open_flags = (call.open_flags & !O_ACCMODE) | accmode;
+    }
     if let Some(cfg) = enforced(slot)
         && kills(&cfg)
     {
@@ -358,17 +477,70 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         count(counter::DEDUPED);
         return Ok(());
     }
+    send(&agent, &call, hflags, ret, identity)
+}
+
+/// A file syscall of an enforced agent that failed with EACCES, EPERM or EXDEV. For an
+/// agent started under Landlock that is the kernel refusing it before any effect; the
+/// daemon judges the path it named and records the refusal (no hold, no kill here: nothing
+/// happened).
+#[inline(always)]
+fn refused(ctx: &TracePointContext, ret: i64) -> Result<(), i64> {
+    let Some(agent) = current_agent() else {
+        return Ok(());
+    };
+    if enforced(agent.slot).is_none() {
+        return Ok(());
+    }
+    let syscall: i32 = tp_field(ctx, 8);
+    let Some(call) = call_of(syscall, &syscall_args())? else {
+        return Ok(());
+    };
+    if call.op == file_op::CHDIR || call.op == file_op::LISTEN {
+        return Ok(());
+    }
+    send(&agent, &call, flags::REFUSED, ret, None)
+}
+
+/// What a directory descriptor of the current task refers to, (0, 0) for `AT_FDCWD`.
+#[inline(always)]
+fn dir_identity(slot: u32, dirfd: i32) -> (u32, u64) {
+    #[expect(clippy::cast_sign_loss, reason = "dirfd >= 0")]
+    let found = if dirfd >= 0 {
+        fd_file(slot, dirfd as u64)
+    } else {
+        None
+    };
+    found.map_or((0, 0), |(key, _)| (key.dev, key.ino))
+}
+
+/// Builds and emits the file event of `call`; `opened` is what an open's new descriptor
+/// refers to.
+#[inline(always)]
+fn send(
+    agent: &Agent,
+    call: &Call,
+    hflags: u32,
+    ret: i64,
+    opened: Option<InodeKey>,
+) -> Result<(), i64> {
     let event = FILE_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: per-CPU scratch slot, exclusively ours while this program runs.
     let event = unsafe { &mut *event };
     // The header is built only now, for an event that is reported (not for a repeat).
-    event.header = header(kind::FILE, &agent);
+    event.header = header(kind::FILE, agent);
     event.header.flags = hflags;
     event.op = call.op;
     event.open_flags = call.open_flags;
     event.dirfd = call.dirfd;
     event.dirfd2 = call.dirfd2;
     event.ret = ret;
+    // The directories are named by what they are now, while the descriptors still exist:
+    // by the time the daemon reads this event the process may have closed them.
+    (event.dir_dev, event.dir_ino) = dir_identity(agent.slot, call.dirfd);
+    (event.dir2_dev, event.dir2_ino) = dir_identity(agent.slot, call.dirfd2);
+    (event.file_dev, event.file_ino) = opened.map_or((0, 0), |k| (k.dev, k.ino));
+    event.pad0 = 0;
     copy_path(
         call.path_ptr as *const u8,
         &mut event.path,

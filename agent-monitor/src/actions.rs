@@ -4,7 +4,7 @@
 
 pub use crate::decoder::KernelDid;
 use crate::{
-    record::{Action, Kind},
+    record::{Action, Kind, Layer},
     scope::{Mode, OnViolation},
 };
 
@@ -35,6 +35,8 @@ pub fn decide(
         Action::KilledProcess
     } else if kernel.blocked {
         Action::Blocked
+    } else if kernel.refused {
+        Action::Refused
     } else {
         Action::None
     };
@@ -44,13 +46,49 @@ pub fn decide(
     if mode == Mode::Audit || !certain {
         return (base, kernel.held.then_some(Step::Release));
     }
+    if kernel.refused {
+        // Refused by Landlock before it happened: the record says so, and onViolation
+        // still decides what happens to the process afterwards.
+        return match on_violation {
+            OnViolation::KillAgent => (base, Some(Step::KillAgent)),
+            OnViolation::KillProcess => (base, Some(Step::KillProcess)),
+            OnViolation::Refuse | OnViolation::Alert => (base, None),
+        };
+    }
     match on_violation {
         OnViolation::KillAgent => (Action::KilledAgent, Some(Step::KillAgent)),
         // A held operation (a Unix-socket connect) waits for this decision.
         _ if refused && !kernel.held => (base, None),
         OnViolation::Alert => (base, kernel.held.then_some(Step::Release)),
-        OnViolation::KillProcess if kernel.killed => (Action::KilledProcess, None),
-        OnViolation::KillProcess => (Action::KilledProcess, Some(Step::KillProcess)),
+        // With `refuse`, what the kernel could not refuse falls back to the kill.
+        OnViolation::KillProcess | OnViolation::Refuse if kernel.killed => {
+            (Action::KilledProcess, None)
+        }
+        OnViolation::KillProcess | OnViolation::Refuse => {
+            (Action::KilledProcess, Some(Step::KillProcess))
+        }
+    }
+}
+
+/// The mechanism that first stopped the operation (None when nothing was done): the
+/// kernel's refusal, its kill or hold, else the daemon's own step.
+pub fn layer(kind: Kind, kernel: KernelDid, action: Action) -> Option<Layer> {
+    if action == Action::None {
+        None
+    } else if kernel.refused {
+        Some(Layer::Landlock)
+    } else if kernel.blocked {
+        Some(if kind == Kind::Escape {
+            Layer::Seccomp
+        } else {
+            Layer::CgroupHook
+        })
+    } else if kernel.killed || kernel.held {
+        Some(Layer::Ebpf)
+    } else if matches!(action, Action::KilledProcess | Action::KilledAgent) {
+        Some(Layer::Daemon)
+    } else {
+        None
     }
 }
 
@@ -62,6 +100,7 @@ mod tests {
         killed: false,
         blocked: false,
         held: false,
+        refused: false,
     };
 
     #[test]
@@ -281,5 +320,58 @@ mod tests {
             (Action::KilledProcess, Some(Step::KillProcess)),
             "an escape syscall that ran"
         );
+    }
+
+    #[test]
+    fn refused_by_landlock_kills_only_when_asked_to() {
+        let refused = KernelDid {
+            refused: true,
+            ..NONE
+        };
+        let run = |on| decide(Kind::File, true, true, Mode::Enforce, on, refused);
+        assert_eq!(run(OnViolation::Refuse), (Action::Refused, None));
+        assert_eq!(run(OnViolation::Alert), (Action::Refused, None));
+        assert_eq!(
+            run(OnViolation::KillProcess),
+            (Action::Refused, Some(Step::KillProcess))
+        );
+        assert_eq!(
+            run(OnViolation::KillAgent),
+            (Action::Refused, Some(Step::KillAgent))
+        );
+        assert_eq!(
+            layer(Kind::File, refused, Action::Refused),
+            Some(Layer::Landlock)
+        );
+        // What Landlock cannot refuse (a held open) falls back to the kill with `refuse`.
+        let held = KernelDid { held: true, ..NONE };
+        assert_eq!(
+            decide(
+                Kind::File,
+                true,
+                true,
+                Mode::Enforce,
+                OnViolation::Refuse,
+                held
+            ),
+            (Action::KilledProcess, Some(Step::KillProcess))
+        );
+        assert_eq!(
+            layer(Kind::File, held, Action::KilledProcess),
+            Some(Layer::Ebpf)
+        );
+        let blocked = KernelDid {
+            blocked: true,
+            ..NONE
+        };
+        assert_eq!(
+            layer(Kind::Escape, blocked, Action::Blocked),
+            Some(Layer::Seccomp)
+        );
+        assert_eq!(
+            layer(Kind::Connect, blocked, Action::Blocked),
+            Some(Layer::CgroupHook)
+        );
+        assert_eq!(layer(Kind::File, NONE, Action::None), None);
     }
 }

@@ -203,6 +203,7 @@ impl Btf {
             mm_exe_file: self.member_offset("mm_struct", "exe_file")?,
             files_fdtab: self.member_offset("files_struct", "fdtab")?,
             files_fd_array: self.member_offset("files_struct", "fd_array")?,
+            file_mode: self.member_offset("file", "f_mode")?,
             valid: 1,
         })
     }
@@ -271,7 +272,7 @@ mod tests {
 
     #[test]
     fn running_kernel_has_every_offset() {
-        // Every development and CI machine has BTF (brief section 8).
+        // Every development and CI machine has BTF.
         let btf = Btf::from_sys_fs().expect("/sys/kernel/btf/vmlinux");
         let o = btf.offsets().expect("offsets");
         assert_eq!(o.valid, 1);

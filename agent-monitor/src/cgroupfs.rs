@@ -1,9 +1,12 @@
 //! The cgroup v2 filesystem: finding it, making and removing task cgroups, reading ids.
 
 use std::{
+    collections::HashMap,
     fs, io,
+    io::Write as _,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,10 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Cgr
 #[derive(Debug, Clone)]
 pub struct Cgroup2 {
     root: PathBuf,
+    /// `cgroup.kill` of each task, opened when the task is tagged: killing it later is a
+    /// write to an open descriptor, which nothing the agent does (a fanotify permission
+    /// mark on the file, say) can hold up.
+    kill_handles: Arc<Mutex<HashMap<String, Arc<fs::File>>>>,
 }
 
 impl Cgroup2 {
@@ -53,6 +60,7 @@ impl Cgroup2 {
             let (_dev, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
             (fstype == "cgroup2").then(|| Self {
                 root: PathBuf::from(unescape_mount(dir)),
+                kill_handles: Arc::default(),
             })
         })
     }
@@ -84,10 +92,42 @@ impl Cgroup2 {
         self.id(rel)
     }
 
-    /// Kills every process in a cgroup and its descendants (cgroup.kill, Linux >= 5.14).
+    /// Opens the cgroup's `cgroup.kill` now, for a later [`Self::kill`].
+    pub fn keep_kill_handle(&self, rel: &str) -> Result<(), CgroupError> {
+        let file = self.dir(rel)?.join("cgroup.kill");
+        let handle = fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .map_err(io_err("open", &file))?;
+        self.kill_handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(rel.to_string(), Arc::new(handle));
+        Ok(())
+    }
+
+    pub fn forget_kill_handle(&self, rel: &str) {
+        self.kill_handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(rel);
+    }
+
+    /// Kills every process in a cgroup and its descendants (cgroup.kill, Linux >= 5.14),
+    /// through the descriptor opened when the task was tagged, if there is one.
     pub fn kill(&self, rel: &str) -> Result<(), CgroupError> {
         let file = self.dir(rel)?.join("cgroup.kill");
-        fs::write(&file, "1").map_err(io_err("write", &file))
+        let kept = self
+            .kill_handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(rel)
+            .cloned();
+        match kept {
+            Some(handle) => (&*handle).write_all(b"1"),
+            None => fs::write(&file, "1"),
+        }
+        .map_err(io_err("write", &file))
     }
 
     /// Whether any process is left in the cgroup or below it.
@@ -221,6 +261,7 @@ mod tests {
     fn dir_rejects_dot_dot() {
         let cg = Cgroup2 {
             root: PathBuf::from("/cg"),
+            kill_handles: Arc::default(),
         };
         assert_eq!(cg.dir("/a/b").expect("ok"), PathBuf::from("/cg/a/b"));
         assert!(cg.dir("/a/../b").is_err());

@@ -1,4 +1,4 @@
-//! Command-line interface (brief section 4).
+//! Command-line interface.
 
 use std::path::PathBuf;
 

@@ -46,6 +46,10 @@ pub struct Header {
 
 /// The kernel's own action on an event, from the header flags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per header flag, as the kernel sets them"
+)]
 pub struct KernelDid {
     /// SIGKILL sent before the syscall returned.
     pub killed: bool,
@@ -53,7 +57,13 @@ pub struct KernelDid {
     pub blocked: bool,
     /// The process was stopped (SIGSTOP) for the daemon to decide.
     pub held: bool,
+    /// The syscall failed with EACCES, EPERM or EXDEV: refused before it had any effect
+    /// (by Landlock, for an agent started under it).
+    pub refused: bool,
 }
+
+/// A file's (device, inode), the device in the kernel's `dev_t` encoding.
+pub type FileId = (u32, u64);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileOp {
@@ -69,6 +79,16 @@ pub enum FileOp {
     },
     /// listen(2) on the socket behind `dirfd`.
     Listen,
+    /// truncate(2) (`path`) or ftruncate(2) (`dirfd`).
+    Truncate,
+    /// link(2): `path` is the existing file, `path2` the new name.
+    Link,
+    /// mkdir, mknod, symlink (refused only); `mode` holds the file type bits.
+    Make {
+        mode: u32,
+    },
+    /// A refused execve(2).
+    Exec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +133,11 @@ pub enum Event {
         dirfd2: i32,
         path2: PathBuf,
         ret: i64,
+        /// What `dirfd`, `dirfd2` and (for an open) the new descriptor referred to when
+        /// the syscall ran: (device, inode), the kernel's `dev_t` encoding.
+        dir: Option<FileId>,
+        dir2: Option<FileId>,
+        opened: Option<FileId>,
     },
     Net {
         header: Header,
@@ -201,6 +226,7 @@ fn header(h: &EventHeader) -> Header {
             killed: h.flags & flags::KILLED != 0,
             blocked: h.flags & flags::BLOCKED != 0,
             held: h.flags & flags::HELD != 0,
+            refused: h.flags & flags::REFUSED != 0,
         },
         cgroup_id: h.cgroup_id,
         comm: text(&h.comm),
@@ -259,6 +285,10 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 file_op::CONNECT_UNIX => FileOp::ConnectUnix {
                     abstract_name: e.open_flags != 0,
                 },
+                file_op::TRUNCATE => FileOp::Truncate,
+                file_op::LINK => FileOp::Link,
+                file_op::MAKE => FileOp::Make { mode: e.open_flags },
+                file_op::EXEC => FileOp::Exec,
                 value => {
                     return Err(DecodeError::UnknownValue {
                         what: "file op",
@@ -266,6 +296,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                     });
                 }
             };
+            let id = |dev: u32, ino: u64| (dev != 0 || ino != 0).then_some((dev, ino));
             Ok(Event::File {
                 header: header(&e.header),
                 op,
@@ -274,6 +305,9 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 dirfd2: e.dirfd2,
                 path2: path(&e.path2),
                 ret: e.ret,
+                dir: id(e.dir_dev, e.dir_ino),
+                dir2: id(e.dir2_dev, e.dir2_ino),
+                opened: id(e.file_dev, e.file_ino),
             })
         }
         kind::NET => {

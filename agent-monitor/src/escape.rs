@@ -9,34 +9,26 @@ use crate::{
     record::EscapeObject,
 };
 
-/// One escape syscall (x86-64 numbering): the one list the kernel hooks (`loader`), the
-/// exec seccomp filter (`seccomp`) and the records (`syscall_name`) are made from.
+/// One escape syscall (x86-64 numbering): the syscalls the kernel's escape hooks judge
+/// (`loader`), killing an agent without the seccomp filter that ran one. Names and the
+/// agents' allow-list are `syscalls::TABLE`.
 pub struct EscapeSyscall {
     pub nr: u32,
     pub name: &'static str,
     /// Its `syscalls:sys_{enter,exit}_*` tracepoint name; None when it is not hooked (the
     /// ring behind `io_uring_enter` can only come from a refused `io_uring_setup`).
     pub tracepoint: Option<&'static str>,
-    /// Refused by the seccomp filter whatever its arguments; the others are refused or
-    /// judged by their arguments (`seccomp::filter`, the kernel's `is_escape`).
-    pub always_refused: bool,
     /// Also hooked at entry: the signal syscalls, whose target must be judged before the
     /// signal lands (a killed target leaves the agent's pid map). The others are judged at
     /// exit only, from the arguments in the saved registers.
     pub entry: bool,
 }
 
-const fn sc(
-    nr: u32,
-    name: &'static str,
-    tracepoint: Option<&'static str>,
-    always_refused: bool,
-) -> EscapeSyscall {
+const fn sc(nr: u32, name: &'static str, tracepoint: Option<&'static str>) -> EscapeSyscall {
     EscapeSyscall {
         nr,
         name,
         tracepoint,
-        always_refused,
         entry: false,
     }
 }
@@ -47,52 +39,50 @@ const fn signal(nr: u32, name: &'static str) -> EscapeSyscall {
         nr,
         name,
         tracepoint: Some(name),
-        always_refused: false,
         entry: true,
     }
 }
 
 pub const SYSCALLS: &[EscapeSyscall] = &[
-    sc(41, "socket", Some("socket"), false),
+    sc(41, "socket", Some("socket")),
     signal(62, "kill"),
-    sc(101, "ptrace", Some("ptrace"), true),
-    sc(155, "pivot_root", Some("pivot_root"), true),
-    sc(165, "mount", Some("mount"), true),
-    sc(166, "umount2", Some("umount"), true),
-    sc(169, "reboot", Some("reboot"), true),
-    sc(175, "init_module", Some("init_module"), true),
-    sc(176, "delete_module", Some("delete_module"), true),
+    sc(101, "ptrace", Some("ptrace")),
+    sc(155, "pivot_root", Some("pivot_root")),
+    sc(161, "chroot", Some("chroot")),
+    sc(163, "acct", Some("acct")),
+    sc(165, "mount", Some("mount")),
+    sc(166, "umount2", Some("umount")),
+    sc(167, "swapon", Some("swapon")),
+    sc(169, "reboot", Some("reboot")),
+    sc(175, "init_module", Some("init_module")),
+    sc(176, "delete_module", Some("delete_module")),
     signal(200, "tkill"),
     signal(234, "tgkill"),
-    sc(246, "kexec_load", Some("kexec_load"), true),
-    sc(272, "unshare", Some("unshare"), true),
-    sc(304, "open_by_handle_at", Some("open_by_handle_at"), true),
-    sc(308, "setns", Some("setns"), true),
-    sc(310, "process_vm_readv", Some("process_vm_readv"), true),
-    sc(311, "process_vm_writev", Some("process_vm_writev"), true),
-    sc(313, "finit_module", Some("finit_module"), true),
-    sc(320, "kexec_file_load", Some("kexec_file_load"), true),
-    sc(321, "bpf", Some("bpf"), true),
-    sc(425, "io_uring_setup", Some("io_uring_setup"), true),
-    sc(426, "io_uring_enter", None, true),
-    sc(427, "io_uring_register", None, true),
-    sc(428, "open_tree", Some("open_tree"), true),
-    sc(429, "move_mount", Some("move_mount"), true),
-    sc(430, "fsopen", Some("fsopen"), true),
-    sc(431, "fsconfig", Some("fsconfig"), true),
-    sc(432, "fsmount", Some("fsmount"), true),
-    sc(433, "fspick", Some("fspick"), true),
+    sc(246, "kexec_load", Some("kexec_load")),
+    sc(272, "unshare", Some("unshare")),
+    sc(298, "perf_event_open", Some("perf_event_open")),
+    sc(300, "fanotify_init", Some("fanotify_init")),
+    sc(304, "open_by_handle_at", Some("open_by_handle_at")),
+    sc(308, "setns", Some("setns")),
+    sc(310, "process_vm_readv", Some("process_vm_readv")),
+    sc(311, "process_vm_writev", Some("process_vm_writev")),
+    sc(313, "finit_module", Some("finit_module")),
+    sc(320, "kexec_file_load", Some("kexec_file_load")),
+    sc(321, "bpf", Some("bpf")),
+    sc(323, "userfaultfd", Some("userfaultfd")),
+    sc(425, "io_uring_setup", Some("io_uring_setup")),
+    sc(426, "io_uring_enter", None),
+    sc(427, "io_uring_register", None),
+    sc(428, "open_tree", Some("open_tree")),
+    sc(429, "move_mount", Some("move_mount")),
+    sc(430, "fsopen", Some("fsopen")),
+    sc(431, "fsconfig", Some("fsconfig")),
+    sc(432, "fsmount", Some("fsmount")),
+    sc(433, "fspick", Some("fspick")),
     signal(434, "pidfd_open"),
-    sc(442, "mount_setattr", Some("mount_setattr"), true),
+    sc(438, "pidfd_getfd", Some("pidfd_getfd")),
+    sc(442, "mount_setattr", Some("mount_setattr")),
 ];
-
-/// The syscall's name, or `syscall_<nr>`.
-pub fn syscall_name(nr: u32) -> String {
-    SYSCALLS
-        .iter()
-        .find(|s| s.nr == nr)
-        .map_or_else(|| format!("syscall_{nr}"), |s| s.name.to_string())
-}
 
 /// Why a syscall is an escape, for the record's reason.
 fn why(name: &str) -> &'static str {
@@ -110,7 +100,21 @@ fn why(name: &str) -> &'static str {
         "open_by_handle_at" => "opening files by handle, without a path",
         "init_module" | "finit_module" | "delete_module" | "kexec_load" | "kexec_file_load"
         | "reboot" => "changing the running kernel",
-        _ => "changing the mount table",
+        "mount" | "umount2" | "pivot_root" | "open_tree" | "move_mount" | "fsopen" | "fsconfig"
+        | "fsmount" | "fspick" | "mount_setattr" => "changing the mount table",
+        "clone" => "a child sharing the descriptor table, or new namespaces",
+        "rt_sigqueueinfo" | "rt_tgsigqueueinfo" | "pidfd_send_signal" => {
+            "signals may only reach the agent's own processes, and never resume a held one"
+        }
+        "prlimit64" | "setpriority" | "sched_setscheduler" | "sched_setparam" | "sched_setattr"
+        | "sched_setaffinity" | "ioprio_set" => {
+            "limits and priorities of processes other than the caller"
+        }
+        "pidfd_getfd" | "fanotify_init" | "fanotify_mark" | "userfaultfd" => {
+            "descriptors or memory the file rules never judged"
+        }
+        "mknod" | "mknodat" => "device nodes",
+        _ => "not on the agents' syscall allow-list",
     }
 }
 
@@ -119,7 +123,7 @@ fn why(name: &str) -> &'static str {
 pub fn judge(what: &EscapeWhat, task_cgroup: &str) -> Option<(EscapeObject, Verdict)> {
     match what {
         EscapeWhat::Syscall { nr, args, ret } => {
-            let name = syscall_name(*nr);
+            let name = crate::syscalls::name(*nr);
             let outcome = if *ret == -1 { "refused" } else { "attempted" };
             let reason = format!("{name}() {outcome}: {}", why(&name));
             let object = EscapeObject {
@@ -256,7 +260,7 @@ mod tests {
         };
         assert_eq!(v.dimension, Dimension::Escape);
         assert!(v.reason.contains("refused"), "{}", v.reason);
-        assert_eq!(syscall_name(9999), "syscall_9999");
+        assert_eq!(crate::syscalls::name(9999), "syscall_9999");
     }
 
     #[test]

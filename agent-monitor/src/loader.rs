@@ -131,6 +131,18 @@ const FILE_EXITS: &[(&str, bool)] = &[
     ("sys_exit_fchdir", true),
     ("sys_exit_connect", true),
     ("sys_exit_listen", true),
+    ("sys_exit_truncate", true),
+    ("sys_exit_ftruncate", true),
+    ("sys_exit_link", false),
+    ("sys_exit_linkat", true),
+    ("sys_exit_mkdir", false),
+    ("sys_exit_mkdirat", true),
+    ("sys_exit_mknod", false),
+    ("sys_exit_mknodat", true),
+    ("sys_exit_symlink", false),
+    ("sys_exit_symlinkat", true),
+    ("sys_exit_execve", true),
+    ("sys_exit_execveat", true),
 ];
 
 /// recvmsg4/6 give a redirected DNS reply its original source back (DNS-name egress).
@@ -263,6 +275,7 @@ pub fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: Option<&Pins>) -> Result<K
         ));
     }
     // Not required: an architecture (or a kernel without modules) may lack some of them.
+    attach_refused(&mut ebpf, &mut hooks, &mut links, pin);
     for s in crate::escape::SYSCALLS {
         let Some(syscall) = s.tracepoint else {
             continue;
@@ -376,6 +389,32 @@ where
     T::try_from(map).map_err(|source| LoadError::Map { name, source })
 }
 
+/// The rest of what the agents' seccomp filter refuses (by number or by arguments): each
+/// refusal is recorded. Not required: an architecture may lack some of them.
+fn attach_refused(
+    ebpf: &mut Ebpf,
+    hooks: &mut Vec<HookStatus>,
+    links: &mut Vec<(String, FdLink)>,
+    pin: bool,
+) {
+    use crate::syscalls::{Class, TABLE};
+    for s in TABLE.iter().filter(|s| {
+        matches!(s.class, Class::Refuse | Class::Args)
+            && !crate::escape::SYSCALLS.iter().any(|e| e.nr == s.nr)
+    }) {
+        let name = format!("sys_exit_{}", s.name);
+        hooks.push(attach_tracepoint(
+            ebpf,
+            "sys_exit_refused",
+            "syscalls",
+            &name,
+            false,
+            links,
+            pin,
+        ));
+    }
+}
+
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
     program: &'static str,
@@ -411,7 +450,14 @@ fn attach_tracepoint(
         if pin {
             let link = prog.take_link(id).map_err(|e| e.to_string())?;
             let link = FdLink::try_from(link).map_err(|e| format!("not a bpf_link: {e}"))?;
-            links.push((format!("tracepoint:{category}:{name}"), link));
+            // `sys_exit_refused` shares some tracepoints with `sys_exit_file` (mknod): its
+            // links are pinned under their own name.
+            let key = if program == "sys_exit_refused" {
+                format!("{target}#{program}")
+            } else {
+                target.clone()
+            };
+            links.push((key, link));
         }
         Ok(())
     })();
@@ -436,7 +482,7 @@ fn attach_sock_addr(
         prog.load()
             .map_err(|e| format!("load: {}", error_chain(&e)))?;
         // Single: through bpf_link the kernel attaches as multi anyway; AllowMultiple makes
-        // link creation fail with EINVAL (brief section 8).
+        // link creation fail with EINVAL.
         let id = prog
             .attach(root_fd, CgroupAttachMode::Single)
             .map_err(|e| format!("attach: {}", error_chain(&e)))?;

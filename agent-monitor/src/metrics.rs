@@ -105,6 +105,10 @@ impl Metrics {
                 FileOp::Chdir => "chdir",
                 FileOp::ConnectUnix { .. } => "connect_unix",
                 FileOp::Listen => "listen",
+                FileOp::Truncate => "truncate",
+                FileOp::Link => "link",
+                FileOp::Make { .. } => "make",
+                FileOp::Exec => "exec",
             },
             Event::Net { op, .. } => match op {
                 NetOp::Connect => "connect",
@@ -188,6 +192,7 @@ fn action_label(action: Action) -> &'static str {
     match action {
         Action::None => "none",
         Action::Blocked => "blocked",
+        Action::Refused => "refused",
         Action::KilledProcess => "killed-process",
         Action::KilledAgent => "killed-agent",
     }

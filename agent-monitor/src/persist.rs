@@ -53,6 +53,8 @@ pub struct SavedTask {
     pub started_unix_ms: u64,
     pub expires_unix_ms: Option<u64>,
     pub start_cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub landlock_abi: u32,
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {
@@ -124,6 +126,7 @@ mod tests {
                 started_unix_ms: 1,
                 expires_unix_ms: Some(2),
                 start_cwd: None,
+                landlock_abi: 0,
             }],
         };
         save(&path, &saved).expect("save");

@@ -1,4 +1,4 @@
-//! Event and violation records (brief section 6): one JSON object per line in the audit log,
+//! Event and violation records: one JSON object per line in the audit log,
 //! `events` and stdout. Field names follow OCSF's File System / Network / Process Activity
 //! where one fits.
 
@@ -34,8 +34,26 @@ pub enum Verdict {
 pub enum Action {
     None,
     Blocked,
+    /// Refused by Landlock before it happened (the call failed with EACCES, EPERM or EXDEV).
+    Refused,
     KilledProcess,
     KilledAgent,
+}
+
+/// The mechanism that decided a record's action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layer {
+    /// The agent's Landlock domain (agents started by `exec`).
+    Landlock,
+    /// The agent's seccomp filter (agents started by `exec`).
+    Seccomp,
+    /// A cgroup socket hook (connect, send, bind).
+    CgroupHook,
+    /// A kernel program's identity check or hold (SIGKILL or SIGSTOP at the syscall).
+    Ebpf,
+    /// The daemon, after judging the event's path; or its resolver refusing a name.
+    Daemon,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +131,12 @@ pub struct Record {
     pub kind: Kind,
     pub verdict: Verdict,
     pub action: Action,
+    /// What decided `action` (absent when nothing was done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<Layer>,
+    /// What `onViolation` did after a refusal (`killed-process`, `killed-agent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Action>,
     pub agent: AgentRef,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessRef>,
@@ -161,6 +185,8 @@ impl Record {
                 Verdict::Allowed
             },
             action,
+            layer: None,
+            after: None,
             agent: AgentRef {
                 scope: task.scope.clone(),
                 task: task.id.clone(),
@@ -237,6 +263,8 @@ impl Record {
             time: String::new(),
             kind,
             verdict,
+            layer: None,
+            after: None,
             action: Action::None,
             agent: AgentRef {
                 scope: "s".into(),

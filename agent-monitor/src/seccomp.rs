@@ -1,48 +1,59 @@
-//! The seccomp filter `agent-monitor exec` installs in the agent before exec: syscalls the
-//! kernel hooks cannot stop before they take effect (a signal sent at `sys_enter` lands
-//! after the syscall ran) are refused outright, with EPERM. The filter is inherited by
-//! every child and cannot be removed. The kernel's `sys_exit` escape hooks still see each
-//! refused call (it returns -EPERM) and report it.
+//! The seccomp filter `agent-monitor exec` installs in the agent before exec: an
+//! allow-list. Ordinary syscalls pass; the ones that reach outside the task (the kernel,
+//! the machine, other processes, descriptors the file rules never judged) are refused with
+//! EPERM, some depending on their arguments (`conditions`). The filter is inherited by
+//! every child and cannot be removed; the kernel's `sys_exit` hooks see each refused call
+//! (it returns -EPERM) and report it. The table is `syscalls::TABLE`; seccompiler compiles
+//! it.
 //!
-//! Numbers are x86-64's. Other ABIs (i386 through `int 0x80`, x32) are refused with ENOSYS:
-//! their numbers differ, and a filter keyed on x86-64 numbers would not hold for them.
+//! Numbers are x86-64's. Other ABIs (i386 through `int 0x80`, x32) and numbers past the
+//! table are refused with ENOSYS: a filter keyed on x86-64 numbers would not hold for
+//! them, and ENOSYS is what the C library expects of a syscall the kernel lacks.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
+    SeccompFilter, SeccompRule, TargetArch,
+};
+
+use crate::syscalls::{Class, MAX_NR, TABLE};
 
 /// One classic-BPF instruction (`struct sock_filter`).
 pub type Insn = libc::sock_filter;
 
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("building the seccomp rule of {syscall}: {source}")]
+    Rule {
+        syscall: &'static str,
+        source: seccompiler::BackendError,
+    },
+    #[error("compiling the seccomp allow-list: {0}")]
+    Compile(seccompiler::BackendError),
+}
+
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
-const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
 
 const LD_W_ABS: u16 = 0x20;
 const JEQ_K: u16 = 0x15;
 const JGE_K: u16 = 0x35;
-const AND_K: u16 = 0x54;
 const RET_K: u16 = 0x06;
 
-// `struct seccomp_data`: nr @0, arch @4, args[i] @16 + 8i (low half first, little endian).
+// `struct seccomp_data`: nr @0, arch @4.
 const NR: u32 = 0;
 const ARCH: u32 = 4;
-const fn arg(i: u32) -> u32 {
-    16 + 8 * i
-}
 
-const NR_SOCKET: u32 = 41;
-const NR_KILL: u32 = 62;
-const NR_TKILL: u32 = 200;
-const NR_TGKILL: u32 = 234;
-const NR_PIDFD_OPEN: u32 = 434;
-/// clone3 can start a child in another cgroup (`CLONE_INTO_CGROUP`); with ENOSYS the C
-/// library falls back to clone, which cannot.
-const NR_CLONE3: u32 = 435;
-
-const AF_UNIX: u32 = 1;
-const SOCK_DGRAM: u32 = 2;
-const AF_INET: u32 = 2;
-const AF_INET6: u32 = 10;
-const AF_PACKET: u32 = 17;
-const SOCK_RAW: u32 = 3;
+const SIGCONT: u64 = 18;
+const CLONE_FILES: u64 = 0x400;
+const CLONE_THREAD: u64 = 0x1_0000;
+/// `CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET}`: `clone` must not make namespaces
+/// (`unshare` may not either).
+const CLONE_NEW: u64 = 0x7e02_0000;
+const S_IFMT: u64 = 0o170_000;
+const PR_SET_MM: u64 = 35;
 
 const fn stmt(code: u16, k: u32) -> Insn {
     Insn {
@@ -61,26 +72,117 @@ fn errno(e: i32) -> Insn {
     stmt(RET_K, RET_ERRNO | (e.unsigned_abs() & 0xffff))
 }
 
-/// `nr` with `arg(i)` (low 32 bits) equal to one of `values`: refused with `e`.
-fn deny_if_arg(out: &mut Vec<Insn>, nr: u32, i: u32, values: &[u32], e: i32) {
-    if values.is_empty() {
-        return;
+fn cond(arg: u8, len: Len, op: Op, value: u64) -> Cond {
+    // Only an argument index above 5 fails, and every index here is below.
+    Cond::new(arg, len, op, value).unwrap_or_else(|_| unreachable!("argument index {arg}"))
+}
+
+/// `arg` (an int) is none of `values`.
+fn none_of(arg: u8, values: &[u64]) -> Vec<Cond> {
+    values
+        .iter()
+        .map(|v| cond(arg, Len::Dword, Op::Ne, *v))
+        .collect()
+}
+
+/// When a syscall of class `Args` is allowed: any one of the returned rules (each a list of
+/// conditions that must all hold). `daemon` is the monitor's pid, `threads` its thread ids.
+fn conditions(name: &str, daemon: u64, threads: &[u64]) -> Vec<Vec<Cond>> {
+    let minus = |p: u64| u64::from(0u32.wrapping_sub(u32::try_from(p).unwrap_or(0)));
+    let q = |arg, op, v| cond(arg, Len::Qword, op, v);
+    let d = |arg, op, v| cond(arg, Len::Dword, op, v);
+    let own = |arg| vec![vec![d(arg, Op::Eq, 0)]];
+    match name {
+        // A child process with the parent's descriptor table would keep a descriptor its
+        // opener was killed for; threads share it anyway. No namespaces.
+        "clone" => vec![
+            vec![q(0, Op::MaskedEq(CLONE_FILES | CLONE_NEW), 0)],
+            vec![
+                q(0, Op::MaskedEq(CLONE_THREAD), CLONE_THREAD),
+                q(0, Op::MaskedEq(CLONE_NEW), 0),
+            ],
+        ],
+        // Stream and datagram sockets of the families the hooks judge; Unix datagrams are
+        // delivered by the very sendto that names their path, before any hook could judge
+        // it; route netlink for interface lists (getifaddrs).
+        "socket" => {
+            let mut rules = Vec::new();
+            for (family, ty) in [(1, 1), (1, 5), (2, 1), (2, 2), (10, 1), (10, 2)] {
+                rules.push(vec![d(0, Op::Eq, family), d(1, Op::MaskedEq(0xf), ty)]);
+            }
+            rules.push(vec![d(0, Op::Eq, 16), d(2, Op::Eq, 0)]);
+            rules
+        }
+        // Signals: never to the daemon (its process, its group, its threads) or to every
+        // process (-1); never SIGCONT, which would resume an operation the kernel holds for
+        // the daemon's verdict. Landlock's signal scope keeps the rest inside the agent.
+        "kill" => {
+            let mut c = none_of(0, &[daemon, minus(daemon), u64::from(u32::MAX)]);
+            c.push(d(1, Op::Ne, SIGCONT));
+            vec![c]
+        }
+        "tkill" => {
+            let mut tids: Vec<u64> = threads.to_vec();
+            tids.push(daemon);
+            let mut c = none_of(0, &tids);
+            c.push(d(1, Op::Ne, SIGCONT));
+            vec![c]
+        }
+        "tgkill" | "rt_tgsigqueueinfo" => vec![vec![d(0, Op::Ne, daemon), d(2, Op::Ne, SIGCONT)]],
+        "rt_sigqueueinfo" => vec![vec![d(0, Op::Ne, daemon), d(1, Op::Ne, SIGCONT)]],
+        "pidfd_send_signal" => vec![vec![d(1, Op::Ne, SIGCONT)]],
+        "pidfd_open" => vec![vec![d(0, Op::Ne, daemon)]],
+        // Regular files, FIFOs and sockets; never device nodes.
+        "mknod" | "mknodat" => {
+            let arg = if name == "mknod" { 1 } else { 2 };
+            [0, 0o100_000, 0o010_000, 0o140_000]
+                .into_iter()
+                .map(|t| vec![d(arg, Op::MaskedEq(S_IFMT), t)])
+                .collect()
+        }
+        // Limits, priorities and scheduling of the caller itself only (0), never of
+        // another process such as the daemon.
+        "prlimit64" | "sched_setscheduler" | "sched_setparam" | "sched_setattr"
+        | "sched_setaffinity" => own(0),
+        "setpriority" | "ioprio_set" => own(1),
+        // PR_SET_MM rewrites what /proc and the kernel report as the process's image.
+        "prctl" => vec![vec![d(0, Op::Ne, PR_SET_MM)]],
+        _ => Vec::new(),
     }
-    let n = u8::try_from(values.len()).unwrap_or(u8::MAX).min(200);
-    out.push(stmt(LD_W_ABS, NR));
-    out.push(jump(JEQ_K, nr, 0, n + 2));
-    out.push(stmt(LD_W_ABS, arg(i)));
-    for (idx, v) in values.iter().take(usize::from(n)).enumerate() {
-        let idx = u8::try_from(idx).unwrap_or(0);
-        let last = idx + 1 == n;
-        out.push(jump(JEQ_K, *v, n - 1 - idx, u8::from(last)));
-    }
-    out.push(errno(e));
 }
 
 /// The whole filter. `daemon` is the monitor's pid and `daemon_threads` its thread ids:
 /// signals to them (and `kill(-1)`, which reaches every process) are refused.
-pub fn filter(daemon: u32, daemon_threads: &[u32]) -> Vec<Insn> {
+pub fn filter(daemon: u32, daemon_threads: &[u32]) -> Result<Vec<Insn>, SeccompError> {
+    let daemon = u64::from(daemon);
+    let threads: Vec<u64> = daemon_threads.iter().copied().map(u64::from).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for s in TABLE {
+        let allowed = match s.class {
+            Class::Allow => Vec::new(),
+            Class::Args => conditions(s.name, daemon, &threads)
+                .into_iter()
+                .map(|c| {
+                    SeccompRule::new(c).map_err(|source| SeccompError::Rule {
+                        syscall: s.name,
+                        source,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Class::Refuse | Class::Enosys => continue,
+        };
+        rules.insert(i64::from(s.nr), allowed);
+    }
+    let eperm = u32::try_from(libc::EPERM).unwrap_or(1);
+    let allow_list = SeccompFilter::new(
+        rules,
+        SeccompAction::Errno(eperm),
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+    .map_err(SeccompError::Compile)?;
+    let program: seccompiler::BpfProgram = allow_list.try_into().map_err(SeccompError::Compile)?;
+    // Before the allow-list: other ABIs, unknown numbers and the ENOSYS class.
     let mut f = vec![
         stmt(LD_W_ABS, ARCH),
         jump(JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
@@ -88,59 +190,20 @@ pub fn filter(daemon: u32, daemon_threads: &[u32]) -> Vec<Insn> {
         stmt(LD_W_ABS, NR),
         jump(JGE_K, X32_SYSCALL_BIT, 0, 1),
         errno(libc::ENOSYS),
-        jump(JEQ_K, NR_CLONE3, 0, 1),
+        jump(JGE_K, MAX_NR + 1, 0, 1),
         errno(libc::ENOSYS),
     ];
-    // Whatever their arguments: namespaces, mounts, bpf, ptrace and other processes'
-    // memory, `io_uring`, kernel modules and kexec, file handles, reboot.
-    for s in crate::escape::SYSCALLS.iter().filter(|s| s.always_refused) {
+    for s in TABLE.iter().filter(|s| s.class == Class::Enosys) {
         f.push(jump(JEQ_K, s.nr, 0, 1));
-        f.push(errno(libc::EPERM));
+        f.push(errno(libc::ENOSYS));
     }
-    // socket(AF_PACKET, ..) and socket(AF_INET/AF_INET6, SOCK_RAW, ..).
-    deny_if_arg(&mut f, NR_SOCKET, 0, &[AF_PACKET], libc::EPERM);
-    f.extend([
-        stmt(LD_W_ABS, NR),
-        jump(JEQ_K, NR_SOCKET, 0, 7),
-        stmt(LD_W_ABS, arg(1)),
-        stmt(AND_K, 0xf),
-        jump(JEQ_K, SOCK_RAW, 0, 4),
-        stmt(LD_W_ABS, arg(0)),
-        jump(JEQ_K, AF_INET, 1, 0),
-        jump(JEQ_K, AF_INET6, 0, 1),
-        errno(libc::EPERM),
-    ]);
-    // socket(AF_UNIX, SOCK_DGRAM): a datagram to a path is delivered by the sendto that
-    // names it, before any hook could judge the path (stream sockets connect first, and
-    // the connect is held until judged).
-    f.extend([
-        stmt(LD_W_ABS, NR),
-        jump(JEQ_K, NR_SOCKET, 0, 6),
-        stmt(LD_W_ABS, arg(0)),
-        jump(JEQ_K, AF_UNIX, 0, 4),
-        stmt(LD_W_ABS, arg(1)),
-        stmt(AND_K, 0xf),
-        jump(JEQ_K, SOCK_DGRAM, 0, 1),
-        errno(libc::EPERM),
-    ]);
-    // Signals: kill(-1) and anything aimed at the daemon (its process or its group).
-    let minus = |p: u32| 0u32.wrapping_sub(p);
-    deny_if_arg(
-        &mut f,
-        NR_KILL,
-        0,
-        &[u32::MAX, daemon, minus(daemon)],
-        libc::EPERM,
-    );
-    deny_if_arg(&mut f, NR_TGKILL, 0, &[daemon], libc::EPERM);
-    deny_if_arg(&mut f, NR_PIDFD_OPEN, 0, &[daemon], libc::EPERM);
-    let mut tids: Vec<u32> = daemon_threads.to_vec();
-    tids.push(daemon);
-    tids.sort_unstable();
-    tids.dedup();
-    deny_if_arg(&mut f, NR_TKILL, 0, &tids, libc::EPERM);
-    f.push(stmt(RET_K, RET_ALLOW));
-    f
+    f.extend(program.into_iter().map(|i| Insn {
+        code: i.code,
+        jt: i.jt,
+        jf: i.jf,
+        k: i.k,
+    }));
+    Ok(f)
 }
 
 /// Thread ids of a process, from /proc.
@@ -183,9 +246,13 @@ pub fn install(filter: &[Insn]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// A tiny classic-BPF interpreter for the instructions the filter uses, so the tests
-    /// check what the filter decides, not how it is spelled.
-    fn run(f: &[Insn], nr: u32, args: [u64; 3]) -> u32 {
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const EPERM: u32 = RET_ERRNO | 1;
+    const ENOSYS: u32 = RET_ERRNO | 0x26;
+
+    /// A classic-BPF interpreter for the instructions the filter uses, so the tests check
+    /// what the filter decides, not how it is spelled.
+    fn run(f: &[Insn], nr: u32, args: [u64; 6]) -> u32 {
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&nr.to_le_bytes());
         data[4..8].copy_from_slice(&AUDIT_ARCH_X86_64.to_le_bytes());
@@ -201,12 +268,16 @@ mod tests {
                     let k = insn.k as usize;
                     acc = u32::from_le_bytes(data[k..k + 4].try_into().expect("4 bytes"));
                 }
-                AND_K => acc &= insn.k,
-                JEQ_K | JGE_K => {
-                    let taken = if insn.code == JEQ_K {
-                        acc == insn.k
-                    } else {
-                        acc >= insn.k
+                // BPF_ALU | BPF_AND | BPF_K
+                0x54 => acc &= insn.k,
+                // BPF_JMP | BPF_JA
+                0x05 => pc += insn.k as usize,
+                // JEQ, JGE, JGT (| BPF_K)
+                0x15 | 0x35 | 0x25 => {
+                    let taken = match insn.code {
+                        0x15 => acc == insn.k,
+                        0x35 => acc >= insn.k,
+                        _ => acc > insn.k,
                     };
                     pc += usize::from(if taken { insn.jt } else { insn.jf });
                 }
@@ -216,64 +287,128 @@ mod tests {
         }
     }
 
-    const EPERM: u32 = RET_ERRNO | 1;
+    fn nr(name: &str) -> u32 {
+        crate::syscalls::by_name(name).expect("known syscall").nr
+    }
+
+    fn call(f: &[Insn], name: &str, args: &[u64]) -> u32 {
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        run(f, nr(name), a)
+    }
 
     #[test]
-    fn escapes_are_refused_and_ordinary_calls_pass() {
-        let f = filter(4242, &[4243]);
-        assert_eq!(run(&f, 321, [0; 3]), EPERM, "bpf");
-        assert_eq!(run(&f, 272, [0x2_0000, 0, 0]), EPERM, "unshare");
-        assert_eq!(run(&f, 425, [8, 0, 0]), EPERM, "io_uring_setup");
-        assert_eq!(run(&f, 0, [0; 3]), RET_ALLOW, "read");
-        assert_eq!(run(&f, 257, [0; 3]), RET_ALLOW, "openat");
-        assert_eq!(run(&f, 56, [0; 3]), RET_ALLOW, "clone");
+    fn every_syscall_gets_its_class() {
+        let f = filter(4242, &[4243]).expect("filter");
+        for s in TABLE {
+            let got = run(&f, s.nr, [0; 6]);
+            match s.class {
+                Class::Allow => assert_eq!(got, RET_ALLOW, "{}", s.name),
+                Class::Refuse => assert_eq!(got, EPERM, "{}", s.name),
+                Class::Enosys => assert_eq!(got, ENOSYS, "{}", s.name),
+                // Decided by arguments: below.
+                Class::Args => {}
+            }
+        }
+        assert_eq!(run(&f, MAX_NR + 1, [0; 6]), ENOSYS, "unknown number");
+        assert_eq!(run(&f, 0x4000_0000, [0; 6]), ENOSYS, "x32");
+        assert!(f.len() < 4096, "{} instructions", f.len());
+    }
+
+    #[test]
+    fn clone_shares_no_descriptor_table_and_makes_no_namespace() {
+        let f = filter(1, &[]).expect("filter");
+        let fork = 0x0120_0011; // CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD
+        let thread = 0x003d_0f00; // what pthread_create passes
+        assert_eq!(call(&f, "clone", &[fork]), RET_ALLOW, "fork");
+        assert_eq!(call(&f, "clone", &[thread]), RET_ALLOW, "thread");
+        assert_eq!(call(&f, "clone", &[0x4111]), RET_ALLOW, "vfork");
         assert_eq!(
-            run(&f, NR_CLONE3, [0; 3]),
-            RET_ERRNO | 0x26,
-            "clone3: ENOSYS"
+            call(&f, "clone", &[CLONE_FILES | 0x11]),
+            EPERM,
+            "CLONE_FILES"
         );
-        assert_eq!(run(&f, 0x4000_0000, [0; 3]), RET_ERRNO | 0x26, "x32");
+        assert_eq!(
+            call(&f, "clone", &[0x1000_0000 | 0x11]),
+            EPERM,
+            "CLONE_NEWUSER"
+        );
+        assert_eq!(
+            call(&f, "clone", &[thread | 0x4000_0000]),
+            EPERM,
+            "a thread in a new network namespace"
+        );
     }
 
     #[test]
     fn sockets_by_family_and_type() {
-        let f = filter(1, &[]);
-        assert_eq!(run(&f, NR_SOCKET, [2, 1, 0]), RET_ALLOW, "TCP");
-        assert_eq!(run(&f, NR_SOCKET, [10, 2 | 0x80000, 0]), RET_ALLOW, "UDP6");
-        assert_eq!(run(&f, NR_SOCKET, [1, 1, 0]), RET_ALLOW, "unix");
-        assert_eq!(run(&f, NR_SOCKET, [2, 3, 1]), EPERM, "raw");
+        let f = filter(1, &[]).expect("filter");
+        assert_eq!(call(&f, "socket", &[2, 1, 0]), RET_ALLOW, "TCP");
+        assert_eq!(call(&f, "socket", &[10, 2 | 0x80000, 0]), RET_ALLOW, "UDP6");
         assert_eq!(
-            run(&f, NR_SOCKET, [10, 3 | 0x800, 58]),
-            EPERM,
-            "raw6 nonblock"
-        );
-        assert_eq!(run(&f, NR_SOCKET, [17, 3, 0]), EPERM, "packet");
-        assert_eq!(
-            run(&f, NR_SOCKET, [1, 3, 0]),
+            call(&f, "socket", &[1, 1 | 0x800, 0]),
             RET_ALLOW,
-            "unix SOCK_RAW is no such thing"
+            "unix stream"
         );
+        assert_eq!(call(&f, "socket", &[1, 5, 0]), RET_ALLOW, "unix seqpacket");
+        assert_eq!(call(&f, "socket", &[16, 3, 0]), RET_ALLOW, "route netlink");
+        assert_eq!(call(&f, "socket", &[16, 3, 9]), EPERM, "audit netlink");
+        assert_eq!(call(&f, "socket", &[2, 3, 1]), EPERM, "raw");
+        assert_eq!(call(&f, "socket", &[2, 10, 0x300]), EPERM, "SOCK_PACKET");
+        assert_eq!(call(&f, "socket", &[17, 3, 0]), EPERM, "packet");
+        assert_eq!(call(&f, "socket", &[1, 2, 0]), EPERM, "unix datagram");
+        assert_eq!(call(&f, "socket", &[40, 1, 0]), EPERM, "vsock");
     }
 
     #[test]
-    fn signals_never_reach_the_daemon() {
-        let f = filter(4242, &[4243, 4244]);
-        assert_eq!(run(&f, NR_KILL, [4242, 9, 0]), EPERM);
+    fn signals_never_reach_the_daemon_and_nothing_resumes_a_hold() {
+        let f = filter(4242, &[4243, 4244]).expect("filter");
+        assert_eq!(call(&f, "kill", &[4242, 9]), EPERM);
         assert_eq!(
-            run(&f, NR_KILL, [u64::from(u32::MAX), 9, 0]),
+            call(&f, "kill", &[u64::from(u32::MAX), 9]),
             EPERM,
             "kill(-1)"
         );
         assert_eq!(
-            run(&f, NR_KILL, [u64::from(0u32.wrapping_sub(4242)), 9, 0]),
+            call(&f, "kill", &[u64::from(0u32.wrapping_sub(4242)), 9]),
             EPERM,
             "the daemon's process group"
         );
-        assert_eq!(run(&f, NR_KILL, [777, 9, 0]), RET_ALLOW, "another process");
-        assert_eq!(run(&f, NR_TKILL, [4244, 9, 0]), EPERM);
-        assert_eq!(run(&f, NR_TKILL, [4245, 9, 0]), RET_ALLOW);
-        assert_eq!(run(&f, NR_TGKILL, [4242, 4243, 9]), EPERM);
-        assert_eq!(run(&f, NR_PIDFD_OPEN, [4242, 0, 0]), EPERM);
-        assert_eq!(run(&f, NR_PIDFD_OPEN, [5, 0, 0]), RET_ALLOW);
+        assert_eq!(call(&f, "kill", &[777, 9]), RET_ALLOW, "another process");
+        assert_eq!(call(&f, "kill", &[777, 18]), EPERM, "SIGCONT");
+        assert_eq!(call(&f, "tkill", &[4244, 9]), EPERM);
+        assert_eq!(call(&f, "tkill", &[4245, 9]), RET_ALLOW);
+        assert_eq!(call(&f, "tgkill", &[4242, 4243, 9]), EPERM);
+        assert_eq!(call(&f, "tgkill", &[5, 5, 18]), EPERM, "SIGCONT");
+        assert_eq!(call(&f, "rt_sigqueueinfo", &[4242, 19, 0]), EPERM);
+        assert_eq!(call(&f, "rt_sigqueueinfo", &[5, 10, 0]), RET_ALLOW);
+        assert_eq!(call(&f, "pidfd_send_signal", &[3, 18, 0, 0]), EPERM);
+        assert_eq!(call(&f, "pidfd_open", &[4242, 0]), EPERM);
+        assert_eq!(call(&f, "pidfd_open", &[5, 0]), RET_ALLOW);
+    }
+
+    #[test]
+    fn only_the_caller_itself_may_change_its_limits_and_priority() {
+        let f = filter(4242, &[]).expect("filter");
+        assert_eq!(call(&f, "prlimit64", &[0, 7, 1, 0]), RET_ALLOW);
+        assert_eq!(call(&f, "prlimit64", &[4242, 7, 1, 0]), EPERM);
+        assert_eq!(call(&f, "setpriority", &[0, 0, 10]), RET_ALLOW);
+        assert_eq!(call(&f, "setpriority", &[0, 4242, 19]), EPERM);
+        assert_eq!(call(&f, "sched_setscheduler", &[4242, 5, 0]), EPERM);
+        assert_eq!(call(&f, "sched_setscheduler", &[0, 0, 0]), RET_ALLOW);
+        assert_eq!(call(&f, "ioprio_set", &[1, 4242, 3 << 13]), EPERM);
+        assert_eq!(call(&f, "mknod", &[0, 0o010_644, 0]), RET_ALLOW, "FIFO");
+        assert_eq!(
+            call(&f, "mknod", &[0, 0o020_600, 0x10b]),
+            EPERM,
+            "char device"
+        );
+        assert_eq!(
+            call(&f, "mknodat", &[0, 0, 0o060_600, 0]),
+            EPERM,
+            "block device"
+        );
+        assert_eq!(call(&f, "prctl", &[PR_SET_MM, 13]), EPERM);
+        assert_eq!(call(&f, "prctl", &[15, 0]), RET_ALLOW, "PR_SET_NAME");
     }
 }

@@ -48,6 +48,8 @@ pub struct Task {
     pub degraded: bool,
     /// Lost events already accounted for.
     pub drops_seen: u64,
+    /// The Landlock ABI the task's processes were restricted with by `exec` (0: none).
+    pub landlock_abi: u32,
 }
 
 /// What `GET /v1/agents` shows of a task.
@@ -65,6 +67,8 @@ pub struct TaskView {
     pub events: u64,
     pub violations: u64,
     pub degraded: bool,
+    /// The Landlock ABI `exec` restricted the task with (0: none, as for adopted agents).
+    pub landlock_abi: u32,
     pub last_violation: Option<String>,
     /// `running`, or `ended` with `end_reason`.
     pub state: &'static str,
@@ -103,6 +107,7 @@ impl Task {
             last_violation: None,
             degraded: false,
             drops_seen: 0,
+            landlock_abi: 0,
         }
     }
 
@@ -120,6 +125,7 @@ impl Task {
             events: self.events,
             violations: self.violations,
             degraded: self.degraded,
+            landlock_abi: self.landlock_abi,
             last_violation: self.last_violation.clone(),
             state: "running",
             end_reason: None,
@@ -133,6 +139,7 @@ impl Task {
             start_cwd: self.start_cwd.clone(),
             cgroup: self.cgroup.clone(),
             cgroup_id: self.cgroup_id,
+            landlock: self.landlock_abi > 0,
         }
     }
 
@@ -167,6 +174,8 @@ pub struct Attribution {
     pub start_cwd: Option<PathBuf>,
     pub cgroup: String,
     pub cgroup_id: u64,
+    /// The task runs under Landlock: a refused call is the kernel refusing it.
+    pub landlock: bool,
 }
 
 const ENDED_KEPT: usize = 256;

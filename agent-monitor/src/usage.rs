@@ -257,6 +257,8 @@ fn access_name(a: FileAccess) -> &'static str {
         FileAccess::Create => "create",
         FileAccess::Unlink => "unlink",
         FileAccess::Rename => "rename",
+        FileAccess::Link => "link",
+        FileAccess::Truncate => "truncate",
     }
 }
 

@@ -59,6 +59,16 @@ impl Env {
 
     /// As `start`, with extra `agent-monitor run` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_full(&[], extra)
+    }
+
+    /// As `start`, with more scope files (name, YAML) beside the fixture's, for cases that
+    /// run under a scope of their own (`py_as`).
+    pub fn start_with_scopes(scopes: &[(&str, &str)]) -> Self {
+        Self::start_full(scopes, &[])
+    }
+
+    fn start_full(scopes: &[(&str, &str)], extra: &[&str]) -> Self {
         let (g1, ws) = workspace();
         let (g2, outside) = workspace();
         let (g3, origin) = workspace();
@@ -97,7 +107,9 @@ spec:
             origin = origin.display(),
             allowed = port_of(&allowed),
         );
-        let daemon = Daemon::start_with(&[("ev.yaml", &yaml)], extra);
+        let mut files = vec![("ev.yaml", yaml.as_str())];
+        files.extend_from_slice(scopes);
+        let daemon = Daemon::start_with(&files, extra);
         Self {
             ws,
             outside,
@@ -129,6 +141,11 @@ spec:
 
     /// Runs a Python case (the prelude, then `parts` in order) as a fresh agent task.
     pub fn py(&self, parts: &[&str], args: &[&str]) -> Run {
+        self.py_as(SCOPE, parts, args)
+    }
+
+    /// As `py`, as a task of `scope` (one passed to `start_with_scopes`).
+    pub fn py_as(&self, scope: &str, parts: &[&str], args: &[&str]) -> Run {
         let mut src = String::from(PRELUDE);
         for p in parts {
             src.push('\n');
@@ -136,19 +153,24 @@ spec:
         }
         let mut cmd = vec![PY, "-I", "-u", "-c", &src];
         cmd.extend_from_slice(args);
-        self.run(&cmd)
+        self.run_as(scope, &cmd)
     }
 
     /// Runs `cmd` as a fresh agent task of the scope (`agent-monitor exec`). A client that
     /// has not returned after `RUN_DEADLINE` is killed and the run marked `hung`, so that a
     /// stuck daemon fails the case instead of blocking the suite.
     pub fn run(&self, cmd: &[&str]) -> Run {
+        self.run_as(SCOPE, cmd)
+    }
+
+    /// As `run`, as a task of `scope`.
+    pub fn run_as(&self, scope: &str, cmd: &[&str]) -> Run {
         let task = unique("ev");
         let mut child = Command::new(binary())
             .arg("exec")
             .arg("--socket")
             .arg(&self.daemon.socket)
-            .args(["--scope", SCOPE, "--task", &task, "--"])
+            .args(["--scope", scope, "--task", &task, "--"])
             .args(cmd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -234,10 +256,11 @@ spec:
                 .unwrap_or_default();
             let _ = writeln!(
                 text,
-                "  {} {} {} {object} {}",
+                "  {} {} {} {} {object} {}",
                 s(&r, "/kind"),
                 s(&r, "/verdict"),
                 s(&r, "/action"),
+                s(&r, "/layer"),
                 s(&r, "/violation/rule")
             );
         }
@@ -265,6 +288,20 @@ spec:
         }
     }
 
+    /// Asserts the run's task has no violation record once its records have settled.
+    pub fn assert_no_violation(&self, run: &Run) {
+        let violations: Vec<Value> = self
+            .settled_records(&run.task)
+            .into_iter()
+            .filter(|r| s(r, "/verdict") == "violation")
+            .collect();
+        assert!(
+            violations.is_empty(),
+            "unexpected violation records: {violations:?}\n{}",
+            self.describe(run)
+        );
+    }
+
     /// Asserts the run leaked none of `needles` on its stdout or stderr.
     pub fn assert_no_leak(&self, run: &Run, needles: &[&str]) {
         let all = format!(
@@ -281,8 +318,8 @@ spec:
         }
     }
 
-    /// Asserts the attempt `label` was made and stopped: refused with EPERM, a child of it
-    /// killed, or the agent killed (137) before it reported success.
+    /// Asserts the attempt `label` was made and stopped: refused (EPERM, EACCES, EXDEV), a
+    /// child of it killed, or the agent killed (137) before it reported success.
     pub fn assert_stopped(&self, run: &Run, label: &str) {
         let out = run.stdout();
         let has = |what: &str| out.lines().any(|l| l == format!("{label}: {what}"));
@@ -294,12 +331,39 @@ spec:
         let done = out
             .lines()
             .any(|l| l.starts_with(&format!("{label}: DONE")));
-        let stopped = has("BLOCKED errno=1") || has("KILLED") || (run.killed() && !done);
+        // EPERM: seccomp or a cgroup hook; EACCES or EXDEV: Landlock.
+        let refused = ["1", "13", "18"]
+            .iter()
+            .any(|e| has(&format!("BLOCKED errno={e}")));
+        let stopped = refused || has("KILLED") || (run.killed() && !done);
         assert!(
             stopped,
-            "`{label}` was not stopped (want EPERM or a kill before success)\n{}",
+            "`{label}` was not stopped (want EPERM, EACCES, EXDEV or a kill before success)\n{}",
             self.describe(run)
         );
+    }
+
+    /// Asserts the attempt `label` was made and refused with one of `errnos` (not merely
+    /// killed afterwards); returns the errno it got.
+    pub fn assert_blocked(&self, run: &Run, label: &str, errnos: &[i32]) -> i32 {
+        let out = run.stdout();
+        assert!(
+            out.lines().any(|l| l == format!("{label}: TRY")),
+            "the attempt `{label}` was never made\n{}",
+            self.describe(run)
+        );
+        let got = out.lines().find_map(|l| {
+            l.strip_prefix(&format!("{label}: BLOCKED errno="))?
+                .parse::<i32>()
+                .ok()
+                .filter(|e| errnos.contains(e))
+        });
+        got.unwrap_or_else(|| {
+            panic!(
+                "`{label}` was not refused with errno {errnos:?}\n{}",
+                self.describe(run)
+            )
+        })
     }
 
     /// Asserts the attempt `label` was refused with EPERM (not merely killed afterwards).

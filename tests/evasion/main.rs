@@ -23,5 +23,6 @@ mod evasion {
     mod in_scope;
     mod network;
     mod paths;
+    mod refuse;
     mod uring;
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask setup`: idempotent preparation of a fresh machine (brief section 9).
+//! `cargo xtask setup`: idempotent preparation of a fresh machine.
 
 use std::{
     env,

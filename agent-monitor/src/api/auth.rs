@@ -9,7 +9,7 @@
 
 use std::{
     ffi::CString,
-    os::fd::{AsRawFd as _, RawFd},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     sync::Arc,
 };
 
@@ -31,6 +31,9 @@ pub struct Peer {
     pub pid: Option<u32>,
     /// Supplementary groups (`SO_PEERGROUPS`).
     pub groups: Vec<u32>,
+    /// A pidfd of the very process that connected (`SO_PEERPIDFD`, Linux >= 6.5): its pid
+    /// cannot be taken over by another process while this is open.
+    pub pidfd: Option<Arc<OwnedFd>>,
 }
 
 impl Peer {
@@ -43,7 +46,26 @@ impl Peer {
             gid: Some(cred.gid()),
             pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
             groups: peer_groups(stream.as_raw_fd()).unwrap_or_default(),
+            pidfd: peer_pidfd(stream.as_raw_fd()).map(Arc::new),
         }
+    }
+
+    /// Whether the process that connected still runs (with its pidfd; without one, as on a
+    /// kernel before 6.5, its pid is trusted).
+    fn alive(&self) -> bool {
+        self.pidfd.as_ref().is_none_or(|fd| {
+            // SAFETY: signal 0 through a pidfd only checks that the process exists.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    0,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0u32,
+                )
+            };
+            rc == 0
+        })
     }
 
     fn in_group(&self, gid: u32) -> bool {
@@ -78,6 +100,25 @@ fn peer_groups(fd: RawFd) -> Option<Vec<u32>> {
         }
         return None;
     }
+}
+
+/// `SO_PEERPIDFD`: a pidfd of the peer that connected.
+fn peer_pidfd(fd: RawFd) -> Option<OwnedFd> {
+    const SO_PEERPIDFD: libc::c_int = 77;
+    let mut pidfd: libc::c_int = -1;
+    let mut len = libc::socklen_t::try_from(size_of::<libc::c_int>()).ok()?;
+    // SAFETY: the buffer is an int, `len` its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&raw mut pidfd).cast(),
+            &raw mut len,
+        )
+    };
+    // SAFETY: on success the kernel gave us a new descriptor we now own.
+    (rc == 0 && pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) })
 }
 
 /// A group name (or number) to its gid.
@@ -121,13 +162,23 @@ pub async fn authorize(State(api): State<Arc<Api>>, request: Request, next: Next
 }
 
 pub fn check(api: &Api, peer: &Peer) -> Result<(), ApiError> {
-    // An agent, even running as root, must not steer or read its monitor.
-    if peer.pid.is_none_or(|pid| api.shared.is_agent_process(pid)) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "agent_forbidden",
-            "agents may not use the status socket",
-        ));
+    // An agent, even running as root, must not steer or read its monitor. A peer that
+    // cannot be verified (gone before its check, its cgroup unreadable) is refused too: it
+    // may have been an agent that handed its connection on.
+    let Some(pid) = peer.pid else {
+        return Err(unverified());
+    };
+    match api.shared.is_agent_process(pid) {
+        // The cgroup read was the connecting process's only if it still runs.
+        Some(false) if peer.alive() => {}
+        Some(true) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "agent_forbidden",
+                "agents may not use the status socket",
+            ));
+        }
+        _ => return Err(unverified()),
     }
     let allowed = peer.uid == Some(0) || api.group.is_some_and(|g| peer.in_group(g));
     if !allowed {
@@ -140,6 +191,14 @@ pub fn check(api: &Api, peer: &Peer) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn unverified() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "peer_unverified",
+        "the connecting process is gone: it cannot be told from an agent",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +208,39 @@ mod tests {
         assert_eq!(resolve_group("root"), Some(0));
         assert_eq!(resolve_group("1234"), Some(1234));
         assert_eq!(resolve_group("no-such-group-here"), None);
+    }
+
+    #[test]
+    fn a_peer_that_exited_is_not_alive() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let me = Peer {
+            pidfd: peer_pidfd(a.as_raw_fd()).map(Arc::new),
+            ..Peer::default()
+        };
+        assert!(me.pidfd.is_some(), "SO_PEERPIDFD (Linux >= 6.5)");
+        assert!(me.alive(), "this process");
+        // A child connects, then exits before its check.
+        let path = tempfile::tempdir().expect("tempdir");
+        let sock = path.path().join("s");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?})",
+                    sock.display().to_string()
+                ),
+            ])
+            .spawn()
+            .expect("python3");
+        let (conn, _) = listener.accept().expect("accept");
+        child.wait().expect("wait");
+        let gone = Peer {
+            pidfd: peer_pidfd(conn.as_raw_fd()).map(Arc::new),
+            ..Peer::default()
+        };
+        assert!(!gone.alive(), "the connecting process has exited");
+        drop(b);
     }
 
     #[test]

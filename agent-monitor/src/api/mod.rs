@@ -1,4 +1,4 @@
-//! The status socket (brief section 5): HTTP/1.1 + JSON on a Unix socket.
+//! The status socket: HTTP/1.1 + JSON on a Unix socket.
 //!
 //! `server` binds the socket and serves connections with limits, `auth` checks every
 //! request's peer, `routes` and `events` are the endpoints, `client` is the CLI's side.

@@ -1,4 +1,4 @@
-//! The endpoints (brief section 5) and the layers every request goes through: the peer
+//! The endpoints (docs/API.md) and the layers every request goes through: the peer
 //! check, the body limit and the request timeout.
 
 use std::sync::Arc;

@@ -59,6 +59,10 @@ pub struct KernelFacts {
     pub bpf_lsm: Option<bool>,
     /// Kernel lockdown mode (`none`, `integrity`, `confidentiality`), when known.
     pub lockdown: Option<String>,
+    /// The Landlock ABI agents started by `exec` are restricted with (0: none).
+    pub landlock_abi: u32,
+    /// Landlock rights the layer uses that this kernel's ABI lacks.
+    pub landlock_missing: Vec<&'static str>,
 }
 
 impl KernelFacts {
@@ -71,9 +75,12 @@ impl KernelFacts {
                 let end = s[start..].find(']')? + start;
                 Some(s[start + 1..end].to_string())
             });
+        let landlock_abi = crate::landlock::abi();
         Self {
             bpf_lsm: lsm.map(|l| l.split(',').any(|m| m.trim() == "bpf")),
             lockdown,
+            landlock_abi,
+            landlock_missing: crate::landlock::missing(landlock_abi),
         }
     }
 }
@@ -107,16 +114,26 @@ fn limits(hooks: &[HookStatus], facts: &KernelFacts, identity_error: Option<&str
         Some(false) => "no BPF-LSM on this kernel",
         None => "BPF-LSM unknown (securityfs not mounted) and not used",
     };
+    if facts.landlock_abi == 0 {
+        out.push(
+            "no Landlock on this kernel: file and exec actions of agents started by `exec` \
+             cannot be refused before they happen"
+                .to_string(),
+        );
+    } else if !facts.landlock_missing.is_empty() {
+        out.push(format!(
+            "Landlock ABI {} lacks {}: those are not refused before they happen",
+            facts.landlock_abi,
+            facts.landlock_missing.join(", ")
+        ));
+    }
     out.push(format!(
-        "{lsm}: file and exec actions cannot be refused; an enforced agent's process is \
-         killed (SIGKILL) at the exit of the open or exec that broke its scope, or held \
-         (SIGSTOP) there until the daemon has judged a path only it can judge"
+        "{lsm}: for agents adopted by cgroup (no Landlock), file and exec actions are not \
+         refused; an enforced agent's process is killed (SIGKILL) at the exit of the open or \
+         exec that broke its scope, or held (SIGSTOP) there until the daemon has judged a \
+         path only it can judge; unlink, rename, link, truncate and O_CREAT outside \
+         files.write take effect before that kill"
     ));
-    out.push(
-        "unlink, rename and O_CREAT outside files.write take effect before the kill (the \
-         kernel offers no hook before them here): the process dies before it writes a byte"
-            .to_string(),
-    );
     out.push(
         "escape syscalls (namespaces, mounts, bpf, ptrace, process_vm_*, io_uring, modules, \
          raw and packet sockets, signals to the daemon) are refused by the seccomp filter of \

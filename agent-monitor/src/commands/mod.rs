@@ -27,7 +27,9 @@ use crate::{api::client::Client, cli::ExecArgs, scope, state::TaskCreated};
 /// happened to it) and forwards SIGINT/SIGTERM/SIGHUP to CMD.
 pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let client = Client::new(&args.socket);
-    let mut body = json!({ "task": args.task, "ttl": args.ttl });
+    // The daemon answers an enforced scope with the Landlock rules this kernel can apply.
+    let landlock_abi = crate::landlock::abi();
+    let mut body = json!({ "task": args.task, "ttl": args.ttl, "landlock_abi": landlock_abi });
     if Path::new(&args.scope).is_file() {
         let yaml = std::fs::read_to_string(&args.scope)
             .with_context(|| format!("reading {}", args.scope))?;
@@ -50,8 +52,16 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let filter = crate::seccomp::filter(
         created.daemon_pid,
         &crate::seccomp::threads_of(created.daemon_pid),
-    );
-    // SAFETY: the closure only makes async-signal-safe calls (open, write, close, prctl).
+    )?;
+    let ruleset = created
+        .landlock
+        .as_ref()
+        .map(crate::landlock::prepare)
+        .transpose()
+        .with_context(|| format!("preparing the Landlock layer of task {}", created.task))?;
+    let ruleset_fd = ruleset.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    // SAFETY: the closure only makes async-signal-safe calls (open, write, close, prctl and
+    // the Landlock syscall).
     unsafe {
         cmd.pre_exec(move || {
             // Writing "0" moves the writing process itself; done before exec so that the
@@ -67,13 +77,30 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
                 return Err(err);
             }
             // Tagged from here on; the filter makes what the kernel hooks could only
-            // report after the fact impossible (see `seccomp`).
-            crate::seccomp::install(&filter)
+            // report after the fact impossible (see `seccomp`), and Landlock refuses file
+            // access outside the scope before it happens (see `landlock`).
+            crate::seccomp::install(&filter)?;
+            match ruleset_fd {
+                Some(fd) => crate::landlock::restrict(fd),
+                None => Ok(()),
+            }
         });
     }
-    let mut child = tokio::process::Command::from(cmd)
-        .spawn()
-        .with_context(|| format!("starting {} in task {}", args.cmd[0], created.task))?;
+    let mut child = match tokio::process::Command::from(cmd).spawn() {
+        Ok(child) => child,
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) && ruleset.is_some() => {
+            eprintln!(
+                "agent-monitor: {} refused in task {}: the scope does not let it run \
+                 (exec.allow, refused by Landlock before it started)",
+                args.cmd[0], created.task
+            );
+            return Ok(126);
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("starting {} in task {}", args.cmd[0], created.task));
+        }
+    };
     let pid = child.id().and_then(|p| i32::try_from(p).ok());
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

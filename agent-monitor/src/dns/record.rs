@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::OutOfScope;
 use crate::{
     policy::{Dimension, Violation},
-    record::{Action, AgentRef, Kind, NetObject, Record, Verdict, rfc3339},
+    record::{Action, AgentRef, Kind, Layer, NetObject, Record, Verdict, rfc3339},
     state::{Shared, Stats},
 };
 
@@ -50,6 +50,8 @@ pub fn build(q: &OutOfScope, agent: AgentRef) -> Record {
         } else {
             Action::None
         },
+        layer: q.enforced.then_some(Layer::Daemon),
+        after: None,
         agent,
         process: None,
         kubernetes: None,

@@ -76,7 +76,10 @@ pub fn compile(scope: &Scope) -> Result<KernelScope, CompileError> {
         },
         on_violation: match scope.on_violation {
             OnViolation::Alert => agent_monitor_common::on_violation::ALERT,
-            OnViolation::KillProcess => agent_monitor_common::on_violation::KILL_PROCESS,
+            // The kernel's fallback for what cannot be refused is the kill.
+            OnViolation::KillProcess | OnViolation::Refuse => {
+                agent_monitor_common::on_violation::KILL_PROCESS
+            }
             OnViolation::KillAgent => agent_monitor_common::on_violation::KILL_AGENT,
         },
         // Paths outside the allow-lists are only known to the daemon: the kernel holds such

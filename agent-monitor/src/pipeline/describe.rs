@@ -3,9 +3,9 @@
 
 use std::{net::IpAddr, path::Path};
 
-use super::Header;
+use super::{Header, dirs::DirIndex};
 use crate::{
-    decoder::{Event, FileOp, NetOp as WireNetOp},
+    decoder::{Event, FileId, FileOp, NetOp as WireNetOp},
     escape::Protected,
     policy::{
         Activity, Context, Dimension, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict,
@@ -68,7 +68,10 @@ pub(super) fn verdict(
             }
             PolicyVerdict::Allowed
         }
-        (None, None, None) => evaluate(scope, judged, event, ctx),
+        (None, None, None) => match judged.file.as_ref().filter(|f| f.unresolved) {
+            Some(f) => scope.policy.judge_unresolved(&f.path, f.access),
+            None => evaluate(scope, judged, event, ctx),
+        },
     };
     match verdict {
         // The kernel judged by identity what the path alone does not show (a hard link to
@@ -84,7 +87,8 @@ pub(super) fn verdict(
 
 fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: Context) -> PolicyVerdict {
     match event {
-        Event::Exec { .. } => {
+        // An exec, or a refused one (a file event that names the image).
+        _ if judged.exec.is_some() => {
             let path = judged
                 .exec
                 .as_ref()
@@ -114,6 +118,7 @@ fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: Context) -> Poli
                 return PolicyVerdict::Allowed;
             };
             let activity = match &f.new_path {
+                Some(to) if f.access == FileAccess::Link => Activity::Link { from: &f.path, to },
                 Some(to) => Activity::Rename { from: &f.path, to },
                 None => Activity::File {
                     path: &f.path,
@@ -159,6 +164,7 @@ pub(super) fn describe(
     event: &Event,
     h: &Header,
     proc: &mut ProcInfo,
+    dirs: &mut DirIndex,
     task_cgroup: &str,
 ) -> Option<Judged> {
     fn actor<'a>(h: &Header, proc: &'a ProcInfo) -> Actor<'a> {
@@ -174,13 +180,14 @@ pub(super) fn describe(
             op: FileOp::Chdir,
             dirfd,
             path,
+            dir,
             ..
         } => {
             proc.cwd = if path.as_os_str().is_empty() {
-                // fchdir: the directory is known only through /proc, which the daemon reads
-                // behind the process either way; it is read when a relative path needs it,
-                // not once per fchdir.
-                None
+                // fchdir: the directory the descriptor was opened as, when it was seen;
+                // otherwise /proc is read when a relative path needs it (not once per
+                // fchdir, which costs a syscall).
+                dir.and_then(|id| dirs.get(id)).map(Path::to_path_buf)
             } else {
                 let r = resolve(&actor(h, proc), *dirfd, path, Follow::Last);
                 // An unreadable chdir target leaves the cwd unknown (then /proc is asked).
@@ -205,14 +212,26 @@ pub(super) fn describe(
             dirfd2,
             path2,
             ret,
+            dir,
+            dir2,
+            opened,
             ..
         } => Some(file(
             &actor(h, proc),
+            dirs,
             h.kernel.held,
             *op,
-            (*dirfd, path),
-            (*dirfd2, path2),
-            *ret,
+            Named {
+                dirfd: *dirfd,
+                path,
+                dir: *dir,
+            },
+            Named {
+                dirfd: *dirfd2,
+                path: path2,
+                dir: *dir2,
+            },
+            (*ret, *opened),
         )),
         Event::Net {
             op,
@@ -220,28 +239,7 @@ pub(super) fn describe(
             port,
             protocol,
             ..
-        } => Some(Judged {
-            kind: match op {
-                WireNetOp::Connect => Kind::Connect,
-                WireNetOp::Send => Kind::Send,
-                WireNetOp::Bind => Kind::Bind,
-            },
-            net: Some(NetObject {
-                family: if addr.is_ipv4() { "inet" } else { "inet6" },
-                protocol: match protocol {
-                    6 => "tcp".into(),
-                    17 => "udp".into(),
-                    p => p.to_string(),
-                },
-                address: display_addr(addr),
-                port: *port,
-                host: None,
-            }),
-            file: None,
-            exec: None,
-            escape: None,
-            preset: None,
-        }),
+        } => Some(net(*op, addr, *port, *protocol)),
         Event::Escape { what, .. } => {
             let (object, verdict) = crate::escape::judge(what, task_cgroup)?;
             Some(Judged {
@@ -254,6 +252,32 @@ pub(super) fn describe(
             })
         }
         Event::Exit { .. } | Event::CgroupMkdir { .. } | Event::CgroupRmdir { .. } => None,
+    }
+}
+
+/// A connect, send or bind the cgroup hooks reported.
+fn net(op: WireNetOp, addr: &IpAddr, port: u16, protocol: u8) -> Judged {
+    Judged {
+        kind: match op {
+            WireNetOp::Connect => Kind::Connect,
+            WireNetOp::Send => Kind::Send,
+            WireNetOp::Bind => Kind::Bind,
+        },
+        net: Some(NetObject {
+            family: if addr.is_ipv4() { "inet" } else { "inet6" },
+            protocol: match protocol {
+                6 => "tcp".into(),
+                17 => "udp".into(),
+                p => p.to_string(),
+            },
+            address: display_addr(addr),
+            port,
+            host: None,
+        }),
+        file: None,
+        exec: None,
+        escape: None,
+        preset: None,
     }
 }
 
@@ -281,32 +305,94 @@ fn exec(h: &Header, proc: &mut ProcInfo, filename: &Path, argv: &[String]) -> Ju
     }
 }
 
+/// A path as a syscall named it: relative to `dirfd`, which referred to `dir` then.
+#[derive(Clone, Copy)]
+struct Named<'a> {
+    dirfd: i32,
+    path: &'a Path,
+    dir: Option<FileId>,
+}
+
+impl Named<'_> {
+    /// Resolves the path; one relative to a directory descriptor starts from the
+    /// directory the descriptor was when the syscall ran, also if it is closed by now.
+    fn resolve(
+        &self,
+        actor: &Actor<'_>,
+        dirs: &mut DirIndex,
+        follow: Follow,
+        fd: Option<i64>,
+    ) -> Resolved {
+        if self.dirfd >= 0
+            && !self.path.as_os_str().is_empty()
+            && !self.path.is_absolute()
+            && let Some(base) = self.dir.and_then(|id| dirs.base(actor, self.dirfd, id))
+        {
+            return resolve(actor, AT_FDCWD, &base.join(self.path), follow);
+        }
+        resolve_named(actor, self.dirfd, self.path, follow, fd)
+    }
+}
+
 /// An open, unlink or rename: the path(s) it named, or for a held open what its descriptor
-/// really is.
+/// really is. `opened`: what an open's new descriptor refers to.
 fn file(
     actor: &Actor<'_>,
+    dirs: &mut DirIndex,
     held: bool,
     op: FileOp,
-    (dirfd, path): (i32, &Path),
-    (dirfd2, path2): (i32, &Path),
-    ret: i64,
+    named: Named<'_>,
+    named2: Named<'_>,
+    (ret, opened): (i64, Option<FileId>),
 ) -> Judged {
+    let (dirfd, path) = (named.dirfd, named.path);
     let (access, follow) = match op {
         FileOp::Open { flags } => (classify_open(flags), Follow::Last),
         FileOp::Unlink => (FileAccess::Unlink, Follow::NotLast),
+        FileOp::Truncate => (FileAccess::Truncate, Follow::Last),
+        FileOp::Link => (FileAccess::Link, Follow::NotLast),
+        FileOp::Make { .. } => (FileAccess::Create, Follow::NotLast),
+        FileOp::Exec => (FileAccess::Read, Follow::Last),
         FileOp::Rename | FileOp::Chdir | FileOp::ConnectUnix { .. } | FileOp::Listen => {
             (FileAccess::Rename, Follow::NotLast)
         }
     };
-    let fd = matches!(op, FileOp::Open { .. }).then_some(ret);
+    // The descriptor that names the file: what an open returned, or what ftruncate was
+    // given (its `path` is empty). A refused call has none.
+    let fd = match op {
+        FileOp::Open { .. } if ret >= 0 => Some(ret),
+        FileOp::Truncate if path.as_os_str().is_empty() => Some(i64::from(dirfd)),
+        _ => None,
+    };
     // A held open's descriptor is still there: it names what was really opened.
     let r = fd
         .filter(|_| held)
         .and_then(|fd| opened_path(actor, fd))
-        .unwrap_or_else(|| resolve_named(actor, dirfd, path, follow, fd));
-    let new_path = (op == FileOp::Rename)
-        .then(|| resolve_named(actor, dirfd2, path2, Follow::NotLast, None))
+        .unwrap_or_else(|| named.resolve(actor, dirs, follow, fd));
+    if let (FileOp::Open { flags }, Some(id), true) = (op, opened, r.exact) {
+        // A directory opened now may be the base of the process's next *at calls.
+        if flags & O_DIRECTORY != 0 {
+            dirs.learn(id, r.path.clone());
+        } else if flags & (O_ACCMODE | O_CREAT) == 0 {
+            dirs.learn_if_dir(id, &r.path);
+        }
+    }
+    let new_path = matches!(op, FileOp::Rename | FileOp::Link)
+        .then(|| named2.resolve(actor, dirs, Follow::NotLast, None))
         .map(|to| to.path.to_string_lossy().into_owned());
+    if op == FileOp::Exec {
+        return Judged {
+            kind: Kind::Exec,
+            exec: Some(ExecObject {
+                path: r.path.to_string_lossy().into_owned(),
+                argv: Vec::new(),
+            }),
+            file: None,
+            net: None,
+            escape: None,
+            preset: None,
+        };
+    }
     Judged {
         kind: Kind::File,
         file: Some(FileObject {
@@ -429,14 +515,16 @@ fn display_addr(addr: &IpAddr) -> String {
     addr.to_string()
 }
 
+const O_ACCMODE: u32 = 0o3;
+const O_WRONLY: u32 = 0o1;
+const O_RDWR: u32 = 0o2;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+const O_DIRECTORY: u32 = 0o200_000;
+
 /// open(2) flags -> the access the policy judges. `O_CREAT` is a create even when the file
 /// existed (the caller asked to be allowed to create it).
 pub fn classify_open(flags: u32) -> FileAccess {
-    const O_ACCMODE: u32 = 0o3;
-    const O_WRONLY: u32 = 0o1;
-    const O_RDWR: u32 = 0o2;
-    const O_CREAT: u32 = 0o100;
-    const O_TRUNC: u32 = 0o1000;
     if flags & O_CREAT != 0 {
         FileAccess::Create
     } else if matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR) || flags & O_TRUNC != 0 {

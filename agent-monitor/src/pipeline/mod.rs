@@ -4,7 +4,7 @@
 use std::{collections::HashMap, os::unix::fs::MetadataExt as _, sync::Arc};
 
 use crate::{
-    actions::{Step, decide},
+    actions::{Step, decide, layer},
     cgroupfs::Cgroup2,
     decoder::{Event, Header},
     enforce::{kernel_dev, signal_process},
@@ -17,6 +17,7 @@ use crate::{
 };
 
 mod describe;
+mod dirs;
 
 use describe::{Judged, describe, process_ref, verdict};
 
@@ -26,6 +27,7 @@ const BATCH: usize = 1024;
 pub struct Pipeline {
     shared: Arc<Shared>,
     procs: ProcTable,
+    dirs: dirs::DirIndex,
     /// cgroup id -> path, for records (the process may be gone when its event is read).
     cgroup_paths: HashMap<u64, String>,
     clock: Clock,
@@ -38,6 +40,7 @@ impl Pipeline {
         Self {
             shared,
             procs: ProcTable::default(),
+            dirs: dirs::DirIndex::default(),
             cgroup_paths: HashMap::new(),
             clock: Clock::new(),
             sinks,
@@ -93,17 +96,18 @@ impl Pipeline {
             Stats::add(&self.shared.stats.orphan_events, 1);
             return;
         };
-        let (scope, task_id, start_cwd, task_cgroup, task_cgroup_id) = (
+        let (scope, task_id, start_cwd, task_cgroup, task_cgroup_id, landlock) = (
             task.scope,
             task.id,
             task.start_cwd,
             task.cgroup,
             task.cgroup_id,
+            task.landlock,
         );
         let cgroup = self.cgroup_path(h.cgroup_id, &task_cgroup, task_cgroup_id);
         let learned = self.learned_host(event);
         let proc = self.procs.observe(h, start_cwd.as_deref());
-        let Some(mut judged) = describe(event, h, proc, &task_cgroup) else {
+        let Some(mut judged) = describe(event, h, proc, &mut self.dirs, &task_cgroup) else {
             // Nothing to judge (a listen on a Unix socket, a move inside the agent): a held
             // process goes on.
             if h.kernel.held {
@@ -121,6 +125,12 @@ impl Pipeline {
             learned,
         );
         self.shared.observed.metrics.policy_eval(started.elapsed());
+        if h.kernel.refused && (violation.is_none() || !landlock) {
+            // A call that failed in scope (or, without Landlock, on the file's own
+            // permissions) is not an event of the scope: nothing happened.
+            Stats::add(&self.shared.stats.refused_in_scope, 1);
+            return;
+        }
         let certain = judged.file.as_ref().is_none_or(|f| !f.unresolved);
         let (action, step) = decide(
             judged.kind,
@@ -130,29 +140,21 @@ impl Pipeline {
             scope.on_violation,
             h.kernel,
         );
+        // A refusal that onViolation follows with a kill.
+        let after = match (action, step) {
+            (Action::Refused, Some(Step::KillProcess)) => Some(Action::KilledProcess),
+            (Action::Refused, Some(Step::KillAgent)) => Some(Action::KilledAgent),
+            _ => None,
+        };
+        let killed =
+            after.is_some() || matches!(action, Action::KilledProcess | Action::KilledAgent);
         let process = process_ref(h, proc, cgroup);
         self.before_step(step, event, h, &judged, violation.is_some(), &scope);
         if let Some(step) = step {
             let exe = judged.exec.as_ref().map(|e| e.path.as_str());
             self.carry_out(step, h, &task_cgroup, exe);
         }
-        match action {
-            Action::Blocked => Stats::add(&self.shared.stats.blocked, 1),
-            Action::KilledProcess | Action::KilledAgent => Stats::add(&self.shared.stats.killed, 1),
-            Action::None => {}
-        }
-        if let Some(v) = &violation {
-            Stats::add(&self.shared.stats.violations, 1);
-            if let Some(t) = self.shared.registry().by_slot_mut(h.agent) {
-                t.violations += 1;
-                if matches!(action, Action::KilledProcess | Action::KilledAgent) {
-                    t.last_violation = Some(format!(
-                        "{} by {} ({}): {}",
-                        v.rule, process.comm, process.pid, v.reason
-                    ));
-                }
-            }
-        }
+        self.account(h.agent, action, killed, violation.as_ref(), &process);
         Stats::add(&self.shared.stats.records, 1);
         self.batch.push(Record {
             time: rfc3339(self.clock.wall(h.time_ns)),
@@ -163,6 +165,8 @@ impl Pipeline {
                 Verdict::Allowed
             },
             action,
+            layer: layer(judged.kind, h.kernel, action),
+            after,
             agent: AgentRef {
                 scope: scope.name.clone(),
                 task: task_id,
@@ -183,6 +187,36 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Counts what was done, and remembers the violation that killed a task (for `exec`'s
+    /// message).
+    fn account(
+        &self,
+        slot: u32,
+        action: Action,
+        killed: bool,
+        violation: Option<&crate::policy::Violation>,
+        process: &crate::record::ProcessRef,
+    ) {
+        if matches!(action, Action::Blocked | Action::Refused) {
+            Stats::add(&self.shared.stats.blocked, 1);
+        }
+        if killed {
+            Stats::add(&self.shared.stats.killed, 1);
+        }
+        if let Some(v) = violation {
+            Stats::add(&self.shared.stats.violations, 1);
+            if let Some(t) = self.shared.registry().by_slot_mut(slot) {
+                t.violations += 1;
+                if killed {
+                    t.last_violation = Some(format!(
+                        "{} by {} ({}): {}",
+                        v.rule, process.comm, process.pid, v.reason
+                    ));
+                }
+            }
+        }
+    }
+
     /// The name a connect's or send's address was learned from, when the kernel matched
     /// it to a host rule.
     fn learned_host(&self, event: &Event) -> Option<String> {

@@ -10,11 +10,13 @@ enum Op {
     Access(FileAccess),
     RenameFrom,
     RenameTo,
+    LinkFrom,
+    LinkTo,
 }
 
 impl Op {
     fn needs_write(self) -> bool {
-        !matches!(self, Self::Access(FileAccess::Read))
+        !matches!(self, Self::Access(FileAccess::Read) | Self::LinkFrom)
     }
 
     fn describe(self, path: &str) -> String {
@@ -22,6 +24,8 @@ impl Op {
             Self::Access(access) => format!("{access} of {path}"),
             Self::RenameFrom => format!("rename from {path}"),
             Self::RenameTo => format!("rename to {path}"),
+            Self::LinkFrom => format!("hard link of {path}"),
+            Self::LinkTo => format!("hard link as {path}"),
         }
     }
 }
@@ -42,6 +46,23 @@ impl CompiledPolicy {
             .and_then(|| self.denied(to, &to_c, Op::RenameTo))
             .and_then(|| self.permitted(from, &from_c, Op::RenameFrom, tgid))
             .and_then(|| self.permitted(to, &to_c, Op::RenameTo, tgid))
+    }
+
+    /// A path the daemon could not name exactly (its directory was gone): only a deny
+    /// entry its own name matches, whatever directory it is in, makes it a violation; a
+    /// guess never does.
+    pub fn judge_unresolved(&self, path: &str, access: FileAccess) -> Verdict {
+        self.denied(path, &Candidate::new(path), Op::Access(access))
+    }
+
+    /// A new name for a file reaches what the file itself may be used for: the file must
+    /// be readable and the new name creatable (writing through it is judged at its open).
+    pub(super) fn judge_link(&self, from: &str, to: &str, tgid: u32) -> Verdict {
+        let (from_c, to_c) = (Candidate::new(from), Candidate::new(to));
+        self.denied(from, &from_c, Op::LinkFrom)
+            .and_then(|| self.denied(to, &to_c, Op::LinkTo))
+            .and_then(|| self.permitted(from, &from_c, Op::LinkFrom, tgid))
+            .and_then(|| self.permitted(to, &to_c, Op::LinkTo, tgid))
     }
 
     fn denied(&self, path: &str, candidate: &Candidate<'_>, op: Op) -> Verdict {

@@ -16,6 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
+pub use baseline::{READ as BASELINE_READ, WRITE as BASELINE_WRITE};
 pub use error::PolicyError;
 pub use glob::{check_path_glob, compile_glob};
 pub use net::{ConnectRule, ConnectTarget, RuleProtocol};
@@ -34,6 +35,10 @@ pub enum FileAccess {
     Unlink,
     /// A rename seen on one path only; judged like a write. Prefer [`Activity::Rename`].
     Rename,
+    /// A hard link (see [`Activity::Link`]).
+    Link,
+    /// A truncate: judged like a write.
+    Truncate,
 }
 
 impl fmt::Display for FileAccess {
@@ -44,6 +49,8 @@ impl fmt::Display for FileAccess {
             Self::Create => "create",
             Self::Unlink => "unlink",
             Self::Rename => "rename",
+            Self::Link => "link",
+            Self::Truncate => "truncate",
         })
     }
 }
@@ -98,6 +105,12 @@ pub enum Activity<'a> {
     },
     /// rename: the source is judged as an unlink, the destination as a create.
     Rename {
+        from: &'a str,
+        to: &'a str,
+    },
+    /// A hard link: the existing file must be readable (the new name reaches nothing more),
+    /// the new name creatable.
+    Link {
         from: &'a str,
         to: &'a str,
     },
@@ -223,6 +236,7 @@ impl CompiledPolicy {
             Activity::Exec { path } => self.judge_exec(path),
             Activity::File { path, access } => self.judge_file(path, access, ctx.tgid),
             Activity::Rename { from, to } => self.judge_rename(from, to, ctx.tgid),
+            Activity::Link { from, to } => self.judge_link(from, to, ctx.tgid),
             Activity::Net {
                 op,
                 addr,

@@ -59,6 +59,10 @@ pub enum Mode {
 #[serde(rename_all = "kebab-case")]
 pub enum OnViolation {
     Alert,
+    /// What the kernel refused before it happened (Landlock, cgroup socket hooks, seccomp)
+    /// is recorded and nothing is killed; what only a kill can stop (a denied file inside
+    /// an allowed tree, an adopted agent) is stopped as with `kill-process`.
+    Refuse,
     #[default]
     KillProcess,
     KillAgent,
@@ -77,6 +81,7 @@ impl fmt::Display for OnViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Alert => "alert",
+            Self::Refuse => "refuse",
             Self::KillProcess => "kill-process",
             Self::KillAgent => "kill-agent",
         })

@@ -26,6 +26,7 @@ impl Shared {
             }
             self.cgroup2.remove(&task.cgroup)?;
         }
+        self.cgroup2.forget_kill_handle(&task.cgroup);
         tracing::info!(task = %id, killed = kill, %reason, "task ended");
         Ok(())
     }

@@ -63,6 +63,10 @@ pub struct TaskRequest {
     pub scope_yaml: Option<String>,
     pub task: Option<String>,
     pub ttl: Option<String>,
+    /// The Landlock ABI the launcher can restrict the agent with (`exec` sends it; 0 or
+    /// absent: none). An enforced scope then gets a Landlock plan in the answer.
+    #[serde(default)]
+    pub landlock_abi: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,6 +79,10 @@ pub struct TaskCreated {
     /// The daemon's pid, so that `exec` can keep the agent's signals off it.
     #[serde(default)]
     pub daemon_pid: u32,
+    /// The Landlock rules the launcher restricts the agent with before it execs (enforced
+    /// scopes, when the launcher said it can).
+    #[serde(default)]
+    pub landlock: Option<crate::landlock::Plan>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +112,10 @@ pub struct Stats {
     pub blocked: AtomicU64,
     /// Processes or agents killed (by the kernel or the daemon).
     pub killed: AtomicU64,
+    /// Calls of Landlock-restricted agents that failed with EACCES, EPERM or EXDEV on a path
+    /// the scope allows (the file's own permissions, or a glob Landlock had to widen or
+    /// narrow): not records.
+    pub refused_in_scope: AtomicU64,
 }
 
 impl Stats {
@@ -265,6 +277,10 @@ impl Shared {
             Some(t) => Some(scope::Ttl::parse(&t).map_err(TaskError::BadTtl)?.duration()),
             None => scope.ttl,
         };
+        // Audit mode stops nothing, so it gets no Landlock layer. Planned before the registry
+        // is locked: it reads directories.
+        let landlock = (req.landlock_abi > 0 && scope.mode == scope::Mode::Enforce)
+            .then(|| crate::landlock::plan(scope.policy.declared()));
         let mut registry = self.registry();
         let id = match req.task {
             Some(id) if !valid_task_id(&id) => return Err(TaskError::BadTaskId(id)),
@@ -296,6 +312,9 @@ impl Shared {
         task.scope_yaml = scope_yaml;
         task.start_cwd =
             requester.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
+        if landlock.is_some() {
+            task.landlock_abi = req.landlock_abi;
+        }
         registry.insert(task);
         self.save(&registry);
         tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
@@ -305,6 +324,7 @@ impl Shared {
             cgroup,
             cgroup_dir,
             daemon_pid: std::process::id(),
+            landlock,
         })
     }
 
@@ -321,6 +341,10 @@ impl Shared {
             });
         }
         self.publish_tags();
+        if let Err(e) = self.cgroup2.keep_kill_handle(cgroup) {
+            // The kill falls back to opening the file then.
+            tracing::warn!(%cgroup, error = %e, "keeping cgroup.kill open");
+        }
         Ok(())
     }
 
@@ -501,6 +525,7 @@ impl Shared {
         if let Some(task) = id.and_then(|id| registry.remove(&id)) {
             let id = task.id;
             self.untag(cgroup_id, task.slot);
+            self.cgroup2.forget_kill_handle(&task.cgroup);
             self.kubernetes.forget_agent(task.slot);
             self.save(&registry);
             tracing::info!(task = %id, "agent cgroup removed; task ended");
@@ -508,11 +533,11 @@ impl Shared {
     }
 
     /// Whether a process belongs to an agent (by its cgroup), for the socket's peer check.
-    pub fn is_agent_process(&self, pid: u32) -> bool {
-        let Some(path) = Cgroup2::of_pid(pid) else {
-            return false;
-        };
-        self.registry().owning_cgroup(&path).is_some()
+    /// Whether `pid` runs inside an agent's cgroup; None when its cgroup cannot be read
+    /// (the process is gone).
+    pub fn is_agent_process(&self, pid: u32) -> Option<bool> {
+        let path = Cgroup2::of_pid(pid)?;
+        Some(self.registry().owning_cgroup(&path).is_some())
     }
 
     pub fn scope_named(&self, name: &str) -> Option<Arc<Scope>> {

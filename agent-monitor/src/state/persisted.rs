@@ -27,6 +27,7 @@ impl Shared {
                     started_unix_ms: persist::unix_ms(t.started),
                     expires_unix_ms: t.expires_wall.map(persist::unix_ms),
                     start_cwd: t.start_cwd.clone(),
+                    landlock_abi: t.landlock_abi,
                 })
                 .collect(),
         };
@@ -82,6 +83,7 @@ impl Shared {
             task.expires_wall = expires_wall;
             task.scope_yaml = t.scope_yaml;
             task.start_cwd = t.start_cwd;
+            task.landlock_abi = t.landlock_abi;
             task.seen = true;
             registry.insert(task);
             restored += 1;

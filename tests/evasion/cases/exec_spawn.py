@@ -10,9 +10,15 @@ if technique == "subprocess":
 elif technique == "system":
     say("exec: TRY")
     status = os.system(f"touch {marker}")
-    # The shell reports a child killed by SIGKILL as exit status 137.
-    killed = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 137
-    say("exec: KILLED" if killed else f"exec: DONE status={status}")
+    # The shell reports a child killed by SIGKILL as exit status 137, and an exec the
+    # kernel refused (Landlock: EACCES) as 126.
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    if code == 137:
+        say("exec: KILLED")
+    elif code == 126:
+        say("exec: BLOCKED errno=13")
+    else:
+        say(f"exec: DONE status={status}")
 else:
     say("exec: TRY")
     os.execv("/usr/bin/touch", ["touch", marker])

@@ -1,7 +1,8 @@
 # Technique: reach a denied file through a name the deny list does not spell: a symlink, a
 # relative symlink chain, and a hard link, all made by the agent in its writable workspace.
 # Stopped because the kernel judges the file it really opened by (device, inode) at
-# sys_exit_open*: every name of the inode is the denied file.
+# sys_exit_open*: every name of the inode is the denied file. A hard link to it is itself a
+# violation (a new name for a denied file): the agent may be killed at the link already.
 # ARGS: workspace, secret, technique (symlink | chain | hardlink)
 ws, secret, technique = ARGS
 if technique == "symlink":
@@ -13,6 +14,9 @@ elif technique == "chain":
     os.symlink("b/one", f"{ws}/a/two")
     path = f"{ws}/a/two"
 else:
-    os.link(secret, f"{ws}/copy.txt")
     path = f"{ws}/copy.txt"
-attempt("read", lambda: read_file(path))
+def read():
+    if technique == "hardlink":
+        os.link(secret, path)
+    return read_file(path)
+attempt("read", read)

@@ -202,3 +202,24 @@ fn rename_needs_write_on_both_ends_and_deny_applies_to_both() {
         "rename to /workspace/.env is denied by files.deny"
     );
 }
+
+#[test]
+fn a_hard_link_needs_a_readable_file_and_a_creatable_name() {
+    let p = example();
+    let link = |from, to| Activity::Link { from, to };
+    assert!(allowed(
+        &p,
+        &link("/etc/ssl/certs/ca.pem", "/workspace/ca.pem")
+    ));
+    let v = violation(&p, &link("/etc/hostname", "/workspace/h"));
+    assert_eq!(v.rule, "files.read");
+    assert_eq!(
+        v.reason,
+        "hard link of /etc/hostname is not in files.read, files.write or the baseline"
+    );
+    let v = violation(&p, &link("/workspace/a", "/etc/ssl/a"));
+    assert_eq!(v.rule, "files.write");
+    assert_eq!(v.reason, "hard link as /etc/ssl/a is not in files.write");
+    let v = violation(&p, &link("/etc/shadow", "/workspace/s"));
+    assert_eq!(v.rule, "files.deny[0]: /etc/shadow");
+}

@@ -1,4 +1,4 @@
-//! Engine tests, mostly against the example policy of the product brief (section 3).
+//! Engine tests, mostly against the example policy in the README and docs/SCOPES.md.
 
 use std::net::IpAddr;
 
