@@ -521,7 +521,7 @@ mod tests {
             size_of::<ExecEvent>(),
             h + 8 + PATH_LEN + ARG_LEN * MAX_ARGS
         );
-        assert_eq!(size_of::<FileEvent>(), h + 24 + 2 * PATH_LEN);
+        assert_eq!(size_of::<FileEvent>(), h + 24 + 40 + 2 * PATH_LEN);
         assert_eq!(size_of::<NetEvent>(), h + 16 + 16 + 8);
         assert_eq!(size_of::<ExitEvent>(), h);
         assert_eq!(size_of::<EscapeEvent>(), h + 8 + 24 + 8 + 8 + 8 + PATH_LEN);

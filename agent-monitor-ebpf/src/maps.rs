@@ -144,7 +144,9 @@ pub fn emit_prefix<T: Event>(event: &T, len: usize) {
     let len = len.min(core::mem::size_of::<T>());
     // SAFETY: `len` bytes of a live, plain-integer #[repr(C)] struct.
     let bytes = unsafe { core::slice::from_raw_parts((event as *const T).cast::<u8>(), len) };
-    let verdict = header.flags & (flags::HELD | flags::KILLED | flags::BLOCKED) != 0;
+    // A refusal is a verdict too: its record must not be lost in a flood of ordinary events.
+    let verdict =
+        header.flags & (flags::HELD | flags::KILLED | flags::BLOCKED | flags::REFUSED) != 0;
     if verdict && VERDICTS.output::<[u8]>(bytes, 0).is_ok() {
         count(counter::EMITTED);
         return;

@@ -100,6 +100,11 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
 #[inline(always)]
 fn in_scope(slot: u32, op: u32, family: u32, addr: &[u8; 16], port: u16, protocol: u32) -> bool {
     if op == net_op::BIND {
+        // Port 0 is an ephemeral port, as a connect gets implicitly; a listen on it is
+        // judged by the port the kernel picked (sys_exit_listen).
+        if port == 0 {
+            return true;
+        }
         let key = BindKey {
             slot,
             port: u32::from(port),

@@ -212,7 +212,7 @@ impl Cgroup2 {
 }
 
 /// /proc/mounts escapes spaces and a few other bytes as octal `\040`.
-fn unescape_mount(field: &str) -> String {
+pub(crate) fn unescape_mount(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

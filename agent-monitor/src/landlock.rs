@@ -42,6 +42,8 @@ pub mod rights {
     pub const EXEC: u32 = 4;
     /// ioctl on device files (terminals).
     pub const DEVICE: u32 = 8;
+    /// List directories (not read their files).
+    pub const LIST: u32 = 16;
 }
 
 /// One rule: `rights` beneath `path` (or on the file itself).
@@ -88,6 +90,21 @@ pub fn abi() -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
 
+impl Plan {
+    /// Grants reading these files (only they: no directory beneath them).
+    pub fn add_reads(&mut self, files: impl IntoIterator<Item = PathBuf>) {
+        for path in files {
+            match self.grants.iter_mut().find(|g| g.path == path) {
+                Some(g) => g.rights |= rights::READ,
+                None => self.grants.push(Grant {
+                    path,
+                    rights: rights::READ,
+                }),
+            }
+        }
+    }
+}
+
 /// The Landlock rights this layer uses that ABI `abi` lacks (all of them without Landlock).
 pub fn missing(abi: u32) -> Vec<&'static str> {
     [
@@ -130,6 +147,7 @@ pub fn plan(spec: &PolicySpec) -> Plan {
         true,
     );
     add(&strs(&spec.exec_allow), rights::READ | rights::EXEC, false);
+    add(&strs(&spec.files.list), rights::LIST, false);
     if spec.files.baseline {
         add(BASELINE_READ, rights::READ, false);
         add(BASELINE_WRITE, rights::WRITE | rights::DEVICE, false);
@@ -237,6 +255,9 @@ fn access_of(r: u32, is_dir: bool) -> BitFlags<AccessFs> {
     if r & rights::DEVICE != 0 {
         a |= AccessFs::IoctlDev;
     }
+    if r & rights::LIST != 0 {
+        a |= AccessFs::ReadDir;
+    }
     if is_dir {
         a
     } else {
@@ -296,6 +317,7 @@ mod tests {
                 read: v(read),
                 write: v(write),
                 deny: Vec::new(),
+                list: Vec::new(),
             },
             connect: Vec::new(),
             bind: Vec::new(),

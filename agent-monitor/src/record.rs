@@ -121,8 +121,12 @@ pub struct EscapeObject {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecObject {
+    /// The image that runs (for a script: its interpreter).
     pub path: String,
     pub argv: Vec<String>,
+    /// The script that was executed, when the image is its interpreter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -259,6 +259,7 @@ fn access_name(a: FileAccess) -> &'static str {
         FileAccess::Rename => "rename",
         FileAccess::Link => "link",
         FileAccess::Truncate => "truncate",
+        FileAccess::List => "list",
     }
 }
 

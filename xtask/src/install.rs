@@ -286,7 +286,8 @@ pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 
 /// What the deployment tests need: `systemd-analyze` (Debian's `systemd`) to verify the
 /// unit offline, `strace` to check its syscall filter, and `kubernetes-validate` (`PyPI`, in a virtualenv under `target/tools`) to
-/// validate deploy/kubernetes against the Kubernetes schemas. Idempotent.
+/// validate deploy/kubernetes against the Kubernetes schemas; and the field corpus
+/// (`field_corpus`). Idempotent.
 /// `XTASK_SKIP_TEST_TOOLS=1` skips them (the image build runs `setup` for bpf-linker only).
 pub fn test_tools(root: &Path) -> anyhow::Result<()> {
     if std::env::var_os("XTASK_SKIP_TEST_TOOLS").is_some_and(|v| v == "1") {
@@ -308,9 +309,17 @@ pub fn test_tools(root: &Path) -> anyhow::Result<()> {
     if !on_path("dnsmasq") && !Path::new("/usr/sbin/dnsmasq").is_file() {
         missing.push("dnsmasq-base");
     }
+    missing.extend(crate::field::missing_packages());
+    missing.sort_unstable();
+    missing.dedup();
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
+    kubernetes_validate(root)?;
+    crate::field::install(root)
+}
+
+fn kubernetes_validate(root: &Path) -> anyhow::Result<()> {
     let venv = tools_venv(root);
     let validate = venv.join("bin/kubernetes-validate");
     let installed = Command::new(&validate)

@@ -3,6 +3,7 @@
 //! `setup` makes a fresh machine ready (idempotent); `run`, `test` and `bench` call it first.
 
 mod bench;
+mod field;
 mod install;
 mod setup;
 

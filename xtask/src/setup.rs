@@ -12,6 +12,9 @@ use anyhow::{Context as _, bail};
 
 use crate::run_cmd;
 
+/// Everything a fresh machine needs to build, run and test: the nightly pieces, the
+/// mounts, and the test tools (`install::test_tools`: the deployment tests' tools and the
+/// field corpus under `target/field` that `tests/tests/field.rs` runs).
 pub fn run(root: &Path) -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker(root)?;
@@ -42,7 +45,7 @@ pub fn prepend_cargo_bin_to_path() {
     }
 }
 
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
     if !out.status.success() {
         bail!(

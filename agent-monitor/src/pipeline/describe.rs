@@ -289,14 +289,21 @@ fn exec(h: &Header, proc: &mut ProcInfo, filename: &Path, argv: &[String]) -> Ju
         cwd: proc.cwd.as_deref(),
     };
     let r = resolve(&actor, AT_FDCWD, filename, Follow::Last);
-    let path = r.path.to_string_lossy().into_owned();
-    proc.exe = Some(r.path);
+    // The image that runs is what exec.allow judges: for a script (`#!`), its interpreter,
+    // which /proc names while the process runs it.
+    let (image, script) = match std::fs::read_link(format!("/proc/{}/exe", h.tgid)) {
+        Ok(image) if image.is_absolute() && image != r.path => (image, Some(r.path)),
+        _ => (r.path, None),
+    };
+    let path = image.to_string_lossy().into_owned();
+    proc.exe = Some(image);
     proc.argv = argv.to_vec();
     Judged {
         kind: Kind::Exec,
         exec: Some(ExecObject {
             path,
             argv: argv.to_vec(),
+            script: script.map(|s| s.to_string_lossy().into_owned()),
         }),
         file: None,
         net: None,
@@ -386,6 +393,7 @@ fn file(
             exec: Some(ExecObject {
                 path: r.path.to_string_lossy().into_owned(),
                 argv: Vec::new(),
+                script: None,
             }),
             file: None,
             net: None,
@@ -525,7 +533,9 @@ const O_DIRECTORY: u32 = 0o200_000;
 /// open(2) flags -> the access the policy judges. `O_CREAT` is a create even when the file
 /// existed (the caller asked to be allowed to create it).
 pub fn classify_open(flags: u32) -> FileAccess {
-    if flags & O_CREAT != 0 {
+    if flags & (O_DIRECTORY | O_ACCMODE | O_CREAT | O_TRUNC) == O_DIRECTORY {
+        FileAccess::List
+    } else if flags & O_CREAT != 0 {
         FileAccess::Create
     } else if matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR) || flags & O_TRUNC != 0 {
         FileAccess::Write
@@ -559,6 +569,7 @@ mod tests {
         assert_eq!(classify_open(0o2), FileAccess::Write);
         assert_eq!(classify_open(0o1000), FileAccess::Write);
         assert_eq!(classify_open(0o101), FileAccess::Create);
-        assert_eq!(classify_open(0o200_000), FileAccess::Read); // O_DIRECTORY
+        assert_eq!(classify_open(0o200_000), FileAccess::List); // O_DIRECTORY
+        assert_eq!(classify_open(0o200_002), FileAccess::Write);
     }
 }

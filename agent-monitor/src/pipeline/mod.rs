@@ -1,7 +1,7 @@
 //! Per-event work: find the task, keep the process table, resolve paths, ask the policy,
 //! build records and hand them to the sinks in batches.
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt as _, sync::Arc};
+use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::Path, sync::Arc};
 
 use crate::{
     actions::{Step, decide, layer},
@@ -18,6 +18,7 @@ use crate::{
 
 mod describe;
 mod dirs;
+pub mod own_cgroup;
 
 use describe::{Judged, describe, process_ref, verdict};
 
@@ -28,6 +29,7 @@ pub struct Pipeline {
     shared: Arc<Shared>,
     procs: ProcTable,
     dirs: dirs::DirIndex,
+    cgroups: own_cgroup::CgroupMounts,
     /// cgroup id -> path, for records (the process may be gone when its event is read).
     cgroup_paths: HashMap<u64, String>,
     clock: Clock,
@@ -41,6 +43,7 @@ impl Pipeline {
             shared,
             procs: ProcTable::default(),
             dirs: dirs::DirIndex::default(),
+            cgroups: own_cgroup::CgroupMounts::discover(),
             cgroup_paths: HashMap::new(),
             clock: Clock::new(),
             sinks,
@@ -115,6 +118,17 @@ impl Pipeline {
             }
             return;
         };
+        baseline_preset(
+            &self.cgroups,
+            self.shared.cgroup2.root(),
+            &mut judged,
+            (
+                h.tgid,
+                proc.exe.as_deref(),
+                start_cwd.as_deref(),
+                &task_cgroup,
+            ),
+        );
         let started = std::time::Instant::now();
         let violation = verdict(
             &mut judged,
@@ -252,7 +266,7 @@ impl Pipeline {
     ) {
         if step == Some(Step::Release)
             && let (Event::File { ret, .. }, Some(f)) = (event, &judged.file)
-            && f.access == FileAccess::Read
+            && matches!(f.access, FileAccess::Read | FileAccess::List)
             && let Ok(meta) = std::fs::metadata(format!("/proc/{}/fd/{ret}", h.pid))
         {
             // Judged readable: the kernel lets the next opens of this file through.
@@ -328,5 +342,33 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+/// What the baseline allows that only the daemon can tell: a read of the process's own
+/// image (Node and Python's `platform` read their executable), a listing of the directory
+/// the task was started from, and a read of the process's own cgroup limits.
+fn baseline_preset(
+    cgroups: &own_cgroup::CgroupMounts,
+    cgroup2_root: &Path,
+    judged: &mut Judged,
+    (tgid, exe, start_cwd, task_cgroup): (u32, Option<&Path>, Option<&Path>, &str),
+) {
+    let Some(f) = judged.file.as_ref() else {
+        return;
+    };
+    let path = Path::new(&f.path);
+    let own_image = f.access == FileAccess::Read && exe == Some(path);
+    // Interpreters list their working directory to import from it.
+    let listed_start = f.access == FileAccess::List && start_cwd == Some(path);
+    let own_limit = f.access == FileAccess::Read && cgroups.holds(path) && {
+        let mut own = cgroups.dirs_of_pid(tgid);
+        if own.is_empty() {
+            own.push(cgroup2_root.join(task_cgroup.trim_start_matches('/')));
+        }
+        own_cgroup::is_own_limit(path, &own)
+    };
+    if own_image || listed_start || own_limit {
+        judged.preset = Some(crate::policy::Verdict::Allowed);
     }
 }

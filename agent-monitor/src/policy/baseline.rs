@@ -47,6 +47,38 @@ pub const READ: &[&str] = &[
     // Kernel limits read by libc: sysconf(_SC_NGROUPS_MAX) and malloc's heap trimming.
     "/proc/sys/kernel/ngroups_max",
     "/proc/sys/vm/overcommit_memory",
+    // The filesystem types the kernel knows: coreutils built with libselinux (ls, cp,
+    // mkdir, id, ...) read it at start. Names of filesystem drivers only.
+    "/proc/filesystems",
+    // Machine-wide memory and CPU facts, no process in them: Node (libuv
+    // uv_get_total_memory, os.cpus(), os.loadavg()), Python (os.sysconf, multiprocessing),
+    // the JVM and Go size heaps and pools from them.
+    "/proc/meminfo",
+    "/proc/cpuinfo",
+    "/proc/stat",
+    "/proc/loadavg",
+    "/proc/version",
+    "/proc/sys/kernel/osrelease",
+    "/proc/sys/kernel/pid_max",
+    "/proc/sys/net/core/somaxconn",
+    // Memory topology and huge-page settings: jemalloc, Go and V8 read them to size
+    // allocations.
+    "/sys/devices/system/node/**",
+    "/sys/kernel/mm/transparent_hugepage/**",
+    // Public CA certificates and OpenSSL's configuration, read by every TLS client (curl,
+    // git over https, Python's ssl, Node's tls). Private keys (/etc/ssl/private) stay out.
+    "/etc/ssl/certs/**",
+    "/etc/ssl/openssl.cnf",
+    "/usr/share/ca-certificates/**",
+    // Terminal descriptions (ncurses: git's pager, less, python's curses) and readline's
+    // configuration (python's interactive and pytest's debugger set-up).
+    "/usr/share/terminfo/**",
+    "/etc/terminfo/**",
+    "/etc/inputrc",
+    // Which distribution this is: pip's vendored `distro`, python's platform, lsb_release.
+    "/etc/debian_version",
+    "/etc/lsb-release",
+    "/etc/os-release",
 ];
 
 /// Write baseline: discarding output and talking to the controlling terminal.
@@ -105,5 +137,55 @@ mod tests {
         assert!(!is_own_proc("/proc/sys/kernel/hostname", 42));
         assert!(!is_own_proc("/proc", 42));
         assert!(!is_own_proc("/procx/42", 42));
+    }
+}
+
+#[cfg(test)]
+mod grants {
+    use globset::Candidate;
+
+    use super::Baseline;
+
+    /// What the baseline must never grant: other processes, other cgroups, kernel memory
+    /// and firmware, keys and credentials.
+    #[test]
+    fn nothing_about_other_processes_or_secrets() {
+        let b = Baseline::compile().expect("baseline compiles");
+        for path in [
+            "/proc/1/environ",
+            "/proc/1/status",
+            "/proc/1/cgroup",
+            "/proc/kcore",
+            "/proc/kallsyms",
+            "/proc/sys/kernel/random/boot_id",
+            "/sys/firmware/acpi/tables/DSDT",
+            "/sys/kernel/debug/tracing/trace",
+            "/sys/kernel/security/lsm",
+            "/sys/fs/cgroup/unified/other.slice/memory.max",
+            "/sys/fs/cgroup/memory/other/memory.limit_in_bytes",
+            "/etc/shadow",
+            "/etc/gshadow",
+            "/etc/ssl/private/server.key",
+            "/root/.ssh/id_ed25519",
+            "/home/user/.aws/credentials",
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            "/dev/mem",
+            "/dev/kmsg",
+            "/dev/sda",
+        ] {
+            assert!(
+                !b.allows_read(path, &Candidate::new(path), 42),
+                "the baseline grants {path}"
+            );
+            assert!(!b.allows_write(&Candidate::new(path)), "writes {path}");
+        }
+        for path in [
+            "/proc/filesystems",
+            "/proc/meminfo",
+            "/proc/42/status",
+            "/etc/ssl/certs/ca-certificates.crt",
+        ] {
+            assert!(b.allows_read(path, &Candidate::new(path), 42), "{path}");
+        }
     }
 }

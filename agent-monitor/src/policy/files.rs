@@ -16,7 +16,10 @@ enum Op {
 
 impl Op {
     fn needs_write(self) -> bool {
-        !matches!(self, Self::Access(FileAccess::Read) | Self::LinkFrom)
+        !matches!(
+            self,
+            Self::Access(FileAccess::Read | FileAccess::List) | Self::LinkFrom
+        )
     }
 
     fn describe(self, path: &str) -> String {
@@ -97,17 +100,24 @@ impl CompiledPolicy {
                 format!("{} is not in files.write", op.describe(path)),
             );
         }
-        // Writable implies readable.
+        // Writable implies readable; readable implies listable. A program exec.allow names
+        // may be read (an interpreter reads the script it runs).
         if self.read.is_match(candidate)
             || self.write.is_match(candidate)
+            || self.exec.is_match(candidate)
             || baseline.is_some_and(|b| b.allows_read(path, candidate, tgid))
+            || (matches!(op, Op::Access(FileAccess::List)) && self.list.is_match(candidate))
         {
             return Verdict::Allowed;
         }
-        let lists = if baseline.is_some() {
-            "files.read, files.write or the baseline"
-        } else {
-            "files.read or files.write (baseline off)"
+        let lists = match (
+            baseline.is_some(),
+            matches!(op, Op::Access(FileAccess::List)),
+        ) {
+            (true, true) => "files.read, files.write, files.list or the baseline",
+            (true, false) => "files.read, files.write or the baseline",
+            (false, true) => "files.read, files.write or files.list (baseline off)",
+            (false, false) => "files.read or files.write (baseline off)",
         };
         Verdict::violation(
             Dimension::Files,

@@ -39,6 +39,9 @@ pub enum FileAccess {
     Link,
     /// A truncate: judged like a write.
     Truncate,
+    /// A directory opened to read its entries: allowed where reading is, and for the
+    /// directories `files.list` names (names, not contents).
+    List,
 }
 
 impl fmt::Display for FileAccess {
@@ -51,6 +54,7 @@ impl fmt::Display for FileAccess {
             Self::Rename => "rename",
             Self::Link => "link",
             Self::Truncate => "truncate",
+            Self::List => "list",
         })
     }
 }
@@ -184,6 +188,8 @@ pub struct FileRules {
     pub read: Vec<String>,
     pub write: Vec<String>,
     pub deny: Vec<String>,
+    /// Directories that may be listed (their entries' names), not read.
+    pub list: Vec<String>,
 }
 
 /// A declared policy: the input of [`CompiledPolicy::compile`], kept for reports.
@@ -203,6 +209,7 @@ pub struct CompiledPolicy {
     read: PatternSet,
     write: PatternSet,
     deny: PatternSet,
+    list: PatternSet,
     baseline: Option<Baseline>,
     connect: Vec<CidrRule>,
 }
@@ -219,6 +226,7 @@ impl CompiledPolicy {
             read: PatternSet::compile("files.read", &spec.files.read)?,
             write: PatternSet::compile("files.write", &spec.files.write)?,
             deny: PatternSet::compile("files.deny", &spec.files.deny)?,
+            list: PatternSet::compile("files.list", &spec.files.list)?,
             baseline: if spec.files.baseline {
                 Some(Baseline::compile()?)
             } else {
@@ -296,7 +304,10 @@ impl CompiledPolicy {
                 }
             }
             NetOp::Bind => {
-                if self.declared.bind.contains(&port) {
+                // Port 0 asks the kernel for an ephemeral port, as a connect or send does
+                // implicitly (pip's urllib3 binds [::1]:0 to probe for IPv6); a listen on it
+                // is judged by the port it got.
+                if port == 0 || self.declared.bind.contains(&port) {
                     Verdict::Allowed
                 } else {
                     Verdict::violation(

@@ -165,6 +165,9 @@ pub struct FilesSpec {
     pub write: Vec<PathGlob>,
     #[serde(default)]
     pub deny: Vec<PathGlob>,
+    /// Directories whose entries may be listed without their contents being readable.
+    #[serde(default)]
+    pub list: Vec<PathGlob>,
 }
 
 fn baseline_default() -> bool {
@@ -178,6 +181,7 @@ impl Default for FilesSpec {
             read: Vec::new(),
             write: Vec::new(),
             deny: Vec::new(),
+            list: Vec::new(),
         }
     }
 }
@@ -205,6 +209,7 @@ impl ScopeSpec {
                 read: globs(&self.files.read),
                 write: globs(&self.files.write),
                 deny: globs(&self.files.deny),
+                list: globs(&self.files.list),
             },
             connect: self
                 .network

@@ -295,6 +295,20 @@ impl Shared {
         };
         let cgroup = format!("/{}/{id}", self.config.cgroup_parent.trim_matches('/'));
         let cgroup_id = self.cgroup2.create(&cgroup)?;
+        // The limits that apply to the agent are part of its baseline: its new v2 cgroup
+        // and the v1 ones it keeps from the requester, with their ancestors.
+        let landlock = landlock.map(|mut plan| {
+            let mounts = crate::pipeline::own_cgroup::CgroupMounts::discover();
+            let mut own: Vec<PathBuf> = requester
+                .map(|pid| mounts.dirs_of_pid(pid))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| !d.starts_with(self.cgroup2.root()))
+                .collect();
+            own.push(self.cgroup2.root().join(cgroup.trim_start_matches('/')));
+            plan.add_reads(mounts.limit_files(&own));
+            plan
+        });
         let slot = registry.allocate_slot();
         if let Err(e) = self.tag(cgroup_id, slot, &scope, &cgroup) {
             let _ = self.cgroup2.remove(&cgroup);

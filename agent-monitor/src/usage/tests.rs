@@ -70,6 +70,7 @@ fn report_attributes_uses_and_lists_unused_entries() {
         exec: Some(ExecObject {
             path: "/usr/bin/cat".into(),
             argv: vec!["cat".into()],
+            script: None,
         }),
         ..base(Verdict::Allowed)
     };

@@ -223,3 +223,20 @@ fn a_hard_link_needs_a_readable_file_and_a_creatable_name() {
     let v = violation(&p, &link("/etc/shadow", "/workspace/s"));
     assert_eq!(v.rule, "files.deny[0]: /etc/shadow");
 }
+
+#[test]
+fn a_listing_needs_read_or_files_list() {
+    let p = example();
+    assert!(allowed(&p, &file("/workspace/src", FileAccess::List)));
+    assert!(allowed(&p, &file("/srv", FileAccess::List)), "files.list");
+    assert!(
+        !allowed(&p, &file("/srv/data.txt", FileAccess::Read)),
+        "names, not contents"
+    );
+    let v = violation(&p, &file("/root", FileAccess::List));
+    assert_eq!(v.rule, "files.read");
+    assert_eq!(
+        v.reason,
+        "list of /root is not in files.read, files.write, files.list or the baseline"
+    );
+}

@@ -30,6 +30,7 @@ fn example_spec() -> PolicySpec {
             read: strings(&["/workspace/**", "/etc/ssl/**"]),
             write: strings(&["/workspace/**", "/tmp/**"]),
             deny: strings(&["/etc/shadow", "/root/.ssh/**", "**/.env"]),
+            list: strings(&["/srv"]),
         },
         connect: vec![
             cidr("10.0.0.0/8", Some(&[443]), RuleProtocol::Tcp),
@@ -145,6 +146,7 @@ fn empty_policy_allows_nothing_but_the_baseline() {
             read: vec![],
             write: vec![],
             deny: vec![],
+            list: vec![],
         },
         connect: vec![],
         bind: vec![],
