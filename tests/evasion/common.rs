@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_monitor_e2e::{DEADLINE, Daemon, binary, s, unique, workspace};
+use agent_monitor_e2e::{DEADLINE, Daemon, binary, s, unique, wait_or_kill, workspace};
 use serde_json::Value;
 
 pub const PY: &str = "/usr/bin/python3";
@@ -188,19 +188,7 @@ spec:
         };
         let stdout = pipe(child.stdout.take().map(|r| Box::new(r) as _));
         let stderr = pipe(child.stderr.take().map(|r| Box::new(r) as _));
-        let deadline = Instant::now() + RUN_DEADLINE;
-        let mut hung = false;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for exec") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                hung = true;
-                let _ = child.kill();
-                break child.wait().expect("reap exec");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let (status, hung) = wait_or_kill(&mut child, RUN_DEADLINE);
         let out = Output {
             status,
             stdout: stdout.join().unwrap_or_default(),

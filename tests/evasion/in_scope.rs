@@ -1,75 +1,10 @@
 //! Zero false positives: a realistic in-scope session under the very scope the evasion
 //! cases run against completes with exit 0 and no violation record.
 
-use std::{
-    fs,
-    io::{ErrorKind, Read as _, Write as _},
-    process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread,
-    time::Duration,
-};
+use std::{fs, process::Command};
 
 use crate::common::{Env, p};
-use agent_monitor_e2e::s;
-
-/// Serves one fixed page on the allowed listener until dropped.
-struct HttpServer {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl HttpServer {
-    fn start(listener: std::net::TcpListener, page: &'static str) -> Self {
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, _)) => {
-                        conn.set_nonblocking(false).expect("blocking");
-                        conn.set_read_timeout(Some(Duration::from_secs(5)))
-                            .expect("timeout");
-                        let mut req = Vec::new();
-                        let mut buf = [0u8; 1024];
-                        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match conn.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => req.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        let _ = write!(
-                            conn,
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
-                            page.len()
-                        );
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+use agent_monitor_e2e::{HttpServer, s};
 
 fn git(dir: &std::path::Path, args: &[&str]) {
     let out = Command::new("/usr/bin/git")
@@ -103,7 +38,7 @@ fn a_realistic_in_scope_session_raises_no_violation() {
         ],
     );
     let listener = env.allowed.try_clone().expect("clone listener");
-    let _server = HttpServer::start(listener, "page from the allowed server\n");
+    let _server = HttpServer::on(listener, "page from the allowed server\n");
     fs::write(
         env.ws.join("work.py"),
         "import pathlib, sys\nws = pathlib.Path(sys.argv[1])\ntext = (ws / 'repo' / 'README').read_text()\n(ws / 'out.txt').write_text(text.upper())\nprint('python done')\n",

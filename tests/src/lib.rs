@@ -663,3 +663,89 @@ impl Default for Ports {
         Self::new()
     }
 }
+
+/// Serves one fixed page until dropped (a blocking accept loop, woken on drop): the
+/// allowed local HTTP server of in-scope sessions.
+pub struct HttpServer {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// On a fresh 127.0.0.1 port.
+    pub fn start(page: &'static str) -> Self {
+        Self::on(
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind the HTTP server"),
+            page,
+        )
+    }
+
+    /// On `listener`.
+    pub fn on(listener: std::net::TcpListener, page: &'static str) -> Self {
+        let addr = listener.local_addr().expect("addr");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 2048];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+            }
+        });
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port())
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Waits for `child` at most `limit`; kills and reaps it past that. Returns its status and
+/// whether it had to be killed (it hung).
+pub fn wait_or_kill(child: &mut Child, limit: Duration) -> (ExitStatus, bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return (status, false);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return (child.wait().expect("reap the child"), true);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -29,20 +29,18 @@
 use std::{
     fmt::Write as _,
     fs,
-    io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::{BufRead as _, BufReader, ErrorKind, Write as _},
+    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Output, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
-use agent_monitor_e2e::{DEADLINE, Daemon, binary, s, unique, workspace, workspace_root};
+use agent_monitor_e2e::{
+    DEADLINE, Daemon, HttpServer, binary, s, unique, wait_or_kill, workspace, workspace_root,
+};
 use serde_json::{Value, json};
 
 const SH: &str = "/bin/sh";
@@ -315,19 +313,7 @@ impl Field {
         stderr: thread::JoinHandle<Vec<u8>>,
         replies: Vec<Result<Value, String>>,
     ) -> Run {
-        let deadline = Instant::now() + RUN_DEADLINE;
-        let mut hung = false;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for exec") {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                hung = true;
-                let _ = child.kill();
-                break child.wait().expect("reap exec");
-            }
-            thread::sleep(Duration::from_millis(20));
-        };
+        let (status, hung) = wait_or_kill(&mut child, RUN_DEADLINE);
         let out = Output {
             status,
             stdout: stdout.join().unwrap_or_default(),
@@ -745,67 +731,6 @@ fn tool_names(run: &Run) -> Vec<String> {
         .flatten()
         .filter_map(|t| t["name"].as_str().map(ToString::to_string))
         .collect()
-}
-
-/// Serves one fixed page on 127.0.0.1 until dropped (a blocking accept loop, woken on drop).
-struct HttpServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl HttpServer {
-    fn start(page: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the HTTP server");
-        let addr = listener.local_addr().expect("addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::spawn(move || {
-            for conn in listener.incoming() {
-                if flag.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(mut conn) = conn else { continue };
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut req = Vec::new();
-                let mut buf = [0u8; 2048];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
-                    page.len()
-                );
-            }
-        });
-        Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port())
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// A listener no scope allows: after a run, it must have no connection waiting.
