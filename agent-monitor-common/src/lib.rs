@@ -59,7 +59,7 @@ pub mod file_op {
     /// chdir (`path` set) or fchdir (`dirfd` set, `path` empty): keeps the process table's cwd.
     pub const CHDIR: u32 = 4;
     /// connect to a Unix-domain socket: `path` is the socket's (`open_flags` 1: an abstract
-    /// name, no file).
+    /// name, no file); `dirfd2` is the connecting socket (its inode in `dir2_ino`).
     pub const CONNECT_UNIX: u32 = 5;
     /// listen(2): `dirfd` is the socket's descriptor (its port is looked up by the daemon).
     pub const LISTEN: u32 = 6;

@@ -288,11 +288,15 @@ fn unix_connect(args: &[u64; 5]) -> Result<Option<Call>, i64> {
     } else {
         addr.wrapping_add(2)
     };
+    #[expect(clippy::cast_possible_truncation, reason = "an int argument")]
+    let sock = args[0] as i32;
     Ok(Some(Call {
         op: file_op::CONNECT_UNIX,
         open_flags: u32::from(first == 0),
         dirfd: AT_FDCWD,
-        dirfd2: AT_FDCWD,
+        // The socket itself: the event carries its inode, and the daemon asks the kernel
+        // what it is connected to.
+        dirfd2: sock,
         path_ptr: start as u64,
         path2_ptr: 0,
     }))

@@ -32,6 +32,8 @@ const STARVE: &str = include_str!("cases/refuse_starve_daemon.py");
 const STATUS_PEER: &str = include_str!("cases/refuse_status_peer.py");
 const EXCHANGE: &str = include_str!("cases/refuse_exchange.py");
 const THAW: &str = include_str!("cases/refuse_thaw.py");
+const UNIX_SWAP: &str = include_str!("cases/refuse_unix_swap.py");
+const UNIX_STALE_CWD: &str = include_str!("cases/refuse_unix_stale_cwd.py");
 
 const EPERM: i32 = libc::EPERM;
 const EACCES: i32 = libc::EACCES;
@@ -534,4 +536,77 @@ fn thawing_a_held_open_with_sigcont() {
             && s(r, "/verdict") == "violation"
             && s(r, "/file/path") == p(&dotenv)
     });
+}
+
+#[test]
+fn a_unix_connect_through_a_symlink_swapped_while_it_is_held() {
+    use std::os::unix::net::UnixListener;
+    let env = Env::start();
+    let allowed_path = env.ws.join("allowed.sock");
+    let allowed = UnixListener::bind(&allowed_path).expect("bind the allowed socket");
+    allowed.set_nonblocking(true).expect("nonblocking");
+    let outside_path = env.outside.join("runtime.sock");
+    let outside = UnixListener::bind(&outside_path).expect("bind the outside socket");
+    outside.set_nonblocking(true).expect("nonblocking");
+    let run = env.py(
+        &[UNIX_SWAP],
+        &[p(&env.ws), p(&allowed_path), p(&outside_path)],
+    );
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok((mut conn, _)) = outside.accept() {
+        conn.set_nonblocking(true).expect("nonblocking");
+        while let Ok(n @ 1..) = std::io::Read::read(&mut conn, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    env.assert_nothing_received("connect through a swapped symlink", &got, &run);
+    env.assert_stopped(&run, "connect");
+    // Recorded as a connect to the socket it reached, whatever the link said then.
+    let outside_name = p(&outside_path).to_string();
+    record(
+        &env,
+        &run,
+        "the connect that reached the outside socket",
+        |r| {
+            s(r, "/kind") == "connect"
+                && s(r, "/verdict") == "violation"
+                && s(r, "/net/family") == "unix"
+                && s(r, "/net/address") == outside_name
+        },
+    );
+}
+
+#[test]
+fn a_relative_unix_connect_after_a_chdir_the_monitor_lost() {
+    use std::os::unix::net::UnixListener;
+    // A small ring buffer: the sibling's flood makes the agent's own chdir event drop.
+    let env = Env::start_with(&["--ring-buffer-bytes", "4096"]);
+    let allowed = UnixListener::bind(env.ws.join("runtime.sock")).expect("bind in the workspace");
+    allowed.set_nonblocking(true).expect("nonblocking");
+    let outside_path = env.outside.join("runtime.sock");
+    let outside = UnixListener::bind(&outside_path).expect("bind outside");
+    outside.set_nonblocking(true).expect("nonblocking");
+    let run = env.py(&[UNIX_STALE_CWD], &[p(&env.ws), p(&env.outside)]);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok((mut conn, _)) = outside.accept() {
+        conn.set_nonblocking(true).expect("nonblocking");
+        while let Ok(n @ 1..) = std::io::Read::read(&mut conn, &mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    env.assert_nothing_received("a relative connect after a lost chdir", &got, &run);
+    env.assert_stopped(&run, "connect");
+    let outside_name = p(&outside_path).to_string();
+    record(
+        &env,
+        &run,
+        "the connect that reached the outside socket",
+        |r| {
+            s(r, "/kind") == "connect"
+                && s(r, "/verdict") == "violation"
+                && s(r, "/net/address") == outside_name
+        },
+    );
 }

@@ -1,7 +1,7 @@
 //! From a decoded event to what the policy judges and the record shows: the object
 //! resolved (paths, sockets, escape attempts) and the scope's verdict on it.
 
-use std::{net::IpAddr, path::Path};
+use std::{ffi::OsStr, net::IpAddr, os::unix::ffi::OsStrExt as _, path::Path};
 
 use super::{Header, dirs::DirIndex};
 use crate::{
@@ -198,8 +198,19 @@ pub(super) fn describe(
         Event::File {
             op: FileOp::ConnectUnix { abstract_name },
             path,
+            dir2,
             ..
-        } => Some(unix_connect(&actor(h, proc), *abstract_name, path)),
+        } => {
+            // What the socket reached, as the kernel knows it: no path trick, symlink or
+            // cwd the process changed since can make it look like another socket.
+            let reached = dir2.and_then(|(_, ino)| crate::sockets::unix_peer_name(ino));
+            Some(unix_connect(
+                &actor(h, proc),
+                *abstract_name,
+                path,
+                reached.as_ref(),
+            ))
+        }
         Event::File {
             op: FileOp::Listen,
             dirfd,
@@ -418,7 +429,18 @@ fn file(
 
 /// A connect to a Unix-domain socket, judged as a write of the socket file (connecting
 /// needs write permission on it); an abstract name has no file and is judged as `@name`.
-fn unix_connect(actor: &Actor<'_>, abstract_name: bool, path: &Path) -> Judged {
+fn unix_connect(
+    actor: &Actor<'_>,
+    abstract_name: bool,
+    path: &Path,
+    reached: Option<&crate::sockets::UnixName>,
+) -> Judged {
+    use crate::sockets::UnixName;
+    let (abstract_name, path) = match reached {
+        Some(UnixName::Abstract(name)) => (true, Path::new(OsStr::from_bytes(name))),
+        Some(UnixName::Path(p)) => (false, p.as_path()),
+        None => (abstract_name, path),
+    };
     let r = if abstract_name {
         Resolved {
             path: Path::new("@").join(path),

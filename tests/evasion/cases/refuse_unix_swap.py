@@ -1,0 +1,46 @@
+# Technique: win the race between a held Unix-socket connect and the daemon's judgment of
+# its path. The agent connects through a symlink in its workspace while a sibling process
+# (not stopped by the hold) keeps re-pointing that symlink between an allowed socket and
+# one outside the scope. A daemon that judges the path string after the fact sees the
+# allowed target about half the time and releases a connect that reached the outside one.
+# Stopped because a held connect is judged by what the socket reached (the kernel's
+# sock_diag: the listener it is queued on), not by the path: every connect that reached
+# the outside socket is killed before a byte moves.
+# ARGS: workspace, allowed socket, outside socket
+ws, allowed, outside = ARGS
+import time
+
+link = f"{ws}/link.sock"
+os.symlink(allowed, link)
+child = os.fork()
+if child == 0:
+    # The sibling: swap the symlink for at most 3 seconds.
+    end = time.monotonic() + 3
+    i = 0
+    while time.monotonic() < end:
+        tmp = f"{ws}/tmp-{i % 2}.sock"
+        try:
+            os.symlink(outside if i % 2 == 0 else allowed, tmp)
+            os.replace(tmp, link)
+        except OSError:
+            pass
+        i += 1
+    os._exit(0)
+
+
+def connect_many():
+    sent = 0
+    for _ in range(40):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(link)
+        except OSError:
+            continue
+        s.send(b"LEAKED-BYTES")
+        s.close()
+        sent += 1
+    return sent
+
+
+attempt("connect", connect_many)
+os.waitpid(child, 0)
