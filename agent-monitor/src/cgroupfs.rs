@@ -55,11 +55,9 @@ impl Cgroup2 {
     }
 
     fn from_mounts(mounts: &str) -> Option<Self> {
-        mounts.lines().find_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_dev, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-            (fstype == "cgroup2").then(|| Self {
-                root: PathBuf::from(unescape_mount(dir)),
+        mount_entries(mounts).find_map(|m| {
+            (m.fstype == "cgroup2").then(|| Self {
+                root: m.dir,
                 kill_handles: Arc::default(),
             })
         })
@@ -212,7 +210,32 @@ impl Cgroup2 {
 }
 
 /// /proc/mounts escapes spaces and a few other bytes as octal `\040`.
-pub(crate) fn unescape_mount(field: &str) -> String {
+/// One line of `/proc/mounts`.
+pub(crate) struct MountEntry<'a> {
+    pub dir: PathBuf,
+    pub fstype: &'a str,
+    pub options: &'a str,
+}
+
+/// The lines of `/proc/mounts` (`source dir fstype options ...`), mount points unescaped.
+pub(crate) fn mount_entries(mounts: &str) -> impl Iterator<Item = MountEntry<'_>> {
+    mounts.lines().filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_source, dir, fstype, options) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        Some(MountEntry {
+            dir: PathBuf::from(unescape_mount(dir)),
+            fstype,
+            options,
+        })
+    })
+}
+
+fn unescape_mount(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

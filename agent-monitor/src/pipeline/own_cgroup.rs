@@ -50,17 +50,12 @@ impl CgroupMounts {
 
     fn parse(mounts: &str) -> Self {
         let mut out = Self::default();
-        for line in mounts.lines() {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let (Some(dir), Some(fstype), Some(opts)) = (f.get(1), f.get(2), f.get(3)) else {
-                continue;
-            };
-            let dir = PathBuf::from(crate::cgroupfs::unescape_mount(dir));
-            match *fstype {
-                "cgroup2" => out.v2 = Some(dir),
+        for m in crate::cgroupfs::mount_entries(mounts) {
+            match m.fstype {
+                "cgroup2" => out.v2 = Some(m.dir),
                 "cgroup" => out
                     .v1
-                    .push((dir, opts.split(',').map(str::to_owned).collect())),
+                    .push((m.dir, m.options.split(',').map(str::to_owned).collect())),
                 _ => {}
             }
         }
