@@ -7,6 +7,7 @@
 
 mod daemon;
 mod dns;
+mod realwork;
 mod report;
 mod sys;
 mod tools;
@@ -45,6 +46,8 @@ struct Params {
     denies: u64,
     connects: u64,
     dns_lookups: u64,
+    /// Rounds of the real-work section (each runs every workload in every configuration).
+    work_rounds: usize,
 }
 
 impl Params {
@@ -61,6 +64,7 @@ impl Params {
                 denies: 10,
                 connects: 10,
                 dns_lookups: 200,
+                work_rounds: 1,
             }
         } else {
             Self {
@@ -74,6 +78,7 @@ impl Params {
                 denies: 50,
                 connects: 50,
                 dns_lookups: 2000,
+                work_rounds: 5,
             }
         }
     }
@@ -204,6 +209,8 @@ pub struct Results {
     pub violations: Vec<Violations>,
     /// DNS lookups through an agent's resolver in the daemon vs straight to the upstream.
     pub dns: dns::DnsBench,
+    /// Real workloads (git, Python, tar) with and without the monitor.
+    pub realwork: realwork::RealWork,
     pub other_monitors: usize,
     /// Whether new tasks were kept out of the kernel's audit context (`tools::AuditQuiet`).
     pub audit_quiet: bool,
@@ -235,6 +242,10 @@ impl Drop for Env {
 pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     crate::require_root("cargo xtask bench")?;
     let p = Params::new(quick);
+    let only = std::env::var("XTASK_BENCH_ONLY").unwrap_or_default();
+    if !only.is_empty() {
+        return run_only(root, &only, &p);
+    }
     let (daemon, generator) = build(root)?;
     let (auditd_ok, bpftrace_ok) = tools::ensure_installed();
     let env = prepare(daemon, &generator)?;
@@ -251,6 +262,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     }
     latency(&env, &p, &mut r);
     dns::run(&env, &p, &mut r);
+    realwork::run(&env, &p, &mut r.realwork);
     drop(quiet);
     let md = report::render(&r, &p, started.elapsed())?;
     println!("{md}");
@@ -258,6 +270,29 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     fs::write(&doc, report::document(&md, quick))
         .with_context(|| format!("writing {}", doc.display()))?;
     eprintln!("bench: wrote {}", doc.display());
+    Ok(())
+}
+
+/// `XTASK_BENCH_ONLY=realwork cargo xtask bench [--quick]`: one section alone, printed.
+/// docs/BENCHMARKS.md is written only by the full bench.
+fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
+    if only != "realwork" {
+        bail!("XTASK_BENCH_ONLY={only}: the section that runs alone is `realwork`");
+    }
+    let (daemon, generator) = build(root)?;
+    let env = prepare(daemon, &generator)?;
+    let started = Instant::now();
+    let quiet = tools::AuditQuiet::start();
+    let mut rw = realwork::RealWork::default();
+    realwork::run(&env, p, &mut rw);
+    drop(quiet);
+    let mut md = String::new();
+    realwork::render(&mut md, &rw)?;
+    println!(
+        "{md}\nThe section took {:.0} s.",
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!("bench: XTASK_BENCH_ONLY={only}: docs/BENCHMARKS.md not written (partial run)");
     Ok(())
 }
 

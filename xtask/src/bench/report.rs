@@ -353,6 +353,7 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
         // instead of reporting each), and nothing lost.
         .is_some_and(|d| d.lost == 0 && d.open.0 + d.counted >= d.open.1);
     super::dns::render(w, &res.dns)?;
+    super::realwork::render(w, &res.realwork)?;
     writeln!(w, "\n### Targets\n\n| target | measured | |\n|---|---|---|")?;
     let line = |w: &mut String, t: &str, m: String, ok: Option<bool>| {
         let verdict = ok.map_or("not measured", hit);
@@ -467,7 +468,13 @@ pub fn document(report: &str, quick: bool) -> String {
          `connect` a UDP connect outside `network.connect` (EPERM from the kernel).\n\
          - The daemon: VmRSS from /proc 300 ms after each start; start to attached is spawn to \
          the first `GET /v1/status` answer (the daemon only answers once its hooks are \
-         attached; failed hooks are listed).\n\n\
+         attached; failed hooks are listed).\n\
+         - Real work: git (init, three commits of a generated tree, log, gc, local clone), \
+         Python (compileall of a generated package, then a module importing all of it) and \
+         tar with gzip (czf, xzf, rm -rf), each timed as a whole `sh -c` on a fresh copy of its \
+         input, with no monitor, untagged under a running daemon, and tagged in an audit and in \
+         an enforce scope (`onViolation: kill-agent`) that allows exactly what the workload \
+         needs; violation records are those the daemon wrote for the task (false positives).\n\n\
          ## Results\n\n{report}",
         if quick { " --quick" } else { "" },
         sh("nproc", &[]),
