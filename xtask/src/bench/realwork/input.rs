@@ -1,10 +1,6 @@
 //! The real-work section's input: the generated tree and package, the workspace tmpfs,
 //! and the scopes each workload runs under.
 
-#[expect(
-    clippy::wildcard_imports,
-    reason = "a part of the section module, split off for size"
-)]
 use super::*;
 
 /// `realwork-NAME-MODE`, NAME reduced to what scope names allow (`[a-z0-9-]`).

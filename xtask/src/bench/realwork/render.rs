@@ -1,9 +1,5 @@
 //! The real-work section of the report.
 
-#[expect(
-    clippy::wildcard_imports,
-    reason = "a part of the section module, split off for size"
-)]
 use super::*;
 
 pub(super) fn med(v: &[f64]) -> Option<f64> {
