@@ -347,7 +347,9 @@ fn prepare(daemon: PathBuf, generator: &Path) -> anyhow::Result<Env> {
     }
     let file = data.join("file");
     let other = secret.join("other");
-    let denied = secret.join("denied");
+    // Inside the readable tree: only the kernel's identity check stops it (Landlock, which
+    // only allows, lets it through to the open's exit).
+    let denied = data.join("denied");
     for f in [&file, &other, &denied] {
         fs::write(f, "bench\n").with_context(|| format!("writing {}", f.display()))?;
     }

@@ -244,14 +244,14 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
             |q| percentile(&lat, q).map_or("—".to_string(), |n| format!("{:.3} ms", f(n) / 1e6));
         let (what, outcome) = match v.kind {
             "read" => (
-                "daemon (read outside files.read): syscall to death",
+                "Landlock refuses (EACCES), then the daemon kills (kill-process): read outside files.read, syscall to death",
                 format!(
                     "{} killed, {} never killed within 2 s",
                     v.killed, v.timeouts
                 ),
             ),
             "deny" => (
-                "kernel (files.deny, sys_exit_openat): syscall to death",
+                "kernel (files.deny inside the readable tree, sys_exit_openat): syscall to death",
                 format!(
                     "{} killed, syscall returned {} time(s){}",
                     v.killed,
