@@ -538,20 +538,22 @@ fn thawing_a_held_open_with_sigcont() {
     });
 }
 
-#[test]
-fn a_unix_connect_through_a_symlink_swapped_while_it_is_held() {
-    use std::os::unix::net::UnixListener;
-    let env = Env::start();
-    let allowed_path = env.ws.join("allowed.sock");
-    let allowed = UnixListener::bind(&allowed_path).expect("bind the allowed socket");
-    allowed.set_nonblocking(true).expect("nonblocking");
-    let outside_path = env.outside.join("runtime.sock");
-    let outside = UnixListener::bind(&outside_path).expect("bind the outside socket");
-    outside.set_nonblocking(true).expect("nonblocking");
-    let run = env.py(
-        &[UNIX_SWAP],
-        &[p(&env.ws), p(&allowed_path), p(&outside_path)],
-    );
+/// A listening Unix socket (non-blocking) at `path`.
+fn unix_listener(path: &Path) -> std::os::unix::net::UnixListener {
+    let l = std::os::unix::net::UnixListener::bind(path).expect("bind a unix socket");
+    l.set_nonblocking(true).expect("nonblocking");
+    l
+}
+
+/// Asserts the outside socket received nothing, the attempt was stopped, and the connect
+/// is recorded as one to the socket it reached (whatever path the agent named).
+fn outside_socket_untouched(
+    env: &Env,
+    run: &Run,
+    outside: &std::os::unix::net::UnixListener,
+    outside_path: &Path,
+    technique: &str,
+) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok((mut conn, _)) = outside.accept() {
@@ -560,13 +562,12 @@ fn a_unix_connect_through_a_symlink_swapped_while_it_is_held() {
             got.extend_from_slice(&buf[..n]);
         }
     }
-    env.assert_nothing_received("connect through a swapped symlink", &got, &run);
-    env.assert_stopped(&run, "connect");
-    // Recorded as a connect to the socket it reached, whatever the link said then.
-    let outside_name = p(&outside_path).to_string();
+    env.assert_nothing_received(technique, &got, run);
+    env.assert_stopped(run, "connect");
+    let outside_name = p(outside_path).to_string();
     record(
-        &env,
-        &run,
+        env,
+        run,
         "the connect that reached the outside socket",
         |r| {
             s(r, "/kind") == "connect"
@@ -578,35 +579,26 @@ fn a_unix_connect_through_a_symlink_swapped_while_it_is_held() {
 }
 
 #[test]
+fn a_unix_connect_through_a_symlink_swapped_while_it_is_held() {
+    let env = Env::start();
+    let allowed_path = env.ws.join("allowed.sock");
+    let _allowed = unix_listener(&allowed_path);
+    let outside_path = env.outside.join("runtime.sock");
+    let outside = unix_listener(&outside_path);
+    let run = env.py(
+        &[UNIX_SWAP],
+        &[p(&env.ws), p(&allowed_path), p(&outside_path)],
+    );
+    outside_socket_untouched(&env, &run, &outside, &outside_path, "a swapped symlink");
+}
+
+#[test]
 fn a_relative_unix_connect_after_a_chdir_the_monitor_lost() {
-    use std::os::unix::net::UnixListener;
     // A small ring buffer: the sibling's flood makes the agent's own chdir event drop.
     let env = Env::start_with(&["--ring-buffer-bytes", "4096"]);
-    let allowed = UnixListener::bind(env.ws.join("runtime.sock")).expect("bind in the workspace");
-    allowed.set_nonblocking(true).expect("nonblocking");
+    let _allowed = unix_listener(&env.ws.join("runtime.sock"));
     let outside_path = env.outside.join("runtime.sock");
-    let outside = UnixListener::bind(&outside_path).expect("bind outside");
-    outside.set_nonblocking(true).expect("nonblocking");
+    let outside = unix_listener(&outside_path);
     let run = env.py(&[UNIX_STALE_CWD], &[p(&env.ws), p(&env.outside)]);
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok((mut conn, _)) = outside.accept() {
-        conn.set_nonblocking(true).expect("nonblocking");
-        while let Ok(n @ 1..) = std::io::Read::read(&mut conn, &mut buf) {
-            got.extend_from_slice(&buf[..n]);
-        }
-    }
-    env.assert_nothing_received("a relative connect after a lost chdir", &got, &run);
-    env.assert_stopped(&run, "connect");
-    let outside_name = p(&outside_path).to_string();
-    record(
-        &env,
-        &run,
-        "the connect that reached the outside socket",
-        |r| {
-            s(r, "/kind") == "connect"
-                && s(r, "/verdict") == "violation"
-                && s(r, "/net/address") == outside_name
-        },
-    );
+    outside_socket_untouched(&env, &run, &outside, &outside_path, "a lost chdir");
 }
