@@ -207,7 +207,7 @@ fn snapshot(shared: &Shared) -> Registry {
     let mut r = Registry::with_prefix("agent_monitor");
     let k = shared.kernel_counters();
     let s = &shared.stats;
-    let counters: [(&str, &str, u64); 9] = [
+    let counters: [(&str, &str, u64); 10] = [
         (
             "kernel_events_emitted",
             "Events the kernel programs put in the ring buffer",
@@ -232,6 +232,11 @@ fn snapshot(shared: &Shared) -> Registry {
             "killed",
             "Processes killed for a violation",
             s.killed.load(Relaxed),
+        ),
+        (
+            "held",
+            "Operations the kernel held (the process stopped) until the daemon judged them",
+            s.held.load(Relaxed),
         ),
         (
             "decode_errors",

@@ -224,7 +224,7 @@ fn every_endpoint_and_command_answers_about_a_real_task() {
         "{status}"
     );
     assert!(status["counters"]["violations"].as_u64().unwrap_or(0) >= 1);
-    for key in ["blocked", "killed", "dropped", "emitted"] {
+    for key in ["blocked", "killed", "held", "dropped", "emitted"] {
         assert!(status["counters"][key].is_u64(), "{key}: {status}");
     }
     assert!(status["coverage"]["attached"].as_u64().unwrap_or(0) > 0);

@@ -580,4 +580,9 @@ fn a_held_open_is_recorded_under_the_image_that_made_it() {
     for r in &violations {
         assert_eq!(s(r, "/process/exe"), "/usr/bin/cat", "{r:#}");
     }
+    // Each was held by the kernel for the daemon's verdict, and counted.
+    let held = f.daemon.get_json("/v1/status")["counters"]["held"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(held >= 5, "held counter: {held}");
 }

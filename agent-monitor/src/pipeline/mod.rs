@@ -168,7 +168,7 @@ impl Pipeline {
             let exe = judged.exec.as_ref().map(|e| e.path.as_str());
             self.carry_out(step, h, &task_cgroup, exe);
         }
-        self.account(h.agent, action, killed, violation.as_ref(), &process);
+        self.account(h, action, killed, violation.as_ref(), &process);
         Stats::add(&self.shared.stats.records, 1);
         self.batch.push(Record {
             time: rfc3339(self.clock.wall(h.time_ns)),
@@ -205,12 +205,15 @@ impl Pipeline {
     /// message).
     fn account(
         &self,
-        slot: u32,
+        h: &Header,
         action: Action,
         killed: bool,
         violation: Option<&crate::policy::Violation>,
         process: &crate::record::ProcessRef,
     ) {
+        if h.kernel.held {
+            Stats::add(&self.shared.stats.held, 1);
+        }
         if matches!(action, Action::Blocked | Action::Refused) {
             Stats::add(&self.shared.stats.blocked, 1);
         }
@@ -219,7 +222,7 @@ impl Pipeline {
         }
         if let Some(v) = violation {
             Stats::add(&self.shared.stats.violations, 1);
-            if let Some(t) = self.shared.registry().by_slot_mut(slot) {
+            if let Some(t) = self.shared.registry().by_slot_mut(h.agent) {
                 t.violations += 1;
                 if killed {
                     t.last_violation = Some(format!(

@@ -112,6 +112,8 @@ pub struct Stats {
     pub blocked: AtomicU64,
     /// Processes or agents killed (by the kernel or the daemon).
     pub killed: AtomicU64,
+    /// Operations the kernel held for the daemon's verdict.
+    pub held: AtomicU64,
     /// Calls of Landlock-restricted agents that failed with EACCES, EPERM or EXDEV on a path
     /// the scope allows (the file's own permissions, or a glob Landlock had to widen or
     /// narrow): not records.
