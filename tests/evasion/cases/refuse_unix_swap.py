@@ -12,12 +12,15 @@ import time
 
 link = f"{ws}/link.sock"
 os.symlink(allowed, link)
+ready_r, ready_w = os.pipe()
 child = os.fork()
 if child == 0:
-    # The sibling: swap the symlink for at most 3 seconds.
-    end = time.monotonic() + 3
+    # The sibling: swap the symlink for at most 4 seconds; says so after its first swap.
+    end = time.monotonic() + 4
     i = 0
     while time.monotonic() < end:
+        if i == 2:
+            os.write(ready_w, b"x")
         tmp = f"{ws}/tmp-{i % 2}.sock"
         try:
             os.symlink(outside if i % 2 == 0 else allowed, tmp)
@@ -28,9 +31,15 @@ if child == 0:
     os._exit(0)
 
 
+os.read(ready_r, 1)
+
+
 def connect_many():
+    # Connect for 2 seconds while the sibling swaps: about half the connects reach the
+    # outside socket.
     sent = 0
-    for _ in range(40):
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.connect(link)
