@@ -13,7 +13,7 @@ use std::{
 
 use agent_monitor_e2e::{
     assert_exit, binary, cgroup2_root, remove_cgroup_tree, require_root, unique, wait_for,
-    workspace_root,
+    wait_or_kill, workspace_root,
 };
 
 /// Values of `key=` lines in a unit file (repeated keys in order).
@@ -115,13 +115,15 @@ fn every_syscall_the_daemon_makes_passes_the_units_filter() {
         .stderr(Stdio::null())
         .spawn()
         .expect("strace (cargo xtask setup installs it)");
+    // strace forks short-lived children of its own at start (probing ptrace features):
+    // the daemon is the child that runs the binary.
+    let bin = fs::canonicalize(binary()).expect("the binary's path");
     let daemon: u32 = wait_for("the traced daemon to start", || {
         fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id()))
             .ok()?
             .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin))
     });
     let _cleanup = Cleanup {
         pid: daemon,
@@ -150,7 +152,12 @@ fn every_syscall_the_daemon_makes_passes_the_units_filter() {
         std::thread::sleep(Duration::from_millis(300));
         libc::kill(daemon as i32, libc::SIGTERM);
     }
-    let status = strace.wait().expect("wait strace");
+    // A daemon that missed its SIGTERM fails the test instead of hanging the suite.
+    let (status, hung) = wait_or_kill(&mut strace, Duration::from_mins(1));
+    assert!(
+        !hung,
+        "the traced daemon did not stop on SIGTERM within 60 s"
+    );
     assert!(status.success(), "daemon under strace: {status}");
 
     let text = fs::read_to_string(&trace).expect("trace");
