@@ -15,12 +15,14 @@ os.symlink(allowed, link)
 ready_r, ready_w = os.pipe()
 child = os.fork()
 if child == 0:
-    # The sibling: swap the symlink for at most 4 seconds; says so after its first swap.
-    end = time.monotonic() + 4
+    # The sibling: swap the symlink (every 0.2 ms, for at most 30 seconds); says so after
+    # its first swap.
+    end = time.monotonic() + 30
     i = 0
-    while time.monotonic() < end:
+    while time.monotonic() < end and os.getppid() != 1:
         if i == 2:
             os.write(ready_w, b"x")
+        time.sleep(0.0002)
         tmp = f"{ws}/tmp-{i % 2}.sock"
         try:
             os.symlink(outside if i % 2 == 0 else allowed, tmp)
@@ -35,11 +37,13 @@ os.read(ready_r, 1)
 
 
 def connect_many():
-    # Connect for 2 seconds while the sibling swaps: about half the connects reach the
-    # outside socket.
+    # 30 connects while the sibling swaps (at most 20 seconds): about half of them reach
+    # the outside socket.
     sent = 0
-    end = time.monotonic() + 2
-    while time.monotonic() < end:
+    tries = 0
+    end = time.monotonic() + 20
+    while tries < 30 and time.monotonic() < end:
+        tries += 1
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.connect(link)
@@ -52,4 +56,5 @@ def connect_many():
 
 
 attempt("connect", connect_many)
+os.kill(child, 9)
 os.waitpid(child, 0)
