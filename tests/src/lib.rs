@@ -15,6 +15,9 @@ use std::{
 
 use serde_json::Value;
 
+pub mod http;
+
+
 /// How long a test waits for something the daemon does asynchronously.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -207,29 +210,22 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
-    /// One HTTP/1.1 request over the Unix socket; None when the socket does not answer.
+    /// One HTTP/1.1 request over the Unix socket ([`http::request`]); None when the socket
+    /// does not answer within `DEADLINE`.
     pub fn try_request(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
     ) -> Option<(u16, String)> {
-        let mut s = UnixStream::connect(&self.socket).ok()?;
-        s.set_read_timeout(Some(DEADLINE)).ok()?;
-        let body = body.unwrap_or("");
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: am\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let code = resp.split_whitespace().nth(1)?.parse().ok()?;
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((code, dechunk(&body)))
+        http::request(&self.socket, method, path, body, DEADLINE).ok()
+    }
+
+    /// `GET path` as a stream read line by line (`/v1/events?follow=1`); fails the test
+    /// when the daemon sends no response head.
+    pub fn follow(&self, path: &str) -> http::Stream {
+        http::Stream::get(&self.socket, path, DEADLINE)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.log()))
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
@@ -442,29 +438,6 @@ pub fn command_in_cgroup(cgroup_dir: &Path, program: &str, args: &[&str]) -> Com
         });
     }
     cmd
-}
-
-/// Minimal HTTP/1.1 chunked-body decoder (axum streams some answers chunked).
-fn dechunk(body: &str) -> String {
-    let looks_chunked = body
-        .split_once("\r\n")
-        .is_some_and(|(size, _)| !size.is_empty() && size.chars().all(|c| c.is_ascii_hexdigit()));
-    if !looks_chunked {
-        return body.to_string();
-    }
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// A field of a record as a string ("" when absent).

@@ -497,21 +497,37 @@ fn malformed_oversized_and_slow_clients_do_not_stop_the_daemon() {
         "{body}"
     );
 
+    // A follower gets the records written after it connected, line by line.
+    let mut first = d.follow("/v1/events?follow=1");
+    assert_eq!(first.status(), 200);
+    assert_exit(
+        &d.exec(
+            "api",
+            &["--task", "follow-cap"],
+            &["/usr/bin/cat", "/etc/hostname"],
+        ),
+        0,
+    );
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let line = first
+            .next_line(deadline.saturating_duration_since(Instant::now()))
+            .expect("the follow-cap task's records on the stream");
+        let record: Option<Value> = serde_json::from_str(&line).ok();
+        if record.is_some_and(|r| s(&r, "/agent/task") == "follow-cap") {
+            break;
+        }
+    }
+
     // Followers are capped; the daemon still answers everyone else.
-    let mut followers = Vec::new();
+    let mut followers = vec![first];
     let refused = loop {
-        let mut s = UnixStream::connect(&d.socket).expect("connect");
-        s.write_all(b"GET /v1/events?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("write");
-        s.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).expect("status line");
-        let head = String::from_utf8_lossy(&head).into_owned();
-        if head.contains("503") {
+        let follower = d.follow("/v1/events?follow=1");
+        if follower.status() == 503 {
             break followers.len();
         }
-        assert!(head.contains("200"), "{head}");
-        followers.push(s);
+        assert_eq!(follower.status(), 200);
+        followers.push(follower);
         assert!(followers.len() <= 64, "followers are not capped");
     };
     assert!(refused > 0);

@@ -2,8 +2,7 @@
 
 use std::{
     fs,
-    io::{Read as _, Write as _},
-    os::unix::{net::UnixStream, process::CommandExt as _},
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command},
     thread,
@@ -11,6 +10,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::{Request, body::Bytes, client::conn::http1, header};
+use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 /// The cgroup2 mount point, from /proc/mounts.
@@ -149,26 +151,44 @@ pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / hz as f64)
 }
 
-/// One HTTP/1.1 GET over a Unix socket; the status code and the (de-chunked) body.
+/// One HTTP/1.1 GET over a Unix socket: hyper's client on a current-thread runtime; the
+/// status code and the whole body (hyper undoes the chunked encoding). At most 10 s.
 pub fn http_get(socket: &Path, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = UnixStream::connect(socket)
-        .with_context(|| format!("connecting to {}", socket.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .context("socket timeout")?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: am\r\nConnection: close\r\n\r\n"
-    )
-    .context("sending request")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).context("reading response")?;
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("malformed HTTP response")?;
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((code, dechunk(body)))
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(async {
+        let get = async {
+            let stream = tokio::net::UnixStream::connect(socket)
+                .await
+                .with_context(|| format!("connecting to {}", socket.display()))?;
+            let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+                .await
+                .context("HTTP handshake")?;
+            drop(tokio::spawn(conn));
+            let request = Request::get(path)
+                .header(header::HOST, "am")
+                .body(Empty::<Bytes>::new())
+                .context("building the request")?;
+            let response = sender
+                .send_request(request)
+                .await
+                .with_context(|| format!("GET {path}"))?;
+            let code = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .with_context(|| format!("GET {path}: reading the body"))?
+                .to_bytes();
+            anyhow::Ok((code, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(Duration::from_secs(10), get)
+            .await
+            .with_context(|| format!("GET {path}: no answer within 10 s"))?
+    })
 }
 
 pub fn get_json(socket: &Path, path: &str) -> anyhow::Result<Value> {
@@ -177,28 +197,6 @@ pub fn get_json(socket: &Path, path: &str) -> anyhow::Result<Value> {
         bail!("GET {path}: HTTP {code}: {body}");
     }
     serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
-}
-
-fn dechunk(body: &str) -> String {
-    let chunked = body
-        .split_once("\r\n")
-        .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_hexdigit()));
-    if !chunked {
-        return body.to_string();
-    }
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Kills everything in a cgroup tree and removes it, deepest first.
