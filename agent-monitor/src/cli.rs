@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::sink::StdoutFormat;
+use crate::observe::sink::StdoutFormat;
 
-pub const DEFAULT_SOCKET: &str = "/run/agent-monitor/agent-monitor.sock";
+pub(crate) const DEFAULT_SOCKET: &str = "/run/agent-monitor/agent-monitor.sock";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,13 +14,13 @@ pub const DEFAULT_SOCKET: &str = "/run/agent-monitor/agent-monitor.sock";
     version,
     about = "eBPF runtime monitor for AI-agent processes"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the privileged daemon (foreground).
     Run(RunArgs),
     /// Run CMD as a new agent task under a scope, and exit with its status.
@@ -41,73 +41,73 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// YAML file with defaults for the options below (command-line flags win).
     #[arg(long)]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Directory of scope manifests.
     #[arg(long)]
-    pub scopes: Option<PathBuf>,
+    pub(crate) scopes: Option<PathBuf>,
     #[arg(long, env = "AGENT_MONITOR_SOCKET")]
-    pub socket: Option<PathBuf>,
+    pub(crate) socket: Option<PathBuf>,
     #[arg(long)]
-    pub audit_log: Option<PathBuf>,
+    pub(crate) audit_log: Option<PathBuf>,
     /// bpffs directory for pinned state.
     #[arg(long)]
-    pub pin_path: Option<PathBuf>,
+    pub(crate) pin_path: Option<PathBuf>,
     /// Parent of task cgroups, relative to the cgroup2 root.
     #[arg(long)]
-    pub cgroup_parent: Option<String>,
+    pub(crate) cgroup_parent: Option<String>,
     /// Logs (stderr) and records on stdout: `text` prints one line per record, `json` one
     /// JSON object per line.
     #[arg(long, value_enum, default_value = "text")]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// Do not print records on stdout (the audit log still gets them).
     #[arg(long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// On a clean exit, kill the tasks and detach every hook. Without it, enforcement stays
     /// pinned (and tasks keep running) until a daemon adopts it or the tasks end.
     #[arg(long)]
-    pub release_on_exit: bool,
+    pub(crate) release_on_exit: bool,
     /// Where the task registry is saved for a restarted daemon (default: next to the socket).
     #[arg(long)]
-    pub state_file: Option<PathBuf>,
+    pub(crate) state_file: Option<PathBuf>,
     /// Kill an enforced agent as soon as any of its events is lost (ring buffer full).
     #[arg(long)]
-    pub fail_closed: bool,
+    pub(crate) fail_closed: bool,
     /// Ring buffer size in bytes (a power of two, multiple of the page size; default 4 MiB).
     #[arg(long)]
-    pub ring_buffer_bytes: Option<u32>,
+    pub(crate) ring_buffer_bytes: Option<u32>,
     /// Group (name or gid) whose members may use the status socket besides root.
     #[arg(long)]
-    pub socket_group: Option<String>,
+    pub(crate) socket_group: Option<String>,
     /// Rotate the audit log before it grows past this many bytes (0: never).
     #[arg(long)]
-    pub audit_log_max_bytes: Option<u64>,
+    pub(crate) audit_log_max_bytes: Option<u64>,
     /// Rotated audit log files kept (`audit.jsonl.1` .. `.N`).
     #[arg(long)]
-    pub audit_log_keep: Option<u32>,
+    pub(crate) audit_log_keep: Option<u32>,
     /// Where agents' allowed DNS questions are forwarded (ADDR or ADDR:PORT; default: the
     /// first nameserver of /etc/resolv.conf).
     #[arg(long)]
-    pub dns_upstream: Option<String>,
+    pub(crate) dns_upstream: Option<String>,
     /// An address an agent learned stays reachable at least this long, whatever the
     /// answer's TTL (e.g. 5s, the default).
     #[arg(long)]
-    pub dns_min_ttl: Option<String>,
+    pub(crate) dns_min_ttl: Option<String>,
     /// How a question outside the agent's host rules is answered in enforce mode.
     #[arg(long, value_enum)]
-    pub dns_refuse: Option<crate::dns::Refusal>,
+    pub(crate) dns_refuse: Option<crate::control::dns::Refusal>,
 }
 
 impl RunArgs {
-    pub fn stdout_format(&self) -> StdoutFormat {
+    pub(crate) fn stdout_format(&self) -> StdoutFormat {
         match (self.quiet, self.log_format) {
             (true, _) => StdoutFormat::None,
             (false, LogFormat::Text) => StdoutFormat::Text,
@@ -117,61 +117,61 @@ impl RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ClientArgs {
+pub(crate) struct ClientArgs {
     #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// Machine-readable output.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct EventsArgs {
+pub(crate) struct EventsArgs {
     #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// Keep streaming new records until interrupted (reconnects when the daemon restarts).
     #[arg(long, short = 'f')]
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// Only violations.
     #[arg(long)]
-    pub violations: bool,
+    pub(crate) violations: bool,
     /// Only this task's records.
     #[arg(long)]
-    pub task: Option<String>,
+    pub(crate) task: Option<String>,
     /// At most this many recent records (without --follow).
     #[arg(long)]
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// One JSON record per line, as in the audit log.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// The task (running, or ended recently).
     #[arg(long)]
-    pub task: String,
+    pub(crate) task: String,
     /// Machine-readable output.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct ExecArgs {
+pub(crate) struct ExecArgs {
     /// A loaded scope's name, or a manifest file (an ad-hoc scope for this task only).
     #[arg(long)]
-    pub scope: String,
+    pub(crate) scope: String,
     /// Task id (default: <scope>-<random>).
     #[arg(long)]
-    pub task: Option<String>,
+    pub(crate) task: Option<String>,
     /// Revoke the task after this long (e.g. 30m).
     #[arg(long)]
-    pub ttl: Option<String>,
+    pub(crate) ttl: Option<String>,
     #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
-    pub cmd: Vec<String>,
+    pub(crate) cmd: Vec<String>,
 }

@@ -13,13 +13,15 @@ use tokio::{
 use crate::{
     api,
     cli::{DEFAULT_SOCKET, RunArgs},
-    dns, kubernetes, loader,
-    pins::Pins,
+    control::dns,
+    control::kubernetes,
+    control::state::{DaemonConfig, Shared},
+    kernel::loader,
+    kernel::pins::Pins,
+    kernel::reader,
+    kernel::ring_fill::RingFill,
+    observe::sink::{Rotation, Sinks},
     pipeline::Pipeline,
-    reader,
-    ring_fill::RingFill,
-    sink::{Rotation, Sinks},
-    state::{DaemonConfig, Shared},
 };
 
 /// `--config FILE`: defaults for the command-line options.
@@ -161,7 +163,7 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
 }
 
 /// The environment check, then the configuration's own.
-fn preflight(config: &DaemonConfig) -> anyhow::Result<crate::cgroupfs::Cgroup2> {
+fn preflight(config: &DaemonConfig) -> anyhow::Result<crate::host::cgroupfs::Cgroup2> {
     let cgroup2 = loader::preflight()?;
     if !config.scopes_dir.is_dir() {
         anyhow::bail!(
@@ -174,7 +176,7 @@ fn preflight(config: &DaemonConfig) -> anyhow::Result<crate::cgroupfs::Cgroup2> 
 
 fn log_attached(
     hooks: &[loader::HookStatus],
-    cgroup2: &crate::cgroupfs::Cgroup2,
+    cgroup2: &crate::host::cgroupfs::Cgroup2,
     adopted: bool,
     pins: &Pins,
 ) {
@@ -185,7 +187,7 @@ fn log_attached(
     tracing::info!(attached, failed = hooks.len() - attached, cgroup2 = %cgroup2.root().display(), "hooks attached");
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, options) = config(&args)?;
     let kube = options.kube;
     // A misconfigured API client fails the start, before anything is loaded.
@@ -205,7 +207,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         handles,
     } = kernel;
     // Held for the daemon's lifetime: an outside process removing pins detaches nothing.
-    let pin_guard = crate::pins::PinGuard::hold(&pins);
+    let pin_guard = crate::kernel::pins::PinGuard::hold(&pins);
     tracing::debug!(pins = pin_guard.len(), "pins held");
     log_attached(&handles.hooks, &cgroup2, ebpf.is_none(), &pins);
     // Every link and map is pinned (and held by `pin_guard`): the loader's copy of the
@@ -258,7 +260,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     wait_for_signal(&shared).await?;
     tracing::info!("stopping");
-    let _ = crate::systemd::notify("STOPPING=1");
+    let _ = crate::host::systemd::notify("STOPPING=1");
     let _ = stop_tx.send(true);
     if let Some(pods) = pods {
         let _ = pods.await;
@@ -300,7 +302,7 @@ fn release_startup_memory() {
 /// questions they refuse (it ends with the process).
 fn shared_state(
     config: DaemonConfig,
-    cgroup2: crate::cgroupfs::Cgroup2,
+    cgroup2: crate::host::cgroupfs::Cgroup2,
     handles: loader::Handles,
     dns: dns::DnsSettings,
 ) -> Arc<Shared> {
@@ -336,7 +338,8 @@ fn pods_configured(shared: &Shared, on: bool) {
 /// the signal handlers are in place at once.
 fn spawn_readiness(socket: PathBuf) {
     tokio::spawn(async move {
-        if let Err(e) = crate::systemd::ready_when_listening(&socket, Duration::from_secs(30)).await
+        if let Err(e) =
+            crate::host::systemd::ready_when_listening(&socket, Duration::from_secs(30)).await
         {
             tracing::error!(error = %e, "readiness");
         }
@@ -379,7 +382,7 @@ async fn wait_for_signal(shared: &Shared) -> anyhow::Result<()> {
 
 async fn sweep_loop(
     shared: Arc<Shared>,
-    pin_guard: crate::pins::PinGuard,
+    pin_guard: crate::kernel::pins::PinGuard,
     mut stop: watch::Receiver<bool>,
 ) {
     let pin_guard = Arc::new(pin_guard);

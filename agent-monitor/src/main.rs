@@ -1,12 +1,23 @@
 //! agent-monitor command line: dispatches to the daemon or a client command.
 
+#![warn(unreachable_pub, unused_crate_dependencies)]
+
 use std::process::ExitCode;
 
-use agent_monitor::{
-    cli::{Cli, Command, LogFormat},
-    commands, daemon,
-};
+mod api;
+mod cli;
+mod commands;
+mod control;
+mod daemon;
+mod host;
+mod kernel;
+mod observe;
+mod pipeline;
+mod policy;
+mod scope;
+
 use clap::Parser as _;
+use cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -25,19 +25,19 @@ use super::{Api, error::ApiError};
 
 /// The other end of a connection, as the kernel saw it at `connect(2)`.
 #[derive(Debug, Clone, Default)]
-pub struct Peer {
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub pid: Option<u32>,
+pub(crate) struct Peer {
+    pub(crate) uid: Option<u32>,
+    pub(crate) gid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// Supplementary groups (`SO_PEERGROUPS`).
-    pub groups: Vec<u32>,
+    pub(crate) groups: Vec<u32>,
     /// A pidfd of the very process that connected (`SO_PEERPIDFD`, Linux >= 6.5): its pid
     /// cannot be taken over by another process while this is open.
-    pub pidfd: Option<Arc<OwnedFd>>,
+    pub(crate) pidfd: Option<Arc<OwnedFd>>,
 }
 
 impl Peer {
-    pub fn of(stream: &UnixStream) -> Self {
+    pub(crate) fn of(stream: &UnixStream) -> Self {
         let Ok(cred) = stream.peer_cred() else {
             return Self::default();
         };
@@ -122,7 +122,7 @@ fn peer_pidfd(fd: RawFd) -> Option<OwnedFd> {
 }
 
 /// A group name (or number) to its gid.
-pub fn resolve_group(name: &str) -> Option<u32> {
+pub(crate) fn resolve_group(name: &str) -> Option<u32> {
     if let Ok(gid) = name.parse::<u32>() {
         return Some(gid);
     }
@@ -148,7 +148,11 @@ pub fn resolve_group(name: &str) -> Option<u32> {
 }
 
 /// Checks the peer before any handler runs.
-pub async fn authorize(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+pub(crate) async fn authorize(
+    State(api): State<Arc<Api>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let peer = request
         .extensions()
         .get::<Peer>()
@@ -161,7 +165,7 @@ pub async fn authorize(State(api): State<Arc<Api>>, request: Request, next: Next
     next.run(request).await
 }
 
-pub fn check(api: &Api, peer: &Peer) -> Result<(), ApiError> {
+pub(crate) fn check(api: &Api, peer: &Peer) -> Result<(), ApiError> {
     // An agent, even running as root, must not steer or read its monitor. A peer that
     // cannot be verified (gone before its check, its cgroup unreadable) is refused too: it
     // may have been an agent that handed its connection on.

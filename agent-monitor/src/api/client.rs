@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error(
         "cannot reach the agent-monitor daemon at {path}: {source} (is `agent-monitor run` running? set --socket or AGENT_MONITOR_SOCKET)"
     )]
@@ -42,12 +42,12 @@ struct ErrBody {
     message: String,
 }
 
-pub struct Client {
+pub(crate) struct Client {
     socket: PathBuf,
 }
 
 impl Client {
-    pub fn new(socket: &Path) -> Self {
+    pub(crate) fn new(socket: &Path) -> Self {
         Self {
             socket: socket.to_path_buf(),
         }
@@ -55,7 +55,7 @@ impl Client {
 
     /// Sends one request and returns the answer as it starts (the body still streaming); a
     /// non-2xx answer becomes `ClientError::Api`.
-    pub async fn open(
+    pub(crate) async fn open(
         &self,
         method: Method,
         path: &str,
@@ -98,7 +98,7 @@ impl Client {
     }
 
     /// Sends one request and reads the whole answer.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -108,13 +108,13 @@ impl Client {
         Ok(body.collect().await?.to_bytes())
     }
 
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         Ok(serde_json::from_slice(
             &self.send(Method::GET, path, None).await?,
         )?)
     }
 
-    pub async fn post_json<T: DeserializeOwned>(
+    pub(crate) async fn post_json<T: DeserializeOwned>(
         &self,
         path: &str,
         body: serde_json::Value,

@@ -8,18 +8,18 @@ use axum::{
 };
 use serde::Serialize;
 
-use crate::state::TaskError;
+use crate::control::state::TaskError;
 
 #[derive(Debug, Serialize)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     #[serde(skip)]
-    pub status: StatusCode,
-    pub error: &'static str,
-    pub message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) error: &'static str,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             error,
@@ -27,7 +27,7 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(error: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(error: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, error, message)
     }
 }
@@ -54,7 +54,7 @@ impl From<TaskError> for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
-        Self::new(status, code, crate::loader::error_chain(&e))
+        Self::new(status, code, crate::kernel::loader::error_chain(&e))
     }
 }
 

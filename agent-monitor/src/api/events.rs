@@ -19,13 +19,13 @@ use serde::Deserialize;
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
 use super::{Api, error::ApiError};
-use crate::feed::{Entry, Filter, FollowerSlot, MAX_FOLLOWERS, RECENT};
+use crate::observe::feed::{Entry, Filter, FollowerSlot, MAX_FOLLOWERS, RECENT};
 
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventsQuery {
+pub(crate) struct EventsQuery {
     follow: Option<String>,
     violations: Option<String>,
     task: Option<String>,
@@ -43,7 +43,7 @@ fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-pub async fn events(
+pub(crate) async fn events(
     State(api): State<Arc<Api>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {

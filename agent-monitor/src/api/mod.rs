@@ -4,7 +4,7 @@
 //! request's peer, `routes` and `events` are the endpoints, `client` is the CLI's side.
 
 mod auth;
-pub mod client;
+pub(crate) mod client;
 mod error;
 mod events;
 mod routes;
@@ -15,23 +15,21 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::watch;
 
-use crate::state::Shared;
+use crate::control::state::Shared;
 
-pub use auth::resolve_group;
-pub use error::ApiError;
-pub use server::{ServeError, ServeOptions, serve};
-pub use status::StatusView;
+pub(crate) use auth::resolve_group;
+pub(crate) use server::{ServeOptions, serve};
 
 /// Largest request body (a `scope_yaml` fits many times).
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
 /// A request (body included) is answered within this, or gets `408 timeout`.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the handlers share.
-pub struct Api {
-    pub shared: Arc<Shared>,
+pub(crate) struct Api {
+    pub(crate) shared: Arc<Shared>,
     /// The socket group's gid (`run --socket-group`).
-    pub group: Option<u32>,
+    pub(crate) group: Option<u32>,
     /// Fires when the daemon stops (ends followers).
-    pub stop: watch::Receiver<bool>,
+    pub(crate) stop: watch::Receiver<bool>,
 }

@@ -15,13 +15,13 @@ use serde::Serialize;
 
 use super::{Api, MAX_BODY_BYTES, REQUEST_TIMEOUT, auth, error::ApiError, events, status};
 use crate::{
-    catalog::ScopeProblem,
-    state::{TaskCreated, TaskRequest},
-    tasks::TaskView,
-    usage::Report,
+    control::catalog::ScopeProblem,
+    control::state::{TaskCreated, TaskRequest},
+    control::tasks::TaskView,
+    observe::usage::Report,
 };
 
-pub fn router(api: Arc<Api>) -> Router {
+pub(crate) fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/agents", get(agents))
@@ -128,7 +128,12 @@ async fn delete_task(
     let shared = Arc::clone(&api.shared);
     tokio::task::spawn_blocking(move || {
         let reason = "revoked: DELETE /v1/tasks";
-        shared.notify(&id, "revoked", reason, crate::record::Action::KilledAgent);
+        shared.notify(
+            &id,
+            "revoked",
+            reason,
+            crate::observe::record::Action::KilledAgent,
+        );
         shared.end_task(&id, true, reason)
     })
     .await

@@ -26,15 +26,15 @@ use tokio::{
 use tower::ServiceExt as _;
 
 use super::{Api, auth::Peer, routes};
-use crate::state::Shared;
+use crate::control::state::Shared;
 
-pub const MAX_CONNECTIONS: usize = 64;
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-pub const MAX_HEADERS: usize = 32;
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEADERS: usize = 32;
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServeError {
+pub(crate) enum ServeError {
     #[error("preparing socket directory {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -57,14 +57,14 @@ pub enum ServeError {
 
 /// `run` options for the socket.
 #[derive(Debug, Clone, Default)]
-pub struct ServeOptions {
+pub(crate) struct ServeOptions {
     /// `--socket-group` (resolved with [`super::resolve_group`]): its members may use the
     /// socket.
-    pub group: Option<u32>,
+    pub(crate) group: Option<u32>,
 }
 
 /// Binds the socket (mode 0660, owner root, the socket group) and serves until `stop` fires.
-pub async fn serve(
+pub(crate) async fn serve(
     shared: Arc<Shared>,
     path: &Path,
     options: ServeOptions,

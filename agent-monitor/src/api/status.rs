@@ -6,67 +6,67 @@ use std::{fs, sync::atomic::Ordering::Relaxed};
 use serde::Serialize;
 
 use crate::{
-    catalog::ScopeProblem,
-    loader::{HookStatus, KernelCounters},
-    ring_fill::RingUsage,
-    state::Shared,
+    control::catalog::ScopeProblem,
+    control::state::Shared,
+    kernel::loader::{HookStatus, KernelCounters},
+    kernel::ring_fill::RingUsage,
 };
 
 /// A running agent that is not fully watched: some of its events were lost (ring buffer
 /// full), so it may have done things no record shows. Set by the sweep (`Task::degraded`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Degraded {
-    pub task: String,
-    pub scope: String,
-    pub reason: &'static str,
+pub(crate) struct Degraded {
+    pub(crate) task: String,
+    pub(crate) scope: String,
+    pub(crate) reason: &'static str,
 }
 
 #[derive(Debug, Serialize)]
-pub struct StatusView {
-    pub version: &'static str,
-    pub uptime_seconds: u64,
-    pub kernel: String,
-    pub cgroup2_root: String,
-    pub hooks: Vec<HookStatus>,
-    pub coverage: Coverage,
-    pub counters: Counters,
-    pub scopes: Vec<String>,
-    pub scope_errors: Vec<ScopeProblem>,
-    pub tasks: usize,
+pub(crate) struct StatusView {
+    pub(crate) version: &'static str,
+    pub(crate) uptime_seconds: u64,
+    pub(crate) kernel: String,
+    pub(crate) cgroup2_root: String,
+    pub(crate) hooks: Vec<HookStatus>,
+    pub(crate) coverage: Coverage,
+    pub(crate) counters: Counters,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) scope_errors: Vec<ScopeProblem>,
+    pub(crate) tasks: usize,
     /// Agents whose events were lost.
-    pub degraded: Vec<Degraded>,
-    pub audit_log: String,
-    pub followers: usize,
+    pub(crate) degraded: Vec<Degraded>,
+    pub(crate) audit_log: String,
+    pub(crate) followers: usize,
     /// How full the event ring buffer is (None when it could not be watched).
-    pub ring_buffer: Option<RingUsage>,
+    pub(crate) ring_buffer: Option<RingUsage>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Coverage {
-    pub attached: usize,
+pub(crate) struct Coverage {
+    pub(crate) attached: usize,
     /// Targets of the hooks that did not attach.
-    pub failed: Vec<String>,
-    pub kernel: KernelFacts,
+    pub(crate) failed: Vec<String>,
+    pub(crate) kernel: KernelFacts,
     /// What is not covered or not enforceable here, one sentence each.
-    pub limits: Vec<String>,
+    pub(crate) limits: Vec<String>,
 }
 
 /// What this kernel offers, read from securityfs.
 #[derive(Debug, Clone, Serialize)]
-pub struct KernelFacts {
+pub(crate) struct KernelFacts {
     /// `bpf` is among the active LSMs (`/sys/kernel/security/lsm`); None when securityfs
     /// is not mounted.
-    pub bpf_lsm: Option<bool>,
+    pub(crate) bpf_lsm: Option<bool>,
     /// Kernel lockdown mode (`none`, `integrity`, `confidentiality`), when known.
-    pub lockdown: Option<String>,
+    pub(crate) lockdown: Option<String>,
     /// The Landlock ABI agents started by `exec` are restricted with (0: none).
-    pub landlock_abi: u32,
+    pub(crate) landlock_abi: u32,
     /// Landlock rights the layer uses that this kernel's ABI lacks.
-    pub landlock_missing: Vec<&'static str>,
+    pub(crate) landlock_missing: Vec<&'static str>,
 }
 
 impl KernelFacts {
-    pub fn probe() -> Self {
+    pub(crate) fn probe() -> Self {
         let lsm = fs::read_to_string("/sys/kernel/security/lsm").ok();
         let lockdown = fs::read_to_string("/sys/kernel/security/lockdown")
             .ok()
@@ -75,31 +75,31 @@ impl KernelFacts {
                 let end = s[start..].find(']')? + start;
                 Some(s[start + 1..end].to_string())
             });
-        let landlock_abi = crate::landlock::abi();
+        let landlock_abi = crate::control::landlock::abi();
         Self {
             bpf_lsm: lsm.map(|l| l.split(',').any(|m| m.trim() == "bpf")),
             lockdown,
             landlock_abi,
-            landlock_missing: crate::landlock::missing(landlock_abi),
+            landlock_missing: crate::control::landlock::missing(landlock_abi),
         }
     }
 }
 
 #[derive(Debug, Serialize)]
-pub struct Counters {
+pub(crate) struct Counters {
     #[serde(flatten)]
-    pub kernel: KernelCounters,
+    pub(crate) kernel: KernelCounters,
     /// Events read from the ring buffer and decoded (`emitted` = `read` + `decode_errors`
     /// once the daemon has caught up).
-    pub read: u64,
-    pub records: u64,
-    pub violations: u64,
-    pub blocked: u64,
-    pub killed: u64,
-    pub held: u64,
-    pub decode_errors: u64,
-    pub orphan_events: u64,
-    pub audit_write_errors: u64,
+    pub(crate) read: u64,
+    pub(crate) records: u64,
+    pub(crate) violations: u64,
+    pub(crate) blocked: u64,
+    pub(crate) killed: u64,
+    pub(crate) held: u64,
+    pub(crate) decode_errors: u64,
+    pub(crate) orphan_events: u64,
+    pub(crate) audit_write_errors: u64,
 }
 
 fn limits(hooks: &[HookStatus], facts: &KernelFacts, identity_error: Option<&str>) -> Vec<String> {
@@ -159,7 +159,7 @@ fn limits(hooks: &[HookStatus], facts: &KernelFacts, identity_error: Option<&str
     out
 }
 
-pub fn view(shared: &Shared) -> StatusView {
+pub(crate) fn view(shared: &Shared) -> StatusView {
     let s = &shared.stats;
     let catalog = shared.catalog();
     let facts = KernelFacts::probe();

@@ -45,7 +45,7 @@ fn query(args: &EventsArgs) -> String {
     }
 }
 
-pub async fn events(args: EventsArgs) -> anyhow::Result<()> {
+pub(crate) async fn events(args: EventsArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.socket);
     let path = query(&args);
     let mut connected_once = false;
@@ -120,7 +120,7 @@ async fn print_stream(mut body: hyper::body::Incoming, json: bool) -> anyhow::Re
 }
 
 /// One line for humans: time, kind, verdict, action, task, process, object, rule.
-pub fn render_record(r: &Value) -> String {
+pub(crate) fn render_record(r: &Value) -> String {
     let t = |p: &str| text(r, p);
     let object = if r.get("file").is_some() {
         let mut o = format!("{} {}", t("/file/access"), t("/file/path"));
@@ -182,7 +182,7 @@ pub fn render_record(r: &Value) -> String {
     )
 }
 
-pub async fn report(args: ReportArgs) -> anyhow::Result<()> {
+pub(crate) async fn report(args: ReportArgs) -> anyhow::Result<()> {
     let path = format!("/v1/report/{}", args.task);
     let v: Value = Client::new(&args.socket).get_json(&path).await?;
     if args.json {
@@ -203,7 +203,7 @@ fn items(v: &Value, pointer: &str) -> Vec<Value> {
 /// Files listed in the human report; `--json` has them all.
 const FILES_SHOWN: usize = 40;
 
-pub fn render_report(v: &Value) -> String {
+pub(crate) fn render_report(v: &Value) -> String {
     let t = |p: &str| text(v, p);
     let mut out = String::new();
     let live = if v.get("live").and_then(Value::as_bool) == Some(true) {

@@ -4,8 +4,8 @@
 mod events;
 mod view;
 
-pub use events::{events, report};
-pub use view::{agents, status};
+pub(crate) use events::{events, report};
+pub(crate) use view::{agents, status};
 
 use std::{
     ffi::CString,
@@ -20,15 +20,15 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{api::client::Client, cli::ExecArgs, scope, state::TaskCreated};
+use crate::{api::client::Client, cli::ExecArgs, control::state::TaskCreated, scope};
 
 /// `agent-monitor exec`: asks the daemon for a task, runs CMD inside its cgroup and exits
 /// with CMD's status. This process stays outside the task (so that it can report what
 /// happened to it) and forwards SIGINT/SIGTERM/SIGHUP to CMD.
-pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
+pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let client = Client::new(&args.socket);
     // The daemon answers an enforced scope with the Landlock rules this kernel can apply.
-    let landlock_abi = crate::landlock::abi();
+    let landlock_abi = crate::control::landlock::abi();
     let mut body = json!({ "task": args.task, "ttl": args.ttl, "landlock_abi": landlock_abi });
     if Path::new(&args.scope).is_file() {
         let yaml = std::fs::read_to_string(&args.scope)
@@ -49,14 +49,14 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let mut cmd = std::process::Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
     // Built here: the child may only make async-signal-safe calls.
-    let filter = crate::seccomp::filter(
+    let filter = crate::control::seccomp::filter(
         created.daemon_pid,
-        &crate::seccomp::threads_of(created.daemon_pid),
+        &crate::control::seccomp::threads_of(created.daemon_pid),
     )?;
     let ruleset = created
         .landlock
         .as_ref()
-        .map(crate::landlock::prepare)
+        .map(crate::control::landlock::prepare)
         .transpose()
         .with_context(|| format!("preparing the Landlock layer of task {}", created.task))?;
     let ruleset_fd = ruleset.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
@@ -79,9 +79,9 @@ pub async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             // Tagged from here on; the filter makes what the kernel hooks could only
             // report after the fact impossible (see `seccomp`), and Landlock refuses file
             // access outside the scope before it happens (see `landlock`).
-            crate::seccomp::install(&filter)?;
+            crate::control::seccomp::install(&filter)?;
             match ruleset_fd {
-                Some(fd) => crate::landlock::restrict(fd),
+                Some(fd) => crate::control::landlock::restrict(fd),
                 None => Ok(()),
             }
         });
@@ -157,7 +157,7 @@ async fn why_killed(client: &Client, task: &str) -> String {
 }
 
 /// `agent-monitor check FILE...`: every error is printed as `file:line:column: reason`.
-pub fn check(files: &[std::path::PathBuf]) -> i32 {
+pub(crate) fn check(files: &[std::path::PathBuf]) -> i32 {
     let mut failed = 0;
     for f in files {
         match scope::parse_file(f) {

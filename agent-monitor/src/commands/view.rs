@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::{api::client::Client, cli::ClientArgs};
 
 /// A field as text ("" when absent; strings unquoted).
-pub fn text(v: &Value, pointer: &str) -> String {
+pub(crate) fn text(v: &Value, pointer: &str) -> String {
     v.pointer(pointer)
         .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
         .unwrap_or_default()
@@ -18,7 +18,7 @@ fn list(v: &Value, pointer: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-pub async fn status(args: ClientArgs) -> anyhow::Result<()> {
+pub(crate) async fn status(args: ClientArgs) -> anyhow::Result<()> {
     let v: Value = Client::new(&args.socket).get_json("/v1/status").await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -28,7 +28,7 @@ pub async fn status(args: ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn render_status(v: &Value) -> String {
+pub(crate) fn render_status(v: &Value) -> String {
     use std::fmt::Write as _;
     let t = |p: &str| text(v, p);
     let mut out = String::new();
@@ -124,7 +124,7 @@ pub fn render_status(v: &Value) -> String {
     out
 }
 
-pub async fn agents(args: ClientArgs) -> anyhow::Result<()> {
+pub(crate) async fn agents(args: ClientArgs) -> anyhow::Result<()> {
     let v: Vec<Value> = Client::new(&args.socket).get_json("/v1/agents").await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -134,7 +134,7 @@ pub async fn agents(args: ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn render_agents(tasks: &[Value]) -> String {
+pub(crate) fn render_agents(tasks: &[Value]) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
         "{:<28} {:<18} {:<7} {:>5} {:>8} {:>10}  {:<20}  CGROUP\n",

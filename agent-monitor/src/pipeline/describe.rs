@@ -5,27 +5,27 @@ use std::{ffi::OsStr, net::IpAddr, os::unix::ffi::OsStrExt as _, path::Path};
 
 use super::{Header, dirs::DirIndex};
 use crate::{
-    decoder::{Event, FileId, FileOp, NetOp as WireNetOp},
-    escape::Protected,
+    control::escape::Protected,
+    kernel::decoder::{Event, FileId, FileOp, NetOp as WireNetOp},
+    observe::record::{EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef},
+    pipeline::proctable::ProcInfo,
+    pipeline::resolve::{AT_FDCWD, Actor, Follow, Resolved, fd_path, resolve},
     policy::{
         Activity, Context, Dimension, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict,
         Violation,
     },
-    proctable::ProcInfo,
-    record::{EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef},
-    resolve::{AT_FDCWD, Actor, Follow, Resolved, fd_path, resolve},
     scope::Scope,
 };
 
 /// What one event asks the policy, with what the record shows of its object.
 pub(super) struct Judged {
-    pub kind: Kind,
-    pub file: Option<FileObject>,
-    pub net: Option<NetObject>,
-    pub exec: Option<ExecObject>,
-    pub escape: Option<EscapeObject>,
+    pub(crate) kind: Kind,
+    pub(crate) file: Option<FileObject>,
+    pub(crate) net: Option<NetObject>,
+    pub(crate) exec: Option<ExecObject>,
+    pub(crate) escape: Option<EscapeObject>,
     /// A verdict reached without the scope (escape attempts).
-    pub preset: Option<PolicyVerdict>,
+    pub(crate) preset: Option<PolicyVerdict>,
 }
 
 /// The verdict on a described event: escape attempts and writes to the monitor's own
@@ -203,7 +203,7 @@ pub(super) fn describe(
         } => {
             // What the socket reached, as the kernel knows it: no path trick, symlink or
             // cwd the process changed since can make it look like another socket.
-            let reached = dir2.and_then(|(_, ino)| crate::sockets::unix_peer_name(ino));
+            let reached = dir2.and_then(|(_, ino)| crate::host::sockets::unix_peer_name(ino));
             Some(unix_connect(
                 &actor(h, proc),
                 *abstract_name,
@@ -252,7 +252,7 @@ pub(super) fn describe(
             ..
         } => Some(net(*op, addr, *port, *protocol)),
         Event::Escape { what, .. } => {
-            let (object, verdict) = crate::escape::judge(what, task_cgroup)?;
+            let (object, verdict) = crate::control::escape::judge(what, task_cgroup)?;
             Some(Judged {
                 kind: Kind::Escape,
                 file: None,
@@ -433,9 +433,9 @@ fn unix_connect(
     actor: &Actor<'_>,
     abstract_name: bool,
     path: &Path,
-    reached: Option<&crate::sockets::UnixName>,
+    reached: Option<&crate::host::sockets::UnixName>,
 ) -> Judged {
-    use crate::sockets::UnixName;
+    use crate::host::sockets::UnixName;
     let (abstract_name, path) = match reached {
         Some(UnixName::Abstract(name)) => (true, Path::new(OsStr::from_bytes(name))),
         Some(UnixName::Path(p)) => (false, p.as_path()),
@@ -478,7 +478,7 @@ fn unix_connect(
 /// A listen, judged as a bind of the port the kernel gave the socket (a `listen` without
 /// `bind` picks one). None for a socket that is not TCP (a Unix socket).
 fn listening(h: &Header, fd: i32) -> Option<Judged> {
-    let (addr, port) = crate::sockets::local_tcp_addr(h.tgid, h.pid, fd)?;
+    let (addr, port) = crate::host::sockets::local_tcp_addr(h.tgid, h.pid, fd)?;
     Some(Judged {
         kind: Kind::Bind,
         net: Some(NetObject {
@@ -554,7 +554,7 @@ const O_DIRECTORY: u32 = 0o200_000;
 
 /// open(2) flags -> the access the policy judges. `O_CREAT` is a create even when the file
 /// existed (the caller asked to be allowed to create it).
-pub fn classify_open(flags: u32) -> FileAccess {
+pub(crate) fn classify_open(flags: u32) -> FileAccess {
     if flags & (O_DIRECTORY | O_ACCMODE | O_CREAT | O_TRUNC) == O_DIRECTORY {
         FileAccess::List
     } else if flags & O_CREAT != 0 {

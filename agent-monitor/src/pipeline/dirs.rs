@@ -11,19 +11,19 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::{decoder::FileId, enforce::kernel_dev, resolve::Actor};
+use crate::{control::enforce::kernel_dev, kernel::decoder::FileId, pipeline::resolve::Actor};
 
 /// Entries kept at most; past this the index starts over (it only names what /proc no
 /// longer can).
 const MAX_ENTRIES: usize = 1 << 16;
 
 #[derive(Debug, Default)]
-pub struct DirIndex {
+pub(crate) struct DirIndex {
     paths: HashMap<FileId, PathBuf>,
 }
 
 impl DirIndex {
-    pub fn learn(&mut self, id: FileId, path: PathBuf) {
+    pub(crate) fn learn(&mut self, id: FileId, path: PathBuf) {
         if self.paths.len() >= MAX_ENTRIES && !self.paths.contains_key(&id) {
             self.paths.clear();
         }
@@ -32,7 +32,7 @@ impl DirIndex {
 
     /// Remembers `path` when it is a directory with this identity (an open of a directory
     /// without `O_DIRECTORY`).
-    pub fn learn_if_dir(&mut self, id: FileId, path: &Path) {
+    pub(crate) fn learn_if_dir(&mut self, id: FileId, path: &Path) {
         if let Ok(m) = fs::metadata(path)
             && m.is_dir()
             && identity(&m) == id
@@ -41,14 +41,14 @@ impl DirIndex {
         }
     }
 
-    pub fn get(&self, id: FileId) -> Option<&Path> {
+    pub(crate) fn get(&self, id: FileId) -> Option<&Path> {
         self.paths.get(&id).map(PathBuf::as_path)
     }
 
     /// The directory `dirfd` referred to when the syscall ran (`id`): the descriptor's
     /// /proc entry while it is still that directory, else the path it was opened under.
-    pub fn base(&mut self, actor: &Actor<'_>, dirfd: i32, id: FileId) -> Option<PathBuf> {
-        if let Some(p) = crate::resolve::fd_path(actor, i64::from(dirfd))
+    pub(crate) fn base(&mut self, actor: &Actor<'_>, dirfd: i32, id: FileId) -> Option<PathBuf> {
+        if let Some(p) = crate::pipeline::resolve::fd_path(actor, i64::from(dirfd))
             && fs::metadata(&p).is_ok_and(|m| identity(&m) == id)
         {
             self.learn(id, p.clone());

@@ -4,28 +4,30 @@
 use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::Path, sync::Arc};
 
 use crate::{
-    actions::{Step, decide, layer},
-    cgroupfs::Cgroup2,
-    decoder::{Event, Header},
-    enforce::{kernel_dev, signal_process},
+    control::actions::{Step, decide, layer},
+    control::enforce::{kernel_dev, signal_process},
+    control::state::{Shared, Stats},
+    host::cgroupfs::Cgroup2,
+    kernel::decoder::{Event, Header},
+    observe::record::{Action, AgentRef, Clock, Record, Verdict, rfc3339},
+    observe::sink::Sinks,
+    pipeline::proctable::ProcTable,
     policy::FileAccess,
-    proctable::ProcTable,
-    record::{Action, AgentRef, Clock, Record, Verdict, rfc3339},
     scope::Scope,
-    sink::Sinks,
-    state::{Shared, Stats},
 };
 
 mod describe;
 mod dirs;
-pub mod own_cgroup;
+pub(crate) mod own_cgroup;
+pub(crate) mod proctable;
+pub(crate) mod resolve;
 
 use describe::{Judged, describe, process_ref, verdict};
 
 /// Records written per batch at most.
 const BATCH: usize = 1024;
 
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     shared: Arc<Shared>,
     procs: ProcTable,
     dirs: dirs::DirIndex,
@@ -38,7 +40,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(shared: Arc<Shared>, sinks: Sinks) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, sinks: Sinks) -> Self {
         Self {
             shared,
             procs: ProcTable::default(),
@@ -51,11 +53,11 @@ impl Pipeline {
         }
     }
 
-    pub fn handle(&mut self, event: Event) {
+    pub(crate) fn handle(&mut self, event: Event) {
         self.shared.observed.metrics.kernel_event(&event);
         match event {
             Event::CgroupMkdir { id, path } => self.shared.adopt(&path, id),
-            Event::CgroupRmdir { id, .. } => self.shared.cgroup_removed(id),
+            Event::CgroupRmdir { id } => self.shared.cgroup_removed(id),
             Event::Exit { header } => {
                 if let Some(t) = self.shared.registry().by_slot_mut(header.agent) {
                     t.seen = true;
@@ -69,7 +71,7 @@ impl Pipeline {
     }
 
     /// Writes the records gathered since the last flush, with any lifecycle notices.
-    pub fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         self.batch.extend(self.shared.take_notices());
         if self.batch.is_empty() {
             return;
@@ -81,7 +83,7 @@ impl Pipeline {
         }
         // Only now (written, and synced when it holds a violation) may the API show them.
         let lines = written.is_ok().then(|| self.sinks.last_batch());
-        crate::feed::publish(&self.shared, &self.batch, lines);
+        crate::observe::feed::publish(&self.shared, &self.batch, lines);
         self.batch.clear();
         // A burst must not keep its memory: give back what a full batch grew to.
         self.batch.shrink_to(BATCH);
@@ -89,7 +91,7 @@ impl Pipeline {
 
     /// Whether enough records are waiting that they should be written now (a full ring
     /// buffer is drained in bounded batches, not into one huge one).
-    pub fn batch_full(&self) -> bool {
+    pub(crate) fn batch_full(&self) -> bool {
         self.batch.len() >= BATCH
     }
 
@@ -209,7 +211,7 @@ impl Pipeline {
         action: Action,
         killed: bool,
         violation: Option<&crate::policy::Violation>,
-        process: &crate::record::ProcessRef,
+        process: &crate::observe::record::ProcessRef,
     ) {
         if h.kernel.held {
             Stats::add(&self.shared.stats.held, 1);

@@ -36,13 +36,13 @@ const LIMIT_FILES: &[&str] = &[
 /// The cgroup hierarchies mounted on this host: the v2 one and each v1 one with its
 /// controllers.
 #[derive(Debug, Clone, Default)]
-pub struct CgroupMounts {
+pub(crate) struct CgroupMounts {
     v2: Option<PathBuf>,
     v1: Vec<(PathBuf, Vec<String>)>,
 }
 
 impl CgroupMounts {
-    pub fn discover() -> Self {
+    pub(crate) fn discover() -> Self {
         fs::read_to_string("/proc/mounts")
             .map(|m| Self::parse(&m))
             .unwrap_or_default()
@@ -50,7 +50,7 @@ impl CgroupMounts {
 
     fn parse(mounts: &str) -> Self {
         let mut out = Self::default();
-        for m in crate::cgroupfs::mount_entries(mounts) {
+        for m in crate::host::cgroupfs::mount_entries(mounts) {
             match m.fstype {
                 "cgroup2" => out.v2 = Some(m.dir),
                 "cgroup" => out
@@ -63,14 +63,14 @@ impl CgroupMounts {
     }
 
     /// Whether `path` lies on a cgroup filesystem at all (the only paths worth a look).
-    pub fn holds(&self, path: &Path) -> bool {
+    pub(crate) fn holds(&self, path: &Path) -> bool {
         self.v2.iter().any(|m| path.starts_with(m))
             || self.v1.iter().any(|(m, _)| path.starts_with(m))
     }
 
     /// The directories of the cgroups a process is in, from its `/proc/<pid>/cgroup`
     /// (`hierarchy:controllers:path` lines; `0::path` is v2).
-    pub fn dirs_of(&self, cgroup_file: &str) -> Vec<PathBuf> {
+    pub(crate) fn dirs_of(&self, cgroup_file: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for line in cgroup_file.lines() {
             let mut parts = line.splitn(3, ':');
@@ -108,7 +108,7 @@ impl CgroupMounts {
     }
 
     /// The cgroup directories of process `pid` now.
-    pub fn dirs_of_pid(&self, pid: u32) -> Vec<PathBuf> {
+    pub(crate) fn dirs_of_pid(&self, pid: u32) -> Vec<PathBuf> {
         fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .map(|t| self.dirs_of(&t))
             .unwrap_or_default()
@@ -116,7 +116,7 @@ impl CgroupMounts {
 
     /// Every limit file that applies to a process in `own` (its cgroups and their
     /// ancestors up to each mount), as they exist now.
-    pub fn limit_files(&self, own: &[PathBuf]) -> Vec<PathBuf> {
+    pub(crate) fn limit_files(&self, own: &[PathBuf]) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for dir in own {
             let Some(mount) = self.mount_of(dir) else {
@@ -145,7 +145,7 @@ impl CgroupMounts {
 }
 
 /// Whether `path` is a limit file of one of `own` cgroup directories or of an ancestor.
-pub fn is_own_limit(path: &Path, own: &[PathBuf]) -> bool {
+pub(crate) fn is_own_limit(path: &Path, own: &[PathBuf]) -> bool {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return false;
     };

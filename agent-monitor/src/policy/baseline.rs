@@ -8,7 +8,7 @@ use super::PolicyError;
 use super::glob::PatternSet;
 
 /// Read baseline (a file also covered by `files.deny` is still denied).
-pub const READ: &[&str] = &[
+pub(crate) const READ: &[&str] = &[
     // Shared libraries and the dynamic loader's search paths (also covers /usr/lib/locale).
     "/lib/**",
     "/lib64/**",
@@ -82,7 +82,7 @@ pub const READ: &[&str] = &[
 ];
 
 /// Write baseline: discarding output and talking to the controlling terminal.
-pub const WRITE: &[&str] = &["/dev/null", "/dev/tty", "/dev/pts/*"];
+pub(crate) const WRITE: &[&str] = &["/dev/null", "/dev/tty", "/dev/pts/*"];
 
 #[derive(Debug, Clone)]
 pub(crate) struct Baseline {

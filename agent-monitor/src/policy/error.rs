@@ -2,7 +2,7 @@
 
 /// Why a policy (or one of its path globs) was rejected.
 #[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
+pub(crate) enum PolicyError {
     #[error("empty path glob")]
     EmptyGlob,
     #[error("path glob {pattern:?} must be absolute (start with `/`) or start with `**/`")]

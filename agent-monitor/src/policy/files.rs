@@ -54,7 +54,7 @@ impl CompiledPolicy {
     /// A path the daemon could not name exactly (its directory was gone): only a deny
     /// entry its own name matches, whatever directory it is in, makes it a violation; a
     /// guess never does.
-    pub fn judge_unresolved(&self, path: &str, access: FileAccess) -> Verdict {
+    pub(crate) fn judge_unresolved(&self, path: &str, access: FileAccess) -> Verdict {
         self.denied(path, &Candidate::new(path), Op::Access(access))
     }
 

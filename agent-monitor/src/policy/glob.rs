@@ -11,7 +11,7 @@ use super::PolicyError;
 ///
 /// # Errors
 /// [`PolicyError::InvalidGlob`] when the syntax is wrong.
-pub fn compile_glob(pattern: &str) -> Result<Glob, PolicyError> {
+pub(crate) fn compile_glob(pattern: &str) -> Result<Glob, PolicyError> {
     GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
@@ -26,7 +26,7 @@ pub fn compile_glob(pattern: &str) -> Result<Glob, PolicyError> {
 ///
 /// # Errors
 /// The [`PolicyError`] naming the first problem found.
-pub fn check_path_glob(pattern: &str) -> Result<(), PolicyError> {
+pub(crate) fn check_path_glob(pattern: &str) -> Result<(), PolicyError> {
     if pattern.is_empty() {
         return Err(PolicyError::EmptyGlob);
     }

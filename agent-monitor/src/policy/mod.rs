@@ -16,10 +16,10 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
 
-pub use baseline::{READ as BASELINE_READ, WRITE as BASELINE_WRITE};
-pub use error::PolicyError;
-pub use glob::{check_path_glob, compile_glob};
-pub use net::{ConnectRule, ConnectTarget, RuleProtocol};
+pub(crate) use baseline::{READ as BASELINE_READ, WRITE as BASELINE_WRITE};
+pub(crate) use error::PolicyError;
+pub(crate) use glob::{check_path_glob, compile_glob};
+pub(crate) use net::{ConnectRule, ConnectTarget, RuleProtocol};
 
 use baseline::Baseline;
 use glob::PatternSet;
@@ -28,7 +28,7 @@ use net::CidrRule;
 /// How a file was accessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FileAccess {
+pub(crate) enum FileAccess {
     Read,
     Write,
     Create,
@@ -62,7 +62,7 @@ impl fmt::Display for FileAccess {
 /// A network operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum NetOp {
+pub(crate) enum NetOp {
     Connect,
     Send,
     Bind,
@@ -80,7 +80,7 @@ impl fmt::Display for NetOp {
 
 /// The observed L4 protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Tcp,
     Udp,
     /// Any other IP protocol, by number.
@@ -99,7 +99,7 @@ impl fmt::Display for Protocol {
 
 /// One thing an agent process did, with canonical paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activity<'a> {
+pub(crate) enum Activity<'a> {
     Exec {
         path: &'a str,
     },
@@ -128,15 +128,15 @@ pub enum Activity<'a> {
 
 /// Who acted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Context {
+pub(crate) struct Context {
     /// The acting process; its own `/proc/<tgid>` tree is part of the read baseline.
-    pub tgid: u32,
+    pub(crate) tgid: u32,
 }
 
 /// The scope dimension a violation falls in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Dimension {
+pub(crate) enum Dimension {
     Exec,
     Files,
     Network,
@@ -147,19 +147,19 @@ pub enum Dimension {
 
 /// The outcome of judging one activity.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allowed,
     Violation(Violation),
 }
 
 /// What was broken and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Violation {
-    pub dimension: Dimension,
+pub(crate) struct Violation {
+    pub(crate) dimension: Dimension,
     /// The rule that refused it, e.g. `exec.allow` or `files.deny[2]: **/.env`.
-    pub rule: String,
+    pub(crate) rule: String,
     /// One human-readable sentence.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 impl Verdict {
@@ -171,7 +171,7 @@ impl Verdict {
         }
     }
 
-    pub fn violation(dimension: Dimension, rule: impl Into<String>, reason: String) -> Self {
+    pub(crate) fn violation(dimension: Dimension, rule: impl Into<String>, reason: String) -> Self {
         Self::Violation(Violation {
             dimension,
             rule: rule.into(),
@@ -182,28 +182,28 @@ impl Verdict {
 
 /// The `files` part of a declared policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FileRules {
+pub(crate) struct FileRules {
     /// Grant the runtime baseline (shared libraries, locale, `/dev/null`, own `/proc`).
-    pub baseline: bool,
-    pub read: Vec<String>,
-    pub write: Vec<String>,
-    pub deny: Vec<String>,
+    pub(crate) baseline: bool,
+    pub(crate) read: Vec<String>,
+    pub(crate) write: Vec<String>,
+    pub(crate) deny: Vec<String>,
     /// Directories that may be listed (their entries' names), not read.
-    pub list: Vec<String>,
+    pub(crate) list: Vec<String>,
 }
 
 /// A declared policy: the input of [`CompiledPolicy::compile`], kept for reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PolicySpec {
-    pub exec_allow: Vec<String>,
-    pub files: FileRules,
-    pub connect: Vec<ConnectRule>,
-    pub bind: Vec<u16>,
+pub(crate) struct PolicySpec {
+    pub(crate) exec_allow: Vec<String>,
+    pub(crate) files: FileRules,
+    pub(crate) connect: Vec<ConnectRule>,
+    pub(crate) bind: Vec<u16>,
 }
 
 /// A policy ready for per-event evaluation.
 #[derive(Debug, Clone)]
-pub struct CompiledPolicy {
+pub(crate) struct CompiledPolicy {
     declared: PolicySpec,
     exec: PatternSet,
     read: PatternSet,
@@ -219,7 +219,7 @@ impl CompiledPolicy {
     ///
     /// # Errors
     /// A [`PolicyError`] for the first invalid glob or port.
-    pub fn compile(spec: PolicySpec) -> Result<Self, PolicyError> {
+    pub(crate) fn compile(spec: PolicySpec) -> Result<Self, PolicyError> {
         net::check_bind(&spec.bind)?;
         Ok(Self {
             exec: PatternSet::compile("exec.allow", &spec.exec_allow)?,
@@ -239,7 +239,7 @@ impl CompiledPolicy {
 
     /// Judges one activity of the process `ctx.tgid`.
     #[must_use]
-    pub fn evaluate(&self, activity: &Activity<'_>, ctx: &Context) -> Verdict {
+    pub(crate) fn evaluate(&self, activity: &Activity<'_>, ctx: &Context) -> Verdict {
         match *activity {
             Activity::Exec { path } => self.judge_exec(path),
             Activity::File { path, access } => self.judge_file(path, access, ctx.tgid),
@@ -256,13 +256,14 @@ impl CompiledPolicy {
 
     /// Everything declared, as compiled (for declared-vs-used reports and status).
     #[must_use]
-    pub fn declared(&self) -> &PolicySpec {
+    pub(crate) fn declared(&self) -> &PolicySpec {
         &self.declared
     }
 
-    /// The `host:` connect rules. They never allow an address yet (DNS-name egress is
-    /// enforced elsewhere, later), but are kept so that it can be built on them.
-    pub fn host_rules(&self) -> impl Iterator<Item = &ConnectRule> + '_ {
+    /// The `host:` connect rules (never allowing an address here: DNS-name egress is the
+    /// resolver's and the kernel's).
+    #[cfg(test)]
+    pub(crate) fn host_rules(&self) -> impl Iterator<Item = &ConnectRule> + '_ {
         self.declared
             .connect
             .iter()

@@ -10,7 +10,7 @@ use super::{PolicyError, Protocol};
 /// The protocol a connect rule applies to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RuleProtocol {
+pub(crate) enum RuleProtocol {
     #[default]
     Tcp,
     Udp,
@@ -30,7 +30,7 @@ impl RuleProtocol {
 /// Where a connect rule allows traffic to go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ConnectTarget {
+pub(crate) enum ConnectTarget {
     Cidr(IpNet),
     /// A lowercase DNS name, optionally starting with `*.`.
     Host(String),
@@ -38,13 +38,13 @@ pub enum ConnectTarget {
 
 /// One declared `network.connect` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct ConnectRule {
+pub(crate) struct ConnectRule {
     #[serde(flatten)]
-    pub target: ConnectTarget,
+    pub(crate) target: ConnectTarget,
     /// `None` allows any port.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ports: Option<Vec<u16>>,
-    pub protocol: RuleProtocol,
+    pub(crate) ports: Option<Vec<u16>>,
+    pub(crate) protocol: RuleProtocol,
 }
 
 /// A CIDR rule ready for matching observed addresses.

@@ -14,7 +14,7 @@ use crate::policy::PolicyError;
 /// Underlying errors are therefore kept in fields rather than returned by `source()`:
 /// chaining them as well would print their text twice.
 #[derive(Debug, thiserror::Error)]
-pub enum ScopeError {
+pub(crate) enum ScopeError {
     #[error("{}: cannot read the file: {error}", path.display())]
     Read { path: PathBuf, error: io::Error },
     #[error("{}: cannot list the directory: {error}", path.display())]
@@ -50,7 +50,7 @@ pub enum ScopeError {
 impl ScopeError {
     /// The file the error is about (the directory for [`ScopeError::ReadDir`]).
     #[must_use]
-    pub fn file(&self) -> &Path {
+    pub(crate) fn file(&self) -> &Path {
         match self {
             Self::Read { path, .. }
             | Self::ReadDir { path, .. }
@@ -62,8 +62,8 @@ impl ScopeError {
     }
 
     /// 1-based line, when the error has a position.
-    #[must_use]
-    pub fn line(&self) -> Option<usize> {
+    #[cfg(test)]
+    pub(crate) fn line(&self) -> Option<usize> {
         match self {
             Self::Yaml { line, .. } => *line,
             _ => None,
@@ -71,8 +71,8 @@ impl ScopeError {
     }
 
     /// 1-based column, when the error has a position.
-    #[must_use]
-    pub fn column(&self) -> Option<usize> {
+    #[cfg(test)]
+    pub(crate) fn column(&self) -> Option<usize> {
         match self {
             Self::Yaml { column, .. } => *column,
             _ => None,

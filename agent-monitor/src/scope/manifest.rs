@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::net::{ConnectRuleSpec, Port};
 use super::values::{CgroupGlob, NonEmpty, PathGlob, ScopeName, Ttl};
-use crate::kubernetes::KubernetesSelect;
+use crate::control::kubernetes::KubernetesSelect;
 use crate::policy::{FileRules, PolicySpec};
 
 /// One YAML document.
@@ -46,7 +46,7 @@ pub(super) struct Metadata {
 /// What happens to out-of-scope activity.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Record violations, stop nothing.
     #[default]
     Audit,
@@ -57,7 +57,7 @@ pub enum Mode {
 /// What an enforcing scope does to the agent on a violation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum OnViolation {
+pub(crate) enum OnViolation {
     Alert,
     /// What the kernel refused before it happened (Landlock, cgroup socket hooks, seccomp)
     /// is recorded and nothing is killed; what only a kill can stop (a denied file inside
@@ -91,32 +91,32 @@ impl fmt::Display for OnViolation {
 /// `spec`, validated; serializes back to the manifest's shape (camelCase keys).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ScopeSpec {
+pub(crate) struct ScopeSpec {
     #[serde(default)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<Ttl>,
+    pub(crate) ttl: Option<Ttl>,
     #[serde(default)]
-    pub on_violation: OnViolation,
+    pub(crate) on_violation: OnViolation,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub select: Option<Select>,
+    pub(crate) select: Option<Select>,
     #[serde(default)]
-    pub exec: ExecSpec,
+    pub(crate) exec: ExecSpec,
     #[serde(default)]
-    pub files: FilesSpec,
+    pub(crate) files: FilesSpec,
     #[serde(default)]
-    pub network: NetworkSpec,
+    pub(crate) network: NetworkSpec,
 }
 
 /// `spec.select`: agents the daemon discovers by itself, by cgroup path or as containers of
 /// this node's Kubernetes pods (exactly one of the two).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "SelectFields")]
-pub struct Select {
+pub(crate) struct Select {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<CgroupGlob>,
+    pub(crate) cgroup: Option<CgroupGlob>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<KubernetesSelect>,
+    pub(crate) kubernetes: Option<KubernetesSelect>,
 }
 
 #[derive(Deserialize)]
@@ -148,26 +148,26 @@ impl TryFrom<SelectFields> for Select {
 /// `spec.exec`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExecSpec {
+pub(crate) struct ExecSpec {
     #[serde(default)]
-    pub allow: Vec<PathGlob>,
+    pub(crate) allow: Vec<PathGlob>,
 }
 
 /// `spec.files`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FilesSpec {
+pub(crate) struct FilesSpec {
     #[serde(default = "baseline_default")]
-    pub baseline: bool,
+    pub(crate) baseline: bool,
     #[serde(default)]
-    pub read: Vec<PathGlob>,
+    pub(crate) read: Vec<PathGlob>,
     #[serde(default)]
-    pub write: Vec<PathGlob>,
+    pub(crate) write: Vec<PathGlob>,
     #[serde(default)]
-    pub deny: Vec<PathGlob>,
+    pub(crate) deny: Vec<PathGlob>,
     /// Directories whose entries may be listed without their contents being readable.
     #[serde(default)]
-    pub list: Vec<PathGlob>,
+    pub(crate) list: Vec<PathGlob>,
 }
 
 fn baseline_default() -> bool {
@@ -189,18 +189,18 @@ impl Default for FilesSpec {
 /// `spec.network`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NetworkSpec {
+pub(crate) struct NetworkSpec {
     #[serde(default)]
-    pub connect: Vec<ConnectRuleSpec>,
+    pub(crate) connect: Vec<ConnectRuleSpec>,
     /// Ports the agent may listen on; empty allows none.
     #[serde(default)]
-    pub bind: Vec<Port>,
+    pub(crate) bind: Vec<Port>,
 }
 
 impl ScopeSpec {
     /// The engine's view of this spec.
     #[must_use]
-    pub fn policy_spec(&self) -> PolicySpec {
+    pub(crate) fn policy_spec(&self) -> PolicySpec {
         let globs = |list: &[PathGlob]| list.iter().map(|g| g.as_str().to_owned()).collect();
         PolicySpec {
             exec_allow: globs(&self.exec.allow),

@@ -19,30 +19,28 @@ use globset::GlobMatcher;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-pub use error::ScopeError;
-pub use manifest::{ExecSpec, FilesSpec, Mode, NetworkSpec, OnViolation, ScopeSpec, Select};
-pub use net::{ConnectRuleSpec, Port};
+pub(crate) use error::ScopeError;
+pub(crate) use manifest::{Mode, OnViolation, ScopeSpec};
 use values::NonEmpty;
-pub use values::{CgroupGlob, PathGlob, Ttl};
+pub(crate) use values::Ttl;
 
 use crate::policy::CompiledPolicy;
 use manifest::Manifest;
 
 /// A validated, compiled scope.
 #[derive(Debug, Clone)]
-pub struct Scope {
-    pub name: String,
-    pub owner: String,
-    pub identity: Option<String>,
-    pub mode: Mode,
-    pub ttl: Option<Duration>,
-    pub on_violation: OnViolation,
-    pub select_cgroup: Option<GlobMatcher>,
-    pub select_cgroup_pattern: Option<String>,
-    pub policy: CompiledPolicy,
+pub(crate) struct Scope {
+    pub(crate) name: String,
+    pub(crate) owner: String,
+    pub(crate) identity: Option<String>,
+    pub(crate) mode: Mode,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) on_violation: OnViolation,
+    pub(crate) select_cgroup: Option<GlobMatcher>,
+    pub(crate) policy: CompiledPolicy,
     /// The file it came from (`<inline>` for YAML submitted through the API).
-    pub source: PathBuf,
-    pub spec: ScopeSpec,
+    pub(crate) source: PathBuf,
+    pub(crate) spec: ScopeSpec,
 }
 
 /// Parses every document of `text`; the first error wins. `source` names the text in
@@ -50,7 +48,7 @@ pub struct Scope {
 ///
 /// # Errors
 /// A [`ScopeError`] for invalid YAML or schema, a duplicate name, or no document at all.
-pub fn parse_str(text: &str, source: &Path) -> Result<Vec<Scope>, ScopeError> {
+pub(crate) fn parse_str(text: &str, source: &Path) -> Result<Vec<Scope>, ScopeError> {
     // serde_yaml deserializes the events read before a syntax error and reports the
     // syntax error only if that succeeds, so a truncated document could surface as a
     // misleading schema error ("missing field"). A first, schema-free pass puts the
@@ -88,7 +86,7 @@ pub fn parse_str(text: &str, source: &Path) -> Result<Vec<Scope>, ScopeError> {
 ///
 /// # Errors
 /// As [`parse_str`], plus [`ScopeError::Read`].
-pub fn parse_file(path: &Path) -> Result<Vec<Scope>, ScopeError> {
+pub(crate) fn parse_file(path: &Path) -> Result<Vec<Scope>, ScopeError> {
     let text = fs::read_to_string(path).map_err(|error| ScopeError::Read {
         path: path.to_owned(),
         error,
@@ -98,9 +96,9 @@ pub fn parse_file(path: &Path) -> Result<Vec<Scope>, ScopeError> {
 
 /// The outcome of loading a directory: what loaded, and what was skipped and why.
 #[derive(Debug, Default)]
-pub struct LoadReport {
-    pub scopes: Vec<Scope>,
-    pub errors: Vec<ScopeError>,
+pub(crate) struct LoadReport {
+    pub(crate) scopes: Vec<Scope>,
+    pub(crate) errors: Vec<ScopeError>,
 }
 
 /// Loads every `*.yaml` and `*.yml` file of `dir` in name order. A bad file is
@@ -108,7 +106,7 @@ pub struct LoadReport {
 /// same scope name, the first in name order wins and the second is reported.
 /// Hidden files (editor and tooling leftovers) are ignored.
 #[must_use]
-pub fn load_dir(dir: &Path) -> LoadReport {
+pub(crate) fn load_dir(dir: &Path) -> LoadReport {
     let mut report = LoadReport::default();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -225,7 +223,6 @@ fn compile(manifest: Manifest, source: &Path) -> Result<Scope, ScopeError> {
         ttl: spec.ttl.map(Ttl::duration),
         on_violation: spec.on_violation,
         select_cgroup: select.map(|glob| glob.matcher().clone()),
-        select_cgroup_pattern: select.map(|glob| glob.as_str().to_owned()),
         policy,
         source: source.to_owned(),
         name,

@@ -100,7 +100,7 @@ impl<'de> Deserialize<'de> for HostName {
 /// A port number, 1..=65535.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
-pub struct Port(pub u16);
+pub(crate) struct Port(pub(crate) u16);
 
 impl<'de> Deserialize<'de> for Port {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -130,7 +130,7 @@ impl<'de> Deserialize<'de> for Port {
 /// One `network.connect` entry, validated (exactly one of `cidr` / `host`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
-pub struct ConnectRuleSpec(pub ConnectRule);
+pub(crate) struct ConnectRuleSpec(pub(crate) ConnectRule);
 
 /// The entry as written, before the cross-field checks.
 #[derive(Deserialize)]

@@ -130,17 +130,17 @@ impl FromScalar for NonEmpty {
 /// `spec.ttl`: a positive duration such as `90s` or `1h30m` (units d, h, m, s, largest
 /// first, each at most once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ttl(Duration);
+pub(crate) struct Ttl(Duration);
 
 impl Ttl {
     #[must_use]
-    pub fn duration(self) -> Duration {
+    pub(crate) fn duration(self) -> Duration {
         self.0
     }
 
     /// Parses a TTL as a manifest does (also for `exec --ttl` and `POST /v1/tasks`); the
     /// error says what is wrong with it.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         Self::from_scalar(text).map_err(|e| e.to_string())
     }
 }
@@ -210,11 +210,11 @@ impl fmt::Display for Ttl {
 
 /// A file or exec path glob, checked by the policy engine's own rules.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PathGlob(String);
+pub(crate) struct PathGlob(String);
 
 impl PathGlob {
     #[must_use]
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -229,19 +229,14 @@ impl FromScalar for PathGlob {
 
 /// `spec.select.cgroup`: a glob on cgroup v2 paths relative to the cgroup2 root.
 #[derive(Debug, Clone)]
-pub struct CgroupGlob {
+pub(crate) struct CgroupGlob {
     pattern: String,
     matcher: GlobMatcher,
 }
 
 impl CgroupGlob {
     #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.pattern
-    }
-
-    #[must_use]
-    pub fn matcher(&self) -> &GlobMatcher {
+    pub(crate) fn matcher(&self) -> &GlobMatcher {
         &self.matcher
     }
 }

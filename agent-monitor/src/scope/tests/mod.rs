@@ -84,7 +84,7 @@ fn full_example() {
     assert_eq!(scope.on_violation, OnViolation::KillAgent);
     assert_eq!(scope.source, Path::new("test.yaml"));
     assert_eq!(
-        scope.select_cgroup_pattern.as_deref(),
+        scope.select_cgroup.as_ref().map(|m| m.glob().glob()),
         Some("/agents/code-reviewer*")
     );
     let select = scope.select_cgroup.as_ref().unwrap();
@@ -102,7 +102,7 @@ fn full_example() {
         .exec
         .allow
         .iter()
-        .map(super::PathGlob::as_str)
+        .map(super::values::PathGlob::as_str)
         .collect();
     assert_eq!(written, ["/usr/bin/git", "/usr/bin/python3*", "/bin/sh"]);
     // The compiled list is what was written plus the real paths of entries naming links.
@@ -169,7 +169,7 @@ fn defaults() {
     assert_eq!(scope.mode, Mode::Audit);
     assert_eq!(scope.on_violation, OnViolation::KillProcess);
     assert_eq!(scope.ttl, None);
-    assert!(scope.select_cgroup.is_none() && scope.select_cgroup_pattern.is_none());
+    assert!(scope.select_cgroup.is_none());
     let declared = scope.policy.declared();
     assert!(declared.files.baseline, "baseline defaults to true");
     assert!(

@@ -1,0 +1,392 @@
+//! DNS-name egress, the daemon's half: one resolver per agent whose scope has `host:`
+//! rules. The kernel sends the agent's UDP port-53 traffic here (see the kernel crate's
+//! `dns.rs`); each question is judged against the agent's host rules. An allowed one is
+//! forwarded to the upstream resolver, and every A/AAAA address of the answer is written
+//! into `DNS_LEARNED` for (agent, rule) with the answer's TTL (at least `--dns-min-ttl`)
+//! *before* the answer is sent on: the agent cannot know an address before it may use it.
+//! A question outside the scope is answered REFUSED (or NXDOMAIN) in enforce mode,
+//! forwarded unlearned in audit mode, and recorded as a violation either way.
+
+mod answer;
+pub(crate) mod names;
+pub(crate) mod record;
+mod upstream;
+
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use agent_monitor_common::{Learned, LearnedKey};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use hickory_proto::op::ResponseCode;
+use tokio::{net::UdpSocket, sync::mpsc, task::AbortHandle};
+
+pub(crate) use answer::Refusal;
+pub(crate) use upstream::{parse_upstream, upstream_from_resolv_conf};
+
+use crate::scope::{Mode, Scope};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DnsError {
+    #[error("malformed DNS message: {0}")]
+    Malformed(String),
+    #[error("building a DNS message: {0}")]
+    Build(String),
+    #[error("the upstream reply does not answer the question")]
+    Mismatch,
+    #[error("upstream resolver {upstream}: {source}")]
+    Upstream {
+        upstream: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("upstream resolver {0} did not answer in time")]
+    Timeout(SocketAddr),
+    #[error("binding the resolver socket for agent slot {slot} on {addr}: {source}")]
+    Bind {
+        slot: u32,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the DNS resolver needs the daemon's async runtime")]
+    NoRuntime,
+}
+
+/// `run --dns-*`.
+#[derive(Debug, Clone)]
+pub(crate) struct DnsSettings {
+    /// Where allowed questions go; None answers them SERVFAIL.
+    pub(crate) upstream: Option<SocketAddr>,
+    /// An address stays allowed at least this long after the answer, whatever its TTL.
+    pub(crate) min_ttl: Duration,
+    pub(crate) refusal: Refusal,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self {
+            upstream: None,
+            min_ttl: Duration::from_secs(5),
+            refusal: Refusal::Refused,
+        }
+    }
+}
+
+/// The agent's resolver ports (127.0.0.1 and `::1`); 0 when there is none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct DnsPorts {
+    pub(crate) v4: u16,
+    pub(crate) v6: u16,
+}
+
+/// A question refused (or, in audit mode, let through) because no host rule allows it.
+#[derive(Debug, Clone)]
+pub(crate) struct OutOfScope {
+    pub(crate) slot: u32,
+    pub(crate) name: String,
+    pub(crate) qtype: String,
+    pub(crate) enforced: bool,
+    pub(crate) upstream: Option<SocketAddr>,
+}
+
+/// What an agent learned: the name an address came from and until when it is allowed.
+#[derive(Debug, Clone)]
+struct Entry {
+    name: String,
+    expires_ns: u64,
+}
+
+struct Agent {
+    patterns: Arc<Vec<String>>,
+    enforced: bool,
+    ports: DnsPorts,
+    listeners: Vec<AbortHandle>,
+}
+
+struct Inner {
+    settings: DnsSettings,
+    runtime: Option<tokio::runtime::Handle>,
+    map: Mutex<BpfHashMap<MapData, LearnedKey, Learned>>,
+    agents: Mutex<HashMap<u32, Agent>>,
+    learned: Mutex<HashMap<(u32, u32, IpAddr), Entry>>,
+    out_of_scope: mpsc::UnboundedSender<OutOfScope>,
+}
+
+/// The per-agent resolvers and what each agent learned.
+pub(crate) struct Resolver {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `bpf_ktime_get_ns`'s clock (`CLOCK_MONOTONIC`), in nanoseconds.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// The kernel's key form of an address (IPv4 as `::ffff:a.b.c.d`).
+fn key_octets(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl Resolver {
+    /// `out_of_scope` receives every question no host rule allows (see [`record`]). Call
+    /// inside the daemon's runtime: listeners are spawned on it.
+    pub(crate) fn new(
+        settings: DnsSettings,
+        map: BpfHashMap<MapData, LearnedKey, Learned>,
+        out_of_scope: mpsc::UnboundedSender<OutOfScope>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                runtime: tokio::runtime::Handle::try_current().ok(),
+                map: Mutex::new(map),
+                agents: Mutex::new(HashMap::new()),
+                learned: Mutex::new(HashMap::new()),
+                out_of_scope,
+            }),
+        }
+    }
+
+    /// Gives a slot its resolver when its scope has host rules (and takes it away when
+    /// not); returns the ports for `AgentConfig`. Idempotent: a reload keeps the sockets,
+    /// and forgets what was learned when the host rules changed (indexes may differ).
+    pub(crate) fn open(&self, slot: u32, scope: &Scope) -> Result<DnsPorts, DnsError> {
+        let patterns = names::host_patterns(&scope.policy.declared().connect);
+        if patterns.is_empty() {
+            self.close(slot);
+            return Ok(DnsPorts::default());
+        }
+        let enforced = scope.mode == Mode::Enforce;
+        let mut agents = lock(&self.inner.agents);
+        if let Some(agent) = agents.get_mut(&slot) {
+            if *agent.patterns != patterns {
+                self.inner.forget(slot);
+                agent.patterns = Arc::new(patterns);
+            }
+            agent.enforced = enforced;
+            return Ok(agent.ports);
+        }
+        let runtime = self.inner.runtime.as_ref().ok_or(DnsError::NoRuntime)?;
+        let _entered = runtime.enter();
+        let mut ports = DnsPorts::default();
+        let mut listeners = Vec::new();
+        for ip in [
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ] {
+            let addr = SocketAddr::new(ip, 0);
+            let socket = match bind(addr) {
+                Ok(s) => s,
+                Err(source) if ip.is_ipv6() => {
+                    // No ::1 here: IPv6 DNS of this agent is refused in the kernel instead.
+                    tracing::warn!(slot, error = %source, "no IPv6 loopback for the agent's resolver");
+                    continue;
+                }
+                Err(source) => {
+                    for l in &listeners {
+                        AbortHandle::abort(l);
+                    }
+                    return Err(DnsError::Bind { slot, addr, source });
+                }
+            };
+            let port = socket.local_addr().map_or(0, |a| a.port());
+            if ip.is_ipv4() {
+                ports.v4 = port;
+            } else {
+                ports.v6 = port;
+            }
+            let task = tokio::spawn(listen(Arc::clone(&self.inner), slot, Arc::new(socket)));
+            listeners.push(task.abort_handle());
+        }
+        agents.insert(
+            slot,
+            Agent {
+                patterns: Arc::new(patterns),
+                enforced,
+                ports,
+                listeners,
+            },
+        );
+        tracing::debug!(slot, ?ports, "agent resolver listening");
+        Ok(ports)
+    }
+
+    /// Stops a slot's resolver and forgets everything it learned (kernel entries too).
+    pub(crate) fn close(&self, slot: u32) {
+        if let Some(agent) = lock(&self.inner.agents).remove(&slot) {
+            for l in agent.listeners {
+                l.abort();
+            }
+        }
+        self.inner.forget(slot);
+    }
+
+    /// The name under which a slot learned `addr` for its host rule `index`, if it did.
+    pub(crate) fn host_of(&self, slot: u32, index: u32, addr: IpAddr) -> Option<String> {
+        lock(&self.inner.learned)
+            .get(&(slot, index, addr.to_canonical()))
+            .map(|e| e.name.clone())
+    }
+
+    /// Removes expired entries (the kernel ignores them already; this frees the space).
+    pub(crate) fn sweep(&self) {
+        let now = monotonic_ns();
+        let expired: Vec<(u32, u32, IpAddr)> = lock(&self.inner.learned)
+            .iter()
+            .filter(|(_, e)| e.expires_ns <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut learned = lock(&self.inner.learned);
+        let mut map = lock(&self.inner.map);
+        for key in expired {
+            // Checked again: an answer may have renewed it meanwhile.
+            if learned.get(&key).is_some_and(|e| e.expires_ns <= now) {
+                learned.remove(&key);
+                let _ = map.remove(&LearnedKey {
+                    slot: key.0,
+                    index: key.1,
+                    addr: key_octets(key.2),
+                });
+            }
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
+}
+
+/// One agent's resolver socket: each query is answered in its own task.
+async fn listen(inner: Arc<Inner>, slot: u32, socket: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            Err(e) => {
+                tracing::debug!(slot, error = %e, "agent resolver receive");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let packet = buf[..n].to_vec();
+        let inner = Arc::clone(&inner);
+        let socket = Arc::clone(&socket);
+        tokio::spawn(async move {
+            if let Some(reply) = inner.answer(slot, &packet).await
+                && let Err(e) = socket.send_to(&reply, peer).await
+            {
+                tracing::debug!(slot, %peer, error = %e, "agent resolver reply");
+            }
+        });
+    }
+}
+
+impl Inner {
+    /// The reply to one query of an agent; None when nothing can be said (not even an id).
+    async fn answer(&self, slot: u32, packet: &[u8]) -> Option<Vec<u8>> {
+        let (patterns, enforced) = {
+            let agents = lock(&self.agents);
+            let agent = agents.get(&slot)?;
+            (Arc::clone(&agent.patterns), agent.enforced)
+        };
+        let Ok(question) = answer::parse_query(packet) else {
+            return answer::format_error(packet);
+        };
+        let rules = names::matching(&patterns, &question.name);
+        if rules.is_empty() {
+            let _ = self.out_of_scope.send(OutOfScope {
+                slot,
+                name: question.name.clone(),
+                qtype: question.qtype.to_string(),
+                enforced,
+                upstream: self.settings.upstream,
+            });
+            if enforced {
+                return answer::error_reply(&question, self.settings.refusal.code()).ok();
+            }
+        }
+        let servfail = || answer::error_reply(&question, ResponseCode::ServFail).ok();
+        let Some(upstream) = self.settings.upstream else {
+            return servfail();
+        };
+        let reply = match upstream::ask(upstream, packet).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!(slot, name = %question.name, error = %e, "upstream");
+                return servfail();
+            }
+        };
+        if !rules.is_empty() {
+            match answer::addresses(&question, &reply) {
+                // Learned before the reply leaves: no race with the agent's connect.
+                Ok(addrs) => self.learn(slot, &rules, &question.name, &addrs),
+                Err(e) => {
+                    tracing::debug!(slot, name = %question.name, error = %e, "upstream reply not usable");
+                    return servfail();
+                }
+            }
+        }
+        Some(reply)
+    }
+
+    fn learn(&self, slot: u32, rules: &[u32], name: &str, addrs: &[(IpAddr, u32)]) {
+        let now = monotonic_ns();
+        let min = u64::try_from(self.settings.min_ttl.as_nanos()).unwrap_or(u64::MAX);
+        let mut learned = lock(&self.learned);
+        let mut map = lock(&self.map);
+        for (addr, ttl) in addrs {
+            let addr = addr.to_canonical();
+            let expires = now.saturating_add((u64::from(*ttl) * 1_000_000_000).max(min));
+            for index in rules {
+                let entry = learned.entry((slot, *index, addr)).or_insert(Entry {
+                    name: name.to_owned(),
+                    expires_ns: 0,
+                });
+                name.clone_into(&mut entry.name);
+                entry.expires_ns = entry.expires_ns.max(expires);
+                let key = LearnedKey {
+                    slot,
+                    index: *index,
+                    addr: key_octets(addr),
+                };
+                let value = Learned {
+                    expires_ns: entry.expires_ns,
+                };
+                if let Err(e) = map.insert(key, value, 0) {
+                    tracing::warn!(slot, %addr, error = %e, "cannot learn an address (DNS_LEARNED full?); connects to it stay blocked");
+                }
+            }
+        }
+    }
+
+    /// Forgets a slot's learned addresses, in the kernel too (also what a previous daemon
+    /// wrote for it).
+    fn forget(&self, slot: u32) {
+        lock(&self.learned).retain(|k, _| k.0 != slot);
+        let mut map = lock(&self.map);
+        let keys: Vec<LearnedKey> = map.keys().flatten().filter(|k| k.slot == slot).collect();
+        for k in keys {
+            let _ = map.remove(&k);
+        }
+    }
+}

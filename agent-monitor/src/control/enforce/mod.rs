@@ -1,0 +1,218 @@
+//! Installs a task's scope into the kernel maps (so the kernel can refuse and kill on its
+//! own), removes it when the task ends, and carries out the daemon's own actions: killing a
+//! process or a whole agent, releasing a held exec.
+
+mod compile;
+
+use std::os::fd::{AsRawFd as _, FromRawFd as _};
+
+use agent_monitor_common::{AgentConfig, BindKey, HostRuleKey, InodeKey, NetKey, NetRule, PidTag};
+use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
+
+pub(crate) use compile::{CompileError, compile, kernel_dev};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EnforceError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error("writing {map} for slot {slot}: {source}")]
+    Map {
+        map: &'static str,
+        slot: u32,
+        #[source]
+        source: MapError,
+    },
+}
+
+/// The kernel maps that carry enforcement, and what was written for each slot.
+pub(crate) struct Enforcer {
+    pub(crate) config: BpfHashMap<MapData, u32, AgentConfig>,
+    pub(crate) net: LpmTrie<MapData, NetKey, NetRule>,
+    pub(crate) bind: BpfHashMap<MapData, BindKey, u8>,
+    pub(crate) exec_allow: BpfHashMap<MapData, InodeKey, u8>,
+    pub(crate) file_deny: BpfHashMap<MapData, InodeKey, u8>,
+    pub(crate) pids: BpfHashMap<MapData, u32, PidTag>,
+    pub(crate) drops: BpfHashMap<MapData, u32, u64>,
+    /// Files found readable per agent (an LRU map: the kernel evicts the oldest).
+    pub(crate) file_ok: BpfHashMap<MapData, InodeKey, u8>,
+    /// (slot, host rule index) -> ports and protocols of that `host:` rule.
+    pub(crate) host: BpfHashMap<MapData, HostRuleKey, NetRule>,
+}
+
+impl Enforcer {
+    /// Writes a scope for a slot, replacing what the slot had. The settings go in last, so
+    /// the kernel enforces only once every rule is in place. `dns` are the ports of the
+    /// agent's resolver when the scope has host rules.
+    pub(crate) fn install(
+        &mut self,
+        slot: u32,
+        scope: &crate::scope::Scope,
+        dns: crate::control::dns::DnsPorts,
+    ) -> Result<(), EnforceError> {
+        let ks = compile(scope)?;
+        self.remove(slot);
+        let err = |map: &'static str| move |source| EnforceError::Map { map, slot, source };
+        for (len, addr, rule) in &ks.net {
+            let key = Key::new(
+                32 + len,
+                NetKey {
+                    slot_be: slot.to_be_bytes(),
+                    addr: *addr,
+                },
+            );
+            self.net.insert(&key, rule, 0).map_err(err("NET_RULES"))?;
+        }
+        for port in &ks.bind {
+            self.bind
+                .insert(
+                    BindKey {
+                        slot,
+                        port: u32::from(*port),
+                    },
+                    1,
+                    0,
+                )
+                .map_err(err("BIND_PORTS"))?;
+        }
+        for id in &ks.exec_allow {
+            self.exec_allow
+                .insert(
+                    InodeKey {
+                        slot,
+                        dev: id.dev,
+                        ino: id.ino,
+                    },
+                    1,
+                    0,
+                )
+                .map_err(err("EXEC_ALLOW"))?;
+        }
+        for id in &ks.file_deny {
+            self.file_deny
+                .insert(
+                    InodeKey {
+                        slot,
+                        dev: id.dev,
+                        ino: id.ino,
+                    },
+                    1,
+                    0,
+                )
+                .map_err(err("FILE_DENY"))?;
+        }
+        for (index, rule) in (0u32..).zip(&ks.host) {
+            self.host
+                .insert(HostRuleKey { slot, index }, rule, 0)
+                .map_err(err("HOST_RULES"))?;
+        }
+        let cfg = AgentConfig {
+            mode: ks.mode,
+            on_violation: ks.on_violation,
+            flags: ks.flags,
+            host_rules: u32::try_from(ks.host.len()).unwrap_or(0),
+            dns_port4: u32::from(dns.v4),
+            dns_port6: u32::from(dns.v6),
+        };
+        self.config
+            .insert(slot, cfg, 0)
+            .map_err(err("AGENT_CONFIG"))?;
+        Ok(())
+    }
+
+    /// Allows one more binary for a slot (a held exec the daemon found in scope).
+    pub(crate) fn allow_exec(&mut self, slot: u32, dev: u32, ino: u64) {
+        if let Err(e) = self.exec_allow.insert(InodeKey { slot, dev, ino }, 1, 0) {
+            tracing::warn!(slot, error = %e, "cannot remember a released binary; it will be held again");
+        }
+    }
+
+    /// Remembers that an agent may read a file, so its next opens are not held.
+    pub(crate) fn allow_read(&mut self, slot: u32, dev: u32, ino: u64) {
+        if let Err(e) = self.file_ok.insert(InodeKey { slot, dev, ino }, 1, 0) {
+            tracing::debug!(slot, error = %e, "cannot remember a readable file; it will be held again");
+        }
+    }
+
+    /// Removes everything written for a slot (settings first: back to audit at once). Found
+    /// by scanning the maps, so it also works for what a previous daemon wrote.
+    pub(crate) fn remove(&mut self, slot: u32) {
+        let _ = self.config.remove(&slot);
+        let _ = self.drops.remove(&slot);
+        let nets: Vec<_> = self
+            .net
+            .keys()
+            .flatten()
+            .filter(|k| k.data().slot_be == slot.to_be_bytes())
+            .collect();
+        for k in nets {
+            let _ = self.net.remove(&k);
+        }
+        let binds: Vec<_> = self
+            .bind
+            .keys()
+            .flatten()
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in binds {
+            let _ = self.bind.remove(&k);
+        }
+        let hosts: Vec<_> = self
+            .host
+            .keys()
+            .flatten()
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in hosts {
+            let _ = self.host.remove(&k);
+        }
+        for map in [&mut self.exec_allow, &mut self.file_deny, &mut self.file_ok] {
+            let keys: Vec<_> = map.keys().flatten().filter(|k| k.slot == slot).collect();
+            for k in keys {
+                let _ = map.remove(&k);
+            }
+        }
+    }
+
+    /// Events the kernel could not deliver for a slot.
+    pub(crate) fn drops(&self, slot: u32) -> u64 {
+        self.drops.get(&slot, 0).unwrap_or(0)
+    }
+
+    /// Whether a thread is tagged with this slot right now (the kill guard: a kill must only
+    /// ever reach an agent's own processes).
+    pub(crate) fn is_tagged(&self, pid: u32, slot: u32) -> bool {
+        self.pids.get(&pid, 0).is_ok_and(|t| t.agent == slot)
+    }
+}
+
+/// Sends `sig` to `pid` through a pidfd, so a pid reused after the process died is never
+/// hit. `check` runs after the pidfd is taken: it confirms the process is the agent's.
+pub(crate) fn signal_process(pid: u32, sig: i32, check: impl FnOnce() -> bool) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: plain syscalls with integer arguments; the fd is closed below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let Ok(fd) = i32::try_from(fd) else {
+        return false;
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: a freshly opened descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    if !check() {
+        return false;
+    }
+    // SAFETY: valid pidfd, no siginfo.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    rc == 0
+}

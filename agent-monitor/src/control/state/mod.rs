@@ -1,0 +1,560 @@
+//! State shared by the pipeline, the API and the housekeeping task, and the operations that
+//! change it: creating, adopting, ending tasks.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    control::catalog::Catalog,
+    control::enforce::Enforcer,
+    control::kubernetes::{self, Candidate},
+    control::tasks::{Origin, Registry, Task, generate_id, valid_task_id},
+    host::cgroupfs::{Cgroup2, CgroupError},
+    kernel::loader::{Handles, HookStatus, KernelCounters},
+    scope::{self, Scope, ScopeError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TaskError {
+    #[error("no scope named {0:?} is loaded")]
+    UnknownScope(String),
+    #[error("give either `scope` or `scope_yaml`, not both or neither")]
+    ScopeChoice,
+    #[error("scope_yaml: {0}")]
+    BadScope(#[source] ScopeError),
+    #[error("scope_yaml must hold exactly one scope, it holds {0}")]
+    ScopeCount(usize),
+    #[error("task id {0:?} is invalid: use 1-63 of [a-z0-9._-]")]
+    BadTaskId(String),
+    #[error("a task named {0:?} already exists")]
+    Exists(String),
+    #[error("ttl: {0}")]
+    BadTtl(String),
+    #[error("no task named {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("enforcing the scope: {0}")]
+    Enforce(#[from] crate::control::enforce::EnforceError),
+    #[error("the agent's DNS resolver: {0}")]
+    Dns(#[from] crate::control::dns::DnsError),
+    #[error("tagging cgroup {cgroup}: {source}")]
+    Tag {
+        cgroup: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// `POST /v1/tasks` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TaskRequest {
+    pub(crate) scope: Option<String>,
+    pub(crate) scope_yaml: Option<String>,
+    pub(crate) task: Option<String>,
+    pub(crate) ttl: Option<String>,
+    /// The Landlock ABI the launcher can restrict the agent with (`exec` sends it; 0 or
+    /// absent: none). An enforced scope then gets a Landlock plan in the answer.
+    #[serde(default)]
+    pub(crate) landlock_abi: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct TaskCreated {
+    pub(crate) task: String,
+    /// Relative to the cgroup2 root.
+    pub(crate) cgroup: String,
+    /// Absolute directory, for `cgroup.procs`.
+    pub(crate) cgroup_dir: PathBuf,
+    /// The daemon's pid, so that `exec` can keep the agent's signals off it.
+    #[serde(default)]
+    pub(crate) daemon_pid: u32,
+    /// The Landlock rules the launcher restricts the agent with before it execs (enforced
+    /// scopes, when the launcher said it can).
+    #[serde(default)]
+    pub(crate) landlock: Option<crate::control::landlock::Plan>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DaemonConfig {
+    pub(crate) scopes_dir: PathBuf,
+    pub(crate) socket: PathBuf,
+    pub(crate) audit_log: PathBuf,
+    pub(crate) cgroup_parent: String,
+    /// Kill an enforced agent whose events were lost.
+    pub(crate) fail_closed: bool,
+    /// Where the task registry is saved for a restarted daemon.
+    pub(crate) state_file: PathBuf,
+    /// bpffs directory of the pinned programs and maps.
+    pub(crate) pin_path: PathBuf,
+}
+
+/// Daemon-wide counters (the kernel keeps its own, see `KernelCounters`).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) records: AtomicU64,
+    pub(crate) violations: AtomicU64,
+    pub(crate) decode_errors: AtomicU64,
+    /// Events whose agent slot belongs to no live task (late events of an ended task).
+    pub(crate) orphan_events: AtomicU64,
+    pub(crate) sink_errors: AtomicU64,
+    /// Operations the kernel refused for enforced agents.
+    pub(crate) blocked: AtomicU64,
+    /// Processes or agents killed (by the kernel or the daemon).
+    pub(crate) killed: AtomicU64,
+    /// Operations the kernel held for the daemon's verdict.
+    pub(crate) held: AtomicU64,
+    /// Calls of Landlock-restricted agents that failed with EACCES, EPERM or EXDEV on a path
+    /// the scope allows (the file's own permissions, or a glob Landlock had to widen or
+    /// narrow): not records.
+    pub(crate) refused_in_scope: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+mod lifecycle;
+mod persisted;
+
+pub(crate) struct Shared {
+    pub(crate) config: DaemonConfig,
+    pub(crate) cgroup2: Cgroup2,
+    pub(crate) hooks: Vec<HookStatus>,
+    pub(crate) started_at: Instant,
+    pub(crate) stats: Stats,
+    /// What the API and `/metrics` show of the records: recent ring, followers, usage.
+    pub(crate) observed: crate::observe::feed::Observed,
+    /// This node's pods and container cgroups (`select.kubernetes`).
+    pub(crate) kubernetes: kubernetes::Node,
+    catalog: RwLock<Catalog>,
+    registry: Mutex<Registry>,
+    /// Why the kernel cannot identify files (no BTF offsets), if so.
+    pub(crate) identity_error: Option<String>,
+    /// The monitor's own filesystems (cgroupfs, bpffs, tracefs, ...): never writable.
+    pub(crate) protected: crate::control::escape::Protected,
+    /// `AGENT_CGROUPS`: cgroup id -> slot.
+    tagger: Mutex<HashMap<MapData, u64, u32>>,
+    tag_state: Mutex<aya::maps::Array<MapData, u64>>,
+    counters: Mutex<PerCpuArray<MapData, u64>>,
+    enforcer: Mutex<Enforcer>,
+    /// The per-agent DNS resolvers (DNS-name egress).
+    pub(crate) dns: crate::control::dns::Resolver,
+    notices: Mutex<Vec<crate::observe::record::Record>>,
+}
+
+/// A poisoned lock only means another thread panicked mid-update; the data is still the
+/// best we have, and a monitor must keep going.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: DaemonConfig,
+        cgroup2: Cgroup2,
+        kernel: Handles,
+        dns: crate::control::dns::DnsSettings,
+        out_of_scope: tokio::sync::mpsc::UnboundedSender<crate::control::dns::OutOfScope>,
+    ) -> Self {
+        let catalog = Catalog::load(&config.scopes_dir);
+        let Handles {
+            agent_cgroups,
+            tag_state,
+            counters,
+            enforcer,
+            dns_learned,
+            hooks,
+            identity_error,
+        } = kernel;
+        let shared = Self {
+            dns: crate::control::dns::Resolver::new(dns, dns_learned, out_of_scope),
+            config,
+            cgroup2,
+            hooks,
+            identity_error,
+            protected: crate::control::escape::Protected::discover(),
+            enforcer: Mutex::new(enforcer),
+            notices: Mutex::new(Vec::new()),
+            started_at: Instant::now(),
+            stats: Stats::default(),
+            observed: crate::observe::feed::Observed::new(),
+            kubernetes: kubernetes::Node::default(),
+            catalog: RwLock::new(catalog),
+            registry: Mutex::new(Registry::default()),
+            tagger: Mutex::new(agent_cgroups),
+            tag_state: Mutex::new(tag_state),
+            counters: Mutex::new(counters),
+        };
+        shared.tick_epoch();
+        shared
+    }
+
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    pub(crate) fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
+        self.catalog
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn kernel_counters(&self) -> KernelCounters {
+        KernelCounters::read(&lock(&self.counters))
+    }
+
+    /// Re-reads the scopes directory; running tasks of a changed scope follow the new version.
+    pub(crate) fn reload(&self) -> Vec<String> {
+        let changed = self.catalog_mut().reload(&self.config.scopes_dir);
+        let catalog = self.catalog();
+        for task in self.registry().iter_mut() {
+            if task.scope.source.as_path() != Path::new("<inline>")
+                && let Some(s) = catalog.get(&task.scope.name)
+                && !Arc::ptr_eq(&s, &task.scope)
+            {
+                let mut enforcer = lock(&self.enforcer);
+                match self.install(&mut enforcer, task.slot, &s) {
+                    Ok(()) => task.scope = s,
+                    Err(e) => {
+                        tracing::error!(task = %task.id, error = %e, "new scope version not enforceable; keeping the old one");
+                        if let Err(e) = self.install(&mut enforcer, task.slot, &task.scope) {
+                            tracing::error!(task = %task.id, error = %e, "re-installing the old scope failed");
+                        }
+                    }
+                }
+            }
+        }
+        drop(catalog);
+        // A new or changed `select.kubernetes` may match containers that already run.
+        for container in self.kubernetes.containers() {
+            self.adopt_container(&container);
+        }
+        changed
+    }
+
+    /// Creates a task: a fresh cgroup under the configured parent, tagged with a new slot.
+    pub(crate) fn create_task(
+        &self,
+        req: TaskRequest,
+        requester: Option<u32>,
+    ) -> Result<TaskCreated, TaskError> {
+        let scope_yaml = req.scope_yaml.clone();
+        let scope = match (req.scope, req.scope_yaml) {
+            (Some(name), None) => self
+                .catalog()
+                .get(&name)
+                .ok_or(TaskError::UnknownScope(name))?,
+            (None, Some(yaml)) => {
+                let mut scopes =
+                    scope::parse_str(&yaml, Path::new("<inline>")).map_err(TaskError::BadScope)?;
+                if scopes.len() != 1 {
+                    return Err(TaskError::ScopeCount(scopes.len()));
+                }
+                Arc::new(scopes.remove(0))
+            }
+            _ => return Err(TaskError::ScopeChoice),
+        };
+        let ttl = match req.ttl {
+            Some(t) => Some(scope::Ttl::parse(&t).map_err(TaskError::BadTtl)?.duration()),
+            None => scope.ttl,
+        };
+        // Audit mode stops nothing, so it gets no Landlock layer. Planned before the registry
+        // is locked: it reads directories.
+        let landlock = (req.landlock_abi > 0 && scope.mode == scope::Mode::Enforce)
+            .then(|| crate::control::landlock::plan(scope.policy.declared()));
+        let mut registry = self.registry();
+        let id = match req.task {
+            Some(id) if !valid_task_id(&id) => return Err(TaskError::BadTaskId(id)),
+            Some(id) if registry.contains(&id) => return Err(TaskError::Exists(id)),
+            Some(id) => id,
+            None => loop {
+                let id = generate_id(&scope.name);
+                if !registry.contains(&id) {
+                    break id;
+                }
+            },
+        };
+        let cgroup = format!("/{}/{id}", self.config.cgroup_parent.trim_matches('/'));
+        let cgroup_id = self.cgroup2.create(&cgroup)?;
+        // The limits that apply to the agent are part of its baseline: its new v2 cgroup
+        // and the v1 ones it keeps from the requester, with their ancestors.
+        let landlock = landlock.map(|mut plan| {
+            let mounts = crate::pipeline::own_cgroup::CgroupMounts::discover();
+            let mut own: Vec<PathBuf> = requester
+                .map(|pid| mounts.dirs_of_pid(pid))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|d| !d.starts_with(self.cgroup2.root()))
+                .collect();
+            own.push(self.cgroup2.root().join(cgroup.trim_start_matches('/')));
+            plan.add_reads(mounts.limit_files(&own));
+            plan
+        });
+        let slot = registry.allocate_slot();
+        if let Err(e) = self.tag(cgroup_id, slot, &scope, &cgroup) {
+            let _ = self.cgroup2.remove(&cgroup);
+            return Err(e);
+        }
+        let mut task = Task::new(
+            id.clone(),
+            slot,
+            Arc::clone(&scope),
+            cgroup.clone(),
+            cgroup_id,
+            Origin::Exec,
+            ttl,
+        );
+        task.scope_yaml = scope_yaml;
+        task.start_cwd =
+            requester.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
+        if landlock.is_some() {
+            task.landlock_abi = req.landlock_abi;
+        }
+        registry.insert(task);
+        self.save(&registry);
+        tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
+        let cgroup_dir = self.cgroup2.dir(&cgroup)?;
+        Ok(TaskCreated {
+            task: id,
+            cgroup,
+            cgroup_dir,
+            daemon_pid: std::process::id(),
+            landlock,
+        })
+    }
+
+    /// Installs the scope in the kernel, then tags the cgroup: the first process of the
+    /// task is already enforced.
+    fn tag(&self, cgroup_id: u64, slot: u32, scope: &Scope, cgroup: &str) -> Result<(), TaskError> {
+        self.install(&mut lock(&self.enforcer), slot, scope)?;
+        if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+            lock(&self.enforcer).remove(slot);
+            self.dns.close(slot);
+            return Err(TaskError::Tag {
+                cgroup: cgroup.to_string(),
+                source,
+            });
+        }
+        self.publish_tags();
+        if let Err(e) = self.cgroup2.keep_kill_handle(cgroup) {
+            // The kill falls back to opening the file then.
+            tracing::warn!(%cgroup, error = %e, "keeping cgroup.kill open");
+        }
+        Ok(())
+    }
+
+    /// The agent's resolver first (when its scope has host rules), then the kernel maps
+    /// with its ports.
+    fn install(&self, enforcer: &mut Enforcer, slot: u32, scope: &Scope) -> Result<(), TaskError> {
+        let ports = self.dns.open(slot, scope)?;
+        if let Err(e) = enforcer.install(slot, scope, ports) {
+            self.dns.close(slot);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn untag(&self, cgroup_id: u64, slot: u32) {
+        let _ = lock(&self.tagger).remove(&cgroup_id);
+        lock(&self.enforcer).remove(slot);
+        self.dns.close(slot);
+        self.publish_tags();
+    }
+
+    /// Tells the kernel side how many cgroups are tagged (0 lets every hook return at once)
+    /// and starts a new tag generation, after the tag maps changed: cached cgroup verdicts
+    /// of the previous generation are recomputed.
+    fn publish_tags(&self) {
+        use agent_monitor_common::tag_state::{GENERATION, TAGGED};
+        let tagged = lock(&self.tagger).keys().flatten().count() as u64;
+        let mut state = lock(&self.tag_state);
+        let generation = state.get(&GENERATION, 0).unwrap_or(0).wrapping_add(1);
+        for (index, value) in [(TAGGED, tagged), (GENERATION, generation)] {
+            if let Err(e) = state.set(index, value, 0) {
+                tracing::error!(error = %e, "publishing the tag state; hooks may skip agents");
+            }
+        }
+    }
+
+    /// Advances the kernel's de-duplication clock (`tag_state::EPOCH`): an open repeated
+    /// within the same second of `CLOCK_BOOTTIME` is counted, not reported again.
+    pub(crate) fn tick_epoch(&self) {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a valid out pointer.
+        if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut now) } != 0 {
+            return;
+        }
+        let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
+        let set = lock(&self.tag_state).set(agent_monitor_common::tag_state::EPOCH, seconds, 0);
+        if let Err(e) = set {
+            tracing::error!(error = %e, "advancing the de-duplication clock; repeats stay counted");
+        }
+    }
+
+    pub(crate) fn enforcer(&self) -> MutexGuard<'_, Enforcer> {
+        lock(&self.enforcer)
+    }
+
+    /// Adopts an existing cgroup matching a scope's `select.cgroup` (unless an ancestor is
+    /// already an agent, or it is one of our own task cgroups).
+    pub(crate) fn adopt(&self, path: &str, cgroup_id: u64) {
+        let own_parent = format!("/{}", self.config.cgroup_parent.trim_matches('/'));
+        if path == own_parent || path.starts_with(&format!("{own_parent}/")) {
+            return;
+        }
+        if let Some(container) = self.kubernetes.cgroup_seen(path, cgroup_id)
+            && self.adopt_container(&container)
+        {
+            return;
+        }
+        let scope = {
+            let catalog = self.catalog();
+            let found = catalog
+                .all()
+                .find(|s| s.select_cgroup.as_ref().is_some_and(|g| g.is_match(path)))
+                .cloned();
+            match found {
+                Some(s) => s,
+                None => return,
+            }
+        };
+        self.insert_selected(path, cgroup_id, &scope);
+    }
+
+    /// Adopts a container of this node's pods when a scope's `select.kubernetes` matches it;
+    /// its records carry namespace, pod and container. Returns whether it is an agent now.
+    pub(crate) fn adopt_container(&self, container: &kubernetes::Container) -> bool {
+        let candidate = Candidate {
+            namespace: &container.reference.namespace,
+            labels: &container.labels,
+            container: &container.reference.container,
+        };
+        let scope = self
+            .catalog()
+            .all()
+            .find(|s| kubernetes::selector(s).is_some_and(|k| k.matches(candidate)))
+            .cloned();
+        let Some(scope) = scope else {
+            return false;
+        };
+        let Some(slot) = self.insert_selected(&container.cgroup, container.cgroup_id, &scope)
+        else {
+            // Already an agent (e.g. a task restored from the previous run): its records
+            // still name the container.
+            let owner = self
+                .registry()
+                .owning_cgroup(&container.cgroup)
+                .map(|t| (t.slot, t.cgroup == container.cgroup));
+            if let Some((slot, true)) = owner {
+                self.kubernetes.adopted(slot, container.reference.clone());
+            }
+            return owner.is_some();
+        };
+        self.kubernetes.adopted(slot, container.reference.clone());
+        tracing::info!(
+            namespace = %container.reference.namespace,
+            pod = %container.reference.pod,
+            container = %container.reference.container,
+            "the container is an agent"
+        );
+        true
+    }
+
+    /// Tags a selected cgroup and registers its task; None when it (or an ancestor) already
+    /// is an agent or tagging failed. Returns the task's slot.
+    fn insert_selected(&self, path: &str, cgroup_id: u64, scope: &Arc<Scope>) -> Option<u32> {
+        let mut registry = self.registry();
+        if registry.owning_cgroup(path).is_some() {
+            return None;
+        }
+        let id = format!("{}-cg{cgroup_id}", scope.name);
+        let slot = registry.allocate_slot();
+        if let Err(e) = self.tag(cgroup_id, slot, scope, path) {
+            tracing::error!(cgroup = %path, error = %e, "cannot tag discovered cgroup");
+            return None;
+        }
+        registry.insert(Task::new(
+            id.clone(),
+            slot,
+            Arc::clone(scope),
+            path.to_string(),
+            cgroup_id,
+            Origin::Select,
+            scope.ttl,
+        ));
+        self.save(&registry);
+        tracing::info!(task = %id, scope = %scope.name, cgroup = %path, "agent cgroup adopted");
+        Some(slot)
+    }
+
+    /// Walks the cgroup tree once at start for cgroups selected by scopes.
+    pub(crate) fn discover_existing(&self) {
+        if !self.catalog().all().any(|s| s.select_cgroup.is_some()) && !self.kubernetes.enabled() {
+            return;
+        }
+        let Ok(dirs) = self.cgroup2.walk("/") else {
+            return;
+        };
+        for dir in dirs {
+            let Some(rel) = self.cgroup2.relative(&dir) else {
+                continue;
+            };
+            let Ok(id) = self.cgroup2.id(&rel) else {
+                continue;
+            };
+            self.adopt(&rel, id);
+        }
+    }
+
+    /// A selected cgroup went away.
+    pub(crate) fn cgroup_removed(&self, cgroup_id: u64) {
+        self.kubernetes.cgroup_removed(cgroup_id);
+        let mut registry = self.registry();
+        let id = registry
+            .iter()
+            .find(|t| t.cgroup_id == cgroup_id && t.origin == Origin::Select)
+            .map(|t| t.id.clone());
+        if let Some(task) = id.and_then(|id| registry.remove(&id)) {
+            let id = task.id;
+            self.untag(cgroup_id, task.slot);
+            self.cgroup2.forget_kill_handle(&task.cgroup);
+            self.kubernetes.forget_agent(task.slot);
+            self.save(&registry);
+            tracing::info!(task = %id, "agent cgroup removed; task ended");
+        }
+    }
+
+    /// Whether a process belongs to an agent (by its cgroup), for the socket's peer check.
+    /// Whether `pid` runs inside an agent's cgroup; None when its cgroup cannot be read
+    /// (the process is gone).
+    pub(crate) fn is_agent_process(&self, pid: u32) -> Option<bool> {
+        let path = Cgroup2::of_pid(pid)?;
+        Some(self.registry().owning_cgroup(&path).is_some())
+    }
+
+    pub(crate) fn scope_named(&self, name: &str) -> Option<Arc<Scope>> {
+        self.catalog().get(name)
+    }
+}

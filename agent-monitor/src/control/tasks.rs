@@ -1,0 +1,360 @@
+//! Tasks: one agent each, with its own slot (the kernel-side tag), cgroup and scope. Created
+//! by `exec`/`POST /v1/tasks`, or adopted from cgroups matching a scope's `select.cgroup`.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::Serialize;
+
+use crate::{observe::record::rfc3339, scope::Scope};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Origin {
+    /// Created on request; the daemon owns (and removes) its cgroup.
+    Exec,
+    /// A cgroup matched a scope's `select.cgroup`; the cgroup belongs to someone else.
+    Select,
+}
+
+#[derive(Debug)]
+pub(crate) struct Task {
+    pub(crate) id: String,
+    pub(crate) slot: u32,
+    pub(crate) scope: Arc<Scope>,
+    /// Path relative to the cgroup2 root.
+    pub(crate) cgroup: String,
+    pub(crate) cgroup_id: u64,
+    pub(crate) origin: Origin,
+    pub(crate) started: SystemTime,
+    pub(crate) created: Instant,
+    pub(crate) expires: Option<Instant>,
+    pub(crate) expires_wall: Option<SystemTime>,
+    /// The manifest of an ad-hoc scope (kept so a restarted daemon can rebuild it).
+    pub(crate) scope_yaml: Option<String>,
+    /// The requester's working directory: the cwd of processes first seen in the task.
+    pub(crate) start_cwd: Option<PathBuf>,
+    /// Some activity of the task was observed (so an empty cgroup means it finished).
+    pub(crate) seen: bool,
+    pub(crate) events: u64,
+    pub(crate) violations: u64,
+    /// One line naming the last violation that stopped something (for `exec`'s message).
+    pub(crate) last_violation: Option<String>,
+    /// Events for this agent were lost (ring buffer full) while it was enforced.
+    pub(crate) degraded: bool,
+    /// Lost events already accounted for.
+    pub(crate) drops_seen: u64,
+    /// The Landlock ABI the task's processes were restricted with by `exec` (0: none).
+    pub(crate) landlock_abi: u32,
+}
+
+/// What `GET /v1/agents` shows of a task.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TaskView {
+    pub(crate) id: String,
+    pub(crate) scope: String,
+    pub(crate) owner: String,
+    pub(crate) mode: crate::scope::Mode,
+    pub(crate) origin: Origin,
+    pub(crate) cgroup: String,
+    pub(crate) pids: Vec<u32>,
+    pub(crate) started: String,
+    pub(crate) expires: Option<String>,
+    pub(crate) events: u64,
+    pub(crate) violations: u64,
+    pub(crate) degraded: bool,
+    /// The Landlock ABI `exec` restricted the task with (0: none, as for adopted agents).
+    pub(crate) landlock_abi: u32,
+    pub(crate) last_violation: Option<String>,
+    /// `running`, or `ended` with `end_reason`.
+    pub(crate) state: &'static str,
+    pub(crate) end_reason: Option<String>,
+}
+
+impl Task {
+    /// A task with no activity yet; `ttl` counts from now.
+    pub(crate) fn new(
+        id: String,
+        slot: u32,
+        scope: Arc<Scope>,
+        cgroup: String,
+        cgroup_id: u64,
+        origin: Origin,
+        ttl: Option<Duration>,
+    ) -> Self {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        Self {
+            id,
+            slot,
+            scope,
+            cgroup,
+            cgroup_id,
+            origin,
+            started: wall,
+            created: now,
+            expires: ttl.map(|d| now + d),
+            expires_wall: ttl.map(|d| wall + d),
+            scope_yaml: None,
+            start_cwd: None,
+            // An adopted cgroup is watched from the start; a new one once it is entered.
+            seen: origin == Origin::Select,
+            events: 0,
+            violations: 0,
+            last_violation: None,
+            degraded: false,
+            drops_seen: 0,
+            landlock_abi: 0,
+        }
+    }
+
+    pub(crate) fn view(&self, pids: Vec<u32>) -> TaskView {
+        TaskView {
+            id: self.id.clone(),
+            scope: self.scope.name.clone(),
+            owner: self.scope.owner.clone(),
+            mode: self.scope.mode,
+            origin: self.origin,
+            cgroup: self.cgroup.clone(),
+            pids,
+            started: rfc3339(self.started),
+            expires: self.expires_wall.map(rfc3339),
+            events: self.events,
+            violations: self.violations,
+            degraded: self.degraded,
+            landlock_abi: self.landlock_abi,
+            last_violation: self.last_violation.clone(),
+            state: "running",
+            end_reason: None,
+        }
+    }
+
+    pub(crate) fn attribution(&self) -> Attribution {
+        Attribution {
+            id: self.id.clone(),
+            scope: Arc::clone(&self.scope),
+            start_cwd: self.start_cwd.clone(),
+            cgroup: self.cgroup.clone(),
+            cgroup_id: self.cgroup_id,
+            landlock: self.landlock_abi > 0,
+        }
+    }
+
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|e| now >= e)
+    }
+
+    /// A task created on request whose process never showed up is given up after this.
+    pub(crate) fn abandoned(&self, now: Instant) -> bool {
+        !self.seen && now.duration_since(self.created) > Duration::from_mins(1)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    tasks: BTreeMap<String, Task>,
+    by_slot: HashMap<u32, String>,
+    next_slot: u32,
+    /// Recently ended tasks, newest last, so `exec` and operators can ask how one ended.
+    ended: VecDeque<TaskView>,
+    /// What late events of recently ended tasks are recorded against: the ring buffer can
+    /// still hold them when a task ends (slots are never reused, so this is unambiguous).
+    ended_slots: HashMap<u32, Attribution>,
+    ended_order: VecDeque<u32>,
+}
+
+/// What a record needs to know of its task.
+#[derive(Debug, Clone)]
+pub(crate) struct Attribution {
+    pub(crate) id: String,
+    pub(crate) scope: Arc<Scope>,
+    pub(crate) start_cwd: Option<PathBuf>,
+    pub(crate) cgroup: String,
+    pub(crate) cgroup_id: u64,
+    /// The task runs under Landlock: a refused call is the kernel refusing it.
+    pub(crate) landlock: bool,
+}
+
+const ENDED_KEPT: usize = 256;
+
+impl Registry {
+    /// A fresh slot; never reused while the daemon runs, so a late event of an ended task
+    /// cannot be charged to a new one.
+    pub(crate) fn allocate_slot(&mut self) -> u32 {
+        self.next_slot += 1;
+        self.next_slot
+    }
+
+    /// The last slot handed out (persisted so slots are never reused across restarts).
+    pub(crate) fn last_slot(&self) -> u32 {
+        self.next_slot
+    }
+
+    pub(crate) fn restore_last_slot(&mut self, slot: u32) {
+        self.next_slot = self.next_slot.max(slot);
+    }
+
+    pub(crate) fn insert(&mut self, task: Task) {
+        self.by_slot.insert(task.slot, task.id.clone());
+        self.tasks.insert(task.id.clone(), task);
+    }
+
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Task> {
+        let task = self.tasks.remove(id)?;
+        self.by_slot.remove(&task.slot);
+        Some(task)
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<&Task> {
+        self.tasks.get(id)
+    }
+
+    /// Removes a task and remembers how it ended.
+    pub(crate) fn finish(&mut self, id: &str, reason: &str) -> Option<Task> {
+        let task = self.remove(id)?;
+        let mut view = task.view(Vec::new());
+        view.state = "ended";
+        view.end_reason = Some(reason.to_string());
+        if self.ended.len() >= ENDED_KEPT {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(view);
+        if self.ended_order.len() >= ENDED_KEPT
+            && let Some(old) = self.ended_order.pop_front()
+        {
+            self.ended_slots.remove(&old);
+        }
+        self.ended_order.push_back(task.slot);
+        self.ended_slots.insert(task.slot, task.attribution());
+        Some(task)
+    }
+
+    /// Who an event with this slot belongs to: a live task (counted as seen) or one that
+    /// ended while its events were still queued.
+    pub(crate) fn attribute(&mut self, slot: u32) -> Option<Attribution> {
+        if let Some(t) = self.by_slot_mut(slot) {
+            t.seen = true;
+            t.events += 1;
+            return Some(t.attribution());
+        }
+        self.ended_slots.get(&slot).cloned()
+    }
+
+    /// A running or recently ended task.
+    pub(crate) fn lookup(&self, id: &str) -> Option<TaskView> {
+        match self.tasks.get(id) {
+            Some(t) => Some(t.view(Vec::new())),
+            None => self.ended.iter().rev().find(|v| v.id == id).cloned(),
+        }
+    }
+
+    pub(crate) fn by_slot_mut(&mut self, slot: u32) -> Option<&mut Task> {
+        let id = self.by_slot.get(&slot)?;
+        self.tasks.get_mut(id)
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.tasks.contains_key(id)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Task> {
+        self.tasks.values_mut()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// The task whose cgroup is `path` or an ancestor of it.
+    pub(crate) fn owning_cgroup(&self, path: &str) -> Option<&Task> {
+        self.tasks.values().find(|t| {
+            path == t.cgroup
+                || path
+                    .strip_prefix(t.cgroup.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    }
+}
+
+/// Task ids appear in cgroup paths and URLs.
+pub(crate) fn valid_task_id(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && id.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        })
+        && !id.starts_with('.')
+}
+
+/// `<scope>-<8 random hex digits>`.
+pub(crate) fn generate_id(scope: &str) -> String {
+    let mut bytes = [0u8; 4];
+    // SAFETY: valid buffer of the given length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != 4 {
+        // getrandom cannot fail for 4 bytes after boot; fall back to the clock anyway.
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes = t.subsec_nanos().to_le_bytes();
+    }
+    let prefix: String = scope.chars().take(50).collect();
+    format!("{prefix}-{:08x}", u32::from_le_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_events_of_an_ended_task_are_still_attributed() {
+        let yaml = "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {name: s, owner: o}\nspec: {}\n";
+        let scope = crate::scope::parse_str(yaml, std::path::Path::new("t.yaml"))
+            .expect("scope")
+            .remove(0);
+        let mut r = Registry::default();
+        let slot = r.allocate_slot();
+        r.insert(Task::new(
+            "t".into(),
+            slot,
+            Arc::new(scope),
+            "/p/t".into(),
+            7,
+            Origin::Exec,
+            None,
+        ));
+        assert_eq!(r.attribute(slot).map(|a| a.id), Some("t".to_string()));
+        assert!(r.get("t").is_some_and(|t| t.seen && t.events == 1));
+        r.finish("t", "finished");
+        assert!(r.get("t").is_none());
+        assert_eq!(
+            r.attribute(slot).map(|a| a.cgroup_id),
+            Some(7),
+            "late events still find their task"
+        );
+        assert!(
+            r.attribute(slot + 1).is_none(),
+            "an unknown slot is an orphan"
+        );
+    }
+
+    #[test]
+    fn task_ids_are_checked() {
+        assert!(valid_task_id("review-1"));
+        assert!(valid_task_id("a.b_c"));
+        assert!(!valid_task_id(""));
+        assert!(!valid_task_id("../x"));
+        assert!(!valid_task_id("a/b"));
+        assert!(!valid_task_id("Upper"));
+        assert!(!valid_task_id(&"a".repeat(64)));
+        let id = generate_id("scope");
+        assert!(valid_task_id(&id), "{id}");
+        assert_ne!(generate_id("s"), generate_id("s"));
+    }
+}

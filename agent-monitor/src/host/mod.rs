@@ -1,0 +1,7 @@
+//! Facts about the host the daemon reads and the small system interfaces it speaks: the
+//! cgroup2 and mount tables, socket peers, systemd's notify socket. No other module of the
+//! crate is used here.
+
+pub(crate) mod cgroupfs;
+pub(crate) mod sockets;
+pub(crate) mod systemd;

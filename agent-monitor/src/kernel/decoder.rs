@@ -1,0 +1,555 @@
+//! Ring-buffer records -> owned events. Every record is length-checked before it is copied
+//! out with `read_unaligned`; a short or unknown record is an error, never a panic.
+
+use std::{
+    ffi::OsStr,
+    mem::size_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::unix::ffi::OsStrExt as _,
+    path::PathBuf,
+};
+
+use agent_monitor_common::{
+    CgroupEvent, EscapeEvent, EventHeader, ExecEvent, ExitEvent, FILE_EVENT_NO_PATHS, FileEvent,
+    NetEvent, bytes::until_nul, escape_op, file_op, flags, kind, net_op,
+};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    #[error("record of {len} bytes is shorter than its {what} ({need} bytes)")]
+    Short {
+        what: &'static str,
+        len: usize,
+        need: usize,
+    },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("unknown {what} {value}")]
+    UnknownValue { what: &'static str, value: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub(crate) agent: u32,
+    pub(crate) time_ns: u64,
+    pub(crate) pid: u32,
+    pub(crate) tgid: u32,
+    pub(crate) ppid: u32,
+    pub(crate) truncated: bool,
+    /// A path could not be read from the caller's memory.
+    pub(crate) path_fault: bool,
+    /// What the kernel already did about it.
+    pub(crate) kernel: KernelDid,
+    pub(crate) cgroup_id: u64,
+    pub(crate) comm: String,
+}
+
+/// The kernel's own action on an event, from the header flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "one field per header flag, as the kernel sets them"
+)]
+pub(crate) struct KernelDid {
+    /// SIGKILL sent before the syscall returned.
+    pub(crate) killed: bool,
+    /// The operation was refused (EPERM).
+    pub(crate) blocked: bool,
+    /// The process was stopped (SIGSTOP) for the daemon to decide.
+    pub(crate) held: bool,
+    /// The syscall failed with EACCES, EPERM or EXDEV: refused before it had any effect
+    /// (by Landlock, for an agent started under it).
+    pub(crate) refused: bool,
+}
+
+/// A file's (device, inode), the device in the kernel's `dev_t` encoding.
+pub(crate) type FileId = (u32, u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileOp {
+    Open {
+        flags: u32,
+    },
+    Unlink,
+    Rename,
+    Chdir,
+    /// connect(2) to a Unix-domain socket; `abstract_name`: no file (Linux abstract name).
+    ConnectUnix {
+        abstract_name: bool,
+    },
+    /// listen(2) on the socket behind `dirfd`.
+    Listen,
+    /// truncate(2) (`path`) or ftruncate(2) (`dirfd`).
+    Truncate,
+    /// link(2): `path` is the existing file, `path2` the new name.
+    Link,
+    /// mkdir, mknod, symlink (refused only); `mode` holds the file type bits.
+    Make {
+        mode: u32,
+    },
+    /// A refused execve(2).
+    Exec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NetOp {
+    Connect,
+    Send,
+    Bind,
+}
+
+/// What an escape event is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EscapeWhat {
+    /// A syscall from the escape list (x86-64 number); `args` unless it was a signal syscall
+    /// refused before its entry.
+    Syscall {
+        nr: u32,
+        args: Option<[u64; 3]>,
+        ret: i64,
+    },
+    /// Thread `moved` was attached to cgroup `path` (relative to the cgroup2 root).
+    /// `outside`: the kernel already found it outside the agent's cgroup.
+    CgroupMove {
+        moved: u32,
+        cgroup_id: u64,
+        path: String,
+        outside: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Event {
+    Exec {
+        header: Header,
+        filename: PathBuf,
+        argv: Vec<String>,
+    },
+    File {
+        header: Header,
+        op: FileOp,
+        dirfd: i32,
+        path: PathBuf,
+        dirfd2: i32,
+        path2: PathBuf,
+        ret: i64,
+        /// What `dirfd`, `dirfd2` and (for an open) the new descriptor referred to when
+        /// the syscall ran: (device, inode), the kernel's `dev_t` encoding.
+        dir: Option<FileId>,
+        dir2: Option<FileId>,
+        opened: Option<FileId>,
+    },
+    Net {
+        header: Header,
+        op: NetOp,
+        addr: IpAddr,
+        port: u16,
+        protocol: u8,
+        /// 1 + the index of the host rule under which the agent learned `addr` from its own
+        /// DNS answer; 0: none.
+        host_rule: u32,
+    },
+    Exit {
+        header: Header,
+    },
+    Escape {
+        header: Header,
+        what: EscapeWhat,
+    },
+    CgroupMkdir {
+        id: u64,
+        path: String,
+    },
+    CgroupRmdir {
+        id: u64,
+    },
+}
+
+impl Event {
+    pub(crate) fn header(&self) -> Option<&Header> {
+        match self {
+            Self::Exec { header, .. }
+            | Self::File { header, .. }
+            | Self::Net { header, .. }
+            | Self::Exit { header }
+            | Self::Escape { header, .. } => Some(header),
+            Self::CgroupMkdir { .. } | Self::CgroupRmdir { .. } => None,
+        }
+    }
+}
+
+/// A whole T from the start of a record.
+fn read<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    read_prefix(buf, size_of::<T>(), what)
+}
+
+/// A T from the start of a record that holds at least `min` of its bytes (a file event
+/// leaves out the paths it does not use): what was not sent reads as zeros.
+fn read_prefix<T: Copy>(buf: &[u8], min: usize, what: &'static str) -> Result<T, DecodeError> {
+    if buf.len() < min {
+        return Err(DecodeError::Short {
+            what,
+            len: buf.len(),
+            need: min,
+        });
+    }
+    // SAFETY: all-zero is a valid T (a plain #[repr(C)] integer struct), and at most
+    // size_of::<T>() bytes are copied into it.
+    unsafe {
+        let mut value: T = core::mem::zeroed();
+        let n = buf.len().min(size_of::<T>());
+        core::ptr::copy_nonoverlapping(buf.as_ptr(), (&raw mut value).cast::<u8>(), n);
+        Ok(value)
+    }
+}
+
+fn path(buf: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(until_nul(buf)))
+}
+
+fn text(buf: &[u8]) -> String {
+    String::from_utf8_lossy(until_nul(buf)).into_owned()
+}
+
+fn header(h: &EventHeader) -> Header {
+    Header {
+        agent: h.agent,
+        time_ns: h.time_ns,
+        pid: h.pid,
+        tgid: h.tgid,
+        ppid: h.ppid,
+        truncated: h.flags & flags::TRUNCATED != 0,
+        path_fault: h.flags & flags::PATH_FAULT != 0,
+        kernel: KernelDid {
+            killed: h.flags & flags::KILLED != 0,
+            blocked: h.flags & flags::BLOCKED != 0,
+            held: h.flags & flags::HELD != 0,
+            refused: h.flags & flags::REFUSED != 0,
+        },
+        cgroup_id: h.cgroup_id,
+        comm: text(&h.comm),
+    }
+}
+
+fn decode_escape(buf: &[u8]) -> Result<Event, DecodeError> {
+    let e: EscapeEvent = read(buf, "escape event")?;
+    let what = match e.op {
+        escape_op::SYSCALL => EscapeWhat::Syscall {
+            nr: e.nr,
+            args: (e.target != 0).then_some(e.args),
+            ret: e.ret,
+        },
+        escape_op::CGROUP_MOVE => EscapeWhat::CgroupMove {
+            moved: e.target,
+            cgroup_id: e.cgroup_id,
+            path: text(&e.path),
+            outside: e.outside != 0,
+        },
+        value => {
+            return Err(DecodeError::UnknownValue {
+                what: "escape op",
+                value,
+            });
+        }
+    };
+    Ok(Event::Escape {
+        header: header(&e.header),
+        what,
+    })
+}
+
+pub(crate) fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+    let h: EventHeader = read(buf, "event header")?;
+    match h.kind {
+        kind::EXEC => {
+            let e: ExecEvent = read(buf, "exec event")?;
+            let argc = (e.argc as usize).min(e.args.len());
+            Ok(Event::Exec {
+                header: header(&e.header),
+                filename: path(&e.filename),
+                argv: e.args[..argc].iter().map(|a| text(a)).collect(),
+            })
+        }
+        kind::FILE => {
+            let e: FileEvent = read_prefix(buf, FILE_EVENT_NO_PATHS, "file event")?;
+            let op = match e.op {
+                file_op::OPEN => FileOp::Open {
+                    flags: e.open_flags,
+                },
+                file_op::UNLINK => FileOp::Unlink,
+                file_op::RENAME => FileOp::Rename,
+                file_op::CHDIR => FileOp::Chdir,
+                file_op::LISTEN => FileOp::Listen,
+                file_op::CONNECT_UNIX => FileOp::ConnectUnix {
+                    abstract_name: e.open_flags != 0,
+                },
+                file_op::TRUNCATE => FileOp::Truncate,
+                file_op::LINK => FileOp::Link,
+                file_op::MAKE => FileOp::Make { mode: e.open_flags },
+                file_op::EXEC => FileOp::Exec,
+                value => {
+                    return Err(DecodeError::UnknownValue {
+                        what: "file op",
+                        value,
+                    });
+                }
+            };
+            let id = |dev: u32, ino: u64| (dev != 0 || ino != 0).then_some((dev, ino));
+            Ok(Event::File {
+                header: header(&e.header),
+                op,
+                dirfd: e.dirfd,
+                path: path(&e.path),
+                dirfd2: e.dirfd2,
+                path2: path(&e.path2),
+                ret: e.ret,
+                dir: id(e.dir_dev, e.dir_ino),
+                dir2: id(e.dir2_dev, e.dir2_ino),
+                opened: id(e.file_dev, e.file_ino),
+            })
+        }
+        kind::NET => {
+            let e: NetEvent = read(buf, "net event")?;
+            let op = match e.op {
+                net_op::CONNECT => NetOp::Connect,
+                net_op::SEND => NetOp::Send,
+                net_op::BIND => NetOp::Bind,
+                value => {
+                    return Err(DecodeError::UnknownValue {
+                        what: "net op",
+                        value,
+                    });
+                }
+            };
+            let addr = match e.family {
+                2 => IpAddr::V4(Ipv4Addr::new(e.addr[0], e.addr[1], e.addr[2], e.addr[3])),
+                10 => IpAddr::V6(Ipv6Addr::from(e.addr)),
+                value => {
+                    return Err(DecodeError::UnknownValue {
+                        what: "address family",
+                        value,
+                    });
+                }
+            };
+            Ok(Event::Net {
+                header: header(&e.header),
+                op,
+                addr,
+                port: e.port,
+                protocol: u8::try_from(e.protocol).unwrap_or(u8::MAX),
+                host_rule: e.host_rule,
+            })
+        }
+        kind::EXIT => {
+            let e: ExitEvent = read(buf, "exit event")?;
+            Ok(Event::Exit {
+                header: header(&e.header),
+            })
+        }
+        kind::ESCAPE => decode_escape(buf),
+        kind::CGROUP_MKDIR | kind::CGROUP_RMDIR => {
+            let e: CgroupEvent = read(buf, "cgroup event")?;
+            Ok(if h.kind == kind::CGROUP_MKDIR {
+                Event::CgroupMkdir {
+                    id: e.id,
+                    path: text(&e.path),
+                }
+            } else {
+                Event::CgroupRmdir { id: e.id }
+            })
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::zeroed;
+
+    use agent_monitor_common::PATH_LEN;
+
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain #[repr(C)] value for the test.
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    fn file_event(p: &[u8]) -> FileEvent {
+        // SAFETY: all-zero is a valid FileEvent (integers and byte arrays).
+        let mut e: FileEvent = unsafe { zeroed() };
+        e.header.kind = kind::FILE;
+        e.header.agent = 7;
+        e.header.pid = 11;
+        e.header.tgid = 10;
+        e.header.comm[..3].copy_from_slice(b"cat");
+        e.op = file_op::OPEN;
+        e.open_flags = 0o1;
+        e.dirfd = -100;
+        e.ret = 3;
+        e.path[..p.len()].copy_from_slice(p);
+        e
+    }
+
+    #[test]
+    fn decodes_a_file_event() {
+        let buf = bytes_of(&file_event(b"/etc/hosts"));
+        let Event::File {
+            header,
+            op,
+            path,
+            dirfd,
+            ret,
+            ..
+        } = decode(&buf).expect("decodes")
+        else {
+            panic!("not a file event")
+        };
+        assert_eq!((header.agent, header.pid, header.tgid), (7, 11, 10));
+        assert_eq!(header.comm, "cat");
+        assert_eq!(op, FileOp::Open { flags: 1 });
+        assert_eq!(path, PathBuf::from("/etc/hosts"));
+        assert_eq!((dirfd, ret), (-100, 3));
+    }
+
+    #[test]
+    fn short_records_are_errors() {
+        let buf = bytes_of(&file_event(b"/x"));
+        assert!(matches!(
+            decode(&buf[..20]),
+            Err(DecodeError::Short {
+                what: "event header",
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(&buf[..FILE_EVENT_NO_PATHS - 1]),
+            Err(DecodeError::Short {
+                what: "file event",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn file_events_without_their_unused_paths_decode_with_empty_ones() {
+        let mut e = file_event(b"/etc/hosts");
+        e.path2[..4].copy_from_slice(b"/old");
+        let buf = bytes_of(&e);
+        let paths = |len: usize| match decode(&buf[..len]).expect("decodes") {
+            Event::File { path, path2, .. } => (path, path2),
+            other => panic!("not a file event: {other:?}"),
+        };
+        let empty = PathBuf::new();
+        assert_eq!(
+            paths(agent_monitor_common::FILE_EVENT_ONE_PATH),
+            (PathBuf::from("/etc/hosts"), empty.clone())
+        );
+        assert_eq!(paths(FILE_EVENT_NO_PATHS), (empty.clone(), empty));
+        assert_eq!(paths(buf.len()).1, PathBuf::from("/old"));
+    }
+
+    #[test]
+    fn unknown_kind_and_op_are_errors() {
+        let mut e = file_event(b"/x");
+        e.op = 99;
+        assert_eq!(
+            decode(&bytes_of(&e)).err(),
+            Some(DecodeError::UnknownValue {
+                what: "file op",
+                value: 99
+            })
+        );
+        e.header.kind = 1234;
+        assert_eq!(
+            decode(&bytes_of(&e)).err(),
+            Some(DecodeError::UnknownKind(1234))
+        );
+    }
+
+    #[test]
+    fn unterminated_path_is_kept_whole() {
+        let e = file_event(&[b'a'; PATH_LEN]);
+        let Ok(Event::File { path, .. }) = decode(&bytes_of(&e)) else {
+            panic!("decodes")
+        };
+        assert_eq!(path.as_os_str().len(), PATH_LEN);
+    }
+
+    #[test]
+    fn decodes_escape_events() {
+        // SAFETY: all-zero is a valid EscapeEvent.
+        let mut e: EscapeEvent = unsafe { zeroed() };
+        e.header.kind = kind::ESCAPE;
+        e.header.flags = flags::BLOCKED;
+        e.op = escape_op::SYSCALL;
+        e.nr = 321;
+        e.ret = -1;
+        let Ok(Event::Escape { header, what }) = decode(&bytes_of(&e)) else {
+            panic!("decodes")
+        };
+        assert!(header.kernel.blocked);
+        assert_eq!(
+            what,
+            EscapeWhat::Syscall {
+                nr: 321,
+                args: None,
+                ret: -1
+            },
+            "no entry seen: no arguments"
+        );
+        e.op = escape_op::CGROUP_MOVE;
+        e.target = 42;
+        e.outside = 1;
+        e.path[..4].copy_from_slice(b"/elb");
+        let Ok(Event::Escape { what, .. }) = decode(&bytes_of(&e)) else {
+            panic!("decodes")
+        };
+        assert_eq!(
+            what,
+            EscapeWhat::CgroupMove {
+                moved: 42,
+                cgroup_id: 0,
+                path: "/elb".into(),
+                outside: true
+            }
+        );
+        e.op = 9;
+        assert!(decode(&bytes_of(&e)).is_err());
+    }
+
+    #[test]
+    fn decodes_ipv4_and_ipv6_net_events() {
+        // SAFETY: all-zero is a valid NetEvent.
+        let mut e: NetEvent = unsafe { zeroed() };
+        e.header.kind = kind::NET;
+        e.op = net_op::CONNECT;
+        e.family = 2;
+        e.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.port = 8080;
+        e.protocol = 6;
+        let Ok(Event::Net {
+            addr,
+            port,
+            protocol,
+            op,
+            ..
+        }) = decode(&bytes_of(&e))
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (addr, port, protocol, op),
+            (IpAddr::from([127, 0, 0, 1]), 8080, 6, NetOp::Connect)
+        );
+        e.family = 10;
+        e.addr = Ipv6Addr::LOCALHOST.octets();
+        let Ok(Event::Net { addr, .. }) = decode(&bytes_of(&e)) else {
+            panic!()
+        };
+        assert_eq!(addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        e.family = 1;
+        assert!(decode(&bytes_of(&e)).is_err());
+    }
+}

@@ -1,0 +1,571 @@
+//! Loads the kernel programs and attaches every hook, recording what attached (coverage).
+//! A hook that fails to attach is named and reported as uncovered; the daemon keeps running
+//! with the rest.
+
+use std::{fs, io, path::Path};
+
+use agent_monitor_common::{Learned, LearnedKey, Offsets, counter};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint, links::FdLink},
+};
+use serde::Serialize;
+
+use crate::{
+    control::enforce::Enforcer, host::cgroupfs::Cgroup2, kernel::btf::Btf, kernel::ebpf_object,
+    kernel::pins::Pins,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
+    #[error(
+        "agent-monitor run must run as root (it loads eBPF programs and manages cgroups); effective uid is {0}"
+    )]
+    NotRoot(u32),
+    #[error(
+        "the kernel exposes no BTF at /sys/kernel/btf/vmlinux; agent-monitor needs Linux >= 5.15 built with CONFIG_DEBUG_INFO_BTF"
+    )]
+    NoBtf,
+    #[error(transparent)]
+    Cgroup(#[from] crate::host::cgroupfs::CgroupError),
+    #[error("mounting {fs} at {path}: {source}")]
+    Mount {
+        fs: &'static str,
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the embedded eBPF object is empty: this binary was built with AYA_BUILD_SKIP=1")]
+    EmptyObject,
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error(transparent)]
+    Pin(#[from] crate::kernel::pins::PinError),
+    #[error(
+        "the pinned state in {dir} cannot be adopted ({source}); it was most likely left by another build of agent-monitor, whose hooks still enforce: stop its agents and remove it (`rm -r {dir}`), or run that build with --release-on-exit once"
+    )]
+    Incompatible {
+        dir: String,
+        #[source]
+        source: Box<LoadError>,
+    },
+    #[error("opening the cgroup2 root {path}: {source}")]
+    CgroupRoot {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One hook and whether it is live.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HookStatus {
+    /// Program name in the object.
+    pub(crate) program: &'static str,
+    /// `tracepoint:category:name` or `cgroup:connect4@/sys/fs/cgroup/unified`.
+    pub(crate) target: String,
+    pub(crate) attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+/// The loaded programs and the maps the daemon talks to. Dropping `ebpf` detaches
+/// everything.
+pub(crate) struct Kernel {
+    /// None when the programs were adopted from pins (they are the previous daemon's).
+    pub(crate) ebpf: Option<Ebpf>,
+    pub(crate) events: RingBuf<MapData>,
+    /// Held, killed and refused operations, apart from the flood (`VERDICTS`).
+    pub(crate) verdicts: RingBuf<MapData>,
+    pub(crate) handles: Handles,
+}
+
+/// What the daemon's shared state keeps of the kernel side.
+pub(crate) struct Handles {
+    pub(crate) agent_cgroups: HashMap<MapData, u64, u32>,
+    /// `TAG_STATE`: how many cgroups are tagged, and the tag generation.
+    pub(crate) tag_state: Array<MapData, u64>,
+    pub(crate) counters: PerCpuArray<MapData, u64>,
+    pub(crate) enforcer: Enforcer,
+    /// `DNS_LEARNED`: what each agent's resolver learned (written by `dns`).
+    pub(crate) dns_learned: HashMap<MapData, LearnedKey, Learned>,
+    pub(crate) hooks: Vec<HookStatus>,
+    /// Why file and exec identity is unavailable, when BTF offsets could not be read.
+    pub(crate) identity_error: Option<String>,
+}
+
+/// (program, category, tracepoint, required). A tracepoint that is not required may be
+/// absent on some architectures (the legacy `open`, `rename`, ... syscalls).
+const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
+    ("sched_process_fork", "sched", "sched_process_fork", true),
+    ("sched_process_exec", "sched", "sched_process_exec", true),
+    ("sched_process_exit", "sched", "sched_process_exit", true),
+    ("sys_enter_execve", "syscalls", "sys_enter_execve", true),
+    ("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),
+    ("cgroup_mkdir", "cgroup", "cgroup_mkdir", true),
+    ("cgroup_rmdir", "cgroup", "cgroup_rmdir", true),
+    ("cgroup_attach_task", "cgroup", "cgroup_attach_task", true),
+];
+
+/// The file syscalls: `sys_exit_file` reads their arguments from the saved user registers
+/// at exit (no entry hook), dispatching on the syscall number (x86-64 numbers in the
+/// kernel program).
+const FILE_EXITS: &[(&str, bool)] = &[
+    ("sys_exit_open", false),
+    ("sys_exit_openat", true),
+    ("sys_exit_openat2", true),
+    ("sys_exit_creat", false),
+    ("sys_exit_unlink", false),
+    ("sys_exit_rmdir", false),
+    ("sys_exit_unlinkat", true),
+    ("sys_exit_rename", false),
+    ("sys_exit_renameat", false),
+    ("sys_exit_renameat2", true),
+    ("sys_exit_chdir", true),
+    ("sys_exit_fchdir", true),
+    ("sys_exit_connect", true),
+    ("sys_exit_listen", true),
+    ("sys_exit_truncate", true),
+    ("sys_exit_ftruncate", true),
+    ("sys_exit_link", false),
+    ("sys_exit_linkat", true),
+    ("sys_exit_mkdir", false),
+    ("sys_exit_mkdirat", true),
+    ("sys_exit_mknod", false),
+    ("sys_exit_mknodat", true),
+    ("sys_exit_symlink", false),
+    ("sys_exit_symlinkat", true),
+    ("sys_exit_execve", true),
+    ("sys_exit_execveat", true),
+];
+
+/// recvmsg4/6 give a redirected DNS reply its original source back (DNS-name egress).
+const SOCK_ADDR: &[&str] = &[
+    "connect4", "connect6", "sendmsg4", "sendmsg6", "bind4", "bind6", "recvmsg4", "recvmsg6",
+];
+
+/// Checks the environment before loading, so a missing prerequisite is one clear line.
+pub(crate) fn preflight() -> Result<Cgroup2, LoadError> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(LoadError::NotRoot(euid));
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(LoadError::NoBtf);
+    }
+    let cgroup2 = Cgroup2::discover()?;
+    ensure_mounted(
+        "tracefs",
+        "/sys/kernel/tracing",
+        "/sys/kernel/tracing/events",
+    )?;
+    Ok(cgroup2)
+}
+
+/// Mounts bpffs at /sys/fs/bpf unless the pin directory is already on a bpf filesystem.
+pub(crate) fn ensure_bpffs(pin_path: &Path) -> Result<(), LoadError> {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let on_bpffs = mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(2) == Some(&"bpf") && f.get(1).is_some_and(|m| pin_path.starts_with(m))
+    });
+    if on_bpffs {
+        return Ok(());
+    }
+    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+    let (src, dst) = (c("bpf"), c("/sys/fs/bpf"));
+    // SAFETY: valid NUL-terminated strings; no mount data.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(LoadError::Mount {
+            fs: "bpf",
+            path: "/sys/fs/bpf",
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Mounts a pseudo filesystem when it is absent (tracepoint ids are read from tracefs).
+pub(crate) fn ensure_mounted(
+    fs: &'static str,
+    path: &'static str,
+    probe: &str,
+) -> Result<(), LoadError> {
+    if Path::new(probe).exists() {
+        return Ok(());
+    }
+    let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+    let (src, dst, kind) = (c(fs), c(path), c(fs));
+    // SAFETY: valid NUL-terminated strings; no mount data.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            kind.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(LoadError::Mount {
+            fs,
+            path,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// Adopts a previous daemon's pinned programs when `pins` holds them, else loads and
+/// attaches everything (and pins it when `pins` is given).
+pub(crate) fn adopt_or_load(
+    cgroup2: &Cgroup2,
+    ring_bytes: u32,
+    pins: Option<&Pins>,
+) -> Result<Kernel, LoadError> {
+    match pins {
+        // Refused rather than replaced: the pinned hooks keep enforcing meanwhile, and
+        // replacing them would leave the running agents unwatched while this one loads.
+        Some(p) if p.present() => p.adopt().map_err(|source| LoadError::Incompatible {
+            dir: p.dir().display().to_string(),
+            source: Box::new(source),
+        }),
+        _ => load(cgroup2, ring_bytes, pins),
+    }
+}
+
+/// Loads the object and attaches all hooks. `ring_bytes` sizes the event ring buffer.
+pub(crate) fn load(
+    cgroup2: &Cgroup2,
+    ring_bytes: u32,
+    pins: Option<&Pins>,
+) -> Result<Kernel, LoadError> {
+    if ebpf_object::OBJECT.is_empty() {
+        return Err(LoadError::EmptyObject);
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", ring_bytes)
+        .load(ebpf_object::OBJECT)
+        .map_err(|e| LoadError::Load(Box::new(e)))?;
+    let pin = pins.is_some();
+    let mut links = Vec::new();
+    let mut hooks = Vec::new();
+    for &(program, category, name, required) in TRACEPOINTS {
+        hooks.push(attach_tracepoint(
+            &mut ebpf, program, category, name, required, &mut links, pin,
+        ));
+    }
+    for &(name, required) in FILE_EXITS {
+        hooks.push(attach_tracepoint(
+            &mut ebpf,
+            "sys_exit_file",
+            "syscalls",
+            name,
+            required,
+            &mut links,
+            pin,
+        ));
+    }
+    // Not required: an architecture (or a kernel without modules) may lack some of them.
+    attach_refused(&mut ebpf, &mut hooks, &mut links, pin);
+    for s in crate::control::escape::SYSCALLS {
+        let Some(syscall) = s.tracepoint else {
+            continue;
+        };
+        let entry = s
+            .entry
+            .then(|| ("sys_enter_escape", format!("sys_enter_{syscall}")));
+        let exit = Some(("sys_exit_escape", format!("sys_exit_{syscall}")));
+        for (program, name) in entry.into_iter().chain(exit) {
+            hooks.push(attach_tracepoint(
+                &mut ebpf, program, "syscalls", &name, false, &mut links, pin,
+            ));
+        }
+    }
+    let root = cgroup2.root();
+    let root_fd = fs::File::open(root).map_err(|source| LoadError::CgroupRoot {
+        path: root.display().to_string(),
+        source,
+    })?;
+    for &program in SOCK_ADDR {
+        hooks.push(attach_sock_addr(
+            &mut ebpf, program, &root_fd, root, &mut links, pin,
+        ));
+    }
+    hooks.retain(|h| h.attached || h.error.is_some());
+    let identity_error = write_offsets(&mut ebpf).err();
+    if let Err(e) = write_protected(&mut ebpf, &crate::control::escape::Protected::discover()) {
+        tracing::error!(error = %e, "cannot list the protected filesystems: writes there are judged by the daemon only");
+    }
+    if let Some(e) = &identity_error {
+        tracing::error!(error = %e, "no file identity: denied files and binaries are enforced by the daemon only");
+    }
+    if let Some(p) = pins {
+        pin_all(p, &ebpf, links)?;
+    }
+    let events = take_map(&mut ebpf, "EVENTS")?;
+    let verdicts = take_map(&mut ebpf, "VERDICTS")?;
+    let agent_cgroups = take_map(&mut ebpf, "AGENT_CGROUPS")?;
+    let counters = take_map(&mut ebpf, "COUNTERS")?;
+    let tag_state = take_map(&mut ebpf, "TAG_STATE")?;
+    let enforcer = Enforcer {
+        config: take_map(&mut ebpf, "AGENT_CONFIG")?,
+        net: take_map(&mut ebpf, "NET_RULES")?,
+        bind: take_map(&mut ebpf, "BIND_PORTS")?,
+        exec_allow: take_map(&mut ebpf, "EXEC_ALLOW")?,
+        file_deny: take_map(&mut ebpf, "FILE_DENY")?,
+        pids: take_map(&mut ebpf, "AGENT_PIDS")?,
+        drops: take_map(&mut ebpf, "AGENT_DROPS")?,
+        file_ok: take_map(&mut ebpf, "FILE_OK")?,
+        host: take_map(&mut ebpf, "HOST_RULES")?,
+    };
+    let dns_learned = take_map(&mut ebpf, "DNS_LEARNED")?;
+    Ok(Kernel {
+        ebpf: Some(ebpf),
+        events,
+        verdicts,
+        handles: Handles {
+            agent_cgroups,
+            tag_state,
+            counters,
+            enforcer,
+            dns_learned,
+            hooks,
+            identity_error,
+        },
+    })
+}
+
+/// Maps first, links last: links present means a complete set for the next daemon.
+fn pin_all(pins: &Pins, ebpf: &Ebpf, links: Vec<(String, FdLink)>) -> Result<(), LoadError> {
+    pins.prepare()?;
+    for (name, map) in ebpf.maps() {
+        pins.pin_map(name, map)?;
+    }
+    for (target, link) in links {
+        // The pin keeps the link; dropping our handle does not detach it.
+        drop(pins.pin_link(&target, link)?);
+    }
+    Ok(())
+}
+
+/// Structure offsets from this kernel's BTF, for the file and exec identity checks.
+fn write_offsets(ebpf: &mut Ebpf) -> Result<(), String> {
+    let offsets: Offsets = Btf::from_sys_fs()
+        .and_then(|b| b.offsets())
+        .map_err(|e| e.to_string())?;
+    let map = ebpf.map_mut("OFFSETS").ok_or("map OFFSETS missing")?;
+    let mut array: Array<&mut MapData, Offsets> =
+        Array::try_from(map).map_err(|e| e.to_string())?;
+    array.set(0, offsets, 0).map_err(|e| e.to_string())
+}
+
+/// Devices of the monitor's own filesystems, for the kernel's write check.
+fn write_protected(
+    ebpf: &mut Ebpf,
+    protected: &crate::control::escape::Protected,
+) -> Result<(), String> {
+    let map = ebpf
+        .map_mut("PROTECTED_DEVS")
+        .ok_or("map PROTECTED_DEVS missing")?;
+    let mut devs: HashMap<&mut MapData, u32, u8> =
+        HashMap::try_from(map).map_err(|e| e.to_string())?;
+    for (_, dev) in &protected.mounts {
+        devs.insert(*dev, 1, 0).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| LoadError::Map { name, source })
+}
+
+/// The rest of what the agents' seccomp filter refuses (by number or by arguments): each
+/// refusal is recorded. Not required: an architecture may lack some of them.
+fn attach_refused(
+    ebpf: &mut Ebpf,
+    hooks: &mut Vec<HookStatus>,
+    links: &mut Vec<(String, FdLink)>,
+    pin: bool,
+) {
+    use crate::kernel::syscalls::{Class, TABLE};
+    for s in TABLE.iter().filter(|s| {
+        matches!(s.class, Class::Refuse | Class::Args)
+            && !crate::control::escape::SYSCALLS
+                .iter()
+                .any(|e| e.nr == s.nr)
+    }) {
+        let name = format!("sys_exit_{}", s.name);
+        hooks.push(attach_tracepoint(
+            ebpf,
+            "sys_exit_refused",
+            "syscalls",
+            &name,
+            false,
+            links,
+            pin,
+        ));
+    }
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    category: &str,
+    name: &str,
+    required: bool,
+    links: &mut Vec<(String, FdLink)>,
+    pin: bool,
+) -> HookStatus {
+    let target = format!("tracepoint:{category}:{name}");
+    if !required && !Path::new(&format!("/sys/kernel/tracing/events/{category}/{name}")).exists() {
+        // Not an error: this architecture has no such syscall.
+        return HookStatus {
+            program,
+            target,
+            attached: false,
+            error: None,
+        };
+    }
+    let result = (|| -> Result<(), String> {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or("program missing from the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| format!("load: {}", error_chain(&e)))?;
+        }
+        let id = prog
+            .attach(category, name)
+            .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+        if pin {
+            let link = prog.take_link(id).map_err(|e| e.to_string())?;
+            let link = FdLink::try_from(link).map_err(|e| format!("not a bpf_link: {e}"))?;
+            // `sys_exit_refused` shares some tracepoints with `sys_exit_file` (mknod): its
+            // links are pinned under their own name.
+            let key = if program == "sys_exit_refused" {
+                format!("{target}#{program}")
+            } else {
+                target.clone()
+            };
+            links.push((key, link));
+        }
+        Ok(())
+    })();
+    status(program, target, result)
+}
+
+fn attach_sock_addr(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    root_fd: &fs::File,
+    root: &Path,
+    links: &mut Vec<(String, FdLink)>,
+    pin: bool,
+) -> HookStatus {
+    let target = format!("cgroup:{program}@{}", root.display());
+    let result = (|| -> Result<(), String> {
+        let prog: &mut CgroupSockAddr = ebpf
+            .program_mut(program)
+            .ok_or("program missing from the object")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+        prog.load()
+            .map_err(|e| format!("load: {}", error_chain(&e)))?;
+        // Single: through bpf_link the kernel attaches as multi anyway; AllowMultiple makes
+        // link creation fail with EINVAL.
+        let id = prog
+            .attach(root_fd, CgroupAttachMode::Single)
+            .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+        if pin {
+            let link = prog.take_link(id).map_err(|e| e.to_string())?;
+            let link = FdLink::try_from(link).map_err(|e| format!("not a bpf_link: {e}"))?;
+            links.push((format!("cgroup:{program}@{}", root.display()), link));
+        }
+        Ok(())
+    })();
+    status(program, target, result)
+}
+
+fn status(program: &'static str, target: String, result: Result<(), String>) -> HookStatus {
+    match result {
+        Ok(()) => HookStatus {
+            program,
+            target,
+            attached: true,
+            error: None,
+        },
+        Err(e) => {
+            tracing::warn!(%program, %target, error = %e, "hook not attached; this activity is not covered");
+            HookStatus {
+                program,
+                target,
+                attached: false,
+                error: Some(e),
+            }
+        }
+    }
+}
+
+/// Renders an error with its causes (aya's verifier errors carry the log in the chain).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// Sums a per-CPU counter.
+pub(crate) fn read_counter(counters: &PerCpuArray<MapData, u64>, index: u32) -> u64 {
+    counters.get(&index, 0).map_or(0, |v| v.iter().sum())
+}
+
+/// Kernel-side counters.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct KernelCounters {
+    pub(crate) emitted: u64,
+    pub(crate) dropped: u64,
+    pub(crate) pid_map_full: u64,
+    /// Repeated identical opens counted but not re-reported.
+    pub(crate) deduplicated: u64,
+}
+
+impl KernelCounters {
+    pub(crate) fn read(counters: &PerCpuArray<MapData, u64>) -> Self {
+        Self {
+            emitted: read_counter(counters, counter::EMITTED),
+            dropped: read_counter(counters, counter::DROPPED),
+            pid_map_full: read_counter(counters, counter::PID_MAP_FULL),
+            deduplicated: read_counter(counters, counter::DEDUPED),
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! `GET /metrics`: Prometheus text format (0.0.4) through `prometheus-client`.
+//!
+//! Live metrics (records by kind, violations by kind/dimension/action, decoded kernel events
+//! by hook, policy evaluation time) are updated by the pipeline; the rest (kernel counters,
+//! blocks, kills, tasks, followers, hooks) is read from [`Shared`] at scrape time.
+
+use std::{
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::prometheus_text,
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+use crate::{
+    control::state::Shared,
+    kernel::decoder::{Event, FileOp, NetOp},
+    kernel::ring_fill::{RingFill, RingUsage},
+    observe::record::{Action, Kind, Record, Verdict},
+};
+
+type Labels2 = [(&'static str, &'static str); 2];
+type Labels3 = [(&'static str, &'static str); 3];
+type Labels1 = [(&'static str, &'static str); 1];
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    records: Family<Labels2, Counter>,
+    violations: Family<Labels3, Counter>,
+    kernel_events: Family<Labels1, Counter>,
+    policy_eval: Histogram,
+    ring: OnceLock<RingFill>,
+    /// Kernel events read from the ring buffer and decoded (all hooks).
+    events_read: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("agent_monitor");
+        let records = Family::<Labels2, Counter>::default();
+        let violations = Family::<Labels3, Counter>::default();
+        let kernel_events = Family::<Labels1, Counter>::default();
+        // 250 ns .. ~4 ms.
+        let policy_eval = Histogram::new(exponential_buckets(250e-9, 2.0, 15));
+        registry.register(
+            "records",
+            "Records written, by kind (exec, file, connect, send, bind, escape) and verdict",
+            records.clone(),
+        );
+        registry.register(
+            "violations",
+            "Violations, by kind, scope dimension and action taken",
+            violations.clone(),
+        );
+        registry.register(
+            "hook_events",
+            "Kernel events decoded, by hook (exec, open, unlink, rename, chdir, connect, sendmsg, bind, exit, cgroup_mkdir, cgroup_rmdir)",
+            kernel_events.clone(),
+        );
+        registry.register(
+            "policy_evaluation_seconds",
+            "Time to judge one activity against its scope",
+            policy_eval.clone(),
+        );
+        Self {
+            registry,
+            records,
+            violations,
+            kernel_events,
+            policy_eval,
+            ring: OnceLock::new(),
+            events_read: AtomicU64::new(0),
+        }
+    }
+
+    /// Watches the ring buffer's fill level from now on (set once, by the daemon).
+    pub(crate) fn watch_ring(&self, fill: RingFill) {
+        let _ = self.ring.set(fill);
+    }
+
+    /// Bytes waiting in the ring buffer, when it is watched.
+    pub(crate) fn ring_usage(&self) -> Option<RingUsage> {
+        self.ring.get().map(RingFill::usage)
+    }
+
+    /// One decoded kernel event (per-hook counts).
+    pub(crate) fn kernel_event(&self, event: &Event) {
+        let hook = match event {
+            Event::Exec { .. } => "exec",
+            Event::File { op, .. } => match op {
+                FileOp::Open { .. } => "open",
+                FileOp::Unlink => "unlink",
+                FileOp::Rename => "rename",
+                FileOp::Chdir => "chdir",
+                FileOp::ConnectUnix { .. } => "connect_unix",
+                FileOp::Listen => "listen",
+                FileOp::Truncate => "truncate",
+                FileOp::Link => "link",
+                FileOp::Make { .. } => "make",
+                FileOp::Exec => "exec",
+            },
+            Event::Net { op, .. } => match op {
+                NetOp::Connect => "connect",
+                NetOp::Send => "sendmsg",
+                NetOp::Bind => "bind",
+            },
+            Event::Exit { .. } => "exit",
+            Event::Escape { .. } => "escape",
+            Event::CgroupMkdir { .. } => "cgroup_mkdir",
+            Event::CgroupRmdir { .. } => "cgroup_rmdir",
+        };
+        self.kernel_events.get_or_create(&[("hook", hook)]).inc();
+        self.events_read.fetch_add(1, Relaxed);
+    }
+
+    /// Kernel events read and decoded so far.
+    pub(crate) fn events_read(&self) -> u64 {
+        self.events_read.load(Relaxed)
+    }
+
+    /// One policy evaluation took `took`.
+    pub(crate) fn policy_eval(&self, took: Duration) {
+        self.policy_eval.observe(took.as_secs_f64());
+    }
+
+    /// One record written.
+    pub(crate) fn record(&self, r: &Record) {
+        let kind = kind_label(r.kind);
+        let verdict = match r.verdict {
+            Verdict::Allowed => "allowed",
+            Verdict::Violation => "violation",
+        };
+        self.records
+            .get_or_create(&[("kind", kind), ("verdict", verdict)])
+            .inc();
+        if let Some(v) = &r.violation {
+            let dimension = match v.dimension {
+                crate::policy::Dimension::Exec => "exec",
+                crate::policy::Dimension::Files => "files",
+                crate::policy::Dimension::Network => "network",
+                crate::policy::Dimension::Escape => "escape",
+            };
+            self.violations
+                .get_or_create(&[
+                    ("kind", kind),
+                    ("dimension", dimension),
+                    ("action", action_label(r.action)),
+                ])
+                .inc();
+        }
+    }
+
+    /// The whole exposition: live metrics plus a snapshot of the daemon's counters.
+    pub(crate) fn render(&self, shared: &Shared) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &self.registry)?;
+        prometheus_text::encode(&mut out, &snapshot(shared))?;
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn kind_label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Exec => "exec",
+        Kind::File => "file",
+        Kind::Connect => "connect",
+        Kind::Send => "send",
+        Kind::Bind => "bind",
+        Kind::Escape => "escape",
+        Kind::Task => "task",
+    }
+}
+
+fn action_label(action: Action) -> &'static str {
+    match action {
+        Action::None => "none",
+        Action::Blocked => "blocked",
+        Action::Refused => "refused",
+        Action::KilledProcess => "killed-process",
+        Action::KilledAgent => "killed-agent",
+    }
+}
+
+fn gauge(v: usize) -> ConstGauge {
+    ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Values read at scrape time.
+fn snapshot(shared: &Shared) -> Registry {
+    let mut r = Registry::with_prefix("agent_monitor");
+    let k = shared.kernel_counters();
+    let s = &shared.stats;
+    let counters: [(&str, &str, u64); 10] = [
+        (
+            "kernel_events_emitted",
+            "Events the kernel programs put in the ring buffer",
+            k.emitted,
+        ),
+        (
+            "kernel_events_dropped",
+            "Events lost because the ring buffer was full",
+            k.dropped,
+        ),
+        (
+            "kernel_pid_map_full",
+            "Tagged processes the kernel could not track (pid map full)",
+            k.pid_map_full,
+        ),
+        (
+            "blocked",
+            "Actions refused in the kernel",
+            s.blocked.load(Relaxed),
+        ),
+        (
+            "killed",
+            "Processes killed for a violation",
+            s.killed.load(Relaxed),
+        ),
+        (
+            "held",
+            "Operations the kernel held (the process stopped) until the daemon judged them",
+            s.held.load(Relaxed),
+        ),
+        (
+            "decode_errors",
+            "Ring-buffer records that could not be decoded",
+            s.decode_errors.load(Relaxed),
+        ),
+        (
+            "orphan_events",
+            "Events of no live task (late events of an ended task)",
+            s.orphan_events.load(Relaxed),
+        ),
+        (
+            "audit_write_errors",
+            "Audit log write failures",
+            s.sink_errors.load(Relaxed),
+        ),
+        (
+            "violations_all",
+            "Violations of all kinds (same as the sum of agent_monitor_violations_total)",
+            s.violations.load(Relaxed),
+        ),
+    ];
+    for (name, help, value) in counters {
+        r.register(name, help, ConstCounter::new(value));
+    }
+    r.register(
+        "tasks_active",
+        "Agent tasks being watched",
+        gauge(shared.registry().len()),
+    );
+    r.register(
+        "followers",
+        "Clients following GET /v1/events",
+        gauge(shared.observed.feed.followers()),
+    );
+    r.register(
+        "degraded_agents",
+        "Agents whose enforcement is degraded",
+        gauge(shared.registry().iter().filter(|t| t.degraded).count()),
+    );
+    if let Some(ring) = shared.observed.metrics.ring_usage() {
+        r.register(
+            "ring_buffer_used_bytes",
+            "Bytes written by the kernel and not yet read by the daemon",
+            ConstGauge::new(i64::try_from(ring.used_bytes).unwrap_or(i64::MAX)),
+        );
+        r.register(
+            "ring_buffer_size_bytes",
+            "Size of the event ring buffer",
+            ConstGauge::new(i64::try_from(ring.size_bytes).unwrap_or(i64::MAX)),
+        );
+    }
+    let hooks = Family::<Labels1, Gauge>::default();
+    for h in &shared.hooks {
+        let state = if h.attached { "attached" } else { "failed" };
+        hooks.get_or_create(&[("state", state)]).inc();
+    }
+    r.register("hooks", "Kernel hooks, by state", hooks);
+    r.register(
+        "uptime_seconds",
+        "Seconds since the daemon started",
+        ConstGauge::new(i64::try_from(shared.started_at.elapsed().as_secs()).unwrap_or(i64::MAX)),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(verdict: Verdict) -> Record {
+        Record {
+            violation: (verdict == Verdict::Violation).then(|| crate::policy::Violation {
+                dimension: crate::policy::Dimension::Files,
+                rule: "files.read".into(),
+                reason: "r".into(),
+            }),
+            ..Record::sample(Kind::File, verdict)
+        }
+    }
+
+    #[test]
+    fn live_metrics_are_encoded() {
+        let m = Metrics::new();
+        m.record(&record(Verdict::Allowed));
+        m.record(&record(Verdict::Violation));
+        m.policy_eval(Duration::from_micros(3));
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &m.registry).expect("encode");
+        assert!(
+            out.contains(r#"agent_monitor_records_total{kind="file",verdict="allowed"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                r#"agent_monitor_violations_total{kind="file",dimension="files",action="none"} 1"#
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("agent_monitor_policy_evaluation_seconds_count 1"),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! Event and violation records: one JSON object per line in the audit log,
+//! `events` and stdout. Field names follow OCSF's File System / Network / Process Activity
+//! where one fits.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::control::kubernetes::KubernetesRef;
+use crate::policy::{FileAccess, Violation};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    Exec,
+    File,
+    Connect,
+    Send,
+    Bind,
+    Escape,
+    /// Task lifecycle (revoked, degraded): not an activity of a process.
+    Task,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Verdict {
+    Allowed,
+    Violation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Action {
+    None,
+    Blocked,
+    /// Refused by Landlock before it happened (the call failed with EACCES, EPERM or EXDEV).
+    Refused,
+    KilledProcess,
+    KilledAgent,
+}
+
+/// The mechanism that decided a record's action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Layer {
+    /// The agent's Landlock domain (agents started by `exec`).
+    Landlock,
+    /// The agent's seccomp filter (agents started by `exec`).
+    Seccomp,
+    /// A cgroup socket hook (connect, send, bind).
+    CgroupHook,
+    /// A kernel program's identity check or hold (SIGKILL or SIGSTOP at the syscall).
+    Ebpf,
+    /// The daemon, after judging the event's path; or its resolver refusing a name.
+    Daemon,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AgentRef {
+    pub(crate) scope: String,
+    pub(crate) task: String,
+    pub(crate) owner: String,
+    pub(crate) identity: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ProcessRef {
+    pub(crate) pid: u32,
+    pub(crate) tid: u32,
+    pub(crate) ppid: u32,
+    pub(crate) comm: String,
+    pub(crate) exe: Option<String>,
+    pub(crate) cgroup: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FileObject {
+    pub(crate) path: String,
+    pub(crate) access: FileAccess,
+    /// Rename destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) new_path: Option<String>,
+    /// False when the path could not be resolved exactly (see `resolve`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) unresolved: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct NetObject {
+    /// `inet` or `inet6`.
+    pub(crate) family: &'static str,
+    /// `tcp`, `udp` or the protocol number.
+    pub(crate) protocol: String,
+    pub(crate) address: String,
+    pub(crate) port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) host: Option<String>,
+}
+
+/// `kind: escape`: what the agent tried.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct EscapeObject {
+    /// `syscall` or `cgroup-move`.
+    pub(crate) technique: &'static str,
+    /// The syscall's name (`bpf`, `unshare`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) syscall: Option<String>,
+    /// Its first arguments (absent for a signal syscall refused before its entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) args: Option<Vec<u64>>,
+    /// Its return value (-1 is EPERM: refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) result: Option<i64>,
+    /// `cgroup-move`: the destination cgroup and the thread moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cgroup: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) moved_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ExecObject {
+    /// The image that runs (for a script: its interpreter).
+    pub(crate) path: String,
+    pub(crate) argv: Vec<String>,
+    /// The script that was executed, when the image is its interpreter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) script: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Record {
+    pub(crate) time: String,
+    pub(crate) kind: Kind,
+    pub(crate) verdict: Verdict,
+    pub(crate) action: Action,
+    /// What decided `action` (absent when nothing was done).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) layer: Option<Layer>,
+    /// What `onViolation` did after a refusal (`killed-process`, `killed-agent`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) after: Option<Action>,
+    pub(crate) agent: AgentRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) process: Option<ProcessRef>,
+    /// Namespace, pod and container of an agent selected by `select.kubernetes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) kubernetes: Option<KubernetesRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) file: Option<FileObject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) net: Option<NetObject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) exec: Option<ExecObject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) escape: Option<EscapeObject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) violation: Option<Violation>,
+    /// For `kind: task`: what happened to the task and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) task: Option<TaskEvent>,
+    /// A path or argument was longer than the kernel side keeps.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TaskEvent {
+    pub(crate) event: &'static str,
+    pub(crate) reason: String,
+}
+
+impl Record {
+    /// A task lifecycle record.
+    pub(crate) fn lifecycle(
+        task: &crate::control::tasks::TaskView,
+        scope: Option<&crate::scope::Scope>,
+        event: &'static str,
+        reason: &str,
+        action: Action,
+    ) -> Self {
+        Self {
+            time: rfc3339(SystemTime::now()),
+            kind: Kind::Task,
+            verdict: if event == "degraded" {
+                Verdict::Violation
+            } else {
+                Verdict::Allowed
+            },
+            action,
+            layer: None,
+            after: None,
+            agent: AgentRef {
+                scope: task.scope.clone(),
+                task: task.id.clone(),
+                owner: task.owner.clone(),
+                identity: scope.and_then(|s| s.identity.clone()),
+            },
+            process: None,
+            kubernetes: None,
+            file: None,
+            net: None,
+            exec: None,
+            escape: None,
+            violation: None,
+            task: Some(TaskEvent {
+                event,
+                reason: reason.to_string(),
+            }),
+            truncated: false,
+        }
+    }
+
+    /// One line for humans (`--log-format text`).
+    pub(crate) fn summary(&self) -> String {
+        let object = if let Some(f) = &self.file {
+            match &f.new_path {
+                Some(to) => format!("{:?} {} -> {}", f.access, f.path, to),
+                None => format!("{:?} {}", f.access, f.path),
+            }
+        } else if let Some(n) = &self.net {
+            format!("{}/{} {}:{}", n.family, n.protocol, n.address, n.port)
+        } else if let Some(e) = &self.exec {
+            format!("{} {:?}", e.path, e.argv)
+        } else if let Some(e) = &self.escape {
+            match (&e.syscall, &e.cgroup) {
+                (Some(name), _) => format!("{name}() = {}", e.result.unwrap_or(0)),
+                (None, Some(cg)) => format!("moved to {cg}"),
+                (None, None) => e.technique.to_string(),
+            }
+        } else {
+            String::new()
+        };
+        let verdict = match &self.violation {
+            Some(v) => format!("VIOLATION [{}] {}", v.rule, v.reason),
+            None => "allowed".to_string(),
+        };
+        let (pid, comm) = self
+            .process
+            .as_ref()
+            .map_or((0, ""), |p| (p.pid, p.comm.as_str()));
+        let object = match &self.task {
+            Some(t) => format!("{} ({})", t.event, t.reason),
+            None => object,
+        };
+        format!(
+            "{} {:?} task={} scope={} pid={} comm={} {} -> {} action={:?}",
+            self.time,
+            self.kind,
+            self.agent.task,
+            self.agent.scope,
+            pid,
+            comm,
+            object,
+            verdict,
+            self.action
+        )
+    }
+}
+
+#[cfg(test)]
+impl Record {
+    /// A record with placeholder agent and process, for tests that set the fields they need.
+    pub(crate) fn sample(kind: Kind, verdict: Verdict) -> Self {
+        Self {
+            time: String::new(),
+            kind,
+            verdict,
+            layer: None,
+            after: None,
+            action: Action::None,
+            agent: AgentRef {
+                scope: "s".into(),
+                task: "t".into(),
+                owner: "o".into(),
+                identity: None,
+            },
+            process: Some(ProcessRef {
+                pid: 1,
+                tid: 1,
+                ppid: 0,
+                comm: "c".into(),
+                exe: None,
+                cgroup: None,
+            }),
+            file: None,
+            net: None,
+            exec: None,
+            escape: None,
+            violation: None,
+            task: None,
+            kubernetes: None,
+            truncated: false,
+        }
+    }
+}
+
+/// Converts kernel `CLOCK_BOOTTIME` stamps to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    /// Wall-clock time at boot (realtime - boottime, taken once at start).
+    boot: SystemTime,
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+        let since_boot = Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        );
+        Self {
+            boot: SystemTime::now()
+                .checked_sub(since_boot)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        }
+    }
+
+    pub(crate) fn wall(&self, boot_ns: u64) -> SystemTime {
+        self.boot + Duration::from_nanos(boot_ns)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// RFC 3339 in UTC with exactly nine fractional digits, so records sort and parse alike.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.nanosecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_keeps_nanoseconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 123_456_789);
+        assert_eq!(rfc3339(t), "2027-01-15T08:00:00.123456789Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_800_000_000, 120_000_000);
+        assert_eq!(
+            rfc3339(t),
+            "2027-01-15T08:00:00.120000000Z",
+            "trailing zeros are kept"
+        );
+    }
+
+    #[test]
+    fn clock_maps_boot_time_near_now() {
+        let c = Clock::new();
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid out-pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+        #[expect(clippy::cast_sign_loss, reason = "non-negative")]
+        let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        let skew = c
+            .wall(now_ns)
+            .duration_since(SystemTime::now())
+            .unwrap_or_else(|e| e.duration());
+        assert!(skew < Duration::from_secs(1), "skew {skew:?}");
+    }
+}

@@ -1,0 +1,324 @@
+//! Where records go: the append-only audit log and, optionally, stdout.
+//!
+//! Durability: a batch holding a violation is synced (`fdatasync`) before `write` returns,
+//! and the pipeline publishes records to the API only after that (see `feed::publish`).
+//! Rotation is size-based: before a line would take the file past `max_bytes`, the file is
+//! synced and renamed to `<path>.1` (older ones shift to `.2` .. `.keep`, the oldest is
+//! removed) and a new file is started. One writer (the pipeline) writes whole lines, so no
+//! line is split or lost across a rotation.
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use crate::observe::record::{Record, Verdict};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SinkError {
+    #[error("opening audit log {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing audit log {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("rotating audit log {path}: {source}")]
+    Rotate {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StdoutFormat {
+    /// Records are not printed.
+    None,
+    /// One readable line per record.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Size-based rotation of the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rotation {
+    /// Rotate before the file would grow past this; 0 never rotates.
+    pub(crate) max_bytes: u64,
+    /// Rotated files kept (`<path>.1` .. `<path>.<keep>`); 0 keeps none.
+    pub(crate) keep: u32,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Self {
+            max_bytes: 100 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+pub(crate) struct Sinks {
+    audit: File,
+    audit_path: PathBuf,
+    /// Bytes in the current file.
+    size: u64,
+    rotation: Rotation,
+    stdout: StdoutFormat,
+    buf: Vec<u8>,
+}
+
+fn open_append(path: &Path) -> io::Result<(File, u64)> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let size = file.metadata()?.len();
+    Ok((file, size))
+}
+
+/// `<path>.<n>`.
+pub(crate) fn rotated_path(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+impl Sinks {
+    pub(crate) fn open(
+        audit_path: &Path,
+        stdout: StdoutFormat,
+        rotation: Rotation,
+    ) -> Result<Self, SinkError> {
+        let err = |source| SinkError::Open {
+            path: audit_path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = audit_path.parent() {
+            fs::create_dir_all(dir).map_err(err)?;
+        }
+        let (audit, size) = open_append(audit_path).map_err(err)?;
+        Ok(Self {
+            audit,
+            audit_path: audit_path.to_path_buf(),
+            size,
+            rotation,
+            stdout,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The last batch as written: one JSON line per record, in order.
+    pub(crate) fn last_batch(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Writes a batch (one write(2) per file it goes to); syncs when it holds a violation.
+    pub(crate) fn write(&mut self, records: &[Record]) -> Result<(), SinkError> {
+        self.buf.clear();
+        if records.is_empty() {
+            return Ok(());
+        }
+        for r in records {
+            // Serialising plain data to a Vec cannot fail.
+            if serde_json::to_writer(&mut self.buf, r).is_ok() {
+                self.buf.push(b'\n');
+            }
+        }
+        self.write_rotating()?;
+        let err = |source| SinkError::Write {
+            path: self.audit_path.clone(),
+            source,
+        };
+        if records.iter().any(|r| r.verdict == Verdict::Violation) {
+            self.audit.sync_data().map_err(err)?;
+        }
+        self.print(records);
+        Ok(())
+    }
+
+    /// Writes `buf` whole lines at a time, rotating before a line would take the file past
+    /// `max_bytes` (a single line longer than that gets a file of its own).
+    fn write_rotating(&mut self) -> Result<(), SinkError> {
+        let max = self.rotation.max_bytes;
+        let (mut start, mut end) = (0, 0);
+        while let Some(off) = self.buf[end..].iter().position(|b| *b == b'\n') {
+            let next = end + off + 1;
+            let pending = (next - start) as u64;
+            if max > 0 && self.size + pending > max && (self.size > 0 || end > start) {
+                self.append(start, end)?;
+                if self.size > 0 {
+                    self.rotate()?;
+                }
+                start = end;
+            }
+            end = next;
+        }
+        self.append(start, self.buf.len())
+    }
+
+    fn append(&mut self, start: usize, end: usize) -> Result<(), SinkError> {
+        let Some(bytes) = self.buf.get(start..end).filter(|b| !b.is_empty()) else {
+            return Ok(());
+        };
+        self.audit
+            .write_all(bytes)
+            .map_err(|source| SinkError::Write {
+                path: self.audit_path.clone(),
+                source,
+            })?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn print(&self, records: &[Record]) {
+        let mut out = io::stdout().lock();
+        let printed = match self.stdout {
+            StdoutFormat::None => Ok(()),
+            StdoutFormat::Json => out.write_all(&self.buf),
+            StdoutFormat::Text => records
+                .iter()
+                .try_for_each(|r| writeln!(out, "{}", r.summary())),
+        };
+        // stdout going away (closed pipe) must not stop the audit log.
+        if let Err(e) = printed.and_then(|()| out.flush()) {
+            tracing::debug!(error = %e, "stdout write failed");
+        }
+    }
+
+    /// Closes the current file (synced) as `<path>.1` and starts a new one.
+    fn rotate(&mut self) -> Result<(), SinkError> {
+        let path = self.audit_path.clone();
+        let err = |source| SinkError::Rotate {
+            path: path.clone(),
+            source,
+        };
+        self.audit.sync_all().map_err(err)?;
+        let keep = self.rotation.keep;
+        if keep == 0 {
+            fs::remove_file(&path).map_err(err)?;
+        } else {
+            // The oldest goes; the others move up by one.
+            match fs::remove_file(rotated_path(&path, keep)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(e)),
+                _ => {}
+            }
+            for n in (1..keep).rev() {
+                match fs::rename(rotated_path(&path, n), rotated_path(&path, n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(e)),
+                    _ => {}
+                }
+            }
+            fs::rename(&path, rotated_path(&path, 1)).map_err(err)?;
+        }
+        let (file, size) = open_append(&path).map_err(err)?;
+        self.audit = file;
+        self.size = size;
+        // Make the renames and the new file durable too.
+        if let Some(dir) = path.parent()
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        tracing::info!(path = %path.display(), keep, "audit log rotated");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::record::{Kind, ProcessRef};
+
+    fn record(n: u32) -> Record {
+        let verdict = if n.is_multiple_of(7) {
+            Verdict::Violation
+        } else {
+            Verdict::Allowed
+        };
+        let mut r = Record::sample(Kind::Exec, verdict);
+        r.time = format!("t{n}");
+        r.agent.identity = Some("spiffe://x".into());
+        r.process = Some(ProcessRef {
+            pid: n,
+            tid: n,
+            ppid: 1,
+            comm: "c".into(),
+            exe: None,
+            cgroup: None,
+        });
+        r
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn rotation_keeps_every_line_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let rotation = Rotation {
+            max_bytes: 4096,
+            keep: 1000,
+        };
+        let mut sinks = Sinks::open(&path, StdoutFormat::None, rotation).expect("open");
+        let mut n = 0;
+        for batch in 0..200u32 {
+            let records: Vec<Record> = (0..=batch % 40)
+                .map(|_| {
+                    n += 1;
+                    record(n)
+                })
+                .collect();
+            sinks.write(&records).expect("write");
+        }
+        let mut all = Vec::new();
+        let mut files = 0;
+        for i in (1..=1000).rev() {
+            let p = rotated_path(&path, i);
+            if p.exists() {
+                files += 1;
+                let l = lines(&p);
+                let size = fs::metadata(&p).expect("meta").len();
+                assert!(size <= 4096, "{} is {size} bytes", p.display());
+                all.extend(l);
+            }
+        }
+        all.extend(lines(&path));
+        assert!(files > 3, "rotated {files} times");
+        assert_eq!(all.len(), n as usize);
+        for (i, l) in all.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            assert_eq!(v["time"], format!("t{}", i + 1));
+            assert_eq!(v["agent"]["owner"], "o");
+        }
+    }
+
+    #[test]
+    fn rotation_drops_the_oldest_beyond_keep() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.jsonl");
+        let rotation = Rotation {
+            max_bytes: 600,
+            keep: 2,
+        };
+        let mut sinks = Sinks::open(&path, StdoutFormat::None, rotation).expect("open");
+        for n in 0..50 {
+            sinks.write(&[record(n)]).expect("write");
+        }
+        assert!(rotated_path(&path, 1).exists());
+        assert!(rotated_path(&path, 2).exists());
+        assert!(!rotated_path(&path, 3).exists());
+        let last = lines(&path);
+        assert!(last.last().is_some_and(|l| l.contains("\"t49\"")));
+    }
+}

@@ -1,0 +1,599 @@
+//! Declared vs used (`GET /v1/report/{task}`): what each task actually did (tools run, files
+//! and directories touched, hosts and ports reached), attributed to the scope entries that
+//! allowed it, so that an access review can see the entries never used.
+//!
+//! Each distinct used item is matched against the declared entries once, when first seen.
+//! Memory is bounded: at most [`MAX_ITEMS`] distinct items per dimension and task (beyond
+//! that, uses are still attributed to entries but the items are not listed), and the usage
+//! of at most [`MAX_TASKS`] tasks, the oldest ended ones evicted first.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    fs,
+    net::IpAddr,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use globset::{Candidate, GlobMatcher};
+use serde::Serialize;
+
+use crate::{
+    control::state::Shared,
+    observe::record::{Kind, NetObject, Record, Verdict},
+    policy::{ConnectRule, ConnectTarget, FileAccess, PolicySpec, RuleProtocol, compile_glob},
+    scope::Scope,
+};
+
+/// Distinct items listed per dimension and task.
+pub(crate) const MAX_ITEMS: usize = 2048;
+/// Tasks whose usage is kept (live ones are never evicted).
+pub(crate) const MAX_TASKS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum EntryKind {
+    /// Grants something; unused ones can be removed.
+    Allow,
+    /// `files.deny`: a use is an attempt that was refused.
+    Deny,
+}
+
+/// One declared scope entry and how often it was used.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct EntryUse {
+    /// e.g. `exec.allow[0]`.
+    pub(crate) rule: String,
+    /// The entry as written, e.g. `/usr/bin/git` or `10.0.0.0/8 tcp ports 443`.
+    pub(crate) entry: String,
+    pub(crate) kind: EntryKind,
+    pub(crate) uses: u64,
+}
+
+/// Entries compiled for attribution.
+struct Declared {
+    entries: Vec<EntryUse>,
+    exec: Vec<(usize, Vec<GlobMatcher>)>,
+    read: Vec<(usize, Vec<GlobMatcher>)>,
+    write: Vec<(usize, Vec<GlobMatcher>)>,
+    deny: Vec<(usize, Vec<GlobMatcher>)>,
+    connect: Vec<(usize, ConnectRule)>,
+    bind: Vec<(usize, u16)>,
+}
+
+fn matchers(pattern: &str, real_path: bool) -> Vec<GlobMatcher> {
+    let mut out = Vec::new();
+    let mut add = |p: &str| {
+        if let Ok(g) = compile_glob(p) {
+            out.push(g.compile_matcher());
+        }
+    };
+    add(pattern);
+    // The policy's trailing `/**` also covers the directory itself.
+    if let Some(dir) = pattern.strip_suffix("/**")
+        && !dir.is_empty()
+    {
+        add(dir);
+    }
+    // The policy lets an exec entry naming a symlink allow its target (resolved at load).
+    if real_path {
+        const GLOB: &[char] = &['*', '?', '[', '{'];
+        let real = if pattern.contains(GLOB) {
+            pattern.rsplit_once('/').and_then(|(dir, name)| {
+                (!dir.contains(GLOB) && !dir.is_empty())
+                    .then(|| fs::canonicalize(dir).ok())
+                    .flatten()
+                    .map(|d| format!("{}/{name}", d.display()))
+            })
+        } else {
+            fs::canonicalize(pattern)
+                .ok()
+                .map(|p| p.display().to_string())
+        };
+        if let Some(real) = real.filter(|r| r != pattern) {
+            add(&real);
+        }
+    }
+    out
+}
+
+fn connect_entry(rule: &ConnectRule) -> String {
+    let target = match &rule.target {
+        ConnectTarget::Cidr(net) => net.to_string(),
+        ConnectTarget::Host(h) => h.clone(),
+    };
+    let proto = match rule.protocol {
+        RuleProtocol::Tcp => "tcp",
+        RuleProtocol::Udp => "udp",
+        RuleProtocol::Any => "any",
+    };
+    match &rule.ports {
+        Some(p) => format!("{target} {proto} ports {p:?}"),
+        None => format!("{target} {proto} any port"),
+    }
+}
+
+impl Declared {
+    fn new(spec: &PolicySpec) -> Self {
+        let mut d = Self {
+            entries: Vec::new(),
+            exec: Vec::new(),
+            read: Vec::new(),
+            write: Vec::new(),
+            deny: Vec::new(),
+            connect: Vec::new(),
+            bind: Vec::new(),
+        };
+        let mut push = |rule: String, entry: String, kind| {
+            d.entries.push(EntryUse {
+                rule,
+                entry,
+                kind,
+                uses: 0,
+            });
+            d.entries.len() - 1
+        };
+        let lists: [(&str, &[String], EntryKind); 4] = [
+            ("exec.allow", &spec.exec_allow, EntryKind::Allow),
+            ("files.read", &spec.files.read, EntryKind::Allow),
+            ("files.write", &spec.files.write, EntryKind::Allow),
+            ("files.deny", &spec.files.deny, EntryKind::Deny),
+        ];
+        let mut globs: [Vec<(usize, Vec<GlobMatcher>)>; 4] = Default::default();
+        for (slot, (list, patterns, kind)) in lists.into_iter().enumerate() {
+            for (i, p) in patterns.iter().enumerate() {
+                let index = push(format!("{list}[{i}]"), p.clone(), kind);
+                globs[slot].push((index, matchers(p, slot == 0)));
+            }
+        }
+        let mut connect = Vec::new();
+        for (i, rule) in spec.connect.iter().enumerate() {
+            let index = push(
+                format!("network.connect[{i}]"),
+                connect_entry(rule),
+                EntryKind::Allow,
+            );
+            connect.push((index, rule.clone()));
+        }
+        let mut bind = Vec::new();
+        for (i, port) in spec.bind.iter().enumerate() {
+            let index = push(
+                format!("network.bind[{i}]"),
+                port.to_string(),
+                EntryKind::Allow,
+            );
+            bind.push((index, *port));
+        }
+        let [exec, read, write, deny] = globs;
+        Self {
+            exec,
+            read,
+            write,
+            deny,
+            connect,
+            bind,
+            ..d
+        }
+    }
+
+    fn glob_hits(list: &[(usize, Vec<GlobMatcher>)], path: &str) -> Vec<usize> {
+        let c = Candidate::new(path);
+        list.iter()
+            .filter(|(_, ms)| ms.iter().any(|m| m.is_match_candidate(&c)))
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
+    fn file_hits(&self, path: &str, access: FileAccess) -> Vec<usize> {
+        let mut hits = Self::glob_hits(&self.deny, path);
+        hits.extend(Self::glob_hits(&self.write, path));
+        if access == FileAccess::Read {
+            hits.extend(Self::glob_hits(&self.read, path));
+        }
+        hits
+    }
+
+    fn net_hits(&self, kind: Kind, net: &NetObject) -> Vec<usize> {
+        if kind == Kind::Bind {
+            return self
+                .bind
+                .iter()
+                .filter(|(_, p)| *p == net.port)
+                .map(|(i, _)| *i)
+                .collect();
+        }
+        let addr = net.address.parse::<IpAddr>().ok().map(|a| a.to_canonical());
+        self.connect
+            .iter()
+            .filter(|(_, rule)| {
+                let proto = match rule.protocol {
+                    RuleProtocol::Tcp => net.protocol == "tcp",
+                    RuleProtocol::Udp => net.protocol == "udp",
+                    RuleProtocol::Any => true,
+                };
+                let port = rule.ports.as_ref().is_none_or(|p| p.contains(&net.port));
+                let target = match &rule.target {
+                    ConnectTarget::Cidr(n) => addr.is_some_and(|a| n.contains(&a)),
+                    ConnectTarget::Host(h) => net.host.as_deref().is_some_and(|got| {
+                        h.strip_prefix("*.").map_or(got == h, |suffix| {
+                            got.strip_suffix(suffix).is_some_and(|p| p.ends_with('.'))
+                        })
+                    }),
+                };
+                proto && port && target
+            })
+            .map(|(i, _)| *i)
+            .collect()
+    }
+}
+
+/// One distinct used item.
+#[derive(Debug, Clone, Default)]
+struct Item {
+    count: u64,
+    violation: bool,
+    accesses: BTreeSet<&'static str>,
+    rules: Vec<usize>,
+}
+
+struct TaskUsage {
+    scope: Arc<Scope>,
+    declared: Declared,
+    /// Uses per entry of `declared.entries`.
+    uses: Vec<u64>,
+    first: String,
+    last: String,
+    records: u64,
+    violations: u64,
+    exec: BTreeMap<String, Item>,
+    files: BTreeMap<(String, &'static str), Item>,
+    net: BTreeMap<String, Item>,
+    overflow: u64,
+}
+
+fn access_name(a: FileAccess) -> &'static str {
+    match a {
+        FileAccess::Read => "read",
+        FileAccess::Write => "write",
+        FileAccess::Create => "create",
+        FileAccess::Unlink => "unlink",
+        FileAccess::Rename => "rename",
+        FileAccess::Link => "link",
+        FileAccess::Truncate => "truncate",
+        FileAccess::List => "list",
+    }
+}
+
+impl TaskUsage {
+    fn new(scope: Arc<Scope>) -> Self {
+        let declared = Declared::new(&scope.spec.policy_spec());
+        Self {
+            scope,
+            uses: vec![0; declared.entries.len()],
+            declared,
+            first: String::new(),
+            last: String::new(),
+            records: 0,
+            violations: 0,
+            exec: BTreeMap::new(),
+            files: BTreeMap::new(),
+            net: BTreeMap::new(),
+            overflow: 0,
+        }
+    }
+
+    /// Counts one use of `key` in `map`, matching it against the entries when first seen.
+    fn use_item<K: Ord>(
+        map: &mut BTreeMap<K, Item>,
+        overflow: &mut u64,
+        uses: &mut [u64],
+        key: K,
+        violation: bool,
+        access: Option<&'static str>,
+        hits: impl FnOnce() -> Vec<usize>,
+    ) {
+        let rules = if let Some(item) = map.get_mut(&key) {
+            item.count += 1;
+            item.violation |= violation;
+            item.accesses.extend(access);
+            item.rules.clone()
+        } else {
+            let rules = hits();
+            if map.len() < MAX_ITEMS {
+                map.insert(
+                    key,
+                    Item {
+                        count: 1,
+                        violation,
+                        accesses: access.into_iter().collect(),
+                        rules: rules.clone(),
+                    },
+                );
+            } else {
+                *overflow += 1;
+            }
+            rules
+        };
+        for i in rules {
+            if let Some(n) = uses.get_mut(i) {
+                *n += 1;
+            }
+        }
+    }
+
+    fn observe(&mut self, r: &Record) {
+        // Lifecycle records (revoked, degraded) are not something the agent used.
+        if r.kind == Kind::Task {
+            return;
+        }
+        if self.first.is_empty() {
+            self.first.clone_from(&r.time);
+        }
+        self.last.clone_from(&r.time);
+        self.records += 1;
+        let violation = r.verdict == Verdict::Violation;
+        self.violations += u64::from(violation);
+        let d = &self.declared;
+        let uses = &mut self.uses;
+        if let Some(e) = &r.exec {
+            let hits = || Declared::glob_hits(&d.exec, &e.path);
+            Self::use_item(
+                &mut self.exec,
+                &mut self.overflow,
+                uses,
+                e.path.clone(),
+                violation,
+                None,
+                hits,
+            );
+        }
+        if let Some(f) = &r.file {
+            let mut paths = vec![(f.path.as_str(), f.access)];
+            if let Some(to) = &f.new_path {
+                paths.push((to.as_str(), FileAccess::Create));
+            }
+            for (path, access) in paths {
+                let name = access_name(access);
+                let hits = || d.file_hits(path, access);
+                Self::use_item(
+                    &mut self.files,
+                    &mut self.overflow,
+                    uses,
+                    (path.to_string(), name),
+                    violation,
+                    Some(name),
+                    hits,
+                );
+            }
+        }
+        if let Some(n) = &r.net {
+            let op = match r.kind {
+                Kind::Bind => "bind",
+                Kind::Send => "send",
+                _ => "connect",
+            };
+            let host = n
+                .host
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            let key = format!(
+                "{op} {}/{} {}:{}{host}",
+                n.family, n.protocol, n.address, n.port
+            );
+            let hits = || d.net_hits(r.kind, n);
+            Self::use_item(
+                &mut self.net,
+                &mut self.overflow,
+                uses,
+                key,
+                violation,
+                None,
+                hits,
+            );
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    tasks: HashMap<String, TaskUsage>,
+    order: VecDeque<String>,
+}
+
+#[derive(Default)]
+pub(crate) struct Usage {
+    inner: Mutex<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `GET /v1/report/{task}`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Report {
+    pub(crate) task: String,
+    pub(crate) scope: String,
+    pub(crate) owner: String,
+    pub(crate) identity: Option<String>,
+    /// The task is still running.
+    pub(crate) live: bool,
+    pub(crate) first_seen: Option<String>,
+    pub(crate) last_seen: Option<String>,
+    pub(crate) records: u64,
+    pub(crate) violations: u64,
+    /// Every declared entry with its number of uses.
+    pub(crate) entries: Vec<EntryUse>,
+    /// Allow entries never used: candidates for removal.
+    pub(crate) unused: Vec<String>,
+    pub(crate) used: Used,
+    /// Distinct items not listed (beyond the per-task limit); their uses are still counted.
+    pub(crate) unlisted: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Used {
+    pub(crate) exec: Vec<UsedItem>,
+    pub(crate) files: Vec<UsedItem>,
+    /// Parent directories of the files, with the number of uses below them.
+    pub(crate) directories: Vec<UsedDir>,
+    pub(crate) network: Vec<UsedItem>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct UsedItem {
+    pub(crate) what: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) access: Vec<&'static str>,
+    pub(crate) count: u64,
+    /// Entries that allow (or deny) it; empty: no entry (the baseline, or a violation).
+    pub(crate) rules: Vec<String>,
+    pub(crate) violation: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct UsedDir {
+    pub(crate) path: String,
+    pub(crate) count: u64,
+}
+
+impl Usage {
+    /// Adds a batch of written records.
+    pub(crate) fn observe(&self, shared: &Shared, records: &[Record]) {
+        let missing: Vec<(&str, &str)> = {
+            let inner = lock(&self.inner);
+            let mut m: Vec<(&str, &str)> = records
+                .iter()
+                .filter(|r| !inner.tasks.contains_key(&r.agent.task))
+                .map(|r| (r.agent.task.as_str(), r.agent.scope.as_str()))
+                .collect();
+            m.dedup();
+            m
+        };
+        let found: Vec<(String, Arc<Scope>)> = missing
+            .into_iter()
+            .filter_map(|(task, scope)| {
+                // The registry guard must be gone before the catalog is locked.
+                let live = shared.registry().get(task).map(|t| Arc::clone(&t.scope));
+                let s = live.or_else(|| shared.scope_named(scope))?;
+                Some((task.to_string(), s))
+            })
+            .collect();
+        let mut inner = lock(&self.inner);
+        for (task, scope) in found {
+            if !inner.tasks.contains_key(&task) {
+                inner.tasks.insert(task.clone(), TaskUsage::new(scope));
+                inner.order.push_back(task);
+            }
+        }
+        for r in records {
+            if let Some(t) = inner.tasks.get_mut(&r.agent.task) {
+                t.observe(r);
+            }
+        }
+        if inner.tasks.len() > MAX_TASKS {
+            let registry = shared.registry();
+            let inner = &mut *inner;
+            while inner.tasks.len() > MAX_TASKS {
+                let Some(pos) = inner.order.iter().position(|t| !registry.contains(t)) else {
+                    break;
+                };
+                if let Some(id) = inner.order.remove(pos) {
+                    inner.tasks.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// The report of a task, live or ended (while its usage is kept).
+    pub(crate) fn report(&self, shared: &Shared, task: &str) -> Option<Report> {
+        let live = shared.registry().get(task).map(|t| Arc::clone(&t.scope));
+        let inner = lock(&self.inner);
+        let fresh;
+        let usage = match (inner.tasks.get(task), live.clone()) {
+            (Some(u), _) => u,
+            (None, Some(scope)) => {
+                fresh = TaskUsage::new(scope);
+                &fresh
+            }
+            (None, None) => return None,
+        };
+        Some(build(task, usage, live.is_some()))
+    }
+}
+
+fn build(task: &str, u: &TaskUsage, live: bool) -> Report {
+    let names = |rules: &[usize]| -> Vec<String> {
+        rules
+            .iter()
+            .filter_map(|i| u.declared.entries.get(*i))
+            .map(|e| e.rule.clone())
+            .collect()
+    };
+    let entries: Vec<EntryUse> = u
+        .declared
+        .entries
+        .iter()
+        .zip(&u.uses)
+        .map(|(e, n)| EntryUse {
+            uses: *n,
+            ..e.clone()
+        })
+        .collect();
+    let item = |what: String, i: &Item| UsedItem {
+        what,
+        access: i.accesses.iter().copied().collect(),
+        count: i.count,
+        rules: names(&i.rules),
+        violation: i.violation,
+    };
+    let mut files: BTreeMap<&str, UsedItem> = BTreeMap::new();
+    let mut dirs: BTreeMap<String, u64> = BTreeMap::new();
+    for ((path, _), i) in &u.files {
+        let entry = files
+            .entry(path.as_str())
+            .or_insert_with(|| item(path.clone(), &Item::default()));
+        entry.count += i.count;
+        entry.access.extend(i.accesses.iter().copied());
+        entry.violation |= i.violation;
+        for r in names(&i.rules) {
+            if !entry.rules.contains(&r) {
+                entry.rules.push(r);
+            }
+        }
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            let dir = if dir.is_empty() { "/" } else { dir };
+            *dirs.entry(dir.to_string()).or_default() += i.count;
+        }
+    }
+    Report {
+        task: task.to_string(),
+        scope: u.scope.name.clone(),
+        owner: u.scope.owner.clone(),
+        identity: u.scope.identity.clone(),
+        live,
+        first_seen: (!u.first.is_empty()).then(|| u.first.clone()),
+        last_seen: (!u.last.is_empty()).then(|| u.last.clone()),
+        records: u.records,
+        violations: u.violations,
+        unused: entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Allow && e.uses == 0)
+            .map(|e| format!("{}: {}", e.rule, e.entry))
+            .collect(),
+        entries,
+        used: Used {
+            exec: u.exec.iter().map(|(p, i)| item(p.clone(), i)).collect(),
+            files: files.into_values().collect(),
+            directories: dirs
+                .into_iter()
+                .map(|(path, count)| UsedDir { path, count })
+                .collect(),
+            network: u.net.iter().map(|(k, i)| item(k.clone(), i)).collect(),
+        },
+        unlisted: u.overflow,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! The process table: what the daemon knows of each tagged process (parent, name, image,
+//! working directory), kept from the event stream so that records stay complete after a
+//! short-lived process is gone.
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use crate::kernel::decoder::Header;
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProcInfo {
+    pub(crate) pid: u32,
+    pub(crate) ppid: u32,
+    pub(crate) comm: String,
+    pub(crate) exe: Option<PathBuf>,
+    pub(crate) argv: Vec<String>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) agent: u32,
+}
+
+/// Processes by tgid. Entries go at exit; the cap guards against lost exit events.
+#[derive(Debug, Default)]
+pub(crate) struct ProcTable {
+    procs: HashMap<u32, ProcInfo>,
+}
+
+const MAX_PROCS: usize = 1 << 16;
+
+impl ProcTable {
+    /// The entry for the event's process, created on first sight. A new process inherits its
+    /// parent's cwd and image (it was forked); otherwise /proc is asked, and `fallback_cwd`
+    /// (the task's starting directory) is the last resort.
+    pub(crate) fn observe(&mut self, h: &Header, fallback_cwd: Option<&Path>) -> &mut ProcInfo {
+        if self.procs.len() >= MAX_PROCS && !self.procs.contains_key(&h.tgid) {
+            self.procs
+                .retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
+        }
+        let parent = (h.ppid != 0)
+            .then(|| self.procs.get(&h.ppid).cloned())
+            .flatten();
+        let entry = self.procs.entry(h.tgid).or_insert_with(|| {
+            let from_proc = |what: &str| fs::read_link(format!("/proc/{}/{what}", h.tgid)).ok();
+            let (cwd, exe) = match &parent {
+                Some(p) => (p.cwd.clone(), p.exe.clone()),
+                None => (
+                    from_proc("cwd").or_else(|| fallback_cwd.map(Path::to_path_buf)),
+                    from_proc("exe"),
+                ),
+            };
+            ProcInfo {
+                pid: h.tgid,
+                ppid: h.ppid,
+                comm: h.comm.clone(),
+                exe,
+                argv: parent.as_ref().map(|p| p.argv.clone()).unwrap_or_default(),
+                cwd,
+                agent: h.agent,
+            }
+        });
+        if entry.ppid == 0 {
+            entry.ppid = h.ppid;
+        }
+        if !h.comm.is_empty() {
+            entry.comm.clone_from(&h.comm);
+        }
+        entry
+    }
+
+    #[cfg(test)]
+    pub(crate) fn get(&self, tgid: u32) -> Option<&ProcInfo> {
+        self.procs.get(&tgid)
+    }
+
+    pub(crate) fn remove(&mut self, tgid: u32) -> Option<ProcInfo> {
+        self.procs.remove(&tgid)
+    }
+
+    /// Pids the table holds for one agent slot.
+    pub(crate) fn pids_of(&self, agent: u32) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .procs
+            .values()
+            .filter(|p| p.agent == agent)
+            .map(|p| p.pid)
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    #[cfg(test)]
+    pub(crate) fn forget_agent(&mut self, agent: u32) {
+        self.procs.retain(|_, p| p.agent != agent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(tgid: u32, ppid: u32, comm: &str) -> Header {
+        Header {
+            agent: 1,
+            time_ns: 0,
+            pid: tgid,
+            tgid,
+            ppid,
+            truncated: false,
+            path_fault: false,
+            kernel: crate::kernel::decoder::KernelDid::default(),
+            cgroup_id: 0,
+            comm: comm.into(),
+        }
+    }
+
+    #[test]
+    fn children_inherit_cwd_and_image_from_the_parent() {
+        let mut t = ProcTable::default();
+        // Pids far above pid_max: /proc has nothing for them.
+        let p = t.observe(&header(4_000_001, 0, "sh"), Some(Path::new("/start")));
+        assert_eq!(p.cwd.as_deref(), Some(Path::new("/start")));
+        p.cwd = Some(PathBuf::from("/work"));
+        p.exe = Some(PathBuf::from("/bin/sh"));
+        let c = t.observe(&header(4_000_002, 4_000_001, "cat"), None);
+        assert_eq!(c.cwd.as_deref(), Some(Path::new("/work")));
+        assert_eq!(c.exe.as_deref(), Some(Path::new("/bin/sh")));
+        assert_eq!(c.comm, "cat");
+        assert_eq!(t.pids_of(1), vec![4_000_001, 4_000_002]);
+        t.remove(4_000_001);
+        assert!(t.get(4_000_001).is_none());
+        t.forget_agent(1);
+        assert!(t.pids_of(1).is_empty());
+    }
+}
