@@ -323,11 +323,7 @@ fn shared_state(
 fn pods_configured(shared: &Shared, on: bool) {
     if on {
         shared.kubernetes.enable();
-    } else if shared
-        .catalog()
-        .all()
-        .any(|s| kubernetes::selector(s).is_some())
-    {
+    } else if shared.catalog().all().any(|s| s.kubernetes().is_some()) {
         tracing::warn!(
             "a scope selects Kubernetes containers, but no node is configured (kubernetes: in the config file, or $NODE_NAME): it selects nothing"
         );

@@ -1,9 +1,10 @@
 //! Escape attempts: what the kernel's escape hooks saw, judged (pure). Nothing here is ever
 //! in scope: a scope describes work, and leaving the monitor's confinement is not work.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{
+    host::mounts::Protected,
     kernel::decoder::EscapeWhat,
     observe::record::EscapeObject,
     policy::{Dimension, FileAccess, Verdict},
@@ -168,79 +169,34 @@ pub(crate) fn judge(what: &EscapeWhat, task_cgroup: &str) -> Option<(EscapeObjec
     }
 }
 
-/// Mount points of the filesystems that hold the monitor's own state and controls, and the
-/// kernel's device numbers for them (`MKDEV` encoding, as in `InodeKey`).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Protected {
-    pub(crate) mounts: Vec<(PathBuf, u32)>,
-}
-
-const PROTECTED_FS: &[&str] = &[
-    "cgroup2",
-    "cgroup",
-    "bpf",
-    "tracefs",
-    "debugfs",
-    "securityfs",
-];
-
-impl Protected {
-    /// From `/proc/self/mountinfo`.
-    pub(crate) fn discover() -> Self {
-        Self::parse(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+/// A write, create, unlink or rename under one of the filesystems that hold the monitor's
+/// state and controls.
+pub(crate) fn judge_protected(
+    protected: &Protected,
+    path: &str,
+    access: FileAccess,
+) -> Option<Verdict> {
+    if access == FileAccess::Read {
+        return None;
     }
-
-    /// mountinfo: `id parent major:minor root mountpoint opts... - fstype source superopts`.
-    pub(crate) fn parse(mountinfo: &str) -> Self {
-        let mut mounts = Vec::new();
-        for line in mountinfo.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let fstype = right.split_whitespace().next().unwrap_or_default();
-            if !PROTECTED_FS.contains(&fstype) {
-                continue;
-            }
-            let f: Vec<&str> = left.split_whitespace().collect();
-            let (Some(dev), Some(point)) = (f.get(2), f.get(4)) else {
-                continue;
-            };
-            let Some((major, minor)) = dev.split_once(':') else {
-                continue;
-            };
-            let (Ok(major), Ok(minor)) = (major.parse::<u32>(), minor.parse::<u32>()) else {
-                continue;
-            };
-            mounts.push((
-                PathBuf::from(point.replace("\\040", " ")),
-                (major << 20) | minor,
-            ));
-        }
-        Self { mounts }
-    }
-
-    /// A write, create, unlink or rename under one of the protected mounts.
-    pub(crate) fn judge(&self, path: &str, access: FileAccess) -> Option<Verdict> {
-        if access == FileAccess::Read {
-            return None;
-        }
-        let (mount, _) = self
-            .mounts
-            .iter()
-            .find(|(m, _)| Path::new(path).starts_with(m))?;
-        Some(Verdict::violation(
-            Dimension::Escape,
-            "escape.protected-fs",
-            format!(
-                "{path} is on {}, which holds the monitor's state and controls",
-                mount.display()
-            ),
-        ))
-    }
+    let (mount, _) = protected
+        .mounts
+        .iter()
+        .find(|(m, _)| Path::new(path).starts_with(m))?;
+    Some(Verdict::violation(
+        Dimension::Escape,
+        "escape.protected-fs",
+        format!(
+            "{path} is on {}, which holds the monitor's state and controls",
+            mount.display()
+        ),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     #[test]
@@ -283,11 +239,11 @@ mod tests {
 
     #[test]
     fn protected_mounts_from_mountinfo() {
-        let p = Protected::parse(
+        let p = Protected::from_mounts(&crate::host::mounts::parse(
             "30 1 0:26 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n\
              31 1 0:27 / /sys/fs/bpf rw - bpf bpf rw\n\
              32 1 8:1 / / rw - ext4 /dev/sda1 rw\n",
-        );
+        ));
         assert_eq!(
             p.mounts,
             vec![
@@ -296,17 +252,15 @@ mod tests {
             ]
         );
         assert!(
-            p.judge("/sys/fs/bpf/x", FileAccess::Unlink).is_some(),
+            judge_protected(&p, "/sys/fs/bpf/x", FileAccess::Unlink).is_some(),
             "unlinking a pin"
         );
         assert!(
-            p.judge("/sys/fs/cgroup/unified/cgroup.procs", FileAccess::Write)
-                .is_some()
+            judge_protected(&p, "/sys/fs/cgroup/unified/cgroup.procs", FileAccess::Write).is_some()
         );
         assert!(
-            p.judge("/sys/fs/cgroup/unified/cgroup.procs", FileAccess::Read)
-                .is_none()
+            judge_protected(&p, "/sys/fs/cgroup/unified/cgroup.procs", FileAccess::Read).is_none()
         );
-        assert!(p.judge("/sys/fs/bpfx", FileAccess::Write).is_none());
+        assert!(judge_protected(&p, "/sys/fs/bpfx", FileAccess::Write).is_none());
     }
 }

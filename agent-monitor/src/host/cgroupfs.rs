@@ -12,10 +12,10 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CgroupError {
     #[error(
-        "no cgroup2 filesystem is mounted (looked in /proc/mounts); agent-monitor needs cgroup v2"
+        "no cgroup2 filesystem is mounted (looked in /proc/self/mountinfo); agent-monitor needs cgroup v2"
     )]
     NotMounted,
-    #[error("reading /proc/mounts: {0}")]
+    #[error("reading /proc/self/mountinfo: {0}")]
     Mounts(#[source] io::Error),
     #[error("{op} {path}: {source}")]
     Io {
@@ -47,17 +47,17 @@ pub(crate) struct Cgroup2 {
 }
 
 impl Cgroup2 {
-    /// Finds the cgroup2 mount from /proc/mounts (hybrid systems mount it at
-    /// /sys/fs/cgroup/unified, pure v2 ones at /sys/fs/cgroup).
+    /// Finds the cgroup2 mount (hybrid systems mount it at /sys/fs/cgroup/unified, pure v2
+    /// ones at /sys/fs/cgroup).
     pub(crate) fn discover() -> Result<Self, CgroupError> {
-        let mounts = fs::read_to_string("/proc/mounts").map_err(CgroupError::Mounts)?;
+        let mounts = super::mounts::read().map_err(CgroupError::Mounts)?;
         Self::from_mounts(&mounts).ok_or(CgroupError::NotMounted)
     }
 
-    fn from_mounts(mounts: &str) -> Option<Self> {
-        mount_entries(mounts).find_map(|m| {
+    fn from_mounts(mounts: &[super::mounts::Mount]) -> Option<Self> {
+        mounts.iter().find_map(|m| {
             (m.fstype == "cgroup2").then(|| Self {
-                root: m.dir,
+                root: m.dir.clone(),
                 kill_handles: Arc::default(),
             })
         })
@@ -209,75 +209,26 @@ impl Cgroup2 {
     }
 }
 
-/// /proc/mounts escapes spaces and a few other bytes as octal `\040`.
-/// One line of `/proc/mounts`.
-pub(crate) struct MountEntry<'a> {
-    pub(crate) dir: PathBuf,
-    pub(crate) fstype: &'a str,
-    pub(crate) options: &'a str,
-}
-
-/// The lines of `/proc/mounts` (`source dir fstype options ...`), mount points unescaped.
-pub(crate) fn mount_entries(mounts: &str) -> impl Iterator<Item = MountEntry<'_>> {
-    mounts.lines().filter_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_source, dir, fstype, options) = (
-            fields.next()?,
-            fields.next()?,
-            fields.next()?,
-            fields.next()?,
-        );
-        Some(MountEntry {
-            dir: PathBuf::from(unescape_mount(dir)),
-            fstype,
-            options,
-        })
-    })
-}
-
-fn unescape_mount(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(digits) = bytes.get(i + 1..i + 4)
-            && let Some(v) = std::str::from_utf8(digits)
-                .ok()
-                .and_then(|d| u8::from_str_radix(d, 8).ok())
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn finds_cgroup2_in_a_hybrid_layout() {
-        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
-                      cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
-                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
-        let cg = Cgroup2::from_mounts(mounts).expect("found");
+        let mounts = super::super::mounts::parse(
+            "1 0 0:20 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n\
+             2 1 0:21 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
+             3 1 0:22 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+        );
+        let cg = Cgroup2::from_mounts(&mounts).expect("found");
         assert_eq!(cg.root(), Path::new("/sys/fs/cgroup/unified"));
     }
 
     #[test]
     fn no_cgroup2_is_none() {
-        assert!(Cgroup2::from_mounts("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n").is_none());
-    }
-
-    #[test]
-    fn mount_paths_are_unescaped() {
-        assert_eq!(unescape_mount("/mnt/a\\040b"), "/mnt/a b");
-        assert_eq!(unescape_mount("/plain"), "/plain");
+        let mounts =
+            super::super::mounts::parse("2 1 0:21 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw\n");
+        assert!(Cgroup2::from_mounts(&mounts).is_none());
     }
 
     #[test]

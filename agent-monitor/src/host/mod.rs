@@ -3,5 +3,7 @@
 //! crate is used here.
 
 pub(crate) mod cgroupfs;
+pub(crate) mod mounts;
+pub(crate) mod own_cgroup;
 pub(crate) mod sockets;
 pub(crate) mod systemd;

@@ -313,7 +313,7 @@ pub(crate) fn load(
     }
     hooks.retain(|h| h.attached || h.error.is_some());
     let identity_error = write_offsets(&mut ebpf).err();
-    if let Err(e) = write_protected(&mut ebpf, &crate::control::escape::Protected::discover()) {
+    if let Err(e) = write_protected(&mut ebpf, &crate::host::mounts::Protected::discover()) {
         tracing::error!(error = %e, "cannot list the protected filesystems: writes there are judged by the daemon only");
     }
     if let Some(e) = &identity_error {
@@ -382,7 +382,7 @@ fn write_offsets(ebpf: &mut Ebpf) -> Result<(), String> {
 /// Devices of the monitor's own filesystems, for the kernel's write check.
 fn write_protected(
     ebpf: &mut Ebpf,
-    protected: &crate::control::escape::Protected,
+    protected: &crate::host::mounts::Protected,
 ) -> Result<(), String> {
     let map = ebpf
         .map_mut("PROTECTED_DEVS")

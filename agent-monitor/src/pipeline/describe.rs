@@ -5,7 +5,7 @@ use std::{ffi::OsStr, net::IpAddr, os::unix::ffi::OsStrExt as _, path::Path};
 
 use super::{Header, dirs::DirIndex};
 use crate::{
-    control::escape::Protected,
+    host::mounts::Protected,
     kernel::decoder::{Event, FileId, FileOp, NetOp as WireNetOp},
     observe::record::{EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef},
     pipeline::proctable::ProcInfo,
@@ -44,7 +44,7 @@ pub(super) fn verdict(
     let from_protected = judged
         .file
         .as_ref()
-        .and_then(|f| protected.judge(&f.path, f.access));
+        .and_then(|f| crate::control::escape::judge_protected(protected, &f.path, f.access));
     let verdict = match (judged.preset.take(), from_protected, learned) {
         (Some(v), _, _) => v,
         (None, Some(v), _) => {

@@ -18,7 +18,6 @@ use crate::{
 
 mod describe;
 mod dirs;
-pub(crate) mod own_cgroup;
 pub(crate) mod proctable;
 pub(crate) mod resolve;
 
@@ -31,7 +30,7 @@ pub(crate) struct Pipeline {
     shared: Arc<Shared>,
     procs: ProcTable,
     dirs: dirs::DirIndex,
-    cgroups: own_cgroup::CgroupMounts,
+    cgroups: crate::host::own_cgroup::CgroupMounts,
     /// cgroup id -> path, for records (the process may be gone when its event is read).
     cgroup_paths: HashMap<u64, String>,
     clock: Clock,
@@ -45,7 +44,7 @@ impl Pipeline {
             shared,
             procs: ProcTable::default(),
             dirs: dirs::DirIndex::default(),
-            cgroups: own_cgroup::CgroupMounts::discover(),
+            cgroups: crate::host::own_cgroup::CgroupMounts::discover(),
             cgroup_paths: HashMap::new(),
             clock: Clock::new(),
             sinks,
@@ -354,7 +353,7 @@ impl Pipeline {
 /// image (Node and Python's `platform` read their executable), a listing of the directory
 /// the task was started from, and a read of the process's own cgroup limits.
 fn baseline_preset(
-    cgroups: &own_cgroup::CgroupMounts,
+    cgroups: &crate::host::own_cgroup::CgroupMounts,
     cgroup2_root: &Path,
     judged: &mut Judged,
     (tgid, exe, start_cwd, task_cgroup): (u32, Option<&Path>, Option<&Path>, &str),
@@ -371,7 +370,7 @@ fn baseline_preset(
         if own.is_empty() {
             own.push(cgroup2_root.join(task_cgroup.trim_start_matches('/')));
         }
-        own_cgroup::is_own_limit(path, &own)
+        crate::host::own_cgroup::is_own_limit(path, &own)
     };
     if own_image || listed_start || own_limit {
         judged.preset = Some(crate::policy::Verdict::Allowed);

@@ -4,9 +4,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::kubernetes::KubernetesSelect;
 use super::net::{ConnectRuleSpec, Port};
 use super::values::{CgroupGlob, NonEmpty, PathGlob, ScopeName, Ttl};
-use crate::control::kubernetes::KubernetesSelect;
 use crate::policy::{FileRules, PolicySpec};
 
 /// One YAML document.

@@ -4,6 +4,7 @@
 //! the file, line and column of the offending node.
 
 mod error;
+pub(crate) mod kubernetes;
 mod manifest;
 mod net;
 #[cfg(test)]
@@ -41,6 +42,13 @@ pub(crate) struct Scope {
     /// The file it came from (`<inline>` for YAML submitted through the API).
     pub(crate) source: PathBuf,
     pub(crate) spec: ScopeSpec,
+}
+
+impl Scope {
+    /// Its `select.kubernetes`, if it has one.
+    pub(crate) fn kubernetes(&self) -> Option<&kubernetes::KubernetesSelect> {
+        self.spec.select.as_ref()?.kubernetes.as_ref()
+    }
 }
 
 /// Parses every document of `text`; the first error wins. `source` names the text in

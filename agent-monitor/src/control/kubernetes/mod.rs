@@ -7,14 +7,11 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod node;
-pub(crate) mod select;
 pub(crate) mod watch;
 
+pub(crate) use crate::scope::kubernetes::Candidate;
 pub(crate) use node::{Container, KubernetesRef, Node, PodMeta};
-pub(crate) use select::{Candidate, KubernetesSelect};
 pub(crate) use watch::{KubernetesConfig, Settings};
-
-use crate::scope::Scope;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KubeError {
@@ -40,9 +37,4 @@ pub(crate) enum KubeError {
     Infer(#[source] kube::config::InferConfigError),
     #[error("kubernetes: building the API client: {0}")]
     Client(#[source] kube::Error),
-}
-
-/// A scope's `select.kubernetes`, if it has one.
-pub(crate) fn selector(scope: &Scope) -> Option<&KubernetesSelect> {
-    scope.spec.select.as_ref()?.kubernetes.as_ref()
 }

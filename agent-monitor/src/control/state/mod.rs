@@ -144,7 +144,7 @@ pub(crate) struct Shared {
     /// Why the kernel cannot identify files (no BTF offsets), if so.
     pub(crate) identity_error: Option<String>,
     /// The monitor's own filesystems (cgroupfs, bpffs, tracefs, ...): never writable.
-    pub(crate) protected: crate::control::escape::Protected,
+    pub(crate) protected: crate::host::mounts::Protected,
     /// `AGENT_CGROUPS`: cgroup id -> slot.
     tagger: Mutex<HashMap<MapData, u64, u32>>,
     tag_state: Mutex<aya::maps::Array<MapData, u64>>,
@@ -185,7 +185,7 @@ impl Shared {
             cgroup2,
             hooks,
             identity_error,
-            protected: crate::control::escape::Protected::discover(),
+            protected: crate::host::mounts::Protected::discover(),
             enforcer: Mutex::new(enforcer),
             notices: Mutex::new(Vec::new()),
             started_at: Instant::now(),
@@ -298,7 +298,7 @@ impl Shared {
         // The limits that apply to the agent are part of its baseline: its new v2 cgroup
         // and the v1 ones it keeps from the requester, with their ancestors.
         let landlock = landlock.map(|mut plan| {
-            let mounts = crate::pipeline::own_cgroup::CgroupMounts::discover();
+            let mounts = crate::host::own_cgroup::CgroupMounts::discover();
             let mut own: Vec<PathBuf> = requester
                 .map(|pid| mounts.dirs_of_pid(pid))
                 .unwrap_or_default()
@@ -454,7 +454,7 @@ impl Shared {
         let scope = self
             .catalog()
             .all()
-            .find(|s| kubernetes::selector(s).is_some_and(|k| k.matches(candidate)))
+            .find(|s| s.kubernetes().is_some_and(|k| k.matches(candidate)))
             .cloned();
         let Some(scope) = scope else {
             return false;

@@ -17,7 +17,7 @@ fn a_kubernetes_selector_parses_and_round_trips() {
     let scopes = parse_str(&text, Path::new("k.yaml")).expect("parses");
     let s = &scopes[0];
     assert!(s.select_cgroup.is_none());
-    let k = crate::control::kubernetes::selector(s).expect("selector");
+    let k = s.kubernetes().expect("selector");
     assert_eq!(k.namespace.as_ref().map(|n| n.0.as_str()), Some("agents"));
     assert_eq!(k.pod_labels.len(), 2);
     let json = serde_json::to_value(&s.spec).expect("json");
@@ -31,7 +31,7 @@ fn a_kubernetes_selector_parses_and_round_trips() {
 fn select_cgroup_still_works_alone() {
     let scopes = parse_str(&scope("    cgroup: /agents/*\n"), Path::new("c.yaml")).expect("ok");
     assert!(scopes[0].select_cgroup.is_some());
-    assert!(crate::control::kubernetes::selector(&scopes[0]).is_none());
+    assert!(scopes[0].kubernetes().is_none());
 }
 
 #[test]

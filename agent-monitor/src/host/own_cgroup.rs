@@ -5,6 +5,7 @@
 //! limit, in the cgroups the process is in and their ancestors (the limits that apply to
 //! it), on each hierarchy: other cgroups' files stay out.
 
+use super::mounts::Mount;
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -43,19 +44,18 @@ pub(crate) struct CgroupMounts {
 
 impl CgroupMounts {
     pub(crate) fn discover() -> Self {
-        fs::read_to_string("/proc/mounts")
-            .map(|m| Self::parse(&m))
-            .unwrap_or_default()
+        Self::from_mounts(&super::mounts::read().unwrap_or_default())
     }
 
-    fn parse(mounts: &str) -> Self {
+    fn from_mounts(mounts: &[Mount]) -> Self {
         let mut out = Self::default();
-        for m in crate::host::cgroupfs::mount_entries(mounts) {
-            match m.fstype {
-                "cgroup2" => out.v2 = Some(m.dir),
-                "cgroup" => out
-                    .v1
-                    .push((m.dir, m.options.split(',').map(str::to_owned).collect())),
+        for m in mounts {
+            match m.fstype.as_str() {
+                "cgroup2" => out.v2 = Some(m.dir.clone()),
+                "cgroup" => out.v1.push((
+                    m.dir.clone(),
+                    m.super_options.split(',').map(str::to_owned).collect(),
+                )),
                 _ => {}
             }
         }
@@ -157,15 +157,15 @@ mod tests {
     use super::*;
 
     const MOUNTS: &str = "\
-cgroup2 /sys/fs/cgroup/unified cgroup2 rw,nosuid,nodev,noexec,relatime 0 0
-cgroup /sys/fs/cgroup/memory cgroup rw,nosuid,nodev,noexec,relatime,memory 0 0
-cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,nodev,noexec,relatime,cpu,cpuacct 0 0
-cgroup /sys/fs/cgroup/systemd cgroup rw,nosuid,nodev,noexec,relatime,xattr,name=systemd 0 0
+30 22 0:26 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw
+31 22 0:27 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+32 22 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+33 22 0:29 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
 ";
 
     #[test]
     fn the_cgroups_a_process_is_in_on_every_hierarchy() {
-        let m = CgroupMounts::parse(MOUNTS);
+        let m = CgroupMounts::from_mounts(&super::super::mounts::parse(MOUNTS));
         let dirs = m.dirs_of(
             "12:memory:/user.slice\n4:cpu,cpuacct:/\n1:name=systemd:/x\n0::/agent-monitor/t-1\n",
         );
