@@ -18,6 +18,8 @@ pub const COMM_LEN: usize = 16;
 pub const MAX_CGROUP_LEVEL: i32 = 16;
 
 /// Event kinds (`EventHeader::kind`). Numbers are stable; retired numbers are never reused.
+pub mod syscalls;
+
 pub mod kind {
     /// [`crate::ExecEvent`]: a tagged process ran a new image (`sched_process_exec`).
     pub const EXEC: u32 = 1;

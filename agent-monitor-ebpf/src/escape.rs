@@ -13,7 +13,7 @@
 //! registers. The signal syscalls are also hooked at entry: their target must be judged
 //! before the signal lands (a killed target leaves the agent's pid map).
 
-use agent_monitor_common::{EscapeEntry, PATH_LEN, escape_op, flags, kind};
+use agent_monitor_common::{EscapeEntry, PATH_LEN, escape_op, flags, kind, syscalls::nr};
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
@@ -29,11 +29,6 @@ use crate::{
 };
 
 // x86-64 syscall numbers the entry program looks at the arguments of.
-const NR_SOCKET: i32 = 41;
-const NR_KILL: i32 = 62;
-const NR_TKILL: i32 = 200;
-const NR_TGKILL: i32 = 234;
-const NR_PIDFD_OPEN: i32 = 434;
 
 const AF_INET: u64 = 2;
 const AF_INET6: u64 = 10;
@@ -90,7 +85,7 @@ fn try_sys_enter_escape(ctx: &TracePointContext) -> Result<(), i64> {
 
 /// The syscalls with an entry hook (the loader's `EscapeSyscall::entry`).
 fn judged_at_entry(nr: i32) -> bool {
-    matches!(nr, NR_KILL | NR_TKILL | NR_TGKILL | NR_PIDFD_OPEN)
+    matches!(nr, nr::kill | nr::tkill | nr::tgkill | nr::pidfd_open)
 }
 
 /// Whether a syscall with these arguments is an escape attempt. Only a few syscalls of the
@@ -99,20 +94,20 @@ fn is_escape(nr: i32, args: &[u64; 3], agent: &Agent) -> bool {
     match nr {
         // Packet sockets, and inet sockets other than stream and datagram ones (raw,
         // SOCK_PACKET), reach the wire without the cgroup socket hooks.
-        NR_SOCKET => {
+        nr::socket => {
             let ty = args[1] & SOCK_TYPE_MASK;
             let inet = args[0] == AF_INET || args[0] == AF_INET6;
             args[0] == AF_PACKET || (inet && ty != SOCK_STREAM && ty != SOCK_DGRAM)
         }
         // kill(pid, sig): 0 probes; pid 0 is the caller's own process group.
         #[expect(clippy::cast_possible_truncation, reason = "pid_t and int arguments")]
-        NR_KILL => args[1] != 0 && !signal_target_ours(args[0] as i32, agent),
+        nr::kill => args[1] != 0 && !signal_target_ours(args[0] as i32, agent),
         #[expect(clippy::cast_possible_truncation, reason = "pid_t and int arguments")]
-        NR_TKILL => args[1] != 0 && !signal_target_ours(args[0] as i32, agent),
+        nr::tkill => args[1] != 0 && !signal_target_ours(args[0] as i32, agent),
         #[expect(clippy::cast_possible_truncation, reason = "pid_t and int arguments")]
-        NR_TGKILL => args[2] != 0 && !signal_target_ours(args[0] as i32, agent),
+        nr::tgkill => args[2] != 0 && !signal_target_ours(args[0] as i32, agent),
         #[expect(clippy::cast_possible_truncation, reason = "pid_t argument")]
-        NR_PIDFD_OPEN => !signal_target_ours(args[0] as i32, agent),
+        nr::pidfd_open => !signal_target_ours(args[0] as i32, agent),
         _ => true,
     }
 }

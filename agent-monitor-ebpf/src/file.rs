@@ -9,7 +9,7 @@
 
 use agent_monitor_common::{
     AgentConfig, FILE_EVENT_NO_PATHS, FILE_EVENT_ONE_PATH, FileEvent, InodeKey, OpenKey, PATH_LEN,
-    config_flags, counter, file_op, flags, kind, tag_state,
+    config_flags, counter, file_op, flags, kind, syscalls::nr, tag_state,
 };
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
@@ -36,37 +36,6 @@ const O_TRUNC: u32 = 0o1000;
 /// The flags an open whose flags cannot be read is judged with.
 const O_WRONLY_CREAT_TRUNC: u32 = O_WRONLY | O_CREAT | O_TRUNC;
 const AF_UNIX: u16 = 1;
-
-/// x86-64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl) of the syscalls whose
-/// exit runs `sys_exit_file` (the loader's `FILE_EXITS`).
-mod nr {
-    pub const OPEN: i32 = 2;
-    pub const CONNECT: i32 = 42;
-    pub const LISTEN: i32 = 50;
-    pub const EXECVE: i32 = 59;
-    pub const TRUNCATE: i32 = 76;
-    pub const FTRUNCATE: i32 = 77;
-    pub const CHDIR: i32 = 80;
-    pub const FCHDIR: i32 = 81;
-    pub const RENAME: i32 = 82;
-    pub const MKDIR: i32 = 83;
-    pub const RMDIR: i32 = 84;
-    pub const CREAT: i32 = 85;
-    pub const LINK: i32 = 86;
-    pub const UNLINK: i32 = 87;
-    pub const SYMLINK: i32 = 88;
-    pub const MKNOD: i32 = 133;
-    pub const OPENAT: i32 = 257;
-    pub const MKDIRAT: i32 = 258;
-    pub const MKNODAT: i32 = 259;
-    pub const UNLINKAT: i32 = 263;
-    pub const RENAMEAT: i32 = 264;
-    pub const LINKAT: i32 = 265;
-    pub const SYMLINKAT: i32 = 266;
-    pub const RENAMEAT2: i32 = 316;
-    pub const EXECVEAT: i32 = 322;
-    pub const OPENAT2: i32 = 437;
-}
 
 /// Errors that mean "refused" (Landlock answers EACCES, EPERM for scoped signals and
 /// sockets, and EXDEV for a link or rename that would widen access).
@@ -106,60 +75,60 @@ const fn layout(op: u32) -> Layout {
 fn layout_of(syscall: i32) -> Option<Layout> {
     Some(match syscall {
         // open(filename, flags, mode)
-        nr::OPEN => Layout {
+        nr::open => Layout {
             path: Some(0),
             flags: Some(1),
             ..layout(file_op::OPEN)
         },
         // openat(dfd, filename, flags, mode)
-        nr::OPENAT => Layout {
+        nr::openat => Layout {
             dirfd: Some(0),
             path: Some(1),
             flags: Some(2),
             ..layout(file_op::OPEN)
         },
         // openat2(dfd, filename, how, size): flags are read from `how`.
-        nr::OPENAT2 => Layout {
+        nr::openat2 => Layout {
             dirfd: Some(0),
             path: Some(1),
             ..layout(file_op::OPEN)
         },
         // creat(pathname, mode) == open(pathname, O_CREAT|O_WRONLY|O_TRUNC)
-        nr::CREAT => Layout {
+        nr::creat => Layout {
             path: Some(0),
             fixed_flags: 0o1101,
             ..layout(file_op::OPEN)
         },
         // unlink(pathname), rmdir(pathname) (AT_REMOVEDIR)
-        nr::UNLINK => Layout {
+        nr::unlink => Layout {
             path: Some(0),
             ..layout(file_op::UNLINK)
         },
-        nr::RMDIR => Layout {
+        nr::rmdir => Layout {
             path: Some(0),
             fixed_flags: 0x200,
             ..layout(file_op::UNLINK)
         },
         // unlinkat(dfd, pathname, flag)
-        nr::UNLINKAT => Layout {
+        nr::unlinkat => Layout {
             dirfd: Some(0),
             path: Some(1),
             flags: Some(2),
             ..layout(file_op::UNLINK)
         },
         // rename(oldname, newname)
-        nr::RENAME => Layout {
+        nr::rename => Layout {
             path: Some(0),
             path2: Some(1),
             ..layout(file_op::RENAME)
         },
         // renameat(olddfd, oldname, newdfd, newname[, flags for renameat2])
-        nr::RENAMEAT | nr::RENAMEAT2 => Layout {
+        nr::renameat | nr::renameat2 => Layout {
             dirfd: Some(0),
             path: Some(1),
             dirfd2: Some(2),
             path2: Some(3),
-            flags: if syscall == nr::RENAMEAT2 {
+            flags: if syscall == nr::renameat2 {
                 Some(4)
             } else {
                 None
@@ -168,30 +137,30 @@ fn layout_of(syscall: i32) -> Option<Layout> {
         },
         // chdir(filename), fchdir(fd): keep the process table's cwd right for relative
         // paths.
-        nr::CHDIR => Layout {
+        nr::chdir => Layout {
             path: Some(0),
             ..layout(file_op::CHDIR)
         },
-        nr::FCHDIR => Layout {
+        nr::fchdir => Layout {
             dirfd: Some(0),
             ..layout(file_op::CHDIR)
         },
         // truncate(path, length), ftruncate(fd, length)
-        nr::TRUNCATE => Layout {
+        nr::truncate => Layout {
             path: Some(0),
             ..layout(file_op::TRUNCATE)
         },
-        nr::FTRUNCATE => Layout {
+        nr::ftruncate => Layout {
             dirfd: Some(0),
             ..layout(file_op::TRUNCATE)
         },
         // link(oldname, newname), linkat(olddfd, oldname, newdfd, newname, flags)
-        nr::LINK => Layout {
+        nr::link => Layout {
             path: Some(0),
             path2: Some(1),
             ..layout(file_op::LINK)
         },
-        nr::LINKAT => Layout {
+        nr::linkat => Layout {
             dirfd: Some(0),
             path: Some(1),
             dirfd2: Some(2),
@@ -200,36 +169,36 @@ fn layout_of(syscall: i32) -> Option<Layout> {
             ..layout(file_op::LINK)
         },
         // mkdir(path, mode), mkdirat(dfd, path, mode): `open_flags` carries the file type.
-        nr::MKDIR => Layout {
+        nr::mkdir => Layout {
             path: Some(0),
             fixed_flags: S_IFDIR,
             ..layout(file_op::MAKE)
         },
-        nr::MKDIRAT => Layout {
+        nr::mkdirat => Layout {
             dirfd: Some(0),
             path: Some(1),
             fixed_flags: S_IFDIR,
             ..layout(file_op::MAKE)
         },
         // mknod(path, mode, dev), mknodat(dfd, path, mode, dev): the mode's type bits.
-        nr::MKNOD => Layout {
+        nr::mknod => Layout {
             path: Some(0),
             flags: Some(1),
             ..layout(file_op::MAKE)
         },
-        nr::MKNODAT => Layout {
+        nr::mknodat => Layout {
             dirfd: Some(0),
             path: Some(1),
             flags: Some(2),
             ..layout(file_op::MAKE)
         },
         // symlink(target, newname), symlinkat(target, newdfd, newname): the new name.
-        nr::SYMLINK => Layout {
+        nr::symlink => Layout {
             path: Some(1),
             fixed_flags: S_IFLNK,
             ..layout(file_op::MAKE)
         },
-        nr::SYMLINKAT => Layout {
+        nr::symlinkat => Layout {
             dirfd: Some(1),
             path: Some(2),
             fixed_flags: S_IFLNK,
@@ -237,11 +206,11 @@ fn layout_of(syscall: i32) -> Option<Layout> {
         },
         // execve(filename, argv, envp), execveat(dfd, filename, argv, envp, flags): only a
         // failed exec still has its arguments in the saved registers at exit.
-        nr::EXECVE => Layout {
+        nr::execve => Layout {
             path: Some(0),
             ..layout(file_op::EXEC)
         },
-        nr::EXECVEAT => Layout {
+        nr::execveat => Layout {
             dirfd: Some(0),
             path: Some(1),
             flags: Some(4),
@@ -250,7 +219,7 @@ fn layout_of(syscall: i32) -> Option<Layout> {
         // listen(fd, backlog): a socket never bound gets its port from the kernel here,
         // where no bind hook runs; the daemon judges the port it got while the process is
         // held.
-        nr::LISTEN => Layout {
+        nr::listen => Layout {
             dirfd: Some(0),
             ..layout(file_op::LISTEN)
         },
@@ -304,7 +273,7 @@ fn unix_connect(args: &[u64; 5]) -> Result<Option<Call>, i64> {
 
 #[inline(always)]
 fn call_of(syscall: i32, args: &[u64; 5]) -> Result<Option<Call>, i64> {
-    if syscall == nr::CONNECT {
+    if syscall == nr::connect {
         return unix_connect(args);
     }
     let Some(l) = layout_of(syscall) else {
@@ -320,7 +289,7 @@ fn call_of(syscall: i32, args: &[u64; 5]) -> Result<Option<Call>, i64> {
     };
     #[expect(clippy::cast_possible_truncation, reason = "open flags are an int")]
     let mut open_flags = l.fixed_flags | arg(l.flags) as u32;
-    if syscall == nr::OPENAT2 {
+    if syscall == nr::openat2 {
         // `struct open_how { u64 flags; u64 mode; u64 resolve; }` in user memory.
         // SAFETY: user memory through the helper.
         // An unreadable `how` (a page the agent unmapped or registered with userfaultfd

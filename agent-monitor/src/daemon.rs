@@ -202,8 +202,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let kernel = loader::adopt_or_load(&cgroup2, options.ring_bytes, Some(&pins))?;
     let loader::Kernel {
         ebpf,
-        events,
-        verdicts,
+        rings,
         handles,
     } = kernel;
     // Held for the daemon's lifetime: an outside process removing pins detaches nothing.
@@ -229,15 +228,14 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     pods_configured(&shared, kube.is_some());
     shared.discover_existing();
-    observe_setup(&shared, &events, options.ring_bytes);
+    observe_setup(&shared, &rings.events, options.ring_bytes);
     release_startup_memory();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pipeline = Pipeline::new(Arc::clone(&shared), sinks);
     let reader = tokio::spawn({
-        let shared = Arc::clone(&shared);
         let stop = stop_rx.clone();
-        async move { reader::run(events, verdicts, pipeline, &shared.stats, stop).await }
+        async move { reader::run(rings, pipeline, stop).await }
     });
     let api = tokio::spawn({
         let shared = Arc::clone(&shared);

@@ -8,6 +8,7 @@ pub(crate) mod client;
 mod error;
 mod events;
 mod routes;
+mod scrape;
 mod server;
 mod status;
 

@@ -163,7 +163,7 @@ async fn report(
     api.shared
         .observed
         .usage
-        .report(&api.shared, &task)
+        .report(&*api.shared, &task)
         .map(Json)
         .ok_or_else(|| {
             ApiError::new(
@@ -179,7 +179,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
         .shared
         .observed
         .metrics
-        .render(&api.shared)
+        .render(&super::scrape::snapshot(&api.shared))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     Ok((
         [(

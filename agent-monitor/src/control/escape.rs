@@ -10,80 +10,11 @@ use crate::{
     policy::{Dimension, FileAccess, Verdict},
 };
 
-/// One escape syscall (x86-64 numbering): the syscalls the kernel's escape hooks judge
-/// (`loader`), killing an agent without the seccomp filter that ran one. Names and the
-/// agents' allow-list are `syscalls::TABLE`.
-pub(crate) struct EscapeSyscall {
-    pub(crate) nr: u32,
-    pub(crate) name: &'static str,
-    /// Its `syscalls:sys_{enter,exit}_*` tracepoint name; None when it is not hooked (the
-    /// ring behind `io_uring_enter` can only come from a refused `io_uring_setup`).
-    pub(crate) tracepoint: Option<&'static str>,
-    /// Also hooked at entry: the signal syscalls, whose target must be judged before the
-    /// signal lands (a killed target leaves the agent's pid map). The others are judged at
-    /// exit only, from the arguments in the saved registers.
-    pub(crate) entry: bool,
+/// A syscall's name, or `syscall_<nr>` for one this build does not know.
+fn syscall_name(nr: u32) -> String {
+    agent_monitor_common::syscalls::by_nr(nr)
+        .map_or_else(|| format!("syscall_{nr}"), |s| s.name.to_owned())
 }
-
-const fn sc(nr: u32, name: &'static str, tracepoint: Option<&'static str>) -> EscapeSyscall {
-    EscapeSyscall {
-        nr,
-        name,
-        tracepoint,
-        entry: false,
-    }
-}
-
-/// A signal syscall: hooked at entry and exit, judged by its target.
-const fn signal(nr: u32, name: &'static str) -> EscapeSyscall {
-    EscapeSyscall {
-        nr,
-        name,
-        tracepoint: Some(name),
-        entry: true,
-    }
-}
-
-pub(crate) const SYSCALLS: &[EscapeSyscall] = &[
-    sc(41, "socket", Some("socket")),
-    signal(62, "kill"),
-    sc(101, "ptrace", Some("ptrace")),
-    sc(155, "pivot_root", Some("pivot_root")),
-    sc(161, "chroot", Some("chroot")),
-    sc(163, "acct", Some("acct")),
-    sc(165, "mount", Some("mount")),
-    sc(166, "umount2", Some("umount")),
-    sc(167, "swapon", Some("swapon")),
-    sc(169, "reboot", Some("reboot")),
-    sc(175, "init_module", Some("init_module")),
-    sc(176, "delete_module", Some("delete_module")),
-    signal(200, "tkill"),
-    signal(234, "tgkill"),
-    sc(246, "kexec_load", Some("kexec_load")),
-    sc(272, "unshare", Some("unshare")),
-    sc(298, "perf_event_open", Some("perf_event_open")),
-    sc(300, "fanotify_init", Some("fanotify_init")),
-    sc(304, "open_by_handle_at", Some("open_by_handle_at")),
-    sc(308, "setns", Some("setns")),
-    sc(310, "process_vm_readv", Some("process_vm_readv")),
-    sc(311, "process_vm_writev", Some("process_vm_writev")),
-    sc(313, "finit_module", Some("finit_module")),
-    sc(320, "kexec_file_load", Some("kexec_file_load")),
-    sc(321, "bpf", Some("bpf")),
-    sc(323, "userfaultfd", Some("userfaultfd")),
-    sc(425, "io_uring_setup", Some("io_uring_setup")),
-    sc(426, "io_uring_enter", None),
-    sc(427, "io_uring_register", None),
-    sc(428, "open_tree", Some("open_tree")),
-    sc(429, "move_mount", Some("move_mount")),
-    sc(430, "fsopen", Some("fsopen")),
-    sc(431, "fsconfig", Some("fsconfig")),
-    sc(432, "fsmount", Some("fsmount")),
-    sc(433, "fspick", Some("fspick")),
-    signal(434, "pidfd_open"),
-    sc(438, "pidfd_getfd", Some("pidfd_getfd")),
-    sc(442, "mount_setattr", Some("mount_setattr")),
-];
 
 /// Why a syscall is an escape, for the record's reason.
 fn why(name: &str) -> &'static str {
@@ -124,7 +55,7 @@ fn why(name: &str) -> &'static str {
 pub(crate) fn judge(what: &EscapeWhat, task_cgroup: &str) -> Option<(EscapeObject, Verdict)> {
     match what {
         EscapeWhat::Syscall { nr, args, ret } => {
-            let name = crate::kernel::syscalls::name(*nr);
+            let name = syscall_name(*nr);
             let outcome = if *ret == -1 { "refused" } else { "attempted" };
             let reason = format!("{name}() {outcome}: {}", why(&name));
             let object = EscapeObject {
@@ -216,7 +147,7 @@ mod tests {
         };
         assert_eq!(v.dimension, Dimension::Escape);
         assert!(v.reason.contains("refused"), "{}", v.reason);
-        assert_eq!(crate::kernel::syscalls::name(9999), "syscall_9999");
+        assert_eq!(syscall_name(9999), "syscall_9999");
     }
 
     #[test]

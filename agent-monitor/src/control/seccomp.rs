@@ -3,7 +3,7 @@
 //! the machine, other processes, descriptors the file rules never judged) are refused with
 //! EPERM, some depending on their arguments (`conditions`). The filter is inherited by
 //! every child and cannot be removed; the kernel's `sys_exit` hooks see each refused call
-//! (it returns -EPERM) and report it. The table is `syscalls::TABLE`; seccompiler compiles
+//! (it returns -EPERM) and report it. The table is `agent_monitor_common::syscalls::TABLE`; seccompiler compiles
 //! it.
 //!
 //! Numbers are x86-64's. Other ABIs (i386 through `int 0x80`, x32) and numbers past the
@@ -17,7 +17,7 @@ use seccompiler::{
     SeccompFilter, SeccompRule, TargetArch,
 };
 
-use crate::kernel::syscalls::{Class, MAX_NR, TABLE};
+use agent_monitor_common::syscalls::{Class, MAX_NR, TABLE};
 
 /// One classic-BPF instruction (`struct sock_filter`).
 pub(crate) type Insn = libc::sock_filter;
@@ -288,7 +288,7 @@ mod tests {
     }
 
     fn nr(name: &str) -> u32 {
-        crate::kernel::syscalls::by_name(name)
+        agent_monitor_common::syscalls::by_name(name)
             .expect("known syscall")
             .nr
     }

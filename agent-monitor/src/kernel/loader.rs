@@ -4,18 +4,24 @@
 
 use std::{fs, io, path::Path};
 
-use agent_monitor_common::{Learned, LearnedKey, Offsets, counter};
+use agent_monitor_common::{
+    Offsets, counter,
+    syscalls::{self, Class, Hook, Syscall},
+};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{CgroupAttachMode, CgroupSockAddr, TracePoint, links::FdLink},
 };
 use serde::Serialize;
 
-use crate::{
-    control::enforce::Enforcer, host::cgroupfs::Cgroup2, kernel::btf::Btf, kernel::ebpf_object,
-    kernel::pins::Pins,
+use super::{
+    btf::Btf,
+    ebpf_object,
+    maps::{EnforceMaps, Maps, Rings, StateMaps},
+    pins::Pins,
 };
+use crate::host::cgroupfs::Cgroup2;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LoadError {
@@ -83,21 +89,14 @@ pub(crate) struct HookStatus {
 pub(crate) struct Kernel {
     /// None when the programs were adopted from pins (they are the previous daemon's).
     pub(crate) ebpf: Option<Ebpf>,
-    pub(crate) events: RingBuf<MapData>,
-    /// Held, killed and refused operations, apart from the flood (`VERDICTS`).
-    pub(crate) verdicts: RingBuf<MapData>,
+    pub(crate) rings: Rings,
     pub(crate) handles: Handles,
 }
 
 /// What the daemon's shared state keeps of the kernel side.
 pub(crate) struct Handles {
-    pub(crate) agent_cgroups: HashMap<MapData, u64, u32>,
-    /// `TAG_STATE`: how many cgroups are tagged, and the tag generation.
-    pub(crate) tag_state: Array<MapData, u64>,
-    pub(crate) counters: PerCpuArray<MapData, u64>,
-    pub(crate) enforcer: Enforcer,
-    /// `DNS_LEARNED`: what each agent's resolver learned (written by `dns`).
-    pub(crate) dns_learned: HashMap<MapData, LearnedKey, Learned>,
+    pub(crate) maps: StateMaps,
+    pub(crate) enforce: EnforceMaps,
     pub(crate) hooks: Vec<HookStatus>,
     /// Why file and exec identity is unavailable, when BTF offsets could not be read.
     pub(crate) identity_error: Option<String>,
@@ -114,38 +113,6 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir", true),
     ("cgroup_rmdir", "cgroup", "cgroup_rmdir", true),
     ("cgroup_attach_task", "cgroup", "cgroup_attach_task", true),
-];
-
-/// The file syscalls: `sys_exit_file` reads their arguments from the saved user registers
-/// at exit (no entry hook), dispatching on the syscall number (x86-64 numbers in the
-/// kernel program).
-const FILE_EXITS: &[(&str, bool)] = &[
-    ("sys_exit_open", false),
-    ("sys_exit_openat", true),
-    ("sys_exit_openat2", true),
-    ("sys_exit_creat", false),
-    ("sys_exit_unlink", false),
-    ("sys_exit_rmdir", false),
-    ("sys_exit_unlinkat", true),
-    ("sys_exit_rename", false),
-    ("sys_exit_renameat", false),
-    ("sys_exit_renameat2", true),
-    ("sys_exit_chdir", true),
-    ("sys_exit_fchdir", true),
-    ("sys_exit_connect", true),
-    ("sys_exit_listen", true),
-    ("sys_exit_truncate", true),
-    ("sys_exit_ftruncate", true),
-    ("sys_exit_link", false),
-    ("sys_exit_linkat", true),
-    ("sys_exit_mkdir", false),
-    ("sys_exit_mkdirat", true),
-    ("sys_exit_mknod", false),
-    ("sys_exit_mknodat", true),
-    ("sys_exit_symlink", false),
-    ("sys_exit_symlinkat", true),
-    ("sys_exit_execve", true),
-    ("sys_exit_execveat", true),
 ];
 
 /// recvmsg4/6 give a redirected DNS reply its original source back (DNS-name egress).
@@ -274,32 +241,8 @@ pub(crate) fn load(
             &mut ebpf, program, category, name, required, &mut links, pin,
         ));
     }
-    for &(name, required) in FILE_EXITS {
-        hooks.push(attach_tracepoint(
-            &mut ebpf,
-            "sys_exit_file",
-            "syscalls",
-            name,
-            required,
-            &mut links,
-            pin,
-        ));
-    }
-    // Not required: an architecture (or a kernel without modules) may lack some of them.
-    attach_refused(&mut ebpf, &mut hooks, &mut links, pin);
-    for s in crate::control::escape::SYSCALLS {
-        let Some(syscall) = s.tracepoint else {
-            continue;
-        };
-        let entry = s
-            .entry
-            .then(|| ("sys_enter_escape", format!("sys_enter_{syscall}")));
-        let exit = Some(("sys_exit_escape", format!("sys_exit_{syscall}")));
-        for (program, name) in entry.into_iter().chain(exit) {
-            hooks.push(attach_tracepoint(
-                &mut ebpf, program, "syscalls", &name, false, &mut links, pin,
-            ));
-        }
+    for s in syscalls::TABLE {
+        attach_syscall(&mut ebpf, s, &mut hooks, &mut links, pin);
     }
     let root = cgroup2.root();
     let root_fd = fs::File::open(root).map_err(|source| LoadError::CgroupRoot {
@@ -322,33 +265,13 @@ pub(crate) fn load(
     if let Some(p) = pins {
         pin_all(p, &ebpf, links)?;
     }
-    let events = take_map(&mut ebpf, "EVENTS")?;
-    let verdicts = take_map(&mut ebpf, "VERDICTS")?;
-    let agent_cgroups = take_map(&mut ebpf, "AGENT_CGROUPS")?;
-    let counters = take_map(&mut ebpf, "COUNTERS")?;
-    let tag_state = take_map(&mut ebpf, "TAG_STATE")?;
-    let enforcer = Enforcer {
-        config: take_map(&mut ebpf, "AGENT_CONFIG")?,
-        net: take_map(&mut ebpf, "NET_RULES")?,
-        bind: take_map(&mut ebpf, "BIND_PORTS")?,
-        exec_allow: take_map(&mut ebpf, "EXEC_ALLOW")?,
-        file_deny: take_map(&mut ebpf, "FILE_DENY")?,
-        pids: take_map(&mut ebpf, "AGENT_PIDS")?,
-        drops: take_map(&mut ebpf, "AGENT_DROPS")?,
-        file_ok: take_map(&mut ebpf, "FILE_OK")?,
-        host: take_map(&mut ebpf, "HOST_RULES")?,
-    };
-    let dns_learned = take_map(&mut ebpf, "DNS_LEARNED")?;
+    let maps = Maps::open(|name| ebpf.take_map(name).ok_or(LoadError::MissingMap(name)))?;
     Ok(Kernel {
         ebpf: Some(ebpf),
-        events,
-        verdicts,
+        rings: maps.rings,
         handles: Handles {
-            agent_cgroups,
-            tag_state,
-            counters,
-            enforcer,
-            dns_learned,
+            maps: maps.state,
+            enforce: maps.enforce,
             hooks,
             identity_error,
         },
@@ -395,39 +318,45 @@ fn write_protected(
     Ok(())
 }
 
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf.take_map(name).ok_or(LoadError::MissingMap(name))?;
-    T::try_from(map).map_err(|source| LoadError::Map { name, source })
-}
-
-/// The rest of what the agents' seccomp filter refuses (by number or by arguments): each
-/// refusal is recorded. Not required: an architecture may lack some of them.
-fn attach_refused(
+/// Attaches what watches one syscall (its [`Hook`]). The file syscalls: `sys_exit_file`
+/// reads their arguments from the saved user registers at exit (no entry hook). The escape
+/// syscalls: `sys_exit_escape`, and `sys_enter_escape` for the signals. The rest of what the
+/// agents' seccomp filter refuses (by number or by arguments): `sys_exit_refused`, which
+/// records each refusal. Only the file hooks marked required must attach: an architecture
+/// (or a kernel without modules) may lack the others.
+fn attach_syscall(
     ebpf: &mut Ebpf,
+    s: &Syscall,
     hooks: &mut Vec<HookStatus>,
     links: &mut Vec<(String, FdLink)>,
     pin: bool,
 ) {
-    use crate::kernel::syscalls::{Class, TABLE};
-    for s in TABLE.iter().filter(|s| {
-        matches!(s.class, Class::Refuse | Class::Args)
-            && !crate::control::escape::SYSCALLS
-                .iter()
-                .any(|e| e.nr == s.nr)
-    }) {
-        let name = format!("sys_exit_{}", s.name);
+    let mut attach = |program: &'static str, name: String, required: bool| {
         hooks.push(attach_tracepoint(
-            ebpf,
-            "sys_exit_refused",
-            "syscalls",
-            &name,
-            false,
-            links,
-            pin,
+            ebpf, program, "syscalls", &name, required, links, pin,
         ));
+    };
+    match s.hook {
+        Hook::File { required } => {
+            attach("sys_exit_file", format!("sys_exit_{}", s.name), required)
+        }
+        Hook::Escape {
+            tracepoint: Some(tracepoint),
+            entry,
+        } => {
+            if entry {
+                attach("sys_enter_escape", format!("sys_enter_{tracepoint}"), false);
+            }
+            attach("sys_exit_escape", format!("sys_exit_{tracepoint}"), false);
+        }
+        Hook::Escape {
+            tracepoint: None, ..
+        } => {}
+        Hook::None => {
+            if matches!(s.class, Class::Refuse | Class::Args) {
+                attach("sys_exit_refused", format!("sys_exit_{}", s.name), false);
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ pub(crate) mod btf;
 pub(crate) mod decoder;
 pub(crate) mod ebpf_object;
 pub(crate) mod loader;
+pub(crate) mod maps;
 pub(crate) mod pins;
 pub(crate) mod reader;
 pub(crate) mod ring_fill;
-pub(crate) mod syscalls;

@@ -8,13 +8,13 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData},
     programs::links::{FdLink, PinnedLink},
 };
 
-use crate::{
-    control::enforce::Enforcer,
-    kernel::loader::{Handles, HookStatus, Kernel, LoadError},
+use super::{
+    loader::{Handles, HookStatus, Kernel, LoadError},
+    maps::Maps,
 };
 
 pub(crate) struct Pins {
@@ -106,53 +106,20 @@ impl Pins {
 
     /// Adopts a previous daemon's pinned maps and links.
     pub(crate) fn adopt(&self) -> Result<Kernel, LoadError> {
-        let open = |name: &'static str| -> Result<MapData, LoadError> {
+        let maps = Maps::open(|name| {
             MapData::from_pin(self.maps().join(name))
+                .and_then(Map::from_map_data)
                 .map_err(|source| LoadError::Map { name, source })
-        };
-        let events =
-            RingBuf::try_from(Map::RingBuf(open("EVENTS")?)).map_err(|source| LoadError::Map {
-                name: "EVENTS",
-                source,
-            })?;
-        let verdicts = RingBuf::try_from(Map::RingBuf(open("VERDICTS")?)).map_err(|source| {
-            LoadError::Map {
-                name: "VERDICTS",
-                source,
-            }
         })?;
-        let hash = |name: &'static str| open(name).map(Map::HashMap);
-        let map_err = |name: &'static str| move |source| LoadError::Map { name, source };
-        let lru = |name: &'static str| open(name).map(Map::LruHashMap);
-        let enforcer = Enforcer {
-            config: HashMap::try_from(hash("AGENT_CONFIG")?).map_err(map_err("AGENT_CONFIG"))?,
-            net: LpmTrie::try_from(Map::LpmTrie(open("NET_RULES")?))
-                .map_err(map_err("NET_RULES"))?,
-            bind: HashMap::try_from(hash("BIND_PORTS")?).map_err(map_err("BIND_PORTS"))?,
-            exec_allow: HashMap::try_from(hash("EXEC_ALLOW")?).map_err(map_err("EXEC_ALLOW"))?,
-            file_deny: HashMap::try_from(hash("FILE_DENY")?).map_err(map_err("FILE_DENY"))?,
-            pids: HashMap::try_from(hash("AGENT_PIDS")?).map_err(map_err("AGENT_PIDS"))?,
-            drops: HashMap::try_from(hash("AGENT_DROPS")?).map_err(map_err("AGENT_DROPS"))?,
-            file_ok: HashMap::try_from(lru("FILE_OK")?).map_err(map_err("FILE_OK"))?,
-            host: HashMap::try_from(hash("HOST_RULES")?).map_err(map_err("HOST_RULES"))?,
-        };
-        let handles = Handles {
-            agent_cgroups: HashMap::try_from(hash("AGENT_CGROUPS")?)
-                .map_err(map_err("AGENT_CGROUPS"))?,
-            tag_state: Array::try_from(Map::Array(open("TAG_STATE")?))
-                .map_err(map_err("TAG_STATE"))?,
-            counters: PerCpuArray::try_from(Map::PerCpuArray(open("COUNTERS")?))
-                .map_err(map_err("COUNTERS"))?,
-            enforcer,
-            dns_learned: HashMap::try_from(hash("DNS_LEARNED")?).map_err(map_err("DNS_LEARNED"))?,
-            hooks: self.pinned_hooks(),
-            identity_error: None,
-        };
         Ok(Kernel {
             ebpf: None,
-            events,
-            verdicts,
-            handles,
+            rings: maps.rings,
+            handles: Handles {
+                maps: maps.state,
+                enforce: maps.enforce,
+                hooks: self.pinned_hooks(),
+                identity_error: None,
+            },
         })
     }
 
@@ -179,91 +146,85 @@ impl Pins {
 /// (an agent unlinking files on bpffs) then detaches nothing, and the daemon puts the pin
 /// back so that a later daemon can still adopt the set.
 pub(crate) struct PinGuard {
-    held: Vec<(PathBuf, std::os::fd::OwnedFd)>,
+    held: std::sync::Mutex<Vec<(PathBuf, Held)>>,
 }
 
-const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_OBJ_GET: libc::c_long = 7;
-
-/// `union bpf_attr` for `BPF_OBJ_*`: `pathname` (u64) @0, `bpf_fd` (u32) @8.
-#[repr(C)]
-struct ObjAttr {
-    pathname: u64,
-    bpf_fd: u32,
-    file_flags: u32,
-    path_fd: i32,
-    pad: u32,
-}
-
-fn bpf_obj(cmd: libc::c_long, path: &Path, fd: u32) -> io::Result<i64> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let attr = ObjAttr {
-        pathname: c.as_ptr() as u64,
-        bpf_fd: fd,
-        file_flags: 0,
-        path_fd: 0,
-        pad: 0,
-    };
-    // SAFETY: `attr` and the string it points to outlive the call; the size is exact.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            std::ptr::from_ref(&attr),
-            size_of::<ObjAttr>(),
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
+enum Held {
+    Map(MapData),
+    /// None only while it is being pinned again.
+    Link(Option<FdLink>),
 }
 
 impl PinGuard {
     /// Opens every pin under `pins` (maps and links).
     pub(crate) fn hold(pins: &Pins) -> Self {
-        use std::os::fd::FromRawFd as _;
         let mut held = Vec::new();
-        for dir in [pins.maps(), pins.links()] {
-            for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                match bpf_obj(BPF_OBJ_GET, &path, 0).and_then(|fd| {
-                    i32::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))
-                }) {
-                    // SAFETY: a descriptor the kernel just returned to us alone.
-                    Ok(fd) => held.push((path, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })),
-                    Err(e) => {
-                        tracing::warn!(pin = %path.display(), error = %e, "cannot hold a pin");
-                    }
+        let open = |dir: &Path, map: bool| {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(move |e| (e.path(), map))
+        };
+        for (path, map) in open(&pins.maps(), true).chain(open(&pins.links(), false)) {
+            let opened = if map {
+                MapData::from_pin(&path)
+                    .map(Held::Map)
+                    .map_err(|e| e.to_string())
+            } else {
+                PinnedLink::from_pin(&path)
+                    .map(|l| Held::Link(Some(l.into())))
+                    .map_err(|e| e.to_string())
+            };
+            match opened {
+                Ok(h) => held.push((path, h)),
+                Err(error) => {
+                    tracing::warn!(pin = %path.display(), %error, "cannot hold a pin");
                 }
             }
         }
-        Self { held }
+        Self {
+            held: std::sync::Mutex::new(held),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.held.len()
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PathBuf, Held)>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Puts back every pin that disappeared; returns how many.
     pub(crate) fn restore(&self) -> usize {
-        use std::os::fd::AsRawFd as _;
         let mut restored = 0;
-        for (path, fd) in &self.held {
+        for (path, held) in self.lock().iter_mut() {
             if path.exists() {
                 continue;
             }
             if let Some(parent) = path.parent() {
                 let _ = fs::create_dir_all(parent);
             }
-            let raw = u32::try_from(fd.as_raw_fd()).unwrap_or_default();
-            match bpf_obj(BPF_OBJ_PIN, path, raw) {
-                Ok(_) => restored += 1,
-                Err(e) => {
-                    tracing::error!(pin = %path.display(), error = %e, "cannot restore a removed pin");
+            let pinned = match held {
+                Held::Map(map) => map.pin(&*path).map_err(|e| e.to_string()),
+                Held::Link(slot) => match slot.take() {
+                    // Pinning consumes the link; the pinned link gives it back.
+                    Some(link) => link
+                        .pin(&*path)
+                        .map(|pinned| {
+                            *slot = Some(pinned.into());
+                        })
+                        .map_err(|e| e.to_string()),
+                    None => Err("the link was lost when it was last pinned".to_owned()),
+                },
+            };
+            match pinned {
+                Ok(()) => restored += 1,
+                Err(error) => {
+                    tracing::error!(pin = %path.display(), %error, "cannot restore a removed pin");
                 }
             }
         }

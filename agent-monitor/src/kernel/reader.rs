@@ -12,19 +12,28 @@ use std::time::Duration;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::watch, time::Instant};
 
-use crate::{
-    control::state::Stats,
-    kernel::decoder::{DecodeError, Event, decode},
-    pipeline::Pipeline,
+use super::{
+    decoder::{DecodeError, Event, decode},
+    maps::Rings,
 };
 
+/// Where the reader hands what it read.
+pub(crate) trait Consumer {
+    fn event(&mut self, event: Event);
+    /// A record that did not decode (skipped).
+    fn undecodable(&mut self, error: &DecodeError);
+    /// Whether enough is pending that it should be written now.
+    fn batch_full(&self) -> bool;
+    /// Writes what is pending.
+    fn flush(&mut self);
+}
+
 pub(crate) async fn run(
-    events: RingBuf<MapData>,
-    verdicts: RingBuf<MapData>,
-    mut pipeline: Pipeline,
-    stats: &Stats,
+    rings: Rings,
+    mut pipeline: impl Consumer,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Rings { events, verdicts } = rings;
     // SAFETY: each RingBuf owns its map fd for as long as its AsyncFd owns it, and always
     // reports that same fd.
     let registered = unsafe { (AsyncFd::register(events), AsyncFd::register(verdicts)) };
@@ -65,13 +74,13 @@ pub(crate) async fn run(
             _ = stop.changed() => break,
         };
         // Readiness is cleared before the drain, so a record written meanwhile wakes us again.
-        let n = drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline, stats);
+        let n = drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline);
         pipeline.flush();
         // After a wakeup, records written without one may follow within the interval.
         follow_up = (woke || n > 0).then(|| Instant::now() + FOLLOW_UP);
     }
     // Whatever the kernel wrote before the stop is still recorded.
-    drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline, stats);
+    drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline);
     pipeline.flush();
 }
 
@@ -90,8 +99,7 @@ const BEFORE_VERDICT: usize = 1024;
 fn drain_both(
     events: &mut RingBuf<MapData>,
     verdicts: &mut RingBuf<MapData>,
-    pipeline: &mut Pipeline,
-    stats: &Stats,
+    pipeline: &mut impl Consumer,
 ) -> usize {
     let mut n = 0;
     while let Some(item) = verdicts.next() {
@@ -99,19 +107,14 @@ fn drain_both(
         drop(item);
         // Taken out of its ring first: whatever the kernel committed to EVENTS before it
         // (in the same process, everything) is visible now.
-        n += 1 + drain(events, BEFORE_VERDICT, pipeline, stats);
-        handle(verdict, pipeline, stats);
+        n += 1 + drain(events, BEFORE_VERDICT, pipeline);
+        handle(verdict, pipeline);
     }
-    n + drain(events, usize::MAX, pipeline, stats)
+    n + drain(events, usize::MAX, pipeline)
 }
 
 /// Decodes and handles up to `limit` records of a ring; returns how many it read.
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    limit: usize,
-    pipeline: &mut Pipeline,
-    stats: &Stats,
-) -> usize {
+fn drain(ring: &mut RingBuf<MapData>, limit: usize, pipeline: &mut impl Consumer) -> usize {
     let mut n = 0;
     while n < limit
         && let Some(item) = ring.next()
@@ -119,22 +122,19 @@ fn drain(
         n += 1;
         let event = decode(&item);
         drop(item);
-        handle(event, pipeline, stats);
+        handle(event, pipeline);
     }
     n
 }
 
-fn handle(event: Result<Event, DecodeError>, pipeline: &mut Pipeline, stats: &Stats) {
+fn handle(event: Result<Event, DecodeError>, pipeline: &mut impl Consumer) {
     match event {
         Ok(event) => {
-            pipeline.handle(event);
+            pipeline.event(event);
             if pipeline.batch_full() {
                 pipeline.flush();
             }
         }
-        Err(e) => {
-            Stats::add(&stats.decode_errors, 1);
-            tracing::warn!(error = %e, "undecodable event skipped");
-        }
+        Err(e) => pipeline.undecodable(&e),
     }
 }

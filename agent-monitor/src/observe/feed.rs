@@ -18,7 +18,6 @@ use std::{
 use tokio::sync::broadcast;
 
 use crate::{
-    control::state::Shared,
     observe::metrics::Metrics,
     observe::record::{Record, Verdict},
     observe::usage::Usage,
@@ -200,12 +199,16 @@ impl Default for Observed {
 
 /// Called by the pipeline once a batch is in the audit log (`lines`: the batch as written,
 /// one JSON line per record; None when the write failed, so the records are only counted).
-pub(crate) fn publish(shared: &Shared, records: &[Record], lines: Option<&[u8]>) {
-    let observed = &shared.observed;
+pub(crate) fn publish(
+    observed: &Observed,
+    scopes: &dyn crate::observe::usage::Scopes,
+    records: &[Record],
+    lines: Option<&[u8]>,
+) {
     for r in records {
         observed.metrics.record(r);
     }
-    observed.usage.observe(shared, records);
+    observed.usage.observe(scopes, records);
     let Some(lines) = lines else { return };
     let mut split = lines.split(|b| *b == b'\n');
     for r in records {

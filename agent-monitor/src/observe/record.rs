@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::control::kubernetes::KubernetesRef;
 use crate::policy::{FileAccess, Violation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -62,6 +61,16 @@ pub(crate) struct AgentRef {
     pub(crate) task: String,
     pub(crate) owner: String,
     pub(crate) identity: Option<String>,
+}
+
+/// The `kubernetes` object of a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct KubernetesRef {
+    pub(crate) namespace: String,
+    pub(crate) pod: String,
+    pub(crate) container: String,
+    pub(crate) pod_uid: String,
+    pub(crate) container_id: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,8 +183,7 @@ pub(crate) struct TaskEvent {
 impl Record {
     /// A task lifecycle record.
     pub(crate) fn lifecycle(
-        task: &crate::control::tasks::TaskView,
-        scope: Option<&crate::scope::Scope>,
+        agent: AgentRef,
         event: &'static str,
         reason: &str,
         action: Action,
@@ -191,12 +199,7 @@ impl Record {
             action,
             layer: None,
             after: None,
-            agent: AgentRef {
-                scope: task.scope.clone(),
-                task: task.id.clone(),
-                owner: task.owner.clone(),
-                identity: scope.and_then(|s| s.identity.clone()),
-            },
+            agent,
             process: None,
             kubernetes: None,
             file: None,

@@ -18,11 +18,19 @@ use globset::{Candidate, GlobMatcher};
 use serde::Serialize;
 
 use crate::{
-    control::state::Shared,
     observe::record::{Kind, NetObject, Record, Verdict},
     policy::{ConnectRule, ConnectTarget, FileAccess, PolicySpec, RuleProtocol, compile_glob},
     scope::Scope,
 };
+
+/// Where usage finds the scope a task runs under (the daemon's task registry and scope
+/// catalog).
+pub(crate) trait Scopes {
+    /// The scope of a live task.
+    fn of_task(&self, task: &str) -> Option<Arc<Scope>>;
+    /// A loaded scope by name.
+    fn named(&self, scope: &str) -> Option<Arc<Scope>>;
+}
 
 /// Distinct items listed per dimension and task.
 pub(crate) const MAX_ITEMS: usize = 2048;
@@ -459,7 +467,7 @@ pub(crate) struct UsedDir {
 
 impl Usage {
     /// Adds a batch of written records.
-    pub(crate) fn observe(&self, shared: &Shared, records: &[Record]) {
+    pub(crate) fn observe(&self, scopes: &dyn Scopes, records: &[Record]) {
         let missing: Vec<(&str, &str)> = {
             let inner = lock(&self.inner);
             let mut m: Vec<(&str, &str)> = records
@@ -473,9 +481,7 @@ impl Usage {
         let found: Vec<(String, Arc<Scope>)> = missing
             .into_iter()
             .filter_map(|(task, scope)| {
-                // The registry guard must be gone before the catalog is locked.
-                let live = shared.registry().get(task).map(|t| Arc::clone(&t.scope));
-                let s = live.or_else(|| shared.scope_named(scope))?;
+                let s = scopes.of_task(task).or_else(|| scopes.named(scope))?;
                 Some((task.to_string(), s))
             })
             .collect();
@@ -492,10 +498,9 @@ impl Usage {
             }
         }
         if inner.tasks.len() > MAX_TASKS {
-            let registry = shared.registry();
             let inner = &mut *inner;
             while inner.tasks.len() > MAX_TASKS {
-                let Some(pos) = inner.order.iter().position(|t| !registry.contains(t)) else {
+                let Some(pos) = inner.order.iter().position(|t| scopes.of_task(t).is_none()) else {
                     break;
                 };
                 if let Some(id) = inner.order.remove(pos) {
@@ -506,8 +511,8 @@ impl Usage {
     }
 
     /// The report of a task, live or ended (while its usage is kept).
-    pub(crate) fn report(&self, shared: &Shared, task: &str) -> Option<Report> {
-        let live = shared.registry().get(task).map(|t| Arc::clone(&t.scope));
+    pub(crate) fn report(&self, scopes: &dyn Scopes, task: &str) -> Option<Report> {
+        let live = scopes.of_task(task);
         let inner = lock(&self.inner);
         let fresh;
         let usage = match (inner.tasks.get(task), live.clone()) {

@@ -8,7 +8,10 @@ use crate::{
     control::enforce::{kernel_dev, signal_process},
     control::state::{Shared, Stats},
     host::cgroupfs::Cgroup2,
-    kernel::decoder::{Event, Header},
+    kernel::{
+        decoder::{DecodeError, Event, Header},
+        reader::Consumer,
+    },
     observe::record::{Action, AgentRef, Clock, Record, Verdict, rfc3339},
     observe::sink::Sinks,
     pipeline::proctable::ProcTable,
@@ -51,8 +54,10 @@ impl Pipeline {
             batch: Vec::new(),
         }
     }
+}
 
-    pub(crate) fn handle(&mut self, event: Event) {
+impl Consumer for Pipeline {
+    fn event(&mut self, event: Event) {
         self.shared.observed.metrics.kernel_event(&event);
         match event {
             Event::CgroupMkdir { id, path } => self.shared.adopt(&path, id),
@@ -69,8 +74,13 @@ impl Pipeline {
         }
     }
 
+    fn undecodable(&mut self, error: &DecodeError) {
+        Stats::add(&self.shared.stats.decode_errors, 1);
+        tracing::warn!(%error, "undecodable event skipped");
+    }
+
     /// Writes the records gathered since the last flush, with any lifecycle notices.
-    pub(crate) fn flush(&mut self) {
+    fn flush(&mut self) {
         self.batch.extend(self.shared.take_notices());
         if self.batch.is_empty() {
             return;
@@ -82,7 +92,7 @@ impl Pipeline {
         }
         // Only now (written, and synced when it holds a violation) may the API show them.
         let lines = written.is_ok().then(|| self.sinks.last_batch());
-        crate::observe::feed::publish(&self.shared, &self.batch, lines);
+        crate::observe::feed::publish(&self.shared.observed, &*self.shared, &self.batch, lines);
         self.batch.clear();
         // A burst must not keep its memory: give back what a full batch grew to.
         self.batch.shrink_to(BATCH);
@@ -90,10 +100,12 @@ impl Pipeline {
 
     /// Whether enough records are waiting that they should be written now (a full ring
     /// buffer is drained in bounded batches, not into one huge one).
-    pub(crate) fn batch_full(&self) -> bool {
+    fn batch_full(&self) -> bool {
         self.batch.len() >= BATCH
     }
+}
 
+impl Pipeline {
     fn judge(&mut self, event: &Event) {
         let Some(h) = event.header() else { return };
         let Some(task) = self.shared.registry().attribute(h.agent) else {

@@ -6,8 +6,10 @@ mod compile;
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _};
 
-use agent_monitor_common::{AgentConfig, BindKey, HostRuleKey, InodeKey, NetKey, NetRule, PidTag};
-use aya::maps::{HashMap as BpfHashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
+use agent_monitor_common::{AgentConfig, BindKey, HostRuleKey, InodeKey, NetKey};
+use aya::maps::{MapError, lpm_trie::Key};
+
+use crate::kernel::maps::EnforceMaps;
 
 pub(crate) use compile::{CompileError, compile, kernel_dev};
 
@@ -24,22 +26,16 @@ pub(crate) enum EnforceError {
     },
 }
 
-/// The kernel maps that carry enforcement, and what was written for each slot.
+/// Writes scopes into the kernel maps that carry enforcement.
 pub(crate) struct Enforcer {
-    pub(crate) config: BpfHashMap<MapData, u32, AgentConfig>,
-    pub(crate) net: LpmTrie<MapData, NetKey, NetRule>,
-    pub(crate) bind: BpfHashMap<MapData, BindKey, u8>,
-    pub(crate) exec_allow: BpfHashMap<MapData, InodeKey, u8>,
-    pub(crate) file_deny: BpfHashMap<MapData, InodeKey, u8>,
-    pub(crate) pids: BpfHashMap<MapData, u32, PidTag>,
-    pub(crate) drops: BpfHashMap<MapData, u32, u64>,
-    /// Files found readable per agent (an LRU map: the kernel evicts the oldest).
-    pub(crate) file_ok: BpfHashMap<MapData, InodeKey, u8>,
-    /// (slot, host rule index) -> ports and protocols of that `host:` rule.
-    pub(crate) host: BpfHashMap<MapData, HostRuleKey, NetRule>,
+    maps: EnforceMaps,
 }
 
 impl Enforcer {
+    pub(crate) fn new(maps: EnforceMaps) -> Self {
+        Self { maps }
+    }
+
     /// Writes a scope for a slot, replacing what the slot had. The settings go in last, so
     /// the kernel enforces only once every rule is in place. `dns` are the ports of the
     /// agent's resolver when the scope has host rules.
@@ -60,10 +56,14 @@ impl Enforcer {
                     addr: *addr,
                 },
             );
-            self.net.insert(&key, rule, 0).map_err(err("NET_RULES"))?;
+            self.maps
+                .net
+                .insert(&key, rule, 0)
+                .map_err(err("NET_RULES"))?;
         }
         for port in &ks.bind {
-            self.bind
+            self.maps
+                .bind
                 .insert(
                     BindKey {
                         slot,
@@ -75,7 +75,8 @@ impl Enforcer {
                 .map_err(err("BIND_PORTS"))?;
         }
         for id in &ks.exec_allow {
-            self.exec_allow
+            self.maps
+                .exec_allow
                 .insert(
                     InodeKey {
                         slot,
@@ -88,7 +89,8 @@ impl Enforcer {
                 .map_err(err("EXEC_ALLOW"))?;
         }
         for id in &ks.file_deny {
-            self.file_deny
+            self.maps
+                .file_deny
                 .insert(
                     InodeKey {
                         slot,
@@ -101,7 +103,8 @@ impl Enforcer {
                 .map_err(err("FILE_DENY"))?;
         }
         for (index, rule) in (0u32..).zip(&ks.host) {
-            self.host
+            self.maps
+                .host
                 .insert(HostRuleKey { slot, index }, rule, 0)
                 .map_err(err("HOST_RULES"))?;
         }
@@ -113,7 +116,8 @@ impl Enforcer {
             dns_port4: u32::from(dns.v4),
             dns_port6: u32::from(dns.v6),
         };
-        self.config
+        self.maps
+            .config
             .insert(slot, cfg, 0)
             .map_err(err("AGENT_CONFIG"))?;
         Ok(())
@@ -121,14 +125,18 @@ impl Enforcer {
 
     /// Allows one more binary for a slot (a held exec the daemon found in scope).
     pub(crate) fn allow_exec(&mut self, slot: u32, dev: u32, ino: u64) {
-        if let Err(e) = self.exec_allow.insert(InodeKey { slot, dev, ino }, 1, 0) {
+        if let Err(e) = self
+            .maps
+            .exec_allow
+            .insert(InodeKey { slot, dev, ino }, 1, 0)
+        {
             tracing::warn!(slot, error = %e, "cannot remember a released binary; it will be held again");
         }
     }
 
     /// Remembers that an agent may read a file, so its next opens are not held.
     pub(crate) fn allow_read(&mut self, slot: u32, dev: u32, ino: u64) {
-        if let Err(e) = self.file_ok.insert(InodeKey { slot, dev, ino }, 1, 0) {
+        if let Err(e) = self.maps.file_ok.insert(InodeKey { slot, dev, ino }, 1, 0) {
             tracing::debug!(slot, error = %e, "cannot remember a readable file; it will be held again");
         }
     }
@@ -136,36 +144,43 @@ impl Enforcer {
     /// Removes everything written for a slot (settings first: back to audit at once). Found
     /// by scanning the maps, so it also works for what a previous daemon wrote.
     pub(crate) fn remove(&mut self, slot: u32) {
-        let _ = self.config.remove(&slot);
-        let _ = self.drops.remove(&slot);
+        let _ = self.maps.config.remove(&slot);
+        let _ = self.maps.drops.remove(&slot);
         let nets: Vec<_> = self
+            .maps
             .net
             .keys()
             .flatten()
             .filter(|k| k.data().slot_be == slot.to_be_bytes())
             .collect();
         for k in nets {
-            let _ = self.net.remove(&k);
+            let _ = self.maps.net.remove(&k);
         }
         let binds: Vec<_> = self
+            .maps
             .bind
             .keys()
             .flatten()
             .filter(|k| k.slot == slot)
             .collect();
         for k in binds {
-            let _ = self.bind.remove(&k);
+            let _ = self.maps.bind.remove(&k);
         }
         let hosts: Vec<_> = self
+            .maps
             .host
             .keys()
             .flatten()
             .filter(|k| k.slot == slot)
             .collect();
         for k in hosts {
-            let _ = self.host.remove(&k);
+            let _ = self.maps.host.remove(&k);
         }
-        for map in [&mut self.exec_allow, &mut self.file_deny, &mut self.file_ok] {
+        for map in [
+            &mut self.maps.exec_allow,
+            &mut self.maps.file_deny,
+            &mut self.maps.file_ok,
+        ] {
             let keys: Vec<_> = map.keys().flatten().filter(|k| k.slot == slot).collect();
             for k in keys {
                 let _ = map.remove(&k);
@@ -175,13 +190,13 @@ impl Enforcer {
 
     /// Events the kernel could not deliver for a slot.
     pub(crate) fn drops(&self, slot: u32) -> u64 {
-        self.drops.get(&slot, 0).unwrap_or(0)
+        self.maps.drops.get(&slot, 0).unwrap_or(0)
     }
 
     /// Whether a thread is tagged with this slot right now (the kill guard: a kill must only
     /// ever reach an agent's own processes).
     pub(crate) fn is_tagged(&self, pid: u32, slot: u32) -> bool {
-        self.pids.get(&pid, 0).is_ok_and(|t| t.agent == slot)
+        self.maps.pids.get(&pid, 0).is_ok_and(|t| t.agent == slot)
     }
 }
 

@@ -10,7 +10,7 @@ pub(crate) mod node;
 pub(crate) mod watch;
 
 pub(crate) use crate::scope::kubernetes::Candidate;
-pub(crate) use node::{Container, KubernetesRef, Node, PodMeta};
+pub(crate) use node::{Container, Node, PodMeta};
 pub(crate) use watch::{KubernetesConfig, Settings};
 
 #[derive(Debug, thiserror::Error)]

@@ -13,19 +13,9 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use serde::Serialize;
 
 use super::cgroup::{self, strip_runtime_scheme};
-
-/// The `kubernetes` object of a record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct KubernetesRef {
-    pub(crate) namespace: String,
-    pub(crate) pod: String,
-    pub(crate) container: String,
-    pub(crate) pod_uid: String,
-    pub(crate) container_id: String,
-}
+use crate::observe::record::KubernetesRef;
 
 /// One pod as far as agent selection needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

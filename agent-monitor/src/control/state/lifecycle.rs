@@ -113,8 +113,13 @@ impl Shared {
             return;
         };
         let scope = self.registry().get(task).map(|t| Arc::clone(&t.scope));
-        let record =
-            crate::observe::record::Record::lifecycle(&t, scope.as_deref(), event, reason, action);
+        let agent = crate::observe::record::AgentRef {
+            scope: t.scope,
+            task: t.id,
+            owner: t.owner,
+            identity: scope.and_then(|s| s.identity.clone()),
+        };
+        let record = crate::observe::record::Record::lifecycle(agent, event, reason, action);
         lock(&self.notices).push(record);
     }
 

@@ -19,7 +19,10 @@ use crate::{
     control::kubernetes::{self, Candidate},
     control::tasks::{Origin, Registry, Task, generate_id, valid_task_id},
     host::cgroupfs::{Cgroup2, CgroupError},
-    kernel::loader::{Handles, HookStatus, KernelCounters},
+    kernel::{
+        loader::{Handles, HookStatus, KernelCounters},
+        maps::StateMaps,
+    },
     scope::{self, Scope, ScopeError},
 };
 
@@ -171,11 +174,14 @@ impl Shared {
     ) -> Self {
         let catalog = Catalog::load(&config.scopes_dir);
         let Handles {
-            agent_cgroups,
-            tag_state,
-            counters,
-            enforcer,
-            dns_learned,
+            maps:
+                StateMaps {
+                    agent_cgroups,
+                    tag_state,
+                    counters,
+                    dns_learned,
+                },
+            enforce,
             hooks,
             identity_error,
         } = kernel;
@@ -186,7 +192,7 @@ impl Shared {
             hooks,
             identity_error,
             protected: crate::host::mounts::Protected::discover(),
-            enforcer: Mutex::new(enforcer),
+            enforcer: Mutex::new(Enforcer::new(enforce)),
             notices: Mutex::new(Vec::new()),
             started_at: Instant::now(),
             stats: Stats::default(),
@@ -556,5 +562,15 @@ impl Shared {
 
     pub(crate) fn scope_named(&self, name: &str) -> Option<Arc<Scope>> {
         self.catalog().get(name)
+    }
+}
+
+impl crate::observe::usage::Scopes for Shared {
+    fn of_task(&self, task: &str) -> Option<Arc<Scope>> {
+        self.registry().get(task).map(|t| Arc::clone(&t.scope))
+    }
+
+    fn named(&self, scope: &str) -> Option<Arc<Scope>> {
+        self.scope_named(scope)
     }
 }
