@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_monitor_e2e::{DEADLINE, Daemon, binary, s, unique, wait_or_kill, workspace};
+use agent_monitor_e2e::{DEADLINE, Daemon, Expected, binary, s, unique, wait_or_kill, workspace};
 use serde_json::Value;
 
 pub const PY: &str = "/usr/bin/python3";
@@ -125,6 +125,54 @@ spec:
             daemon,
             _dirs: [g1, g2, g3],
         }
+    }
+
+    /// The rule that denies `secret`: `files.deny[0]: <ws>/secret.txt`.
+    pub fn secret_rule(&self) -> String {
+        format!("files.deny[0]: {}", p(&self.secret))
+    }
+
+    /// The rule that denies every `.env`.
+    pub const DOTENV_RULE: &str = "files.deny[1]: **/.env";
+
+    /// The read of the denied secret under the name `path`: the kernel kills the reader
+    /// when the open returns (the file's identity is in `FILE_DENY`).
+    pub fn secret_read(&self, path: &str) -> Expected {
+        Expected::violation("file", "files", self.secret_rule())
+            .path(path)
+            .access("read")
+            .action("killed-process")
+            .layer("ebpf")
+    }
+
+    /// A read of `path`, which no files rule grants: Landlock refuses it, then
+    /// `onViolation: kill-process` kills the reader.
+    pub fn landlock_read(path: &str) -> Expected {
+        Expected::violation("file", "files", "files.read")
+            .path(path)
+            .access("read")
+            .action("refused")
+            .layer("landlock")
+            .after("killed-process")
+    }
+
+    /// An out-of-scope TCP connect to the target server at `address`, refused by the cgroup
+    /// hook.
+    pub fn blocked_connect(&self, address: &str) -> Expected {
+        Expected::violation("connect", "network", "network.connect")
+            .address(address)
+            .port(self.target_port())
+            .protocol("tcp")
+            .action("blocked")
+            .layer("cgroup-hook")
+    }
+
+    /// A syscall the agent's seccomp filter refused with EPERM.
+    pub fn seccomp_refused(syscall: &str) -> Expected {
+        Expected::escape_syscall(syscall)
+            .result(-1)
+            .action("blocked")
+            .layer("seccomp")
     }
 
     pub fn allowed_port(&self) -> u16 {
@@ -244,34 +292,38 @@ spec:
                 .unwrap_or_default();
             let _ = writeln!(
                 text,
-                "  {} {} {} {} {object} {}",
+                "  {} {} {} {} {} {object} {}",
                 s(&r, "/kind"),
                 s(&r, "/verdict"),
                 s(&r, "/action"),
                 s(&r, "/layer"),
+                s(&r, "/after"),
                 s(&r, "/violation/rule")
             );
         }
         text
     }
 
-    /// Waits for a violation record of `kind` from the run's task matching `pred`.
-    pub fn violation(&self, run: &Run, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    /// Waits for the record `want` of the run's task and returns it. The failure message
+    /// shows how each record of the task differs from it.
+    pub fn expect(&self, run: &Run, want: &Expected) -> Value {
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(r) = self
                 .records(&run.task)
                 .into_iter()
-                .find(|r| s(r, "/kind") == kind && s(r, "/verdict") == "violation" && pred(r))
+                .find(|r| want.matches(r))
             {
                 return r;
             }
-            assert!(
-                Instant::now() < deadline,
-                "no `{kind}` violation record for task {}\n{}",
-                run.task,
-                self.describe(run)
-            );
+            if Instant::now() >= deadline {
+                let describe = self.describe(run);
+                panic!(
+                    "no record {want} for task {}\n{describe}how each record differs:\n{}",
+                    run.task,
+                    want.explain(&self.records(&run.task))
+                );
+            }
             thread::sleep(Duration::from_millis(20));
         }
     }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::common::{Env, Helper, PY, Run, each, p};
-use agent_monitor_e2e::{CgroupTree, cgroup2_root, command_in_cgroup, s, wait_for};
+use agent_monitor_e2e::{CgroupTree, Expected, cgroup2_root, command_in_cgroup, s, wait_for};
 
 const CGROUP: &str = include_str!("cases/escape_cgroup.py");
 const NS: &str = include_str!("cases/escape_ns.py");
@@ -20,25 +20,17 @@ const DAEMON: &str = include_str!("cases/escape_daemon.py");
 const BPFFS: &str = include_str!("cases/escape_bpffs.py");
 const STATUS: &str = include_str!("cases/escape_status.py");
 
-/// Waits for an `escape` violation of the run whose record names `what` (a syscall).
-fn escape_recorded(env: &Env, run: &Run, what: &str) {
-    env.violation(run, "escape", |r| r.to_string().contains(what));
-}
-
-/// Waits for a violation of any kind whose record names `what` (a path).
-fn violation_naming(env: &Env, run: &Run, what: &str) {
-    let deadline = std::time::Instant::now() + agent_monitor_e2e::DEADLINE;
-    while std::time::Instant::now() < deadline {
-        if env
-            .records(&run.task)
-            .iter()
-            .any(|r| s(r, "/verdict") == "violation" && r.to_string().contains(what))
-        {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("no violation record naming {what}\n{}", env.describe(run));
+/// An access to `path` on a filesystem holding the monitor's state and controls (cgroupfs,
+/// bpffs), outside files.write: refused by Landlock, recorded as an escape, and the process
+/// killed after it (`onViolation: kill-process`).
+fn protected_fs(path: &str, access: &str) -> Expected {
+    Expected::violation("escape", "escape", "escape.protected-fs")
+        .field("/escape/technique", "protected-fs")
+        .path(path)
+        .access(access)
+        .action("refused")
+        .layer("landlock")
+        .after("killed-process")
 }
 
 #[test]
@@ -58,7 +50,7 @@ fn moving_itself_to_another_cgroup() {
                 "the agent was not killed\n{}",
                 env.describe(&run)
             );
-            escape_recorded(&env, &run, "cgroup");
+            env.expect(&run, &protected_fs(p(&dir.join("cgroup.procs")), "create"));
         },
     );
 }
@@ -84,7 +76,12 @@ fn killing_or_freezing_another_workload_through_cgroupfs() {
             env.describe(&run)
         );
         env.assert_stopped(&run, "write");
-        violation_naming(&env, &run, p(&victim_dir));
+        let file = if technique == "kill" {
+            "cgroup.kill"
+        } else {
+            "cgroup.freeze"
+        };
+        env.expect(&run, &protected_fs(p(&victim_dir.join(file)), "create"));
     });
 }
 
@@ -109,14 +106,16 @@ fn unshare_and_setns_into_new_namespaces() {
         |technique| {
             let run = env.py(&[NS], &[technique, &other_pid]);
             env.assert_stopped(&run, "escape");
-            // setns needs a handle on the other process first: pidfd_open of a process
-            // outside the agent is where it is stopped.
-            let syscall = if technique == "setns" {
-                "pidfd_open"
+            // setns needs a handle on the other process first: the kernel kills the agent
+            // when its pidfd_open of a process outside the agent returns (a descriptor).
+            let want = if technique == "setns" {
+                Expected::escape_syscall("pidfd_open")
+                    .action("killed-process")
+                    .layer("ebpf")
             } else {
-                "unshare"
+                Env::seccomp_refused("unshare")
             };
-            escape_recorded(&env, &run, syscall);
+            env.expect(&run, &want);
         },
     );
 }
@@ -160,10 +159,10 @@ fn ptrace_and_process_vm_readv_of_a_process_outside_the_agent() {
         env.assert_no_leak(&run, &[&secret]);
         if technique == "procmem" {
             env.assert_stopped(&run, "steal");
-            violation_naming(&env, &run, &format!("/proc/{pid}/mem"));
+            env.expect(&run, &Env::landlock_read(&format!("/proc/{pid}/mem")));
         } else {
             env.assert_eperm(&run, "steal");
-            escape_recorded(&env, &run, syscall);
+            env.expect(&run, &Env::seccomp_refused(syscall));
         }
     });
 }
@@ -175,7 +174,7 @@ fn the_bpf_syscall() {
         if technique == "create" {
             let run = env.py(&[BPF], &["create"]);
             env.assert_eperm(&run, "bpf");
-            escape_recorded(&env, &run, "bpf");
+            env.expect(&run, &Env::seccomp_refused("bpf"));
         } else {
             // The real prize: the daemon's pinned maps, emptied to untag the agent.
             let names: Vec<String> = fs::read_dir(env.daemon.pins.join("maps"))
@@ -188,7 +187,7 @@ fn the_bpf_syscall() {
             let run = env.py(&[BPF], &args);
             env.assert_no_leak(&run, &[&env.secret_text]);
             env.assert_stopped(&run, "bpf");
-            escape_recorded(&env, &run, "bpf");
+            env.expect(&run, &Env::seccomp_refused("bpf"));
         }
     });
 }
@@ -211,14 +210,18 @@ impl Drop for Unmount {
 fn mount_and_the_new_mount_api() {
     let env = Env::start();
     let target = env.ws.join("ok.txt");
-    each(&["mount", "move_mount"], |technique| {
-        // Each technique starts from the unmounted file.
-        let _unmount = Unmount(target.clone());
-        let run = env.py(&[MOUNT], &[p(&env.outside_file), p(&target), technique]);
-        env.assert_no_leak(&run, &[&env.outside_text]);
-        env.assert_eperm(&run, "mount");
-        escape_recorded(&env, &run, "mount");
-    });
+    // The new mount API's first call, open_tree, is where it is refused.
+    each(
+        &[("mount", "mount"), ("move_mount", "open_tree")],
+        |(technique, syscall)| {
+            // Each technique starts from the unmounted file.
+            let _unmount = Unmount(target.clone());
+            let run = env.py(&[MOUNT], &[p(&env.outside_file), p(&target), technique]);
+            env.assert_no_leak(&run, &[&env.outside_text]);
+            env.assert_eperm(&run, "mount");
+            env.expect(&run, &Env::seccomp_refused(syscall));
+        },
+    );
 }
 
 /// Removes a directory on drop (a failing case may leave one behind).
@@ -268,16 +271,13 @@ fn attack_daemon(techniques: &[&str]) {
         let run = env.py(&[DAEMON], &[&pid.to_string(), technique]);
         env.assert_eperm(&run, "signal");
         assert_daemon_alive(&env, &run);
-        escape_recorded(
-            &env,
-            &run,
-            match technique {
-                "ptrace" => "ptrace",
-                // The pidfd is refused before any signal can be sent through it.
-                "pidfd-kill" => "pidfd_open",
-                _ => "kill",
-            },
-        );
+        let syscall = match technique {
+            "ptrace" => "ptrace",
+            // The pidfd is refused before any signal can be sent through it.
+            "pidfd-kill" => "pidfd_open",
+            _ => "kill",
+        };
+        env.expect(&run, &Env::seccomp_refused(syscall));
     });
 }
 
@@ -323,7 +323,11 @@ fn tampering_with_the_pinned_state_in_bpffs() {
     assert_eq!(count(), before, "pins were removed\n{}", env.describe(&run));
     assert!(!pins.join("evil").exists(), "{}", env.describe(&run));
     env.assert_stopped(&run, "unlink");
-    violation_naming(&env, &run, p(&pins));
+    // The case lists the pinned maps first, and Landlock refuses the listing. The daemon
+    // records a listing there as an escape (`escape.protected-fs`), although
+    // `Protected::judge` says it judges write-class accesses only: reported, not relied on
+    // beyond what the record says today.
+    env.expect(&run, &protected_fs(p(&pins.join("maps")), "list"));
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! event is reserved, so the pivot is still stopped; what only the daemon can judge must
 //! not slip through the lost events either.
 
+use agent_monitor_e2e::Expected;
+
 use crate::common::{Env, p};
 
 const FLOOD: &str = include_str!("cases/exhaust_flood.py");
@@ -31,7 +33,7 @@ fn flood_then_read_the_denied_file() {
     env.assert_no_leak(&run, &[&env.secret_text]);
     env.assert_stopped(&run, "pivot");
     assert_drops(&env);
-    env.violation(&run, "file", |_| true);
+    env.expect(&run, &env.secret_read(p(&env.secret)));
 }
 
 #[test]
@@ -42,7 +44,7 @@ fn flood_then_read_outside_files_read() {
     env.assert_no_leak(&run, &[&env.outside_text]);
     env.assert_stopped(&run, "pivot");
     assert_drops(&env);
-    env.violation(&run, "file", |_| true);
+    env.expect(&run, &Env::landlock_read(p(&env.outside_file)));
 }
 
 #[test]
@@ -58,7 +60,14 @@ fn flood_then_exec_a_forbidden_tool() {
     );
     env.assert_stopped(&run, "pivot");
     assert_drops(&env);
-    env.violation(&run, "exec", |_| true);
+    env.expect(
+        &run,
+        &Expected::violation("exec", "exec", "exec.allow")
+            .exec_path("/usr/bin/touch")
+            .action("refused")
+            .layer("landlock")
+            .after("killed-process"),
+    );
 }
 
 #[test]
@@ -73,5 +82,5 @@ fn flood_then_connect_out_of_scope() {
     env.assert_nothing_received("pivot", &got, &run);
     env.assert_eperm(&run, "pivot");
     assert_drops(&env);
-    env.violation(&run, "connect", |_| true);
+    env.expect(&run, &env.blocked_connect("127.0.0.1"));
 }

@@ -4,7 +4,7 @@
 use std::{fs, process::Command};
 
 use crate::common::{Env, p};
-use agent_monitor_e2e::{HttpServer, s};
+use agent_monitor_e2e::{Expected, HttpServer, s};
 
 fn git(dir: &std::path::Path, args: &[&str]) {
     let out = Command::new("/usr/bin/git")
@@ -89,17 +89,20 @@ fn a_realistic_in_scope_session_raises_no_violation() {
         env.describe(&run)
     );
     // It was watched: the clone, the interpreter and the connect were all seen.
-    for (kind, what) in [
-        ("exec", "/usr/bin/git"),
-        ("exec", "/usr/bin/python3"),
-        ("connect", &env.allowed_port().to_string()),
+    let python = fs::canonicalize("/usr/bin/python3").expect("python3's image");
+    for want in [
+        Expected::allowed("exec")
+            .exec_path("/usr/bin/git")
+            .action("none"),
+        Expected::allowed("exec")
+            .exec_path(p(&python))
+            .action("none"),
+        Expected::allowed("connect")
+            .address("127.0.0.1")
+            .port(env.allowed_port())
+            .protocol("tcp")
+            .action("none"),
     ] {
-        assert!(
-            records
-                .iter()
-                .any(|r| s(r, "/kind") == kind && r.to_string().contains(what)),
-            "no {kind} record of {what}\n{}",
-            env.describe(&run)
-        );
+        env.expect(&run, &want);
     }
 }

@@ -7,15 +7,9 @@
 //! record (`action: refused`, `layer: landlock`), a seccomp one as an `escape` record
 //! (`action: blocked`, `layer: seccomp`) naming the syscall.
 
-use std::{
-    fs,
-    path::Path,
-    thread,
-    time::{Duration, Instant},
-};
+use std::{fs, path::Path};
 
-use agent_monitor_e2e::{DEADLINE, s, unique, wait_for};
-use serde_json::Value;
+use agent_monitor_e2e::{Expected, s, unique, wait_for};
 
 use crate::common::{Env, Helper, PY, Run, SCOPE, each, p};
 
@@ -39,51 +33,26 @@ const EPERM: i32 = libc::EPERM;
 const EACCES: i32 = libc::EACCES;
 const EXDEV: i32 = libc::EXDEV;
 
-/// Waits for a record of the run matching `pred`; fails naming `what` otherwise.
-fn record(env: &Env, run: &Run, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(r) = env.records(&run.task).into_iter().find(|r| pred(r)) {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no record of {what}\n{}",
-            env.describe(run)
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The seccomp filter's refusal of `syscall`: an `escape` violation, blocked by seccomp.
 fn seccomp_refused(env: &Env, run: &Run, syscall: &str) {
-    record(env, run, &format!("seccomp refusing {syscall}"), |r| {
-        s(r, "/kind") == "escape"
-            && s(r, "/verdict") == "violation"
-            && s(r, "/action") == "blocked"
-            && s(r, "/layer") == "seccomp"
-            && s(r, "/escape/syscall") == syscall
-    });
+    env.expect(run, &Env::seccomp_refused(syscall));
 }
 
-/// Landlock's refusal of a file operation naming one of `paths` (as the path, or as the
-/// new name of a link or rename).
-fn landlock_refused(env: &Env, run: &Run, paths: &[&Path]) {
-    let names: Vec<&str> = paths.iter().map(|path| p(path)).collect();
-    record(env, run, &format!("Landlock refusing {names:?}"), |r| {
-        s(r, "/kind") == "file"
-            && s(r, "/verdict") == "violation"
-            && s(r, "/action") == "refused"
-            && s(r, "/layer") == "landlock"
-            && (names.contains(&s(r, "/file/path")) || names.contains(&s(r, "/file/new_path")))
-    });
+/// Landlock's refusal of a file operation: a `file` violation of `rule`, `access` to
+/// `path`, refused by Landlock, after which `onViolation: kill-process` killed the process.
+fn landlock(rule: &str, access: &str, path: &Path) -> Expected {
+    Expected::violation("file", "files", rule)
+        .path(p(path))
+        .access(access)
+        .action("refused")
+        .layer("landlock")
+        .after("killed-process")
 }
 
-/// Landlock refused the attempt `label` (one of `errnos`) on one of `paths`, and the
-/// record says so. With `onViolation: kill-process` the daemon kills the process right
+/// Landlock refused the attempt `label` (one of `errnos`), and the record `want` says so. With `onViolation: kill-process` the daemon kills the process right
 /// after the refusal, which may be before it printed the error it got: then it must have
 /// died without success.
-fn landlock_stopped(env: &Env, run: &Run, label: &str, errnos: &[i32], paths: &[&Path]) {
+fn landlock_stopped(env: &Env, run: &Run, label: &str, errnos: &[i32], want: &Expected) {
     let out = run.stdout();
     let has = |suffix: &str| out.lines().any(|l| l == format!("{label}: {suffix}"));
     assert!(
@@ -100,13 +69,13 @@ fn landlock_stopped(env: &Env, run: &Run, label: &str, errnos: &[i32], paths: &[
         "`{label}` was not refused with errno {errnos:?}\n{}",
         env.describe(run)
     );
-    landlock_refused(env, run, paths);
+    env.expect(run, want);
 }
 
 /// A technique stopped at one of two points: seccomp refusing `syscall` (EPERM) or
-/// Landlock refusing the file operation on `paths` (EACCES). The record must be that of
-/// the refusal the agent got.
-fn seccomp_or_landlock(env: &Env, run: &Run, label: &str, syscall: &str, paths: &[&Path]) {
+/// Landlock refusing the file operation (EACCES) recorded as `landlock`. The record must be
+/// that of the refusal the agent got.
+fn seccomp_or_landlock(env: &Env, run: &Run, label: &str, syscall: &str, landlock: &Expected) {
     if run
         .stdout()
         .lines()
@@ -114,7 +83,7 @@ fn seccomp_or_landlock(env: &Env, run: &Run, label: &str, syscall: &str, paths: 
     {
         seccomp_refused(env, run, syscall);
     } else {
-        landlock_stopped(env, run, label, &[EACCES], paths);
+        landlock_stopped(env, run, label, &[EACCES], landlock);
     }
 }
 
@@ -158,7 +127,7 @@ fn clone_files_shares_the_descriptor_table_of_the_opener() {
         } else {
             // Refused at the clone; were the clone let through, Landlock would refuse the
             // child's open of a file outside files.read.
-            seccomp_or_landlock(&env, &run, "steal", "clone", &[target]);
+            seccomp_or_landlock(&env, &run, "steal", "clone", &Env::landlock_read(p(target)));
         }
     });
 }
@@ -170,7 +139,13 @@ fn pidfd_getfd_takes_the_descriptor_of_a_held_open() {
     env.assert_no_leak(&run, &[&env.outside_text]);
     env.assert_blocked(&run, "steal", &[EPERM]);
     seccomp_refused(&env, &run, "pidfd_getfd");
-    landlock_stopped(&env, &run, "open", &[EACCES], &[&env.outside_file]);
+    landlock_stopped(
+        &env,
+        &run,
+        "open",
+        &[EACCES],
+        &Env::landlock_read(p(&env.outside_file)),
+    );
 }
 
 #[test]
@@ -191,7 +166,13 @@ fn openat2_flags_in_a_userfaultfd_page() {
     env.assert_blocked(&run, "uffd", &[EPERM]);
     seccomp_refused(&env, &run, "userfaultfd");
     // Without the page trick: the open for writing itself.
-    landlock_stopped(&env, &run, "plain", &[EACCES], &[&file]);
+    landlock_stopped(
+        &env,
+        &run,
+        "plain",
+        &[EACCES],
+        &landlock("files.write", "write", &file),
+    );
 }
 
 #[test]
@@ -215,7 +196,13 @@ fn hard_links_into_the_workspace() {
         );
         if technique == "read outside" {
             // A new name for a file the agent may not read is itself a violation.
-            landlock_stopped(&env, &run, "link", &[EXDEV, EACCES], &[source, &name]);
+            landlock_stopped(
+                &env,
+                &run,
+                "link",
+                &[EXDEV, EACCES],
+                &landlock("files.read", "link", source).new_path(p(&name)),
+            );
         } else {
             env.assert_blocked(&run, "link", &[EXDEV, EACCES]);
             // A new name for a readable file is not (git clones a local repository with
@@ -238,7 +225,13 @@ fn truncate_by_path_outside_files_write() {
         |(_, target, want)| {
             let run = env.py(&[TRUNCATE], &[p(target)]);
             assert_unchanged(&env, &run, target, want);
-            landlock_stopped(&env, &run, "truncate", &[EACCES], &[target]);
+            landlock_stopped(
+                &env,
+                &run,
+                "truncate",
+                &[EACCES],
+                &landlock("files.write", "truncate", target),
+            );
         },
     );
 }
@@ -286,7 +279,13 @@ fn mknod_of_a_device_in_the_workspace() {
         env.describe(&run)
     );
     // The seccomp argument filter (char and block devices) or Landlock (no make_char).
-    seccomp_or_landlock(&env, &run, "mknod", "mknod", &[&node]);
+    seccomp_or_landlock(
+        &env,
+        &run,
+        "mknod",
+        "mknod",
+        &landlock("files.write", "create", &node),
+    );
 }
 
 #[test]
@@ -515,7 +514,10 @@ fn rename_exchange_with_a_file_outside() {
         "the exchange was not refused\n{}",
         env.describe(&run)
     );
-    landlock_refused(&env, &run, &[&mine, &env.outside_file]);
+    env.expect(
+        &run,
+        &landlock("files.write", "rename", &mine).new_path(p(&env.outside_file)),
+    );
 }
 
 #[test]
@@ -531,11 +533,14 @@ fn thawing_a_held_open_with_sigcont() {
     env.assert_blocked(&run, "thaw", &[EPERM]);
     seccomp_refused(&env, &run, "kill");
     env.assert_stopped(&run, "read");
-    record(&env, &run, "the denied read of .env", |r| {
-        s(r, "/kind") == "file"
-            && s(r, "/verdict") == "violation"
-            && s(r, "/file/path") == p(&dotenv)
-    });
+    env.expect(
+        &run,
+        &Expected::violation("file", "files", Env::DOTENV_RULE)
+            .path(p(&dotenv))
+            .access("read")
+            .action("killed-process")
+            .layer("ebpf"),
+    );
 }
 
 /// A listening Unix socket (non-blocking) at `path`.
@@ -564,17 +569,17 @@ fn outside_socket_untouched(
     }
     env.assert_nothing_received(technique, &got, run);
     env.assert_stopped(run, "connect");
-    let outside_name = p(outside_path).to_string();
-    record(
-        env,
+    // Judged by the path the socket really has, against files.write: held at the syscall,
+    // then killed.
+    env.expect(
         run,
-        "the connect that reached the outside socket",
-        |r| {
-            s(r, "/kind") == "connect"
-                && s(r, "/verdict") == "violation"
-                && s(r, "/net/family") == "unix"
-                && s(r, "/net/address") == outside_name
-        },
+        &Expected::violation("connect", "files", "files.write")
+            .family("unix")
+            .address(p(outside_path))
+            .path(p(outside_path))
+            .access("write")
+            .action("killed-process")
+            .layer("ebpf"),
     );
 }
 

@@ -12,7 +12,7 @@ const OPS: &str = include_str!("cases/uring_ops.py");
 
 fn setup_refused_and_recorded(env: &Env, run: &Run) {
     env.assert_eperm(run, "setup");
-    env.violation(run, "escape", |r| r.to_string().contains("io_uring_setup"));
+    env.expect(run, &Env::seccomp_refused("io_uring_setup"));
 }
 
 #[test]

@@ -15,8 +15,10 @@ use std::{
 
 use serde_json::Value;
 
+pub mod expect;
 pub mod http;
 
+pub use expect::Expected;
 
 /// How long a test waits for something the daemon does asynchronously.
 pub const DEADLINE: Duration = Duration::from_secs(15);
