@@ -20,24 +20,70 @@ pub const MAX_CGROUP_LEVEL: i32 = 16;
 /// Event kinds (`EventHeader::kind`). Numbers are stable; retired numbers are never reused.
 pub mod syscalls;
 
-pub mod kind {
-    /// [`crate::ExecEvent`]: a tagged process ran a new image (`sched_process_exec`).
-    pub const EXEC: u32 = 1;
-    /// [`crate::FileEvent`]: a tagged process opened, unlinked or renamed a file, or changed
+/// The kind of a ring-buffer event; [`EventHeader::kind`] holds its number (a `u32` on the
+/// wire, so that an unknown number decodes to an error, never to undefined behaviour).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// [`ExecEvent`]: a tagged process ran a new image (`sched_process_exec`).
+    Exec = 1,
+    /// [`FileEvent`]: a tagged process opened, unlinked or renamed a file, or changed
     /// directory (reported at syscall exit, successful calls only).
-    pub const FILE: u32 = 2;
-    /// [`crate::NetEvent`]: connect, unconnected send or bind by a tagged process.
-    pub const NET: u32 = 3;
-    /// [`crate::ExitEvent`]: the last thread of a tagged process exited.
-    pub const EXIT: u32 = 4;
-    /// [`crate::CgroupEvent`]: a cgroup v2 directory was created (any process).
-    pub const CGROUP_MKDIR: u32 = 5;
-    /// [`crate::CgroupEvent`]: a cgroup v2 directory was removed (any process).
-    pub const CGROUP_RMDIR: u32 = 6;
-    /// [`crate::EscapeEvent`]: a tagged process tried to leave or weaken its confinement
+    File = 2,
+    /// [`NetEvent`]: connect, unconnected send or bind by a tagged process.
+    Net = 3,
+    /// [`ExitEvent`]: the last thread of a tagged process exited.
+    Exit = 4,
+    /// [`CgroupEvent`]: a cgroup v2 directory was created (any process).
+    CgroupMkdir = 5,
+    /// [`CgroupEvent`]: a cgroup v2 directory was removed (any process).
+    CgroupRmdir = 6,
+    /// [`EscapeEvent`]: a tagged process tried to leave or weaken its confinement
     /// (namespaces, mounts, bpf, ptrace, `io_uring`, raw sockets, signalling outside the agent,
     /// moving to another cgroup).
-    pub const ESCAPE: u32 = 7;
+    Escape = 7,
+}
+
+impl EventKind {
+    pub const ALL: [Self; 7] = [
+        Self::Exec,
+        Self::File,
+        Self::Net,
+        Self::Exit,
+        Self::CgroupMkdir,
+        Self::CgroupRmdir,
+        Self::Escape,
+    ];
+
+    /// Its name in metrics and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::File => "file",
+            Self::Net => "net",
+            Self::Exit => "exit",
+            Self::CgroupMkdir => "cgroup_mkdir",
+            Self::CgroupRmdir => "cgroup_rmdir",
+            Self::Escape => "escape",
+        }
+    }
+
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| *k as u32 == value)
+    }
+}
+
+/// [`EventKind`] numbers, for the kernel programs' headers.
+pub mod kind {
+    use super::EventKind;
+
+    pub const EXEC: u32 = EventKind::Exec as u32;
+    pub const FILE: u32 = EventKind::File as u32;
+    pub const NET: u32 = EventKind::Net as u32;
+    pub const EXIT: u32 = EventKind::Exit as u32;
+    pub const CGROUP_MKDIR: u32 = EventKind::CgroupMkdir as u32;
+    pub const CGROUP_RMDIR: u32 = EventKind::CgroupRmdir as u32;
+    pub const ESCAPE: u32 = EventKind::Escape as u32;
 }
 
 /// `EscapeEvent::op`.

@@ -10,8 +10,8 @@ use std::{
 };
 
 use agent_monitor_common::{
-    CgroupEvent, EscapeEvent, EventHeader, ExecEvent, ExitEvent, FILE_EVENT_NO_PATHS, FileEvent,
-    NetEvent, bytes::until_nul, escape_op, file_op, flags, kind, net_op,
+    CgroupEvent, EscapeEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FILE_EVENT_NO_PATHS,
+    FileEvent, NetEvent, bytes::until_nul, escape_op, file_op, flags, net_op,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -91,11 +91,40 @@ pub(crate) enum FileOp {
     Exec,
 }
 
+impl FileOp {
+    /// Its name in metrics (the hook that saw it).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Open { .. } => "open",
+            Self::Unlink => "unlink",
+            Self::Rename => "rename",
+            Self::Chdir => "chdir",
+            Self::ConnectUnix { .. } => "connect_unix",
+            Self::Listen => "listen",
+            Self::Truncate => "truncate",
+            Self::Link => "link",
+            Self::Make { .. } => "make",
+            Self::Exec => "exec",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NetOp {
     Connect,
     Send,
     Bind,
+}
+
+impl NetOp {
+    /// Its name in metrics.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Send => "sendmsg",
+            Self::Bind => "bind",
+        }
+    }
 }
 
 /// What an escape event is about.
@@ -166,6 +195,18 @@ pub(crate) enum Event {
 }
 
 impl Event {
+    pub(crate) fn kind(&self) -> EventKind {
+        match self {
+            Self::Exec { .. } => EventKind::Exec,
+            Self::File { .. } => EventKind::File,
+            Self::Net { .. } => EventKind::Net,
+            Self::Exit { .. } => EventKind::Exit,
+            Self::Escape { .. } => EventKind::Escape,
+            Self::CgroupMkdir { .. } => EventKind::CgroupMkdir,
+            Self::CgroupRmdir { .. } => EventKind::CgroupRmdir,
+        }
+    }
+
     pub(crate) fn header(&self) -> Option<&Header> {
         match self {
             Self::Exec { header, .. }
@@ -260,8 +301,11 @@ fn decode_escape(buf: &[u8]) -> Result<Event, DecodeError> {
 
 pub(crate) fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let h: EventHeader = read(buf, "event header")?;
-    match h.kind {
-        kind::EXEC => {
+    let Some(kind) = EventKind::from_u32(h.kind) else {
+        return Err(DecodeError::UnknownKind(h.kind));
+    };
+    match kind {
+        EventKind::Exec => {
             let e: ExecEvent = read(buf, "exec event")?;
             let argc = (e.argc as usize).min(e.args.len());
             Ok(Event::Exec {
@@ -270,7 +314,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 argv: e.args[..argc].iter().map(|a| text(a)).collect(),
             })
         }
-        kind::FILE => {
+        EventKind::File => {
             let e: FileEvent = read_prefix(buf, FILE_EVENT_NO_PATHS, "file event")?;
             let op = match e.op {
                 file_op::OPEN => FileOp::Open {
@@ -308,7 +352,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 opened: id(e.file_dev, e.file_ino),
             })
         }
-        kind::NET => {
+        EventKind::Net => {
             let e: NetEvent = read(buf, "net event")?;
             let op = match e.op {
                 net_op::CONNECT => NetOp::Connect,
@@ -340,16 +384,16 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 host_rule: e.host_rule,
             })
         }
-        kind::EXIT => {
+        EventKind::Exit => {
             let e: ExitEvent = read(buf, "exit event")?;
             Ok(Event::Exit {
                 header: header(&e.header),
             })
         }
-        kind::ESCAPE => decode_escape(buf),
-        kind::CGROUP_MKDIR | kind::CGROUP_RMDIR => {
+        EventKind::Escape => decode_escape(buf),
+        EventKind::CgroupMkdir | EventKind::CgroupRmdir => {
             let e: CgroupEvent = read(buf, "cgroup event")?;
-            Ok(if h.kind == kind::CGROUP_MKDIR {
+            Ok(if kind == EventKind::CgroupMkdir {
                 Event::CgroupMkdir {
                     id: e.id,
                     path: text(&e.path),
@@ -358,7 +402,6 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 Event::CgroupRmdir { id: e.id }
             })
         }
-        other => Err(DecodeError::UnknownKind(other)),
     }
 }
 
@@ -366,7 +409,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
 mod tests {
     use std::mem::zeroed;
 
-    use agent_monitor_common::PATH_LEN;
+    use agent_monitor_common::{PATH_LEN, kind};
 
     use super::*;
 

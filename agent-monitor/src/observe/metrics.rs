@@ -23,9 +23,9 @@ use prometheus_client::{
 };
 
 use crate::{
-    kernel::decoder::{Event, FileOp, NetOp},
+    kernel::decoder::Event,
     kernel::ring_fill::{RingFill, RingUsage},
-    observe::record::{Action, Kind, Record, Verdict},
+    observe::record::{Record, Verdict},
 };
 
 type Labels2 = [(&'static str, &'static str); 2];
@@ -95,28 +95,9 @@ impl Metrics {
     /// One decoded kernel event (per-hook counts).
     pub(crate) fn kernel_event(&self, event: &Event) {
         let hook = match event {
-            Event::Exec { .. } => "exec",
-            Event::File { op, .. } => match op {
-                FileOp::Open { .. } => "open",
-                FileOp::Unlink => "unlink",
-                FileOp::Rename => "rename",
-                FileOp::Chdir => "chdir",
-                FileOp::ConnectUnix { .. } => "connect_unix",
-                FileOp::Listen => "listen",
-                FileOp::Truncate => "truncate",
-                FileOp::Link => "link",
-                FileOp::Make { .. } => "make",
-                FileOp::Exec => "exec",
-            },
-            Event::Net { op, .. } => match op {
-                NetOp::Connect => "connect",
-                NetOp::Send => "sendmsg",
-                NetOp::Bind => "bind",
-            },
-            Event::Exit { .. } => "exit",
-            Event::Escape { .. } => "escape",
-            Event::CgroupMkdir { .. } => "cgroup_mkdir",
-            Event::CgroupRmdir { .. } => "cgroup_rmdir",
+            Event::File { op, .. } => op.name(),
+            Event::Net { op, .. } => op.name(),
+            other => other.kind().name(),
         };
         self.kernel_events.get_or_create(&[("hook", hook)]).inc();
         self.events_read.fetch_add(1, Relaxed);
@@ -134,7 +115,7 @@ impl Metrics {
 
     /// One record written.
     pub(crate) fn record(&self, r: &Record) {
-        let kind = kind_label(r.kind);
+        let kind = r.kind.name();
         let verdict = match r.verdict {
             Verdict::Allowed => "allowed",
             Verdict::Violation => "violation",
@@ -153,7 +134,7 @@ impl Metrics {
                 .get_or_create(&[
                     ("kind", kind),
                     ("dimension", dimension),
-                    ("action", action_label(r.action)),
+                    ("action", r.action.name()),
                 ])
                 .inc();
         }
@@ -174,31 +155,10 @@ impl Default for Metrics {
     }
 }
 
-fn kind_label(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Exec => "exec",
-        Kind::File => "file",
-        Kind::Connect => "connect",
-        Kind::Send => "send",
-        Kind::Bind => "bind",
-        Kind::Escape => "escape",
-        Kind::Task => "task",
-    }
-}
-
-fn action_label(action: Action) -> &'static str {
-    match action {
-        Action::None => "none",
-        Action::Blocked => "blocked",
-        Action::Refused => "refused",
-        Action::KilledProcess => "killed-process",
-        Action::KilledAgent => "killed-agent",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::record::Kind;
 
     fn record(verdict: Verdict) -> Record {
         Record {

@@ -8,8 +8,20 @@ use serde::Serialize;
 
 use crate::policy::{FileAccess, Violation};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// Serializes an enum as its `name()`: the one spelling records, logs and metrics use.
+macro_rules! serialize_by_name {
+    ($($ty:ty),*) => {$(
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+    )*};
+}
+
+serialize_by_name!(Kind, Action);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Exec,
     File,
@@ -28,8 +40,7 @@ pub(crate) enum Verdict {
     Violation,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Action {
     None,
     Blocked,
@@ -37,6 +48,32 @@ pub(crate) enum Action {
     Refused,
     KilledProcess,
     KilledAgent,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::File => "file",
+            Self::Connect => "connect",
+            Self::Send => "send",
+            Self::Bind => "bind",
+            Self::Escape => "escape",
+            Self::Task => "task",
+        }
+    }
+}
+
+impl Action {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Blocked => "blocked",
+            Self::Refused => "refused",
+            Self::KilledProcess => "killed-process",
+            Self::KilledAgent => "killed-agent",
+        }
+    }
 }
 
 /// The mechanism that decided a record's action.
