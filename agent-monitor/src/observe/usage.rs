@@ -9,17 +9,18 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    fs,
     net::IpAddr,
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use globset::{Candidate, GlobMatcher};
 use serde::Serialize;
 
 use crate::{
     observe::record::{Kind, NetObject, Record, Verdict},
-    policy::{ConnectRule, ConnectTarget, FileAccess, PolicySpec, RuleProtocol, compile_glob},
+    policy::{
+        Activity, CompiledPolicy, ConnectRule, ConnectTarget, FileAccess, NetOp, PolicySpec,
+        Protocol, RuleList, RuleProtocol, RuleRef, canonical_host,
+    },
     scope::Scope,
 };
 
@@ -57,51 +58,10 @@ pub(crate) struct EntryUse {
     pub(crate) uses: u64,
 }
 
-/// Entries compiled for attribution.
+/// The declared entries, and which one each of the policy's rules is.
 struct Declared {
     entries: Vec<EntryUse>,
-    exec: Vec<(usize, Vec<GlobMatcher>)>,
-    read: Vec<(usize, Vec<GlobMatcher>)>,
-    write: Vec<(usize, Vec<GlobMatcher>)>,
-    deny: Vec<(usize, Vec<GlobMatcher>)>,
-    connect: Vec<(usize, ConnectRule)>,
-    bind: Vec<(usize, u16)>,
-}
-
-fn matchers(pattern: &str, real_path: bool) -> Vec<GlobMatcher> {
-    let mut out = Vec::new();
-    let mut add = |p: &str| {
-        if let Ok(g) = compile_glob(p) {
-            out.push(g.compile_matcher());
-        }
-    };
-    add(pattern);
-    // The policy's trailing `/**` also covers the directory itself.
-    if let Some(dir) = pattern.strip_suffix("/**")
-        && !dir.is_empty()
-    {
-        add(dir);
-    }
-    // The policy lets an exec entry naming a symlink allow its target (resolved at load).
-    if real_path {
-        const GLOB: &[char] = &['*', '?', '[', '{'];
-        let real = if pattern.contains(GLOB) {
-            pattern.rsplit_once('/').and_then(|(dir, name)| {
-                (!dir.contains(GLOB) && !dir.is_empty())
-                    .then(|| fs::canonicalize(dir).ok())
-                    .flatten()
-                    .map(|d| format!("{}/{name}", d.display()))
-            })
-        } else {
-            fs::canonicalize(pattern)
-                .ok()
-                .map(|p| p.display().to_string())
-        };
-        if let Some(real) = real.filter(|r| r != pattern) {
-            add(&real);
-        }
-    }
-    out
+    index: HashMap<RuleRef, usize>,
 }
 
 fn connect_entry(rule: &ConnectRule) -> String {
@@ -124,113 +84,74 @@ impl Declared {
     fn new(spec: &PolicySpec) -> Self {
         let mut d = Self {
             entries: Vec::new(),
-            exec: Vec::new(),
-            read: Vec::new(),
-            write: Vec::new(),
-            deny: Vec::new(),
-            connect: Vec::new(),
-            bind: Vec::new(),
+            index: HashMap::new(),
         };
-        let mut push = |rule: String, entry: String, kind| {
+        let mut push = |list: RuleList, i: usize, entry: String, kind| {
+            d.index.insert(RuleRef { list, index: i }, d.entries.len());
             d.entries.push(EntryUse {
-                rule,
+                rule: format!("{}[{i}]", list.name()),
                 entry,
                 kind,
                 uses: 0,
             });
-            d.entries.len() - 1
         };
-        let lists: [(&str, &[String], EntryKind); 4] = [
-            ("exec.allow", &spec.exec_allow, EntryKind::Allow),
-            ("files.read", &spec.files.read, EntryKind::Allow),
-            ("files.write", &spec.files.write, EntryKind::Allow),
-            ("files.deny", &spec.files.deny, EntryKind::Deny),
+        let lists: [(RuleList, &[String], EntryKind); 4] = [
+            (RuleList::ExecAllow, &spec.exec_allow, EntryKind::Allow),
+            (RuleList::FilesRead, &spec.files.read, EntryKind::Allow),
+            (RuleList::FilesWrite, &spec.files.write, EntryKind::Allow),
+            (RuleList::FilesDeny, &spec.files.deny, EntryKind::Deny),
         ];
-        let mut globs: [Vec<(usize, Vec<GlobMatcher>)>; 4] = Default::default();
-        for (slot, (list, patterns, kind)) in lists.into_iter().enumerate() {
+        for (list, patterns, kind) in lists {
             for (i, p) in patterns.iter().enumerate() {
-                let index = push(format!("{list}[{i}]"), p.clone(), kind);
-                globs[slot].push((index, matchers(p, slot == 0)));
+                push(list, i, p.clone(), kind);
             }
         }
-        let mut connect = Vec::new();
         for (i, rule) in spec.connect.iter().enumerate() {
-            let index = push(
-                format!("network.connect[{i}]"),
-                connect_entry(rule),
-                EntryKind::Allow,
-            );
-            connect.push((index, rule.clone()));
+            push(RuleList::Connect, i, connect_entry(rule), EntryKind::Allow);
         }
-        let mut bind = Vec::new();
         for (i, port) in spec.bind.iter().enumerate() {
-            let index = push(
-                format!("network.bind[{i}]"),
-                port.to_string(),
-                EntryKind::Allow,
-            );
-            bind.push((index, *port));
+            push(RuleList::Bind, i, port.to_string(), EntryKind::Allow);
         }
-        let [exec, read, write, deny] = globs;
-        Self {
-            exec,
-            read,
-            write,
-            deny,
-            connect,
-            bind,
-            ..d
-        }
+        d
     }
 
-    fn glob_hits(list: &[(usize, Vec<GlobMatcher>)], path: &str) -> Vec<usize> {
-        let c = Candidate::new(path);
-        list.iter()
-            .filter(|(_, ms)| ms.iter().any(|m| m.is_match_candidate(&c)))
-            .map(|(i, _)| *i)
-            .collect()
-    }
-
-    fn file_hits(&self, path: &str, access: FileAccess) -> Vec<usize> {
-        let mut hits = Self::glob_hits(&self.deny, path);
-        hits.extend(Self::glob_hits(&self.write, path));
-        if access == FileAccess::Read {
-            hits.extend(Self::glob_hits(&self.read, path));
-        }
-        hits
-    }
-
-    fn net_hits(&self, kind: Kind, net: &NetObject) -> Vec<usize> {
-        if kind == Kind::Bind {
-            return self
-                .bind
-                .iter()
-                .filter(|(_, p)| *p == net.port)
-                .map(|(i, _)| *i)
-                .collect();
-        }
-        let addr = net.address.parse::<IpAddr>().ok().map(|a| a.to_canonical());
-        self.connect
+    /// The entries among `rules` (the policy's matches).
+    fn entries_of(&self, rules: &[RuleRef]) -> Vec<usize> {
+        rules
             .iter()
-            .filter(|(_, rule)| {
-                let proto = match rule.protocol {
-                    RuleProtocol::Tcp => net.protocol == "tcp",
-                    RuleProtocol::Udp => net.protocol == "udp",
-                    RuleProtocol::Any => true,
-                };
-                let port = rule.ports.as_ref().is_none_or(|p| p.contains(&net.port));
-                let target = match &rule.target {
-                    ConnectTarget::Cidr(n) => addr.is_some_and(|a| n.contains(&a)),
-                    ConnectTarget::Host(h) => net.host.as_deref().is_some_and(|got| {
-                        h.strip_prefix("*.").map_or(got == h, |suffix| {
-                            got.strip_suffix(suffix).is_some_and(|p| p.ends_with('.'))
-                        })
-                    }),
-                };
-                proto && port && target
-            })
-            .map(|(i, _)| *i)
+            .filter_map(|r| self.index.get(r).copied())
             .collect()
+    }
+
+    fn net_hits(&self, policy: &CompiledPolicy, kind: Kind, net: &NetObject) -> Vec<usize> {
+        let protocol = match net.protocol.as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            _ => Protocol::Other(0),
+        };
+        let op = match kind {
+            Kind::Bind => NetOp::Bind,
+            Kind::Send => NetOp::Send,
+            _ => NetOp::Connect,
+        };
+        let mut rules = net
+            .address
+            .parse::<IpAddr>()
+            .map(|addr| {
+                policy.matching(&Activity::Net {
+                    op,
+                    addr,
+                    port: net.port,
+                    protocol,
+                })
+            })
+            .unwrap_or_default();
+        if op != NetOp::Bind
+            && let Some(host) = &net.host
+        {
+            rules.extend(policy.hosts_matching(&canonical_host(host), net.port, protocol));
+        }
+        self.entries_of(&rules)
     }
 }
 
@@ -341,9 +262,10 @@ impl TaskUsage {
         let violation = r.verdict == Verdict::Violation;
         self.violations += u64::from(violation);
         let d = &self.declared;
+        let policy = &self.scope.policy;
         let uses = &mut self.uses;
         if let Some(e) = &r.exec {
-            let hits = || Declared::glob_hits(&d.exec, &e.path);
+            let hits = || d.entries_of(&policy.matching(&Activity::Exec { path: &e.path }));
             Self::use_item(
                 &mut self.exec,
                 &mut self.overflow,
@@ -361,7 +283,7 @@ impl TaskUsage {
             }
             for (path, access) in paths {
                 let name = access_name(access);
-                let hits = || d.file_hits(path, access);
+                let hits = || d.entries_of(&policy.matching(&Activity::File { path, access }));
                 Self::use_item(
                     &mut self.files,
                     &mut self.overflow,
@@ -388,7 +310,7 @@ impl TaskUsage {
                 "{op} {}/{} {}:{}{host}",
                 n.family, n.protocol, n.address, n.port
             );
-            let hits = || d.net_hits(r.kind, n);
+            let hits = || d.net_hits(policy, r.kind, n);
             Self::use_item(
                 &mut self.net,
                 &mut self.overflow,

@@ -68,10 +68,24 @@ impl PatternSet {
         list: &'static str,
         patterns: &[S],
     ) -> Result<Self, PolicyError> {
+        Self::compile_aliased(list, patterns, &[])
+    }
+
+    /// Also matches each alias `(pattern, index)` as the declared entry `index` (an exec
+    /// entry's symlink target).
+    pub(crate) fn compile_aliased<S: AsRef<str>>(
+        list: &'static str,
+        patterns: &[S],
+        aliases: &[(String, usize)],
+    ) -> Result<Self, PolicyError> {
         let mut builder = GlobSetBuilder::new();
         let mut owners = Vec::with_capacity(patterns.len());
-        for (index, pattern) in patterns.iter().enumerate() {
-            let pattern = pattern.as_ref();
+        let all = patterns
+            .iter()
+            .map(AsRef::as_ref)
+            .enumerate()
+            .chain(aliases.iter().map(|(p, i)| (*i, p.as_str())));
+        for (index, pattern) in all {
             check_path_glob(pattern)?;
             builder.add(compile_glob(pattern)?);
             owners.push(index);
@@ -91,6 +105,19 @@ impl PatternSet {
 
     pub(crate) fn is_match(&self, path: &Candidate<'_>) -> bool {
         self.set.is_match_candidate(path)
+    }
+
+    /// Every declared index that matches, in order.
+    pub(crate) fn matching(&self, path: &Candidate<'_>) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .set
+            .matches_candidate(path)
+            .into_iter()
+            .filter_map(|glob| self.owners.get(glob).copied())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The lowest declared index that matches, for naming the rule in a violation.

@@ -7,6 +7,7 @@ mod baseline;
 mod error;
 mod files;
 mod glob;
+mod matching;
 mod net;
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,8 @@ use serde::Serialize;
 pub(crate) use baseline::{READ as BASELINE_READ, WRITE as BASELINE_WRITE};
 pub(crate) use error::PolicyError;
 pub(crate) use glob::{check_path_glob, compile_glob};
-pub(crate) use net::{ConnectRule, ConnectTarget, RuleProtocol};
+pub(crate) use matching::{RuleList, RuleRef};
+pub(crate) use net::{ConnectRule, ConnectTarget, RuleProtocol, canonical_host, host_matches};
 
 use baseline::Baseline;
 use glob::PatternSet;
@@ -235,6 +237,16 @@ impl CompiledPolicy {
             connect: CidrRule::compile_all(&spec.connect)?,
             declared: spec,
         })
+    }
+
+    /// Also allows each alias `(pattern, index)` as `exec.allow[index]`: the file an entry
+    /// naming a symlink pointed to when the scope loaded.
+    pub(crate) fn with_exec_aliases(
+        mut self,
+        aliases: &[(String, usize)],
+    ) -> Result<Self, PolicyError> {
+        self.exec = PatternSet::compile_aliased("exec.allow", &self.declared.exec_allow, aliases)?;
+        Ok(self)
     }
 
     /// Judges one activity of the process `ctx.tgid`.

@@ -18,7 +18,7 @@ pub(crate) enum RuleProtocol {
 }
 
 impl RuleProtocol {
-    fn admits(self, observed: Protocol) -> bool {
+    pub(crate) fn admits(self, observed: Protocol) -> bool {
         match self {
             Self::Tcp => observed == Protocol::Tcp,
             Self::Udp => observed == Protocol::Udp,
@@ -50,6 +50,8 @@ pub(crate) struct ConnectRule {
 /// A CIDR rule ready for matching observed addresses.
 #[derive(Debug, Clone)]
 pub(crate) struct CidrRule {
+    /// Its index in `network.connect`.
+    pub(crate) index: usize,
     net: IpNet,
     ports: Option<Vec<u16>>,
     protocol: RuleProtocol,
@@ -71,6 +73,7 @@ impl CidrRule {
             }
             if let ConnectTarget::Cidr(net) = rule.target {
                 compiled.push(Self {
+                    index,
                     net: canonical_net(net),
                     ports: rule.ports.clone(),
                     protocol: rule.protocol,
@@ -101,6 +104,24 @@ fn canonical_net(net: IpNet) -> IpNet {
     match v6.prefix_len().checked_sub(96) {
         Some(prefix) => Ipv4Net::new(v4, prefix).map_or(net, IpNet::V4),
         None => net,
+    }
+}
+
+/// A DNS name as `host:` rules are written: lowercase, without the root's trailing dot.
+pub(crate) fn canonical_host(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    lower.strip_suffix('.').unwrap_or(&lower).to_owned()
+}
+
+/// Whether a `host:` pattern allows a canonical name. A pattern is an exact name
+/// (`api.example.com`) or `*.` + a name (`*.example.com`), which matches every name below it
+/// at any depth (`a.example.com`, `x.y.example.com`) but not the name itself.
+pub(crate) fn host_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => name
+            .strip_suffix(suffix)
+            .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+        None => name == pattern,
     }
 }
 

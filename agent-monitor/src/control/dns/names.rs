@@ -19,21 +19,7 @@ pub(crate) fn host_patterns(rules: &[ConnectRule]) -> Vec<String> {
         .collect()
 }
 
-/// A name as the rules are written: lowercase, without the trailing dot.
-pub(crate) fn canonical(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    lower.strip_suffix('.').unwrap_or(&lower).to_owned()
-}
-
-/// Whether one pattern allows a canonical name.
-pub(crate) fn matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => name
-            .strip_suffix(suffix)
-            .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
-        None => name == pattern,
-    }
-}
+pub(crate) use crate::policy::{canonical_host as canonical, host_matches as matches};
 
 /// The indexes of every pattern that allows `name` (canonical).
 pub(crate) fn matching(patterns: &[String], name: &str) -> Vec<u32> {

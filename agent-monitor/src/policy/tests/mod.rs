@@ -253,3 +253,82 @@ fn violation_serializes_lowercase() {
         serde_json::json!({"cidr": "127.0.0.53/32", "ports": [53], "protocol": "udp"})
     );
 }
+
+fn refs(items: &[(RuleList, usize)]) -> Vec<RuleRef> {
+    items
+        .iter()
+        .map(|&(list, index)| RuleRef { list, index })
+        .collect()
+}
+
+#[test]
+fn matching_names_every_declared_entry_an_activity_touches() {
+    use RuleList::{Bind, Connect, ExecAllow, FilesDeny, FilesList, FilesRead, FilesWrite};
+    let p = example();
+    assert_eq!(
+        p.matching(&file("/workspace/.env", FileAccess::Read)),
+        refs(&[(FilesRead, 0), (FilesWrite, 0), (FilesDeny, 2)])
+    );
+    assert_eq!(
+        p.matching(&file("/workspace/a", FileAccess::Write)),
+        refs(&[(FilesWrite, 0)]),
+        "a write does not use files.read"
+    );
+    assert_eq!(
+        p.matching(&file("/srv", FileAccess::List)),
+        refs(&[(FilesList, 0)])
+    );
+    assert_eq!(
+        p.matching(&Activity::Rename {
+            from: "/tmp/a",
+            to: "/workspace/b"
+        }),
+        refs(&[(FilesWrite, 0), (FilesWrite, 1)])
+    );
+    assert_eq!(
+        p.matching(&exec("/usr/bin/python3.12")),
+        refs(&[(ExecAllow, 1)])
+    );
+    assert!(p.matching(&exec("/usr/bin/curl")).is_empty());
+    assert_eq!(
+        p.matching(&net(NetOp::Connect, "::ffff:10.1.2.3", 443, Protocol::Tcp)),
+        refs(&[(Connect, 0)])
+    );
+    assert!(
+        p.matching(&net(NetOp::Connect, "10.1.2.3", 443, Protocol::Udp))
+            .is_empty()
+    );
+    assert_eq!(
+        p.matching(&net(NetOp::Bind, "0.0.0.0", 8080, Protocol::Tcp)),
+        refs(&[(Bind, 0)])
+    );
+    assert_eq!(
+        p.hosts_matching("api.github.com", 443, Protocol::Tcp),
+        refs(&[(Connect, 1)])
+    );
+    assert!(
+        p.hosts_matching("api.github.com", 80, Protocol::Tcp)
+            .is_empty()
+    );
+    assert!(
+        p.hosts_matching("github.com", 443, Protocol::Tcp)
+            .is_empty()
+    );
+}
+
+#[test]
+fn an_exec_alias_is_its_declared_entry() {
+    let p = example()
+        .with_exec_aliases(&[("/usr/bin/dash".to_owned(), 2)])
+        .unwrap();
+    assert_eq!(p.evaluate(&exec("/usr/bin/dash"), &CTX), Verdict::Allowed);
+    assert_eq!(
+        p.matching(&exec("/usr/bin/dash")),
+        refs(&[(RuleList::ExecAllow, 2)])
+    );
+    assert_eq!(
+        p.declared().exec_allow.len(),
+        3,
+        "aliases are not declared entries"
+    );
+}
