@@ -258,7 +258,9 @@ pub struct FileEvent {
     pub dir2_ino: u64,
     /// For `OPEN`: the file the new descriptor refers to (0 when not found).
     pub file_dev: u32,
-    pub pad0: u32,
+    /// For `OPEN` by openat2: `how.resolve` (`RESOLVE_*`; `RESOLVE_IN_ROOT` makes an absolute
+    /// path start at `dirfd`); 0 otherwise.
+    pub resolve: u32,
     pub file_ino: u64,
     pub path: [u8; PATH_LEN],
     pub path2: [u8; PATH_LEN],

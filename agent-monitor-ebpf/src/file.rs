@@ -42,6 +42,8 @@ const AF_UNIX: u16 = 1;
 const EPERM: i64 = 1;
 const EACCES: i64 = 13;
 const EXDEV: i64 = 18;
+/// `RESOLVE_IN_ROOT` (include/uapi/linux/openat2.h).
+const RESOLVE_IN_ROOT: u64 = 0x10;
 /// `S_IFDIR` and `S_IFLNK`: what mkdir and symlink make (mknod passes its own mode).
 const S_IFDIR: u32 = 0o040_000;
 const S_IFLNK: u32 = 0o120_000;
@@ -231,6 +233,8 @@ fn layout_of(syscall: i32) -> Option<Layout> {
 struct Call {
     op: u32,
     open_flags: u32,
+    /// openat2's `how.resolve`.
+    resolve: u32,
     dirfd: i32,
     dirfd2: i32,
     path_ptr: u64,
@@ -262,6 +266,7 @@ fn unix_connect(args: &[u64; 5]) -> Result<Option<Call>, i64> {
     Ok(Some(Call {
         op: file_op::CONNECT_UNIX,
         open_flags: u32::from(first == 0),
+        resolve: 0,
         dirfd: AT_FDCWD,
         // The socket itself: the event carries its inode, and the daemon asks the kernel
         // what it is connected to.
@@ -289,6 +294,7 @@ fn call_of(syscall: i32, args: &[u64; 5]) -> Result<Option<Call>, i64> {
     };
     #[expect(clippy::cast_possible_truncation, reason = "open flags are an int")]
     let mut open_flags = l.fixed_flags | arg(l.flags) as u32;
+    let mut resolve = 0;
     if syscall == nr::openat2 {
         // `struct open_how { u64 flags; u64 mode; u64 resolve; }` in user memory.
         // SAFETY: user memory through the helper.
@@ -300,10 +306,20 @@ fn call_of(syscall: i32, args: &[u64; 5]) -> Result<Option<Call>, i64> {
         {
             open_flags = how as u32;
         }
+        // SAFETY: user memory through the helper; `resolve` is at offset 16. Unreadable:
+        // RESOLVE_IN_ROOT, so the daemon names the file by its descriptor or flags the name
+        // as inexact rather than trusting an absolute path.
+        let resolve_bits: u64 = unsafe { bpf_probe_read_user((args[2] + 16) as *const u64) }
+            .unwrap_or(RESOLVE_IN_ROOT);
+        #[expect(clippy::cast_possible_truncation, reason = "RESOLVE_* fit 32 bits")]
+        {
+            resolve = resolve_bits as u32;
+        }
     }
     Ok(Some(Call {
         op: l.op,
         open_flags,
+        resolve,
         dirfd: dirfd(l.dirfd),
         dirfd2: dirfd(l.dirfd2),
         path_ptr: arg(l.path),
@@ -505,6 +521,7 @@ fn send(
     event.header.flags = hflags;
     event.op = call.op;
     event.open_flags = call.open_flags;
+    event.resolve = call.resolve;
     event.dirfd = call.dirfd;
     event.dirfd2 = call.dirfd2;
     event.ret = ret;
@@ -513,7 +530,6 @@ fn send(
     (event.dir_dev, event.dir_ino) = dir_identity(agent.slot, call.dirfd);
     (event.dir2_dev, event.dir2_ino) = dir_identity(agent.slot, call.dirfd2);
     (event.file_dev, event.file_ino) = opened.map_or((0, 0), |k| (k.dev, k.ino));
-    event.pad0 = 0;
     copy_path(
         call.path_ptr as *const u8,
         &mut event.path,

@@ -323,11 +323,10 @@ fn tampering_with_the_pinned_state_in_bpffs() {
     assert_eq!(count(), before, "pins were removed\n{}", env.describe(&run));
     assert!(!pins.join("evil").exists(), "{}", env.describe(&run));
     env.assert_stopped(&run, "unlink");
-    // The case lists the pinned maps first, and Landlock refuses the listing. The daemon
-    // records a listing there as an escape (`escape.protected-fs`), although
-    // `Protected::judge` says it judges write-class accesses only: reported, not relied on
-    // beyond what the record says today.
-    env.expect(&run, &protected_fs(p(&pins.join("maps")), "list"));
+    // The case lists the pinned maps first, which Landlock refuses (a files.read record: a
+    // listing changes nothing there), so its unlinks never start; then the mkdir, refused
+    // as an escape.
+    env.expect(&run, &protected_fs(p(&pins.join("evil")), "create"));
 }
 
 #[test]

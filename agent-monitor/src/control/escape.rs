@@ -107,7 +107,8 @@ pub(crate) fn judge_protected(
     path: &str,
     access: FileAccess,
 ) -> Option<Verdict> {
-    if access == FileAccess::Read {
+    // Reading and listing leave the monitor's state as it is (the file rules judge them).
+    if matches!(access, FileAccess::Read | FileAccess::List) {
         return None;
     }
     let (mount, _) = protected
@@ -192,6 +193,8 @@ mod tests {
         assert!(
             judge_protected(&p, "/sys/fs/cgroup/unified/cgroup.procs", FileAccess::Read).is_none()
         );
+        assert!(judge_protected(&p, "/sys/fs/bpf", FileAccess::List).is_none());
+        assert!(judge_protected(&p, "/sys/fs/bpf/evil", FileAccess::Create).is_some());
         assert!(judge_protected(&p, "/sys/fs/bpfx", FileAccess::Write).is_none());
     }
 }

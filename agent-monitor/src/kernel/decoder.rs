@@ -14,6 +14,9 @@ use agent_monitor_common::{
     FileEvent, NetEvent, bytes::until_nul, escape_op, file_op, flags, net_op,
 };
 
+/// `RESOLVE_IN_ROOT` (include/uapi/linux/openat2.h).
+const RESOLVE_IN_ROOT: u32 = 0x10;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum DecodeError {
     #[error("record of {len} bytes is shorter than its {what} ({need} bytes)")]
@@ -69,6 +72,9 @@ pub(crate) type FileId = (u32, u64);
 pub(crate) enum FileOp {
     Open {
         flags: u32,
+        /// openat2 with `RESOLVE_IN_ROOT`: an absolute path starts at the dirfd, and `..`
+        /// stops there.
+        in_root: bool,
     },
     Unlink,
     Rename,
@@ -319,6 +325,7 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             let op = match e.op {
                 file_op::OPEN => FileOp::Open {
                     flags: e.open_flags,
+                    in_root: e.resolve & RESOLVE_IN_ROOT != 0,
                 },
                 file_op::UNLINK => FileOp::Unlink,
                 file_op::RENAME => FileOp::Rename,
@@ -451,7 +458,13 @@ mod tests {
         };
         assert_eq!((header.agent, header.pid, header.tgid), (7, 11, 10));
         assert_eq!(header.comm, "cat");
-        assert_eq!(op, FileOp::Open { flags: 1 });
+        assert_eq!(
+            op,
+            FileOp::Open {
+                flags: 1,
+                in_root: false
+            }
+        );
         assert_eq!(path, PathBuf::from("/etc/hosts"));
         assert_eq!((dirfd, ret), (-100, 3));
     }

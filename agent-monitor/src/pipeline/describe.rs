@@ -352,6 +352,32 @@ impl Named<'_> {
     }
 }
 
+/// openat2 with `RESOLVE_IN_ROOT` whose descriptor is gone: the path is relative to the
+/// dirfd whether or not it starts with `/`, and the kernel never let it leave that
+/// directory, so a name that resolves outside it is a guess (inexact).
+fn in_root_named(
+    actor: &Actor<'_>,
+    dirs: &mut DirIndex,
+    named: Named<'_>,
+    follow: Follow,
+) -> Resolved {
+    let relative = named.path.strip_prefix("/").unwrap_or(named.path);
+    let base = Named {
+        path: Path::new("."),
+        ..named
+    }
+    .resolve(actor, dirs, Follow::Last, None);
+    let within = Named {
+        path: relative,
+        ..named
+    };
+    let mut r = within.resolve(actor, dirs, follow, None);
+    if !r.exact || !r.path.starts_with(&base.path) {
+        r.exact = false;
+    }
+    r
+}
+
 /// An open, unlink or rename: the path(s) it named, or for a held open what its descriptor
 /// really is. `opened`: what an open's new descriptor refers to.
 fn file(
@@ -365,7 +391,7 @@ fn file(
 ) -> Judged {
     let (dirfd, path) = (named.dirfd, named.path);
     let (access, follow) = match op {
-        FileOp::Open { flags } => (classify_open(flags), Follow::Last),
+        FileOp::Open { flags, .. } => (classify_open(flags), Follow::Last),
         FileOp::Unlink => (FileAccess::Unlink, Follow::NotLast),
         FileOp::Truncate => (FileAccess::Truncate, Follow::Last),
         FileOp::Link => (FileAccess::Link, Follow::NotLast),
@@ -382,12 +408,21 @@ fn file(
         FileOp::Truncate if path.as_os_str().is_empty() => Some(i64::from(dirfd)),
         _ => None,
     };
-    // A held open's descriptor is still there: it names what was really opened.
+    // A held open's descriptor is still there: it names what was really opened. So does
+    // the descriptor of an open resolved in a root of the caller's choosing, while it is
+    // open: the path as named means nothing outside that root.
+    let in_root = matches!(op, FileOp::Open { in_root: true, .. });
     let r = fd
-        .filter(|_| held)
+        .filter(|_| held || in_root)
         .and_then(|fd| opened_path(actor, fd))
-        .unwrap_or_else(|| named.resolve(actor, dirs, follow, fd));
-    if let (FileOp::Open { flags }, Some(id), true) = (op, opened, r.exact) {
+        .unwrap_or_else(|| {
+            if in_root {
+                in_root_named(actor, dirs, named, follow)
+            } else {
+                named.resolve(actor, dirs, follow, fd)
+            }
+        });
+    if let (FileOp::Open { flags, .. }, Some(id), true) = (op, opened, r.exact) {
         // A directory opened now may be the base of the process's next *at calls.
         if flags & O_DIRECTORY != 0 {
             dirs.learn(id, r.path.clone());
