@@ -91,7 +91,8 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            serde_yaml::from_str(&text).with_context(|| format!("{}", path.display()))?
+            serde_saphyr::from_str_with_options(&text, crate::scope::yaml_options())
+                .with_context(|| format!("{}", path.display()))?
         }
         None => ConfigFile::default(),
     };

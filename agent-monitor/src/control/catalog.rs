@@ -36,13 +36,13 @@ impl Catalog {
         let failed: Vec<PathBuf> = report
             .errors
             .iter()
-            .map(|e| e.file().to_path_buf())
+            .filter_map(|e| e.file().map(Path::to_path_buf))
             .collect();
         self.problems = report
             .errors
             .iter()
             .map(|e| ScopeProblem {
-                file: e.file().to_path_buf(),
+                file: e.file().unwrap_or(dir).to_path_buf(),
                 error: e.to_string(),
             })
             .collect();
@@ -52,7 +52,7 @@ impl Catalog {
         let mut next: BTreeMap<String, Arc<Scope>> = BTreeMap::new();
         // Keep scopes whose file failed this time: the last good version stays in force.
         for (name, s) in &self.scopes {
-            if failed.iter().any(|f| f == &s.source) {
+            if failed.iter().any(|f| s.source.path() == Some(f.as_path())) {
                 tracing::warn!(scope = %name, "keeping the last good version of this scope");
                 next.insert(name.clone(), Arc::clone(s));
             }

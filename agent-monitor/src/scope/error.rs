@@ -5,6 +5,9 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
+
+use super::ScopeSource;
 use crate::policy::PolicyError;
 
 /// Why a manifest (or a scopes directory) could not be loaded.
@@ -20,44 +23,43 @@ pub(crate) enum ScopeError {
     #[error("{}: cannot list the directory: {error}", path.display())]
     ReadDir { path: PathBuf, error: io::Error },
     /// Invalid YAML, or a value the manifest schema rejects.
-    #[error("{}: {reason}", position(path, *line, *column))]
+    #[error("{origin}{}: {reason}", position(*at))]
     Yaml {
-        path: PathBuf,
-        line: Option<usize>,
-        column: Option<usize>,
-        /// `serde_yaml`'s message without its own "at line L column C" suffix.
+        origin: ScopeSource,
+        /// 1-based line and column, when the reader knows them.
+        at: Option<(usize, usize)>,
+        /// What is wrong, after the path of the node it is about (`spec.ttl: ...`).
         reason: String,
-        error: serde_yaml::Error,
     },
     /// The policy engine refused a spec that passed manifest validation.
-    #[error("{}: scope {name:?}: {}", path.display(), chain(error))]
+    #[error("{origin}: scope {name:?}: {}", chain(error))]
     Policy {
-        path: PathBuf,
+        origin: ScopeSource,
         name: String,
         error: PolicyError,
     },
     /// Two scopes share a name; `first` is where the name was seen first.
-    #[error("{}: duplicate scope name {name:?}, already defined in {}", path.display(), first.display())]
+    #[error("{origin}: duplicate scope name {name:?}, already defined in {first}")]
     DuplicateName {
-        path: PathBuf,
+        origin: ScopeSource,
         name: String,
-        first: PathBuf,
+        first: ScopeSource,
     },
-    #[error("{}: no AgentScope document in the file", path.display())]
-    NoScope { path: PathBuf },
+    #[error("{origin}: no AgentScope document in the file")]
+    NoScope { origin: ScopeSource },
 }
 
 impl ScopeError {
-    /// The file the error is about (the directory for [`ScopeError::ReadDir`]).
+    /// The file the error is about (the directory for [`ScopeError::ReadDir`]); `None` for
+    /// YAML submitted through the API.
     #[must_use]
-    pub(crate) fn file(&self) -> &Path {
+    pub(crate) fn file(&self) -> Option<&Path> {
         match self {
-            Self::Read { path, .. }
-            | Self::ReadDir { path, .. }
-            | Self::Yaml { path, .. }
-            | Self::Policy { path, .. }
-            | Self::DuplicateName { path, .. }
-            | Self::NoScope { path } => path,
+            Self::Read { path, .. } | Self::ReadDir { path, .. } => Some(path),
+            Self::Yaml { origin, .. }
+            | Self::Policy { origin, .. }
+            | Self::DuplicateName { origin, .. }
+            | Self::NoScope { origin } => origin.path(),
         }
     }
 
@@ -65,7 +67,7 @@ impl ScopeError {
     #[cfg(test)]
     pub(crate) fn line(&self) -> Option<usize> {
         match self {
-            Self::Yaml { line, .. } => *line,
+            Self::Yaml { at, .. } => at.map(|(line, _)| line),
             _ => None,
         }
     }
@@ -74,36 +76,55 @@ impl ScopeError {
     #[cfg(test)]
     pub(crate) fn column(&self) -> Option<usize> {
         match self {
-            Self::Yaml { column, .. } => *column,
+            Self::Yaml { at, .. } => at.map(|(_, column)| column),
             _ => None,
         }
     }
 
-    pub(crate) fn yaml(path: &Path, error: serde_yaml::Error) -> Self {
-        let location = error.location();
-        let mut reason = error.to_string();
-        if let Some(location) = &location {
-            // serde_yaml appends its own (1-based) position; ours leads the line instead.
-            let suffix = format!(" at line {} column {}", location.line(), location.column());
-            if let Some(at) = reason.find(&suffix) {
-                reason.replace_range(at..at + suffix.len(), "");
-            }
-        }
+    /// The reader's `error`, about the node at `path` (`spec.files.write[1]`; `None` for
+    /// the document itself and for syntax errors).
+    pub(super) fn yaml(
+        origin: &ScopeSource,
+        error: &serde_saphyr::Error,
+        path: Option<String>,
+    ) -> Self {
+        let at = error.location().and_then(|location| {
+            Some((
+                usize::try_from(location.line()).ok()?,
+                usize::try_from(location.column()).ok()?,
+            ))
+        });
+        // The message alone: the position leads the diagnostic instead.
+        let message = printable(&DefaultMessageFormatter.format_message(error));
+        let reason = match path {
+            Some(path) => format!("{path}: {message}"),
+            None => message,
+        };
         Self::Yaml {
-            path: path.to_owned(),
-            line: location.as_ref().map(serde_yaml::Location::line),
-            column: location.as_ref().map(serde_yaml::Location::column),
+            origin: origin.clone(),
+            at,
             reason,
-            error,
         }
     }
 }
 
-fn position(path: &Path, line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
-        (Some(line), Some(column)) => format!("{}:{line}:{column}", path.display()),
-        _ => path.display().to_string(),
+fn position(at: Option<(usize, usize)>) -> String {
+    at.map(|(line, column)| format!(":{line}:{column}"))
+        .unwrap_or_default()
+}
+
+/// `text` with control characters escaped, so that a diagnostic stays one line (the
+/// reader's message can quote the manifest).
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 /// An error and its causes on one line, for messages that cannot carry a `source()`.

@@ -25,7 +25,11 @@ use serde::{
 pub(crate) struct KubernetesSelect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) namespace: Option<DnsLabel>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "super::manifest::null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub(crate) pod_labels: BTreeMap<LabelKey, LabelValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) container: Option<DnsLabel>,
@@ -97,8 +101,8 @@ fn label_key(s: &str) -> bool {
     }
 }
 
-/// One validated string scalar; the check runs in the visitor so that `serde_yaml` reports
-/// the scalar's position.
+/// One validated string scalar; the check runs in the visitor so that the YAML reader
+/// reports the scalar's position.
 macro_rules! checked_string {
     ($ty:ident, $expecting:literal, $check:expr) => {
         impl<'de> Deserialize<'de> for $ty {
@@ -150,8 +154,8 @@ checked_string!(
 mod tests {
     use super::*;
 
-    fn parse(yaml: &str) -> Result<KubernetesSelect, serde_yaml::Error> {
-        serde_yaml::from_str(yaml)
+    fn parse(yaml: &str) -> Result<KubernetesSelect, serde_saphyr::Error> {
+        serde_saphyr::from_str_with_options(yaml, crate::scope::yaml_options())
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::kubernetes::KubernetesSelect;
 use super::net::{ConnectRuleSpec, Port};
@@ -100,11 +100,11 @@ pub(crate) struct ScopeSpec {
     pub(crate) on_violation: OnViolation,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) select: Option<Select>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) exec: ExecSpec,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) files: FilesSpec,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) network: NetworkSpec,
 }
 
@@ -149,7 +149,7 @@ impl TryFrom<SelectFields> for Select {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExecSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) allow: Vec<PathGlob>,
 }
 
@@ -159,15 +159,25 @@ pub(crate) struct ExecSpec {
 pub(crate) struct FilesSpec {
     #[serde(default = "baseline_default")]
     pub(crate) baseline: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) read: Vec<PathGlob>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) write: Vec<PathGlob>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) deny: Vec<PathGlob>,
     /// Directories whose entries may be listed without their contents being readable.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) list: Vec<PathGlob>,
+}
+
+/// A section or list written without a value (`exec:`, `read:`) is the same as an absent
+/// one.
+pub(super) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 fn baseline_default() -> bool {
@@ -190,10 +200,10 @@ impl Default for FilesSpec {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NetworkSpec {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) connect: Vec<ConnectRuleSpec>,
     /// Ports the agent may listen on; empty allows none.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) bind: Vec<Port>,
 }
 

@@ -10,20 +10,21 @@ mod net;
 #[cfg(test)]
 mod tests;
 mod values;
+mod yaml;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use globset::GlobMatcher;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 pub(crate) use error::ScopeError;
 pub(crate) use manifest::{Mode, OnViolation, ScopeSpec};
 use values::NonEmpty;
 pub(crate) use values::Ttl;
+pub(crate) use yaml::options as yaml_options;
 
 use crate::policy::CompiledPolicy;
 use manifest::Manifest;
@@ -39,8 +40,8 @@ pub(crate) struct Scope {
     pub(crate) on_violation: OnViolation,
     pub(crate) select_cgroup: Option<GlobMatcher>,
     pub(crate) policy: CompiledPolicy,
-    /// The file it came from (`<inline>` for YAML submitted through the API).
-    pub(crate) source: PathBuf,
+    /// Where it came from.
+    pub(crate) source: ScopeSource,
     pub(crate) spec: ScopeSpec,
 }
 
@@ -51,41 +52,68 @@ impl Scope {
     }
 }
 
-/// Parses every document of `text`; the first error wins. `source` names the text in
-/// errors and in [`Scope::source`].
+/// Where a scope's YAML came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScopeSource {
+    /// A manifest file.
+    File(PathBuf),
+    /// YAML submitted through the API with a task (`scope_yaml`), shown as `<inline>`.
+    Inline,
+}
+
+impl ScopeSource {
+    /// The file, if it came from one.
+    #[must_use]
+    pub(crate) fn path(&self) -> Option<&Path> {
+        match self {
+            Self::File(path) => Some(path),
+            Self::Inline => None,
+        }
+    }
+}
+
+impl From<&Path> for ScopeSource {
+    fn from(path: &Path) -> Self {
+        Self::File(path.to_owned())
+    }
+}
+
+impl fmt::Display for ScopeSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => path.display().fmt(f),
+            Self::Inline => f.write_str("<inline>"),
+        }
+    }
+}
+
+/// Parses every document of `text`. `source` names the text in errors and in
+/// [`Scope::source`]. Syntax and schema errors anywhere in the text come first, then the
+/// first document that does not compile or repeats a name.
 ///
 /// # Errors
 /// A [`ScopeError`] for invalid YAML or schema, a duplicate name, or no document at all.
-pub(crate) fn parse_str(text: &str, source: &Path) -> Result<Vec<Scope>, ScopeError> {
-    // serde_yaml deserializes the events read before a syntax error and reports the
-    // syntax error only if that succeeds, so a truncated document could surface as a
-    // misleading schema error ("missing field"). A first, schema-free pass puts the
-    // syntax error first.
-    for document in serde_yaml::Deserializer::from_str(text) {
-        IgnoredAny::deserialize(document).map_err(|error| ScopeError::yaml(source, error))?;
-    }
+pub(crate) fn parse_str(
+    text: &str,
+    source: impl Into<ScopeSource>,
+) -> Result<Vec<Scope>, ScopeError> {
+    let source = source.into();
+    // Empty documents (e.g. after a trailing `---`) are not scopes and are skipped.
+    let manifests: Vec<Manifest> = yaml::documents(text, &source)?;
     let mut scopes: Vec<Scope> = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
-        // An empty document (e.g. after a trailing `---`) is not a scope.
-        let Some(manifest) = Option::<Manifest>::deserialize(document)
-            .map_err(|error| ScopeError::yaml(source, error))?
-        else {
-            continue;
-        };
-        let scope = compile(manifest, source)?;
+    for manifest in manifests {
+        let scope = compile(manifest, &source)?;
         if scopes.iter().any(|s| s.name == scope.name) {
             return Err(ScopeError::DuplicateName {
-                path: source.to_owned(),
+                origin: source.clone(),
                 name: scope.name,
-                first: source.to_owned(),
+                first: source,
             });
         }
         scopes.push(scope);
     }
     if scopes.is_empty() {
-        return Err(ScopeError::NoScope {
-            path: source.to_owned(),
-        });
+        return Err(ScopeError::NoScope { origin: source });
     }
     Ok(scopes)
 }
@@ -153,9 +181,9 @@ pub(crate) fn load_dir(dir: &Path) -> LoadReport {
             .find_map(|s| defined_in.get(&s.name).map(|first| (&s.name, first)))
         {
             report.errors.push(ScopeError::DuplicateName {
-                path: path.clone(),
+                origin: ScopeSource::File(path.clone()),
                 name: name.clone(),
-                first: first.clone(),
+                first: ScopeSource::File(first.clone()),
             });
             continue;
         }
@@ -182,10 +210,10 @@ fn is_manifest(path: &Path) -> bool {
 /// symlink (`/bin/sh` -> `/usr/bin/dash`, `/bin/python3*` with `/bin` -> `usr/bin`) also
 /// allows the file it points to *now*, at load time: re-pointing the link later gains an
 /// agent nothing. Entries and directories that do not exist are kept as written.
-fn with_real_paths(patterns: &[String]) -> Vec<String> {
+fn real_paths(patterns: &[String]) -> Vec<(String, usize)> {
     const GLOB_CHARS: &[char] = &['*', '?', '[', '{'];
-    let mut out = patterns.to_vec();
-    for pattern in patterns {
+    let mut out: Vec<(String, usize)> = Vec::new();
+    for (index, pattern) in patterns.iter().enumerate() {
         let real = if pattern.contains(GLOB_CHARS) {
             let Some((dir, name)) = pattern.rsplit_once('/') else {
                 continue;
@@ -202,24 +230,27 @@ fn with_real_paths(patterns: &[String]) -> Vec<String> {
                 .map(|p| p.display().to_string())
         };
         if let Some(real) = real
-            && !out.contains(&real)
+            && !patterns.contains(&real)
+            && !out.iter().any(|(r, _)| *r == real)
         {
-            out.push(real);
+            out.push((real, index));
         }
     }
     out
 }
 
-fn compile(manifest: Manifest, source: &Path) -> Result<Scope, ScopeError> {
+fn compile(manifest: Manifest, source: &ScopeSource) -> Result<Scope, ScopeError> {
     let Manifest { metadata, spec, .. } = manifest;
     let name = metadata.name.into_string();
-    let mut policy_spec = spec.policy_spec();
-    policy_spec.exec_allow = with_real_paths(&policy_spec.exec_allow);
-    let policy = CompiledPolicy::compile(policy_spec).map_err(|error| ScopeError::Policy {
-        path: source.to_owned(),
-        name: name.clone(),
-        error,
-    })?;
+    let policy_spec = spec.policy_spec();
+    let aliases = real_paths(&policy_spec.exec_allow);
+    let policy = CompiledPolicy::compile(policy_spec)
+        .and_then(|p| p.with_exec_aliases(&aliases))
+        .map_err(|error| ScopeError::Policy {
+            origin: source.clone(),
+            name: name.clone(),
+            error,
+        })?;
     let select = spec
         .select
         .as_ref()
@@ -232,7 +263,7 @@ fn compile(manifest: Manifest, source: &Path) -> Result<Scope, ScopeError> {
         on_violation: spec.on_violation,
         select_cgroup: select.map(|glob| glob.matcher().clone()),
         policy,
-        source: source.to_owned(),
+        source: source.clone(),
         name,
         spec,
     })

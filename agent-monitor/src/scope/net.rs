@@ -97,7 +97,8 @@ impl<'de> Deserialize<'de> for HostName {
     }
 }
 
-/// A port number, 1..=65535.
+/// A port number, 1..=65535. Read as any scalar, so that a negative number reaches the
+/// visitor and is refused with the port rules rather than as "not an unsigned integer".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub(crate) struct Port(pub(crate) u16);
@@ -123,7 +124,7 @@ impl<'de> Deserialize<'de> for Port {
                 )
             }
         }
-        deserializer.deserialize_u64(PortVisitor)
+        deserializer.deserialize_any(PortVisitor)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Validated manifest values. Each one checks itself while `serde_yaml` is positioned on
-//! its YAML node, so that a rejection carries that node's line and column.
+//! Validated manifest values. Each one checks itself while the YAML reader is positioned
+//! on its node, so that a rejection carries that node's line and column.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -61,7 +61,7 @@ impl<T: FromScalar> Visitor<'_> for ScalarVisitor<T> {
 }
 
 /// Deserializes a [`FromScalar`] value; validation runs inside the visitor, where
-/// `serde_yaml` still knows the scalar's position.
+/// the reader still knows the scalar's position.
 pub(super) fn deserialize_scalar<'de, D: Deserializer<'de>, T: FromScalar>(
     deserializer: D,
 ) -> Result<T, D::Error> {

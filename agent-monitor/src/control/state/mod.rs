@@ -2,7 +2,7 @@
 //! change it: creating, adopting, ending tasks.
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
         atomic::{AtomicU64, Ordering},
@@ -233,7 +233,7 @@ impl Shared {
         let changed = self.catalog_mut().reload(&self.config.scopes_dir);
         let catalog = self.catalog();
         for task in self.registry().iter_mut() {
-            if task.scope.source.as_path() != Path::new("<inline>")
+            if task.scope.source != scope::ScopeSource::Inline
                 && let Some(s) = catalog.get(&task.scope.name)
                 && !Arc::ptr_eq(&s, &task.scope)
             {
@@ -270,8 +270,8 @@ impl Shared {
                 .get(&name)
                 .ok_or(TaskError::UnknownScope(name))?,
             (None, Some(yaml)) => {
-                let mut scopes =
-                    scope::parse_str(&yaml, Path::new("<inline>")).map_err(TaskError::BadScope)?;
+                let mut scopes = scope::parse_str(&yaml, scope::ScopeSource::Inline)
+                    .map_err(TaskError::BadScope)?;
                 if scopes.len() != 1 {
                     return Err(TaskError::ScopeCount(scopes.len()));
                 }

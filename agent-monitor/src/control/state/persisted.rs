@@ -1,6 +1,6 @@
 //! The registry on disk: saved after every change, restored by a restarted daemon.
 
-use std::{path::Path, sync::Arc, time::SystemTime};
+use std::{sync::Arc, time::SystemTime};
 
 use super::Shared;
 use crate::{
@@ -53,7 +53,7 @@ impl Shared {
         registry.restore_last_slot(saved.next_slot);
         for t in saved.tasks {
             let scope = match &t.scope_yaml {
-                Some(yaml) => scope::parse_str(yaml, Path::new("<inline>"))
+                Some(yaml) => scope::parse_str(yaml, scope::ScopeSource::Inline)
                     .ok()
                     .and_then(|mut v| v.pop())
                     .map(Arc::new),

@@ -31,7 +31,7 @@ pub(super) fn assert_at(err: &ScopeError, text: &str, needle: &str, nth: usize, 
         (Some(line), Some(column)),
         "{err}"
     );
-    assert_eq!(err.file(), Path::new("dir/bad.yaml"));
+    assert_eq!(err.file(), Some(Path::new("dir/bad.yaml")));
     let shown = err.to_string();
     let prefix = format!("dir/bad.yaml:{line}:{column}: ");
     assert!(shown.starts_with(&prefix), "{shown}");
@@ -46,12 +46,13 @@ pub(super) fn assert_at(err: &ScopeError, text: &str, needle: &str, nth: usize, 
 fn yaml_syntax() {
     let text = FULL.replace("  mode: enforce", "\tmode: enforce");
     let err = error(&text);
+    // Reported at what the tab indents.
     assert_at(
         &err,
         &text,
-        "\tmode",
+        "\t|mode",
         1,
-        "found character that cannot start any token",
+        "tabs disallowed within this context (block indentation)",
     );
     // Bad indentation: reported as such, not as the "missing field" of a cut document.
     let text = FULL.replace("  owner: platform", " owner: platform");
@@ -142,11 +143,12 @@ fn bad_host() {
 #[test]
 fn missing_owner() {
     let text = FULL.replace("  owner: platform-team@example.org\n", "");
-    // A missing field is reported at its mapping, here `metadata`'s first key.
+    // A missing field is reported in its mapping, at the last key read (here `identity`);
+    // the path names the mapping.
     assert_at(
         &error(&text),
         &text,
-        "name:",
+        "identity:",
         1,
         "metadata: missing field `owner`",
     );
@@ -203,7 +205,7 @@ fn bad_ports() {
     for (port, reason) in [
         ("70000", "invalid port 70000"),
         ("0", "invalid port 0"),
-        ("-1", "integer `-1`, expected a port number"),
+        ("-1", "invalid port -1"),
         ("http", "expected a port number"),
     ] {
         let text = FULL.replace("ports: [53]", &format!("ports: [{port}]"));
@@ -264,10 +266,16 @@ fn header_and_enums() {
         &text,
         "agent-monitor.dev/v2",
         1,
-        "expected `agent-monitor.dev/v1`",
+        "unknown variant `agent-monitor.dev/v2`",
     );
     let text = FULL.replace("kind: AgentScope", "kind: Pod");
-    assert_at(&error(&text), &text, "Pod", 1, "expected `AgentScope`");
+    assert_at(
+        &error(&text),
+        &text,
+        "Pod",
+        1,
+        "unknown variant `Pod`, expected one of AgentScope",
+    );
     let text = FULL.replace("mode: enforce", "mode: block");
     assert_at(&error(&text), &text, "block", 1, "unknown variant `block`");
     let text = FULL.replace("onViolation: kill-agent", "onViolation: kill_agent");
@@ -278,11 +286,12 @@ fn header_and_enums() {
         1,
         "unknown variant `kill_agent`",
     );
+    // At the document's last key, `spec`.
     let text = FULL.replace("apiVersion: agent-monitor.dev/v1\n", "");
     assert_at(
         &error(&text),
         &text,
-        "kind",
+        "\n|spec:",
         1,
         "missing field `apiVersion`",
     );
@@ -306,7 +315,7 @@ fn later_documents_have_file_positions() {
         "{FULL}---\n{}",
         second.replace("  mode: enforce", "\tmode: enforce")
     );
-    assert_at(&error(&text), &text, "\tmode", 1, "cannot start any token");
+    assert_at(&error(&text), &text, "\t|mode", 1, "tabs disallowed");
 }
 
 #[test]
@@ -333,4 +342,33 @@ fn no_document() {
     }
     let err = error("just a string\n");
     assert_eq!((err.line(), err.column()), (Some(1), Some(1)));
+}
+
+#[test]
+fn yaml_from_the_api_is_named_inline() {
+    let text = FULL.replace("ttl: 30m", "ttl: 30");
+    let err = parse_str(&text, ScopeSource::Inline).expect_err("bad ttl");
+    assert_eq!(err.file(), None);
+    let (line, column) = position(&text, "ttl: |30\n", 1);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "<inline>:{line}:{column}: spec.ttl: invalid duration \"30\": missing unit (write e.g. 90s, 30m or 1h30m; units d, h, m, s)"
+        )
+    );
+    let scopes = parse_str(FULL, ScopeSource::Inline).expect("parses");
+    assert_eq!(scopes[0].source, ScopeSource::Inline);
+    assert_eq!(scopes[0].source.to_string(), "<inline>");
+}
+
+#[test]
+fn booleans_are_yaml_1_2() {
+    let text = FULL.replace("baseline: true", "baseline: no");
+    assert_at(
+        &error(&text),
+        &text,
+        "baseline: |no",
+        1,
+        "spec.files.baseline: ",
+    );
 }

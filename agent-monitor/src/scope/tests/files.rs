@@ -20,12 +20,12 @@ fn parse_file_reads_and_names_the_source() {
     let path = dir.path().join("a.yaml");
     fs::write(&path, FULL).unwrap();
     let scopes = parse_file(&path).unwrap();
-    assert_eq!(scopes[0].source, path);
+    assert_eq!(scopes[0].source, ScopeSource::File(path.clone()));
 
     let missing = dir.path().join("missing.yaml");
     let err = parse_file(&missing).unwrap_err();
     assert!(matches!(err, ScopeError::Read { .. }), "{err:?}");
-    assert_eq!(err.file(), missing);
+    assert_eq!(err.file(), Some(missing.as_path()));
     assert!(
         err.to_string()
             .starts_with(&format!("{}: cannot read the file: ", missing.display()))
@@ -34,7 +34,7 @@ fn parse_file_reads_and_names_the_source() {
     let bad = dir.path().join("bad.yaml");
     fs::write(&bad, FULL.replace("ttl: 30m", "ttl: forever")).unwrap();
     let err = parse_file(&bad).unwrap_err();
-    assert_eq!(err.file(), bad);
+    assert_eq!(err.file(), Some(bad.as_path()));
     assert_eq!((err.line(), err.column()), (Some(9), Some(8)));
     assert!(
         err.to_string()
@@ -60,10 +60,13 @@ fn load_dir_skips_bad_files_and_keeps_good_ones() {
     let report = load_dir(dir.path());
     let names: Vec<_> = report.scopes.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["code-reviewer", "other"], "sorted by file name");
-    assert_eq!(report.scopes[0].source, dir.path().join("b-good.yaml"));
+    assert_eq!(
+        report.scopes[0].source,
+        ScopeSource::File(dir.path().join("b-good.yaml"))
+    );
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
     let err = &report.errors[0];
-    assert_eq!(err.file(), dir.path().join("a-bad.yaml"));
+    assert_eq!(err.file(), Some(dir.path().join("a-bad.yaml").as_path()));
     assert_eq!((err.line(), err.column()), (Some(4), Some(14)));
 }
 
