@@ -541,6 +541,10 @@ mod pod {
     unsafe impl aya::Pod for super::FileEvent {}
     unsafe impl aya::Pod for super::EscapeEvent {}
     unsafe impl aya::Pod for super::ExecEvent {}
+    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::NetEvent {}
+    unsafe impl aya::Pod for super::ExitEvent {}
+    unsafe impl aya::Pod for super::CgroupEvent {}
 }
 
 /// Helpers for byte fields.

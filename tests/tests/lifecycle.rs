@@ -17,7 +17,7 @@ fn good(name: &str) -> String {
 fn check_names_file_line_and_column_of_each_error() {
     let (_g, dir) = workspace();
     let cases = [
-        ("syntax.yaml", format!("{HEAD}  exec:\n    allow: [/usr/bin/git\n  files: {{}}\n"), ":9:8: ", "flow sequence"),
+        ("syntax.yaml", format!("{HEAD}  exec:\n    allow: [/usr/bin/git\n  files: {{}}\n"), ":9:8: ", "':' indicator"),
         ("unknown.yaml", format!("{HEAD}  exec:\n    allow: [/usr/bin/git]\n    alow: [/bin/sh]\n"), ":9:5: ", "unknown field `alow`"),
         ("glob.yaml", format!("{HEAD}  files:\n    read:\n      - /workspace/**\n      - \"/etc/[ssl\"\n"), ":10:9: ", "unclosed character class"),
         ("cidr.yaml", format!("{HEAD}  network:\n    connect:\n      - {{cidr: 10.0.0.0/33, ports: [443]}}\n"), ":9:16: ", "invalid CIDR"),

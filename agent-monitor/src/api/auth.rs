@@ -207,21 +207,30 @@ fn unverified() -> ApiError {
 mod tests {
     use super::*;
 
+    /// Needs a `root` group with gid 0 in the host's group database (every Linux has one).
     #[test]
-    fn groups_resolve() {
-        assert_eq!(resolve_group("root"), Some(0));
+    fn host_groups_resolve() {
+        assert_eq!(
+            resolve_group("root"),
+            Some(0),
+            "this test needs group root = gid 0"
+        );
         assert_eq!(resolve_group("1234"), Some(1234));
         assert_eq!(resolve_group("no-such-group-here"), None);
     }
 
+    /// Needs Linux >= 6.5 (`SO_PEERPIDFD`), as the status socket's peer check does.
     #[test]
-    fn a_peer_that_exited_is_not_alive() {
+    fn host_a_peer_that_exited_is_not_alive() {
         let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
         let me = Peer {
             pidfd: peer_pidfd(a.as_raw_fd()).map(Arc::new),
             ..Peer::default()
         };
-        assert!(me.pidfd.is_some(), "SO_PEERPIDFD (Linux >= 6.5)");
+        assert!(
+            me.pidfd.is_some(),
+            "this test needs SO_PEERPIDFD (Linux >= 6.5)"
+        );
         assert!(me.alive(), "this process");
         // A child connects, then exits before its check.
         let path = tempfile::tempdir().expect("tempdir");
@@ -247,8 +256,9 @@ mod tests {
         drop(b);
     }
 
+    /// Needs `SO_PEERGROUPS` (Linux >= 4.13).
     #[test]
-    fn peer_groups_of_a_socket_pair() {
+    fn host_peer_groups_of_a_socket_pair() {
         let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
         let groups = peer_groups(a.as_raw_fd()).expect("SO_PEERGROUPS");
         // SAFETY: getgroups(0, NULL) only returns the count.

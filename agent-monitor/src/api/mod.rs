@@ -10,7 +10,7 @@ mod events;
 mod routes;
 mod scrape;
 mod server;
-mod status;
+pub(crate) mod status;
 
 use std::{sync::Arc, time::Duration};
 

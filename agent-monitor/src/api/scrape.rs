@@ -21,6 +21,7 @@ fn gauge(v: usize) -> ConstGauge {
 }
 
 /// Values read at scrape time.
+#[expect(clippy::too_many_lines, reason = "one registration per metric")]
 pub(super) fn snapshot(shared: &Shared) -> Registry {
     let mut r = Registry::with_prefix("agent_monitor");
     let k = shared.kernel_counters();

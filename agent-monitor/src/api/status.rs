@@ -3,7 +3,7 @@
 
 use std::{fs, sync::atomic::Ordering::Relaxed};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     control::catalog::ScopeProblem,
@@ -14,19 +14,22 @@ use crate::{
 
 /// A running agent that is not fully watched: some of its events were lost (ring buffer
 /// full), so it may have done things no record shows. Set by the sweep (`Task::degraded`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Degraded {
     pub(crate) task: String,
     pub(crate) scope: String,
-    pub(crate) reason: &'static str,
+    pub(crate) reason: String,
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /v1/status`, as the daemon writes it and `agent-monitor status` reads it.
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct StatusView {
-    pub(crate) version: &'static str,
+    pub(crate) version: String,
     pub(crate) uptime_seconds: u64,
     pub(crate) kernel: String,
     pub(crate) cgroup2_root: String,
+    /// Every hook and whether it attached (not read back: `coverage` sums it up).
+    #[serde(skip_deserializing)]
     pub(crate) hooks: Vec<HookStatus>,
     pub(crate) coverage: Coverage,
     pub(crate) counters: Counters,
@@ -41,7 +44,7 @@ pub(crate) struct StatusView {
     pub(crate) ring_buffer: Option<RingUsage>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Coverage {
     pub(crate) attached: usize,
     /// Targets of the hooks that did not attach.
@@ -52,7 +55,7 @@ pub(crate) struct Coverage {
 }
 
 /// What this kernel offers, read from securityfs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct KernelFacts {
     /// `bpf` is among the active LSMs (`/sys/kernel/security/lsm`); None when securityfs
     /// is not mounted.
@@ -62,7 +65,7 @@ pub(crate) struct KernelFacts {
     /// The Landlock ABI agents started by `exec` are restricted with (0: none).
     pub(crate) landlock_abi: u32,
     /// Landlock rights the layer uses that this kernel's ABI lacks.
-    pub(crate) landlock_missing: Vec<&'static str>,
+    pub(crate) landlock_missing: Vec<String>,
 }
 
 impl KernelFacts {
@@ -80,12 +83,15 @@ impl KernelFacts {
             bpf_lsm: lsm.map(|l| l.split(',').any(|m| m.trim() == "bpf")),
             lockdown,
             landlock_abi,
-            landlock_missing: crate::control::landlock::missing(landlock_abi),
+            landlock_missing: crate::control::landlock::missing(landlock_abi)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
         }
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Counters {
     #[serde(flatten)]
     pub(crate) kernel: KernelCounters,
@@ -172,13 +178,13 @@ pub(crate) fn view(shared: &Shared) -> StatusView {
             .map(|t| Degraded {
                 task: t.id.clone(),
                 scope: t.scope.name.clone(),
-                reason: "events of this agent were lost (ring buffer full)",
+                reason: "events of this agent were lost (ring buffer full)".to_owned(),
             })
             .collect();
         (registry.len(), degraded)
     };
     StatusView {
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: shared.started_at.elapsed().as_secs(),
         kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::scope::{self, Scope};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct ScopeProblem {
     pub(crate) file: PathBuf,
     pub(crate) error: String,

@@ -52,8 +52,16 @@ pub(crate) struct Task {
     pub(crate) landlock_abi: u32,
 }
 
-/// What `GET /v1/agents` shows of a task.
-#[derive(Debug, Clone, Serialize)]
+/// Whether a task is still watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TaskState {
+    Running,
+    Ended,
+}
+
+/// What `GET /v1/agents` shows of a task (and what the CLI reads back).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct TaskView {
     pub(crate) id: String,
     pub(crate) scope: String,
@@ -71,7 +79,7 @@ pub(crate) struct TaskView {
     pub(crate) landlock_abi: u32,
     pub(crate) last_violation: Option<String>,
     /// `running`, or `ended` with `end_reason`.
-    pub(crate) state: &'static str,
+    pub(crate) state: TaskState,
     pub(crate) end_reason: Option<String>,
 }
 
@@ -127,7 +135,7 @@ impl Task {
             degraded: self.degraded,
             landlock_abi: self.landlock_abi,
             last_violation: self.last_violation.clone(),
-            state: "running",
+            state: TaskState::Running,
             end_reason: None,
         }
     }
@@ -216,7 +224,7 @@ impl Registry {
     pub(crate) fn finish(&mut self, id: &str, reason: &str) -> Option<Task> {
         let task = self.remove(id)?;
         let mut view = task.view(Vec::new());
-        view.state = "ended";
+        view.state = TaskState::Ended;
         view.end_reason = Some(reason.to_string());
         if self.ended.len() >= ENDED_KEPT {
             self.ended.pop_front();

@@ -13,6 +13,7 @@ use agent_monitor_common::{
     CgroupEvent, EscapeEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FILE_EVENT_NO_PATHS,
     FileEvent, NetEvent, bytes::until_nul, escape_op, file_op, flags, net_op,
 };
+use aya::Pod;
 
 /// `RESOLVE_IN_ROOT` (include/uapi/linux/openat2.h).
 const RESOLVE_IN_ROOT: u32 = 0x10;
@@ -226,13 +227,13 @@ impl Event {
 }
 
 /// A whole T from the start of a record.
-fn read<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
+fn read<T: Pod>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
     read_prefix(buf, size_of::<T>(), what)
 }
 
 /// A T from the start of a record that holds at least `min` of its bytes (a file event
 /// leaves out the paths it does not use): what was not sent reads as zeros.
-fn read_prefix<T: Copy>(buf: &[u8], min: usize, what: &'static str) -> Result<T, DecodeError> {
+fn read_prefix<T: Pod>(buf: &[u8], min: usize, what: &'static str) -> Result<T, DecodeError> {
     if buf.len() < min {
         return Err(DecodeError::Short {
             what,
@@ -240,7 +241,7 @@ fn read_prefix<T: Copy>(buf: &[u8], min: usize, what: &'static str) -> Result<T,
             need: min,
         });
     }
-    // SAFETY: all-zero is a valid T (a plain #[repr(C)] integer struct), and at most
+    // SAFETY: `Pod`: every byte pattern, all-zero included, is a valid T, and at most
     // size_of::<T>() bytes are copied into it.
     unsafe {
         let mut value: T = core::mem::zeroed();
@@ -305,6 +306,7 @@ fn decode_escape(buf: &[u8]) -> Result<Event, DecodeError> {
     })
 }
 
+#[expect(clippy::too_many_lines, reason = "one arm per event kind and file operation")]
 pub(crate) fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let h: EventHeader = read(buf, "event header")?;
     let Some(kind) = EventKind::from_u32(h.kind) else {

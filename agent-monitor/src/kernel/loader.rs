@@ -338,7 +338,7 @@ fn attach_syscall(
     };
     match s.hook {
         Hook::File { required } => {
-            attach("sys_exit_file", format!("sys_exit_{}", s.name), required)
+            attach("sys_exit_file", format!("sys_exit_{}", s.name), required);
         }
         Hook::Escape {
             tracepoint: Some(tracepoint),
@@ -479,7 +479,7 @@ pub(crate) fn read_counter(counters: &PerCpuArray<MapData, u64>, index: u32) -> 
 }
 
 /// Kernel-side counters.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
 pub(crate) struct KernelCounters {
     pub(crate) emitted: u64,
     pub(crate) dropped: u64,

@@ -25,7 +25,7 @@ unsafe impl Send for RingFill {}
 unsafe impl Sync for RingFill {}
 
 /// Bytes waiting in the ring buffer, and its size.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 pub(crate) struct RingUsage {
     pub(crate) used_bytes: u64,
     pub(crate) size_bytes: u64,

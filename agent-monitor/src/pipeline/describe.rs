@@ -94,7 +94,7 @@ fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: Context) -> Poli
                 .as_ref()
                 .map(|e| e.path.as_str())
                 .unwrap_or_default();
-            scope.policy.evaluate(&Activity::Exec { path }, &ctx)
+            scope.policy.evaluate(&Activity::Exec { path }, ctx)
         }
         Event::File {
             op: FileOp::Listen, ..
@@ -111,7 +111,7 @@ fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: Context) -> Poli
                 port: n.port,
                 protocol: Protocol::Tcp,
             };
-            scope.policy.evaluate(&activity, &ctx)
+            scope.policy.evaluate(&activity, ctx)
         }
         Event::File { .. } => {
             let Some(f) = &judged.file else {
@@ -125,7 +125,7 @@ fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: Context) -> Poli
                     access: f.access,
                 },
             };
-            scope.policy.evaluate(&activity, &ctx)
+            scope.policy.evaluate(&activity, ctx)
         }
         Event::Net {
             op,
@@ -151,7 +151,7 @@ fn evaluate(scope: &Scope, judged: &Judged, event: &Event, ctx: Context) -> Poli
                     port: *port,
                     protocol,
                 },
-                &ctx,
+                ctx,
             )
         }
         _ => PolicyVerdict::Allowed,

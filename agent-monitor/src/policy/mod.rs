@@ -251,7 +251,7 @@ impl CompiledPolicy {
 
     /// Judges one activity of the process `ctx.tgid`.
     #[must_use]
-    pub(crate) fn evaluate(&self, activity: &Activity<'_>, ctx: &Context) -> Verdict {
+    pub(crate) fn evaluate(&self, activity: &Activity<'_>, ctx: Context) -> Verdict {
         match *activity {
             Activity::Exec { path } => self.judge_exec(path),
             Activity::File { path, access } => self.judge_file(path, access, ctx.tgid),

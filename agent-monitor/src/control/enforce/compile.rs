@@ -24,6 +24,10 @@ use crate::{
 const WALK_LIMIT: usize = 20_000;
 
 #[derive(Debug, thiserror::Error)]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "every compile error is a kernel limit exceeded"
+)]
 pub(crate) enum CompileError {
     #[error(
         "network rules for {cidr} allow more than {MAX_PORT_RULES} distinct ports; use fewer ports or a port-free rule"

@@ -69,14 +69,14 @@ fn net(op: NetOp, addr: &str, port: u16, protocol: Protocol) -> Activity<'static
 
 /// The violation, or a panic naming the activity that was unexpectedly allowed.
 fn violation(policy: &CompiledPolicy, activity: &Activity<'_>) -> Violation {
-    match policy.evaluate(activity, &CTX) {
+    match policy.evaluate(activity, CTX) {
         Verdict::Violation(v) => v,
         Verdict::Allowed => panic!("{activity:?} was allowed"),
     }
 }
 
 fn allowed(policy: &CompiledPolicy, activity: &Activity<'_>) -> bool {
-    policy.evaluate(activity, &CTX) == Verdict::Allowed
+    policy.evaluate(activity, CTX) == Verdict::Allowed
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn an_exec_alias_is_its_declared_entry() {
     let p = example()
         .with_exec_aliases(&[("/usr/bin/dash".to_owned(), 2)])
         .unwrap();
-    assert_eq!(p.evaluate(&exec("/usr/bin/dash"), &CTX), Verdict::Allowed);
+    assert_eq!(p.evaluate(&exec("/usr/bin/dash"), CTX), Verdict::Allowed);
     assert_eq!(
         p.matching(&exec("/usr/bin/dash")),
         refs(&[(RuleList::ExecAllow, 2)])

@@ -141,7 +141,7 @@ fn full_example() {
     assert_eq!(scope.policy.host_rules().count(), 1);
 
     // The compiled policy is the one declared.
-    let judge = |activity| scope.policy.evaluate(&activity, &CTX) == Verdict::Allowed;
+    let judge = |activity| scope.policy.evaluate(&activity, CTX) == Verdict::Allowed;
     assert!(judge(Activity::Exec {
         path: "/usr/bin/python3.12"
     }));
@@ -179,20 +179,20 @@ fn defaults() {
     // An absent dimension allows nothing; the baseline still applies.
     let exec = Activity::Exec { path: "/bin/sh" };
     assert!(matches!(
-        scope.policy.evaluate(&exec, &CTX),
+        scope.policy.evaluate(&exec, CTX),
         Verdict::Violation(_)
     ));
     let lib = Activity::File {
         path: "/usr/lib/libc.so.6",
         access: FileAccess::Read,
     };
-    assert_eq!(scope.policy.evaluate(&lib, &CTX), Verdict::Allowed);
+    assert_eq!(scope.policy.evaluate(&lib, CTX), Verdict::Allowed);
     // Present but empty sections and lists, and `baseline: false`.
     let scope = one(&with_spec(
         "  exec:\n  files: {baseline: false, read: }\n  network: {bind: []}\n",
     ));
     assert!(!scope.policy.declared().files.baseline);
-    let Verdict::Violation(v) = scope.policy.evaluate(&lib, &CTX) else {
+    let Verdict::Violation(v) = scope.policy.evaluate(&lib, CTX) else {
         panic!("baseline off still allows {lib:?}");
     };
     assert_eq!(v.rule, "files.read");
@@ -278,7 +278,7 @@ fn exec_entries_naming_symlinks_also_allow_their_target() {
         &Activity::Exec {
             path: target.to_str().expect("utf8"),
         },
-        &ctx,
+        ctx,
     );
     assert!(matches!(verdict, Verdict::Allowed), "{verdict:?}");
     let other = real.join("bin-real/other");
@@ -286,7 +286,7 @@ fn exec_entries_naming_symlinks_also_allow_their_target() {
         &Activity::Exec {
             path: other.to_str().expect("utf8"),
         },
-        &ctx,
+        ctx,
     );
     assert!(matches!(verdict, Verdict::Violation(_)), "{verdict:?}");
 }
