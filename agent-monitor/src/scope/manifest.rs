@@ -1,4 +1,4 @@
-//! The manifest schema (PRODUCT.md section 3). Unknown fields are errors everywhere.
+//! The manifest schema (docs/SCOPES.md). Unknown fields are errors everywhere.
 
 use std::fmt;
 

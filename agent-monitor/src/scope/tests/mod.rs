@@ -1,4 +1,4 @@
-//! Manifest tests. `FULL` is the example of PRODUCT.md section 3.
+//! Manifest tests. `FULL` is the full example manifest of docs/SCOPES.md.
 
 use std::time::Duration;
 
