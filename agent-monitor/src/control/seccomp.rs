@@ -299,6 +299,73 @@ mod tests {
         run(f, nr(name), a)
     }
 
+    /// `PTRACE_SECCOMP_GET_FILTER` (include/uapi/linux/ptrace.h; not in the libc crate).
+    const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+
+    /// The filter a process really carries, read back from the kernel, decides every
+    /// syscall of the table by its class. Needs root (`PTRACE_SECCOMP_GET_FILTER` requires
+    /// `CAP_SYS_ADMIN`).
+    #[test]
+    fn the_installed_filter_decides_every_syscall_by_its_class() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test needs root (PTRACE_SECCOMP_GET_FILTER)"
+        );
+        let f = filter(4242, &[4243]).expect("filter");
+        // SAFETY: the child makes raw syscalls only (no allocation, no locks) and exits.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork");
+        if child == 0 {
+            // SAFETY: async-signal-safe calls in the forked child.
+            unsafe {
+                libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+                let code = i32::from(install(&f).is_err());
+                libc::raise(libc::SIGSTOP);
+                libc::_exit(code);
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(child, &raw mut status, 0) }, child);
+        assert!(libc::WIFSTOPPED(status), "the child stopped: {status:#x}");
+        // SAFETY: the child is our tracee and stopped; a null buffer asks for the length.
+        let len = unsafe {
+            libc::ptrace(
+                PTRACE_SECCOMP_GET_FILTER,
+                child,
+                0,
+                std::ptr::null_mut::<Insn>(),
+            )
+        };
+        let mut installed = vec![stmt(0, 0); usize::try_from(len).expect("a filter is installed")];
+        // SAFETY: the buffer holds `len` instructions, as the kernel just said.
+        let got =
+            unsafe { libc::ptrace(PTRACE_SECCOMP_GET_FILTER, child, 0, installed.as_mut_ptr()) };
+        // SAFETY: ending our own stopped child.
+        unsafe {
+            libc::kill(child, libc::SIGKILL);
+            libc::waitpid(child, &raw mut status, 0);
+        }
+        assert_eq!(got, len);
+        for s in TABLE {
+            let want = run(&f, s.nr, [0; 6]);
+            assert_eq!(run(&installed, s.nr, [0; 6]), want, "{}", s.name);
+            match s.class {
+                Class::Refuse => assert_eq!(want, EPERM, "{} is refused", s.name),
+                Class::Enosys => assert_eq!(want, ENOSYS, "{}", s.name),
+                Class::Allow => assert_eq!(want, RET_ALLOW, "{}", s.name),
+                Class::Args => {}
+            }
+        }
+        assert_eq!(
+            run(&installed, MAX_NR + 1, [0; 6]),
+            ENOSYS,
+            "unknown syscalls"
+        );
+    }
+
     #[test]
     fn every_syscall_gets_its_class() {
         let f = filter(4242, &[4243]).expect("filter");
