@@ -17,6 +17,8 @@ pub const COMM_LEN: usize = 16;
 /// Deepest cgroup level searched for a tagged ancestor.
 pub const MAX_CGROUP_LEVEL: i32 = 16;
 
+pub mod layout;
+
 /// Event kinds (`EventHeader::kind`). Numbers are stable; retired numbers are never reused.
 pub mod syscalls;
 

@@ -9,7 +9,7 @@ use aya_ebpf::{
 
 use crate::{
     maps::{AGENT_CGROUPS, emit},
-    process::tp_field,
+    process::{tp_field, tp_offset},
 };
 
 /// cgroup:cgroup_mkdir / cgroup_rmdir: `int root` @8 (hierarchy id, 0 is the v2 default
@@ -28,18 +28,17 @@ pub fn cgroup_rmdir(ctx: TracePointContext) -> u32 {
 }
 
 fn try_cgroup(ctx: &TracePointContext, kind: u32) -> Result<(), i64> {
-    // SAFETY: offsets from the tracepoint format above.
-    let root: i32 = tp_field(ctx, 8);
+    let root: i32 = tp_field(ctx, tp_offset!(cgroup_root));
     if root != 0 {
         return Ok(());
     }
-    let level: i32 = tp_field(ctx, 12);
-    let id: u64 = tp_field(ctx, 16);
+    let level: i32 = tp_field(ctx, tp_offset!(cgroup_level));
+    let id: u64 = tp_field(ctx, tp_offset!(cgroup_id));
     if kind == kind::CGROUP_RMDIR {
         // A removed cgroup's id is never reused, but its tag must not outlive it.
         let _ = AGENT_CGROUPS.remove(id);
     }
-    let loc: u32 = tp_field(ctx, 24);
+    let loc: u32 = tp_field(ctx, tp_offset!(cgroup_path));
     let mut event = CgroupEvent {
         header: EventHeader {
             kind,

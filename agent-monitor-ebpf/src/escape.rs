@@ -24,7 +24,7 @@ use aya_ebpf::{
 use crate::{
     enforce::{SIGKILL, enforced, kills, signal},
     maps::{AGENT_CGROUPS, AGENT_PIDS, ESCAPE_SCRATCH, PENDING_ESCAPE, emit},
-    process::{sys_arg, syscall_args, tp_field},
+    process::{sys_arg, syscall_args, tp_field, tp_offset},
     tag::{Agent, current_agent, header, in_agent_cgroup},
 };
 
@@ -50,8 +50,7 @@ fn try_sys_enter_escape(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(agent) = current_agent() else {
         return Ok(());
     };
-    // SAFETY: offsets from the syscall tracepoint format.
-    let nr: i32 = tp_field(ctx, 8);
+    let nr: i32 = tp_field(ctx, tp_offset!(sys_enter_nr));
     // Through the helper, not `tp_field`: a direct load past a short record (kill has two
     // arguments) makes the kernel refuse to attach the program to that tracepoint.
     let args: [u64; 3] = unsafe {
@@ -140,9 +139,8 @@ fn try_sys_exit_escape(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(agent) = current_agent() else {
         return Ok(());
     };
-    // SAFETY: offsets from the syscall tracepoint format.
-    let nr: i32 = tp_field(ctx, 8);
-    let ret: i64 = tp_field(ctx, 16);
+    let nr: i32 = tp_field(ctx, tp_offset!(sys_exit_nr));
+    let ret: i64 = tp_field(ctx, tp_offset!(sys_exit_ret));
     // SAFETY: the value is copied out before the entry is removed.
     let (args, entry_flags, seen) = if judged_at_entry(nr) {
         let entry = unsafe { PENDING_ESCAPE.get(agent.pid) }.copied();
@@ -194,15 +192,14 @@ pub fn sys_exit_refused(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_refused(ctx: &TracePointContext) -> Result<(), i64> {
-    // SAFETY: offsets from the syscall tracepoint format.
-    let ret: i64 = tp_field(ctx, 16);
+    let ret: i64 = tp_field(ctx, tp_offset!(sys_exit_ret));
     if ret != -EPERM {
         return Ok(());
     }
     let Some(agent) = current_agent() else {
         return Ok(());
     };
-    let nr: i32 = tp_field(ctx, 8);
+    let nr: i32 = tp_field(ctx, tp_offset!(sys_exit_nr));
     let all = syscall_args();
     emit_syscall(&agent, nr, [all[0], all[1], all[2]], ret, flags::BLOCKED, 1)
 }
@@ -247,9 +244,8 @@ pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
 }
 
 fn try_cgroup_attach_task(ctx: &TracePointContext) -> Result<(), i64> {
-    // SAFETY: offsets from the tracepoint format above.
-    let moved: i32 = tp_field(ctx, 24);
-    let dst_id: u64 = tp_field(ctx, 16);
+    let moved: i32 = tp_field(ctx, tp_offset!(attach_pid));
+    let dst_id: u64 = tp_field(ctx, tp_offset!(attach_dst_id));
     #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
     let moved = moved as u32;
     // The moved thread's tag (sticky: it survives the move), else the writer's.
@@ -306,8 +302,7 @@ fn try_cgroup_attach_task(ctx: &TracePointContext) -> Result<(), i64> {
     event.target = moved;
     event.outside = u32::from(outside);
     event.cgroup_id = dst_id;
-    // SAFETY: offset from the tracepoint format above.
-    let loc: u32 = tp_field(ctx, 28);
+    let loc: u32 = tp_field(ctx, tp_offset!(attach_dst_path));
     let name = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };
     match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut event.path) } {
         Ok(s) if s.len() + 1 >= PATH_LEN => event.header.flags |= flags::TRUNCATED,

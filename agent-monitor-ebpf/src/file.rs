@@ -23,7 +23,7 @@ use crate::{
         FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, TAG_STATE, count,
         emit_prefix,
     },
-    process::{syscall_args, tp_field},
+    process::{syscall_args, tp_field, tp_offset},
     tag::{Agent, current_agent, header},
 };
 
@@ -403,8 +403,7 @@ pub fn sys_exit_file(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
-    // SAFETY: offsets from the tracepoint format above.
-    let ret: i64 = tp_field(ctx, 16);
+    let ret: i64 = tp_field(ctx, tp_offset!(sys_exit_ret));
     if ret < 0 {
         // A failed call touched nothing; one the kernel refused is reported (below).
         if ret != -EACCES && ret != -EPERM && ret != -EXDEV {
@@ -415,7 +414,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(agent) = current_agent() else {
         return Ok(());
     };
-    let syscall: i32 = tp_field(ctx, 8);
+    let syscall: i32 = tp_field(ctx, tp_offset!(sys_exit_nr));
     let Some(mut call) = call_of(syscall, &syscall_args())? else {
         return Ok(());
     };
@@ -481,7 +480,7 @@ fn refused(ctx: &TracePointContext, ret: i64) -> Result<(), i64> {
     if enforced(agent.slot).is_none() {
         return Ok(());
     }
-    let syscall: i32 = tp_field(ctx, 8);
+    let syscall: i32 = tp_field(ctx, tp_offset!(sys_exit_nr));
     let Some(call) = call_of(syscall, &syscall_args())? else {
         return Ok(());
     };

@@ -1,6 +1,9 @@
 //! Process hooks: fork (tag inheritance), exec (what ran) and exit (cleanup).
 
-use agent_monitor_common::{ARG_LEN, ExitEvent, MAX_ARGS, PATH_LEN, config_flags, flags, kind};
+use agent_monitor_common::{
+    ARG_LEN, ExitEvent, MAX_ARGS, PATH_LEN, config_flags, flags, kind,
+    layout::{SYSCALL_ARG_SIZE, TracepointLayout},
+};
 use aya_ebpf::{
     EbpfContext as _,
     helpers::{
@@ -17,20 +20,95 @@ use crate::{
     tag::{current_agent, header, inherit},
 };
 
-/// Offset of syscall argument `n` in a `syscalls:sys_enter_*` record: common fields (8
-/// bytes), `__syscall_nr` padded to 8, then one 8-byte slot per argument.
-pub const fn sys_arg(n: usize) -> usize {
-    16 + 8 * n
+/// Where this kernel's tracepoint records keep the fields read here. The daemon writes it
+/// at load from the tracepoints' tracefs `format` files (`kernel/tracefs.rs`); it is
+/// read-only data, frozen before the programs load, so the verifier knows every offset as a
+/// constant. Read it with [`tp_offset!`]. The `@N` offsets in the hooks' comments are the
+/// Linux 6.18 formats (the default layout); on another kernel the fields the programs read
+/// may sit elsewhere.
+#[unsafe(no_mangle)]
+pub static TRACEPOINT_LAYOUT: TracepointLayout = TracepointLayout::DEFAULT;
+
+/// One offset of [`TRACEPOINT_LAYOUT`], e.g. `tp_offset!(fork_child_pid)`. A volatile
+/// read: the compiler must not fold in the object's default value.
+macro_rules! tp_offset {
+    ($field:ident) => {
+        // SAFETY: a field of a static, always initialised.
+        unsafe { core::ptr::read_volatile(&raw const crate::process::TRACEPOINT_LAYOUT.$field) }
+    };
+}
+pub(crate) use tp_offset;
+
+/// Offset of syscall argument `n` in a `syscalls:sys_enter_*` record (common fields, then
+/// `int __syscall_nr` padded to 8, then one 8-byte slot per argument on 6.18).
+#[inline(always)]
+pub fn sys_arg(n: u32) -> usize {
+    tp_offset!(sys_enter_args) as usize + (SYSCALL_ARG_SIZE * n) as usize
 }
 
-/// A field of the tracepoint's record, loaded from the context directly: a tracepoint
-/// program may read its record at any aligned offset the verifier can see, so no
-/// `bpf_probe_read_kernel` call (which `TracePointContext::read_at` makes) is needed.
+/// A load of `$ty` from `$ptr + $off`, compiled once per offset in the list (each arm's
+/// offset is an immediate in its instruction). The verifier knows `$off` (from
+/// `TRACEPOINT_LAYOUT`), follows only the matching arm and removes the others, so the
+/// program keeps one direct load. Verifier workaround: a tracepoint's context may only be
+/// loaded at an offset written in the instruction, never through a pointer moved by a
+/// register (`dereference of modified ctx ptr`); inline assembly keeps LLVM from folding
+/// the arms back into one load at a computed address.
+macro_rules! ctx_load {
+    ($ptr:expr, $off:expr, $ty:literal, [$($o:literal),*]) => {{
+        let ptr = $ptr;
+        let mut v: u64 = 0;
+        match $off {
+            $(
+                // SAFETY: a context load the verifier checks against the record's size.
+                $o => unsafe {
+                    core::arch::asm!(
+                        concat!("{v} = *(", $ty, " *)({p} + ", stringify!($o), ")"),
+                        v = out(reg) v,
+                        p = in(reg) ptr,
+                        options(nostack, readonly, preserves_flags),
+                    );
+                },
+            )*
+            // The daemon refuses a layout with an offset outside the list
+            // (`MAX_FIELD_OFFSET`, alignment), so this is never taken.
+            _ => {}
+        }
+        v
+    }};
+}
+
+/// A field of the tracepoint's record at `offset` (from [`tp_offset!`]), loaded from the
+/// context directly: no `bpf_probe_read_kernel` call (which `TracePointContext::read_at`
+/// makes). `T` is 1, 4 or 8 bytes; `offset` a multiple of its size, at most
+/// `MAX_FIELD_OFFSET` (checked by the daemon).
 #[inline(always)]
-pub fn tp_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
-    // SAFETY: every caller's offset comes from the tracepoint's format and is aligned for
-    // T; the verifier refuses the program otherwise.
-    unsafe { core::ptr::read(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
+pub fn tp_field<T: Copy>(ctx: &TracePointContext, offset: u32) -> T {
+    let ptr = ctx.as_ptr();
+    let v: u64 = match size_of::<T>() {
+        1 => ctx_load!(
+            ptr,
+            offset,
+            "u8",
+            [
+                0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43,
+                44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64
+            ]
+        ),
+        4 => ctx_load!(
+            ptr,
+            offset,
+            "u32",
+            [
+                0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60, 64
+            ]
+        ),
+        8 => ctx_load!(ptr, offset, "u64", [0, 8, 16, 24, 32, 40, 48, 56, 64]),
+        _ => 0,
+    };
+    // SAFETY: T is at most 8 bytes and plain data (integers); on little-endian BPF its
+    // bytes are the low bytes of the loaded value.
+    unsafe { core::ptr::read((&raw const v).cast::<T>()) }
 }
 
 /// Offsets in the x86-64 `struct pt_regs` of syscall arguments 1-5: di, si, dx, r10, r8.
@@ -62,8 +140,7 @@ fn try_sched_process_fork(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(agent) = current_agent() else {
         return Ok(());
     };
-    // SAFETY: offset from the tracepoint format above.
-    let child: i32 = tp_field(ctx, 20);
+    let child: i32 = tp_field(ctx, tp_offset!(fork_child_pid));
     #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
     inherit(child as u32, &agent);
     Ok(())
@@ -88,7 +165,7 @@ fn try_stash_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64
     let Some(agent) = current_agent() else {
         return Ok(());
     };
-    // SAFETY: offset from the tracepoint format.
+    // SAFETY: offset from the tracepoint format (`sys_arg`).
     // The helper: the offset differs between execve and execveat.
     let argv: *const *const u8 = unsafe { ctx.read_at(argv_offset) }.map_err(i64::from)?;
     let args = ARGS_SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
@@ -144,9 +221,8 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: per-CPU scratch slot.
     let event = unsafe { &mut *event };
     event.header = header(kind::EXEC, &agent);
-    // SAFETY: offsets from the tracepoint format above.
-    let loc: u32 = tp_field(ctx, 8);
-    let old_pid: i32 = tp_field(ctx, 16);
+    let loc: u32 = tp_field(ctx, tp_offset!(exec_filename));
+    let old_pid: i32 = tp_field(ctx, tp_offset!(exec_old_pid));
     let name = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };
     match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut event.filename) } {
         Ok(s) if s.len() + 1 >= PATH_LEN => event.header.flags |= flags::TRUNCATED,
@@ -198,8 +274,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     };
     let _ = AGENT_PIDS.remove(agent.pid);
     let _ = PENDING_EXEC.remove(agent.pid);
-    // SAFETY: offset from the tracepoint format above.
-    let group_dead: u8 = tp_field(ctx, 32);
+    let group_dead: u8 = tp_field(ctx, tp_offset!(exit_group_dead));
     if group_dead != 0 {
         emit(&ExitEvent {
             header: header(kind::EXIT, &agent),

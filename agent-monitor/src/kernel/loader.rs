@@ -1,11 +1,17 @@
 //! Loads the kernel programs and attaches every hook, recording what attached (coverage).
 //! A hook that fails to attach is named and reported as uncovered; the daemon keeps running
-//! with the rest.
+//! with the rest. Tracepoint records are read where their tracefs formats say
+//! (`tracefs`): a required hook whose record does not have what its program reads stops
+//! the load instead.
 
-use std::{fs, io, path::Path};
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
 
 use agent_monitor_common::{
     Offsets, counter,
+    layout::TracepointLayout,
     syscalls::{self, Class, Hook, Syscall},
 };
 use aya::{
@@ -20,6 +26,7 @@ use super::{
     ebpf_object,
     maps::{EnforceMaps, Maps, Rings, StateMaps},
     pins::Pins,
+    tracefs::{self, Verdict},
 };
 use crate::host::cgroupfs::Cgroup2;
 
@@ -63,6 +70,13 @@ pub(crate) enum LoadError {
         dir: String,
         #[source]
         source: Box<LoadError>,
+    },
+    #[error(
+        "cannot attach {program}: {error}; agent-monitor cannot read this kernel's record of that tracepoint"
+    )]
+    TracepointLayout {
+        program: &'static str,
+        error: String,
     },
     #[error("opening the cgroup2 root {path}: {source}")]
     CgroupRoot {
@@ -114,6 +128,33 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("cgroup_rmdir", "cgroup", "cgroup_rmdir", true),
     ("cgroup_attach_task", "cgroup", "cgroup_attach_task", true),
 ];
+
+/// Where the tracepoint `format` files are read from instead of this machine's tracefs
+/// (tests: a copy with a field moved or removed). Attaching still uses the real tracefs.
+const TRACEFS_ENV: &str = "AGENT_MONITOR_TRACEFS";
+
+/// The tracefs root the record layouts are read from.
+fn tracefs_root() -> PathBuf {
+    std::env::var_os(TRACEFS_ENV).map_or_else(tracefs::default_root, PathBuf::from)
+}
+
+/// Every tracepoint hook, in the order they are attached: [`TRACEPOINTS`], then what
+/// watches each syscall ([`syscall_hooks`]).
+pub(crate) fn tracepoint_hooks() -> Vec<tracefs::Hook> {
+    let mut hooks: Vec<tracefs::Hook> = TRACEPOINTS
+        .iter()
+        .map(|&(program, category, name, required)| tracefs::Hook {
+            program,
+            category,
+            name: name.to_owned(),
+            required,
+        })
+        .collect();
+    for s in syscalls::TABLE {
+        syscall_hooks(s, &mut hooks);
+    }
+    hooks
+}
 
 /// recvmsg4/6 give a redirected DNS reply its original source back (DNS-name egress).
 const SOCK_ADDR: &[&str] = &[
@@ -229,20 +270,40 @@ pub(crate) fn load(
     if ebpf_object::OBJECT.is_empty() {
         return Err(LoadError::EmptyObject);
     }
+    let tracepoints = tracepoint_hooks();
+    let layout = tracefs::Layout::read(&tracefs_root(), &tracepoints);
+    // A required hook whose record cannot be read stops the daemon before anything loads.
+    for (hook, verdict) in tracepoints.iter().zip(&layout.verdicts) {
+        if let (true, Verdict::Refused(error)) = (hook.required, verdict) {
+            return Err(LoadError::TracepointLayout {
+                program: hook.program,
+                error: error.clone(),
+            });
+        }
+    }
+    let offsets: TracepointLayout = layout.layout;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_bytes)
+        // Frozen `.rodata`: the verifier sees the offsets as constants.
+        .override_global("TRACEPOINT_LAYOUT", &offsets, true)
         .load(ebpf_object::OBJECT)
         .map_err(|e| LoadError::Load(Box::new(e)))?;
     let pin = pins.is_some();
     let mut links = Vec::new();
     let mut hooks = Vec::new();
-    for &(program, category, name, required) in TRACEPOINTS {
-        hooks.push(attach_tracepoint(
-            &mut ebpf, program, category, name, required, &mut links, pin,
-        ));
-    }
-    for s in syscalls::TABLE {
-        attach_syscall(&mut ebpf, s, &mut hooks, &mut links, pin);
+    for (hook, verdict) in tracepoints.iter().zip(layout.verdicts) {
+        let target = format!("tracepoint:{}", hook.tracepoint());
+        hooks.push(match verdict {
+            Verdict::Fits => attach_tracepoint(&mut ebpf, hook, target, &mut links, pin),
+            // Not an error: this architecture has no such syscall.
+            Verdict::Absent => HookStatus {
+                program: hook.program,
+                target,
+                attached: false,
+                error: None,
+            },
+            Verdict::Refused(error) => status(hook.program, target, Err(error)),
+        });
     }
     let root = cgroup2.root();
     let root_fd = fs::File::open(root).map_err(|source| LoadError::CgroupRoot {
@@ -278,10 +339,15 @@ pub(crate) fn load(
     })
 }
 
-/// Maps first, links last: links present means a complete set for the next daemon.
+/// Maps first, links last: links present means a complete set for the next daemon. The
+/// object's data sections (`.rodata`: the tracepoint layout) are not pinned: the programs
+/// hold them, the daemon never reads them, and bpffs refuses names with a dot.
 fn pin_all(pins: &Pins, ebpf: &Ebpf, links: Vec<(String, FdLink)>) -> Result<(), LoadError> {
     pins.prepare()?;
     for (name, map) in ebpf.maps() {
+        if name.starts_with('.') {
+            continue;
+        }
         pins.pin_map(name, map)?;
     }
     for (target, link) in links {
@@ -318,23 +384,20 @@ fn write_protected(
     Ok(())
 }
 
-/// Attaches what watches one syscall (its [`Hook`]). The file syscalls: `sys_exit_file`
+/// The hooks that watch one syscall (its [`Hook`]). The file syscalls: `sys_exit_file`
 /// reads their arguments from the saved user registers at exit (no entry hook). The escape
 /// syscalls: `sys_exit_escape`, and `sys_enter_escape` for the signals. The rest of what the
 /// agents' seccomp filter refuses (by number or by arguments): `sys_exit_refused`, which
 /// records each refusal. Only the file hooks marked required must attach: an architecture
 /// (or a kernel without modules) may lack the others.
-fn attach_syscall(
-    ebpf: &mut Ebpf,
-    s: &Syscall,
-    hooks: &mut Vec<HookStatus>,
-    links: &mut Vec<(String, FdLink)>,
-    pin: bool,
-) {
+fn syscall_hooks(s: &Syscall, hooks: &mut Vec<tracefs::Hook>) {
     let mut attach = |program: &'static str, name: String, required: bool| {
-        hooks.push(attach_tracepoint(
-            ebpf, program, "syscalls", &name, required, links, pin,
-        ));
+        hooks.push(tracefs::Hook {
+            program,
+            category: "syscalls",
+            name,
+            required,
+        });
     };
     match s.hook {
         Hook::File { required } => {
@@ -360,25 +423,15 @@ fn attach_syscall(
     }
 }
 
+/// Attaches `hook` (its record layout already checked), named `target` in the status.
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
-    program: &'static str,
-    category: &str,
-    name: &str,
-    required: bool,
+    hook: &tracefs::Hook,
+    target: String,
     links: &mut Vec<(String, FdLink)>,
     pin: bool,
 ) -> HookStatus {
-    let target = format!("tracepoint:{category}:{name}");
-    if !required && !Path::new(&format!("/sys/kernel/tracing/events/{category}/{name}")).exists() {
-        // Not an error: this architecture has no such syscall.
-        return HookStatus {
-            program,
-            target,
-            attached: false,
-            error: None,
-        };
-    }
+    let (program, category, name) = (hook.program, hook.category, hook.name.as_str());
     let result = (|| -> Result<(), String> {
         let prog: &mut TracePoint = ebpf
             .program_mut(program)

@@ -11,3 +11,4 @@ pub(crate) mod maps;
 pub(crate) mod pins;
 pub(crate) mod reader;
 pub(crate) mod ring_fill;
+pub(crate) mod tracefs;
