@@ -21,7 +21,7 @@ use crate::{
     kernel::reader,
     kernel::ring_fill::RingFill,
     observe::sink::{Rotation, Sinks},
-    pipeline::Pipeline,
+    pipeline::{Pipeline, writer::Writer},
 };
 
 /// `--config FILE`: defaults for the command-line options.
@@ -233,11 +233,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     release_startup_memory();
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let pipeline = Pipeline::new(Arc::clone(&shared), sinks);
-    let reader = tokio::spawn({
-        let stop = stop_rx.clone();
-        async move { reader::run(rings, pipeline, stop).await }
-    });
+    let (writer, writer_thread) =
+        Writer::spawn(Arc::clone(&shared), sinks).context("starting the audit log writer")?;
+    let pipeline = Pipeline::new(Arc::clone(&shared), writer);
+    let reader = spawn_reader(rings, pipeline, stop_rx.clone())?;
     let api = tokio::spawn({
         let shared = Arc::clone(&shared);
         let stop = stop_rx.clone();
@@ -278,13 +277,45 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("shutdown")?;
         let _ = reader.await;
+        finish_writing(writer_thread).await;
         pins.remove_all();
         let _ = std::fs::remove_file(&shared.config.state_file);
     } else {
         let _ = reader.await;
+        finish_writing(writer_thread).await;
         tracing::info!(pins = %pins.dir().display(), "enforcement stays pinned until tasks end or a daemon runs with --release-on-exit");
     }
     Ok(())
+}
+
+/// The ring reader and the pipeline run on a thread of their own (with a single-threaded
+/// runtime for the ring's readiness and the follow-up timer): what they do per event (the
+/// /proc reads of path resolution, signals, kernel map writes) never takes one of the main
+/// runtime's workers, and a busy API or DNS resolver never delays a verdict. The receiver
+/// completes when the reader has stopped and flushed.
+fn spawn_reader(
+    rings: crate::kernel::maps::Rings,
+    pipeline: Pipeline,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the ring reader's runtime")?;
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("ring-reader".into())
+        .spawn(move || {
+            runtime.block_on(reader::run(rings, pipeline, stop));
+            let _ = done_tx.send(());
+        })
+        .context("starting the ring reader")?;
+    Ok(done)
+}
+
+/// Waits (bounded) until the audit log has what the reader queued last.
+async fn finish_writing(writer: crate::pipeline::writer::WriterThread) {
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
 }
 
 /// Loading parses the kernel's BTF and the eBPF object (megabytes, freed by now); give the
@@ -312,7 +343,7 @@ fn shared_state(
             "no DNS upstream (no --dns-upstream, no nameserver in /etc/resolv.conf): agents with host rules get SERVFAIL"
         );
     }
-    let (out_of_scope_tx, out_of_scope_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (out_of_scope_tx, out_of_scope_rx) = tokio::sync::mpsc::channel(dns::RECORD_QUEUE);
     let shared = Arc::new(Shared::new(config, cgroup2, handles, dns, out_of_scope_tx));
     tokio::spawn(dns::record::run(Arc::clone(&shared), out_of_scope_rx));
     shared

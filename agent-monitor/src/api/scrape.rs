@@ -26,7 +26,7 @@ pub(super) fn snapshot(shared: &Shared) -> Registry {
     let mut r = Registry::with_prefix("agent_monitor");
     let k = shared.kernel_counters();
     let s = &shared.stats;
-    let counters: [(&str, &str, u64); 10] = [
+    let counters: [(&str, &str, u64); 12] = [
         (
             "kernel_events_emitted",
             "Events the kernel programs put in the ring buffer",
@@ -71,6 +71,16 @@ pub(super) fn snapshot(shared: &Shared) -> Registry {
             "audit_write_errors",
             "Audit log write failures",
             s.sink_errors.load(Relaxed),
+        ),
+        (
+            "audit_records_dropped",
+            "Records dropped because the audit log fell too far behind (counted, never silent)",
+            s.audit_records_dropped.load(Relaxed) + shared.dns.records_dropped(),
+        ),
+        (
+            "dns_refused_overload",
+            "Agents' DNS questions answered SERVFAIL because too many were in flight",
+            shared.dns.refused_overload(),
         ),
         (
             "violations_all",

@@ -1,7 +1,10 @@
 //! Where records go: the append-only audit log and, optionally, stdout.
 //!
 //! Durability: a batch holding a violation is synced (`fdatasync`) before `write` returns,
-//! and the pipeline publishes records to the API only after that (see `feed::publish`).
+//! and the pipeline's writer thread publishes records to the API only after that (see
+//! `feed::publish`). A failed write leaves no partial line behind (the file is cut back to
+//! its last whole line) and says how many of the batch's records did reach the file
+//! ([`Sinks::appended`]), so that the writer retries only the others.
 //! Rotation is size-based: before a line would take the file past `max_bytes`, the file is
 //! synced and renamed to `<path>.1` (older ones shift to `.2` .. `.keep`, the oldest is
 //! removed) and a new file is started. One writer (the pipeline) writes whole lines, so no
@@ -73,6 +76,8 @@ pub(crate) struct Sinks {
     rotation: Rotation,
     stdout: StdoutFormat,
     buf: Vec<u8>,
+    /// Bytes of `buf` appended to a file by the last `write` (whole lines).
+    appended: usize,
 }
 
 fn open_append(path: &Path) -> io::Result<(File, u64)> {
@@ -109,6 +114,7 @@ impl Sinks {
             rotation,
             stdout,
             buf: Vec::new(),
+            appended: 0,
         })
     }
 
@@ -117,9 +123,20 @@ impl Sinks {
         &self.buf
     }
 
+    /// How many leading records of the last `write` are in a file, also when it failed
+    /// (a failed `fdatasync` counts them as appended: retrying it proves nothing, the
+    /// kernel has already marked the pages clean).
+    pub(crate) fn appended(&self) -> usize {
+        self.buf[..self.appended]
+            .split(|b| *b == b'\n')
+            .count()
+            .saturating_sub(1)
+    }
+
     /// Writes a batch (one write(2) per file it goes to); syncs when it holds a violation.
     pub(crate) fn write(&mut self, records: &[Record]) -> Result<(), SinkError> {
         self.buf.clear();
+        self.appended = 0;
         if records.is_empty() {
             return Ok(());
         }
@@ -165,13 +182,19 @@ impl Sinks {
         let Some(bytes) = self.buf.get(start..end).filter(|b| !b.is_empty()) else {
             return Ok(());
         };
-        self.audit
-            .write_all(bytes)
-            .map_err(|source| SinkError::Write {
+        if let Err(source) = self.audit.write_all(bytes) {
+            // No partial line stays in the log (a full disk, an I/O error): the batch is
+            // written again whole, after the last line that did get in.
+            if let Err(e) = self.audit.set_len(self.size) {
+                tracing::warn!(error = %e, "cutting a partial line off the audit log");
+            }
+            return Err(SinkError::Write {
                 path: self.audit_path.clone(),
                 source,
-            })?;
+            });
+        }
         self.size += bytes.len() as u64;
+        self.appended = end;
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Per-event work: find the task, keep the process table, resolve paths, ask the policy,
-//! build records and hand them to the sinks in batches.
+//! act on the verdict, build records and hand them in batches to the audit log's writer
+//! thread (`writer.rs`): nothing here waits for the disk.
 
 use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::Path, sync::Arc};
 
@@ -13,7 +14,6 @@ use crate::{
         reader::Consumer,
     },
     observe::record::{Action, AgentRef, Clock, Record, Verdict, rfc3339},
-    observe::sink::Sinks,
     pipeline::proctable::ProcTable,
     policy::FileAccess,
     scope::Scope,
@@ -23,6 +23,7 @@ mod describe;
 mod dirs;
 pub(crate) mod proctable;
 pub(crate) mod resolve;
+pub(crate) mod writer;
 
 use describe::{Judged, describe, process_ref, verdict};
 
@@ -37,12 +38,12 @@ pub(crate) struct Pipeline {
     /// cgroup id -> path, for records (the process may be gone when its event is read).
     cgroup_paths: HashMap<u64, String>,
     clock: Clock,
-    sinks: Sinks,
+    writer: writer::Writer,
     batch: Vec<Record>,
 }
 
 impl Pipeline {
-    pub(crate) fn new(shared: Arc<Shared>, sinks: Sinks) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, writer: writer::Writer) -> Self {
         Self {
             shared,
             procs: ProcTable::default(),
@@ -50,7 +51,7 @@ impl Pipeline {
             cgroups: crate::host::own_cgroup::CgroupMounts::discover(),
             cgroup_paths: HashMap::new(),
             clock: Clock::new(),
-            sinks,
+            writer,
             batch: Vec::new(),
         }
     }
@@ -79,23 +80,14 @@ impl Consumer for Pipeline {
         tracing::warn!(%error, "undecodable event skipped");
     }
 
-    /// Writes the records gathered since the last flush, with any lifecycle notices.
+    /// Hands the records gathered since the last flush, with any lifecycle notices, to
+    /// the audit log's writer thread (which publishes them to the API once written).
     fn flush(&mut self) {
         self.batch.extend(self.shared.take_notices());
         if self.batch.is_empty() {
             return;
         }
-        let written = self.sinks.write(&self.batch);
-        if let Err(e) = &written {
-            Stats::add(&self.shared.stats.sink_errors, 1);
-            tracing::error!(error = %e, records = self.batch.len(), "audit log write failed");
-        }
-        // Only now (written, and synced when it holds a violation) may the API show them.
-        let lines = written.is_ok().then(|| self.sinks.last_batch());
-        crate::observe::feed::publish(&self.shared.observed, &*self.shared, &self.batch, lines);
-        self.batch.clear();
-        // A burst must not keep its memory: give back what a full batch grew to.
-        self.batch.shrink_to(BATCH);
+        self.writer.submit(std::mem::take(&mut self.batch));
     }
 
     /// Whether enough records are waiting that they should be written now (a full ring

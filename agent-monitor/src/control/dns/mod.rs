@@ -6,6 +6,16 @@
 //! *before* the answer is sent on: the agent cannot know an address before it may use it.
 //! A question outside the scope is answered REFUSED (or NXDOMAIN) in enforce mode,
 //! forwarded unlearned in audit mode, and recorded as a violation either way.
+//!
+//! An agent cannot make this work grow without bound: each resolver socket is read by one
+//! task, which judges a question and answers a refusal itself; only questions for the
+//! upstream get a task of their own, at most [`AGENT_IN_FLIGHT`] per agent and
+//! [`IN_FLIGHT`] for all agents together (each waits at most the upstream's timeout).
+//! Beyond that a question is answered SERVFAIL at once and counted
+//! (`dns_refused_overload`); the socket's receive buffer is the bounded queue in front of
+//! the reading task, and the kernel drops what does not fit in it. Out-of-scope questions
+//! wait for their record in a queue of [`RECORD_QUEUE`]; more are counted as dropped
+//! records.
 
 mod answer;
 pub(crate) mod names;
@@ -16,19 +26,34 @@ use std::{
     collections::HashMap,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use agent_monitor_common::{Learned, LearnedKey};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use hickory_proto::op::ResponseCode;
-use tokio::{net::UdpSocket, sync::mpsc, task::AbortHandle};
+use tokio::{
+    net::UdpSocket,
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    task::AbortHandle,
+};
 
 pub(crate) use answer::Refusal;
 pub(crate) use upstream::{parse_upstream, upstream_from_resolv_conf};
 
 use crate::scope::{Mode, Scope};
+
+/// Questions of one agent waiting for the upstream at most.
+pub(crate) const AGENT_IN_FLIGHT: usize = 32;
+/// Questions of all agents waiting for the upstream at most (each holds a 64 KiB reply
+/// buffer and a socket for up to the upstream timeout).
+pub(crate) const IN_FLIGHT: usize = 128;
+/// Out-of-scope questions waiting for their record at most.
+pub(crate) const RECORD_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DnsError {
@@ -114,7 +139,26 @@ struct Inner {
     map: Mutex<BpfHashMap<MapData, LearnedKey, Learned>>,
     agents: Mutex<HashMap<u32, Agent>>,
     learned: Mutex<HashMap<(u32, u32, IpAddr), Entry>>,
-    out_of_scope: mpsc::UnboundedSender<OutOfScope>,
+    out_of_scope: mpsc::Sender<OutOfScope>,
+    /// Upstream questions in flight, all agents.
+    in_flight: Arc<Semaphore>,
+    /// Questions answered SERVFAIL because too many were in flight.
+    overloaded: AtomicU64,
+    /// Out-of-scope questions whose record did not fit in the queue.
+    records_dropped: AtomicU64,
+}
+
+/// What the reading task does with one packet.
+enum Step {
+    /// Answer this now (a refusal, SERVFAIL, FORMERR).
+    Reply(Vec<u8>),
+    /// Ask the upstream; learn the answer for these host rules (none: do not learn).
+    Forward {
+        question: answer::Question,
+        rules: Vec<u32>,
+    },
+    /// Nothing can be said (not even an id) or the agent is gone.
+    Drop,
 }
 
 /// The per-agent resolvers and what each agent learned.
@@ -146,12 +190,13 @@ fn key_octets(addr: IpAddr) -> [u8; 16] {
 }
 
 impl Resolver {
-    /// `out_of_scope` receives every question no host rule allows (see [`record`]). Call
-    /// inside the daemon's runtime: listeners are spawned on it.
+    /// `out_of_scope` (a channel of at most [`RECORD_QUEUE`]) receives every question no
+    /// host rule allows (see [`record`]). Call inside the daemon's runtime: listeners are
+    /// spawned on it.
     pub(crate) fn new(
         settings: DnsSettings,
         map: BpfHashMap<MapData, LearnedKey, Learned>,
-        out_of_scope: mpsc::UnboundedSender<OutOfScope>,
+        out_of_scope: mpsc::Sender<OutOfScope>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -161,8 +206,21 @@ impl Resolver {
                 agents: Mutex::new(HashMap::new()),
                 learned: Mutex::new(HashMap::new()),
                 out_of_scope,
+                in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+                overloaded: AtomicU64::new(0),
+                records_dropped: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Questions answered SERVFAIL because too many were in flight.
+    pub(crate) fn refused_overload(&self) -> u64 {
+        self.inner.overloaded.load(Ordering::Relaxed)
+    }
+
+    /// Records of out-of-scope questions dropped because their queue was full.
+    pub(crate) fn records_dropped(&self) -> u64 {
+        self.inner.records_dropped.load(Ordering::Relaxed)
     }
 
     /// Gives a slot its resolver when its scope has host rules (and takes it away when
@@ -186,6 +244,8 @@ impl Resolver {
         }
         let runtime = self.inner.runtime.as_ref().ok_or(DnsError::NoRuntime)?;
         let _entered = runtime.enter();
+        // Shared by the agent's IPv4 and IPv6 sockets.
+        let agent_in_flight = Arc::new(Semaphore::new(AGENT_IN_FLIGHT));
         let mut ports = DnsPorts::default();
         let mut listeners = Vec::new();
         for ip in [
@@ -213,7 +273,12 @@ impl Resolver {
             } else {
                 ports.v6 = port;
             }
-            let task = tokio::spawn(listen(Arc::clone(&self.inner), slot, Arc::new(socket)));
+            let task = tokio::spawn(listen(
+                Arc::clone(&self.inner),
+                slot,
+                Arc::new(socket),
+                Arc::clone(&agent_in_flight),
+            ));
             listeners.push(task.abort_handle());
         }
         agents.insert(
@@ -276,8 +341,14 @@ fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket)
 }
 
-/// One agent's resolver socket: each query is answered in its own task.
-async fn listen(inner: Arc<Inner>, slot: u32, socket: Arc<UdpSocket>) {
+/// One agent's resolver socket: refusals are answered here, upstream questions in tasks
+/// of their own within the agent's and the daemon's bounds.
+async fn listen(
+    inner: Arc<Inner>,
+    slot: u32,
+    socket: Arc<UdpSocket>,
+    agent_in_flight: Arc<Semaphore>,
+) {
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -288,47 +359,101 @@ async fn listen(inner: Arc<Inner>, slot: u32, socket: Arc<UdpSocket>) {
                 continue;
             }
         };
-        let packet = buf[..n].to_vec();
-        let inner = Arc::clone(&inner);
-        let socket = Arc::clone(&socket);
-        tokio::spawn(async move {
-            if let Some(reply) = inner.answer(slot, &packet).await
-                && let Err(e) = socket.send_to(&reply, peer).await
-            {
-                tracing::debug!(slot, %peer, error = %e, "agent resolver reply");
+        let packet = &buf[..n];
+        let reply = match inner.judge(slot, packet) {
+            Step::Reply(reply) => reply,
+            Step::Drop => continue,
+            Step::Forward { question, rules } => {
+                if let Some(permits) = permits(&agent_in_flight, &inner.in_flight) {
+                    let (inner, socket, packet) =
+                        (Arc::clone(&inner), Arc::clone(&socket), packet.to_vec());
+                    tokio::spawn(async move {
+                        let reply = inner.forward(slot, &question, &rules, &packet).await;
+                        drop(permits);
+                        if let Some(reply) = reply
+                            && let Err(e) = socket.send_to(&reply, peer).await
+                        {
+                            tracing::debug!(slot, %peer, error = %e, "agent resolver reply");
+                        }
+                    });
+                    continue;
+                }
+                // Too many in flight: SERVFAIL now (the stub asks again later).
+                inner.overloaded.fetch_add(1, Ordering::Relaxed);
+                let Ok(reply) = answer::error_reply(&question, ResponseCode::ServFail) else {
+                    continue;
+                };
+                reply
             }
-        });
+        };
+        // Never waits: a reply that does not fit in the socket's buffer is dropped, as UDP
+        // may drop it anyway (the agent's stub asks again).
+        if let Err(e) = socket.try_send_to(&reply, peer) {
+            tracing::debug!(slot, %peer, error = %e, "agent resolver reply");
+        }
     }
 }
 
+/// A place for one more upstream question of this agent, and of all agents; None when
+/// either is taken up.
+fn permits(
+    agent: &Arc<Semaphore>,
+    all: &Arc<Semaphore>,
+) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    let mine = Arc::clone(agent).try_acquire_owned().ok()?;
+    let global = Arc::clone(all).try_acquire_owned().ok()?;
+    Some((mine, global))
+}
+
 impl Inner {
-    /// The reply to one query of an agent; None when nothing can be said (not even an id).
-    async fn answer(&self, slot: u32, packet: &[u8]) -> Option<Vec<u8>> {
+    /// Judges one query of an agent: answered at once (refused, no upstream, malformed) or
+    /// to be forwarded. An out-of-scope question is queued for its record.
+    fn judge(&self, slot: u32, packet: &[u8]) -> Step {
         let (patterns, enforced) = {
             let agents = lock(&self.agents);
-            let agent = agents.get(&slot)?;
+            let Some(agent) = agents.get(&slot) else {
+                return Step::Drop;
+            };
             (Arc::clone(&agent.patterns), agent.enforced)
         };
         let Ok(question) = answer::parse_query(packet) else {
-            return answer::format_error(packet);
+            return answer::format_error(packet).map_or(Step::Drop, Step::Reply);
         };
         let rules = names::matching(&patterns, &question.name);
         if rules.is_empty() {
-            let _ = self.out_of_scope.send(OutOfScope {
+            let queued = self.out_of_scope.try_send(OutOfScope {
                 slot,
                 name: question.name.clone(),
                 qtype: question.qtype.to_string(),
                 enforced,
                 upstream: self.settings.upstream,
             });
+            if let Err(mpsc::error::TrySendError::Full(_)) = queued {
+                self.records_dropped.fetch_add(1, Ordering::Relaxed);
+            }
             if enforced {
-                return answer::error_reply(&question, self.settings.refusal.code()).ok();
+                return answer::error_reply(&question, self.settings.refusal.code())
+                    .map_or(Step::Drop, Step::Reply);
             }
         }
-        let servfail = || answer::error_reply(&question, ResponseCode::ServFail).ok();
-        let Some(upstream) = self.settings.upstream else {
-            return servfail();
-        };
+        if self.settings.upstream.is_none() {
+            return answer::error_reply(&question, ResponseCode::ServFail)
+                .map_or(Step::Drop, Step::Reply);
+        }
+        Step::Forward { question, rules }
+    }
+
+    /// Asks the upstream and learns the answer's addresses for `rules` before the reply
+    /// goes to the agent; SERVFAIL when the upstream fails.
+    async fn forward(
+        &self,
+        slot: u32,
+        question: &answer::Question,
+        rules: &[u32],
+        packet: &[u8],
+    ) -> Option<Vec<u8>> {
+        let servfail = || answer::error_reply(question, ResponseCode::ServFail).ok();
+        let upstream = self.settings.upstream?;
         let reply = match upstream::ask(upstream, packet).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -337,9 +462,9 @@ impl Inner {
             }
         };
         if !rules.is_empty() {
-            match answer::addresses(&question, &reply) {
+            match answer::addresses(question, &reply) {
                 // Learned before the reply leaves: no race with the agent's connect.
-                Ok(addrs) => self.learn(slot, &rules, &question.name, &addrs),
+                Ok(addrs) => self.learn(slot, rules, &question.name, &addrs),
                 Err(e) => {
                     tracing::debug!(slot, name = %question.name, error = %e, "upstream reply not usable");
                     return servfail();

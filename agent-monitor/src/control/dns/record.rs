@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// Turns out-of-scope questions into records until the resolver is gone.
-pub(crate) async fn run(shared: Arc<Shared>, mut questions: mpsc::UnboundedReceiver<OutOfScope>) {
+pub(crate) async fn run(shared: Arc<Shared>, mut questions: mpsc::Receiver<OutOfScope>) {
     while let Some(q) = questions.recv().await {
         let Some(agent) = shared.registry().by_slot_mut(q.slot).map(|t| {
             t.violations += 1;

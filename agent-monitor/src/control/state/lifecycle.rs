@@ -18,7 +18,8 @@ impl Shared {
             .finish(id, reason)
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
         self.untag(task.cgroup_id, task.slot);
-        self.save(&self.registry());
+        let generation = self.save(&self.registry());
+        self.saved(generation);
         if task.origin == Origin::Exec {
             if kill {
                 self.cgroup2.kill(&task.cgroup)?;
@@ -39,9 +40,10 @@ impl Shared {
         let mut finished = Vec::new();
         let mut revoke: Vec<(String, &'static str)> = Vec::new();
         let mut degraded = Vec::new();
+        // Exec tasks whose cgroup is to be looked at (without the registry locked).
+        let mut watched = Vec::new();
         {
-            // Lock order everywhere: registry, then enforcer (task creation holds the
-            // registry while it installs a scope).
+            // Lock order everywhere: registry, then enforcer.
             let mut registry = self.registry();
             let enforcer = lock(&self.enforcer);
             for task in registry.iter_mut() {
@@ -61,15 +63,27 @@ impl Shared {
                 {
                     revoke.push((task.id.clone(), "killed: events lost (fail-closed)"));
                 } else if task.origin == Origin::Exec {
-                    match self.cgroup2.populated(&task.cgroup) {
-                        Ok(true) => task.seen = true,
-                        Ok(false) if task.seen || task.abandoned(now) => {
-                            finished.push(task.id.clone());
-                        }
-                        Ok(false) => {}
-                        // The cgroup is gone: nothing is left to watch.
-                        Err(_) => finished.push(task.id.clone()),
-                    }
+                    watched.push((task.slot, task.cgroup.clone()));
+                }
+            }
+        }
+        let populated: Vec<(u32, Option<bool>)> = watched
+            .into_iter()
+            .map(|(slot, cgroup)| (slot, self.cgroup2.populated(&cgroup).ok()))
+            .collect();
+        {
+            let mut registry = self.registry();
+            for (slot, populated) in populated {
+                let Some(task) = registry.by_slot_mut(slot) else {
+                    continue;
+                };
+                let id = task.id.clone();
+                match populated {
+                    Some(true) => task.seen = true,
+                    Some(false) if task.seen || task.abandoned(now) => finished.push(id),
+                    Some(false) => {}
+                    // The cgroup is gone: nothing is left to watch.
+                    None => finished.push(id),
                 }
             }
         }
@@ -124,9 +138,16 @@ impl Shared {
     }
 
     /// Queues a record made outside the pipeline (the DNS resolver's); written with the
-    /// next batch.
+    /// next batch. At most `NOTICES` wait (the pipeline takes them every 100 ms); more are
+    /// dropped and counted.
     pub(crate) fn push_record(&self, record: crate::observe::record::Record) {
-        lock(&self.notices).push(record);
+        let mut notices = lock(&self.notices);
+        if notices.len() >= NOTICES {
+            drop(notices);
+            super::Stats::add(&self.stats.audit_records_dropped, 1);
+            return;
+        }
+        notices.push(record);
     }
 
     /// Lifecycle records waiting to be written.
@@ -149,6 +170,9 @@ impl Shared {
         }
     }
 }
+
+/// Records made outside the pipeline that may wait for it at most.
+const NOTICES: usize = 4096;
 
 /// Waits (bounded) for a killed cgroup to empty so that it can be removed.
 fn wait_empty(cg: &Cgroup2, rel: &str, limit: Duration) {

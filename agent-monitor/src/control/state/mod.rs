@@ -2,6 +2,7 @@
 //! change it: creating, adopting, ending tasks.
 
 use std::{
+    collections::HashSet,
     path::PathBuf,
     sync::{
         Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
@@ -121,6 +122,9 @@ pub(crate) struct Stats {
     /// the scope allows (the file's own permissions, or a glob Landlock had to widen or
     /// narrow): not records.
     pub(crate) refused_in_scope: AtomicU64,
+    /// Records dropped because the audit log fell too far behind (its writer's queue, or
+    /// the queue of records made outside the pipeline, was full).
+    pub(crate) audit_records_dropped: AtomicU64,
 }
 
 impl Stats {
@@ -143,7 +147,13 @@ pub(crate) struct Shared {
     /// This node's pods and container cgroups (`select.kubernetes`).
     pub(crate) kubernetes: kubernetes::Node,
     catalog: RwLock<Catalog>,
+    /// The tasks. Held only for memory work, never across I/O (mkdir, kernel map writes,
+    /// the state file): the pipeline takes it for every event.
     registry: Mutex<Registry>,
+    /// Task ids being created (their cgroup made and tagged without the registry locked).
+    creating: Mutex<HashSet<String>>,
+    /// Writes the state file off the callers' path.
+    state_writer: Arc<persisted::StateWriter>,
     /// Why the kernel cannot identify files (no BTF offsets), if so.
     pub(crate) identity_error: Option<String>,
     /// The monitor's own filesystems (cgroupfs, bpffs, tracefs, ...): never writable.
@@ -158,6 +168,18 @@ pub(crate) struct Shared {
     notices: Mutex<Vec<crate::observe::record::Record>>,
 }
 
+/// A task id reserved while its task is created; freed when dropped (also on failure).
+struct Reserved<'a> {
+    creating: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        lock(self.creating).remove(&self.id);
+    }
+}
+
 /// A poisoned lock only means another thread panicked mid-update; the data is still the
 /// best we have, and a monitor must keep going.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -170,7 +192,7 @@ impl Shared {
         cgroup2: Cgroup2,
         kernel: Handles,
         dns: crate::control::dns::DnsSettings,
-        out_of_scope: tokio::sync::mpsc::UnboundedSender<crate::control::dns::OutOfScope>,
+        out_of_scope: tokio::sync::mpsc::Sender<crate::control::dns::OutOfScope>,
     ) -> Self {
         let catalog = Catalog::load(&config.scopes_dir);
         let Handles {
@@ -187,6 +209,7 @@ impl Shared {
         } = kernel;
         let shared = Self {
             dns: crate::control::dns::Resolver::new(dns, dns_learned, out_of_scope),
+            state_writer: persisted::StateWriter::spawn(config.state_file.clone()),
             config,
             cgroup2,
             hooks,
@@ -200,6 +223,7 @@ impl Shared {
             kubernetes: kubernetes::Node::default(),
             catalog: RwLock::new(catalog),
             registry: Mutex::new(Registry::default()),
+            creating: Mutex::new(HashSet::new()),
             tagger: Mutex::new(agent_cgroups),
             tag_state: Mutex::new(tag_state),
             counters: Mutex::new(counters),
@@ -231,25 +255,39 @@ impl Shared {
     /// Re-reads the scopes directory; running tasks of a changed scope follow the new version.
     pub(crate) fn reload(&self) -> Vec<String> {
         let changed = self.catalog_mut().reload(&self.config.scopes_dir);
-        let catalog = self.catalog();
-        for task in self.registry().iter_mut() {
-            if task.scope.source != scope::ScopeSource::Inline
-                && let Some(s) = catalog.get(&task.scope.name)
-                && !Arc::ptr_eq(&s, &task.scope)
-            {
-                let mut enforcer = lock(&self.enforcer);
-                match self.install(&mut enforcer, task.slot, &s) {
-                    Ok(()) => task.scope = s,
-                    Err(e) => {
-                        tracing::error!(task = %task.id, error = %e, "new scope version not enforceable; keeping the old one");
-                        if let Err(e) = self.install(&mut enforcer, task.slot, &task.scope) {
-                            tracing::error!(task = %task.id, error = %e, "re-installing the old scope failed");
-                        }
+        // The tasks whose scope changed, gathered under the lock; installed (kernel maps,
+        // resolver sockets) without it; committed under it again.
+        let updates: Vec<(String, u32, Arc<Scope>, Arc<Scope>)> = {
+            let catalog = self.catalog();
+            self.registry()
+                .iter()
+                .filter(|t| t.scope.source != scope::ScopeSource::Inline)
+                .filter_map(|t| {
+                    let s = catalog.get(&t.scope.name)?;
+                    (!Arc::ptr_eq(&s, &t.scope))
+                        .then(|| (t.id.clone(), t.slot, s, Arc::clone(&t.scope)))
+                })
+                .collect()
+        };
+        for (id, slot, new, old) in updates {
+            let mut enforcer = lock(&self.enforcer);
+            match self.install(&mut enforcer, slot, &new) {
+                Ok(()) => {
+                    drop(enforcer);
+                    if let Some(t) = self.registry().by_slot_mut(slot)
+                        && Arc::ptr_eq(&t.scope, &old)
+                    {
+                        t.scope = new;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(task = %id, error = %e, "new scope version not enforceable; keeping the old one");
+                    if let Err(e) = self.install(&mut enforcer, slot, &old) {
+                        tracing::error!(task = %id, error = %e, "re-installing the old scope failed");
                     }
                 }
             }
         }
-        drop(catalog);
         // A new or changed `select.kubernetes` may match containers that already run.
         for container in self.kubernetes.containers() {
             self.adopt_container(&container);
@@ -287,17 +325,30 @@ impl Shared {
         // is locked: it reads directories.
         let landlock = (req.landlock_abi > 0 && scope.mode == scope::Mode::Enforce)
             .then(|| crate::control::landlock::plan(scope.policy.declared()));
-        let mut registry = self.registry();
-        let id = match req.task {
-            Some(id) if !valid_task_id(&id) => return Err(TaskError::BadTaskId(id)),
-            Some(id) if registry.contains(&id) => return Err(TaskError::Exists(id)),
-            Some(id) => id,
-            None => loop {
-                let id = generate_id(&scope.name);
-                if !registry.contains(&id) {
-                    break id;
+        // The id is reserved while the cgroup is made and tagged without the registry
+        // locked; the task enters the registry once it is tagged.
+        let (id, slot) = {
+            let mut registry = self.registry();
+            let mut creating = lock(&self.creating);
+            let id = match req.task {
+                Some(id) if !valid_task_id(&id) => return Err(TaskError::BadTaskId(id)),
+                Some(id) if registry.contains(&id) || creating.contains(&id) => {
+                    return Err(TaskError::Exists(id));
                 }
-            },
+                Some(id) => id,
+                None => loop {
+                    let id = generate_id(&scope.name);
+                    if !registry.contains(&id) && !creating.contains(&id) {
+                        break id;
+                    }
+                },
+            };
+            creating.insert(id.clone());
+            (id, registry.allocate_slot())
+        };
+        let _reserved = Reserved {
+            creating: &self.creating,
+            id: id.clone(),
         };
         let cgroup = format!("/{}/{id}", self.config.cgroup_parent.trim_matches('/'));
         let cgroup_id = self.cgroup2.create(&cgroup)?;
@@ -315,7 +366,6 @@ impl Shared {
             plan.add_reads(mounts.limit_files(&own));
             plan
         });
-        let slot = registry.allocate_slot();
         if let Err(e) = self.tag(cgroup_id, slot, &scope, &cgroup) {
             let _ = self.cgroup2.remove(&cgroup);
             return Err(e);
@@ -335,8 +385,13 @@ impl Shared {
         if landlock.is_some() {
             task.landlock_abi = req.landlock_abi;
         }
-        registry.insert(task);
-        self.save(&registry);
+        let generation = {
+            let mut registry = self.registry();
+            registry.insert(task);
+            self.save(&registry)
+        };
+        // A daemon restarted after the answer knows the task.
+        self.saved(generation);
         tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
         let cgroup_dir = self.cgroup2.dir(&cgroup)?;
         Ok(TaskCreated {
@@ -491,26 +546,34 @@ impl Shared {
     /// Tags a selected cgroup and registers its task; None when it (or an ancestor) already
     /// is an agent or tagging failed. Returns the task's slot.
     fn insert_selected(&self, path: &str, cgroup_id: u64, scope: &Arc<Scope>) -> Option<u32> {
-        let mut registry = self.registry();
-        if registry.owning_cgroup(path).is_some() {
-            return None;
-        }
         let id = format!("{}-cg{cgroup_id}", scope.name);
-        let slot = registry.allocate_slot();
+        // Registered before it is tagged (without the lock): the processes already in the
+        // cgroup have a task from their first event on.
+        let slot = {
+            let mut registry = self.registry();
+            if registry.owning_cgroup(path).is_some() {
+                return None;
+            }
+            let slot = registry.allocate_slot();
+            registry.insert(Task::new(
+                id.clone(),
+                slot,
+                Arc::clone(scope),
+                path.to_string(),
+                cgroup_id,
+                Origin::Select,
+                scope.ttl,
+            ));
+            slot
+        };
         if let Err(e) = self.tag(cgroup_id, slot, scope, path) {
             tracing::error!(cgroup = %path, error = %e, "cannot tag discovered cgroup");
+            self.registry().remove(&id);
             return None;
         }
-        registry.insert(Task::new(
-            id.clone(),
-            slot,
-            Arc::clone(scope),
-            path.to_string(),
-            cgroup_id,
-            Origin::Select,
-            scope.ttl,
-        ));
-        self.save(&registry);
+        // Not waited for: this runs in the pipeline (a new cgroup), which never waits for
+        // the disk.
+        self.save(&self.registry());
         tracing::info!(task = %id, scope = %scope.name, cgroup = %path, "agent cgroup adopted");
         Some(slot)
     }
@@ -537,18 +600,24 @@ impl Shared {
     /// A selected cgroup went away.
     pub(crate) fn cgroup_removed(&self, cgroup_id: u64) {
         self.kubernetes.cgroup_removed(cgroup_id);
-        let mut registry = self.registry();
-        let id = registry
-            .iter()
-            .find(|t| t.cgroup_id == cgroup_id && t.origin == Origin::Select)
-            .map(|t| t.id.clone());
-        if let Some(task) = id.and_then(|id| registry.remove(&id)) {
-            let id = task.id;
+        let task = {
+            let mut registry = self.registry();
+            let id = registry
+                .iter()
+                .find(|t| t.cgroup_id == cgroup_id && t.origin == Origin::Select)
+                .map(|t| t.id.clone());
+            let task = id.and_then(|id| registry.remove(&id));
+            if task.is_some() {
+                // Not waited for (the pipeline's path).
+                self.save(&registry);
+            }
+            task
+        };
+        if let Some(task) = task {
             self.untag(cgroup_id, task.slot);
             self.cgroup2.forget_kill_handle(&task.cgroup);
             self.kubernetes.forget_agent(task.slot);
-            self.save(&registry);
-            tracing::info!(task = %id, "agent cgroup removed; task ended");
+            tracing::info!(task = %task.id, "agent cgroup removed; task ended");
         }
     }
 

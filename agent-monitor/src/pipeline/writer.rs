@@ -1,0 +1,225 @@
+//! The audit log's writer: a thread of its own behind a bounded queue, so that a verdict
+//! never waits for the disk. The pipeline judges an event, resumes or kills a held process
+//! and only then queues the event's record here; `write(2)` and `fdatasync` (a slow,
+//! stalled or full disk) hold up this thread alone.
+//!
+//! When the disk falls behind, records wait in memory, at most [`QUEUE_RECORDS`] of them
+//! (queued and being retried together). Past that the pipeline does not wait: a record
+//! that does not fit is dropped and counted (`audit_records_dropped`, logged with the
+//! number lost when the writer catches up), never silently. A failed write is retried with
+//! a growing pause (up to [`RETRY_MAX`]), only for the records that did not reach the file,
+//! and counted in `audit_write_errors`; the records appear in the log, the API and the
+//! metrics once it succeeds.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+        mpsc::{self, RecvTimeoutError},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    control::state::{Shared, Stats},
+    observe::{record::Record, sink::Sinks},
+};
+
+/// Records waiting for the disk at most (about 1 KiB each in memory): a stalled disk costs
+/// the daemon a bounded amount of memory, and records beyond it are dropped and counted.
+pub(crate) const QUEUE_RECORDS: usize = 16 * 1024;
+
+/// The longest pause between two attempts at a failing write.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How long the daemon's exit waits for the writer to finish what is queued.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// The pipeline's end of the queue. Dropping it lets the thread finish what is queued
+/// and end.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Vec<Record>>,
+    /// Records queued or being retried (the queue's bound, shared with the thread).
+    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+/// The writer thread, for the daemon to wait for at exit.
+pub(crate) struct WriterThread {
+    done: mpsc::Receiver<()>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `sinks`.
+    pub(crate) fn spawn(
+        shared: Arc<Shared>,
+        sinks: Sinks,
+    ) -> std::io::Result<(Self, WriterThread)> {
+        let (tx, rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::sync_channel(1);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let thread = Thread {
+            rx,
+            sinks,
+            queued: Arc::clone(&queued),
+            shared: Arc::clone(&shared),
+            pending: Vec::new(),
+            failing_since: None,
+        };
+        thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                thread.run();
+                let _ = done_tx.send(());
+            })?;
+        Ok((Self { tx, queued, shared }, WriterThread { done }))
+    }
+
+    /// Queues a batch for the audit log; never waits. Records that do not fit in the
+    /// queue are dropped and counted.
+    pub(crate) fn submit(&self, mut batch: Vec<Record>) {
+        let room = QUEUE_RECORDS.saturating_sub(self.queued.load(Ordering::Acquire));
+        if batch.len() > room {
+            let lost = batch.len() - room;
+            batch.truncate(room);
+            Stats::add(&self.shared.stats.audit_records_dropped, lost as u64);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        self.queued.fetch_add(batch.len(), Ordering::AcqRel);
+        let n = batch.len();
+        if self.tx.send(batch).is_err() {
+            // The thread is gone (it does not end before this end is dropped).
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            Stats::add(&self.shared.stats.audit_records_dropped, n as u64);
+        }
+    }
+}
+
+impl WriterThread {
+    /// Waits (bounded) until the thread has written what was queued before its `Writer`
+    /// was dropped.
+    pub(crate) fn join(self) {
+        if self.done.recv_timeout(EXIT_WAIT).is_err() {
+            tracing::error!(
+                "the audit log writer did not finish within {}s; records still queued are lost",
+                EXIT_WAIT.as_secs()
+            );
+        }
+    }
+}
+
+struct Thread {
+    rx: mpsc::Receiver<Vec<Record>>,
+    sinks: Sinks,
+    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+    /// Records taken off the queue and not yet in the log, oldest first.
+    pending: Vec<Record>,
+    /// When the current run of failed writes began.
+    failing_since: Option<Instant>,
+}
+
+impl Thread {
+    fn run(mut self) {
+        let mut retry = Duration::ZERO;
+        let mut open = true;
+        let mut dropped_seen = 0;
+        while open || !self.pending.is_empty() {
+            // Wait for records, or for the next attempt at those that failed.
+            let next = if self.pending.is_empty() {
+                self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else if open {
+                self.rx.recv_timeout(retry)
+            } else {
+                thread::sleep(retry);
+                Err(RecvTimeoutError::Disconnected)
+            };
+            match next {
+                Ok(batch) => self.pending.extend(batch),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+            // Everything queued meanwhile goes in the same write (and the same sync).
+            while let Ok(batch) = self.rx.try_recv() {
+                self.pending.extend(batch);
+            }
+            if self.pending.is_empty() {
+                continue;
+            }
+            if self.write() {
+                retry = Duration::ZERO;
+                let dropped = self
+                    .shared
+                    .stats
+                    .audit_records_dropped
+                    .load(Ordering::Relaxed);
+                if dropped > dropped_seen {
+                    tracing::warn!(
+                        lost = dropped - dropped_seen,
+                        "the audit log fell behind: records that did not fit in the queue were dropped"
+                    );
+                    dropped_seen = dropped;
+                }
+            } else if !open && self.failing_since.is_some_and(|t| t.elapsed() >= EXIT_WAIT) {
+                tracing::error!(
+                    records = self.pending.len(),
+                    "the daemon is stopping and the audit log still fails: records lost"
+                );
+                Stats::add(
+                    &self.shared.stats.audit_records_dropped,
+                    self.pending.len() as u64,
+                );
+                return;
+            } else {
+                retry = (retry * 2).clamp(Duration::from_millis(50), RETRY_MAX);
+            }
+        }
+    }
+
+    /// Writes what is pending; publishes what reached the file. Returns whether all did.
+    fn write(&mut self) -> bool {
+        let result = self.sinks.write(&self.pending);
+        let done = match &result {
+            Ok(()) => self.pending.len(),
+            Err(_) => self.sinks.appended(),
+        };
+        if done > 0 {
+            // Only now (written, and synced when it holds a violation) may the API show
+            // them.
+            crate::observe::feed::publish(
+                &self.shared.observed,
+                &*self.shared,
+                &self.pending[..done],
+                Some(self.sinks.last_batch()),
+            );
+            self.pending.drain(..done);
+            self.queued.fetch_sub(done, Ordering::AcqRel);
+        }
+        match result {
+            Ok(()) => {
+                if let Some(since) = self.failing_since.take() {
+                    tracing::info!(
+                        after_ms = since.elapsed().as_millis(),
+                        "audit log writes succeed again"
+                    );
+                }
+                // A burst must not keep its memory.
+                self.pending = Vec::new();
+                true
+            }
+            Err(e) => {
+                Stats::add(&self.shared.stats.sink_errors, 1);
+                if self.failing_since.is_none() {
+                    self.failing_since = Some(Instant::now());
+                    tracing::error!(error = %e, records = self.pending.len(), "audit log write failed; retrying");
+                } else {
+                    tracing::debug!(error = %e, records = self.pending.len(), "audit log write failed again");
+                }
+                false
+            }
+        }
+    }
+}
