@@ -11,7 +11,7 @@ COPY . .
 # setup: rust-src (present) and bpf-linker (built here, ~1 min); the tracefs/bpffs mounts
 # fail harmlessly in a build container and the test tools are skipped.
 RUN XTASK_SKIP_TEST_TOOLS=1 cargo xtask setup \
- && cargo build --release --locked --package agent-monitor --bin agent-monitor \
+ && cargo build --release --locked --package agent-monitor --bin agent-monitor --features kubernetes \
  && cp target/release/agent-monitor /agent-monitor
 
 # Stage 2: a small runtime. debian-slim rather than distroless because the DaemonSet

@@ -101,6 +101,8 @@ fn cargo() -> Command {
     Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// The development build: with pod awareness (`kubernetes`), so `run` and the tests use the
+/// same build the container image makes.
 fn build_daemon(root: &Path) -> anyhow::Result<PathBuf> {
     run_cmd(cargo().args([
         "build",
@@ -108,6 +110,8 @@ fn build_daemon(root: &Path) -> anyhow::Result<PathBuf> {
         "agent-monitor",
         "--bin",
         "agent-monitor",
+        "--features",
+        "agent-monitor/kubernetes",
     ]))?;
     Ok(target_dir(root).join("debug/agent-monitor"))
 }
@@ -175,6 +179,8 @@ fn test(root: &Path, filter: Option<&str>) -> anyhow::Result<()> {
                 "agent-monitor-e2e",
                 "--exclude",
                 "agent-monitor-ebpf",
+                "--features",
+                "agent-monitor/kubernetes",
                 "--",
             ])
             .args(&filter),

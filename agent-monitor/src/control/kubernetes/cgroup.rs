@@ -99,6 +99,7 @@ fn container_segment(segment: &str) -> Option<String> {
 }
 
 /// `containerd://<id>`, `cri-o://<id>`, `docker://<id>` -> `<id>`.
+#[cfg(any(test, feature = "kubernetes"))]
 pub(crate) fn strip_runtime_scheme(container_id: &str) -> &str {
     container_id
         .split_once("://")

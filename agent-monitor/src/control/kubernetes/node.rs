@@ -12,9 +12,12 @@ use std::{
     },
 };
 
+#[cfg(feature = "kubernetes")]
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use super::cgroup::{self, strip_runtime_scheme};
+use super::cgroup;
+#[cfg(feature = "kubernetes")]
+use super::cgroup::strip_runtime_scheme;
 use crate::observe::record::KubernetesRef;
 
 /// One pod as far as agent selection needs it.
@@ -28,6 +31,7 @@ pub(crate) struct PodMeta {
     pub(crate) containers: HashMap<String, String>,
 }
 
+#[cfg(feature = "kubernetes")]
 impl PodMeta {
     /// None for a pod without the metadata every API object has.
     pub(crate) fn from_pod(pod: &Pod) -> Option<Self> {
@@ -199,7 +203,7 @@ fn container(pod: &PodMeta, seen: &Seen, cgroup_id: u64) -> Option<Container> {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "kubernetes"))]
 mod tests {
     use super::*;
 

@@ -11,24 +11,10 @@ use kube::{
     config::{Config, KubeConfigOptions, Kubeconfig},
     runtime::{WatchStreamExt as _, watcher},
 };
-use serde::Deserialize;
 use tokio::sync::watch as signal;
 
-use super::{KubeError, PodMeta};
+use super::{KubeError, KubernetesConfig, PodMeta};
 use crate::control::state::Shared;
-
-/// The `kubernetes:` section of the daemon's config file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(crate) struct KubernetesConfig {
-    /// This node's name (default: `$NODE_NAME`).
-    pub(crate) node_name: Option<String>,
-    /// A kubeconfig file (default: the in-cluster service account, then $KUBECONFIG).
-    pub(crate) kubeconfig: Option<PathBuf>,
-    /// The API server's URL, without authentication (a local proxy such as
-    /// `kubectl proxy`, or a test server). Overrides `kubeconfig`.
-    pub(crate) api_server: Option<String>,
-}
 
 /// How the daemon reaches the API server.
 #[derive(Debug, Clone, PartialEq, Eq)]
