@@ -36,9 +36,12 @@ const PY: &str = "/usr/bin/python3";
 /// the rest is allocator slack.
 const FLOOD_RSS_MIB: u64 = 64;
 
+/// Held opens each test times.
+const N: usize = 20;
+
 /// The write and sync delay of the slow disk, and what a verdict may take meanwhile.
 const DISK_DELAY: Duration = Duration::from_secs(3);
-const VERDICT_LIMIT: Duration = Duration::from_millis(1000);
+const VERDICT_LIMIT: Duration = Duration::from_secs(1);
 
 fn vm_rss_kib(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -204,8 +207,7 @@ fn a_dns_flood_keeps_the_daemons_memory_bounded_and_violations_recorded() {
     assert!(sent >= 5000, "the agent flooded its resolver: {lines:?}");
     assert!(
         peak <= baseline + FLOOD_RSS_MIB * 1024,
-        "daemon RSS grew from {} KiB to {peak} KiB (bound: +{FLOOD_RSS_MIB} MiB)",
-        baseline
+        "daemon RSS grew from {baseline} KiB to {peak} KiB (bound: +{FLOOD_RSS_MIB} MiB)"
     );
     // Beyond the in-flight bound, allowed questions were answered SERVFAIL at once and
     // counted; out-of-scope ones were still refused.
@@ -579,127 +581,9 @@ fn serve(fuse: &OwnedFd, delay: &AtomicU64, state: &Mutex<SlowState>) {
             }
         };
         let req = &buf[..n];
-        let (opcode, unique, node) = (u32_at(req, 4), u64_at(req, 8), u64_at(req, 16));
-        let body = &req[40.min(req.len())..];
-        let sleep = || thread::sleep(Duration::from_millis(delay.load(Ordering::Relaxed)));
-        let ino_of = |i: usize| u64::try_from(i).expect("small") + 2;
-        let file = |node: u64| usize::try_from(node.wrapping_sub(2)).ok();
-        let reply: Result<Vec<u8>, i32> = match opcode {
-            // FORGET, BATCH_FORGET, INTERRUPT: no reply.
-            2 | 42 | 36 => continue,
-            // INIT: protocol 7.31, big writes.
-            26 => {
-                let mut o = Vec::with_capacity(64);
-                for v in [7u32, 31, u32_at(body, 8), 1 << 5] {
-                    o.extend_from_slice(&v.to_le_bytes());
-                }
-                o.extend_from_slice(&16u16.to_le_bytes());
-                o.extend_from_slice(&12u16.to_le_bytes());
-                o.extend_from_slice(&(128u32 * 1024).to_le_bytes());
-                o.extend_from_slice(&1u32.to_le_bytes());
-                o.extend_from_slice(&32u16.to_le_bytes());
-                o.resize(64, 0);
-                Ok(o)
-            }
-            // LOOKUP
-            1 => {
-                let name = name_at(body, 0);
-                let st = state.lock().expect("state");
-                match st.files.iter().position(|(n, _)| *n == name) {
-                    Some(i) if node == ROOT => Ok(entry(ino_of(i), st.files[i].1.len() as u64)),
-                    _ => Err(libc::ENOENT),
-                }
-            }
-            // GETATTR, SETATTR (only the size is kept)
-            3 | 4 => {
-                let mut st = state.lock().expect("state");
-                let size = match file(node).and_then(|i| st.files.get_mut(i)) {
-                    Some((_, data)) => {
-                        if opcode == 4 && u32_at(body, 0) & (1 << 3) != 0 {
-                            data.resize(usize::try_from(u64_at(body, 16)).unwrap_or(0), 0);
-                        }
-                        data.len() as u64
-                    }
-                    None => 0,
-                };
-                let mut o = vec![0u8; 16];
-                o.extend_from_slice(&attr(node, size));
-                Ok(o)
-            }
-            // OPEN, OPENDIR
-            14 | 27 => Ok(open_out()),
-            // CREATE
-            35 => {
-                let name = name_at(body, 16);
-                let mut st = state.lock().expect("state");
-                let i = match st.files.iter().position(|(n, _)| *n == name) {
-                    Some(i) => i,
-                    None => {
-                        st.files.push((name, Vec::new()));
-                        st.files.len() - 1
-                    }
-                };
-                let mut o = entry(ino_of(i), st.files[i].1.len() as u64);
-                o.extend_from_slice(&open_out());
-                Ok(o)
-            }
-            // READ
-            15 => {
-                let (offset, size) = (u64_at(body, 8), u32_at(body, 16));
-                let st = state.lock().expect("state");
-                let data = file(node)
-                    .and_then(|i| st.files.get(i))
-                    .map(|(_, d)| d.as_slice());
-                let data = data.unwrap_or_default();
-                let start = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
-                let end = (start + size as usize).min(data.len());
-                Ok(data[start..end].to_vec())
-            }
-            // WRITE: sleeps first
-            16 => {
-                sleep();
-                let (offset, size) = (u64_at(body, 8), u32_at(body, 16) as usize);
-                let payload = body.get(40..40 + size).unwrap_or_default();
-                let mut st = state.lock().expect("state");
-                match file(node).and_then(|i| st.files.get_mut(i)) {
-                    Some((_, data)) => {
-                        let at = usize::try_from(offset).unwrap_or(0);
-                        if data.len() < at + payload.len() {
-                            data.resize(at + payload.len(), 0);
-                        }
-                        data[at..at + payload.len()].copy_from_slice(payload);
-                        let mut o = u32::try_from(payload.len())
-                            .expect("small")
-                            .to_le_bytes()
-                            .to_vec();
-                        o.extend_from_slice(&[0; 4]);
-                        Ok(o)
-                    }
-                    None => Err(libc::EIO),
-                }
-            }
-            // FSYNC: sleeps
-            20 => {
-                sleep();
-                Ok(Vec::new())
-            }
-            // RELEASE, FLUSH, RELEASEDIR, FSYNCDIR, DESTROY
-            18 | 25 | 29 | 30 | 38 => Ok(Vec::new()),
-            // STATFS
-            17 => {
-                let mut o = Vec::with_capacity(80);
-                for v in [1u64 << 20, 1 << 19, 1 << 19, 1 << 10, 1 << 9] {
-                    o.extend_from_slice(&v.to_le_bytes());
-                }
-                for v in [4096u32, 255, 4096] {
-                    o.extend_from_slice(&v.to_le_bytes());
-                }
-                o.resize(80, 0);
-                Ok(o)
-            }
-            _ => Err(libc::ENOSYS),
+        let unique = u64_at(req, 8);
+        let Some(reply) = handle(req, delay, state) else {
+            continue;
         };
         let (error, payload) = match reply {
             Ok(p) => (0i32, p),
@@ -719,13 +603,146 @@ fn serve(fuse: &OwnedFd, delay: &AtomicU64, state: &Mutex<SlowState>) {
     }
 }
 
+/// The file a node id names (files are numbered from 2; 1 is the root).
+fn file_index(node: u64) -> Option<usize> {
+    node.checked_sub(2).and_then(|i| usize::try_from(i).ok())
+}
+
+fn ino_of(i: usize) -> u64 {
+    u64::try_from(i).expect("small") + 2
+}
+
+/// The answer to one request (`fuse_in_header` then its body); None for those that get
+/// none (`FORGET`, `BATCH_FORGET`, `INTERRUPT`).
+fn handle(req: &[u8], delay: &AtomicU64, state: &Mutex<SlowState>) -> Option<Result<Vec<u8>, i32>> {
+    let (opcode, node) = (u32_at(req, 4), u64_at(req, 16));
+    let body = &req[40.min(req.len())..];
+    let sleep = || thread::sleep(Duration::from_millis(delay.load(Ordering::Relaxed)));
+    let mut st = state.lock().expect("state");
+    Some(match opcode {
+        2 | 42 | 36 => return None,
+        26 => Ok(init_out(u32_at(body, 8))),
+        // LOOKUP
+        1 => {
+            let name = name_at(body, 0);
+            match st.files.iter().position(|(n, _)| *n == name) {
+                Some(i) if node == ROOT => Ok(entry(ino_of(i), st.files[i].1.len() as u64)),
+                _ => Err(libc::ENOENT),
+            }
+        }
+        // GETATTR, SETATTR (only the size is kept)
+        3 | 4 => {
+            let size = match file_index(node).and_then(|i| st.files.get_mut(i)) {
+                Some((_, data)) => {
+                    if opcode == 4 && u32_at(body, 0) & (1 << 3) != 0 {
+                        data.resize(usize::try_from(u64_at(body, 16)).unwrap_or(0), 0);
+                    }
+                    data.len() as u64
+                }
+                None => 0,
+            };
+            let mut o = vec![0u8; 16];
+            o.extend_from_slice(&attr(node, size));
+            Ok(o)
+        }
+        // OPEN, OPENDIR
+        14 | 27 => Ok(open_out()),
+        // CREATE
+        35 => {
+            let name = name_at(body, 16);
+            let i = if let Some(i) = st.files.iter().position(|(n, _)| *n == name) {
+                i
+            } else {
+                st.files.push((name, Vec::new()));
+                st.files.len() - 1
+            };
+            let mut o = entry(ino_of(i), st.files[i].1.len() as u64);
+            o.extend_from_slice(&open_out());
+            Ok(o)
+        }
+        // READ
+        15 => {
+            let (offset, size) = (u64_at(body, 8), u32_at(body, 16) as usize);
+            let data = file_index(node)
+                .and_then(|i| st.files.get(i))
+                .map(|(_, d)| d.as_slice());
+            let data = data.unwrap_or_default();
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            Ok(data[start..(start + size).min(data.len())].to_vec())
+        }
+        // WRITE and FSYNC sleep first (without the state locked).
+        16 | 20 => {
+            drop(st);
+            sleep();
+            if opcode == 20 {
+                return Some(Ok(Vec::new()));
+            }
+            let mut st = state.lock().expect("state");
+            write(&mut st, node, body)
+        }
+        // RELEASE, FLUSH, RELEASEDIR, FSYNCDIR, DESTROY
+        18 | 25 | 29 | 30 | 38 => Ok(Vec::new()),
+        17 => Ok(statfs_out()),
+        _ => Err(libc::ENOSYS),
+    })
+}
+
+/// `struct fuse_init_out`: protocol 7.31, big writes of up to 128 KiB.
+fn init_out(max_readahead: u32) -> Vec<u8> {
+    let mut o = Vec::with_capacity(64);
+    for v in [7u32, 31, max_readahead, 1 << 5] {
+        o.extend_from_slice(&v.to_le_bytes());
+    }
+    o.extend_from_slice(&16u16.to_le_bytes());
+    o.extend_from_slice(&12u16.to_le_bytes());
+    o.extend_from_slice(&(128u32 * 1024).to_le_bytes());
+    o.extend_from_slice(&1u32.to_le_bytes());
+    o.extend_from_slice(&32u16.to_le_bytes());
+    o.resize(64, 0);
+    o
+}
+
+/// `struct fuse_kstatfs`.
+fn statfs_out() -> Vec<u8> {
+    let mut o = Vec::with_capacity(80);
+    for v in [1u64 << 20, 1 << 19, 1 << 19, 1 << 10, 1 << 9] {
+        o.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [4096u32, 255, 4096] {
+        o.extend_from_slice(&v.to_le_bytes());
+    }
+    o.resize(80, 0);
+    o
+}
+
+/// WRITE: `fuse_write_in` (40 bytes) then the data, at the offset the kernel chose.
+fn write(st: &mut SlowState, node: u64, body: &[u8]) -> Result<Vec<u8>, i32> {
+    let (offset, size) = (u64_at(body, 8), u32_at(body, 16) as usize);
+    let payload = body.get(40..40 + size).unwrap_or_default();
+    let (_, data) = file_index(node)
+        .and_then(|i| st.files.get_mut(i))
+        .ok_or(libc::EIO)?;
+    let at = usize::try_from(offset).unwrap_or(0);
+    if data.len() < at + payload.len() {
+        data.resize(at + payload.len(), 0);
+    }
+    data[at..at + payload.len()].copy_from_slice(payload);
+    let mut o = u32::try_from(payload.len())
+        .expect("small")
+        .to_le_bytes()
+        .to_vec();
+    o.extend_from_slice(&[0; 4]);
+    Ok(o)
+}
+
 #[test]
 fn a_slow_disk_under_the_audit_log_does_not_delay_verdicts_of_held_operations() {
     let slow = SlowFs::mount();
     let (_guard, ws) = workspace();
     let audit = slow.path().join("audit.jsonl");
     let m = Monitor::start(("held.yaml", &held_scope(&ws)), &audit);
-    const N: usize = 20;
     // As fast as the disk: every open was held and answered.
     let held_before = m.counter("held");
     let fast = held_opens(&m, &ws, "fast", N);
@@ -789,12 +806,14 @@ impl Tmpfs {
         Self { dir }
     }
 
-    /// Fills the filesystem with `filler` until it is full.
-    fn fill(&self, filler: &Path) {
-        let mut f = fs::File::create(filler).expect("create filler");
+    /// Fills the filesystem with a file `filler` until it is full.
+    fn fill(&self, filler: &str) -> PathBuf {
+        let filler = self.dir.path().join(filler);
+        let mut f = fs::File::create(&filler).expect("create filler");
         let chunk = vec![b'x'; 4096];
         while f.write_all(&chunk).is_ok() {}
         let _ = f.sync_all();
+        filler
     }
 }
 
@@ -813,11 +832,9 @@ fn a_full_disk_is_reported_verdicts_go_on_and_the_records_follow_when_space_retu
     let (_guard, ws) = workspace();
     let audit = disk.dir.path().join("audit.jsonl");
     let m = Monitor::start(("held.yaml", &held_scope(&ws)), &audit);
-    const N: usize = 20;
     let before = held_opens(&m, &ws, "before", N);
     wait_for_open_records(&m, &ws, "before", N);
-    let filler = disk.dir.path().join("filler");
-    disk.fill(&filler);
+    let filler = disk.fill("filler");
     let full = held_opens(&m, &ws, "full", N);
     eprintln!(
         "held opens, slowest of {N}: {:.2} ms with space, {:.2} ms with the disk full",
