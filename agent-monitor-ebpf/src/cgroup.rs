@@ -43,6 +43,7 @@ fn try_cgroup(ctx: &TracePointContext, kind: u32) -> Result<(), i64> {
         header: EventHeader {
             kind,
             agent: 0,
+            // SAFETY: a helper without arguments or preconditions.
             time_ns: unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() },
             pid: 0,
             tgid: 0,
@@ -57,7 +58,10 @@ fn try_cgroup(ctx: &TracePointContext, kind: u32) -> Result<(), i64> {
         pad0: 0,
         path: [0; PATH_LEN],
     };
+    // SAFETY: a `__data_loc` field: its low 16 bits are the string's offset in the record,
+    // inside the record the kernel handed us; the helper checks what it reads.
     let src = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };
+    // SAFETY: the helper copies at most `event.path.len()` bytes and faults safely.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut event.path) };
     emit(&event);
     Ok(())

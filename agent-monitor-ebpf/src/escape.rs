@@ -53,6 +53,8 @@ fn try_sys_enter_escape(ctx: &TracePointContext) -> Result<(), i64> {
     let nr: i32 = tp_field(ctx, tp_offset!(sys_enter_nr));
     // Through the helper, not `tp_field`: a direct load past a short record (kill has two
     // arguments) makes the kernel refuse to attach the program to that tracepoint.
+    // SAFETY: `read_at` goes through bpf_probe_read_kernel, which fails cleanly past the
+    // record.
     let args: [u64; 3] = unsafe {
         [
             ctx.read_at(sys_arg(0)).map_err(i64::from)?,
@@ -303,7 +305,9 @@ fn try_cgroup_attach_task(ctx: &TracePointContext) -> Result<(), i64> {
     event.outside = u32::from(outside);
     event.cgroup_id = dst_id;
     let loc: u32 = tp_field(ctx, tp_offset!(attach_dst_path));
+    // SAFETY: a `__data_loc` field: its low 16 bits are the string's offset in the record.
     let name = unsafe { ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize) };
+    // SAFETY: the helper copies at most `event.path.len()` bytes and faults safely.
     match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut event.path) } {
         Ok(s) if s.len() + 1 >= PATH_LEN => event.header.flags |= flags::TRUNCATED,
         Ok(_) => {}

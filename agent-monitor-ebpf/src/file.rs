@@ -255,6 +255,7 @@ fn unix_connect(args: &[u64; 5]) -> Result<Option<Call>, i64> {
     }
     // `struct sockaddr_un { sa_family_t; char sun_path[108]; }`: a leading NUL in sun_path
     // means an abstract name (no file), which follows it.
+    // SAFETY: user memory through the helper, which fails cleanly on a bad address.
     let first: u8 = unsafe { bpf_probe_read_user(addr.wrapping_add(2)) }.map_err(i64::from)?;
     let start = if first == 0 {
         addr.wrapping_add(3)
@@ -309,8 +310,8 @@ fn call_of(syscall: i32, args: &[u64; 5]) -> Result<Option<Call>, i64> {
         // SAFETY: user memory through the helper; `resolve` is at offset 16. Unreadable:
         // RESOLVE_IN_ROOT, so the daemon names the file by its descriptor or flags the name
         // as inexact rather than trusting an absolute path.
-        let resolve_bits: u64 = unsafe { bpf_probe_read_user((args[2] + 16) as *const u64) }
-            .unwrap_or(RESOLVE_IN_ROOT);
+        let resolve_bits: u64 =
+            unsafe { bpf_probe_read_user((args[2] + 16) as *const u64) }.unwrap_or(RESOLVE_IN_ROOT);
         #[expect(clippy::cast_possible_truncation, reason = "RESOLVE_* fit 32 bits")]
         {
             resolve = resolve_bits as u32;

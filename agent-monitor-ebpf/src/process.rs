@@ -183,6 +183,7 @@ fn try_stash_argv(ctx: &TracePointContext, argv_offset: usize) -> Result<(), i64
             break;
         }
         let slot = &mut args.args[i];
+        // SAFETY: user memory through the helper, at most `slot.len()` bytes.
         match unsafe { bpf_probe_read_user_str_bytes(ptr, slot) } {
             Ok(s) if s.len() + 1 >= ARG_LEN => args.flags |= flags::TRUNCATED,
             Ok(_) => {}

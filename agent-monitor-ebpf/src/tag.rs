@@ -92,16 +92,20 @@ fn cgroup_agent() -> Option<u32> {
 
 #[inline(always)]
 fn walk_cgroups(own: u64) -> Option<u32> {
+    // SAFETY (the map lookups below): the value is copied out at once, before any update
+    // of the map could free it.
     if let Some(slot) = unsafe { AGENT_CGROUPS.get(own) } {
         return Some(*slot);
     }
     // Level 0 is the root, never tagged. The helper returns 0 past the task's own level.
     let mut level = 1;
     while level < MAX_CGROUP_LEVEL {
+        // SAFETY: a helper on the current task; any level is accepted (0 past its own).
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
         if id == 0 || id == own {
             return None;
         }
+        // SAFETY: as above, copied out at once.
         if let Some(slot) = unsafe { AGENT_CGROUPS.get(id) } {
             return Some(*slot);
         }

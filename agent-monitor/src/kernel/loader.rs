@@ -316,7 +316,7 @@ pub(crate) fn load(
         ));
     }
     hooks.retain(|h| h.attached || h.error.is_some());
-    let identity_error = write_offsets(&mut ebpf).err();
+    let identity_error = write_offsets(&mut ebpf).err().map(|e| e.to_string());
     if let Err(e) = write_protected(&mut ebpf, &crate::host::mounts::Protected::discover()) {
         tracing::error!(error = %e, "cannot list the protected filesystems: writes there are judged by the daemon only");
     }
@@ -357,31 +357,67 @@ fn pin_all(pins: &Pins, ebpf: &Ebpf, links: Vec<(String, FdLink)>) -> Result<(),
     Ok(())
 }
 
+/// Why a map the programs read could not be filled in.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FillError {
+    #[error(transparent)]
+    Btf(#[from] crate::kernel::btf::BtfError),
+    #[error("map {0} is missing from the eBPF object")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+fn map_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::maps::Map, FillError> {
+    ebpf.map_mut(name).ok_or(FillError::Missing(name))
+}
+
+fn fill_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> FillError {
+    move |source| FillError::Map { name, source }
+}
+
 /// Structure offsets from this kernel's BTF, for the file and exec identity checks.
-fn write_offsets(ebpf: &mut Ebpf) -> Result<(), String> {
-    let offsets: Offsets = Btf::from_sys_fs()
-        .and_then(|b| b.offsets())
-        .map_err(|e| e.to_string())?;
-    let map = ebpf.map_mut("OFFSETS").ok_or("map OFFSETS missing")?;
+fn write_offsets(ebpf: &mut Ebpf) -> Result<(), FillError> {
+    let offsets: Offsets = Btf::from_sys_fs()?.offsets()?;
     let mut array: Array<&mut MapData, Offsets> =
-        Array::try_from(map).map_err(|e| e.to_string())?;
-    array.set(0, offsets, 0).map_err(|e| e.to_string())
+        Array::try_from(map_mut(ebpf, "OFFSETS")?).map_err(fill_err("OFFSETS"))?;
+    array.set(0, offsets, 0).map_err(fill_err("OFFSETS"))
 }
 
 /// Devices of the monitor's own filesystems, for the kernel's write check.
 fn write_protected(
     ebpf: &mut Ebpf,
     protected: &crate::host::mounts::Protected,
-) -> Result<(), String> {
-    let map = ebpf
-        .map_mut("PROTECTED_DEVS")
-        .ok_or("map PROTECTED_DEVS missing")?;
+) -> Result<(), FillError> {
     let mut devs: HashMap<&mut MapData, u32, u8> =
-        HashMap::try_from(map).map_err(|e| e.to_string())?;
+        HashMap::try_from(map_mut(ebpf, "PROTECTED_DEVS")?).map_err(fill_err("PROTECTED_DEVS"))?;
     for (_, dev) in &protected.mounts {
-        devs.insert(*dev, 1, 0).map_err(|e| e.to_string())?;
+        devs.insert(*dev, 1, 0)
+            .map_err(fill_err("PROTECTED_DEVS"))?;
     }
     Ok(())
+}
+
+/// Why a hook did not attach (shown in its status).
+#[derive(Debug, thiserror::Error)]
+enum AttachError {
+    #[error("program missing from the object")]
+    NoProgram,
+    #[error(transparent)]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("load: {0}")]
+    Load(String),
+    #[error("attach: {0}")]
+    Attach(String),
+    #[error("not a bpf_link: {0}")]
+    NotLink(#[from] aya::programs::links::LinkError),
 }
 
 /// The hooks that watch one syscall (its [`Hook`]). The file syscalls: `sys_exit_file`
@@ -432,22 +468,20 @@ fn attach_tracepoint(
     pin: bool,
 ) -> HookStatus {
     let (program, category, name) = (hook.program, hook.category, hook.name.as_str());
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<(), AttachError> {
         let prog: &mut TracePoint = ebpf
             .program_mut(program)
-            .ok_or("program missing from the object")?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            .ok_or(AttachError::NoProgram)?
+            .try_into()?;
         if prog.fd().is_err() {
             prog.load()
-                .map_err(|e| format!("load: {}", error_chain(&e)))?;
+                .map_err(|e| AttachError::Load(error_chain(&e)))?;
         }
         let id = prog
             .attach(category, name)
-            .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+            .map_err(|e| AttachError::Attach(error_chain(&e)))?;
         if pin {
-            let link = prog.take_link(id).map_err(|e| e.to_string())?;
-            let link = FdLink::try_from(link).map_err(|e| format!("not a bpf_link: {e}"))?;
+            let link = FdLink::try_from(prog.take_link(id)?)?;
             // `sys_exit_refused` shares some tracepoints with `sys_exit_file` (mknod): its
             // links are pinned under their own name.
             let key = if program == "sys_exit_refused" {
@@ -459,7 +493,7 @@ fn attach_tracepoint(
         }
         Ok(())
     })();
-    status(program, target, result)
+    status(program, target, result.map_err(|e| e.to_string()))
 }
 
 fn attach_sock_addr(
@@ -471,27 +505,25 @@ fn attach_sock_addr(
     pin: bool,
 ) -> HookStatus {
     let target = format!("cgroup:{program}@{}", root.display());
-    let result = (|| -> Result<(), String> {
+    let result = (|| -> Result<(), AttachError> {
         let prog: &mut CgroupSockAddr = ebpf
             .program_mut(program)
-            .ok_or("program missing from the object")?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            .ok_or(AttachError::NoProgram)?
+            .try_into()?;
         prog.load()
-            .map_err(|e| format!("load: {}", error_chain(&e)))?;
+            .map_err(|e| AttachError::Load(error_chain(&e)))?;
         // Single: through bpf_link the kernel attaches as multi anyway; AllowMultiple makes
         // link creation fail with EINVAL.
         let id = prog
             .attach(root_fd, CgroupAttachMode::Single)
-            .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+            .map_err(|e| AttachError::Attach(error_chain(&e)))?;
         if pin {
-            let link = prog.take_link(id).map_err(|e| e.to_string())?;
-            let link = FdLink::try_from(link).map_err(|e| format!("not a bpf_link: {e}"))?;
+            let link = FdLink::try_from(prog.take_link(id)?)?;
             links.push((format!("cgroup:{program}@{}", root.display()), link));
         }
         Ok(())
     })();
-    status(program, target, result)
+    status(program, target, result.map_err(|e| e.to_string()))
 }
 
 fn status(program: &'static str, target: String, result: Result<(), String>) -> HookStatus {
