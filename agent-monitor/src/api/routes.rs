@@ -72,11 +72,15 @@ async fn status(State(api): State<Arc<Api>>) -> Json<status::StatusView> {
 
 async fn agents(State(api): State<Arc<Api>>) -> Json<Vec<TaskView>> {
     let shared = &api.shared;
-    let registry = shared.registry();
-    let views = registry
+    // The views under the registry lock, the cgroups' process lists (cgroupfs reads) after.
+    let mut views: Vec<TaskView> = shared
+        .registry()
         .iter()
-        .map(|t| t.view(shared.cgroup2.pids(&t.cgroup).unwrap_or_default()))
+        .map(|t| t.view(Vec::new()))
         .collect();
+    for v in &mut views {
+        v.pids = shared.cgroup2.pids(&v.cgroup).unwrap_or_default();
+    }
     Json(views)
 }
 

@@ -106,6 +106,13 @@ pub(crate) struct Counters {
     pub(crate) decode_errors: u64,
     pub(crate) orphan_events: u64,
     pub(crate) audit_write_errors: u64,
+    /// Records never written: the audit log fell too far behind (also DNS records the
+    /// resolver could not queue).
+    #[serde(default)]
+    pub(crate) audit_records_dropped: u64,
+    /// Agents' DNS questions answered SERVFAIL because too many were in flight.
+    #[serde(default)]
+    pub(crate) dns_refused_overload: u64,
 }
 
 fn limits(hooks: &[HookStatus], facts: &KernelFacts, identity_error: Option<&str>) -> Vec<String> {
@@ -214,6 +221,9 @@ pub(crate) fn view(shared: &Shared) -> StatusView {
             decode_errors: s.decode_errors.load(Relaxed),
             orphan_events: s.orphan_events.load(Relaxed),
             audit_write_errors: s.sink_errors.load(Relaxed),
+            audit_records_dropped: s.audit_records_dropped.load(Relaxed)
+                + shared.dns.records_dropped(),
+            dns_refused_overload: shared.dns.refused_overload(),
         },
         scopes: catalog.all().map(|s| s.name.clone()).collect(),
         scope_errors: catalog.problems().to_vec(),

@@ -72,8 +72,8 @@ pub(crate) fn render_status(v: &StatusView) -> String {
     );
     let _ = writeln!(
         out,
-        "errors:   {} undecodable events, {} orphan events, {} audit write errors",
-        n.decode_errors, n.orphan_events, n.audit_write_errors
+        "errors:   {} undecodable events, {} orphan events, {} audit write errors, {} records dropped",
+        n.decode_errors, n.orphan_events, n.audit_write_errors, n.audit_records_dropped
     );
     let _ = writeln!(out, "scopes:   {}", v.scopes.join(", "));
     let _ = writeln!(
