@@ -71,8 +71,16 @@ fn every_endpoint_and_command_answers_about_a_real_task() {
         s(r, "/agent/task") == "api-t1" && s(r, "/file/path") == "/etc/shadow"
     });
 
-    // GET /v1/events: recent records, filtered by task and violations.
-    let (code, body) = d.request("GET", "/v1/events?task=api-t1", None);
+    // GET /v1/events: recent records, filtered by task and violations. The API shows a
+    // batch once it is written and synced, which may be a moment after the file has it.
+    let (code, body) = wait_for("the shadow violation in /v1/events", || {
+        let (code, body) = d.request("GET", "/v1/events?task=api-t1", None);
+        (code != 200
+            || lines(&body)
+                .iter()
+                .any(|r| s(r, "/file/path") == "/etc/shadow"))
+        .then_some((code, body))
+    });
     assert_eq!(code, 200, "{body}");
     let all = lines(&body);
     assert!(all.iter().all(|r| s(r, "/agent/task") == "api-t1"));

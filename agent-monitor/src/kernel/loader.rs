@@ -450,12 +450,14 @@ fn syscall_hooks(s: &Syscall, hooks: &mut Vec<tracefs::Hook>) {
         }
         Hook::Escape {
             tracepoint: None, ..
-        } => {}
-        Hook::None => {
-            if matches!(s.class, Class::Refuse | Class::Args) {
-                attach("sys_exit_refused", format!("sys_exit_{}", s.name), false);
-            }
         }
+        | Hook::None => {}
+    }
+    // A file syscall the filter refuses by its arguments (mknod of a device) has both.
+    if matches!(s.hook, Hook::None | Hook::File { .. })
+        && matches!(s.class, Class::Refuse | Class::Args)
+    {
+        attach("sys_exit_refused", format!("sys_exit_{}", s.name), false);
     }
 }
 
@@ -581,5 +583,37 @@ impl KernelCounters {
             pid_map_full: read_counter(counters, counter::PID_MAP_FULL),
             deduplicated: read_counter(counters, counter::DEDUPED),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn programs_at(hooks: &[tracefs::Hook], tracepoint: &str) -> Vec<&'static str> {
+        let mut p: Vec<_> = hooks
+            .iter()
+            .filter(|h| h.name == tracepoint)
+            .map(|h| h.program)
+            .collect();
+        p.sort_unstable();
+        p
+    }
+
+    #[test]
+    fn each_syscall_gets_the_programs_its_table_entry_names() {
+        let hooks = tracepoint_hooks();
+        assert_eq!(
+            programs_at(&hooks, "sys_exit_mknodat"),
+            ["sys_exit_file", "sys_exit_refused"],
+            "a file syscall the filter refuses by argument is watched for both"
+        );
+        assert_eq!(programs_at(&hooks, "sys_exit_openat"), ["sys_exit_file"]);
+        assert_eq!(programs_at(&hooks, "sys_enter_kill"), ["sys_enter_escape"]);
+        assert_eq!(programs_at(&hooks, "sys_exit_kill"), ["sys_exit_escape"]);
+        assert_eq!(programs_at(&hooks, "sys_exit_umount"), ["sys_exit_escape"]);
+        assert_eq!(programs_at(&hooks, "sys_exit_keyctl"), ["sys_exit_refused"]);
+        assert!(programs_at(&hooks, "sys_exit_read").is_empty());
+        assert!(programs_at(&hooks, "sys_exit_io_uring_enter").is_empty());
     }
 }
