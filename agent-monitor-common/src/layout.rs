@@ -29,6 +29,8 @@ pub struct TracepointLayout {
     pub exec_old_pid: u32,
     /// `sched:sched_process_exit`: `bool group_dead`.
     pub exit_group_dead: u32,
+    /// `sched:sched_process_free`: `pid_t pid`.
+    pub free_pid: u32,
     /// `cgroup:cgroup_mkdir` and `cgroup:cgroup_rmdir`: `int root`.
     pub cgroup_root: u32,
     /// `cgroup:cgroup_mkdir` and `cgroup:cgroup_rmdir`: `int level`.
@@ -43,7 +45,6 @@ pub struct TracepointLayout {
     pub attach_pid: u32,
     /// `cgroup:cgroup_attach_task`: `__data_loc char[] dst_path`.
     pub attach_dst_path: u32,
-    pub pad0: u32,
 }
 
 /// Bytes per syscall argument in a `sys_enter_*` record (`unsigned long args[]`).
@@ -65,6 +66,7 @@ impl TracepointLayout {
         exec_filename: 8,
         exec_old_pid: 16,
         exit_group_dead: 32,
+        free_pid: 12,
         cgroup_root: 8,
         cgroup_level: 12,
         cgroup_id: 16,
@@ -72,7 +74,6 @@ impl TracepointLayout {
         attach_dst_id: 16,
         attach_pid: 24,
         attach_dst_path: 28,
-        pad0: 0,
     };
 
     /// Offset of syscall argument `n` in a `sys_enter_*` record.

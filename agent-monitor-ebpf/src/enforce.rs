@@ -7,7 +7,7 @@ use aya_ebpf::helpers::{
     generated::{bpf_get_current_task, bpf_send_signal},
 };
 
-use crate::maps::{AGENT_CONFIG, OFFSETS};
+use crate::maps::{AGENT_CONFIG, HELD, OFFSETS};
 
 pub const SIGKILL: u32 = 9;
 pub const SIGSTOP: u32 = 19;
@@ -30,6 +30,20 @@ pub fn kills(cfg: &AgentConfig) -> bool {
 pub fn signal(sig: u32) {
     // SAFETY: helper without pointer arguments.
     unsafe { bpf_send_signal(sig) };
+}
+
+/// Holds the current process for the daemon's verdict on this thread's operation: marks
+/// the thread held (`HELD`, before the stop, so that a daemon resuming the process for
+/// another thread sees it), then stops the process. A thread that cannot be marked is
+/// killed instead: a hold the daemon cannot see could be ended by another thread's resume.
+pub fn hold() {
+    #[expect(clippy::cast_possible_truncation, reason = "the low half is the thread id")]
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    if HELD.insert(&tid, &1, 0).is_ok() {
+        signal(SIGSTOP);
+    } else {
+        signal(SIGKILL);
+    }
 }
 
 #[inline(always)]

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    enforce::{FMODE_READ, FMODE_WRITE, SIGKILL, SIGSTOP, enforced, fd_file, kills, signal},
+    enforce::{FMODE_READ, FMODE_WRITE, SIGKILL, enforced, fd_file, hold, kills, signal},
     maps::{
         FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, TAG_STATE, count,
         emit_prefix,
@@ -390,7 +390,7 @@ fn judge_open(hflags: &mut u32, open_flags: u32, identity: Option<InodeKey>, cfg
     // Only a path decides the rest (allow-list globs): the process waits, stopped, until
     // the daemon has judged the path of the descriptor it now holds.
     if cfg.flags & config_flags::FILE_HOLD != 0 {
-        signal(SIGSTOP);
+        hold();
         *hflags |= flags::HELD;
     }
 }
@@ -453,7 +453,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         {
             // Connected or listening, but not one byte moved yet: the daemon judges the
             // socket's path or port.
-            signal(SIGSTOP);
+            hold();
             hflags |= flags::HELD;
         }
     }

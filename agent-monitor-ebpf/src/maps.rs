@@ -204,6 +204,14 @@ pub static OFFSETS: Array<Offsets> = Array::with_max_entries(1, 0);
 #[map]
 pub static RECENT_OPENS: LruHashMap<OpenKey, u64> = LruHashMap::with_max_entries(16384, 0);
 
+/// Thread id -> 1 while an operation of that thread is held (stopped) for the daemon's
+/// verdict. A stop is process-wide and SIGCONT ends it for every thread, so the daemon
+/// resumes a process only when no other thread of it is still held (two threads can be held
+/// at once, and their events can reach the daemon in either order). The daemon removes a
+/// thread's entry when it has judged its operation; LRU for threads killed meanwhile.
+#[map]
+pub static HELD: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
 /// (slot, dev, inode) of files the daemon judged readable for the agent: later read-only
 /// opens of them are not held. Reads only: a hard link gives a file another name, but
 /// reading it under any name shows the content the allowed name already shows.

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    enforce::{SIGKILL, SIGSTOP, enforced, exe_identity, kills, signal},
+    enforce::{SIGKILL, enforced, exe_identity, hold, kills, signal},
     maps::{AGENT_PIDS, ARGS_SCRATCH, EXEC_ALLOW, EXEC_SCRATCH, PENDING_EXEC, emit},
     tag::{current_agent, header, inherit},
 };
@@ -248,7 +248,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
         if !allowed {
             if cfg.flags & config_flags::EXEC_DEFER != 0 {
                 // A glob may match a file created after load: the daemon decides.
-                signal(SIGSTOP);
+                hold();
                 event.header.flags |= flags::HELD;
             } else if kills(&cfg) {
                 signal(SIGKILL);
@@ -273,7 +273,9 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(agent) = current_agent() else {
         return Ok(());
     };
-    let _ = AGENT_PIDS.remove(agent.pid);
+    // The tag stays until the task is freed (`sched_process_free`): until its parent reaps
+    // it, an exited child is still the agent's to signal or `pidfd_open`, and its pid
+    // cannot be reused meanwhile.
     let _ = PENDING_EXEC.remove(agent.pid);
     let group_dead: u8 = tp_field(ctx, tp_offset!(exit_group_dead));
     if group_dead != 0 {
@@ -282,4 +284,15 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
         });
     }
     Ok(())
+}
+
+/// sched:sched_process_free: `__data_loc char[] comm` @8, `pid_t pid` @12. Fires when a
+/// reaped task's last reference goes (from RCU, on any CPU, so the pid comes from the
+/// record, not the current task): its pid may be reused from now on, so its tag goes.
+#[tracepoint]
+pub fn sched_process_free(ctx: TracePointContext) -> u32 {
+    let pid: i32 = tp_field(&ctx, tp_offset!(free_pid));
+    #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
+    let _ = AGENT_PIDS.remove(pid as u32);
+    0
 }

@@ -106,3 +106,21 @@ fn a_realistic_in_scope_session_raises_no_violation() {
         env.expect(&run, &want);
     }
 }
+
+const EXITED_CHILD: &str = include_str!("cases/in_scope_exited_child.py");
+
+#[test]
+fn signalling_an_exited_child_before_reaping_it_is_in_scope() {
+    let env = Env::start();
+    let run = env.py(&[EXITED_CHILD], &[]);
+    let out = run.stdout();
+    for label in ["zombie", "pidfd_open", "kill", "reap"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{label}: DONE"))),
+            "`{label}` did not go through\n{}",
+            env.describe(&run)
+        );
+    }
+    env.assert_no_violation(&run);
+}

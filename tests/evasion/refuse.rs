@@ -26,6 +26,7 @@ const STARVE: &str = include_str!("cases/refuse_starve_daemon.py");
 const STATUS_PEER: &str = include_str!("cases/refuse_status_peer.py");
 const EXCHANGE: &str = include_str!("cases/refuse_exchange.py");
 const THAW: &str = include_str!("cases/refuse_thaw.py");
+const TWO_HELD: &str = include_str!("cases/refuse_two_held_threads.py");
 const UNIX_SWAP: &str = include_str!("cases/refuse_unix_swap.py");
 const UNIX_STALE_CWD: &str = include_str!("cases/refuse_unix_stale_cwd.py");
 
@@ -606,4 +607,31 @@ fn a_relative_unix_connect_after_a_chdir_the_monitor_lost() {
     let outside = unix_listener(&outside_path);
     let run = env.py(&[UNIX_STALE_CWD], &[p(&env.ws), p(&env.outside)]);
     outside_socket_untouched(&env, &run, &outside, &outside_path, "a lost chdir");
+}
+
+#[test]
+fn two_threads_held_at_once() {
+    let env = Env::start();
+    // Made after the daemon loaded: only its path (`**/.env`) says it is denied, so the
+    // open is held for the daemon, as is the open of each new allowed file.
+    let dotenv = env.ws.join(".env");
+    let text = format!("DOTENV-{}", env.secret_text);
+    fs::write(&dotenv, &text).expect("write .env");
+    // The two holds race (which verdict the daemon reads first); several runs give the
+    // order that would leak a chance to happen.
+    for i in 0..12 {
+        let allowed = env.ws.join(format!("fresh-{i}.txt"));
+        fs::write(&allowed, format!("fine {i}\n")).expect("write allowed file");
+        let run = env.py(&[TWO_HELD], &[p(&allowed), p(&dotenv)]);
+        env.assert_no_leak(&run, &[&text]);
+        env.assert_stopped(&run, "denied");
+        env.expect(
+            &run,
+            &Expected::violation("file", "files", Env::DOTENV_RULE)
+                .path(p(&dotenv))
+                .access("read")
+                .action("killed-process")
+                .layer("ebpf"),
+        );
+    }
 }

@@ -122,6 +122,7 @@ const TRACEPOINTS: &[(&str, &str, &str, bool)] = &[
     ("sched_process_fork", "sched", "sched_process_fork", true),
     ("sched_process_exec", "sched", "sched_process_exec", true),
     ("sched_process_exit", "sched", "sched_process_exit", true),
+    ("sched_process_free", "sched", "sched_process_free", true),
     ("sys_enter_execve", "syscalls", "sys_enter_execve", true),
     ("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),
     ("cgroup_mkdir", "cgroup", "cgroup_mkdir", true),

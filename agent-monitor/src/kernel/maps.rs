@@ -68,6 +68,8 @@ map_set! {
         file_ok: HashMap<MapData, InodeKey, u8> = "FILE_OK",
         /// (slot, host rule index) -> ports and protocols of that `host:` rule.
         host: HashMap<MapData, HostRuleKey, NetRule> = "HOST_RULES",
+        /// Thread id -> 1 while an operation of that thread waits for a verdict (an LRU map).
+        held: HashMap<MapData, u32, u32> = "HELD",
     }
 }
 

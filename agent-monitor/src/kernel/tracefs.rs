@@ -177,6 +177,7 @@ fn reads(program: &str) -> &'static [Read] {
         named("old_pid", 4, |l| &mut l.exec_old_pid),
     ];
     const EXIT: &[Read] = &[named("group_dead", 1, |l| &mut l.exit_group_dead)];
+    const FREE: &[Read] = &[named("pid", 4, |l| &mut l.free_pid)];
     const EXECVE: &[Read] = &[arg(1, "argv")];
     const EXECVEAT: &[Read] = &[arg(2, "argv")];
     // The arguments are read through a helper; the first one fixes where they are.
@@ -203,6 +204,7 @@ fn reads(program: &str) -> &'static [Read] {
         "sched_process_fork" => FORK,
         "sched_process_exec" => EXEC,
         "sched_process_exit" => EXIT,
+        "sched_process_free" => FREE,
         "sys_enter_execve" => EXECVE,
         "sys_enter_execveat" => EXECVEAT,
         "sys_enter_escape" => SYS_ENTER_ESCAPE,
@@ -291,6 +293,7 @@ const NONE_SET: TracepointLayout = TracepointLayout {
     exec_filename: 0,
     exec_old_pid: 0,
     exit_group_dead: 0,
+    free_pid: 0,
     cgroup_root: 0,
     cgroup_level: 0,
     cgroup_id: 0,
@@ -298,7 +301,6 @@ const NONE_SET: TracepointLayout = TracepointLayout {
     attach_dst_id: 0,
     attach_pid: 0,
     attach_dst_path: 0,
-    pad0: 0,
 };
 
 /// Checks `hook`'s fields in its format against what its program reads and the offsets
@@ -423,6 +425,20 @@ mod tests {
         \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n\
         \n\
         print fmt: \"comm=%s pid=%d prio=%d group_dead=%s\", REC->comm, REC->pid, REC->prio, REC->group_dead ? \"true\" : \"false\"\n";
+    /// `sched/sched_process_free/format` on Linux 6.18 (x86-64).
+    const FREE: &str = "\
+        name: sched_process_free\n\
+        format:\n\
+        \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+        \tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n\
+        \tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n\
+        \tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\
+        \n\
+        \tfield:__data_loc char[] comm;\toffset:8;\tsize:4;\tsigned:0;\n\
+        \tfield:pid_t pid;\toffset:12;\tsize:4;\tsigned:1;\n\
+        \tfield:int prio;\toffset:16;\tsize:4;\tsigned:1;\n\
+        \n\
+        print fmt: \"comm=%s pid=%d prio=%d\", __get_str(comm), REC->pid, REC->prio\n";
     /// `cgroup/cgroup_mkdir/format` on Linux 6.18 (x86-64).
     const CGROUP_MKDIR: &str = "\
         name: cgroup_mkdir\n\
@@ -548,6 +564,7 @@ mod tests {
         ("sched", "sched_process_fork", FORK),
         ("sched", "sched_process_exec", EXEC),
         ("sched", "sched_process_exit", EXIT),
+        ("sched", "sched_process_free", FREE),
         ("cgroup", "cgroup_mkdir", CGROUP_MKDIR),
         ("cgroup", "cgroup_rmdir", CGROUP_RMDIR),
         ("cgroup", "cgroup_attach_task", CGROUP_ATTACH_TASK),
@@ -574,6 +591,7 @@ mod tests {
             hook("sched_process_fork", "sched", "sched_process_fork", true),
             hook("sched_process_exec", "sched", "sched_process_exec", true),
             hook("sched_process_exit", "sched", "sched_process_exit", true),
+            hook("sched_process_free", "sched", "sched_process_free", true),
             hook("sys_enter_execve", "syscalls", "sys_enter_execve", true),
             hook("sys_enter_execveat", "syscalls", "sys_enter_execveat", true),
             hook("cgroup_mkdir", "cgroup", "cgroup_mkdir", true),

@@ -333,14 +333,22 @@ impl Pipeline {
                         .enforcer()
                         .allow_exec(slot, kernel_dev(meta.dev()), meta.ino());
                 }
-                signal_process(tgid, libc::SIGCONT, || is_agents(tgid));
+                // Another thread of the process may be held too: the last verdict resumes.
+                let threads = threads_of(tgid);
+                if shared.enforcer().judged_hold(h.pid, &threads) {
+                    signal_process(tgid, libc::SIGCONT, || is_agents(tgid));
+                } else {
+                    tracing::debug!(pid = tgid, tid = h.pid, "another thread is held: resumed by its verdict");
+                }
             }
             Step::KillProcess => {
+                let _ = shared.enforcer().judged_hold(h.pid, &[]);
                 if !signal_process(tgid, libc::SIGKILL, || is_agents(tgid)) {
                     tracing::debug!(pid = tgid, "process already gone before the daemon's kill");
                 }
             }
             Step::KillAgent => {
+                let _ = shared.enforcer().judged_hold(h.pid, &[]);
                 if let Err(e) = shared.cgroup2.kill(cgroup) {
                     tracing::error!(%cgroup, error = %e, "cgroup.kill failed");
                 }
@@ -351,6 +359,16 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The thread ids of process `tgid` (empty when it is gone).
+fn threads_of(tgid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{tgid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// What the baseline allows that only the daemon can tell: a read of the process's own

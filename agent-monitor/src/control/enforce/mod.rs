@@ -32,6 +32,17 @@ pub(crate) struct Enforcer {
 }
 
 impl Enforcer {
+    /// The operation thread `tid` was held for is judged. Whether none of `threads` (the
+    /// other threads of its process) is still held, so that the process may be resumed: a
+    /// stop is process-wide, and a resume for one thread would release another's operation
+    /// before its verdict.
+    pub(crate) fn judged_hold(&mut self, tid: u32, threads: &[u32]) -> bool {
+        let _ = self.maps.held.remove(&tid);
+        !threads
+            .iter()
+            .any(|t| *t != tid && self.maps.held.get(t, 0).is_ok())
+    }
+
     pub(crate) fn new(maps: EnforceMaps) -> Self {
         Self { maps }
     }
