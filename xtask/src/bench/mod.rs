@@ -274,6 +274,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
 }
 
 /// `XTASK_BENCH_ONLY=realwork cargo xtask bench [--quick]`: one section alone, printed.
+/// `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this tree's release build.
 /// docs/BENCHMARKS.md is written only by the full bench.
 fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
     if only != "realwork" {
@@ -313,10 +314,10 @@ fn build(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         target
     };
     let release = target.join("release");
-    Ok((
-        release.join("agent-monitor"),
-        release.join("agent-monitor-bench"),
-    ))
+    // Another daemon build to measure instead (an older commit's, for a side-by-side run).
+    let daemon = std::env::var_os("XTASK_BENCH_DAEMON")
+        .map_or_else(|| release.join("agent-monitor"), PathBuf::from);
+    Ok((daemon, release.join("agent-monitor-bench")))
 }
 
 /// Daemons of other developers or tests attach hooks that every process, ours included, pays
