@@ -17,10 +17,16 @@ use std::{
 };
 
 use anyhow::Context as _;
+use hyper::Method;
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{api::client::Client, cli::ExecArgs, control::state::TaskCreated, scope};
+use crate::{
+    api::client::{Client, Retry},
+    cli::ExecArgs,
+    control::state::TaskCreated,
+    scope,
+};
 
 /// `agent-monitor exec`: asks the daemon for a task, runs CMD inside its cgroup and exits
 /// with CMD's status. This process stays outside the task (so that it can report what
@@ -37,7 +43,13 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     } else {
         body["scope"] = Value::String(args.scope.clone());
     }
-    let created: TaskCreated = client.post_json("/v1/tasks", body).await?;
+    // A daemon that is busy (503) or restarting (nobody listens yet) is asked again, with
+    // backoff, for a few seconds; a 4xx is final.
+    let answer = client
+        .send_retrying(&Method::POST, "/v1/tasks", Some(&body), &Retry::EXEC)
+        .await?;
+    let created: TaskCreated =
+        serde_json::from_slice(&answer).context("unexpected answer from the daemon")?;
     let procs = CString::new(
         created
             .cgroup_dir
