@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
 
 use super::ScopeSource;
+use super::limits::Limit;
 use crate::policy::PolicyError;
 
 /// Why a manifest (or a scopes directory) could not be loaded.
@@ -47,6 +48,15 @@ pub(crate) enum ScopeError {
     },
     #[error("{origin}: no AgentScope document in the file")]
     NoScope { origin: ScopeSource },
+    /// Past one of the limits of `scope::limits`, checked before the text is parsed or the
+    /// scope compiled.
+    #[error("{origin}{}: {limit}", position(*at))]
+    Limit {
+        origin: ScopeSource,
+        /// 1-based line and column, when the limit is about a place in the text.
+        at: Option<(usize, usize)>,
+        limit: Limit,
+    },
 }
 
 impl ScopeError {
@@ -59,7 +69,8 @@ impl ScopeError {
             Self::Yaml { origin, .. }
             | Self::Policy { origin, .. }
             | Self::DuplicateName { origin, .. }
-            | Self::NoScope { origin } => origin.path(),
+            | Self::NoScope { origin }
+            | Self::Limit { origin, .. } => origin.path(),
         }
     }
 
@@ -67,7 +78,7 @@ impl ScopeError {
     #[cfg(test)]
     pub(crate) fn line(&self) -> Option<usize> {
         match self {
-            Self::Yaml { at, .. } => at.map(|(line, _)| line),
+            Self::Yaml { at, .. } | Self::Limit { at, .. } => at.map(|(line, _)| line),
             _ => None,
         }
     }
@@ -76,7 +87,7 @@ impl ScopeError {
     #[cfg(test)]
     pub(crate) fn column(&self) -> Option<usize> {
         match self {
-            Self::Yaml { at, .. } => at.map(|(_, column)| column),
+            Self::Yaml { at, .. } | Self::Limit { at, .. } => at.map(|(_, column)| column),
             _ => None,
         }
     }

@@ -1,10 +1,13 @@
 //! The manifest schema (docs/SCOPES.md). Unknown fields are errors everywhere.
 
 use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::kubernetes::KubernetesSelect;
+use super::limits::{Limit, MAX_LIST_ENTRIES};
 use super::net::{ConnectRuleSpec, Port};
 use super::values::{CgroupGlob, NonEmpty, PathGlob, ScopeName, Ttl};
 use crate::policy::{FileRules, PolicySpec};
@@ -149,7 +152,7 @@ impl TryFrom<SelectFields> for Select {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExecSpec {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub(crate) allow: Vec<PathGlob>,
 }
 
@@ -159,14 +162,14 @@ pub(crate) struct ExecSpec {
 pub(crate) struct FilesSpec {
     #[serde(default = "baseline_default")]
     pub(crate) baseline: bool,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub(crate) read: Vec<PathGlob>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub(crate) write: Vec<PathGlob>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub(crate) deny: Vec<PathGlob>,
     /// Directories whose entries may be listed without their contents being readable.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub(crate) list: Vec<PathGlob>,
 }
 
@@ -178,6 +181,50 @@ where
     T: Deserialize<'de> + Default,
 {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A list of at most `limits::MAX_LIST_ENTRIES` entries (a list written without a value is
+/// empty): reading stops at the first entry past the limit, so a list of 100,000 entries
+/// costs no more than one of 4,097.
+fn bounded_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Entries<T>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Entries<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<T>, D::Error> {
+            deserializer.deserialize_seq(self)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = seq.next_element()? {
+                if entries.len() == MAX_LIST_ENTRIES {
+                    return Err(de::Error::custom(Limit::ListEntries));
+                }
+                entries.push(entry);
+            }
+            Ok(entries)
+        }
+    }
+
+    deserializer.deserialize_option(Entries(PhantomData))
 }
 
 fn baseline_default() -> bool {
@@ -200,14 +247,26 @@ impl Default for FilesSpec {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NetworkSpec {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub(crate) connect: Vec<ConnectRuleSpec>,
     /// Ports the agent may listen on; empty allows none.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "bounded_list")]
     pub(crate) bind: Vec<Port>,
 }
 
 impl ScopeSpec {
+    /// How many entries its lists hold together.
+    #[must_use]
+    pub(crate) fn entries(&self) -> usize {
+        self.exec.allow.len()
+            + self.files.read.len()
+            + self.files.write.len()
+            + self.files.deny.len()
+            + self.files.list.len()
+            + self.network.connect.len()
+            + self.network.bind.len()
+    }
+
     /// The engine's view of this spec.
     #[must_use]
     pub(crate) fn policy_spec(&self) -> PolicySpec {

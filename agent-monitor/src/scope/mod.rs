@@ -5,6 +5,7 @@
 
 mod error;
 pub(crate) mod kubernetes;
+pub(crate) mod limits;
 mod manifest;
 mod net;
 #[cfg(test)]
@@ -15,6 +16,7 @@ mod yaml;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -88,16 +90,18 @@ impl fmt::Display for ScopeSource {
 }
 
 /// Parses every document of `text`. `source` names the text in errors and in
-/// [`Scope::source`]. Syntax and schema errors anywhere in the text come first, then the
-/// first document that does not compile or repeats a name.
+/// [`Scope::source`]. The limits (`limits`: size, nesting, documents) are checked first, then
+/// syntax and schema errors anywhere in the text, then the first document that does not
+/// compile or repeats a name.
 ///
 /// # Errors
-/// A [`ScopeError`] for invalid YAML or schema, a duplicate name, or no document at all.
+/// A [`ScopeError`] for a limit, invalid YAML or schema, a duplicate name, or no document.
 pub(crate) fn parse_str(
     text: &str,
     source: impl Into<ScopeSource>,
 ) -> Result<Vec<Scope>, ScopeError> {
     let source = source.into();
+    check_text(text, &source)?;
     // Empty documents (e.g. after a trailing `---`) are not scopes and are skipped.
     let manifests: Vec<Manifest> = yaml::documents(text, &source)?;
     let mut scopes: Vec<Scope> = Vec::new();
@@ -118,15 +122,69 @@ pub(crate) fn parse_str(
     Ok(scopes)
 }
 
-/// Reads and parses one manifest file.
+/// The limits a text is held to before it is parsed: its size (a file's or an inline
+/// scope's), its nesting, its number of documents.
+fn check_text(text: &str, source: &ScopeSource) -> Result<(), ScopeError> {
+    let limit = |at, limit| ScopeError::Limit {
+        origin: source.clone(),
+        at,
+        limit,
+    };
+    let max = match source {
+        ScopeSource::File(_) => limits::MAX_FILE_BYTES,
+        ScopeSource::Inline => limits::MAX_INLINE_BYTES,
+    };
+    if text.len() > max {
+        return Err(limit(
+            None,
+            limits::Limit::Size {
+                bytes: text.len(),
+                max,
+            },
+        ));
+    }
+    if let Some(at) = limits::too_deep(text) {
+        return Err(limit(Some(at), limits::Limit::Depth));
+    }
+    let separators = text
+        .split('\n')
+        .filter(|line| line.starts_with("---"))
+        .count();
+    if separators > limits::MAX_DOCUMENTS {
+        return Err(limit(None, limits::Limit::Documents));
+    }
+    Ok(())
+}
+
+/// Reads and parses one manifest file; a file larger than `limits::MAX_FILE_BYTES` is
+/// refused unread.
 ///
 /// # Errors
 /// As [`parse_str`], plus [`ScopeError::Read`].
 pub(crate) fn parse_file(path: &Path) -> Result<Vec<Scope>, ScopeError> {
-    let text = fs::read_to_string(path).map_err(|error| ScopeError::Read {
+    let read = |error| ScopeError::Read {
         path: path.to_owned(),
         error,
-    })?;
+    };
+    let file = fs::File::open(path).map_err(read)?;
+    // At most one byte more than the limit: enough to know it is past it, also for a file
+    // that grows or a special file whose size says nothing.
+    let cap = limits::MAX_FILE_BYTES as u64 + 1;
+    let size = file.metadata().map(|m| m.len()).map_err(read)?;
+    let mut text = String::new();
+    if size < cap {
+        file.take(cap).read_to_string(&mut text).map_err(read)?;
+    }
+    if size >= cap || text.len() > limits::MAX_FILE_BYTES {
+        return Err(ScopeError::Limit {
+            origin: ScopeSource::File(path.to_owned()),
+            at: None,
+            limit: limits::Limit::Size {
+                bytes: usize::try_from(size.max(text.len() as u64)).unwrap_or(usize::MAX),
+                max: limits::MAX_FILE_BYTES,
+            },
+        });
+    }
     parse_str(&text, path)
 }
 
@@ -242,6 +300,14 @@ fn real_paths(patterns: &[String]) -> Vec<(String, usize)> {
 fn compile(manifest: Manifest, source: &ScopeSource) -> Result<Scope, ScopeError> {
     let Manifest { metadata, spec, .. } = manifest;
     let name = metadata.name.into_string();
+    let entries = spec.entries();
+    if entries > limits::MAX_SCOPE_ENTRIES {
+        return Err(ScopeError::Limit {
+            origin: source.clone(),
+            at: None,
+            limit: limits::Limit::ScopeEntries { name, entries },
+        });
+    }
     let policy_spec = spec.policy_spec();
     let aliases = real_paths(&policy_spec.exec_allow);
     let policy = CompiledPolicy::compile(policy_spec)

@@ -16,6 +16,12 @@ pub(crate) fn options() -> serde_saphyr::Options {
         strict_booleans: true,
         // A diagnostic is one line with the position in front: no source excerpt.
         with_snippet: false,
+        // The reader's own nesting limits, the same as the scan before it
+        // (`limits::too_deep`).
+        budget: serde_saphyr::budget! {
+            max_depth: super::limits::MAX_DEPTH,
+            flow_nesting_limit: super::limits::MAX_DEPTH,
+        },
     }
 }
 
