@@ -221,6 +221,17 @@ pub(crate) fn publish(
     }
 }
 
+/// Called by the writer once a gap line (records lost) is in the audit log: `events`
+/// shows it among the records, as one of no task.
+pub(crate) fn publish_gap(observed: &Observed, line: &[u8]) {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    observed.feed.push(Entry {
+        task: String::new(),
+        violation: false,
+        line: String::from_utf8_lossy(line).into(),
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,13 +130,14 @@ impl Metrics {
                 crate::policy::Dimension::Network => "network",
                 crate::policy::Dimension::Escape => "escape",
             };
+            // An aggregated record (refused DNS questions) stands for `count` violations.
             self.violations
                 .get_or_create(&[
                     ("kind", kind),
                     ("dimension", dimension),
                     ("action", r.action.name()),
                 ])
-                .inc();
+                .inc_by(r.count.unwrap_or(1));
         }
     }
 

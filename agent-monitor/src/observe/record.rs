@@ -206,9 +206,41 @@ pub(crate) struct Record {
     /// For `kind: task`: what happened to the task and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) task: Option<TaskEvent>,
+    /// How many actions this record stands for, when it aggregates several (refused DNS
+    /// questions: 1 for a name's first question, then the repeats since its previous
+    /// record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) count: Option<u64>,
     /// A path or argument was longer than the kernel side keeps.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) truncated: bool,
+}
+
+/// `kind: gap`: records this daemon made and could not write (the audit log fell too far
+/// behind: a full, failing or stalled disk, or a full record queue). Written before the
+/// next record that does get in: `lost` records made after `since` and before `time` are
+/// missing from the log (they are counted in `audit_records_dropped`).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Gap {
+    pub(crate) time: String,
+    pub(crate) kind: &'static str,
+    pub(crate) lost: u64,
+    pub(crate) since: String,
+    pub(crate) reason: &'static str,
+}
+
+impl Gap {
+    pub(crate) fn new(lost: u64, since: SystemTime, now: SystemTime) -> Self {
+        Self {
+            time: rfc3339(now),
+            kind: "gap",
+            lost,
+            since: rfc3339(since),
+            reason: "records were made that the audit log could not take (a full, failing or \
+                     stalled disk, or a full record queue); they were dropped and counted in \
+                     audit_records_dropped",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -248,6 +280,7 @@ impl Record {
                 event,
                 reason: reason.to_string(),
             }),
+            count: None,
             truncated: false,
         }
     }
@@ -331,6 +364,7 @@ impl Record {
             violation: None,
             task: None,
             kubernetes: None,
+            count: None,
             truncated: false,
         }
     }

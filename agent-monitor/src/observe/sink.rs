@@ -4,7 +4,10 @@
 //! and the pipeline's writer thread publishes records to the API only after that (see
 //! `feed::publish`). A failed write leaves no partial line behind (the file is cut back to
 //! its last whole line) and says how many of the batch's records did reach the file
-//! ([`Sinks::appended`]), so that the writer retries only the others.
+//! ([`Sinks::appended`]), so that the writer retries only the others. Should the cut itself
+//! fail, nothing more is written until it succeeds; a file found ending in a partial line
+//! at start (a crash mid-write) is cut back to its last whole line too. A batch may start
+//! with a `gap` line ([`Gap`]: records that could not be written).
 //! Rotation is size-based: before a line would take the file past `max_bytes`, the file is
 //! synced and renamed to `<path>.1` (older ones shift to `.2` .. `.keep`, the oldest is
 //! removed) and a new file is started. One writer (the pipeline) writes whole lines, so no
@@ -16,7 +19,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::observe::record::{Record, Verdict};
+use crate::observe::record::{Gap, Record, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SinkError {
@@ -78,12 +81,56 @@ pub(crate) struct Sinks {
     buf: Vec<u8>,
     /// Bytes of `buf` appended to a file by the last `write` (whole lines).
     appended: usize,
+    /// Bytes of `buf` taken by the last `write`'s gap line (0: none).
+    gap_len: usize,
+    /// The file may end in part of a line (a failed write whose cut failed too): it is cut
+    /// back to `size` before anything else is written.
+    cut_pending: bool,
+    /// A rotation renamed the file but could not start a new one: opened before the next
+    /// write.
+    reopen: bool,
 }
 
+/// Opens `path` for appending; a file ending in part of a line (a crash or an older
+/// version's failed write) is cut back to its last whole line first.
 fn open_append(path: &Path) -> io::Result<(File, u64)> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
-    let size = file.metadata()?.len();
-    Ok((file, size))
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let whole = whole_lines(&file, len).unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "reading the audit log's last line");
+        len
+    });
+    if whole < len {
+        file.set_len(whole)?;
+        tracing::warn!(
+            path = %path.display(),
+            bytes = len - whole,
+            "the audit log ended in part of a line; cut back to its last whole line"
+        );
+    }
+    Ok((file, whole))
+}
+
+/// The length of `file`'s first `len` bytes up to and with their last newline.
+fn whole_lines(file: &File, len: u64) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt as _;
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let want = usize::try_from(end - start).unwrap_or(chunk.len());
+        let part = &mut chunk[..want];
+        file.read_exact_at(part, start)?;
+        if let Some(i) = part.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// `<path>.<n>`.
@@ -115,46 +162,97 @@ impl Sinks {
             stdout,
             buf: Vec::new(),
             appended: 0,
+            gap_len: 0,
+            cut_pending: false,
+            reopen: false,
         })
     }
 
-    /// The last batch as written: one JSON line per record, in order.
+    /// The last batch's records as written: one JSON line per record, in order (without
+    /// its gap line).
     pub(crate) fn last_batch(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.gap_len..]
+    }
+
+    /// The last batch's gap line (with its newline), if it had one.
+    pub(crate) fn last_gap(&self) -> Option<&[u8]> {
+        (self.gap_len > 0).then(|| &self.buf[..self.gap_len])
     }
 
     /// How many leading records of the last `write` are in a file, also when it failed
     /// (a failed `fdatasync` counts them as appended: retrying it proves nothing, the
-    /// kernel has already marked the pages clean).
+    /// kernel has already marked the pages clean). The gap line is not counted.
     pub(crate) fn appended(&self) -> usize {
-        self.buf[..self.appended]
-            .split(|b| *b == b'\n')
-            .count()
-            .saturating_sub(1)
+        self.buf
+            .get(self.gap_len..self.appended)
+            .map_or(0, |lines| {
+                lines.split(|b| *b == b'\n').count().saturating_sub(1)
+            })
     }
 
-    /// Writes a batch (one write(2) per file it goes to); syncs when it holds a violation.
-    pub(crate) fn write(&mut self, records: &[Record]) -> Result<(), SinkError> {
+    /// Whether the last `write`'s gap line is in the file.
+    pub(crate) fn gap_appended(&self) -> bool {
+        self.gap_len > 0 && self.appended >= self.gap_len
+    }
+
+    /// Writes a batch (one write(2) per file it goes to), after its gap line if any; syncs
+    /// when it holds a violation or a gap.
+    pub(crate) fn write(&mut self, gap: Option<&Gap>, records: &[Record]) -> Result<(), SinkError> {
         self.buf.clear();
         self.appended = 0;
-        if records.is_empty() {
+        self.gap_len = 0;
+        if records.is_empty() && gap.is_none() {
             return Ok(());
         }
+        if let Some(gap) = gap
+            && serde_json::to_writer(&mut self.buf, gap).is_ok()
+        {
+            self.buf.push(b'\n');
+            self.gap_len = self.buf.len();
+        }
         for r in records {
-            // Serialising plain data to a Vec cannot fail.
+            // Serialising plain data to a Vec cannot fail; were it to, no part of the
+            // record stays (lines and records must stay paired).
+            let start = self.buf.len();
             if serde_json::to_writer(&mut self.buf, r).is_ok() {
                 self.buf.push(b'\n');
+            } else {
+                self.buf.truncate(start);
+                self.buf.extend_from_slice(b"{}\n");
             }
         }
+        self.repair()?;
         self.write_rotating()?;
         let err = |source| SinkError::Write {
             path: self.audit_path.clone(),
             source,
         };
-        if records.iter().any(|r| r.verdict == Verdict::Violation) {
+        if gap.is_some() || records.iter().any(|r| r.verdict == Verdict::Violation) {
             self.audit.sync_data().map_err(err)?;
         }
-        self.print(records);
+        self.print(gap, records);
+        Ok(())
+    }
+
+    /// Makes the file end in a whole line before a batch goes in: opens the file a failed
+    /// rotation did not, cuts a partial line a failed cut left.
+    fn repair(&mut self) -> Result<(), SinkError> {
+        let err = |source| SinkError::Write {
+            path: self.audit_path.clone(),
+            source,
+        };
+        if self.reopen {
+            let (file, size) = open_append(&self.audit_path).map_err(err)?;
+            self.audit = file;
+            self.size = size;
+            self.reopen = false;
+            self.cut_pending = false;
+        }
+        if self.cut_pending {
+            self.audit.set_len(self.size).map_err(err)?;
+            self.cut_pending = false;
+            tracing::info!("the partial line a failed write left is cut off the audit log");
+        }
         Ok(())
     }
 
@@ -184,9 +282,22 @@ impl Sinks {
         };
         if let Err(source) = self.audit.write_all(bytes) {
             // No partial line stays in the log (a full disk, an I/O error): the batch is
-            // written again whole, after the last line that did get in.
-            if let Err(e) = self.audit.set_len(self.size) {
-                tracing::warn!(error = %e, "cutting a partial line off the audit log");
+            // written again whole, after the last line that did get in. Should the cut
+            // fail, nothing is written until it succeeds (`repair`).
+            let cut = self.audit.set_len(self.size).and_then(|()| {
+                let len = self.audit.metadata()?.len();
+                if len == self.size {
+                    Ok(())
+                } else {
+                    Err(io::Error::other(format!(
+                        "{len} bytes after the cut to {}",
+                        self.size
+                    )))
+                }
+            });
+            if let Err(e) = cut {
+                tracing::warn!(error = %e, "cutting a partial line off the audit log; tried again before the next write");
+                self.cut_pending = true;
             }
             return Err(SinkError::Write {
                 path: self.audit_path.clone(),
@@ -198,14 +309,24 @@ impl Sinks {
         Ok(())
     }
 
-    fn print(&self, records: &[Record]) {
+    fn print(&self, gap: Option<&Gap>, records: &[Record]) {
         let mut out = io::stdout().lock();
         let printed = match self.stdout {
             StdoutFormat::None => Ok(()),
             StdoutFormat::Json => out.write_all(&self.buf),
-            StdoutFormat::Text => records
-                .iter()
-                .try_for_each(|r| writeln!(out, "{}", r.summary())),
+            StdoutFormat::Text => gap
+                .map_or(Ok(()), |g| {
+                    writeln!(
+                        out,
+                        "{} GAP: {} records since {} could not be written",
+                        g.time, g.lost, g.since
+                    )
+                })
+                .and_then(|()| {
+                    records
+                        .iter()
+                        .try_for_each(|r| writeln!(out, "{}", r.summary()))
+                }),
         };
         // stdout going away (closed pipe) must not stop the audit log.
         if let Err(e) = printed.and_then(|()| out.flush()) {
@@ -238,9 +359,12 @@ impl Sinks {
             }
             fs::rename(&path, rotated_path(&path, 1)).map_err(err)?;
         }
+        // Until a new file is open, the old one (renamed) must not be written to.
+        self.reopen = true;
         let (file, size) = open_append(&path).map_err(err)?;
         self.audit = file;
         self.size = size;
+        self.reopen = false;
         // Make the renames and the new file durable too.
         if let Some(dir) = path.parent()
             && let Ok(d) = File::open(dir)
@@ -302,7 +426,7 @@ mod tests {
                     record(n)
                 })
                 .collect();
-            sinks.write(&records).expect("write");
+            sinks.write(None, &records).expect("write");
         }
         let mut all = Vec::new();
         let mut files = 0;
@@ -327,6 +451,35 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_last_line_is_cut_at_open_and_a_gap_line_goes_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let long = "x".repeat(100_000);
+        fs::write(&path, format!("{{\"a\":1}}\n{{\"b\":\"{long}")).expect("write");
+        let mut sinks = Sinks::open(&path, StdoutFormat::None, Rotation::default()).expect("open");
+        assert_eq!(lines(&path), ["{\"a\":1}"], "the fragment is gone");
+        let now = std::time::SystemTime::now();
+        let gap = Gap::new(7, now, now);
+        sinks
+            .write(Some(&gap), &[record(1), record(2)])
+            .expect("write");
+        assert_eq!(sinks.appended(), 2, "records, not the gap line");
+        assert!(sinks.gap_appended());
+        assert_eq!(sinks.last_batch().split(|b| *b == b'\n').count(), 3);
+        let all = lines(&path);
+        assert_eq!(all.len(), 4);
+        let g: serde_json::Value = serde_json::from_str(&all[1]).expect("JSON");
+        assert_eq!(g["kind"], "gap");
+        assert_eq!(g["lost"], 7);
+        let r: serde_json::Value = serde_json::from_str(&all[2]).expect("JSON");
+        assert_eq!(r["time"], "t1");
+        // Only a file of whole lines, or an empty one, is left alone.
+        fs::write(&path, "").expect("write");
+        drop(Sinks::open(&path, StdoutFormat::None, Rotation::default()).expect("open"));
+        assert_eq!(fs::read(&path).expect("read"), b"");
+    }
+
+    #[test]
     fn rotation_drops_the_oldest_beyond_keep() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.jsonl");
@@ -336,7 +489,7 @@ mod tests {
         };
         let mut sinks = Sinks::open(&path, StdoutFormat::None, rotation).expect("open");
         for n in 0..50 {
-            sinks.write(&[record(n)]).expect("write");
+            sinks.write(None, &[record(n)]).expect("write");
         }
         assert!(rotated_path(&path, 1).exists());
         assert!(rotated_path(&path, 2).exists());

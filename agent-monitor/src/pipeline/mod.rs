@@ -174,7 +174,6 @@ impl Pipeline {
             self.carry_out(step, h, &task_cgroup, exe);
         }
         self.account(h, action, killed, violation.as_ref(), &process);
-        Stats::add(&self.shared.stats.records, 1);
         self.batch.push(Record {
             time: rfc3339(self.clock.wall(h.time_ns)),
             kind: judged.kind,
@@ -200,6 +199,7 @@ impl Pipeline {
             escape: judged.escape,
             violation,
             task: None,
+            count: None,
             truncated: h.truncated,
         });
     }

@@ -9,7 +9,11 @@
 //! number lost when the writer catches up), never silently. A failed write is retried with
 //! a growing pause (up to [`RETRY_MAX`]), only for the records that did not reach the file,
 //! and counted in `audit_write_errors`; the records appear in the log, the API and the
-//! metrics once it succeeds.
+//! metrics once it succeeds. Only records that reached the file count in `records`.
+//!
+//! Records dropped anywhere (this queue, the queue of records made outside the pipeline,
+//! the resolver's) are told of in the log itself: the next write starts with a `gap` line
+//! saying how many were lost and between which times (see `record::Gap`).
 
 use std::{
     sync::{
@@ -18,12 +22,15 @@ use std::{
         mpsc::{self, RecvTimeoutError},
     },
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use crate::{
     control::state::{Shared, Stats},
-    observe::{record::Record, sink::Sinks},
+    observe::{
+        record::{Gap, Record},
+        sink::Sinks,
+    },
 };
 
 /// Records waiting for the disk at most (about 1 KiB each in memory): a stalled disk costs
@@ -66,6 +73,8 @@ impl Writer {
             shared: Arc::clone(&shared),
             pending: Vec::new(),
             failing_since: None,
+            lost_told: 0,
+            told_until: SystemTime::now(),
         };
         thread::Builder::new()
             .name("audit-writer".into())
@@ -120,16 +129,25 @@ struct Thread {
     pending: Vec<Record>,
     /// When the current run of failed writes began.
     failing_since: Option<Instant>,
+    /// Records lost (dropped and counted) that gap lines in the log have told of.
+    lost_told: u64,
+    /// Every record lost before this is told of: the last check that found no new loss,
+    /// or the last gap line written.
+    told_until: SystemTime,
 }
 
 impl Thread {
     fn run(mut self) {
         let mut retry = Duration::ZERO;
         let mut open = true;
-        let mut dropped_seen = 0;
         while open || !self.pending.is_empty() {
             // Wait for records, or for the next attempt at those that failed.
             let next = if self.pending.is_empty() {
+                // Records lost while the last batch was written are told of now, not
+                // only with the next record.
+                if self.lost() > self.lost_told {
+                    self.write();
+                }
                 self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
             } else if open {
                 self.rx.recv_timeout(retry)
@@ -151,18 +169,6 @@ impl Thread {
             }
             if self.write() {
                 retry = Duration::ZERO;
-                let dropped = self
-                    .shared
-                    .stats
-                    .audit_records_dropped
-                    .load(Ordering::Relaxed);
-                if dropped > dropped_seen {
-                    tracing::warn!(
-                        lost = dropped - dropped_seen,
-                        "the audit log fell behind: records that did not fit in the queue were dropped"
-                    );
-                    dropped_seen = dropped;
-                }
             } else if !open && self.failing_since.is_some_and(|t| t.elapsed() >= EXIT_WAIT) {
                 tracing::error!(
                     records = self.pending.len(),
@@ -177,16 +183,61 @@ impl Thread {
                 retry = (retry * 2).clamp(Duration::from_millis(50), RETRY_MAX);
             }
         }
+        // Records lost after the last write are told of before the daemon goes.
+        if self.lost() > self.lost_told {
+            self.write();
+        }
+    }
+
+    /// Records dropped so far, wherever they were.
+    fn lost(&self) -> u64 {
+        self.shared
+            .stats
+            .audit_records_dropped
+            .load(Ordering::Relaxed)
+            + self.shared.dns.records_dropped()
+    }
+
+    /// The gap line the next write starts with (and the loss count it tells up to) when
+    /// records were lost since the last one.
+    fn gap(&mut self, now: SystemTime) -> Option<(Gap, u64)> {
+        let lost = self.lost();
+        if lost <= self.lost_told {
+            self.told_until = now;
+            return None;
+        }
+        Some((Gap::new(lost - self.lost_told, self.told_until, now), lost))
     }
 
     /// Writes what is pending; publishes what reached the file. Returns whether all did.
     fn write(&mut self) -> bool {
-        let result = self.sinks.write(&self.pending);
+        let now = SystemTime::now();
+        let gap = self.gap(now);
+        let result = self
+            .sinks
+            .write(gap.as_ref().map(|(g, _)| g), &self.pending);
         let done = match &result {
             Ok(()) => self.pending.len(),
             Err(_) => self.sinks.appended(),
         };
+        if let Some((g, lost)) = &gap
+            && self.sinks.gap_appended()
+        {
+            self.lost_told = *lost;
+            self.told_until = now;
+            Stats::add(&self.shared.stats.records, 1);
+            if let Some(line) = self.sinks.last_gap() {
+                crate::observe::feed::publish_gap(&self.shared.observed, line);
+            }
+            tracing::warn!(
+                lost = g.lost,
+                since = %g.since,
+                "the audit log fell behind: records were dropped (counted, and a gap record in the log says so)"
+            );
+        }
         if done > 0 {
+            // Counted as written only now that they are in the file.
+            Stats::add(&self.shared.stats.records, done as u64);
             // Only now (written, and synced when it holds a violation) may the API show
             // them.
             crate::observe::feed::publish(

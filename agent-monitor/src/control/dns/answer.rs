@@ -54,6 +54,13 @@ pub(crate) fn parse_query(packet: &[u8]) -> Result<Question, DnsError> {
     })
 }
 
+impl Question {
+    /// The question section as asked (what a reply must echo).
+    pub(crate) fn queries(&self) -> &[Query] {
+        &self.message.queries
+    }
+}
+
 /// An answer with no records and the given code, echoing the question.
 pub(crate) fn error_reply(question: &Question, code: ResponseCode) -> Result<Vec<u8>, DnsError> {
     let mut reply = Message::error_msg(question.id, OpCode::Query, code);

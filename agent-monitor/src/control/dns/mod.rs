@@ -13,10 +13,14 @@
 //! [`IN_FLIGHT`] for all agents together (each waits at most the upstream's timeout).
 //! Beyond that a question is answered SERVFAIL at once and counted
 //! (`dns_refused_overload`); the socket's receive buffer is the bounded queue in front of
-//! the reading task, and the kernel drops what does not fit in it. Out-of-scope questions
-//! wait for their record in a queue of [`RECORD_QUEUE`]; more are counted as dropped
-//! records.
+//! the reading task, and the kernel drops what does not fit in it. All questions for the
+//! upstream go out through one socket ([`upstream::Upstream`]), matched to their replies by
+//! a fresh random id and the question. Out-of-scope questions are aggregated per agent and
+//! name ([`aggregate`]: a name's first question recorded at once, repeats counted into one
+//! record per interval); the records wait in a queue of [`RECORD_QUEUE`]; more are counted
+//! as dropped records.
 
+mod aggregate;
 mod answer;
 pub(crate) mod names;
 pub(crate) mod record;
@@ -42,6 +46,7 @@ use tokio::{
     task::AbortHandle,
 };
 
+pub(crate) use aggregate::{Asked, INTERVAL as RECORD_INTERVAL};
 pub(crate) use answer::Refusal;
 pub(crate) use upstream::{parse_upstream, upstream_from_resolv_conf};
 
@@ -49,10 +54,10 @@ use crate::scope::{Mode, Scope};
 
 /// Questions of one agent waiting for the upstream at most.
 pub(crate) const AGENT_IN_FLIGHT: usize = 32;
-/// Questions of all agents waiting for the upstream at most (each holds a 64 KiB reply
-/// buffer and a socket for up to the upstream timeout).
+/// Questions of all agents waiting for the upstream at most (each holds a task and an
+/// entry in the upstream socket's table for up to the upstream timeout).
 pub(crate) const IN_FLIGHT: usize = 128;
-/// Out-of-scope questions waiting for their record at most.
+/// Out-of-scope records waiting to be made at most.
 pub(crate) const RECORD_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,14 +114,19 @@ pub(crate) struct DnsPorts {
     pub(crate) v6: u16,
 }
 
-/// A question refused (or, in audit mode, let through) because no host rule allows it.
+/// Questions refused (or, in audit mode, let through) because no host rule allows them:
+/// what one record says.
 #[derive(Debug, Clone)]
 pub(crate) struct OutOfScope {
     pub(crate) slot: u32,
     pub(crate) name: String,
+    /// The question types asked (`A`, or `A,AAAA` for several).
     pub(crate) qtype: String,
     pub(crate) enforced: bool,
     pub(crate) upstream: Option<SocketAddr>,
+    /// The questions this record stands for.
+    pub(crate) count: u64,
+    pub(crate) asked: Asked,
 }
 
 /// What an agent learned: the name an address came from and until when it is allowed.
@@ -139,6 +149,10 @@ struct Inner {
     map: Mutex<BpfHashMap<MapData, LearnedKey, Learned>>,
     agents: Mutex<HashMap<u32, Agent>>,
     learned: Mutex<HashMap<(u32, u32, IpAddr), Entry>>,
+    /// The one socket every agent's questions go to the upstream through.
+    upstream: Option<upstream::Upstream>,
+    /// Out-of-scope questions counted for later records.
+    aggregate: Mutex<aggregate::Aggregator>,
     out_of_scope: mpsc::Sender<OutOfScope>,
     /// Upstream questions in flight, all agents.
     in_flight: Arc<Semaphore>,
@@ -200,6 +214,8 @@ impl Resolver {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                upstream: settings.upstream.map(upstream::Upstream::new),
+                aggregate: Mutex::new(aggregate::Aggregator::default()),
                 settings,
                 runtime: tokio::runtime::Handle::try_current().ok(),
                 map: Mutex::new(map),
@@ -221,6 +237,12 @@ impl Resolver {
     /// Records of out-of-scope questions dropped because their queue was full.
     pub(crate) fn records_dropped(&self) -> u64 {
         self.inner.records_dropped.load(Ordering::Relaxed)
+    }
+
+    /// The records of the out-of-scope questions counted in the interval that ended (call
+    /// every [`RECORD_INTERVAL`]).
+    pub(crate) fn flush_out_of_scope(&self) -> Vec<OutOfScope> {
+        lock(&self.inner.aggregate).flush()
     }
 
     /// Gives a slot its resolver when its scope has host rules (and takes it away when
@@ -300,6 +322,11 @@ impl Resolver {
             for l in agent.listeners {
                 l.abort();
             }
+        }
+        // What the agent's out-of-scope questions had counted is recorded now.
+        let counted = lock(&self.inner.aggregate).close(slot);
+        for q in counted {
+            self.inner.queue_record(q);
         }
         self.inner.forget(slot);
     }
@@ -421,15 +448,18 @@ impl Inner {
         };
         let rules = names::matching(&patterns, &question.name);
         if rules.is_empty() {
-            let queued = self.out_of_scope.try_send(OutOfScope {
+            let q = OutOfScope {
                 slot,
                 name: question.name.clone(),
                 qtype: question.qtype.to_string(),
                 enforced,
                 upstream: self.settings.upstream,
-            });
-            if let Err(mpsc::error::TrySendError::Full(_)) = queued {
-                self.records_dropped.fetch_add(1, Ordering::Relaxed);
+                count: 1,
+                asked: Asked::First,
+            };
+            // A name's first question is recorded now; repeats are counted for later.
+            if lock(&self.aggregate).question(&q) {
+                self.queue_record(q);
             }
             if enforced {
                 return answer::error_reply(&question, self.settings.refusal.code())
@@ -443,6 +473,13 @@ impl Inner {
         Step::Forward { question, rules }
     }
 
+    /// Queues an out-of-scope record; counts it as dropped when the queue is full.
+    fn queue_record(&self, q: OutOfScope) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.out_of_scope.try_send(q) {
+            self.records_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Asks the upstream and learns the answer's addresses for `rules` before the reply
     /// goes to the agent; SERVFAIL when the upstream fails.
     async fn forward(
@@ -453,8 +490,8 @@ impl Inner {
         packet: &[u8],
     ) -> Option<Vec<u8>> {
         let servfail = || answer::error_reply(question, ResponseCode::ServFail).ok();
-        let upstream = self.settings.upstream?;
-        let reply = match upstream::ask(upstream, packet).await {
+        let upstream = self.upstream.as_ref()?;
+        let reply = match upstream.ask(packet, question.queries()).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::debug!(slot, name = %question.name, error = %e, "upstream");

@@ -1,44 +1,76 @@
 //! Records of DNS questions no host rule allows: kind `send` (a UDP datagram to port 53),
-//! verdict `violation`, `net.host` naming the name asked for. The process is not known
-//! here (the resolver sees a socket, not a pid), so `process` is absent.
+//! verdict `violation`, `net.host` naming the name asked for, `count` the questions the
+//! record stands for (aggregated, see `aggregate`). The process is not known here (the
+//! resolver sees a socket, not a pid), so `process` is absent.
 
 use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use tokio::sync::mpsc;
 
-use super::OutOfScope;
+use super::{Asked, OutOfScope, RECORD_INTERVAL};
 use crate::{
     control::state::{Shared, Stats},
     observe::record::{Action, AgentRef, Kind, Layer, NetObject, Record, Verdict, rfc3339},
     policy::{Dimension, Violation},
 };
 
-/// Turns out-of-scope questions into records until the resolver is gone.
+/// Turns out-of-scope questions into records until the resolver is gone: a name's first
+/// question as it comes, the repeats counted meanwhile every [`RECORD_INTERVAL`].
 pub(crate) async fn run(shared: Arc<Shared>, mut questions: mpsc::Receiver<OutOfScope>) {
-    while let Some(q) = questions.recv().await {
-        let Some(agent) = shared.registry().by_slot_mut(q.slot).map(|t| {
-            t.violations += 1;
-            AgentRef {
+    let mut tick = tokio::time::interval(RECORD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            q = questions.recv() => match q {
+                Some(q) => record(&shared, &q),
+                None => return,
+            },
+            _ = tick.tick() => {
+                for q in shared.dns.flush_out_of_scope() {
+                    record(&shared, &q);
+                }
+            }
+        }
+    }
+}
+
+/// Counts the questions of `q` as violations of its task (also one that has just ended)
+/// and queues its record.
+fn record(shared: &Shared, q: &OutOfScope) {
+    let agent = {
+        let mut registry = shared.registry();
+        if let Some(t) = registry.by_slot_mut(q.slot) {
+            t.violations += q.count;
+            Some(AgentRef {
                 scope: t.scope.name.clone(),
                 task: t.id.clone(),
                 owner: t.scope.owner.clone(),
                 identity: t.scope.identity.clone(),
-            }
-        }) else {
-            continue;
-        };
-        Stats::add(&shared.stats.violations, 1);
-        if q.enforced {
-            Stats::add(&shared.stats.blocked, 1);
+            })
+        } else {
+            registry.attribute(q.slot).map(|a| AgentRef {
+                scope: a.scope.name.clone(),
+                task: a.id,
+                owner: a.scope.owner.clone(),
+                identity: a.scope.identity.clone(),
+            })
         }
-        Stats::add(&shared.stats.records, 1);
-        let mut record = build(&q, agent);
-        record.kubernetes = shared.kubernetes.agent(q.slot);
-        shared.push_record(record);
+    };
+    let Some(agent) = agent else {
+        return;
+    };
+    Stats::add(&shared.stats.violations, q.count);
+    if q.enforced {
+        Stats::add(&shared.stats.blocked, q.count);
     }
+    let mut record = build(q, agent);
+    record.kubernetes = shared.kubernetes.agent(q.slot);
+    shared.push_record(record);
 }
 
-/// The record of one out-of-scope question.
+/// The record of out-of-scope questions.
 pub(crate) fn build(q: &OutOfScope, agent: AgentRef) -> Record {
     let upstream = q.upstream.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 53)));
     Record {
@@ -61,25 +93,50 @@ pub(crate) fn build(q: &OutOfScope, agent: AgentRef) -> Record {
             protocol: "udp".into(),
             address: upstream.ip().to_string(),
             port: upstream.port(),
-            host: Some(q.name.clone()),
+            host: (q.asked != Asked::Others).then(|| q.name.clone()),
         }),
         exec: None,
         escape: None,
         violation: Some(Violation {
             dimension: Dimension::Network,
             rule: "network.connect".into(),
-            reason: format!(
-                "DNS query for {} ({}) matches no host: rule in network.connect{}",
-                q.name,
-                q.qtype,
-                if q.enforced {
-                    "; answered as refused"
-                } else {
-                    ""
-                }
-            ),
+            reason: reason(q),
         }),
         task: None,
+        count: Some(q.count),
         truncated: false,
+    }
+}
+
+/// The violation's reason: what was asked, how often, and what the agent was answered.
+fn reason(q: &OutOfScope) -> String {
+    let queries = |n: u64| if n == 1 { "query" } else { "queries" };
+    let asked = match q.asked {
+        Asked::First => format!(
+            "DNS query for {} ({}) matches no host: rule in network.connect",
+            q.name, q.qtype
+        ),
+        Asked::Again => format!(
+            "{} more DNS {} for {} ({}) since its previous record: no host: rule in \
+             network.connect matches it",
+            q.count,
+            queries(q.count),
+            q.name,
+            q.qtype
+        ),
+        Asked::Others => format!(
+            "{} DNS {} ({}) for names beyond the {} counted one by one (the first: {}): no \
+             host: rule in network.connect matches them",
+            q.count,
+            queries(q.count),
+            q.qtype,
+            super::aggregate::NAMES_PER_AGENT,
+            q.name
+        ),
+    };
+    if q.enforced {
+        format!("{asked}; answered as refused")
+    } else {
+        asked
     }
 }
