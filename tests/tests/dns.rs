@@ -451,3 +451,192 @@ fn dns_queries_to_another_resolver_are_judged_the_same() {
          reply's source; DNS over TCP follows the ordinary rules"
     );
 }
+
+/// Descriptors the daemon has open.
+fn open_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// For `FLOOD_SECS` s, as fast as the socket takes them: half the questions for names the
+/// scope allows (distinct, to an upstream that never answers), a quarter for one name it
+/// does not allow, a quarter for distinct names it does not allow. Prints `sent N` and
+/// `same N` (questions for the one name).
+const FLOOD: &str = r"import socket, time, sys
+secs = float(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setblocking(False)
+def q(i, name):
+  return (i & 0xffff).to_bytes(2, 'big') + b'\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00' + b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\x00\x00\x01\x00\x01'
+def drain():
+  while True:
+    try:
+      s.recv(4096)
+    except (BlockingIOError, InterruptedError):
+      return
+sent = same = 0
+end = time.monotonic() + secs
+while time.monotonic() < end:
+  k = sent % 4
+  name = 'n%d.flood.test' % sent if k < 2 else ('same.elsewhere.test' if k == 2 else 'n%d.elsewhere.test' % sent)
+  try:
+    s.sendto(q(sent, name), ('127.0.0.1', 53))
+    sent += 1
+    same += k == 2
+  except (BlockingIOError, InterruptedError):
+    drain()
+  if sent % 64 == 0:
+    drain()
+print('sent', sent, flush=True)
+print('same', same, flush=True)
+";
+
+/// How long the flood lasts.
+const FLOOD_SECS: u64 = 4;
+/// What the flood may add to the daemon's descriptors: the flooding task's own (its two
+/// resolver sockets, its cgroup's kill handle, pidfds) and the one upstream socket.
+const FLOOD_FDS: u64 = 16;
+/// What it may add to the daemon's resident memory (see liveness.rs).
+const FLOOD_RSS_MIB: u64 = 64;
+
+/// The out-of-scope records (refused questions) in the audit log.
+fn refused(d: &Daemon) -> Vec<Value> {
+    d.records()
+        .into_iter()
+        .filter(|r| {
+            s(r, "/kind") == "send"
+                && s(r, "/verdict") == "violation"
+                && s(r, "/violation/reason").contains("DNS")
+        })
+        .collect()
+}
+
+fn count(r: &Value) -> u64 {
+    r["count"].as_u64().unwrap_or(1)
+}
+
+#[test]
+fn dns_flood_with_a_silent_upstream_keeps_descriptors_memory_and_records_bounded() {
+    let (file, yaml) = scope("dns-flood", &["*.flood.test"]);
+    // An upstream that never answers: every allowed question waits its full timeout.
+    let black_hole = UdpSocket::bind("127.0.0.1:0").expect("bind the upstream");
+    let upstream = black_hole.local_addr().expect("addr").to_string();
+    let d = Daemon::start_with(
+        &[(&file, &yaml.replace("PORT", "80"))],
+        &["--dns-upstream", &upstream],
+    );
+    let pid = d.pid();
+    let (fds_before, rss_before) = (open_fds(pid), vm_rss_kib(pid));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let (mut fds, mut rss) = (0, 0);
+            while !stop.load(Ordering::Relaxed) {
+                fds = open_fds(pid).max(fds);
+                rss = vm_rss_kib(pid).max(rss);
+                thread::sleep(Duration::from_millis(10));
+            }
+            (fds, rss)
+        })
+    };
+    let started = std::time::Instant::now();
+    let out = d.exec(
+        "dns-flood",
+        &[],
+        &[PY, "-I", "-c", FLOOD, &FLOOD_SECS.to_string()],
+    );
+    let flood_took = started.elapsed();
+    // The upstream questions still in flight time out (4 s) meanwhile.
+    thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    let (fds_peak, rss_peak) = sampler.join().expect("sampler");
+    assert_exit(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let number = |key: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (sent, same_sent) = (number("sent "), number("same "));
+    let records = refused(&d);
+    let same: Vec<&Value> = records
+        .iter()
+        .filter(|r| s(r, "/net/host") == "same.elsewhere.test")
+        .collect();
+    let questions: u64 = records.iter().map(count).sum();
+    #[expect(clippy::cast_precision_loss, reason = "a rate")]
+    let per_second = records.len() as f64 / flood_took.as_secs_f64();
+    // Printed before any assertion, so that a run against another build still reports.
+    eprintln!(
+        "FIGURES dns flood ({FLOOD_SECS} s, silent upstream): {sent} questions sent ({same_sent} for one out-of-scope name); \
+         daemon descriptors {fds_before} before, {fds_peak} at most; RSS {} MiB before, {} MiB at most; \
+         {} out-of-scope records standing for {questions} questions ({per_second:.0} records/s over the flood); \
+         {} records for the one name",
+        rss_before / 1024,
+        rss_peak / 1024,
+        records.len(),
+        same.len()
+    );
+    assert!(sent >= 5000, "the agent flooded its resolver: {text}");
+    assert!(
+        fds_peak <= fds_before + FLOOD_FDS,
+        "daemon descriptors grew from {fds_before} to {fds_peak} (bound: +{FLOOD_FDS})"
+    );
+    assert!(
+        rss_peak <= rss_before + FLOOD_RSS_MIB * 1024,
+        "daemon RSS grew from {rss_before} KiB to {rss_peak} KiB (bound: +{FLOOD_RSS_MIB} MiB)"
+    );
+    // One name asked thousands of times: its first question recorded at once, the rest
+    // counted into one record per 10 s interval.
+    assert!(!same.is_empty(), "the name's first question is recorded");
+    assert_eq!(count(same[0]), 1, "{}", same[0]);
+    let aggregated = d.wait_record("the repeats of the one name, counted", |r| {
+        s(r, "/net/host") == "same.elsewhere.test" && count(r) > 1
+    });
+    let same: Vec<Value> = refused(&d)
+        .into_iter()
+        .filter(|r| s(r, "/net/host") == "same.elsewhere.test")
+        .collect();
+    let same_counted: u64 = same.iter().map(count).sum();
+    eprintln!(
+        "{} records for the one name, counting {same_counted} of {same_sent} questions; {aggregated}",
+        same.len()
+    );
+    assert!(
+        same.len() <= 3,
+        "at most a few records per interval for one name: {same:?}"
+    );
+    assert!(
+        same_counted <= same_sent && same_counted > 1000,
+        "{same_counted} counted of {same_sent}"
+    );
+    assert!(
+        s(&aggregated, "/violation/reason").contains("more DNS queries"),
+        "{aggregated}"
+    );
+    // Distinct names: at most 64 named one by one per interval and agent, the others
+    // counted together; a few hundred records at most, whatever was asked.
+    let all = refused(&d);
+    assert!(
+        all.len() <= 3 * 129,
+        "{} out-of-scope records for {sent} questions",
+        all.len()
+    );
+    assert!(
+        all.iter()
+            .any(|r| r["net"]["host"].is_null() && s(r, "/violation/reason").contains("beyond")),
+        "the names beyond the bound are counted together"
+    );
+    // The daemon still answers and resolves.
+    assert!(d.get_json("/v1/status")["tasks"].is_number());
+}
