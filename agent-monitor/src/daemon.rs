@@ -390,7 +390,7 @@ fn observe_setup(
     }
 }
 
-async fn wait_for_signal(shared: &Shared) -> anyhow::Result<()> {
+async fn wait_for_signal(shared: &Arc<Shared>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
@@ -399,8 +399,14 @@ async fn wait_for_signal(shared: &Shared) -> anyhow::Result<()> {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
-                let changed = shared.reload();
-                tracing::info!(?changed, "scopes reloaded (SIGHUP)");
+                // Parsed off the runtime; the signals are still served meanwhile.
+                let shared = Arc::clone(shared);
+                tokio::spawn(async move {
+                    match shared.reload().await {
+                        Ok(changed) => tracing::info!(?changed, "scopes reloaded (SIGHUP)"),
+                        Err(e) => tracing::error!(error = %e, "reloading the scopes (SIGHUP)"),
+                    }
+                });
             }
         }
     }

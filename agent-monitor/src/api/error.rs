@@ -50,9 +50,11 @@ impl From<TaskError> for ApiError {
             | TaskError::BadTaskId(_)
             | TaskError::BadTtl(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             TaskError::Enforce(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_enforceable"),
-            TaskError::Cgroup(_) | TaskError::Tag { .. } | TaskError::Dns(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
+            TaskError::ParseBusy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            TaskError::Cgroup(_)
+            | TaskError::Tag { .. }
+            | TaskError::Dns(_)
+            | TaskError::ParseFailed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         Self::new(status, code, crate::kernel::loader::error_chain(&e))
     }

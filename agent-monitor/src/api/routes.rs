@@ -50,9 +50,15 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
+/// The time by which a request must be answered: work it would start later is not started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline(pub(crate) tokio::time::Instant);
+
 /// Bounds the time to read the body and answer (a streamed answer's body is not bounded).
-async fn timeout(request: Request, next: Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+async fn timeout(mut request: Request, next: Next) -> Response {
+    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+    request.extensions_mut().insert(Deadline(deadline));
+    match tokio::time::timeout_at(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -89,6 +95,10 @@ async fn create_task(
     request: Request,
 ) -> Result<(StatusCode, Json<TaskCreated>), ApiError> {
     let requester = request.extensions().get::<auth::Peer>().and_then(|p| p.pid);
+    let deadline = request
+        .extensions()
+        .get::<Deadline>()
+        .map_or_else(|| tokio::time::Instant::now() + REQUEST_TIMEOUT, |d| d.0);
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
         .await
         .map_err(|e| {
@@ -100,8 +110,13 @@ async fn create_task(
         })?;
     let req: TaskRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?;
+    // An inline scope is parsed off the runtime, a few at a time, and not after the deadline.
+    let inline = match (&req.scope, &req.scope_yaml) {
+        (None, Some(yaml)) => Some(api.shared.parse_inline(yaml.clone(), deadline).await?),
+        _ => None,
+    };
     let shared = Arc::clone(&api.shared);
-    let created = tokio::task::spawn_blocking(move || shared.create_task(req, requester))
+    let created = tokio::task::spawn_blocking(move || shared.create_task(req, inline, requester))
         .await
         .map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -151,12 +166,15 @@ struct Reloaded {
     scope_errors: Vec<ScopeProblem>,
 }
 
-async fn reload(State(api): State<Arc<Api>>) -> Json<Reloaded> {
-    let changed = api.shared.reload();
-    Json(Reloaded {
+async fn reload(State(api): State<Arc<Api>>) -> Result<Json<Reloaded>, ApiError> {
+    let changed =
+        api.shared.reload().await.map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?;
+    Ok(Json(Reloaded {
         changed,
         scope_errors: api.shared.catalog().problems().to_vec(),
-    })
+    }))
 }
 
 async fn report(

@@ -1,5 +1,6 @@
 //! The loaded scopes. A reload replaces what parsed and keeps the last good version of a
-//! scope whose file no longer does.
+//! scope whose file no longer does. The directory is read, parsed and compiled without the
+//! catalog locked; only the swap is done under its lock.
 
 use std::{
     collections::BTreeMap,
@@ -9,7 +10,16 @@ use std::{
 
 use serde::Serialize;
 
-use crate::scope::{self, Scope};
+use crate::scope::{self, LoadReport, Scope};
+
+/// What [`Catalog::apply`] did.
+pub(crate) struct Applied {
+    /// The scopes whose definition changed or appeared.
+    pub(crate) changed: Vec<String>,
+    /// The previous scopes: dropped by the caller after the catalog's lock is released
+    /// (freeing a large compiled scope takes a while).
+    pub(crate) retired: BTreeMap<String, Arc<Scope>>,
+}
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct ScopeProblem {
@@ -26,13 +36,15 @@ pub(crate) struct Catalog {
 impl Catalog {
     pub(crate) fn load(dir: &Path) -> Self {
         let mut c = Self::default();
-        c.reload(dir);
+        drop(c.apply(scope::load_dir(dir), dir));
         c
     }
 
-    /// Re-reads the directory. Returns the names whose definition changed or appeared.
-    pub(crate) fn reload(&mut self, dir: &Path) -> Vec<String> {
-        let report = scope::load_dir(dir);
+    /// Takes in what a fresh read of the directory found (`scope::load_dir`, done without
+    /// the catalog locked: it parses and compiles). Returns the names whose definition
+    /// changed or appeared, and the scopes it replaced, for the caller to drop once the
+    /// catalog is unlocked.
+    pub(crate) fn apply(&mut self, report: LoadReport, dir: &Path) -> Applied {
         let failed: Vec<PathBuf> = report
             .errors
             .iter()
@@ -65,8 +77,10 @@ impl Catalog {
             changed.push(s.name.clone());
             next.insert(s.name.clone(), Arc::new(s));
         }
-        self.scopes = next;
-        changed
+        Applied {
+            changed,
+            retired: std::mem::replace(&mut self.scopes, next),
+        }
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Scope>> {
@@ -79,5 +93,75 @@ impl Catalog {
 
     pub(crate) fn problems(&self) -> &[ScopeProblem] {
         &self.problems
+    }
+}
+
+/// How many scope texts are parsed and compiled at once, for reloads and the inline scopes
+/// of `POST /v1/tasks` together: the daemon's runtime has two workers, and a burst of
+/// hostile requests must leave the machine's CPUs to the agents and the pipeline.
+pub(crate) const PARSES_AT_ONCE: usize = 2;
+
+/// Why parsing work did not give a result.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GateError {
+    /// The deadline passed before the work could start or finish; if it had started, it
+    /// finishes on its own thread and its result is dropped.
+    #[error("the deadline passed while the scope waited to be parsed or was parsed")]
+    Deadline,
+    #[error("the parsing thread failed: {0}")]
+    Failed(String),
+}
+
+/// Runs parsing off the async runtime, at most [`PARSES_AT_ONCE`] at a time.
+#[derive(Debug)]
+pub(crate) struct ParseGate(Arc<tokio::sync::Semaphore>);
+
+impl Default for ParseGate {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(PARSES_AT_ONCE)))
+    }
+}
+
+impl ParseGate {
+    /// Runs `work` on a blocking thread once a slot is free. With a `deadline`, work that
+    /// could not start before it does not start, and a result that comes after it is
+    /// dropped.
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, GateError> {
+        let acquire = Arc::clone(&self.0).acquire_owned();
+        let permit = match deadline {
+            Some(at) => tokio::time::timeout_at(at, acquire)
+                .await
+                .map_err(|_| GateError::Deadline)?,
+            None => acquire.await,
+        }
+        .map_err(|e| GateError::Failed(e.to_string()))?;
+        if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            return Err(GateError::Deadline);
+        }
+        let handle = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        });
+        let joined = match deadline {
+            Some(at) => tokio::time::timeout_at(at, handle)
+                .await
+                .map_err(|_| GateError::Deadline)?,
+            None => handle.await,
+        };
+        joined.map_err(|e| GateError::Failed(e.to_string()))
+    }
+}
+
+/// Gives the heap's free memory back to the system (glibc keeps what a large scope used
+/// after it is freed, in the daemon's RSS, otherwise).
+pub(crate) fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory at the top of glibc's heaps.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -15,7 +15,7 @@ use aya::maps::{HashMap, MapData, PerCpuArray};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    control::catalog::Catalog,
+    control::catalog::{Applied, Catalog, GateError, ParseGate},
     control::enforce::Enforcer,
     control::kubernetes::{self, Candidate},
     control::tasks::{Origin, Registry, Task, generate_id, valid_task_id},
@@ -51,6 +51,13 @@ pub(crate) enum TaskError {
     Enforce(#[from] crate::control::enforce::EnforceError),
     #[error("the agent's DNS resolver: {0}")]
     Dns(#[from] crate::control::dns::DnsError),
+    #[error(
+        "scope_yaml: the daemon could not parse it before the request's deadline (at most {} parses run at once); try again",
+        crate::control::catalog::PARSES_AT_ONCE
+    )]
+    ParseBusy,
+    #[error("scope_yaml: {0}")]
+    ParseFailed(String),
     #[error("tagging cgroup {cgroup}: {source}")]
     Tag {
         cgroup: String,
@@ -147,6 +154,12 @@ pub(crate) struct Shared {
     /// This node's pods and container cgroups (`select.kubernetes`).
     pub(crate) kubernetes: kubernetes::Node,
     catalog: RwLock<Catalog>,
+    /// Parsing and compiling scope texts (reloads, inline scopes): off the runtime, a few at
+    /// a time.
+    pub(crate) parses: ParseGate,
+    /// Held by the reload running now: a slower, older read of the directory never replaces
+    /// a newer one.
+    reloading: Mutex<()>,
     /// The tasks. Held only for memory work, never across I/O (mkdir, kernel map writes,
     /// the state file): the pipeline takes it for every event.
     registry: Mutex<Registry>,
@@ -222,6 +235,8 @@ impl Shared {
             observed: crate::observe::feed::Observed::new(),
             kubernetes: kubernetes::Node::default(),
             catalog: RwLock::new(catalog),
+            parses: ParseGate::default(),
+            reloading: Mutex::new(()),
             registry: Mutex::new(Registry::default()),
             creating: Mutex::new(HashSet::new()),
             tagger: Mutex::new(agent_cgroups),
@@ -253,8 +268,24 @@ impl Shared {
     }
 
     /// Re-reads the scopes directory; running tasks of a changed scope follow the new version.
-    pub(crate) fn reload(&self) -> Vec<String> {
-        let changed = self.catalog_mut().reload(&self.config.scopes_dir);
+    /// The directory is read, parsed and compiled on a blocking thread under the parse gate,
+    /// without the catalog locked: verdicts, records and the API go on meanwhile.
+    pub(crate) async fn reload(self: &Arc<Self>) -> Result<Vec<String>, GateError> {
+        let shared = Arc::clone(self);
+        self.parses.run(None, move || shared.reload_now()).await
+    }
+
+    /// [`Shared::reload`] on the calling thread.
+    fn reload_now(&self) -> Vec<String> {
+        let _one = lock(&self.reloading);
+        let started = Instant::now();
+        let report = scope::load_dir(&self.config.scopes_dir);
+        let parsed = started.elapsed();
+        // The catalog is locked for the swap alone; what it replaced is freed after.
+        let Applied { changed, retired } =
+            self.catalog_mut().apply(report, &self.config.scopes_dir);
+        drop(retired);
+        tracing::debug!(?parsed, total = ?started.elapsed(), "scopes directory read");
         // The tasks whose scope changed, gathered under the lock; installed (kernel maps,
         // resolver sockets) without it; committed under it again.
         let updates: Vec<(String, u32, Arc<Scope>, Arc<Scope>)> = {
@@ -292,29 +323,51 @@ impl Shared {
         for container in self.kubernetes.containers() {
             self.adopt_container(&container);
         }
+        // A large scope removed leaves its memory free in the heap: give it back.
+        crate::control::catalog::release_free_heap();
         changed
     }
 
+    /// Parses the `scope_yaml` of a task request under the parse gate, off the runtime. A
+    /// request whose `deadline` passes first gets [`TaskError::ParseBusy`]: its parse does not
+    /// start, or its result is dropped.
+    pub(crate) async fn parse_inline(
+        &self,
+        yaml: String,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<Scope>, TaskError> {
+        let parsed = self
+            .parses
+            .run(Some(deadline), move || {
+                scope::parse_str(&yaml, scope::ScopeSource::Inline)
+            })
+            .await
+            .map_err(|e| match e {
+                GateError::Deadline => TaskError::ParseBusy,
+                GateError::Failed(e) => TaskError::ParseFailed(e),
+            })?;
+        let mut scopes = parsed.map_err(TaskError::BadScope)?;
+        if scopes.len() != 1 {
+            return Err(TaskError::ScopeCount(scopes.len()));
+        }
+        Ok(Arc::new(scopes.remove(0)))
+    }
+
     /// Creates a task: a fresh cgroup under the configured parent, tagged with a new slot.
+    /// `inline` is the request's `scope_yaml`, parsed by [`Shared::parse_inline`].
     pub(crate) fn create_task(
         &self,
         req: TaskRequest,
+        inline: Option<Arc<Scope>>,
         requester: Option<u32>,
     ) -> Result<TaskCreated, TaskError> {
-        let scope_yaml = req.scope_yaml.clone();
-        let scope = match (req.scope, req.scope_yaml) {
-            (Some(name), None) => self
+        let scope_yaml = req.scope_yaml;
+        let scope = match (req.scope, &scope_yaml, inline) {
+            (Some(name), None, None) => self
                 .catalog()
                 .get(&name)
                 .ok_or(TaskError::UnknownScope(name))?,
-            (None, Some(yaml)) => {
-                let mut scopes = scope::parse_str(&yaml, scope::ScopeSource::Inline)
-                    .map_err(TaskError::BadScope)?;
-                if scopes.len() != 1 {
-                    return Err(TaskError::ScopeCount(scopes.len()));
-                }
-                Arc::new(scopes.remove(0))
-            }
+            (None, Some(_), Some(scope)) => scope,
             _ => return Err(TaskError::ScopeChoice),
         };
         let ttl = match req.ttl {
