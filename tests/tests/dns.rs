@@ -608,8 +608,12 @@ fn dns_flood_with_a_silent_upstream_keeps_descriptors_memory_and_records_bounded
         .filter(|r| s(r, "/net/host") == "same.elsewhere.test")
         .collect();
     let same_counted: u64 = same.iter().map(count).sum();
+    let all = refused(&d);
     eprintln!(
-        "{} records for the one name, counting {same_counted} of {same_sent} questions; {aggregated}",
+        "FIGURES after the first 10 s interval ({:.1} s from the flood's start): {} out-of-scope records in all, counting {} questions; {} for the one name, counting {same_counted} of {same_sent} questions; {aggregated}",
+        started.elapsed().as_secs_f64(),
+        all.len(),
+        all.iter().map(count).sum::<u64>(),
         same.len()
     );
     assert!(
@@ -626,7 +630,6 @@ fn dns_flood_with_a_silent_upstream_keeps_descriptors_memory_and_records_bounded
     );
     // Distinct names: at most 64 named one by one per interval and agent, the others
     // counted together; a few hundred records at most, whatever was asked.
-    let all = refused(&d);
     assert!(
         all.len() <= 3 * 129,
         "{} out-of-scope records for {sent} questions",

@@ -98,6 +98,8 @@ pub(crate) struct Counters {
     /// Events read from the ring buffer and decoded (`emitted` = `read` + `decode_errors`
     /// once the daemon has caught up).
     pub(crate) read: u64,
+    /// Lines this daemon wrote to the audit log: only records that reached the file (task
+    /// and gap records included), never one still queued, retried or dropped.
     pub(crate) records: u64,
     pub(crate) violations: u64,
     pub(crate) blocked: u64,
@@ -107,7 +109,7 @@ pub(crate) struct Counters {
     pub(crate) orphan_events: u64,
     pub(crate) audit_write_errors: u64,
     /// Records never written: the audit log fell too far behind (also DNS records the
-    /// resolver could not queue).
+    /// resolver could not queue). Gap records in the log tell of each.
     #[serde(default)]
     pub(crate) audit_records_dropped: u64,
     /// Agents' DNS questions answered SERVFAIL because too many were in flight.
