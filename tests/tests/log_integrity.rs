@@ -412,11 +412,12 @@ fn a_full_disk_then_freed_leaves_whole_lines_and_every_lost_record_counted_and_t
         assert!(g["lost"].as_u64().unwrap_or(0) > 0, "{g}");
         assert!(s(g, "/since") <= s(g, "/time"), "{g}");
     }
-    // The records lost are exactly the bulk records missing (nothing else was made then
-    // but the guard's kill, which is a record too).
+    // Every bulk open is a record written or one counted as dropped, unless the kernel
+    // could not deliver its event (ring buffer full: counted as `dropped` there).
+    let kernel_dropped = after["dropped"].as_u64().unwrap_or(0);
     assert!(
-        full as u64 + dropped >= BULK as u64 - 100,
-        "{full} written + {dropped} dropped of {BULK}"
+        full as u64 + dropped + kernel_dropped >= BULK as u64,
+        "{full} written + {dropped} dropped + {kernel_dropped} not delivered of {BULK}"
     );
     assert_eq!(
         m.metric("agent_monitor_audit_records_dropped_total"),
