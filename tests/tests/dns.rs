@@ -524,16 +524,22 @@ fn count(r: &Value) -> u64 {
     r["count"].as_u64().unwrap_or(1)
 }
 
-#[test]
-fn dns_flood_with_a_silent_upstream_keeps_descriptors_memory_and_records_bounded() {
-    let (file, yaml) = scope("dns-flood", &["*.flood.test"]);
-    // An upstream that never answers: every allowed question waits its full timeout.
-    let black_hole = UdpSocket::bind("127.0.0.1:0").expect("bind the upstream");
-    let upstream = black_hole.local_addr().expect("addr").to_string();
-    let d = Daemon::start_with(
-        &[(&file, &yaml.replace("PORT", "80"))],
-        &["--dns-upstream", &upstream],
-    );
+/// What [`flood`] saw.
+struct Flood {
+    sent: u64,
+    same_sent: u64,
+    output: String,
+    took: Duration,
+    fds_before: u64,
+    fds_peak: u64,
+    rss_before: u64,
+    rss_peak: u64,
+}
+
+/// Runs the flood in an agent of the `dns-flood` scope, sampling the daemon's descriptors
+/// and RSS from before it until 5 s after it (the upstream questions still in flight time
+/// out meanwhile).
+fn flood(d: &Daemon) -> Flood {
     let pid = d.pid();
     let (fds_before, rss_before) = (open_fds(pid), vm_rss_kib(pid));
     let stop = Arc::new(AtomicBool::new(false));
@@ -555,19 +561,45 @@ fn dns_flood_with_a_silent_upstream_keeps_descriptors_memory_and_records_bounded
         &[],
         &[PY, "-I", "-c", FLOOD, &FLOOD_SECS.to_string()],
     );
-    let flood_took = started.elapsed();
-    // The upstream questions still in flight time out (4 s) meanwhile.
+    let took = started.elapsed();
     thread::sleep(Duration::from_secs(5));
     stop.store(true, Ordering::Relaxed);
     let (fds_peak, rss_peak) = sampler.join().expect("sampler");
     assert_exit(&out, 0);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let output = String::from_utf8_lossy(&out.stdout).into_owned();
     let number = |key: &str| -> u64 {
-        text.lines()
+        output
+            .lines()
             .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
             .unwrap_or(0)
     };
-    let (sent, same_sent) = (number("sent "), number("same "));
+    Flood {
+        sent: number("sent "),
+        same_sent: number("same "),
+        took,
+        output,
+        fds_before,
+        fds_peak,
+        rss_before,
+        rss_peak,
+    }
+}
+
+#[test]
+fn dns_flood_with_a_silent_upstream_keeps_descriptors_memory_and_records_bounded() {
+    let (file, yaml) = scope("dns-flood", &["*.flood.test"]);
+    // An upstream that never answers: every allowed question waits its full timeout.
+    let black_hole = UdpSocket::bind("127.0.0.1:0").expect("bind the upstream");
+    let upstream = black_hole.local_addr().expect("addr").to_string();
+    let d = Daemon::start_with(
+        &[(&file, &yaml.replace("PORT", "80"))],
+        &["--dns-upstream", &upstream],
+    );
+    let started = std::time::Instant::now();
+    let f = flood(&d);
+    let (fds_before, fds_peak, rss_before, rss_peak) =
+        (f.fds_before, f.fds_peak, f.rss_before, f.rss_peak);
+    let (sent, same_sent, text) = (f.sent, f.same_sent, &f.output);
     let records = refused(&d);
     let same: Vec<&Value> = records
         .iter()
@@ -575,7 +607,7 @@ fn dns_flood_with_a_silent_upstream_keeps_descriptors_memory_and_records_bounded
         .collect();
     let questions: u64 = records.iter().map(count).sum();
     #[expect(clippy::cast_precision_loss, reason = "a rate")]
-    let per_second = records.len() as f64 / flood_took.as_secs_f64();
+    let per_second = records.len() as f64 / f.took.as_secs_f64();
     // Printed before any assertion, so that a run against another build still reports.
     eprintln!(
         "FIGURES dns flood ({FLOOD_SECS} s, silent upstream): {sent} questions sent ({same_sent} for one out-of-scope name); \

@@ -178,7 +178,7 @@ impl Monitor {
     /// Waits until every record the daemon counts as written is on disk and nothing else
     /// is (lines == `records`), with `ready` true of the lines; returns them.
     fn wait_consistent(&self, what: &str, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             // A fragment may stay at the end while the disk fails; it must be gone once
             // the writer is through.
