@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub mod expect;
 pub mod http;
+pub mod memfs;
 
 pub use expect::Expected;
 
@@ -112,7 +113,12 @@ impl Daemon {
             fs::write(scopes_dir.join(name), yaml).expect("write scope");
         }
         let socket = dir.path().join("am.sock");
-        let audit = dir.path().join("audit.jsonl");
+        // `--audit-log PATH` among `extra` puts the audit log there (a test's own filesystem).
+        let audit = extra
+            .iter()
+            .position(|a| *a == "--audit-log")
+            .and_then(|i| extra.get(i + 1))
+            .map_or_else(|| dir.path().join("audit.jsonl"), PathBuf::from);
         let log = dir.path().join("daemon.log");
         let cgroup_parent = unique("am-e2e");
         let pins = PathBuf::from("/sys/fs/bpf").join(&cgroup_parent);
@@ -127,7 +133,14 @@ impl Daemon {
             args.push(value.clone().into());
         }
         args.extend(["--cgroup-parent", &cgroup_parent, "--quiet"].map(Into::into));
-        args.extend(extra.iter().map(Into::into));
+        let mut rest = extra.iter();
+        while let Some(a) = rest.next() {
+            if *a == "--audit-log" {
+                rest.next();
+            } else {
+                args.push(a.into());
+            }
+        }
         // Tests leave nothing behind unless they say otherwise (restart tests do).
         if !extra.contains(&"--keep-pins") {
             args.push("--release-on-exit".into());
@@ -342,6 +355,38 @@ impl Drop for Daemon {
         remove_cgroup_tree(&self.cgroup_parent_dir());
         remove_pins(&self.pins);
     }
+}
+
+/// Stops a daemon a test started itself (SIGTERM, then SIGKILL after `DEADLINE`), prints
+/// its log when the test is failing, and removes the cgroups and pins it may have left:
+/// the end of every hand-made launcher (tests that need arguments `Daemon` does not take).
+pub fn stop_daemon(
+    child: Option<std::process::Child>,
+    log: impl FnOnce() -> String,
+    cgroup_parent: &str,
+    pins: &Path,
+) {
+    if let Some(mut child) = child {
+        #[expect(clippy::cast_possible_wrap, reason = "pids fit in i32")]
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + DEADLINE;
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if thread::panicking() {
+        eprintln!("--- daemon log ---\n{}", log());
+    }
+    remove_cgroup_tree(&cgroup2_root().join(cgroup_parent));
+    remove_pins(pins);
 }
 
 /// Pins and cgroups a killed test run left behind (its Drop never ran): hooks of a dead

@@ -7,15 +7,13 @@
 //! small tmpfs filled up. Both are unmounted on drop, also when a test fails.
 
 use std::{
-    ffi::CString,
     fs,
     io::Write as _,
     net::UdpSocket,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread,
@@ -23,8 +21,7 @@ use std::{
 };
 
 use agent_monitor_e2e::{
-    DEADLINE, Daemon, assert_exit, binary, cgroup2_root, http, remove_cgroup_tree, remove_pins,
-    require_root, s, unique, wait_for, workspace,
+    DEADLINE, Daemon, assert_exit, binary, http, memfs::MemFs, s, wait_for, workspace,
 };
 use serde_json::Value;
 
@@ -238,66 +235,24 @@ fn a_dns_flood_keeps_the_daemons_memory_bounded_and_violations_recorded() {
 /// `agent-monitor run` with the audit log at a path of the test's choosing (the harness's
 /// `Daemon` keeps it in its own directory); stopped, its cgroups and pins removed on drop.
 struct Monitor {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+    d: Daemon,
     socket: PathBuf,
     audit: PathBuf,
-    pins: PathBuf,
-    cgroup_parent: String,
 }
 
 impl Monitor {
     fn start(scope: (&str, &str), audit: &Path) -> Self {
-        require_root();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let scopes = dir.path().join("scopes");
-        fs::create_dir(&scopes).expect("mkdir");
-        fs::write(scopes.join(scope.0), scope.1).expect("write scope");
-        let socket = dir.path().join("am.sock");
-        let cgroup_parent = unique("am-e2e");
-        let pins = PathBuf::from("/sys/fs/bpf").join(&cgroup_parent);
-        let log = fs::File::create(dir.path().join("daemon.log")).expect("log");
-        let child = Command::new(binary())
-            .arg("run")
-            .arg("--scopes")
-            .arg(&scopes)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--audit-log")
-            .arg(audit)
-            .arg("--pin-path")
-            .arg(&pins)
-            .args([
-                "--cgroup-parent",
-                &cgroup_parent,
-                "--quiet",
-                "--release-on-exit",
-            ])
-            .env("AGENT_MONITOR_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start agent-monitor run");
-        let mut m = Self {
-            child: Some(child),
-            dir,
-            socket,
-            audit: audit.to_path_buf(),
-            pins,
-            cgroup_parent,
-        };
-        wait_for("the daemon to answer on its socket", || {
-            if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("daemon exited early ({status}):\n{}", m.log());
-            }
-            m.get("/v1/status").filter(|(code, _)| *code == 200)
-        });
-        m
+        let audit = audit.to_str().expect("UTF-8 path");
+        let d = Daemon::start_with(&[scope], &["--audit-log", audit]);
+        Self {
+            socket: d.socket.clone(),
+            audit: d.audit.clone(),
+            d,
+        }
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+        self.d.log()
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
@@ -332,32 +287,6 @@ impl Monitor {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
             .collect()
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            #[expect(clippy::cast_possible_wrap, reason = "pids fit in i32")]
-            // SAFETY: signalling our own child.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + DEADLINE;
-            while child.try_wait().ok().flatten().is_none() {
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-        if thread::panicking() {
-            eprintln!("--- daemon log ---\n{}", self.log());
-        }
-        remove_cgroup_tree(&cgroup2_root().join(&self.cgroup_parent));
-        remove_pins(&self.pins);
     }
 }
 
@@ -422,324 +351,9 @@ fn wait_for_open_records(m: &Monitor, ws: &Path, tag: &str, n: usize) {
     });
 }
 
-// ---------------------------------------------------------------------------------------
-// The slow disk: a FUSE filesystem whose writes and syncs sleep
-// ---------------------------------------------------------------------------------------
-
-/// The files of the slow filesystem (one flat directory) and its delay.
-#[derive(Default)]
-struct SlowState {
-    files: Vec<(String, Vec<u8>)>,
-}
-
-struct SlowFs {
-    dir: tempfile::TempDir,
-    /// Kept open while mounted (the server threads hold clones).
-    _fuse: Arc<OwnedFd>,
-    delay_ms: Arc<AtomicU64>,
-    mounted: bool,
-}
-
-const ROOT: u64 = 1;
-
-impl SlowFs {
-    fn mount() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // SAFETY: a plain open of a device node.
-        let fd = unsafe { libc::open(c"/dev/fuse".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-        assert!(
-            fd >= 0,
-            "open /dev/fuse: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: fd was just opened and is owned here.
-        let fuse = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-        let target = CString::new(dir.path().to_string_lossy().as_bytes()).expect("path");
-        let options = CString::new(format!(
-            "fd={fd},rootmode=40000,user_id=0,group_id=0,allow_other"
-        ))
-        .expect("options");
-        // SAFETY: valid C strings; mounting is what this test does.
-        let rc = unsafe {
-            libc::mount(
-                c"slowfs".as_ptr(),
-                target.as_ptr(),
-                c"fuse".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                options.as_ptr().cast(),
-            )
-        };
-        assert_eq!(rc, 0, "mount fuse: {}", std::io::Error::last_os_error());
-        let delay_ms = Arc::new(AtomicU64::new(0));
-        let state = Arc::new(Mutex::new(SlowState::default()));
-        for _ in 0..4 {
-            let (fuse, delay, state) =
-                (Arc::clone(&fuse), Arc::clone(&delay_ms), Arc::clone(&state));
-            thread::spawn(move || serve(&fuse, &delay, &state));
-        }
-        Self {
-            dir,
-            _fuse: fuse,
-            delay_ms,
-            mounted: true,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn set_delay(&self, delay: Duration) {
-        self.delay_ms.store(
-            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-}
-
-impl Drop for SlowFs {
-    fn drop(&mut self) {
-        self.set_delay(Duration::ZERO);
-        if self.mounted {
-            let target = CString::new(self.dir.path().to_string_lossy().as_bytes()).expect("path");
-            // SAFETY: unmounting what this test mounted.
-            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-            self.mounted = false;
-        }
-    }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .map_or(0, |s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .map_or(0, |s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
-}
-
-fn name_at(b: &[u8], at: usize) -> String {
-    let raw = b.get(at..).unwrap_or_default();
-    let end = raw.iter().position(|c| *c == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
-}
-
-/// `struct fuse_attr` (88 bytes).
-fn attr(ino: u64, size: u64) -> Vec<u8> {
-    let mode: u32 = if ino == ROOT { 0o040_755 } else { 0o100_644 };
-    let mut a = Vec::with_capacity(88);
-    for v in [ino, size, size.div_ceil(512), 0, 0, 0] {
-        a.extend_from_slice(&v.to_le_bytes());
-    }
-    for v in [
-        0u32,
-        0,
-        0,
-        mode,
-        if ino == ROOT { 2 } else { 1 },
-        0,
-        0,
-        0,
-        4096,
-        0,
-    ] {
-        a.extend_from_slice(&v.to_le_bytes());
-    }
-    a
-}
-
-/// `struct fuse_entry_out` (128 bytes), nothing cached.
-fn entry(ino: u64, size: u64) -> Vec<u8> {
-    let mut e = Vec::with_capacity(128);
-    for v in [ino, 0, 0, 0] {
-        e.extend_from_slice(&v.to_le_bytes());
-    }
-    e.extend_from_slice(&[0; 8]);
-    e.extend_from_slice(&attr(ino, size));
-    e
-}
-
-/// `struct fuse_open_out`: direct I/O (every write(2) reaches this server at once).
-fn open_out() -> Vec<u8> {
-    let mut o = vec![0; 8];
-    o.extend_from_slice(&1u32.to_le_bytes());
-    o.extend_from_slice(&[0; 4]);
-    o
-}
-
-/// Serves requests until the filesystem is unmounted.
-fn serve(fuse: &OwnedFd, delay: &AtomicU64, state: &Mutex<SlowState>) {
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        // SAFETY: reading into a buffer we own.
-        let n = unsafe { libc::read(fuse.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        let Ok(n) = usize::try_from(n) else {
-            match std::io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR | libc::EAGAIN | libc::ENOENT) => continue,
-                _ => return,
-            }
-        };
-        let req = &buf[..n];
-        let unique = u64_at(req, 8);
-        let Some(reply) = handle(req, delay, state) else {
-            continue;
-        };
-        let (error, payload) = match reply {
-            Ok(p) => (0i32, p),
-            Err(e) => (-e, Vec::new()),
-        };
-        let mut out = Vec::with_capacity(16 + payload.len());
-        out.extend_from_slice(
-            &u32::try_from(16 + payload.len())
-                .expect("small")
-                .to_le_bytes(),
-        );
-        out.extend_from_slice(&error.to_le_bytes());
-        out.extend_from_slice(&unique.to_le_bytes());
-        out.extend_from_slice(&payload);
-        // SAFETY: writing a buffer we own. A reply to an interrupted request may fail.
-        unsafe { libc::write(fuse.as_raw_fd(), out.as_ptr().cast(), out.len()) };
-    }
-}
-
-/// The file a node id names (files are numbered from 2; 1 is the root).
-fn file_index(node: u64) -> Option<usize> {
-    node.checked_sub(2).and_then(|i| usize::try_from(i).ok())
-}
-
-fn ino_of(i: usize) -> u64 {
-    u64::try_from(i).expect("small") + 2
-}
-
-/// The answer to one request (`fuse_in_header` then its body); None for those that get
-/// none (`FORGET`, `BATCH_FORGET`, `INTERRUPT`).
-fn handle(req: &[u8], delay: &AtomicU64, state: &Mutex<SlowState>) -> Option<Result<Vec<u8>, i32>> {
-    let (opcode, node) = (u32_at(req, 4), u64_at(req, 16));
-    let body = &req[40.min(req.len())..];
-    let sleep = || thread::sleep(Duration::from_millis(delay.load(Ordering::Relaxed)));
-    let mut st = state.lock().expect("state");
-    Some(match opcode {
-        2 | 42 | 36 => return None,
-        26 => Ok(init_out(u32_at(body, 8))),
-        // LOOKUP
-        1 => {
-            let name = name_at(body, 0);
-            match st.files.iter().position(|(n, _)| *n == name) {
-                Some(i) if node == ROOT => Ok(entry(ino_of(i), st.files[i].1.len() as u64)),
-                _ => Err(libc::ENOENT),
-            }
-        }
-        // GETATTR, SETATTR (only the size is kept)
-        3 | 4 => {
-            let size = match file_index(node).and_then(|i| st.files.get_mut(i)) {
-                Some((_, data)) => {
-                    if opcode == 4 && u32_at(body, 0) & (1 << 3) != 0 {
-                        data.resize(usize::try_from(u64_at(body, 16)).unwrap_or(0), 0);
-                    }
-                    data.len() as u64
-                }
-                None => 0,
-            };
-            let mut o = vec![0u8; 16];
-            o.extend_from_slice(&attr(node, size));
-            Ok(o)
-        }
-        // OPEN, OPENDIR
-        14 | 27 => Ok(open_out()),
-        // CREATE
-        35 => {
-            let name = name_at(body, 16);
-            let i = if let Some(i) = st.files.iter().position(|(n, _)| *n == name) {
-                i
-            } else {
-                st.files.push((name, Vec::new()));
-                st.files.len() - 1
-            };
-            let mut o = entry(ino_of(i), st.files[i].1.len() as u64);
-            o.extend_from_slice(&open_out());
-            Ok(o)
-        }
-        // READ
-        15 => {
-            let (offset, size) = (u64_at(body, 8), u32_at(body, 16) as usize);
-            let data = file_index(node)
-                .and_then(|i| st.files.get(i))
-                .map(|(_, d)| d.as_slice());
-            let data = data.unwrap_or_default();
-            let start = usize::try_from(offset)
-                .unwrap_or(usize::MAX)
-                .min(data.len());
-            Ok(data[start..(start + size).min(data.len())].to_vec())
-        }
-        // WRITE and FSYNC sleep first (without the state locked).
-        16 | 20 => {
-            drop(st);
-            sleep();
-            if opcode == 20 {
-                return Some(Ok(Vec::new()));
-            }
-            let mut st = state.lock().expect("state");
-            write(&mut st, node, body)
-        }
-        // RELEASE, FLUSH, RELEASEDIR, FSYNCDIR, DESTROY
-        18 | 25 | 29 | 30 | 38 => Ok(Vec::new()),
-        17 => Ok(statfs_out()),
-        _ => Err(libc::ENOSYS),
-    })
-}
-
-/// `struct fuse_init_out`: protocol 7.31, big writes of up to 128 KiB.
-fn init_out(max_readahead: u32) -> Vec<u8> {
-    let mut o = Vec::with_capacity(64);
-    for v in [7u32, 31, max_readahead, 1 << 5] {
-        o.extend_from_slice(&v.to_le_bytes());
-    }
-    o.extend_from_slice(&16u16.to_le_bytes());
-    o.extend_from_slice(&12u16.to_le_bytes());
-    o.extend_from_slice(&(128u32 * 1024).to_le_bytes());
-    o.extend_from_slice(&1u32.to_le_bytes());
-    o.extend_from_slice(&32u16.to_le_bytes());
-    o.resize(64, 0);
-    o
-}
-
-/// `struct fuse_kstatfs`.
-fn statfs_out() -> Vec<u8> {
-    let mut o = Vec::with_capacity(80);
-    for v in [1u64 << 20, 1 << 19, 1 << 19, 1 << 10, 1 << 9] {
-        o.extend_from_slice(&v.to_le_bytes());
-    }
-    for v in [4096u32, 255, 4096] {
-        o.extend_from_slice(&v.to_le_bytes());
-    }
-    o.resize(80, 0);
-    o
-}
-
-/// WRITE: `fuse_write_in` (40 bytes) then the data, at the offset the kernel chose.
-fn write(st: &mut SlowState, node: u64, body: &[u8]) -> Result<Vec<u8>, i32> {
-    let (offset, size) = (u64_at(body, 8), u32_at(body, 16) as usize);
-    let payload = body.get(40..40 + size).unwrap_or_default();
-    let (_, data) = file_index(node)
-        .and_then(|i| st.files.get_mut(i))
-        .ok_or(libc::EIO)?;
-    let at = usize::try_from(offset).unwrap_or(0);
-    if data.len() < at + payload.len() {
-        data.resize(at + payload.len(), 0);
-    }
-    data[at..at + payload.len()].copy_from_slice(payload);
-    let mut o = u32::try_from(payload.len())
-        .expect("small")
-        .to_le_bytes()
-        .to_vec();
-    o.extend_from_slice(&[0; 4]);
-    Ok(o)
-}
-
 #[test]
 fn a_slow_disk_under_the_audit_log_does_not_delay_verdicts_of_held_operations() {
-    let slow = SlowFs::mount();
+    let slow = MemFs::mount();
     let (_guard, ws) = workspace();
     let audit = slow.path().join("audit.jsonl");
     let m = Monitor::start(("held.yaml", &held_scope(&ws)), &audit);

@@ -12,9 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_monitor_e2e::{
-    DEADLINE, binary, cgroup2_root, http, remove_cgroup_tree, remove_pins, require_root, unique,
-};
+use agent_monitor_e2e::{DEADLINE, binary, http, require_root, stop_daemon, unique};
 use serde_json::Value;
 
 /// The categories of the hooked tracepoints.
@@ -161,27 +159,8 @@ impl Run {
 
 impl Drop for Run {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            #[expect(clippy::cast_possible_wrap, reason = "pids fit in i32")]
-            // SAFETY: signalling our own child.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + DEADLINE;
-            while child.try_wait().ok().flatten().is_none() {
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-        if thread::panicking() {
-            eprintln!("--- daemon log ---\n{}", self.log());
-        }
-        remove_cgroup_tree(&cgroup2_root().join(&self.cgroup_parent));
-        remove_pins(&self.pins);
+        let child = self.child.take();
+        stop_daemon(child, || self.log(), &self.cgroup_parent, &self.pins);
     }
 }
 
