@@ -2,11 +2,15 @@
 //! faulty, for tests of the daemon's audit log: writes and syncs that sleep, writes that
 //! store a few bytes more and then fail with EIO, a truncate that fails too. Speaks the
 //! kernel's FUSE protocol on `/dev/fuse` directly (no libfuse on the test machines).
+//! And a small tmpfs that can be filled up ([`Tmpfs`]), for a full disk.
 
 use std::{
     ffi::CString,
+    fs,
+    io::Write as _,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    path::Path,
+    path::{Path, PathBuf},
+    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
@@ -371,4 +375,48 @@ fn write(st: &mut Files, knobs: &Knobs, node: u64, body: &[u8]) -> Result<Vec<u8
         .to_vec();
     o.extend_from_slice(&[0; 4]);
     Ok(o)
+}
+
+/// A tmpfs of a given size (`mount -o size=`), unmounted on drop. Needs root.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "am-e2e"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        crate::assert_exit(&out, 0);
+        Self { dir }
+    }
+
+    /// Where it is mounted (canonical: the daemon names files by their real path).
+    pub fn path(&self) -> PathBuf {
+        fs::canonicalize(self.dir.path()).expect("canonicalize")
+    }
+
+    /// Fills the filesystem with a file `filler` until not one more byte fits.
+    pub fn fill(&self, filler: &str) -> PathBuf {
+        let filler = self.dir.path().join(filler);
+        let mut f = fs::File::create(&filler).expect("create filler");
+        let chunk = vec![b'x'; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        // The last pages, byte-sized.
+        while f.write_all(b"x").is_ok() {}
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .args(["-l"])
+            .arg(self.dir.path())
+            .output();
+    }
 }

@@ -8,7 +8,6 @@
 
 use std::{
     fs,
-    io::Write as _,
     net::UdpSocket,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
@@ -21,7 +20,9 @@ use std::{
 };
 
 use agent_monitor_e2e::{
-    DEADLINE, Daemon, assert_exit, binary, http, memfs::MemFs, s, wait_for, workspace,
+    DEADLINE, Daemon, assert_exit, binary, http,
+    memfs::{MemFs, Tmpfs},
+    s, wait_for, workspace,
 };
 use serde_json::Value;
 
@@ -404,47 +405,11 @@ fn a_slow_disk_under_the_audit_log_does_not_delay_verdicts_of_held_operations() 
 // The full disk: a small tmpfs, filled up
 // ---------------------------------------------------------------------------------------
 
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "am-full"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert_exit(&out, 0);
-        Self { dir }
-    }
-
-    /// Fills the filesystem with a file `filler` until it is full.
-    fn fill(&self, filler: &str) -> PathBuf {
-        let filler = self.dir.path().join(filler);
-        let mut f = fs::File::create(&filler).expect("create filler");
-        let chunk = vec![b'x'; 4096];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-        filler
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .args(["-l"])
-            .arg(self.dir.path())
-            .output();
-    }
-}
-
 #[test]
 fn a_full_disk_is_reported_verdicts_go_on_and_the_records_follow_when_space_returns() {
     let disk = Tmpfs::mount("1m");
     let (_guard, ws) = workspace();
-    let audit = disk.dir.path().join("audit.jsonl");
+    let audit = disk.path().join("audit.jsonl");
     let m = Monitor::start(("held.yaml", &held_scope(&ws)), &audit);
     let before = held_opens(&m, &ws, "before", N);
     wait_for_open_records(&m, &ws, "before", N);

@@ -11,14 +11,17 @@
 
 use std::{
     fs,
-    io::Write as _,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use agent_monitor_e2e::{DEADLINE, Daemon, assert_exit, binary, http, memfs::MemFs, s, wait_for};
+use agent_monitor_e2e::{
+    DEADLINE, Daemon, assert_exit, binary, http,
+    memfs::{MemFs, Tmpfs},
+    s, wait_for,
+};
 use serde_json::Value;
 
 const PY: &str = "/usr/bin/python3";
@@ -230,48 +233,6 @@ fn gaps(lines: &[Value]) -> Vec<&Value> {
 // ---------------------------------------------------------------------------------------
 // The full disk: a tmpfs, filled up, then freed
 // ---------------------------------------------------------------------------------------
-
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "am-integrity"])
-            .arg(dir.path())
-            .output()
-            .expect("run mount");
-        assert_exit(&out, 0);
-        Self { dir }
-    }
-
-    fn path(&self) -> PathBuf {
-        fs::canonicalize(self.dir.path()).expect("canonicalize")
-    }
-
-    /// Fills the filesystem with a file `filler` until it is full.
-    fn fill(&self, filler: &str) -> PathBuf {
-        let filler = self.dir.path().join(filler);
-        let mut f = fs::File::create(&filler).expect("create filler");
-        let chunk = vec![b'x'; 64 * 1024];
-        while f.write_all(&chunk).is_ok() {}
-        // The last pages, byte-sized.
-        while f.write_all(b"x").is_ok() {}
-        let _ = f.sync_all();
-        filler
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .args(["-l"])
-            .arg(self.dir.path())
-            .output();
-    }
-}
 
 #[test]
 fn a_full_disk_then_freed_leaves_whole_lines_and_every_lost_record_counted_and_told() {
