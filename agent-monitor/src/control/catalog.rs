@@ -165,3 +165,73 @@ pub(crate) fn release_free_heap() {
         libc::malloc_trim(0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn work_past_its_deadline_never_starts() {
+        let gate = ParseGate::default();
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let result = gate
+            .run(Some(Instant::now()), move || {
+                flag.store(true, Ordering::SeqCst);
+            })
+            .await;
+        assert!(matches!(result, Err(GateError::Deadline)));
+        assert!(!ran.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn at_most_two_parses_run_and_a_waiting_one_gives_up_at_its_deadline() {
+        let gate = Arc::new(ParseGate::default());
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Arc::new(std::sync::Mutex::new(wait));
+        let mut busy = Vec::new();
+        for _ in 0..PARSES_AT_ONCE {
+            let gate = Arc::clone(&gate);
+            let wait = Arc::clone(&wait);
+            busy.push(tokio::spawn(async move {
+                gate.run(None, move || {
+                    let _ = wait.lock().map(|w| w.recv());
+                })
+                .await
+            }));
+        }
+        // Both slots taken: a third parse waits, and gives up at its deadline unstarted.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while gate.0.available_permits() > 0 {
+            assert!(Instant::now() < deadline, "the parses did not start");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let started = Instant::now();
+        let result = gate
+            .run(Some(started + Duration::from_millis(200)), move || {
+                flag.store(true, Ordering::SeqCst);
+            })
+            .await;
+        assert!(matches!(result, Err(GateError::Deadline)));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(!ran.load(Ordering::SeqCst));
+        for _ in 0..PARSES_AT_ONCE {
+            release.send(()).expect("release");
+        }
+        for b in busy {
+            assert!(b.await.expect("join").is_ok());
+        }
+        // The slots are free again.
+        let result = gate
+            .run(Some(Instant::now() + Duration::from_secs(5)), || 7)
+            .await;
+        assert_eq!(result.ok(), Some(7));
+    }
+}
