@@ -37,7 +37,10 @@ pub fn signal(sig: u32) {
 /// another thread sees it), then stops the process. A thread that cannot be marked is
 /// killed instead: a hold the daemon cannot see could be ended by another thread's resume.
 pub fn hold() {
-    #[expect(clippy::cast_possible_truncation, reason = "the low half is the thread id")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the low half is the thread id"
+    )]
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     if HELD.insert(&tid, &1, 0).is_ok() {
         signal(SIGSTOP);

@@ -306,7 +306,10 @@ fn decode_escape(buf: &[u8]) -> Result<Event, DecodeError> {
     })
 }
 
-#[expect(clippy::too_many_lines, reason = "one arm per event kind and file operation")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per event kind and file operation"
+)]
 pub(crate) fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let h: EventHeader = read(buf, "event header")?;
     let Some(kind) = EventKind::from_u32(h.kind) else {

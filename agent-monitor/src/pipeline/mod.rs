@@ -338,7 +338,11 @@ impl Pipeline {
                 if shared.enforcer().judged_hold(h.pid, &threads) {
                     signal_process(tgid, libc::SIGCONT, || is_agents(tgid));
                 } else {
-                    tracing::debug!(pid = tgid, tid = h.pid, "another thread is held: resumed by its verdict");
+                    tracing::debug!(
+                        pid = tgid,
+                        tid = h.pid,
+                        "another thread is held: resumed by its verdict"
+                    );
                 }
             }
             Step::KillProcess => {

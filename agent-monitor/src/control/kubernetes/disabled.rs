@@ -31,13 +31,19 @@ impl Settings {
         }
     }
 
-    #[expect(clippy::unused_async, reason = "the signature of the API watcher's client")]
+    #[expect(
+        clippy::unused_async,
+        reason = "the signature of the API watcher's client"
+    )]
     pub(crate) async fn client(&self) -> Result<Client, KubeError> {
         match *self {}
     }
 }
 
-#[expect(clippy::unused_async, reason = "the signature of the API watcher's run")]
+#[expect(
+    clippy::unused_async,
+    reason = "the signature of the API watcher's run"
+)]
 pub(crate) async fn run(
     _shared: Arc<Shared>,
     _client: Client,
