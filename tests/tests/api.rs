@@ -589,13 +589,18 @@ fn audit_log_rotation_under_concurrent_load_loses_no_record() {
         }
         (lines, files)
     };
+    // `records` counts lines the writer put in the files, so the files match it at every
+    // moment; all records are in once every event was read and the count stops moving.
+    let mut last = None;
     let (lines, files) = wait_for("every record to be in the audit files", || {
         let c = &d.get_json("/v1/status")["counters"];
         let n = |k: &str| c[k].as_u64().unwrap_or(0);
-        // Caught up: every event the kernel emitted was read, and its records written.
+        assert_eq!(n("audit_records_dropped"), 0, "records were dropped");
         let caught_up = n("emitted") > 0 && n("read") + n("decode_errors") == n("emitted");
         let (lines, files) = count_lines();
-        (caught_up && lines as u64 == n("records")).then_some((lines, files))
+        let settled = last.replace(n("records")) == Some(n("records"));
+        (caught_up && settled && lines as u64 == n("records") && lines > 400)
+            .then_some((lines, files))
     });
     // 4 agents x 25 loops x (an exec, /etc/hostname, /etc/shadow, ...): far beyond 8 KiB.
     assert!(lines > 400, "{lines} records");
