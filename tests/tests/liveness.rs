@@ -10,7 +10,7 @@ use std::{
     fs,
     net::UdpSocket,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::Output,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -20,7 +20,7 @@ use std::{
 };
 
 use agent_monitor_e2e::{
-    DEADLINE, Daemon, assert_exit, binary, http,
+    DEADLINE, Daemon, assert_exit, http,
     memfs::{MemFs, Tmpfs},
     s, wait_for, workspace,
 };
@@ -238,7 +238,6 @@ fn a_dns_flood_keeps_the_daemons_memory_bounded_and_violations_recorded() {
 struct Monitor {
     d: Daemon,
     socket: PathBuf,
-    audit: PathBuf,
 }
 
 impl Monitor {
@@ -247,7 +246,6 @@ impl Monitor {
         let d = Daemon::start_with(&[scope], &["--audit-log", audit]);
         Self {
             socket: d.socket.clone(),
-            audit: d.audit.clone(),
             d,
         }
     }
@@ -269,25 +267,12 @@ impl Monitor {
     }
 
     fn exec(&self, scope: &str, cmd: &[&str]) -> Output {
-        Command::new(binary())
-            .arg("exec")
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(["--scope", scope, "--"])
-            .args(cmd)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run agent-monitor exec")
+        self.d.exec(scope, &[], cmd)
     }
 
     /// The complete lines of the audit log, parsed.
     fn records(&self) -> Vec<Value> {
-        let text = fs::read_to_string(&self.audit).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        complete
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
+        self.d.records()
     }
 }
 

@@ -12,13 +12,13 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::Output,
     thread,
     time::{Duration, Instant},
 };
 
 use agent_monitor_e2e::{
-    DEADLINE, Daemon, assert_exit, binary, http,
+    DEADLINE, Daemon, assert_exit, http,
     memfs::{MemFs, Tmpfs},
     s, wait_for,
 };
@@ -82,15 +82,7 @@ impl Monitor {
     }
 
     fn exec(&self, scope: &str, cmd: &[&str]) -> Output {
-        Command::new(binary())
-            .arg("exec")
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(["--scope", scope, "--"])
-            .args(cmd)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run agent-monitor exec")
+        self.d.exec(scope, &[], cmd)
     }
 
     /// The audit log as it is on disk: its raw bytes.
