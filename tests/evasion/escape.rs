@@ -305,28 +305,53 @@ fn killing_the_daemon_through_a_pidfd() {
 fn tampering_with_the_pinned_state_in_bpffs() {
     let env = Env::start();
     let pins = env.daemon.pins.clone();
-    let count = || {
-        ["maps", "links"]
+    let pinned = || {
+        let mut files: Vec<_> = ["maps", "links"]
             .iter()
-            .map(|sub| fs::read_dir(pins.join(sub)).map_or(0, Iterator::count))
-            .sum::<usize>()
+            .filter_map(|sub| fs::read_dir(pins.join(sub)).ok())
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        files
     };
     // Whatever the case manages to create there goes before the harness removes the pins.
     let _cleanup = RemoveDir(pins.join("evil"));
-    let before = count();
+    let before = pinned();
     assert!(
-        before > 0,
+        !before.is_empty(),
         "the daemon pinned nothing under {}",
         pins.display()
     );
-    let run = env.py(&[BPFFS], &[p(&pins)]);
-    assert_eq!(count(), before, "pins were removed\n{}", env.describe(&run));
-    assert!(!pins.join("evil").exists(), "{}", env.describe(&run));
-    env.assert_stopped(&run, "unlink");
-    // The case lists the pinned maps first, which Landlock refuses (a files.read record: a
-    // listing changes nothing there), so its unlinks never start; then the mkdir, refused
-    // as an escape.
-    env.expect(&run, &protected_fs(p(&pins.join("evil")), "create"));
+    let first = before[0].clone();
+    let evil = pins.join("evil");
+    each(&["unlink", "mkdir"], |technique| {
+        let (target, access) = if technique == "unlink" {
+            (&first, "unlink")
+        } else {
+            (&evil, "create")
+        };
+        let mut args = vec![technique];
+        args.extend(
+            before
+                .iter()
+                .map(|f| p(f))
+                .filter(|_| technique == "unlink"),
+        );
+        if technique == "mkdir" {
+            args.push(p(&evil));
+        }
+        let run = env.py(&[BPFFS], &args);
+        assert_eq!(
+            pinned(),
+            before,
+            "pins were removed\n{}",
+            env.describe(&run)
+        );
+        assert!(!evil.exists(), "{}", env.describe(&run));
+        env.assert_stopped(&run, technique);
+        env.expect(&run, &protected_fs(p(target), access));
+    });
 }
 
 #[test]

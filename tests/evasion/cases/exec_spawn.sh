@@ -7,4 +7,9 @@ echo "exec: TRY"
 t=/usr/bin/to; t=${t}uch
 "$t" "$1"
 rc=$?
-if [ "$rc" -eq 0 ]; then echo "exec: DONE rc=0"; elif [ "$rc" -eq 126 ]; then echo "exec: BLOCKED errno=13"; fi
+# 126: the exec was refused and the child exited first; 137: the child died of SIGKILL
+# (by the monitor, after the refusal) before it could exit on its own.
+if [ "$rc" -eq 0 ]; then echo "exec: DONE rc=0"
+elif [ "$rc" -eq 126 ]; then echo "exec: BLOCKED errno=13"
+elif [ "$rc" -eq 137 ]; then echo "exec: KILLED"
+else echo "exec: FAILED rc=$rc"; fi
