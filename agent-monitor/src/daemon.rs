@@ -200,7 +200,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let sinks = Sinks::open(&config.audit_log, args.stdout_format(), options.rotation)?;
     loader::ensure_bpffs(&config.pin_path)?;
     let pins = Pins::new(&config.pin_path);
-    let kernel = loader::adopt_or_load(&cgroup2, options.ring_bytes, Some(&pins))?;
+    let kernel = loader::adopt_or_load(&cgroup2, options.ring_bytes, &pins)?;
     let loader::Kernel {
         ebpf,
         rings,
@@ -269,6 +269,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
     }
     let _ = sweeper.await;
+    // Nothing left to watch: the syscall hooks go with this process.
+    shared.release_idle_syscall_hooks();
     if args.release_on_exit {
         // No agent runs unwatched: end tasks while the programs are still attached, let the
         // reader record what they did last, then unpin so the hooks detach.
@@ -412,6 +414,10 @@ async fn wait_for_signal(shared: &Arc<Shared>) -> anyhow::Result<()> {
     }
 }
 
+/// How long no agent must run before the syscall hooks are detached: a task that starts
+/// right after another ended does not pay the attach again.
+const HOOKS_LINGER: Duration = Duration::from_secs(2);
+
 async fn sweep_loop(
     shared: Arc<Shared>,
     pin_guard: crate::kernel::pins::PinGuard,
@@ -422,12 +428,17 @@ async fn sweep_loop(
     loop {
         tokio::select! {
             _ = tick.tick() => {
+                // Not awaited: a detach takes seconds (it returns at once while another runs).
+                let s = Arc::clone(&shared);
+                drop(tokio::task::spawn_blocking(move || {
+                    s.detach_syscall_hooks_when_idle(HOOKS_LINGER);
+                }));
                 let s = Arc::clone(&shared);
                 let guard = Arc::clone(&pin_guard);
                 let _ = tokio::task::spawn_blocking(move || {
                     s.sweep();
                     s.dns.sweep();
-                    let restored = guard.restore();
+                    let restored = guard.restore() + s.demand.restore();
                     if restored > 0 {
                         tracing::warn!(restored, "pins removed by another process were put back");
                     }

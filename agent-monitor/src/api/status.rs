@@ -32,6 +32,9 @@ pub(crate) struct StatusView {
     #[serde(skip_deserializing)]
     pub(crate) hooks: Vec<HookStatus>,
     pub(crate) coverage: Coverage,
+    /// The syscall tracepoints, attached only while agents run.
+    #[serde(default)]
+    pub(crate) syscall_hooks: crate::kernel::demand::DemandStatus,
     pub(crate) counters: Counters,
     pub(crate) scopes: Vec<String>,
     pub(crate) scope_errors: Vec<ScopeProblem>,
@@ -212,6 +215,7 @@ pub(crate) fn view(shared: &Shared) -> StatusView {
             limits: limits(&shared.hooks, &facts, shared.identity_error.as_deref()),
             kernel: facts,
         },
+        syscall_hooks: shared.demand.status(),
         counters: Counters {
             kernel: shared.kernel_counters(),
             read: shared.observed.metrics.events_read(),

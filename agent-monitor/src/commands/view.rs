@@ -42,6 +42,19 @@ pub(crate) fn render_status(v: &StatusView) -> String {
         c.attached,
         c.failed.len()
     );
+    let d = &v.syscall_hooks;
+    if d.on_demand {
+        let now = if d.live {
+            format!("attached now ({} of {})", d.attached, d.hooks)
+        } else {
+            "detached now: no agent runs".to_owned()
+        };
+        let _ = writeln!(
+            out,
+            "syscalls: {now}; attached {} times (last {:.1} ms), detached {} times (last {:.1} ms)",
+            d.attaches, d.last_attach_ms, d.detaches, d.last_detach_ms
+        );
+    }
     let lockdown = c.kernel.lockdown.as_deref().unwrap_or("unknown");
     let bpf_lsm = match c.kernel.bpf_lsm {
         Some(true) => "yes",

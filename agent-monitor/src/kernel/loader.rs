@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use super::{
     btf::Btf,
+    demand::{self, OnDemand},
     ebpf_object,
     maps::{EnforceMaps, Maps, Rings, StateMaps},
     pins::Pins,
@@ -78,6 +79,8 @@ pub(crate) enum LoadError {
         program: &'static str,
         error: String,
     },
+    #[error("the syscall hooks: {0}")]
+    Demand(#[source] Box<super::demand::DemandError>),
     #[error("opening the cgroup2 root {path}: {source}")]
     CgroupRoot {
         path: String,
@@ -93,9 +96,37 @@ pub(crate) struct HookStatus {
     pub(crate) program: &'static str,
     /// `tracepoint:category:name` or `cgroup:connect4@/sys/fs/cgroup/unified`.
     pub(crate) target: String,
+    /// For a syscall hook (attached only while an agent runs): it attached when the daemon
+    /// started and attaches whenever an agent starts.
     pub(crate) attached: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// A syscall hook, attached only while an agent runs (`kernel::demand`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) on_demand: bool,
+}
+
+impl HookStatus {
+    pub(crate) fn ok(program: &'static str, target: String) -> Self {
+        Self {
+            program,
+            target,
+            attached: true,
+            error: None,
+            on_demand: false,
+        }
+    }
+
+    pub(crate) fn failed(program: &'static str, target: String, error: String) -> Self {
+        tracing::warn!(%program, %target, %error, "hook not attached; this activity is not covered");
+        Self {
+            program,
+            target,
+            attached: false,
+            error: Some(error),
+            on_demand: false,
+        }
+    }
 }
 
 /// The loaded programs and the maps the daemon talks to. Dropping `ebpf` detaches
@@ -112,6 +143,8 @@ pub(crate) struct Handles {
     pub(crate) maps: StateMaps,
     pub(crate) enforce: EnforceMaps,
     pub(crate) hooks: Vec<HookStatus>,
+    /// The syscall tracepoints, attached while agents run.
+    pub(crate) demand: OnDemand,
     /// Why file and exec identity is unavailable, when BTF offsets could not be read.
     pub(crate) identity_error: Option<String>,
 }
@@ -249,25 +282,41 @@ pub(crate) fn ensure_mounted(
 pub(crate) fn adopt_or_load(
     cgroup2: &Cgroup2,
     ring_bytes: u32,
-    pins: Option<&Pins>,
+    pins: &Pins,
 ) -> Result<Kernel, LoadError> {
-    match pins {
+    if pins.present() {
         // Refused rather than replaced: the pinned hooks keep enforcing meanwhile, and
         // replacing them would leave the running agents unwatched while this one loads.
-        Some(p) if p.present() => p.adopt().map_err(|source| LoadError::Incompatible {
-            dir: p.dir().display().to_string(),
-            source: Box::new(source),
-        }),
-        _ => load(cgroup2, ring_bytes, pins),
+        let demand = OnDemand::open(&pins.programs(), &pins.demand(), syscall_hooks_that_fit());
+        return pins
+            .adopt(demand)
+            .map_err(|source| LoadError::Incompatible {
+                dir: pins.dir().display().to_string(),
+                source: Box::new(source),
+            });
     }
+    load(cgroup2, ring_bytes, pins)
 }
 
-/// Loads the object and attaches all hooks. `ring_bytes` sizes the event ring buffer.
-pub(crate) fn load(
-    cgroup2: &Cgroup2,
-    ring_bytes: u32,
-    pins: Option<&Pins>,
-) -> Result<Kernel, LoadError> {
+/// Whether a hook is on a syscall tracepoint (attached only while agents run).
+fn on_demand(hook: &tracefs::Hook) -> bool {
+    hook.category == "syscalls"
+}
+
+/// The syscall tracepoints whose records this kernel lays out as the programs read them.
+fn syscall_hooks_that_fit() -> Vec<tracefs::Hook> {
+    let hooks: Vec<tracefs::Hook> = tracepoint_hooks().into_iter().filter(on_demand).collect();
+    let layout = tracefs::Layout::read(&tracefs_root(), &hooks);
+    hooks
+        .into_iter()
+        .zip(layout.verdicts)
+        .filter_map(|(h, v)| matches!(v, Verdict::Fits).then_some(h))
+        .collect()
+}
+
+/// Loads the object and attaches all hooks (the syscall ones once, to check them: they are
+/// detached when no agent runs). `ring_bytes` sizes the event ring buffer.
+fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: &Pins) -> Result<Kernel, LoadError> {
     if ebpf_object::OBJECT.is_empty() {
         return Err(LoadError::EmptyObject);
     }
@@ -289,21 +338,27 @@ pub(crate) fn load(
         .override_global("TRACEPOINT_LAYOUT", &offsets, true)
         .load(ebpf_object::OBJECT)
         .map_err(|e| LoadError::Load(Box::new(e)))?;
-    let pin = pins.is_some();
     let mut links = Vec::new();
     let mut hooks = Vec::new();
+    let mut syscall_hooks = Vec::new();
     for (hook, verdict) in tracepoints.iter().zip(layout.verdicts) {
         let target = format!("tracepoint:{}", hook.tracepoint());
         hooks.push(match verdict {
-            Verdict::Fits => attach_tracepoint(&mut ebpf, hook, target, &mut links, pin),
+            Verdict::Fits if on_demand(hook) => {
+                syscall_hooks.push(hook.clone());
+                continue;
+            }
+            Verdict::Fits => attach_tracepoint(&mut ebpf, hook, target, &mut links),
             // Not an error: this architecture has no such syscall.
             Verdict::Absent => HookStatus {
-                program: hook.program,
-                target,
                 attached: false,
-                error: None,
+                ..HookStatus::ok(hook.program, target)
             },
-            Verdict::Refused(error) => status(hook.program, target, Err(error)),
+            Verdict::Refused(error) => {
+                let mut status = HookStatus::failed(hook.program, target, error);
+                status.on_demand = on_demand(hook);
+                status
+            }
         });
     }
     let root = cgroup2.root();
@@ -313,7 +368,7 @@ pub(crate) fn load(
     })?;
     for &program in SOCK_ADDR {
         hooks.push(attach_sock_addr(
-            &mut ebpf, program, &root_fd, root, &mut links, pin,
+            &mut ebpf, program, &root_fd, root, &mut links,
         ));
     }
     hooks.retain(|h| h.attached || h.error.is_some());
@@ -324,9 +379,16 @@ pub(crate) fn load(
     if let Some(e) = &identity_error {
         tracing::error!(error = %e, "no file identity: denied files and binaries are enforced by the daemon only");
     }
-    if let Some(p) = pins {
-        pin_all(p, &ebpf, links)?;
-    }
+    pin_all(pins, &ebpf, links)?;
+    demand::pin_programs(&mut ebpf, &syscall_hooks, &pins.programs())
+        .map_err(|e| LoadError::Demand(Box::new(e)))?;
+    let demand = OnDemand::open(&pins.programs(), &pins.demand(), syscall_hooks);
+    let (attached, statuses) = demand.attach();
+    drop(attached);
+    hooks.extend(statuses.into_iter().map(|mut h| {
+        h.on_demand = true;
+        h
+    }));
     let maps = Maps::open(|name| ebpf.take_map(name).ok_or(LoadError::MissingMap(name)))?;
     Ok(Kernel {
         ebpf: Some(ebpf),
@@ -335,6 +397,7 @@ pub(crate) fn load(
             maps: maps.state,
             enforce: maps.enforce,
             hooks,
+            demand,
             identity_error,
         },
     })
@@ -468,7 +531,6 @@ fn attach_tracepoint(
     hook: &tracefs::Hook,
     target: String,
     links: &mut Vec<(String, FdLink)>,
-    pin: bool,
 ) -> HookStatus {
     let (program, category, name) = (hook.program, hook.category, hook.name.as_str());
     let result = (|| -> Result<(), AttachError> {
@@ -483,17 +545,7 @@ fn attach_tracepoint(
         let id = prog
             .attach(category, name)
             .map_err(|e| AttachError::Attach(error_chain(&e)))?;
-        if pin {
-            let link = FdLink::try_from(prog.take_link(id)?)?;
-            // `sys_exit_refused` shares some tracepoints with `sys_exit_file` (mknod): its
-            // links are pinned under their own name.
-            let key = if program == "sys_exit_refused" {
-                format!("{target}#{program}")
-            } else {
-                target.clone()
-            };
-            links.push((key, link));
-        }
+        links.push((target.clone(), FdLink::try_from(prog.take_link(id)?)?));
         Ok(())
     })();
     status(program, target, result.map_err(|e| e.to_string()))
@@ -505,7 +557,6 @@ fn attach_sock_addr(
     root_fd: &fs::File,
     root: &Path,
     links: &mut Vec<(String, FdLink)>,
-    pin: bool,
 ) -> HookStatus {
     let target = format!("cgroup:{program}@{}", root.display());
     let result = (|| -> Result<(), AttachError> {
@@ -520,10 +571,8 @@ fn attach_sock_addr(
         let id = prog
             .attach(root_fd, CgroupAttachMode::Single)
             .map_err(|e| AttachError::Attach(error_chain(&e)))?;
-        if pin {
-            let link = FdLink::try_from(prog.take_link(id)?)?;
-            links.push((format!("cgroup:{program}@{}", root.display()), link));
-        }
+        let link = FdLink::try_from(prog.take_link(id)?)?;
+        links.push((format!("cgroup:{program}@{}", root.display()), link));
         Ok(())
     })();
     status(program, target, result.map_err(|e| e.to_string()))
@@ -531,21 +580,8 @@ fn attach_sock_addr(
 
 fn status(program: &'static str, target: String, result: Result<(), String>) -> HookStatus {
     match result {
-        Ok(()) => HookStatus {
-            program,
-            target,
-            attached: true,
-            error: None,
-        },
-        Err(e) => {
-            tracing::warn!(%program, %target, error = %e, "hook not attached; this activity is not covered");
-            HookStatus {
-                program,
-                target,
-                attached: false,
-                error: Some(e),
-            }
-        }
+        Ok(()) => HookStatus::ok(program, target),
+        Err(e) => HookStatus::failed(program, target, e),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub(crate) mod btf;
 pub(crate) mod decoder;
+pub(crate) mod demand;
 pub(crate) mod ebpf_object;
 pub(crate) mod loader;
 pub(crate) mod maps;

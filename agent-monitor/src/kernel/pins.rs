@@ -13,6 +13,7 @@ use aya::{
 };
 
 use super::{
+    demand::OnDemand,
     loader::{Handles, HookStatus, Kernel, LoadError},
     maps::Maps,
 };
@@ -53,8 +54,19 @@ impl Pins {
         self.dir.join("maps")
     }
 
+    /// The links of the hooks that stay attached.
     fn links(&self) -> PathBuf {
         self.dir.join("links")
+    }
+
+    /// The syscall programs, attached only while agents run.
+    pub(crate) fn programs(&self) -> PathBuf {
+        self.dir.join("programs")
+    }
+
+    /// Their links while they are attached.
+    pub(crate) fn demand(&self) -> PathBuf {
+        self.dir.join("demand")
     }
 
     /// Whether a previous daemon left its state here (links are pinned last).
@@ -93,7 +105,7 @@ impl Pins {
 
     /// Removes every pin: hooks detach once no process holds them.
     pub(crate) fn remove_all(&self) {
-        for dir in [self.links(), self.maps()] {
+        for dir in [self.demand(), self.links(), self.programs(), self.maps()] {
             if let Ok(entries) = fs::read_dir(&dir) {
                 for e in entries.flatten() {
                     let _ = fs::remove_file(e.path());
@@ -104,8 +116,8 @@ impl Pins {
         let _ = fs::remove_dir(&self.dir);
     }
 
-    /// Adopts a previous daemon's pinned maps and links.
-    pub(crate) fn adopt(&self) -> Result<Kernel, LoadError> {
+    /// Adopts a previous daemon's pinned maps and links, and its syscall programs (`demand`).
+    pub(crate) fn adopt(&self, demand: OnDemand) -> Result<Kernel, LoadError> {
         let maps = Maps::open(|name| {
             MapData::from_pin(self.maps().join(name))
                 .and_then(Map::from_map_data)
@@ -117,26 +129,32 @@ impl Pins {
             handles: Handles {
                 maps: maps.state,
                 enforce: maps.enforce,
-                hooks: self.pinned_hooks(),
+                hooks: self.pinned_hooks(&demand),
+                demand,
                 identity_error: None,
             },
         })
     }
 
-    /// The hooks a previous daemon pinned (each pin holds one attached link).
-    fn pinned_hooks(&self) -> Vec<HookStatus> {
+    /// The hooks a previous daemon pinned (each pin holds one attached link), and the
+    /// syscall hooks whose programs it pinned.
+    fn pinned_hooks(&self, demand: &OnDemand) -> Vec<HookStatus> {
         let mut hooks: Vec<HookStatus> = fs::read_dir(self.links())
             .into_iter()
             .flatten()
             .flatten()
             .filter(|e| PinnedLink::from_pin(e.path()).is_ok())
-            .map(|e| HookStatus {
-                program: "pinned",
-                target: target_name(&e.file_name().to_string_lossy()),
-                attached: true,
-                error: None,
-            })
+            .map(|e| HookStatus::ok("pinned", target_name(&e.file_name().to_string_lossy())))
             .collect();
+        hooks.extend(
+            demand
+                .hooks()
+                .into_iter()
+                .map(|(program, target)| HookStatus {
+                    on_demand: true,
+                    ..HookStatus::ok(program, target)
+                }),
+        );
         hooks.sort_by(|a, b| a.target.cmp(&b.target));
         hooks
     }

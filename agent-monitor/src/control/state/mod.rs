@@ -172,6 +172,10 @@ pub(crate) struct Shared {
     pub(crate) identity_error: Option<String>,
     /// The monitor's own filesystems (cgroupfs, bpffs, tracefs, ...): never writable.
     pub(crate) protected: crate::host::mounts::Protected,
+    /// The syscall tracepoints: attached before a cgroup is tagged, detached when none is.
+    pub(crate) demand: crate::kernel::demand::OnDemand,
+    /// How many cgroups are tagged, as last published to the kernel.
+    tagged: AtomicU64,
     /// `AGENT_CGROUPS`: cgroup id -> slot.
     tagger: Mutex<HashMap<MapData, u64, u32>>,
     tag_state: Mutex<aya::maps::Array<MapData, u64>>,
@@ -219,6 +223,7 @@ impl Shared {
                 },
             enforce,
             hooks,
+            demand,
             identity_error,
         } = kernel;
         let shared = Self {
@@ -227,6 +232,8 @@ impl Shared {
             config,
             cgroup2,
             hooks,
+            demand,
+            tagged: AtomicU64::new(u64::MAX),
             identity_error,
             protected: crate::host::mounts::Protected::discover(),
             enforcer: Mutex::new(Enforcer::new(enforce)),
@@ -245,6 +252,7 @@ impl Shared {
             counters: Mutex::new(counters),
         };
         shared.tick_epoch();
+        shared.publish_tags();
         shared
     }
 
@@ -460,6 +468,9 @@ impl Shared {
     /// Installs the scope in the kernel, then tags the cgroup: the first process of the
     /// task is already enforced.
     fn tag(&self, cgroup_id: u64, slot: u32, scope: &Scope, cgroup: &str) -> Result<(), TaskError> {
+        // The syscall hooks first, held attached until the tag is published: no process of
+        // the cgroup makes a syscall the hooks miss.
+        let (_attached, _) = self.demand.attach();
         self.install(&mut lock(&self.enforcer), slot, scope)?;
         if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
             lock(&self.enforcer).remove(slot);
@@ -501,6 +512,7 @@ impl Shared {
     fn publish_tags(&self) {
         use agent_monitor_common::tag_state::{GENERATION, TAGGED};
         let tagged = lock(&self.tagger).keys().flatten().count() as u64;
+        self.tagged.store(tagged, Ordering::Relaxed);
         let mut state = lock(&self.tag_state);
         let generation = state.get(&GENERATION, 0).unwrap_or(0).wrapping_add(1);
         for (index, value) in [(TAGGED, tagged), (GENERATION, generation)] {
@@ -508,6 +520,21 @@ impl Shared {
                 tracing::error!(error = %e, "publishing the tag state; hooks may skip agents");
             }
         }
+    }
+
+    /// Detaches the syscall hooks once no cgroup has been tagged for `linger` (seconds: run
+    /// it off the sweep).
+    pub(crate) fn detach_syscall_hooks_when_idle(&self, linger: std::time::Duration) {
+        self.demand.detach_when_idle(|| self.no_tags(), linger);
+    }
+
+    /// At exit: the syscall hooks detach with this process unless an agent still runs.
+    pub(crate) fn release_idle_syscall_hooks(&self) {
+        self.demand.unpin_when_idle(|| self.no_tags());
+    }
+
+    fn no_tags(&self) -> bool {
+        self.tagged.load(Ordering::Relaxed) == 0
     }
 
     /// Advances the kernel's de-duplication clock (`tag_state::EPOCH`): an open repeated
