@@ -160,6 +160,43 @@ impl Daemon {
         }
     }
 
+    /// Waits (up to 60 s: a detach closes ~100 links, each after RCU grace periods) until the
+    /// daemon's syscall hooks are attached (`live`) or not, and returns its `syscall_hooks`
+    /// status. A build without on-demand hooks (no such status) keeps them attached: None.
+    pub fn wait_syscall_hooks(&self, live: bool) -> anyhow::Result<Option<Value>> {
+        let deadline = Instant::now() + Duration::from_mins(1);
+        loop {
+            let v = sys::get_json(&self.socket, "/v1/status")?;
+            let hooks = &v["syscall_hooks"];
+            if hooks.is_null() || hooks["on_demand"] != true {
+                return Ok(None);
+            }
+            if hooks["live"] == live {
+                return Ok(Some(hooks.clone()));
+            }
+            if Instant::now() > deadline {
+                bail!("the syscall hooks did not become live={live} within 60 s: {hooks}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// An agent of `scope` that only sleeps, so that an agent runs (and the syscall hooks
+    /// are attached) while it lives; killed on drop.
+    pub fn sleeper(&self, bin: &Path, scope: &str) -> anyhow::Result<Sleeper> {
+        let child = Command::new(bin)
+            .arg("exec")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--scope", scope, "--", "/usr/bin/sleep", "100000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting a sleeping agent")?;
+        Ok(Sleeper(child))
+    }
+
     /// The audit log's records, parsed, and the log emptied (the daemon appends).
     pub fn take_records(&self) -> anyhow::Result<Vec<Value>> {
         let text = fs::read_to_string(&self.audit).unwrap_or_default();
@@ -168,6 +205,17 @@ impl Daemon {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect())
+    }
+}
+
+/// A sleeping agent (`Daemon::sleeper`).
+pub struct Sleeper(Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        // `exec` becomes the command: this kills the agent, and its task ends.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -33,6 +33,10 @@ const MON_CPU: usize = 1;
 /// The UDP port the generator connects to (in scope); PORT + 1 is out of scope.
 const PORT: u16 = 39_999;
 
+/// The scope of an agent that only sleeps: with it running, the syscall hooks are attached.
+const SLEEPER: &str = "bench-sleeper";
+const SLEEPER_SCOPE: &str = "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {name: bench-sleeper, owner: bench@example.org}\nspec:\n  mode: audit\n  exec:\n    allow: [/usr/bin/sleep]\n";
+
 /// Sizes of one run.
 #[derive(Debug, Clone)]
 struct Params {
@@ -198,6 +202,10 @@ pub struct Violations {
 pub struct Results {
     pub rows: Vec<Row>,
     pub attach: Vec<Duration>,
+    /// The daemon's own figures for attaching the syscall hooks when an agent starts and
+    /// detaching them after the last one ended.
+    pub syscall_attach_ms: Vec<f64>,
+    pub syscall_detach_ms: Vec<f64>,
     pub failed_hooks: Vec<String>,
     pub idle_rss_kib: Vec<u64>,
     /// `RssAnon`, `RssFile`, `RssShmem` of the last idle sample.
@@ -367,6 +375,8 @@ fn prepare(daemon: PathBuf, generator: &Path) -> anyhow::Result<Env> {
     }
     fs::write(scopes.join("bench-dns.yaml"), dns::scope_yaml(&gen_path))
         .context("writing the DNS scope")?;
+    fs::write(scopes.join(format!("{SLEEPER}.yaml")), SLEEPER_SCOPE)
+        .context("writing the sleeper's scope")?;
     // SAFETY: sysconf has no preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     Ok(Env {
@@ -471,14 +481,15 @@ fn overhead(
 ) -> anyhow::Result<()> {
     let mut rows = vec![
         Row::new("no monitor", false),
-        Row::new("agent-monitor, untagged", false),
+        Row::new("agent-monitor, idle (no agent runs)", false),
+        Row::new("agent-monitor, untagged (an agent runs)", false),
         Row::new("agent-monitor, tagged, audit", true),
         Row::new("agent-monitor, tagged, enforce (all in scope)", true),
         Row::new("auditd (same syscalls, exe filter)", true),
         Row::new("bpftrace (tracepoints, cgroup filter)", true),
     ];
-    rows[4].error = auditd_ok.err();
-    rows[5].error = bpftrace_ok.err();
+    rows[5].error = auditd_ok.err();
+    rows[6].error = bpftrace_ok.err();
     let args = env.ops_args(params);
     let cgroup_id = fs::metadata(&env.cgroup)
         .with_context(|| format!("stat {}", env.cgroup.display()))?
@@ -498,13 +509,22 @@ fn overhead(
             )?;
             r.attach.push(d.attach);
             r.failed_hooks.clone_from(&d.failed_hooks);
+            // Idle: the syscall hooks, checked at start, are detached once no agent runs.
+            d.wait_syscall_hooks(false)?;
             thread::sleep(Duration::from_millis(300));
             r.idle_rss_kib.push(sys::rss_kib(d.pid())?);
             r.idle_rss_parts = sys::rss_parts(d.pid())?;
             r.idle_bpf_kib = sys::bpf_rss_kib(d.pid());
             let (v, _) = env.generate(&Via::Direct(None), &args)?;
             rows[1].runs.push(Ops::from_json(&v)?);
-            for (i, scope) in [(2, "bench-audit"), (3, "bench-enforce")] {
+            let sleeper = d.sleeper(&env.daemon, SLEEPER)?;
+            if let Some(h) = d.wait_syscall_hooks(true)? {
+                r.syscall_attach_ms
+                    .push(h["last_attach_ms"].as_f64().unwrap_or(f64::NAN));
+            }
+            let (v, _) = env.generate(&Via::Direct(None), &args)?;
+            rows[2].runs.push(Ops::from_json(&v)?);
+            for (i, scope) in [(3, "bench-audit"), (4, "bench-enforce")] {
                 let (before, _) = d.settle()?;
                 d.take_records()?;
                 // A failed tagged run (e.g. the agent killed for a violation it did not
@@ -530,16 +550,21 @@ fn overhead(
                     t.add(&got);
                 }
             }
-        }
-        if rows[4].error.is_none()
-            && let Err(e) = under_auditd(env, &args, &mut rows[4], quiet)
-        {
-            rows[4].error = Some(format!("{e:#}"));
+            drop(sleeper);
+            if let Some(h) = d.wait_syscall_hooks(false)? {
+                r.syscall_detach_ms
+                    .push(h["last_detach_ms"].as_f64().unwrap_or(f64::NAN));
+            }
         }
         if rows[5].error.is_none()
-            && let Err(e) = under_bpftrace(env, &args, cgroup_id, &mut rows[5])
+            && let Err(e) = under_auditd(env, &args, &mut rows[5], quiet)
         {
             rows[5].error = Some(format!("{e:#}"));
+        }
+        if rows[6].error.is_none()
+            && let Err(e) = under_bpftrace(env, &args, cgroup_id, &mut rows[6])
+        {
+            rows[6].error = Some(format!("{e:#}"));
         }
     }
     r.rows = rows;

@@ -340,12 +340,34 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
         )?;
     }
 
+    let mut attach_sys = res.syscall_attach_ms.clone();
+    let mut detach_sys = res.syscall_detach_ms.clone();
+    if !attach_sys.is_empty() {
+        writeln!(
+            w,
+            "\nThe syscall tracepoints are attached only while an agent runs. Attaching them \
+             when the first agent starts took {} (median of {}, as the daemon measures it; the \
+             agent's `exec` waits for it); detaching them after the last one ended took {} \
+             (each link's close waits for RCU grace periods; nothing waits for it).",
+            opt(median(&mut attach_sys), "ms"),
+            attach_sys.len(),
+            opt(median(&mut detach_sys), "ms"),
+        )?;
+    }
+
     // Targets.
-    let untagged = res
+    let idle_ratio = res
         .rows
         .get(1)
         .and_then(|row| ratio(row, base, FIELDS[1].1));
-    let audit_row = res.rows.get(2);
+    let untagged_row = res.rows.get(2);
+    let untagged = untagged_row.and_then(|row| ratio(row, base, FIELDS[1].1));
+    let floor = untagged_row.and_then(|row| ratio(row, base, FIELDS[0].1));
+    let audit_row = res.rows.get(3);
+    let enforce = res
+        .rows
+        .get(4)
+        .and_then(|row| ratio(row, base, FIELDS[1].1));
     let audit = audit_row.and_then(|row| ratio(row, base, FIELDS[1].1));
     let audit_lossless = audit_row
         .and_then(|row| row.delivery)
@@ -361,19 +383,32 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
     };
     line(
         w,
-        "untagged overhead ≤ 3% (openat+close)",
-        opt(untagged.map(|x| (x - 1.0) * 100.0), "%"),
-        untagged.map(|x| x <= 1.03),
+        "idle (no agent runs) openat+close ≤ 1.02x",
+        idle_ratio.map_or("—".into(), |x| format!("{x:.2}x")),
+        idle_ratio.map(|x| x <= 1.02),
+    )?;
+    writeln!(
+        w,
+        "| untagged while an agent runs: openat+close as close to the slow-path floor as \
+         measurable | {} (floor: getpid {}) | shown |",
+        untagged.map_or("—".into(), |x| format!("{x:.2}x")),
+        floor.map_or("—".into(), |x| format!("{x:.2}x")),
     )?;
     line(
         w,
-        "tagged audit openat ≤ 1.35x no monitor, zero lost",
+        "tagged enforce openat+close ≤ 1.30x",
+        enforce.map_or("—".into(), |x| format!("{x:.2}x")),
+        enforce.map(|x| x <= 1.30),
+    )?;
+    line(
+        w,
+        "tagged audit openat ≤ 1.25x no monitor, zero lost",
         format!(
             "{}, {}",
             audit.map_or("—".into(), |x| format!("{x:.2}x")),
             delivery_cell(audit_row.and_then(|row| row.delivery.as_ref()))
         ),
-        audit.map(|x| x <= 1.35 && audit_lossless),
+        audit.map(|x| x <= 1.25 && audit_lossless),
     )?;
     line(
         w,
@@ -466,14 +501,17 @@ pub fn document(report: &str, quick: bool) -> String {
          `read` is a read outside `files.read` (only the daemon decides it), `deny` a file in \
          `files.deny` (the kernel kills at sys_exit_openat: the marker must never be set), \
          `connect` a UDP connect outside `network.connect` (EPERM from the kernel).\n\
-         - The daemon: VmRSS from /proc 300 ms after each start; start to attached is spawn to \
+         - Idle and untagged: \"idle\" is the daemon up with no agent, once it reports its \
+         syscall tracepoints detached; \"untagged\" is the generator outside any agent while \
+         an agent (a sleeping task) runs, so that they are attached.\n\
+         - The daemon: VmRSS from /proc 300 ms after each start (once idle); start to attached is spawn to \
          the first `GET /v1/status` answer (the daemon only answers once its hooks are \
          attached; failed hooks are listed).\n\
          - Real work: git (init, three commits of a generated tree, log, gc, local clone), \
          Python (compileall of a generated package, then a module importing all of it) and \
          tar with gzip (czf, xzf, rm -rf), each timed as a whole `sh -c` on a fresh copy of its \
-         input, with no monitor, untagged under a running daemon, and tagged in an audit and in \
-         an enforce scope (`onViolation: kill-agent`) that allows exactly what the workload \
+         input, with no monitor, untagged under a running daemon while another agent (a \
+         sleeping task) runs, and tagged in an audit and in an enforce scope (`onViolation: kill-agent`) that allows exactly what the workload \
          needs; violation records are those the daemon wrote for the task (false positives).\n\n\
          ## Results\n\n{report}",
         if quick { " --quick" } else { "" },

@@ -207,6 +207,10 @@ fn measure(env: &Env, params: &Params, out: &mut RealWork) -> anyhow::Result<()>
             env.mon_cpu(),
             &[],
         )?;
+        // An agent runs throughout: "untagged" is the cost to the rest of the machine while
+        // the syscall hooks are attached (with no agent they are detached).
+        let _sleeper = d.sleeper(&env.daemon, super::SLEEPER)?;
+        d.wait_syscall_hooks(true)?;
         // Without a held counter in the daemon, count from outside the SIGCONTs that end holds.
         let counter = if held_total(&d).is_some() {
             out.held_source = Some(HeldSource::Metrics);
