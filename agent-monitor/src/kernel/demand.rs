@@ -210,6 +210,22 @@ impl OnDemand {
         }
     }
 
+    /// No syscall hooks to manage (a process that loads the maps only, never a hook).
+    pub(crate) fn disabled() -> Self {
+        Self {
+            detaching: AtomicBool::new(false),
+            inner: Mutex::new(Inner {
+                programs: BTreeMap::new(),
+                hooks: Vec::new(),
+                links: BTreeMap::new(),
+                dir: PathBuf::new(),
+                pending: 0,
+                idle_since: None,
+                status: DemandStatus::default(),
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner
             .lock()

@@ -470,7 +470,15 @@ impl Shared {
     fn tag(&self, cgroup_id: u64, slot: u32, scope: &Scope, cgroup: &str) -> Result<(), TaskError> {
         // The syscall hooks first, held attached until the tag is published: no process of
         // the cgroup makes a syscall the hooks miss.
-        let (_attached, _) = self.demand.attach();
+        let (_attached, statuses) = self.demand.attach();
+        let failed: Vec<&str> = statuses
+            .iter()
+            .filter(|h| !h.attached)
+            .map(|h| h.target.as_str())
+            .collect();
+        if !failed.is_empty() {
+            tracing::error!(%cgroup, ?failed, "syscall hooks did not attach: this agent is not fully watched");
+        }
         self.install(&mut lock(&self.enforcer), slot, scope)?;
         if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
             lock(&self.enforcer).remove(slot);
