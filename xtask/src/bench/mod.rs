@@ -85,7 +85,7 @@ impl Params {
                 connects: 50,
                 dns_lookups: 2000,
                 work_rounds: 5,
-                capacity_events: 400_000,
+                capacity_events: 200_000,
                 capacity_rounds: 5,
             }
         }
