@@ -38,6 +38,33 @@ pub(crate) enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Development: the userspace pipeline's capacity on synthetic ring-buffer events
+    /// (`cargo xtask bench`; root, attaches nothing).
+    #[command(hide = true)]
+    BenchPipeline(BenchPipelineArgs),
+}
+
+/// The event kinds `bench-pipeline` feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchKind {
+    /// An open (read) of an absolute path.
+    File,
+    /// An exec of an allowed binary.
+    Exec,
+    /// A UDP connect to an allowed address and port.
+    Net,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchPipelineArgs {
+    #[arg(long, value_enum)]
+    pub(crate) kind: BenchKind,
+    /// Events timed (after as many again, at most 20,000, not timed).
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) events: u64,
+    /// Where the records are written.
+    #[arg(long, default_value = "/dev/null")]
+    pub(crate) audit_log: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,6 +1,7 @@
 //! The client commands: exec and check here; status and agents in `view`, events and
 //! report in `events`.
 
+pub(crate) mod capacity;
 mod events;
 mod view;
 

@@ -127,7 +127,8 @@ fn drain(ring: &mut RingBuf<MapData>, limit: usize, pipeline: &mut impl Consumer
     n
 }
 
-fn handle(event: Result<Event, DecodeError>, pipeline: &mut impl Consumer) {
+/// One decoded record to the consumer (also what `bench-pipeline` times).
+pub(crate) fn handle(event: Result<Event, DecodeError>, pipeline: &mut impl Consumer) {
     match event {
         Ok(event) => {
             pipeline.event(event);

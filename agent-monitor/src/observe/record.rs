@@ -407,6 +407,49 @@ impl Default for Clock {
     }
 }
 
+/// [`rfc3339`] for a stream of times that mostly share their second (the pipeline's
+/// records): the calendar part is computed once per second, the nanoseconds by hand. The
+/// full conversion (`time`'s calendar arithmetic and `format!`) was a tenth of the
+/// pipeline thread's time per event.
+#[derive(Debug, Default)]
+pub(crate) struct Rfc3339Cache {
+    /// Whole seconds since the epoch of `prefix`, and `YYYY-MM-DDTHH:MM:SS` of them.
+    second: Option<u64>,
+    prefix: String,
+}
+
+impl Rfc3339Cache {
+    pub(crate) fn format(&mut self, t: SystemTime) -> String {
+        // Before the epoch: not worth a cache (a clock that far off is rare).
+        let Ok(since) = t.duration_since(SystemTime::UNIX_EPOCH) else {
+            return rfc3339(t);
+        };
+        let second = since.as_secs();
+        if self.second != Some(second) {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(second);
+            let mut full = rfc3339(whole);
+            // `.000000000Z`: the fraction and the zone, appended below.
+            full.truncate(full.len() - 11);
+            self.prefix = full;
+            self.second = Some(second);
+        }
+        let mut out = String::with_capacity(self.prefix.len() + 11);
+        out.push_str(&self.prefix);
+        let mut digits = [b'0'; 9];
+        let mut nanos = since.subsec_nanos();
+        for d in digits.iter_mut().rev() {
+            // `nanos % 10` is a digit: it always fits.
+            *d = b'0' + u8::try_from(nanos % 10).unwrap_or(0);
+            nanos /= 10;
+        }
+        out.push('.');
+        // ASCII digits only.
+        out.extend(digits.iter().map(|&d| char::from(d)));
+        out.push('Z');
+        out
+    }
+}
+
 /// RFC 3339 in UTC with exactly nine fractional digits, so records sort and parse alike.
 pub(crate) fn rfc3339(t: SystemTime) -> String {
     let dt = time::OffsetDateTime::from(t);
@@ -436,6 +479,24 @@ mod tests {
             "2027-01-15T08:00:00.120000000Z",
             "trailing zeros are kept"
         );
+    }
+
+    #[test]
+    fn the_cache_formats_as_rfc3339_does() {
+        let mut cache = Rfc3339Cache::default();
+        for (secs, nanos) in [
+            (1_800_000_000, 123_456_789),
+            (1_800_000_000, 0),
+            (1_800_000_000, 999_999_999),
+            // The next second, the next day, back again: the prefix follows.
+            (1_800_000_001, 5),
+            (1_800_086_400, 120_000_000),
+            (1_800_000_000, 7),
+            (0, 1),
+        ] {
+            let t = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+            assert_eq!(cache.format(t), rfc3339(t), "{secs}.{nanos:09}");
+        }
     }
 
     #[test]

@@ -220,32 +220,36 @@ impl TaskUsage {
         access: Option<&'static str>,
         hits: impl FnOnce() -> Vec<usize>,
     ) {
-        let rules = if let Some(item) = map.get_mut(&key) {
+        let count = |uses: &mut [u64], rules: &[usize]| {
+            for &i in rules {
+                if let Some(n) = uses.get_mut(i) {
+                    *n += 1;
+                }
+            }
+        };
+        if let Some(item) = map.get_mut(&key) {
             item.count += 1;
             item.violation |= violation;
             item.accesses.extend(access);
-            item.rules.clone()
+            // Counted from the item itself: a copy of its rules per record was an
+            // allocation on every record the writer publishes.
+            count(uses, &item.rules);
+            return;
+        }
+        let rules = hits();
+        count(uses, &rules);
+        if map.len() < MAX_ITEMS {
+            map.insert(
+                key,
+                Item {
+                    count: 1,
+                    violation,
+                    accesses: access.into_iter().collect(),
+                    rules,
+                },
+            );
         } else {
-            let rules = hits();
-            if map.len() < MAX_ITEMS {
-                map.insert(
-                    key,
-                    Item {
-                        count: 1,
-                        violation,
-                        accesses: access.into_iter().collect(),
-                        rules: rules.clone(),
-                    },
-                );
-            } else {
-                *overflow += 1;
-            }
-            rules
-        };
-        for i in rules {
-            if let Some(n) = uses.get_mut(i) {
-                *n += 1;
-            }
+            *overflow += 1;
         }
     }
 

@@ -13,7 +13,7 @@ use crate::{
         decoder::{DecodeError, Event, Header},
         reader::Consumer,
     },
-    observe::record::{Action, AgentRef, Clock, Record, Verdict, rfc3339},
+    observe::record::{Action, AgentRef, Clock, Record, Rfc3339Cache, Verdict},
     pipeline::proctable::ProcTable,
     policy::FileAccess,
     scope::Scope,
@@ -38,6 +38,8 @@ pub(crate) struct Pipeline {
     /// cgroup id -> path, for records (the process may be gone when its event is read).
     cgroup_paths: HashMap<u64, String>,
     clock: Clock,
+    /// Record times: consecutive events mostly share their second.
+    stamps: Rfc3339Cache,
     writer: writer::Writer,
     batch: Vec<Record>,
 }
@@ -51,6 +53,7 @@ impl Pipeline {
             cgroups: crate::host::own_cgroup::CgroupMounts::discover(),
             cgroup_paths: HashMap::new(),
             clock: Clock::new(),
+            stamps: Rfc3339Cache::default(),
             writer,
             batch: Vec::new(),
         }
@@ -175,7 +178,7 @@ impl Pipeline {
         }
         self.account(h, action, killed, violation.as_ref(), &process);
         self.batch.push(Record {
-            time: rfc3339(self.clock.wall(h.time_ns)),
+            time: self.stamps.format(self.clock.wall(h.time_ns)),
             kind: judged.kind,
             verdict: if violation.is_some() {
                 Verdict::Violation

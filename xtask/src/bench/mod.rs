@@ -5,6 +5,7 @@
 //! The machine is shared and noisy: every configuration is run several times, interleaved
 //! round by round with the "no monitor" baseline, and compared through ratios of medians.
 
+mod capacity;
 mod daemon;
 mod dns;
 mod realwork;
@@ -52,6 +53,9 @@ struct Params {
     dns_lookups: u64,
     /// Rounds of the real-work section (each runs every workload in every configuration).
     work_rounds: usize,
+    /// Synthetic events per `bench-pipeline` run (exec gets fewer), and runs of each kind.
+    capacity_events: u64,
+    capacity_rounds: usize,
 }
 
 impl Params {
@@ -69,6 +73,8 @@ impl Params {
                 connects: 10,
                 dns_lookups: 200,
                 work_rounds: 1,
+                capacity_events: 100_000,
+                capacity_rounds: 2,
             }
         } else {
             Self {
@@ -83,6 +89,8 @@ impl Params {
                 connects: 50,
                 dns_lookups: 2000,
                 work_rounds: 5,
+                capacity_events: 200_000,
+                capacity_rounds: 5,
             }
         }
     }
@@ -219,6 +227,8 @@ pub struct Results {
     pub dns: dns::DnsBench,
     /// Real workloads (git, Python, tar) with and without the monitor.
     pub realwork: realwork::RealWork,
+    /// The userspace pipeline's own events/s per core (`agent-monitor bench-pipeline`).
+    pub capacity: capacity::Capacity,
     pub other_monitors: usize,
     /// Whether new tasks were kept out of the kernel's audit context (`tools::AuditQuiet`).
     pub audit_quiet: bool,
@@ -271,6 +281,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     latency(&env, &p, &mut r);
     dns::run(&env, &p, &mut r);
     realwork::run(&env, &p, &mut r.realwork);
+    capacity::run(&env, &p, &mut r.capacity);
     drop(quiet);
     let md = report::render(&r, &p, started.elapsed())?;
     println!("{md}");
@@ -281,22 +292,28 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `XTASK_BENCH_ONLY=realwork cargo xtask bench [--quick]`: one section alone, printed.
-/// `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this tree's release build.
-/// docs/BENCHMARKS.md is written only by the full bench.
+/// `XTASK_BENCH_ONLY=realwork|capacity cargo xtask bench [--quick]`: one section alone,
+/// printed. `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this tree's
+/// release build. docs/BENCHMARKS.md is written only by the full bench.
 fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
-    if only != "realwork" {
-        bail!("XTASK_BENCH_ONLY={only}: the section that runs alone is `realwork`");
+    if !matches!(only, "realwork" | "capacity") {
+        bail!("XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork` and `capacity`");
     }
     let (daemon, generator) = build(root)?;
     let env = prepare(daemon, &generator)?;
     let started = Instant::now();
-    let quiet = tools::AuditQuiet::start();
-    let mut rw = realwork::RealWork::default();
-    realwork::run(&env, p, &mut rw);
-    drop(quiet);
     let mut md = String::new();
-    realwork::render(&mut md, &rw)?;
+    if only == "capacity" {
+        let mut c = capacity::Capacity::default();
+        capacity::run(&env, p, &mut c);
+        capacity::render(&mut md, &c)?;
+    } else {
+        let quiet = tools::AuditQuiet::start();
+        let mut rw = realwork::RealWork::default();
+        realwork::run(&env, p, &mut rw);
+        drop(quiet);
+        realwork::render(&mut md, &rw)?;
+    }
     println!(
         "{md}\nThe section took {:.0} s.",
         started.elapsed().as_secs_f64()
