@@ -347,9 +347,8 @@ mod tests {
     #[test]
     fn flow_nesting_is_refused_before_parsing() {
         let deep = manifest(&format!("  exec:\n    allow: {}\n", "[".repeat(200_000)));
-        let started = std::time::Instant::now();
+        // Refused as too deep, not by the parser's own recursion guard: the pre-scan ran first.
         let error = parse_str(&deep, std::path::Path::new("t.yaml")).expect_err("too deep");
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
         assert!(matches!(
             error,
             ScopeError::Limit {
@@ -472,9 +471,9 @@ mod tests {
         assert!(parse_str(&at_limit, std::path::Path::new("t.yaml")).is_ok());
         let short: Vec<String> = (0..100_000).map(|i| format!("/r{i}")).collect();
         let past = manifest(&format!("  files:\n    read: [{}]\n", short.join(",")));
-        let started = std::time::Instant::now();
+        // How long refusing it takes is measured by the bench ("Hostile input: reload"),
+        // not here: a timed unit test fails on a loaded machine.
         let error = parse_str(&past, std::path::Path::new("t.yaml")).expect_err("past");
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
         let text = error.to_string();
         assert!(text.contains("spec.files.read"), "{text}");
         assert!(text.contains("limit of 4096 entries in one list"), "{text}");
