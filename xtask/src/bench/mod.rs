@@ -9,6 +9,7 @@ mod daemon;
 mod dns;
 mod realwork;
 mod report;
+mod scale;
 mod sys;
 mod tools;
 
@@ -48,6 +49,8 @@ struct Params {
     dns_lookups: u64,
     /// Rounds of the real-work section (each runs every workload in every configuration).
     work_rounds: usize,
+    /// Sizes of the scale section.
+    scale: scale::Sizes,
 }
 
 impl Params {
@@ -65,6 +68,7 @@ impl Params {
                 connects: 10,
                 dns_lookups: 200,
                 work_rounds: 1,
+                scale: scale::Sizes::new(true),
             }
         } else {
             Self {
@@ -79,6 +83,7 @@ impl Params {
                 connects: 50,
                 dns_lookups: 2000,
                 work_rounds: 5,
+                scale: scale::Sizes::new(false),
             }
         }
     }
@@ -211,6 +216,8 @@ pub struct Results {
     pub dns: dns::DnsBench,
     /// Real workloads (git, Python, tar) with and without the monitor.
     pub realwork: realwork::RealWork,
+    /// Cost as work grows: task bursts, live tasks, agents, scope sizes, many files.
+    pub scale: scale::Scale,
     pub other_monitors: usize,
     /// Whether new tasks were kept out of the kernel's audit context (`tools::AuditQuiet`).
     pub audit_quiet: bool,
@@ -263,6 +270,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     latency(&env, &p, &mut r);
     dns::run(&env, &p, &mut r);
     realwork::run(&env, &p, &mut r.realwork);
+    scale::run(&env, &p.scale, &mut r.scale);
     drop(quiet);
     let md = report::render(&r, &p, started.elapsed())?;
     println!("{md}");
@@ -273,22 +281,28 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `XTASK_BENCH_ONLY=realwork cargo xtask bench [--quick]`: one section alone, printed.
-/// `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this tree's release build.
-/// docs/BENCHMARKS.md is written only by the full bench.
+/// `XTASK_BENCH_ONLY=realwork|scale cargo xtask bench [--quick]`: one section alone,
+/// printed. `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this tree's release
+/// build. docs/BENCHMARKS.md is written only by the full bench.
 fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
-    if only != "realwork" {
-        bail!("XTASK_BENCH_ONLY={only}: the section that runs alone is `realwork`");
+    if !matches!(only, "realwork" | "scale") {
+        bail!("XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork` and `scale`");
     }
     let (daemon, generator) = build(root)?;
     let env = prepare(daemon, &generator)?;
     let started = Instant::now();
     let quiet = tools::AuditQuiet::start();
-    let mut rw = realwork::RealWork::default();
-    realwork::run(&env, p, &mut rw);
-    drop(quiet);
     let mut md = String::new();
-    realwork::render(&mut md, &rw)?;
+    if only == "realwork" {
+        let mut rw = realwork::RealWork::default();
+        realwork::run(&env, p, &mut rw);
+        realwork::render(&mut md, &rw)?;
+    } else {
+        let mut sc = scale::Scale::default();
+        scale::run(&env, &p.scale, &mut sc);
+        scale::render(&mut md, &sc)?;
+    }
+    drop(quiet);
     println!(
         "{md}\nThe section took {:.0} s.",
         started.elapsed().as_secs_f64()
