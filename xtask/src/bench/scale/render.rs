@@ -84,7 +84,8 @@ pub fn render(w: &mut String, s: &Scale) -> std::fmt::Result {
         w,
         "\n**Task starts at once.** {} shells wait on one pipe; closing its write end releases \
          them together, each then runs `agent-monitor exec --scope S -- /bin/true` (the client \
-         retries a refused or busy connection with backoff for 5 s). Wall: release to the last \
+         retries with backoff: for 5 s while nobody answers, for 60 s while the daemon \
+         answers busy). Wall: release to the last \
          `exec` exiting; ended: release until the daemon had ended and removed every task \
          (its sweep every 200 ms).\n",
         sizes.burst
@@ -134,8 +135,8 @@ pub fn render(w: &mut String, s: &Scale) -> std::fmt::Result {
         "\n**Live tasks.** Tasks `exec -- sleep 3600` in `scale-audit`, started 100 at a time; \
          RSS once the daemon's counters settle; idle CPU over the next second (its housekeeping: \
          the sweep looks at every task's cgroup every 200 ms); per task: (RSS − RSS with 0) / \
-         tasks.\n\n| live tasks | daemon RSS | anon / file | descriptors | idle CPU (1 core = 100%) \
-         | RSS per task |\n|---:|---:|---:|---:|---:|---:|"
+         tasks.\n\n| live tasks | daemon RSS | anon / file | descriptors | idle CPU (1 core = \
+         100%) | RSS per task |\n|---:|---:|---:|---:|---:|---:|"
     )?;
     let zero = s.live.first().map(|l| l.rss_kib);
     let live_row = |w: &mut String, label: String, l: &super::Live| {
@@ -239,7 +240,8 @@ pub fn render(w: &mut String, s: &Scale) -> std::fmt::Result {
         "\n**Many distinct files.** One task opens, reads and closes {} distinct files of a \
          generated tree (a tmpfs of its own; 1,000 per directory) once each; the generator \
          times the loop (\"no monitor\": the mean of a run before the round's daemon started \
-         and one after it stopped; an untimed run first fills the dentry cache). Records and dropped: the daemon's counters over the run; held: \
+         and one after it stopped; an untimed run first fills the dentry cache). Records and \
+         dropped: the daemon's counters over the run; held: \
          operations stopped until the daemon judged them; drain: how long the daemon still \
          worked after the task's last read.\n\n| configuration | time | per file | ratio | \
          daemon CPU | drain | records | dropped | held | daemon RSS after | after the task \
