@@ -6,8 +6,11 @@
 //!
 //! ```text
 //! agent-monitor-bench ops      --file PATH --port P --iters N --exec-iters M
-//! agent-monitor-bench load     --file PATH --rate R --secs S [--kind openat|fchdir]
-//!                              (R = 0: as fast as possible; fchdir: FILE is a directory)
+//! agent-monitor-bench load     --file PATH --rate R --secs S [--kind openat|fchdir|udp]
+//!                              [--port P]
+//!                              (R = 0: as fast as possible; fchdir: FILE is a directory;
+//!                              udp: socket+connect+close to 127.0.0.1:P, FILE unused)
+//! agent-monitor-bench files    --file DIR --count N
 //! agent-monitor-bench violate  --kind deny|read|connect --file PATH --port P --count K
 //!                              [--timeout-ms T] [--gap-ms G]
 //! agent-monitor-bench dns      --server ADDR --name NAME --count K [--timeout-ms T]
@@ -19,6 +22,8 @@
 //! violation and reports what happened to them: for `deny` and `read` the time from just before
 //! the syscall to the child's death (seen through a pidfd, `CLOCK_MONOTONIC`) and whether the
 //! syscall ever returned; for `connect` whether it failed with EPERM and how long it took.
+//! `files` opens, reads (up to 4 KiB) and closes N distinct files, `DIR/dXXX/fYYY` for i in
+//! 0..N (XXX = i / 1000, YYY = i % 1000, three digits each), once each, and reports the time.
 //! `dns` asks ADDR:53 for NAME (type A) K times over UDP, one question at a time, and reports
 //! each round trip (send to reply with the same id) and the replies' rcodes.
 
@@ -47,11 +52,12 @@ type Result<T> = std::result::Result<T, String>;
 fn run(args: &[String]) -> Result<String> {
     let (mode, rest) = args
         .split_first()
-        .ok_or("usage: agent-monitor-bench ops|load|violate|dns [options]")?;
+        .ok_or("usage: agent-monitor-bench ops|load|files|violate|dns [options]")?;
     let opts = Opts::parse(rest)?;
     match mode.as_str() {
         "ops" => ops(&opts),
         "load" => load(&opts),
+        "files" => files(&opts),
         "violate" => violate(&opts),
         "dns" => dns(&opts),
         other => Err(format!("unknown mode {other:?}")),
@@ -295,7 +301,11 @@ fn sleep_ns(ns: u64) {
 }
 
 fn load(o: &Opts) -> Result<String> {
-    let file = o.file()?;
+    let file = if o.kind == "udp" {
+        CString::default()
+    } else {
+        o.file()?
+    };
     // `--kind fchdir`: fchdir to the directory FILE names (a cheaper monitored syscall than
     // openat+close, to find the monitor's ceiling rather than the generator's).
     let dirfd = if o.kind == "fchdir" {
@@ -318,6 +328,14 @@ fn load(o: &Opts) -> Result<String> {
         // SAFETY: fd is an open directory.
         Some(fd) if unsafe { libc::fchdir(fd) } != 0 => Err(os_err("fchdir")),
         Some(_) => Ok(()),
+        None if o.kind == "udp" => match udp_connect(o.port)? {
+            (0, _) => Ok(()),
+            (_, e) => Err(format!(
+                "connect 127.0.0.1:{}: {}",
+                o.port,
+                std::io::Error::from_raw_os_error(e)
+            )),
+        },
         None => open_close(&file),
     };
     #[expect(
@@ -356,6 +374,41 @@ fn load(o: &Opts) -> Result<String> {
     Ok(format!(
         "{{\"events\":{events},\"secs\":{secs:.4},\"rate\":{rate:.0}}}"
     ))
+}
+
+/// `files`: every file of the generated tree once (open, one read, close), timed as a whole.
+fn files(o: &Opts) -> Result<String> {
+    let dir = o.file.as_deref().ok_or("--file is required")?;
+    // Names built before the clock starts: only the syscalls are timed.
+    let names = (0..o.count)
+        .map(|i| {
+            CString::new(format!("{dir}/d{:03}/f{:03}", i / 1000, i % 1000))
+                .map_err(|e| format!("--file: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut buf = [0u8; 4096];
+    let start = now_ns();
+    for name in &names {
+        // SAFETY: name is NUL-terminated; buf is writable for its length; fd is closed.
+        unsafe {
+            let fd = libc::openat(
+                libc::AT_FDCWD,
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return Err(os_err(&format!("openat {}", name.to_string_lossy())));
+            }
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            if n < 0 {
+                return Err(os_err(&format!("read {}", name.to_string_lossy())));
+            }
+        }
+    }
+    #[expect(clippy::cast_precision_loss, reason = "ns counts fit f64 well enough")]
+    let secs = (now_ns() - start) as f64 / 1e9;
+    Ok(format!("{{\"files\":{},\"secs\":{secs:.6}}}", names.len()))
 }
 
 /// Shared between a violating child and the parent (`MAP_SHARED`, survives the child's death).

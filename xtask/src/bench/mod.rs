@@ -10,6 +10,7 @@ mod daemon;
 mod dns;
 mod realwork;
 mod report;
+mod scale;
 mod sys;
 mod tools;
 
@@ -56,6 +57,8 @@ struct Params {
     /// Synthetic events per `bench-pipeline` run (exec gets fewer), and runs of each kind.
     capacity_events: u64,
     capacity_rounds: usize,
+    /// Sizes of the scale section.
+    scale: scale::Sizes,
 }
 
 impl Params {
@@ -75,6 +78,7 @@ impl Params {
                 work_rounds: 1,
                 capacity_events: 100_000,
                 capacity_rounds: 2,
+                scale: scale::Sizes::new(true),
             }
         } else {
             Self {
@@ -91,6 +95,7 @@ impl Params {
                 work_rounds: 5,
                 capacity_events: 200_000,
                 capacity_rounds: 5,
+                scale: scale::Sizes::new(false),
             }
         }
     }
@@ -229,6 +234,8 @@ pub struct Results {
     pub realwork: realwork::RealWork,
     /// The userspace pipeline's own events/s per core (`agent-monitor bench-pipeline`).
     pub capacity: capacity::Capacity,
+    /// Cost as work grows: task bursts, live tasks, agents, scope sizes, many files.
+    pub scale: scale::Scale,
     pub other_monitors: usize,
     /// Whether new tasks were kept out of the kernel's audit context (`tools::AuditQuiet`).
     pub audit_quiet: bool,
@@ -282,6 +289,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     dns::run(&env, &p, &mut r);
     realwork::run(&env, &p, &mut r.realwork);
     capacity::run(&env, &p, &mut r.capacity);
+    scale::run(&env, &p.scale, &mut r.scale);
     drop(quiet);
     let md = report::render(&r, &p, started.elapsed())?;
     println!("{md}");
@@ -292,12 +300,14 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `XTASK_BENCH_ONLY=realwork|capacity cargo xtask bench [--quick]`: one section alone,
-/// printed. `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this tree's
-/// release build. docs/BENCHMARKS.md is written only by the full bench.
+/// `XTASK_BENCH_ONLY=realwork|capacity|scale cargo xtask bench [--quick]`: one section
+/// alone, printed. `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this
+/// tree's release build. docs/BENCHMARKS.md is written only by the full bench.
 fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
-    if !matches!(only, "realwork" | "capacity") {
-        bail!("XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork` and `capacity`");
+    if !matches!(only, "realwork" | "capacity" | "scale") {
+        bail!(
+            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity` and `scale`"
+        );
     }
     let (daemon, generator) = build(root)?;
     let env = prepare(daemon, &generator)?;
@@ -307,6 +317,12 @@ fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
         let mut c = capacity::Capacity::default();
         capacity::run(&env, p, &mut c);
         capacity::render(&mut md, &c)?;
+    } else if only == "scale" {
+        let quiet = tools::AuditQuiet::start();
+        let mut sc = scale::Scale::default();
+        scale::run(&env, &p.scale, &mut sc);
+        drop(quiet);
+        scale::render(&mut md, &sc)?;
     } else {
         let quiet = tools::AuditQuiet::start();
         let mut rw = realwork::RealWork::default();

@@ -20,7 +20,7 @@ pub fn median(v: &mut [f64]) -> Option<f64> {
 }
 
 /// Nearest-rank percentile of sorted values.
-pub fn percentile(sorted: &[u64], pct: f64) -> Option<u64> {
+pub fn percentile<T: Copy>(sorted: &[T], pct: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -377,6 +377,7 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
     super::dns::render(w, &res.dns)?;
     super::realwork::render(w, &res.realwork)?;
     super::capacity::render(w, &res.capacity)?;
+    super::scale::render(w, &res.scale)?;
     writeln!(w, "\n### Targets\n\n| target | measured | |\n|---|---|---|")?;
     let line = |w: &mut String, t: &str, m: String, ok: Option<bool>| {
         let verdict = ok.map_or("not measured", hit);
@@ -429,6 +430,14 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
         "userspace-path kill p99 ≤ 5 ms",
         kill_p99.map_or("—".into(), |n| format!("{:.3} ms", f(n) / 1e6)),
         kill_p99.map(|n| n <= 5_000_000),
+    )?;
+    let burst = res.scale.bursts.iter().map(|b| (b.ok, b.n));
+    let (ok, n) = burst.fold((0, 0), |(a, b), (ok, n)| (a + ok, b + n));
+    line(
+        w,
+        "task starts released at once all succeed",
+        format!("{ok} of {n}"),
+        (n > 0).then_some(ok == n),
     )?;
     line(
         w,

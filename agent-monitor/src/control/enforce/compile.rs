@@ -3,7 +3,7 @@
 //! (device, inode) of allowed binaries and denied files as they exist at load time.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
@@ -191,6 +191,9 @@ fn key_of(net: &IpNet) -> (u32, [u8; 16]) {
     }
 }
 
+/// What `net_rules` merges: a rule applies to every prefix it contains (the reference the
+/// supernet walk is tested against).
+#[cfg(test)]
 fn contains(wide: &IpNet, narrow: &IpNet) -> bool {
     wide.prefix_len() <= narrow.prefix_len()
         && wide.contains(&narrow.network())
@@ -253,11 +256,19 @@ pub(crate) fn net_rules(
         .collect();
     let prefixes: BTreeMap<(u32, [u8; 16]), IpNet> =
         cidrs.iter().map(|(n, _)| (key_of(n), *n)).collect();
+    let mut by_prefix: HashMap<IpNet, Vec<&ConnectRule>> = HashMap::new();
+    for (net, rule) in &cidrs {
+        by_prefix.entry(*net).or_default().push(rule);
+    }
     let mut out = Vec::new();
     for ((len, addr), net) in prefixes {
         let mut any: u16 = 0;
         let mut ports: BTreeMap<u16, u16> = BTreeMap::new();
-        for (_, rule) in cidrs.iter().filter(|(wide, _)| contains(wide, &net)) {
+        // Only the prefix itself and its supernets contain it: at most 33 (IPv4) or 129
+        // (IPv6) lookups, where a pass over every rule per prefix made a task start
+        // quadratic in its rules (0.3 s at 4,092 CIDR rules, release build).
+        let wider = std::iter::successors(Some(net), |n| n.supernet().map(|s| s.trunc()));
+        for rule in wider.filter_map(|w| by_prefix.get(&w)).flatten() {
             match &rule.ports {
                 None => any |= bits(rule.protocol),
                 Some(list) => list
@@ -352,6 +363,74 @@ mod tests {
         assert!(
             allows(&rules, "::ffff:10.9.9.9", 443, tcp),
             "IPv4-mapped IPv6 is judged as IPv4"
+        );
+    }
+
+    #[test]
+    fn supernet_walk_merges_exactly_the_containing_rules() {
+        // Nested and disjoint prefixes of both families, some repeated with other ports.
+        let cidrs = [
+            "0.0.0.0/0",
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "10.1.2.0/24",
+            "10.1.2.3/32",
+            "10.1.2.3/32",
+            "10.2.0.0/15",
+            "192.168.0.0/16",
+            "192.168.7.128/25",
+            "::/0",
+            "2001:db8::/32",
+            "2001:db8:1::/48",
+            "2001:db8:1::1/128",
+        ];
+        let rules: Vec<ConnectRule> = cidrs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let port = u16::try_from(1000 + i).expect("port");
+                let (ports, protocol) = match i % 3 {
+                    0 => (None, RuleProtocol::Udp),
+                    1 => (Some(vec![port]), RuleProtocol::Tcp),
+                    _ => (Some(vec![port, 443]), RuleProtocol::Any),
+                };
+                rule(c, ports.as_deref(), protocol)
+            })
+            .collect();
+        let compiled = net_rules(&rules).expect("compiles");
+        for (len, addr, got) in &compiled {
+            let net = cidrs
+                .iter()
+                .map(|c| c.parse::<IpNet>().expect("cidr").trunc())
+                .find(|n| key_of(n) == (*len, *addr))
+                .expect("a declared prefix");
+            let (mut any, mut ports) = (0u16, BTreeMap::<u16, u16>::new());
+            for r in &rules {
+                let ConnectTarget::Cidr(wide) = &r.target else {
+                    continue;
+                };
+                if contains(&wide.trunc(), &net) {
+                    match &r.ports {
+                        None => any |= bits(r.protocol),
+                        Some(list) => {
+                            for p in list {
+                                *ports.entry(*p).or_default() |= bits(r.protocol);
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(got.any_port_protos, any, "{net}");
+            let got_ports: BTreeMap<u16, u16> = got.ports[..usize::from(got.count)]
+                .iter()
+                .map(|p| (p.port, p.protos))
+                .collect();
+            assert_eq!(got_ports, ports, "{net}");
+        }
+        assert_eq!(
+            compiled.len(),
+            cidrs.len() - 1,
+            "one entry per distinct prefix"
         );
     }
 

@@ -40,7 +40,8 @@ impl Shared {
         let mut finished = Vec::new();
         let mut revoke: Vec<(String, &'static str)> = Vec::new();
         let mut degraded = Vec::new();
-        // Exec tasks whose cgroup is to be looked at (without the registry locked).
+        // Exec tasks whose cgroup is to be looked at (without the registry locked), with
+        // what was known of them before the look (see `Watch::after`).
         let mut watched = Vec::new();
         {
             // Lock order everywhere: registry, then enforcer.
@@ -63,27 +64,28 @@ impl Shared {
                 {
                     revoke.push((task.id.clone(), "killed: events lost (fail-closed)"));
                 } else if task.origin == Origin::Exec {
-                    watched.push((task.slot, task.cgroup.clone()));
+                    let before = Watch {
+                        seen: task.seen,
+                        abandoned: task.abandoned(now),
+                    };
+                    watched.push((task.slot, task.cgroup.clone(), before));
                 }
             }
         }
-        let populated: Vec<(u32, Option<bool>)> = watched
+        let populated: Vec<(u32, Watch, Option<bool>)> = watched
             .into_iter()
-            .map(|(slot, cgroup)| (slot, self.cgroup2.populated(&cgroup).ok()))
+            .map(|(slot, cgroup, before)| (slot, before, self.cgroup2.populated(&cgroup).ok()))
             .collect();
         {
             let mut registry = self.registry();
-            for (slot, populated) in populated {
+            for (slot, before, populated) in populated {
                 let Some(task) = registry.by_slot_mut(slot) else {
                     continue;
                 };
-                let id = task.id.clone();
-                match populated {
-                    Some(true) => task.seen = true,
-                    Some(false) if task.seen || task.abandoned(now) => finished.push(id),
-                    Some(false) => {}
-                    // The cgroup is gone: nothing is left to watch.
-                    None => finished.push(id),
+                match before.after(populated) {
+                    Outcome::Seen => task.seen = true,
+                    Outcome::Finished => finished.push(task.id.clone()),
+                    Outcome::Wait => {}
                 }
             }
         }
@@ -171,6 +173,42 @@ impl Shared {
     }
 }
 
+/// What the sweep knew of an exec task before it read the task's `cgroup.events`.
+///
+/// Only that may be used to read an empty cgroup as a finished task: `seen` is also set by
+/// the task's events, while the sweep reads the cgroups without the registry locked, and an
+/// event of `exec`'s child joining the cgroup can mark the task seen right after the sweep
+/// read it still empty. Judged by `seen` as it is after the read, such a task, just
+/// starting, was ended and untagged with its first process running in it (several in 300
+/// with 100 `exec` starting at once).
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    seen: bool,
+    abandoned: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Populated: the task's processes are there.
+    Seen,
+    /// Its processes have all gone (or it never got one in time, or its cgroup is gone).
+    Finished,
+    /// Empty, but not known to have started before the look: look again next time.
+    Wait,
+}
+
+impl Watch {
+    fn after(self, populated: Option<bool>) -> Outcome {
+        match populated {
+            Some(true) => Outcome::Seen,
+            Some(false) if self.seen || self.abandoned => Outcome::Finished,
+            Some(false) => Outcome::Wait,
+            // The cgroup is gone: nothing is left to watch.
+            None => Outcome::Finished,
+        }
+    }
+}
+
 /// Records made outside the pipeline that may wait for it at most.
 const NOTICES: usize = 4096;
 
@@ -182,5 +220,34 @@ fn wait_empty(cg: &Cgroup2, rel: &str, limit: Duration) {
             return;
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_cgroup_ends_a_task_only_if_it_was_seen_before_the_look() {
+        let fresh = Watch {
+            seen: false,
+            abandoned: false,
+        };
+        // Empty when looked at, though its first event may mark it seen a moment later:
+        // that event cannot make the look say it finished.
+        assert_eq!(fresh.after(Some(false)), Outcome::Wait);
+        assert_eq!(fresh.after(Some(true)), Outcome::Seen);
+        assert_eq!(fresh.after(None), Outcome::Finished);
+        let started = Watch {
+            seen: true,
+            abandoned: false,
+        };
+        assert_eq!(started.after(Some(false)), Outcome::Finished);
+        assert_eq!(started.after(Some(true)), Outcome::Seen);
+        let given_up = Watch {
+            seen: false,
+            abandoned: true,
+        };
+        assert_eq!(given_up.after(Some(false)), Outcome::Finished);
     }
 }

@@ -402,7 +402,7 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// The sum of every `/metrics` sample whose name mentions held operations, or None when
 /// the daemon exposes none.
-fn held_total(d: &Daemon) -> Option<u64> {
+pub(super) fn held_total(d: &Daemon) -> Option<u64> {
     let (code, body) = sys::http_get(&d.socket, "/metrics").ok()?;
     if code != 200 {
         return None;
