@@ -11,7 +11,7 @@ use std::{
     time::Instant,
 };
 
-use aya::maps::{HashMap, MapData, PerCpuArray};
+use aya::maps::{MapData, PerCpuArray};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -143,6 +143,9 @@ impl Stats {
 mod adopt;
 mod lifecycle;
 mod persisted;
+mod tagger;
+
+use tagger::Tagger;
 
 pub(crate) struct Shared {
     pub(crate) config: DaemonConfig,
@@ -176,8 +179,8 @@ pub(crate) struct Shared {
     pub(crate) demand: crate::kernel::demand::OnDemand,
     /// How many cgroups are tagged, as last published to the kernel.
     tagged: AtomicU64,
-    /// `AGENT_CGROUPS`: cgroup id -> slot.
-    tagger: Mutex<HashMap<MapData, u64, u32>>,
+    /// `AGENT_CGROUPS`: cgroup id -> slot, and the ids in it.
+    tagger: Mutex<Tagger>,
     tag_state: Mutex<aya::maps::Array<MapData, u64>>,
     counters: Mutex<PerCpuArray<MapData, u64>>,
     enforcer: Mutex<Enforcer>,
@@ -247,7 +250,7 @@ impl Shared {
             reloading: Mutex::new(()),
             registry: Mutex::new(Registry::default()),
             creating: Mutex::new(HashSet::new()),
-            tagger: Mutex::new(agent_cgroups),
+            tagger: Mutex::new(Tagger::new(agent_cgroups)),
             tag_state: Mutex::new(tag_state),
             counters: Mutex::new(counters),
         };
@@ -480,7 +483,7 @@ impl Shared {
             tracing::error!(%cgroup, ?failed, "syscall hooks did not attach: this agent is not fully watched");
         }
         self.install(&mut lock(&self.enforcer), slot, scope)?;
-        if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot, 0) {
+        if let Err(source) = lock(&self.tagger).insert(cgroup_id, slot) {
             lock(&self.enforcer).remove(slot);
             self.dns.close(slot);
             return Err(TaskError::Tag {
@@ -508,7 +511,7 @@ impl Shared {
     }
 
     fn untag(&self, cgroup_id: u64, slot: u32) {
-        let _ = lock(&self.tagger).remove(&cgroup_id);
+        lock(&self.tagger).remove(cgroup_id);
         lock(&self.enforcer).remove(slot);
         self.dns.close(slot);
         self.publish_tags();
@@ -519,7 +522,7 @@ impl Shared {
     /// of the previous generation are recomputed.
     fn publish_tags(&self) {
         use agent_monitor_common::tag_state::{GENERATION, TAGGED};
-        let tagged = lock(&self.tagger).keys().flatten().count() as u64;
+        let tagged = lock(&self.tagger).ids.len() as u64;
         self.tagged.store(tagged, Ordering::Relaxed);
         let mut state = lock(&self.tag_state);
         let generation = state.get(&GENERATION, 0).unwrap_or(0).wrapping_add(1);
