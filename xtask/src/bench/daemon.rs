@@ -175,7 +175,11 @@ impl Daemon {
                 return Ok(Some(hooks.clone()));
             }
             if Instant::now() > deadline {
-                bail!("the syscall hooks did not become live={live} within 60 s: {hooks}");
+                let agents = sys::get_json(&self.socket, "/v1/agents").unwrap_or_default();
+                bail!(
+                    "the syscall hooks did not become live={live} within 60 s: {hooks}\nagents: {agents}\n{}",
+                    self.log()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -213,8 +217,14 @@ pub struct Sleeper(Child);
 
 impl Drop for Sleeper {
     fn drop(&mut self) {
-        // `exec` becomes the command: this kills the agent, and its task ends.
-        let _ = self.0.kill();
+        // `exec` waits for its command and forwards SIGTERM to it (a SIGKILL of `exec` would
+        // leave the sleep, and its task, running).
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: signals our own child, not yet reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
         let _ = self.0.wait();
     }
 }
