@@ -52,7 +52,7 @@ fn ratios(base: &[f64], adjacent: &[f64]) -> String {
     )
 }
 
-/// `### 7. Scale`.
+/// `### 8. Scale`.
 #[expect(clippy::too_many_lines, reason = "one table after the other")]
 pub fn render(w: &mut String, s: &Scale) -> std::fmt::Result {
     let Some(sizes) = &s.sizes else {
@@ -60,7 +60,7 @@ pub fn render(w: &mut String, s: &Scale) -> std::fmt::Result {
     };
     writeln!(
         w,
-        "\n### 7. Scale (cost as work grows)\n\n\
+        "\n### 8. Scale (cost as work grows)\n\n\
          One release daemon per part (CPU 1), `--quiet`; agents are `agent-monitor exec` tasks. \
          Ratios are to a \"no monitor\" run of the same round (no daemon at all), medians over \
          {} round(s); generator runs last {} s each, on CPU 0. Scopes `scale-audit` / \
