@@ -113,7 +113,7 @@ impl Drop for Attached<'_> {
 
 /// The pin file name of a hook's link: `sys_exit_refused` shares some tracepoints with
 /// `sys_exit_file` (mknod), so the program is part of it.
-pub(crate) fn link_name(hook: &tracefs::Hook) -> String {
+fn link_name(hook: &tracefs::Hook) -> String {
     format!("{}#{}", hook.tracepoint(), hook.program).replace([':', '/'], "=")
 }
 
