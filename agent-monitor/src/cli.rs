@@ -33,11 +33,13 @@ pub(crate) enum Command {
     Events(EventsArgs),
     /// Declared scope vs what a task actually used (entries never used, for access reviews).
     Report(ReportArgs),
-    /// Validate scope manifests offline (no root, no daemon).
-    Check {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    /// Validate scope manifests offline (no root, no daemon): every error of each file, and
+    /// warnings for rules that are valid but risky.
+    Check(CheckArgs),
+    /// Scope lifecycle: propose a scope from recorded activity, replay a candidate against
+    /// recorded activity, say what a change widens (offline unless `propose --task`).
+    #[command(subcommand)]
+    Scope(ScopeCommand),
     /// Development: the userspace pipeline's capacity on synthetic ring-buffer events
     /// (`cargo xtask bench`; root, attaches nothing).
     #[command(hide = true)]
@@ -186,10 +188,98 @@ pub(crate) struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    #[arg(required = true)]
+    pub(crate) files: Vec<PathBuf>,
+    /// Warnings fail the check too (exit 1).
+    #[arg(long)]
+    pub(crate) strict: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ScopeCommand {
+    /// Propose the least scope that covers what a task did (a running or ended task, or
+    /// recorded runs from audit logs), as `AgentScope` YAML.
+    Propose(ProposeArgs),
+    /// Judge recorded activity against a candidate scope; exits 1 when anything would be
+    /// a violation.
+    Replay(ReplayArgs),
+    /// What a scope change widens and narrows, per dimension.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProposeArgs {
+    /// Ask the daemon for this task's records (running, or ended recently).
+    #[arg(long, conflicts_with = "from_log")]
+    pub(crate) task: Option<String>,
+    /// Read these audit logs (rotated files too) instead of asking the daemon.
+    #[arg(long, num_args = 1.., required_unless_present = "task")]
+    pub(crate) from_log: Vec<PathBuf>,
+    /// With `--from-log`: the scope whose runs are learned from (their union).
+    #[arg(long, requires = "from_log")]
+    pub(crate) scope: Option<String>,
+    /// The proposed scope's name (default: the learned scope's).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// The proposed scope's owner (default: the learned task's).
+    #[arg(long)]
+    pub(crate) owner: Option<String>,
+    /// Paths never proposed (globs, as in `files.deny`); they become the proposal's deny list.
+    #[arg(long)]
+    pub(crate) deny: Vec<String>,
+    /// Write the YAML here instead of stdout.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub(crate) socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The candidate manifest (one scope, or pick one with `--scope`).
+    pub(crate) candidate: PathBuf,
+    /// Audit logs to replay, oldest first.
+    #[arg(long, num_args = 1.., required = true)]
+    pub(crate) log: Vec<PathBuf>,
+    /// Replay the records of this scope (default: the candidate's name).
+    #[arg(long)]
+    pub(crate) scope: Option<String>,
+    /// Replay only this task's records.
+    #[arg(long)]
+    pub(crate) task: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DiffArgs {
+    pub(crate) old: PathBuf,
+    pub(crate) new: PathBuf,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
     /// A loaded scope's name, or a manifest file (an ad-hoc scope for this task only).
-    #[arg(long)]
-    pub(crate) scope: String,
+    #[arg(long, required_unless_present = "learn", conflicts_with = "learn")]
+    pub(crate) scope: Option<String>,
+    /// Learn a scope: run CMD recorded and never stopped (audit mode, nothing allowed
+    /// beyond the baseline), then write the proposed scope NAME for what it did.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) learn: Option<String>,
+    /// With `--learn`: the proposed scope's owner (default: the invoking user).
+    #[arg(long, requires = "learn")]
+    pub(crate) owner: Option<String>,
+    /// With `--learn`: where the proposal is written (default: stdout, after CMD's output).
+    #[arg(long, requires = "learn")]
+    pub(crate) out: Option<PathBuf>,
+    /// With `--learn`: paths never proposed (globs).
+    #[arg(long, requires = "learn")]
+    pub(crate) deny: Vec<String>,
     /// Task id (default: <scope>-<random>).
     #[arg(long)]
     pub(crate) task: Option<String>,

@@ -11,6 +11,7 @@ mod control;
 mod daemon;
 mod host;
 mod kernel;
+mod lifecycle;
 mod observe;
 mod pipeline;
 mod policy;
@@ -26,8 +27,8 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     };
     init_tracing(log_format);
-    if let Command::Check { files } = &cli.command {
-        return exit(commands::check(files));
+    if let Command::Check(args) = &cli.command {
+        return exit(commands::check(args));
     }
     // Before the async runtime: its idle workers would only blur the CPU time measured.
     if let Command::BenchPipeline(args) = &cli.command {
@@ -52,7 +53,8 @@ fn main() -> ExitCode {
             Command::Agents(args) => commands::agents(args).await.map(|()| 0),
             Command::Events(args) => commands::events(args).await.map(|()| 0),
             Command::Report(args) => commands::report(args).await.map(|()| 0),
-            Command::Check { .. } | Command::BenchPipeline(_) => Ok(0),
+            Command::Scope(command) => commands::scope::scope(command).await,
+            Command::Check(_) | Command::BenchPipeline(_) => Ok(0),
         }
     });
     match result {

@@ -2,8 +2,12 @@
 //! report in `events`.
 
 pub(crate) mod capacity;
+mod check;
 mod events;
+pub(crate) mod scope;
 mod view;
+
+pub(crate) use check::check;
 
 pub(crate) use events::{events, report};
 pub(crate) use view::{agents, status};
@@ -26,7 +30,6 @@ use crate::{
     api::client::{Client, Retry},
     cli::ExecArgs,
     control::state::TaskCreated,
-    scope,
 };
 
 /// `agent-monitor exec`: asks the daemon for a task, runs CMD inside its cgroup and exits
@@ -37,12 +40,15 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     // The daemon answers an enforced scope with the Landlock rules this kernel can apply.
     let landlock_abi = crate::control::landlock::abi();
     let mut body = json!({ "task": args.task, "ttl": args.ttl, "landlock_abi": landlock_abi });
-    if Path::new(&args.scope).is_file() {
-        let yaml = std::fs::read_to_string(&args.scope)
-            .with_context(|| format!("reading {}", args.scope))?;
-        body["scope_yaml"] = Value::String(yaml);
-    } else {
-        body["scope"] = Value::String(args.scope.clone());
+    match (&args.scope, &args.learn) {
+        (Some(scope), _) if Path::new(scope).is_file() => {
+            let yaml =
+                std::fs::read_to_string(scope).with_context(|| format!("reading {scope}"))?;
+            body["scope_yaml"] = Value::String(yaml);
+        }
+        (Some(scope), _) => body["scope"] = Value::String(scope.clone()),
+        (None, Some(name)) => body["learn"] = Value::String(name.clone()),
+        (None, None) => anyhow::bail!("exec needs --scope or --learn"),
     }
     // A daemon that is busy (503) or restarting (nobody listens yet) is asked again, with
     // backoff, for a few seconds; a 4xx is final.
@@ -167,29 +173,4 @@ async fn why_killed(client: &Client, task: &str) -> String {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-}
-
-/// `agent-monitor check FILE...`: every error is printed as `file:line:column: reason`.
-pub(crate) fn check(files: &[std::path::PathBuf]) -> i32 {
-    let mut failed = 0;
-    for f in files {
-        match scope::parse_file(f) {
-            Ok(scopes) => {
-                for s in scopes {
-                    println!(
-                        "{}: ok: scope {} ({:?}, owner {})",
-                        f.display(),
-                        s.name,
-                        s.mode,
-                        s.owner
-                    );
-                }
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                failed += 1;
-            }
-        }
-    }
-    i32::from(failed > 0)
 }
