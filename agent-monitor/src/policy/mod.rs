@@ -182,8 +182,8 @@ impl Verdict {
     }
 }
 
-/// The `files` part of a declared policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The `files` part of a declared policy (the default grants nothing, not even the baseline).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct FileRules {
     /// Grant the runtime baseline (shared libraries, locale, `/dev/null`, own `/proc`).
     pub(crate) baseline: bool,
@@ -195,7 +195,7 @@ pub(crate) struct FileRules {
 }
 
 /// A declared policy: the input of [`CompiledPolicy::compile`], kept for reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct PolicySpec {
     pub(crate) exec_allow: Vec<String>,
     pub(crate) files: FileRules,
