@@ -7,6 +7,7 @@ mod auth;
 pub(crate) mod client;
 mod error;
 mod events;
+pub(crate) mod proposal;
 mod routes;
 mod scrape;
 mod server;

@@ -28,6 +28,10 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         .route("/v1/events", get(events::events))
         .route("/v1/tasks", post(create_task))
         .route("/v1/tasks/{id}", get(task_info).delete(delete_task))
+        .route(
+            "/v1/tasks/{id}/proposal",
+            get(super::proposal::proposal).post(super::proposal::proposal),
+        )
         .route("/v1/reload", post(reload))
         .route("/v1/report/{task}", get(report))
         .route("/metrics", get(metrics))
@@ -94,7 +98,8 @@ async fn create_task(
     State(api): State<Arc<Api>>,
     request: Request,
 ) -> Result<(StatusCode, Json<TaskCreated>), ApiError> {
-    let requester = request.extensions().get::<auth::Peer>().and_then(|p| p.pid);
+    let peer = request.extensions().get::<auth::Peer>().cloned();
+    let requester = peer.as_ref().and_then(|p| p.pid);
     let deadline = request
         .extensions()
         .get::<Deadline>()
@@ -111,8 +116,19 @@ async fn create_task(
     let req: TaskRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?;
     // An inline scope is parsed off the runtime, a few at a time, and not after the deadline.
-    let inline = match (&req.scope, &req.scope_yaml) {
-        (None, Some(yaml)) => Some(api.shared.parse_inline(yaml.clone(), deadline).await?),
+    let inline = match (&req.scope, &req.scope_yaml, &req.learn) {
+        (None, Some(yaml), None) => Some(api.shared.parse_inline(yaml.clone(), deadline).await?),
+        (None, None, Some(name)) => {
+            let owner = req
+                .owner
+                .clone()
+                .or_else(|| peer_user(peer))
+                .unwrap_or_else(|| "unknown".to_owned());
+            Some(
+                crate::scope::learn::learning_arc(name, &owner)
+                    .map_err(crate::control::state::TaskError::BadScope)?,
+            )
+        }
         _ => None,
     };
     let shared = Arc::clone(&api.shared);
@@ -122,6 +138,26 @@ async fn create_task(
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         })??;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// The user name of the socket's peer (a learning scope's default owner).
+fn peer_user(peer: Option<auth::Peer>) -> Option<String> {
+    let uid = peer?.uid?;
+    // SAFETY: getpwuid_r with buffers we own; the result points into `buf`.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0_i8; 4096];
+        let mut result = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &raw mut pwd, buf.as_mut_ptr(), buf.len(), &raw mut result);
+        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+            return Some(format!("uid {uid}"));
+        }
+        Some(
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }
 
 /// A running or recently ended task: how it ended and the violation that stopped it.

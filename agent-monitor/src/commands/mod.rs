@@ -47,7 +47,12 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             body["scope_yaml"] = Value::String(yaml);
         }
         (Some(scope), _) => body["scope"] = Value::String(scope.clone()),
-        (None, Some(name)) => body["learn"] = Value::String(name.clone()),
+        (None, Some(name)) => {
+            body["learn"] = Value::String(name.clone());
+            // The sponsor is who ran `sudo exec --learn`, not root (the daemon's default).
+            let owner = args.owner.clone().or_else(|| std::env::var("SUDO_USER").ok());
+            body["owner"] = owner.map_or(Value::Null, Value::String);
+        }
         (None, None) => anyhow::bail!("exec needs --scope or --learn"),
     }
     // A daemon that is busy (503) or restarting (nobody listens yet) is asked again, with
@@ -136,7 +141,7 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
             unsafe { libc::kill(pid, sig) };
         }
     };
-    Ok(match (status.code(), status.signal()) {
+    let code = match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(libc::SIGKILL)) => {
             eprintln!(
@@ -147,7 +152,39 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         }
         (None, Some(sig)) => 128 + sig,
         (None, None) => 1,
-    })
+    };
+    if args.learn.is_some() {
+        learned(&client, &args, &created.task).await?;
+    }
+    Ok(code)
+}
+
+/// `exec --learn`: the proposal for what the task did, once it ended.
+async fn learned(client: &Client, args: &ExecArgs, task: &str) -> anyhow::Result<()> {
+    // The task ends when the daemon sees its cgroup empty; the proposal waits for its
+    // last record.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ended = client
+            .get_json::<Value>(&format!("/v1/tasks/{task}"))
+            .await
+            .ok()
+            .is_some_and(|v| v.get("end_reason").is_some_and(|r| !r.is_null()));
+        if ended || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let answer = scope::propose::from_task(
+        client,
+        task,
+        args.learn.as_deref(),
+        args.owner.as_deref(),
+        &args.deny,
+    )
+    .await?;
+    scope::propose::emit_answer(&answer, args.out.as_deref())?;
+    Ok(())
 }
 
 /// One line naming why a task's command was killed: the violation that stopped it, or the

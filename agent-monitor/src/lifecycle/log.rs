@@ -494,15 +494,6 @@ impl Log {
             );
             return;
         }
-        if record.truncated {
-            self.warn(
-                at.clone(),
-                "a path or argument was longer than the kernel keeps; the record is used as \
-                 written"
-                    .to_owned(),
-                false,
-            );
-        }
         self.entries.push(Entry { at, record });
     }
 

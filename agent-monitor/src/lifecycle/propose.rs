@@ -220,6 +220,18 @@ impl Judge<'_> {
                 if preset || self.baseline_allows(path, access, ctx) {
                     return false;
                 }
+                // Denied by the task's own scope (its `files.deny`), or by the given list.
+                let denied_by_scope = record
+                    .violation
+                    .as_ref()
+                    .is_some_and(|v| v.rule.starts_with("files.deny"));
+                if denied_by_scope {
+                    *seen
+                        .withheld
+                        .entry((path.clone(), access.to_string()))
+                        .or_default() += n;
+                    return false;
+                }
                 if self.denied(seen, path, access, n, ctx) {
                     return false;
                 }

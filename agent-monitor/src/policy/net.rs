@@ -113,10 +113,17 @@ pub(crate) fn canonical_host(name: &str) -> String {
     lower.strip_suffix('.').unwrap_or(&lower).to_owned()
 }
 
+/// The pattern of a learning task's internal host rule: every name (see `scope::learn`).
+/// No manifest can hold it: `*` alone is no valid `host:`.
+pub(crate) const ANY_HOST: &str = "*";
+
 /// Whether a `host:` pattern allows a canonical name. A pattern is an exact name
 /// (`api.example.com`) or `*.` + a name (`*.example.com`), which matches every name below it
 /// at any depth (`a.example.com`, `x.y.example.com`) but not the name itself.
 pub(crate) fn host_matches(pattern: &str, name: &str) -> bool {
+    if pattern == ANY_HOST {
+        return true;
+    }
     match pattern.strip_prefix("*.") {
         Some(suffix) => name
             .strip_suffix(suffix)

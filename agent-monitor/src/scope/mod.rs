@@ -5,6 +5,7 @@
 
 mod error;
 pub(crate) mod kubernetes;
+pub(crate) mod learn;
 pub(crate) mod limits;
 mod manifest;
 mod net;

@@ -1,7 +1,7 @@
 //! `agent-monitor scope propose|replay|diff`.
 
 mod diff;
-mod propose;
+pub(crate) mod propose;
 mod replay;
 
 use crate::cli::ScopeCommand;

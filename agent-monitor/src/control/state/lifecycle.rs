@@ -99,6 +99,14 @@ impl Shared {
             );
         }
         for id in &finished {
+            // The task's last record: after it, the log holds everything the task did
+            // (`scope propose --task` waits for it).
+            self.notify(
+                id,
+                "ended",
+                "finished: its processes are gone",
+                crate::observe::record::Action::None,
+            );
             if let Err(e) = self.end_task(id, false, "finished") {
                 tracing::warn!(task = %id, error = %e, "ending finished task");
             }

@@ -31,7 +31,7 @@ use crate::{
 pub(crate) enum TaskError {
     #[error("no scope named {0:?} is loaded")]
     UnknownScope(String),
-    #[error("give either `scope` or `scope_yaml`, not both or neither")]
+    #[error("give one of `scope`, `scope_yaml` or `learn`")]
     ScopeChoice,
     #[error("scope_yaml: {0}")]
     BadScope(#[source] ScopeError),
@@ -72,6 +72,12 @@ pub(crate) enum TaskError {
 pub(crate) struct TaskRequest {
     pub(crate) scope: Option<String>,
     pub(crate) scope_yaml: Option<String>,
+    /// A learning task (`exec --learn NAME`): recorded, never stopped (`scope::learn`).
+    #[serde(default)]
+    pub(crate) learn: Option<String>,
+    /// The learning scope's owner (default: the requesting user's name).
+    #[serde(default)]
+    pub(crate) owner: Option<String>,
     pub(crate) task: Option<String>,
     pub(crate) ttl: Option<String>,
     /// The Landlock ABI the launcher can restrict the agent with (`exec` sends it; 0 or
@@ -374,12 +380,16 @@ impl Shared {
         requester: Option<u32>,
     ) -> Result<TaskCreated, TaskError> {
         let scope_yaml = req.scope_yaml;
+        if req.learn.is_some() && (req.scope.is_some() || scope_yaml.is_some()) {
+            return Err(TaskError::ScopeChoice);
+        }
         let scope = match (req.scope, &scope_yaml, inline) {
             (Some(name), None, None) => self
                 .catalog()
                 .get(&name)
                 .ok_or(TaskError::UnknownScope(name))?,
             (None, Some(_), Some(scope)) => scope,
+            (None, None, Some(scope)) if req.learn.is_some() => scope,
             _ => return Err(TaskError::ScopeChoice),
         };
         let ttl = match req.ttl {

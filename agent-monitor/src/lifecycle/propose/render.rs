@@ -114,7 +114,7 @@ pub(super) fn render(
     let tasks: Vec<&str> = tasks.iter().map(String::as_str).collect();
     let _ = writeln!(
         out,
-        "# Proposed by agent-monitor from {} of {} ({}).",
+        "# Proposed by agent-monitor from {} of {} {}.",
         plural(records, "record"),
         if tasks.len() == 1 { "task" } else { "tasks" },
         tasks.join(", ")
