@@ -675,3 +675,70 @@ fn dns_flood_with_a_silent_upstream_keeps_descriptors_memory_and_records_bounded
     // The daemon still answers and resolves.
     assert!(d.get_json("/v1/status")["tasks"].is_number());
 }
+
+/// `exec --learn`: the learning agent's DNS goes through its own resolver, which answers
+/// every name and remembers it, so that the proposal allows the name it resolved (not the
+/// address); enforced, the same work passes and a name it never resolved stays refused.
+#[test]
+fn learning_names_the_hosts_an_agent_resolved_and_the_proposal_enforces_them() {
+    let z = zone(60, &[], "5s");
+    let (shared, evil) = (ip(10), ip(30));
+    let work = "t(lambda: res('a.example.test'))\nt(lambda: get(res('a.example.test')))";
+    let plan = z.ws.join("learned.yaml");
+    let out = std::process::Command::new(agent_monitor_e2e::binary())
+        .args(["exec", "--socket"])
+        .arg(&z.daemon.socket)
+        .args(["--learn", "dns-learned", "--task", "dns-learn-1", "--out"])
+        .arg(&plan)
+        .args(["--", PY, "-I", "-c", &script(z.port, work)])
+        .stdin(Stdio::null())
+        .output()
+        .expect("exec --learn");
+    assert_exit(&out, 0);
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines, [shared.to_string().as_str(), "shared"], "the learning run");
+    let yaml = std::fs::read_to_string(&plan).expect("the proposal");
+    let rule = format!("{{host: a.example.test, ports: [{}], protocol: tcp}}", z.port);
+    assert!(yaml.contains(&rule), "a host rule for the resolved name:\n{yaml}");
+    assert!(!yaml.contains(&shared.to_string()), "no address rule:\n{yaml}");
+    let enforced = z.ws.join("enforced.yaml");
+    std::fs::write(&enforced, yaml.replace("onViolation: kill-process", "onViolation: alert"))
+        .expect("write");
+    let scope = enforced.to_str().expect("UTF-8");
+    let out = z.daemon.exec(
+        scope,
+        &["--task", "dns-enforced-1"],
+        &[PY, "-I", "-c", &script(z.port, work)],
+    );
+    assert_exit(&out, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("shared"),
+        "the same work under the proposal: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    z.daemon.wait_record("the enforced task's end", |r| {
+        s(r, "/agent/task") == "dns-enforced-1" && s(r, "/kind") == "task"
+    });
+    let violations: Vec<Value> = z
+        .daemon
+        .records()
+        .into_iter()
+        .filter(|r| s(r, "/agent/task") == "dns-enforced-1" && s(r, "/verdict") == "violation")
+        .collect();
+    assert!(violations.is_empty(), "{violations:#?}");
+    let twin = format!("t(lambda: res('evil.test'))\nt(lambda: get('{evil}'))");
+    let out = z.daemon.exec(
+        scope,
+        &["--task", "dns-twin-1"],
+        &[PY, "-I", "-c", &script(z.port, &twin)],
+    );
+    assert_exit(&out, 0);
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines, ["gaierror", "EPERM"], "an unlisted name and its address");
+}
