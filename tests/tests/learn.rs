@@ -14,10 +14,13 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
-use agent_monitor_e2e::{Daemon, binary, s, unique, workspace_root};
+use agent_monitor_e2e::{Daemon, HttpServer, binary, s, unique, workspace_root};
 use serde_json::Value;
 
 const COREUTILS_SESSION: &str = include_str!("../fixtures/field/coreutils_session.sh");
+const NODE_SESSION: &str = include_str!("../fixtures/field/node_session.mjs");
+const NODE: &str = "/usr/bin/node";
+const PAGE: &str = "page from the learn server\n";
 const SECRET: &str = "TOPSECRET-learn-7f3a";
 
 /// A directory under `target/e2e-learn`, removed on drop.
@@ -253,3 +256,49 @@ fn propose_for_a_task_and_from_logs_agree_and_a_bad_log_is_named() {
 }
 
 const SH: &str = "/bin/sh";
+
+/// Node (fs.promises, a child Node, fetch from a loopback server): learned, the proposal
+/// names the server's address and port (no DNS was used), the directory the session created,
+/// and its script; enforced, the same work passes, and a fetch from another port is refused.
+#[test]
+fn a_learned_node_session_is_enforced_as_proposed_and_an_unlisted_port_is_refused() {
+    let d = Daemon::start(&[]);
+    let server = HttpServer::start(PAGE);
+    let other = HttpServer::start(PAGE);
+    let ws = Dir::new("ws");
+    let plans = Dir::new("plans");
+    let script = ws.0.join("node_session.mjs");
+    fs::write(&script, NODE_SESSION).expect("write the session");
+    let session = |url: &str| vec![NODE.to_owned(), p(&script).to_owned(), p(&ws.0).to_owned(), url.to_owned()];
+    let work = session(&server.url());
+    let work: Vec<&str> = work.iter().map(String::as_str).collect();
+    let proposal = plans.0.join("node.yaml");
+    let out = learn(&d, "node-learned", "node-learn", &proposal, &[], &work);
+    assert!(out.status.success(), "learning run: {}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    assert_eq!(v["status"], 200, "{v}");
+    let yaml = fs::read_to_string(&proposal).expect("the proposal");
+    let rule = format!("{{cidr: 127.0.0.1/32, ports: [{}], protocol: tcp}}", server.port());
+    assert!(yaml.contains(&rule), "the server's address and port:\n{yaml}");
+    assert!(entries(&yaml, "allow").iter().any(|e| e.starts_with("/usr/bin/node") || e.contains("/node")), "{yaml}");
+    assert!(
+        entries(&yaml, "write").contains(&format!("{}/node-work/**", p(&ws.0))),
+        "the directory the session created:\n{yaml}"
+    );
+    let enforced = plans.0.join("node-enforced.yaml");
+    fs::write(&enforced, yaml.replace("onViolation: kill-process", "onViolation: kill-agent"))
+        .expect("write");
+    let out = enforce(&d, &enforced, "node-enforced", &work);
+    assert!(out.status.success(), "the same work under the proposal: {}", text(&out));
+    wait_ended(&d, "node-enforced");
+    let v = violations(&d, "node-enforced");
+    assert!(v.is_empty(), "violations under the proposal: {v:#?}");
+    let twin = session(&other.url());
+    let twin: Vec<&str> = twin.iter().map(String::as_str).collect();
+    let out = enforce(&d, &enforced, "node-twin", &twin);
+    assert!(!out.status.success(), "a fetch from an unlisted port: {}", text(&out));
+    let r = d.wait_record("the refused connect", |r| {
+        s(r, "/agent/task") == "node-twin" && s(r, "/verdict") == "violation"
+    });
+    assert_eq!(r["net"]["port"].as_u64(), Some(u64::from(other.port())), "{r}");
+}

@@ -10,7 +10,7 @@
 //!   the `--deny` list is never proposed: it is reported and the list becomes `files.deny`.
 //!   Everything written under a temporary directory (`/tmp`, `/var/tmp`, `/dev/shm`)
 //!   becomes `that/**` (temporary names are random by design). A directory the task created
-//!   and then used becomes `dir/**` (write). Elsewhere paths stay exact, except that a
+//!   or wrote and then used below becomes `dir/**` (write). Elsewhere paths stay exact, except that a
 //!   directory with at least [`WRITE_UNITS`] written (or [`READ_UNITS`] read) entries
 //!   directly below it, counting a used subdirectory as one entry, becomes `dir/**`;
 //!   directories are merged bottom-up, never above depth 2 and never at [`NEVER_WIDENED`].

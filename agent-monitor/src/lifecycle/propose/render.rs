@@ -90,7 +90,10 @@ pub(super) fn render(
     (records, tasks): (u64, &BTreeSet<String>),
     partial: bool,
 ) -> Result<String, ProposeError> {
-    let trees = created_dirs(&seen.created, seen.write.keys().chain(seen.read.keys()));
+    // Directories the task made: created or written paths that hold other used paths (a
+    // mkdir is not recorded when it is allowed, but what is then made below it is).
+    let made: BTreeSet<String> = seen.created.iter().chain(seen.write.keys()).cloned().collect();
+    let trees = created_dirs(&made, seen.write.keys().chain(seen.read.keys()));
     let write = collapse(&seen.write, WRITE_UNITS, &trees);
     let covered_by_write = |p: &Pattern| write.iter().any(|w| w.pattern.covers_pattern(p));
     let read: Vec<Item> = collapse(&seen.read, READ_UNITS, &BTreeSet::new())
