@@ -699,14 +699,30 @@ fn learning_names_the_hosts_an_agent_resolved_and_the_proposal_enforces_them() {
         .lines()
         .map(str::to_owned)
         .collect();
-    assert_eq!(lines, [shared.to_string().as_str(), "shared"], "the learning run");
+    assert_eq!(
+        lines,
+        [shared.to_string().as_str(), "shared"],
+        "the learning run"
+    );
     let yaml = std::fs::read_to_string(&plan).expect("the proposal");
-    let rule = format!("{{host: a.example.test, ports: [{}], protocol: tcp}}", z.port);
-    assert!(yaml.contains(&rule), "a host rule for the resolved name:\n{yaml}");
-    assert!(!yaml.contains(&shared.to_string()), "no address rule:\n{yaml}");
+    let rule = format!(
+        "{{host: a.example.test, ports: [{}], protocol: tcp}}",
+        z.port
+    );
+    assert!(
+        yaml.contains(&rule),
+        "a host rule for the resolved name:\n{yaml}"
+    );
+    assert!(
+        !yaml.contains(&shared.to_string()),
+        "no address rule:\n{yaml}"
+    );
     let enforced = z.ws.join("enforced.yaml");
-    std::fs::write(&enforced, yaml.replace("onViolation: kill-process", "onViolation: alert"))
-        .expect("write");
+    std::fs::write(
+        &enforced,
+        yaml.replace("onViolation: kill-process", "onViolation: alert"),
+    )
+    .expect("write");
     let scope = enforced.to_str().expect("UTF-8");
     let out = z.daemon.exec(
         scope,
@@ -740,5 +756,9 @@ fn learning_names_the_hosts_an_agent_resolved_and_the_proposal_enforces_them() {
         .lines()
         .map(str::to_owned)
         .collect();
-    assert_eq!(lines, ["gaierror", "EPERM"], "an unlisted name and its address");
+    assert_eq!(
+        lines,
+        ["gaierror", "EPERM"],
+        "an unlisted name and its address"
+    );
 }

@@ -28,7 +28,9 @@ struct Dir(PathBuf);
 
 impl Dir {
     fn new(prefix: &str) -> Self {
-        let path = workspace_root().join("target/e2e-learn").join(unique(prefix));
+        let path = workspace_root()
+            .join("target/e2e-learn")
+            .join(unique(prefix));
         fs::create_dir_all(&path).expect("mkdir");
         Self(fs::canonicalize(&path).expect("canonicalize"))
     }
@@ -64,7 +66,15 @@ fn agent_monitor(args: &[&str]) -> Output {
 /// `exec --learn NAME --task ID --out FILE --deny ... -- CMD`, from `cwd`.
 fn learn(d: &Daemon, name: &str, task: &str, out: &Path, deny: &[&str], cmd: &[&str]) -> Output {
     let mut c = Command::new(binary());
-    c.args(["exec", "--socket", p(&d.socket), "--learn", name, "--task", task]);
+    c.args([
+        "exec",
+        "--socket",
+        p(&d.socket),
+        "--learn",
+        name,
+        "--task",
+        task,
+    ]);
     c.args(["--owner", "learner@example.org", "--out", p(out)]);
     for glob in deny {
         c.args(["--deny", glob]);
@@ -76,7 +86,16 @@ fn learn(d: &Daemon, name: &str, task: &str, out: &Path, deny: &[&str], cmd: &[&
 /// `exec --scope FILE --task ID -- CMD`.
 fn enforce(d: &Daemon, scope: &Path, task: &str, cmd: &[&str]) -> Output {
     Command::new(binary())
-        .args(["exec", "--socket", p(&d.socket), "--scope", p(scope), "--task", task, "--"])
+        .args([
+            "exec",
+            "--socket",
+            p(&d.socket),
+            "--scope",
+            p(scope),
+            "--task",
+            task,
+            "--",
+        ])
         .args(cmd)
         .stdin(Stdio::null())
         .output()
@@ -137,26 +156,64 @@ fn a_learned_coreutils_session_is_enforced_as_proposed_and_its_twins_are_stopped
 
     // 1. Learn: the session runs unhindered, and the proposal is written.
     let proposal = plans.0.join("coreutils.yaml");
-    let out = learn(&d, "coreutils-learned", "cu-learn", &proposal, &["**/.env"], &session);
+    let out = learn(
+        &d,
+        "coreutils-learned",
+        "cu-learn",
+        &proposal,
+        &["**/.env"],
+        &session,
+    );
     assert!(out.status.success(), "learning run: {}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ALPHA\nmike\nzeta"), "{}", text(&out));
-    assert!(violations(&d, "cu-learn").iter().all(|r| s(r, "/action") == "none"), "nothing stopped");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ALPHA\nmike\nzeta"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        violations(&d, "cu-learn")
+            .iter()
+            .all(|r| s(r, "/action") == "none"),
+        "nothing stopped"
+    );
     let yaml = fs::read_to_string(&proposal).expect("the proposal was written");
     let check = agent_monitor(&["check", p(&proposal)]);
-    assert!(check.status.success(), "check of the proposal: {}\n{yaml}", text(&check));
+    assert!(
+        check.status.success(),
+        "check of the proposal: {}\n{yaml}",
+        text(&check)
+    );
     let exec = entries(&yaml, "allow");
-    for tool in ["/usr/bin/tar", "/usr/bin/sort", "/usr/bin/mkdir", "/usr/bin/cp"] {
-        assert!(exec.iter().any(|e| e == tool), "{tool} in exec.allow:\n{yaml}");
+    for tool in [
+        "/usr/bin/tar",
+        "/usr/bin/sort",
+        "/usr/bin/mkdir",
+        "/usr/bin/cp",
+    ] {
+        assert!(
+            exec.iter().any(|e| e == tool),
+            "{tool} in exec.allow:\n{yaml}"
+        );
     }
     let write = entries(&yaml, "write");
-    assert_eq!(write, [format!("{}/**", p(&ws.0))], "the workspace the session wrote:\n{yaml}");
-    assert!(!yaml.contains(p(&outside.0)), "nothing outside was used:\n{yaml}");
+    assert_eq!(
+        write,
+        [format!("{}/**", p(&ws.0))],
+        "the workspace the session wrote:\n{yaml}"
+    );
+    assert!(
+        !yaml.contains(p(&outside.0)),
+        "nothing outside was used:\n{yaml}"
+    );
     assert_eq!(entries(&yaml, "deny"), ["**/.env"], "{yaml}");
 
     // 2. Enforce the proposal (kill-agent) on the same work: zero violations.
     let enforced = plans.0.join("coreutils-enforced.yaml");
-    fs::write(&enforced, yaml.replace("onViolation: kill-process", "onViolation: kill-agent"))
-        .expect("write");
+    fs::write(
+        &enforced,
+        yaml.replace("onViolation: kill-process", "onViolation: kill-agent"),
+    )
+    .expect("write");
     for entry in fs::read_dir(&ws.0).expect("ls ws").flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -164,7 +221,11 @@ fn a_learned_coreutils_session_is_enforced_as_proposed_and_its_twins_are_stopped
         }
     }
     let out = enforce(&d, &enforced, "cu-enforced", &session);
-    assert!(out.status.success(), "the same work under the proposal: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "the same work under the proposal: {}",
+        text(&out)
+    );
     wait_ended(&d, "cu-enforced");
     let v = violations(&d, "cu-enforced");
     assert!(v.is_empty(), "violations under the proposal: {v:#?}");
@@ -177,8 +238,16 @@ fn a_learned_coreutils_session_is_enforced_as_proposed_and_its_twins_are_stopped
         p(&ws.0)
     );
     let out = enforce(&d, &enforced, "cu-twin-outside", &[SH, "-c", &steal]);
-    assert!(!out.status.success(), "copying a secret from outside: {}", text(&out));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET), "leaked: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "copying a secret from outside: {}",
+        text(&out)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(SECRET),
+        "leaked: {}",
+        text(&out)
+    );
     let r = d.wait_record("the violation of the outside twin", |r| {
         s(r, "/agent/task") == "cu-twin-outside" && s(r, "/verdict") == "violation"
     });
@@ -187,7 +256,11 @@ fn a_learned_coreutils_session_is_enforced_as_proposed_and_its_twins_are_stopped
     let env = format!("sort {}/.env", p(&ws.0));
     let out = enforce(&d, &enforced, "cu-twin-env", &[SH, "-c", &env]);
     assert!(!out.status.success(), "reading .env: {}", text(&out));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET), "leaked: {}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(SECRET),
+        "leaked: {}",
+        text(&out)
+    );
     let r = d.wait_record("the violation of the .env twin", |r| {
         s(r, "/agent/task") == "cu-twin-env" && s(r, "/verdict") == "violation"
     });
@@ -197,22 +270,41 @@ fn a_learned_coreutils_session_is_enforced_as_proposed_and_its_twins_are_stopped
     let audit = p(&d.audit).to_owned();
     let replay = |candidate: &Path| {
         agent_monitor(&[
-            "scope", "replay", p(candidate), "--log", &audit, "--task", "cu-learn",
+            "scope",
+            "replay",
+            p(candidate),
+            "--log",
+            &audit,
+            "--task",
+            "cu-learn",
         ])
     };
     let out = replay(&proposal);
-    assert_eq!(out.status.code(), Some(0), "replay of the proposal: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "replay of the proposal: {}",
+        text(&out)
+    );
     let narrowed = plans.0.join("without-tar.yaml");
     let without: String = yaml
         .lines()
         .filter(|l| !l.contains("- /usr/bin/tar"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+        .fold(String::new(), |out, l| out + l + "\n");
     assert_ne!(without, yaml, "the candidate drops tar");
     fs::write(&narrowed, &without).expect("write");
     let out = replay(&narrowed);
-    assert_eq!(out.status.code(), Some(1), "replay without tar: {}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("/usr/bin/tar"), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "replay without tar: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/usr/bin/tar"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -225,34 +317,83 @@ fn propose_for_a_task_and_from_logs_agree_and_a_bad_log_is_named() {
         ws = p(&ws.0)
     );
     let learned = plans.0.join("learned.yaml");
-    let out = learn(&d, "writer", "writer-1", &learned, &[], &[SH, "-c", &script]);
+    let out = learn(
+        &d,
+        "writer",
+        "writer-1",
+        &learned,
+        &[],
+        &[SH, "-c", &script],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let from_exec = fs::read_to_string(&learned).expect("proposal");
     // The same proposal for the ended task, from the daemon, and from the log file.
-    let out = d.cli(&["scope", "propose", "--task", "writer-1", "--owner", "learner@example.org"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), from_exec, "propose --task");
-    let out = agent_monitor(&[
-        "scope", "propose", "--from-log", p(&d.audit), "--scope", "writer", "--owner",
+    let out = d.cli(&[
+        "scope",
+        "propose",
+        "--task",
+        "writer-1",
+        "--owner",
         "learner@example.org",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), from_exec, "propose --from-log");
-    assert!(from_exec.contains(&format!("{}/out/**", p(&ws.0))), "{from_exec}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        from_exec,
+        "propose --task"
+    );
+    let out = agent_monitor(&[
+        "scope",
+        "propose",
+        "--from-log",
+        p(&d.audit),
+        "--scope",
+        "writer",
+        "--owner",
+        "learner@example.org",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        from_exec,
+        "propose --from-log"
+    );
+    assert!(
+        from_exec.contains(&format!("{}/out/**", p(&ws.0))),
+        "{from_exec}"
+    );
     // A log cut mid-line and holding garbage: named by file and line, marked partial.
     let bad = plans.0.join("bad.jsonl");
     let mut log = fs::read_to_string(&d.audit).expect("audit log");
     log.push_str("not a record\n{\"time\":\"t\",\"kind\":\"file\",\"verd");
     fs::write(&bad, log).expect("write");
-    let out = agent_monitor(&["scope", "propose", "--from-log", p(&bad), "--scope", "writer"]);
+    let out = agent_monitor(&[
+        "scope",
+        "propose",
+        "--from-log",
+        p(&bad),
+        "--scope",
+        "writer",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("{}:", p(&bad))) && stderr.contains("PARTIAL"), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("# PARTIAL"), "{}", text(&out));
+    assert!(
+        stderr.contains(&format!("{}:", p(&bad))) && stderr.contains("PARTIAL"),
+        "{stderr}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("# PARTIAL"),
+        "{}",
+        text(&out)
+    );
     // An unknown task is a clear error.
     let out = d.cli(&["scope", "propose", "--task", "no-such-task"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-task"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no-such-task"),
+        "{}",
+        text(&out)
+    );
 }
 
 const SH: &str = "/bin/sh";
@@ -269,36 +410,70 @@ fn a_learned_node_session_is_enforced_as_proposed_and_an_unlisted_port_is_refuse
     let plans = Dir::new("plans");
     let script = ws.0.join("node_session.mjs");
     fs::write(&script, NODE_SESSION).expect("write the session");
-    let session = |url: &str| vec![NODE.to_owned(), p(&script).to_owned(), p(&ws.0).to_owned(), url.to_owned()];
+    let session = |url: &str| {
+        vec![
+            NODE.to_owned(),
+            p(&script).to_owned(),
+            p(&ws.0).to_owned(),
+            url.to_owned(),
+        ]
+    };
     let work = session(&server.url());
     let work: Vec<&str> = work.iter().map(String::as_str).collect();
     let proposal = plans.0.join("node.yaml");
     let out = learn(&d, "node-learned", "node-learn", &proposal, &[], &work);
     assert!(out.status.success(), "learning run: {}", text(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let v: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
     assert_eq!(v["status"], 200, "{v}");
     let yaml = fs::read_to_string(&proposal).expect("the proposal");
-    let rule = format!("{{cidr: 127.0.0.1/32, ports: [{}], protocol: tcp}}", server.port());
-    assert!(yaml.contains(&rule), "the server's address and port:\n{yaml}");
-    assert!(entries(&yaml, "allow").iter().any(|e| e.starts_with("/usr/bin/node") || e.contains("/node")), "{yaml}");
+    let rule = format!(
+        "{{cidr: 127.0.0.1/32, ports: [{}], protocol: tcp}}",
+        server.port()
+    );
+    assert!(
+        yaml.contains(&rule),
+        "the server's address and port:\n{yaml}"
+    );
+    assert!(
+        entries(&yaml, "allow")
+            .iter()
+            .any(|e| e.starts_with("/usr/bin/node") || e.contains("/node")),
+        "{yaml}"
+    );
     assert!(
         entries(&yaml, "write").contains(&format!("{}/node-work/**", p(&ws.0))),
         "the directory the session created:\n{yaml}"
     );
     let enforced = plans.0.join("node-enforced.yaml");
-    fs::write(&enforced, yaml.replace("onViolation: kill-process", "onViolation: kill-agent"))
-        .expect("write");
+    fs::write(
+        &enforced,
+        yaml.replace("onViolation: kill-process", "onViolation: kill-agent"),
+    )
+    .expect("write");
     let out = enforce(&d, &enforced, "node-enforced", &work);
-    assert!(out.status.success(), "the same work under the proposal: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "the same work under the proposal: {}",
+        text(&out)
+    );
     wait_ended(&d, "node-enforced");
     let v = violations(&d, "node-enforced");
     assert!(v.is_empty(), "violations under the proposal: {v:#?}");
     let twin = session(&other.url());
     let twin: Vec<&str> = twin.iter().map(String::as_str).collect();
     let out = enforce(&d, &enforced, "node-twin", &twin);
-    assert!(!out.status.success(), "a fetch from an unlisted port: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "a fetch from an unlisted port: {}",
+        text(&out)
+    );
     let r = d.wait_record("the refused connect", |r| {
         s(r, "/agent/task") == "node-twin" && s(r, "/verdict") == "violation"
     });
-    assert_eq!(r["net"]["port"].as_u64(), Some(u64::from(other.port())), "{r}");
+    assert_eq!(
+        r["net"]["port"].as_u64(),
+        Some(u64::from(other.port())),
+        "{r}"
+    );
 }

@@ -101,7 +101,8 @@ pub(super) async fn proposal(
     let req: ProposalRequest = if body.is_empty() {
         ProposalRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
     };
     let shared = Arc::clone(&api.shared);
     let unknown = || {
@@ -138,7 +139,9 @@ pub(super) async fn proposal(
         let (audit_log, options, id2) = (audit_log.clone(), options.clone(), id.clone());
         let read = tokio::task::spawn_blocking(move || read(&audit_log, &id2, &options))
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?;
         let (answer, ended) = read?;
         if running || ended || tokio::time::Instant::now() >= deadline {
             let mut answer = answer;
@@ -159,7 +162,11 @@ pub(super) async fn proposal(
 fn read(audit_log: &Path, id: &str, options: &Options) -> Result<(ProposalAnswer, bool), ApiError> {
     let files = audit_files(audit_log);
     let log = Log::read(&files).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "audit_log", e.to_string())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "audit_log",
+            e.to_string(),
+        )
     })?;
     let ended = log.select(None, Some(id)).any(|e| {
         e.record.kind == "task"
@@ -170,7 +177,11 @@ fn read(audit_log: &Path, id: &str, options: &Options) -> Result<(ProposalAnswer
     });
     let partial = log.partial();
     let proposal = propose::propose(log.select(None, Some(id)), options, partial).map_err(|e| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_proposal", e.to_string())
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_proposal",
+            e.to_string(),
+        )
     })?;
     Ok((
         ProposalAnswer {

@@ -148,7 +148,13 @@ fn peer_user(peer: Option<auth::Peer>) -> Option<String> {
         let mut pwd: libc::passwd = std::mem::zeroed();
         let mut buf = vec![0_i8; 4096];
         let mut result = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(uid, &raw mut pwd, buf.as_mut_ptr(), buf.len(), &raw mut result);
+        let rc = libc::getpwuid_r(
+            uid,
+            &raw mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &raw mut result,
+        );
         if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
             return Some(format!("uid {uid}"));
         }

@@ -50,7 +50,10 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         (None, Some(name)) => {
             body["learn"] = Value::String(name.clone());
             // The sponsor is who ran `sudo exec --learn`, not root (the daemon's default).
-            let owner = args.owner.clone().or_else(|| std::env::var("SUDO_USER").ok());
+            let owner = args
+                .owner
+                .clone()
+                .or_else(|| std::env::var("SUDO_USER").ok());
             body["owner"] = owner.map_or(Value::Null, Value::String);
         }
         (None, None) => anyhow::bail!("exec needs --scope or --learn"),

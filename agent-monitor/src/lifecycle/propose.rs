@@ -291,9 +291,7 @@ impl Judge<'_> {
                     }
                     return *port != 0;
                 }
-                let target = host
-                    .clone()
-                    .map_or(Target::Addr(*addr), Target::Host);
+                let target = host.clone().map_or(Target::Addr(*addr), Target::Host);
                 let proto = match protocol {
                     ProtocolName::Tcp => RuleProto::Tcp,
                     ProtocolName::Udp => RuleProto::Udp,

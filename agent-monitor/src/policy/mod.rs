@@ -21,7 +21,9 @@ pub(crate) use baseline::{READ as BASELINE_READ, WRITE as BASELINE_WRITE};
 pub(crate) use error::PolicyError;
 pub(crate) use glob::{check_path_glob, compile_glob};
 pub(crate) use matching::{RuleList, RuleRef};
-pub(crate) use net::{ANY_HOST, ConnectRule, ConnectTarget, RuleProtocol, canonical_host, host_matches};
+pub(crate) use net::{
+    ANY_HOST, ConnectRule, ConnectTarget, RuleProtocol, canonical_host, host_matches,
+};
 
 use baseline::Baseline;
 use glob::PatternSet;

@@ -19,14 +19,29 @@ use crate::{
 pub(super) async fn run(args: ProposeArgs) -> anyhow::Result<i32> {
     if let Some(task) = &args.task {
         let client = Client::new(&args.socket);
-        let answer = from_task(&client, task, args.name.as_deref(), args.owner.as_deref(), &args.deny).await?;
+        let answer = from_task(
+            &client,
+            task,
+            args.name.as_deref(),
+            args.owner.as_deref(),
+            &args.deny,
+        )
+        .await?;
         return emit_answer(&answer, args.out.as_deref());
     }
     let log = Log::read(&args.from_log).context("reading the audit logs")?;
-    let scopes: BTreeSet<&str> = log.entries.iter().filter_map(|e| e.record.scope()).collect();
+    let scopes: BTreeSet<&str> = log
+        .entries
+        .iter()
+        .filter_map(|e| e.record.scope())
+        .collect();
     let scope = match (&args.scope, scopes.len()) {
         (Some(s), _) => s.clone(),
-        (None, 1) => scopes.iter().next().map(|s| (*s).to_owned()).unwrap_or_default(),
+        (None, 1) => scopes
+            .iter()
+            .next()
+            .map(|s| (*s).to_owned())
+            .unwrap_or_default(),
         (None, 0) => anyhow::bail!("no agent record in {} file(s)", args.from_log.len()),
         (None, _) => anyhow::bail!(
             "the logs hold records of several scopes ({}): pick one with --scope",
@@ -70,7 +85,11 @@ pub(crate) async fn from_task(
 ) -> anyhow::Result<ProposalAnswer> {
     let body = json!({ "name": name, "owner": owner, "deny": deny });
     let bytes = client
-        .send(Method::POST, &format!("/v1/tasks/{task}/proposal"), Some(body))
+        .send(
+            Method::POST,
+            &format!("/v1/tasks/{task}/proposal"),
+            Some(body),
+        )
         .await
         .with_context(|| format!("asking the daemon for task {task}'s proposal"))?;
     serde_json::from_slice(&bytes).context("unexpected answer from the daemon")
@@ -91,10 +110,15 @@ pub(crate) fn emit_answer(answer: &ProposalAnswer, out: Option<&Path>) -> anyhow
         );
     }
     if answer.running {
-        eprintln!("agent-monitor: task {} still runs: the proposal covers what it did so far", answer.task);
+        eprintln!(
+            "agent-monitor: task {} still runs: the proposal covers what it did so far",
+            answer.task
+        );
     }
     if answer.partial {
-        eprintln!("agent-monitor: PARTIAL: records are missing from the audit log (see the warnings); the proposal does not cover them");
+        eprintln!(
+            "agent-monitor: PARTIAL: records are missing from the audit log (see the warnings); the proposal does not cover them"
+        );
     }
     match out {
         Some(path) => {

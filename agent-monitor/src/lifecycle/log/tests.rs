@@ -53,7 +53,11 @@ fn garbage_and_unknown_kinds_are_named_and_skipped() {
     assert_eq!(log.entries.len(), 1);
     assert_eq!(log.warnings.len(), 2);
     assert!(log.warnings[0].message.contains("not a record"));
-    assert!(log.warnings[1].message.contains("teleport"), "{}", log.warnings[1]);
+    assert!(
+        log.warnings[1].message.contains("teleport"),
+        "{}",
+        log.warnings[1]
+    );
 }
 
 #[test]

@@ -122,10 +122,10 @@ pub(super) fn collapse(paths: &Counts, units: usize, trees: &BTreeSet<String>) -
         .collect();
     let mut items: BTreeMap<Pattern, Item> = BTreeMap::new();
     for (path, records) in paths {
-        let pattern = top
-            .iter()
-            .find(|g| under(g, path))
-            .map_or_else(|| Pattern::Exact(path.clone()), |g| Pattern::Tree((*g).clone()));
+        let pattern = top.iter().find(|g| under(g, path)).map_or_else(
+            || Pattern::Exact(path.clone()),
+            |g| Pattern::Tree((*g).clone()),
+        );
         let item = items.entry(pattern.clone()).or_insert(Item {
             pattern,
             records: 0,
@@ -145,11 +145,7 @@ pub(super) fn created_dirs<'a>(
 ) -> BTreeSet<String> {
     created
         .iter()
-        .filter(|dir| {
-            used.clone()
-                .into_iter()
-                .any(|p| p != *dir && under(dir, p))
-        })
+        .filter(|dir| used.clone().into_iter().any(|p| p != *dir && under(dir, p)))
         .cloned()
         .collect()
 }

@@ -1,9 +1,6 @@
 //! The proposal as `AgentScope` YAML, each entry with the records that justify it.
 
-use std::{
-    collections::BTreeSet,
-    fmt::Write as _,
-};
+use std::{collections::BTreeSet, fmt::Write as _};
 
 use super::{
     ProposeError, READ_UNITS, RuleProto, Seen, Target, WRITE_UNITS,
@@ -19,7 +16,10 @@ fn scalar(text: &str) -> String {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-+@*,=%~".contains(&b))
         || (!text.is_empty()
-            && text.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && text
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
             && text
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-+@".contains(&b)));
@@ -92,7 +92,12 @@ pub(super) fn render(
 ) -> Result<String, ProposeError> {
     // Directories the task made: created or written paths that hold other used paths (a
     // mkdir is not recorded when it is allowed, but what is then made below it is).
-    let made: BTreeSet<String> = seen.created.iter().chain(seen.write.keys()).cloned().collect();
+    let made: BTreeSet<String> = seen
+        .created
+        .iter()
+        .chain(seen.write.keys())
+        .cloned()
+        .collect();
     let trees = created_dirs(&made, seen.write.keys().chain(seen.read.keys()));
     let write = collapse(&seen.write, WRITE_UNITS, &trees);
     let covered_by_write = |p: &Pattern| write.iter().any(|w| w.pattern.covers_pattern(p));
@@ -103,9 +108,7 @@ pub(super) fn render(
     let list_items: Vec<Item> = seen
         .list
         .iter()
-        .filter(|(dir, _)| {
-            !write.iter().chain(&read).any(|i| i.pattern.covers(dir))
-        })
+        .filter(|(dir, _)| !write.iter().chain(&read).any(|i| i.pattern.covers(dir)))
         .map(|(dir, n)| Item {
             pattern: Pattern::Exact(dir.clone()),
             records: *n,
@@ -151,13 +154,24 @@ pub(super) fn render(
     let exec: Vec<(String, String)> = seen
         .exec
         .iter()
-        .map(|(p, n)| (scalar(&Pattern::Exact(p.clone()).glob()), plural(*n, "record")))
+        .map(|(p, n)| {
+            (
+                scalar(&Pattern::Exact(p.clone()).glob()),
+                plural(*n, "record"),
+            )
+        })
         .collect();
     list(&mut out, "    ", "allow", "exec.allow", &exec)?;
     out.push_str("  files:\n    baseline: true\n");
     list(&mut out, "    ", "read", "files.read", &items_of(&read))?;
     list(&mut out, "    ", "write", "files.write", &items_of(&write))?;
-    list(&mut out, "    ", "list", "files.list", &items_of(&list_items))?;
+    list(
+        &mut out,
+        "    ",
+        "list",
+        "files.list",
+        &items_of(&list_items),
+    )?;
     let deny: Vec<(String, String)> = options
         .deny
         .iter()
@@ -182,7 +196,10 @@ pub(super) fn render(
             let list: Vec<String> = ports.keys().map(u16::to_string).collect();
             let n: u64 = ports.values().sum();
             (
-                format!("{{{target}, ports: [{}], protocol: {proto}}}", list.join(", ")),
+                format!(
+                    "{{{target}, ports: [{}], protocol: {proto}}}",
+                    list.join(", ")
+                ),
                 plural(n, "record"),
             )
         })

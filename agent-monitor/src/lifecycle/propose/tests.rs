@@ -14,11 +14,19 @@ fn record(kind: &str, task: &str, body: &str) -> String {
 }
 
 fn file(path: &str, access: &str) -> String {
-    record("file", "t-1", &format!(r#""file":{{"path":"{path}","access":"{access}"}}"#))
+    record(
+        "file",
+        "t-1",
+        &format!(r#""file":{{"path":"{path}","access":"{access}"}}"#),
+    )
 }
 
 fn exec(path: &str) -> String {
-    record("exec", "t-1", &format!(r#""exec":{{"path":"{path}","argv":[]}}"#))
+    record(
+        "exec",
+        "t-1",
+        &format!(r#""exec":{{"path":"{path}","argv":[]}}"#),
+    )
 }
 
 fn net(kind: &str, addr: &str, port: u16, proto: &str, host: Option<&str>) -> String {
@@ -26,7 +34,9 @@ fn net(kind: &str, addr: &str, port: u16, proto: &str, host: Option<&str>) -> St
     record(
         kind,
         "t-2",
-        &format!(r#""net":{{"family":"inet","protocol":"{proto}","address":"{addr}","port":{port}{host}}}"#),
+        &format!(
+            r#""net":{{"family":"inet","protocol":"{proto}","address":"{addr}","port":{port}{host}}}"#
+        ),
     )
 }
 
@@ -71,8 +81,20 @@ fn work() -> Vec<String> {
         // A temporary file with a random name.
         file("/tmp/tmp.x81Hq/state", "create"),
         file("/workspace/repo/.env", "read"),
-        net("connect", "140.82.112.6", 443, "tcp", Some("api.github.com")),
-        net("connect", "140.82.112.6", 443, "tcp", Some("api.github.com")),
+        net(
+            "connect",
+            "140.82.112.6",
+            443,
+            "tcp",
+            Some("api.github.com"),
+        ),
+        net(
+            "connect",
+            "140.82.112.6",
+            443,
+            "tcp",
+            Some("api.github.com"),
+        ),
         net("send", "127.0.0.53", 53, "udp", None),
         net("bind", "0.0.0.0", 8080, "tcp", None),
         net("bind", "0.0.0.0", 0, "udp", None),
@@ -95,10 +117,18 @@ fn the_proposal_is_valid_least_and_covers_every_recorded_activity() {
     assert_eq!(declared.exec_allow, ["/usr/bin/git", "/usr/bin/python3.12"]);
     assert_eq!(
         declared.files.read,
-        ["/etc/hostname", "/workspace/repo/README.md", "/workspace/repo/src/**"],
+        [
+            "/etc/hostname",
+            "/workspace/repo/README.md",
+            "/workspace/repo/src/**"
+        ],
         "{yaml}"
     );
-    assert_eq!(declared.files.write, ["/tmp/**", "/workspace/out/**"], "{yaml}");
+    assert_eq!(
+        declared.files.write,
+        ["/tmp/**", "/workspace/out/**"],
+        "{yaml}"
+    );
     assert_eq!(declared.files.deny, ["**/.env"]);
     assert_eq!(declared.bind, [8080]);
     assert_eq!(declared.connect.len(), 2, "{yaml}");
@@ -108,10 +138,16 @@ fn the_proposal_is_valid_least_and_covers_every_recorded_activity() {
     // Withheld, and said so.
     assert!(!declared.files.read.iter().any(|r| r.contains(".env")));
     assert_eq!(proposal.withheld.len(), 1);
-    assert!(yaml.contains("# Withheld (matches files.deny, never proposed): read of /workspace/repo/.env"));
+    assert!(
+        yaml.contains(
+            "# Withheld (matches files.deny, never proposed): read of /workspace/repo/.env"
+        )
+    );
     // Every recorded file activity but the withheld one is allowed by the proposal.
     for entry in &log.entries {
-        let Some(observed) = entry.record.observed().unwrap() else { continue };
+        let Some(observed) = entry.record.observed().unwrap() else {
+            continue;
+        };
         if matches!(&observed, Observed::File { path, .. } if path.ends_with(".env")) {
             continue;
         }
@@ -119,17 +155,27 @@ fn the_proposal_is_valid_least_and_covers_every_recorded_activity() {
             continue; // host rules are judged from DNS answers, in the kernel
         }
         let verdict = policy.evaluate(&observed.activity(), Context { tgid: 4242 });
-        assert!(matches!(verdict, Verdict::Allowed), "{observed:?}: {verdict:?}\n{yaml}");
+        assert!(
+            matches!(verdict, Verdict::Allowed),
+            "{observed:?}: {verdict:?}\n{yaml}"
+        );
     }
-    assert_eq!(proposal.tasks, BTreeSet::from(["t-1".to_owned(), "t-2".to_owned()]));
+    assert_eq!(
+        proposal.tasks,
+        BTreeSet::from(["t-1".to_owned(), "t-2".to_owned()])
+    );
 }
 
 #[test]
 fn the_same_records_give_the_same_yaml() {
     let mut lines = work();
-    let a = propose(&log(&lines).entries, &options(&[]), false).unwrap().yaml;
+    let a = propose(&log(&lines).entries, &options(&[]), false)
+        .unwrap()
+        .yaml;
     lines.reverse();
-    let b = propose(&log(&lines).entries, &options(&[]), false).unwrap().yaml;
+    let b = propose(&log(&lines).entries, &options(&[]), false)
+        .unwrap()
+        .yaml;
     assert_eq!(a, b);
 }
 
@@ -172,12 +218,21 @@ fn glob_characters_of_real_paths_are_escaped() {
     let policy = &scopes[0].policy;
     let ok = |path| {
         matches!(
-            policy.evaluate(&Activity::File { path, access: FileAccess::Read }, Context { tgid: 1 }),
+            policy.evaluate(
+                &Activity::File {
+                    path,
+                    access: FileAccess::Read
+                },
+                Context { tgid: 1 }
+            ),
             Verdict::Allowed
         )
     };
     assert!(ok("/data/odd[1]*name?"));
-    assert!(!ok("/data/odd1xnamez"), "the escaped glob matched another name");
+    assert!(
+        !ok("/data/odd1xnamez"),
+        "the escaped glob matched another name"
+    );
 }
 
 #[test]
