@@ -36,8 +36,8 @@ use super::log::{Entry, Log, Observed, Source};
 use crate::{
     observe::usage::connect_entry,
     policy::{
-        Activity, CompiledPolicy, ConnectTarget, Context, Dimension, FileAccess, RuleList, RuleRef,
-        Verdict, Violation, host_matches,
+        CompiledPolicy, ConnectTarget, Context, Dimension, FileAccess, RuleList, RuleRef, Verdict,
+        Violation, host_matches,
     },
     scope::Scope,
 };

@@ -18,6 +18,10 @@ const ERROR: i32 = 2;
 
 /// Judges the logs' records against the candidate: 0 clean, 1 would-be violations, 2 error
 /// (printed here: the CLI's own error path would exit 1, which means violations).
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the signature every scope subcommand shares"
+)]
 pub(super) fn run(args: &ReplayArgs) -> anyhow::Result<i32> {
     match judge(args) {
         Ok((text, failed)) => {
