@@ -51,8 +51,16 @@ pub(crate) enum ReplayError {
     NoSuchScope { name: String, available: String },
     #[error("the candidate holds several scopes ({available}): pick one with --scope")]
     SeveralScopes { available: String },
-    #[error("the logs hold no record of scope {scope:?}{}", task_suffix(.task.as_deref()))]
-    NoRecords { scope: String, task: Option<String> },
+    #[error(
+        "the logs hold no record of scope {scope:?}{} (they hold records of: {present})",
+        task_suffix(.task.as_deref())
+    )]
+    NoRecords {
+        scope: String,
+        task: Option<String>,
+        /// The scopes the logs do hold records of.
+        present: String,
+    },
 }
 
 fn task_suffix(task: Option<&str>) -> String {
@@ -240,9 +248,19 @@ pub(crate) fn replay(
         }
     }
     if records == 0 {
+        let present: BTreeSet<&str> = log
+            .entries
+            .iter()
+            .filter_map(|e| e.record.scope())
+            .collect();
         return Err(ReplayError::NoRecords {
             scope: select.scope.to_owned(),
             task: select.task.map(str::to_owned),
+            present: if present.is_empty() {
+                "none".to_owned()
+            } else {
+                present.into_iter().collect::<Vec<_>>().join(", ")
+            },
         });
     }
     let violations = found

@@ -42,7 +42,8 @@ fn judge(args: &ReplayArgs) -> anyhow::Result<(String, bool)> {
         .context("the candidate")?;
     let candidate = pick(scopes, args.scope.as_deref())
         .with_context(|| args.candidate.display().to_string())?;
-    let log = Log::read(&args.log)?;
+    // The error names its cause itself: as a chain it would be said twice.
+    let log = Log::read(&args.log).map_err(|e| anyhow::anyhow!("{e}"))?;
     let select = Select {
         scope: args.scope.as_deref().unwrap_or(&candidate.name),
         task: args.task.as_deref(),
