@@ -64,7 +64,8 @@ struct Declared {
     index: HashMap<RuleRef, usize>,
 }
 
-fn connect_entry(rule: &ConnectRule) -> String {
+/// A connect rule as reports show it, e.g. `10.0.0.0/8 tcp ports [443]`.
+pub(crate) fn connect_entry(rule: &ConnectRule) -> String {
     let target = match &rule.target {
         ConnectTarget::Cidr(net) => net.to_string(),
         ConnectTarget::Host(h) => h.clone(),
