@@ -144,6 +144,10 @@ fn entries(yaml: &str, key: &str) -> Vec<String> {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one story, in order: learn, check, enforce, the twins, replay"
+)]
 fn a_learned_coreutils_session_is_enforced_as_proposed_and_its_twins_are_stopped() {
     let d = Daemon::start(&[]);
     let ws = Dir::new("ws");

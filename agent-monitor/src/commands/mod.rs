@@ -39,25 +39,7 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let client = Client::new(&args.socket);
     // The daemon answers an enforced scope with the Landlock rules this kernel can apply.
     let landlock_abi = crate::control::landlock::abi();
-    let mut body = json!({ "task": args.task, "ttl": args.ttl, "landlock_abi": landlock_abi });
-    match (&args.scope, &args.learn) {
-        (Some(scope), _) if Path::new(scope).is_file() => {
-            let yaml =
-                std::fs::read_to_string(scope).with_context(|| format!("reading {scope}"))?;
-            body["scope_yaml"] = Value::String(yaml);
-        }
-        (Some(scope), _) => body["scope"] = Value::String(scope.clone()),
-        (None, Some(name)) => {
-            body["learn"] = Value::String(name.clone());
-            // The sponsor is who ran `sudo exec --learn`, not root (the daemon's default).
-            let owner = args
-                .owner
-                .clone()
-                .or_else(|| std::env::var("SUDO_USER").ok());
-            body["owner"] = owner.map_or(Value::Null, Value::String);
-        }
-        (None, None) => anyhow::bail!("exec needs --scope or --learn"),
-    }
+    let body = task_request(&args, landlock_abi)?;
     // A daemon that is busy (503) or restarting (nobody listens yet) is asked again, with
     // backoff, for a few seconds; a 4xx is final.
     let answer = client
@@ -188,6 +170,30 @@ async fn learned(client: &Client, args: &ExecArgs, task: &str) -> anyhow::Result
     .await?;
     scope::propose::emit_answer(&answer, args.out.as_deref())?;
     Ok(())
+}
+
+/// The body of `POST /v1/tasks` for `exec`.
+fn task_request(args: &ExecArgs, landlock_abi: u32) -> anyhow::Result<Value> {
+    let mut body = json!({ "task": args.task, "ttl": args.ttl, "landlock_abi": landlock_abi });
+    match (&args.scope, &args.learn) {
+        (Some(scope), _) if Path::new(scope).is_file() => {
+            let yaml =
+                std::fs::read_to_string(scope).with_context(|| format!("reading {scope}"))?;
+            body["scope_yaml"] = Value::String(yaml);
+        }
+        (Some(scope), _) => body["scope"] = Value::String(scope.clone()),
+        (None, Some(name)) => {
+            body["learn"] = Value::String(name.clone());
+            // The sponsor is who ran `sudo exec --learn`, not root (the daemon's default).
+            let owner = args
+                .owner
+                .clone()
+                .or_else(|| std::env::var("SUDO_USER").ok());
+            body["owner"] = owner.map_or(Value::Null, Value::String);
+        }
+        (None, None) => anyhow::bail!("exec needs --scope or --learn"),
+    }
+    Ok(body)
 }
 
 /// One line naming why a task's command was killed: the violation that stopped it, or the

@@ -68,15 +68,13 @@ impl fmt::Display for Warning {
     }
 }
 
-/// The fields of a record the lifecycle reads (`observe::record::Record`, as written).
+/// The fields of a record the lifecycle reads (`observe::record::Record`, as written; the
+/// others are skipped).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct Logged {
-    pub(crate) time: String,
     pub(crate) kind: String,
     #[serde(default)]
     pub(crate) verdict: Option<String>,
-    #[serde(default)]
-    pub(crate) action: Option<String>,
     #[serde(default)]
     pub(crate) agent: Option<LoggedAgent>,
     #[serde(default)]
@@ -94,8 +92,6 @@ pub(crate) struct Logged {
     /// How many actions the record stands for (aggregated DNS refusals).
     #[serde(default)]
     pub(crate) count: Option<u64>,
-    #[serde(default)]
-    pub(crate) truncated: bool,
     /// `kind: gap`: records lost before this line.
     #[serde(default)]
     pub(crate) lost: Option<u64>,
@@ -106,15 +102,11 @@ pub(crate) struct LoggedAgent {
     pub(crate) scope: String,
     pub(crate) task: String,
     pub(crate) owner: String,
-    #[serde(default)]
-    pub(crate) identity: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct LoggedProcess {
     pub(crate) pid: u32,
-    #[serde(default)]
-    pub(crate) comm: String,
     #[serde(default)]
     pub(crate) exe: Option<String>,
 }
@@ -141,22 +133,16 @@ pub(crate) struct LoggedNet {
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct LoggedExec {
     pub(crate) path: String,
-    #[serde(default)]
-    pub(crate) script: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct LoggedViolation {
-    pub(crate) dimension: String,
     pub(crate) rule: String,
-    pub(crate) reason: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct LoggedTaskEvent {
     pub(crate) event: String,
-    #[serde(default)]
-    pub(crate) reason: String,
 }
 
 /// An activity as recorded, owning its strings (see [`Observed::activity`]).

@@ -283,28 +283,7 @@ impl Judge<'_> {
                 port,
                 protocol,
                 host,
-            } => {
-                if *op == NetOpName::Bind {
-                    // Port 0 asks the kernel for any free port: nothing to declare.
-                    if *port != 0 {
-                        *seen.bind.entry(*port).or_default() += n;
-                    }
-                    return *port != 0;
-                }
-                let target = host.clone().map_or(Target::Addr(*addr), Target::Host);
-                let proto = match protocol {
-                    ProtocolName::Tcp => RuleProto::Tcp,
-                    ProtocolName::Udp => RuleProto::Udp,
-                    ProtocolName::Other(_) => RuleProto::Any,
-                };
-                *seen
-                    .connect
-                    .entry((target, proto))
-                    .or_default()
-                    .entry(*port)
-                    .or_default() += n;
-                true
-            }
+            } => note_net(seen, (*op, *addr, *port, *protocol), host.as_deref(), n),
         }
     }
 
@@ -332,6 +311,35 @@ impl Judge<'_> {
             .or_default() += n;
         true
     }
+}
+
+/// A connect, send or bind into `seen`; whether it can justify an entry.
+fn note_net(
+    seen: &mut Seen,
+    (op, addr, port, protocol): (NetOpName, IpAddr, u16, ProtocolName),
+    host: Option<&str>,
+    n: u64,
+) -> bool {
+    if op == NetOpName::Bind {
+        // Port 0 asks the kernel for any free port: nothing to declare.
+        if port != 0 {
+            *seen.bind.entry(port).or_default() += n;
+        }
+        return port != 0;
+    }
+    let target = host.map_or(Target::Addr(addr), |h| Target::Host(h.to_owned()));
+    let proto = match protocol {
+        ProtocolName::Tcp => RuleProto::Tcp,
+        ProtocolName::Udp => RuleProto::Udp,
+        ProtocolName::Other(_) => RuleProto::Any,
+    };
+    *seen
+        .connect
+        .entry((target, proto))
+        .or_default()
+        .entry(port)
+        .or_default() += n;
+    true
 }
 
 mod generalize;

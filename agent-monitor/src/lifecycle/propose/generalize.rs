@@ -139,13 +139,10 @@ pub(super) fn collapse(paths: &Counts, units: usize, trees: &BTreeSet<String>) -
 
 /// Directories among `created` that hold another used path: the task made them and used
 /// them (only the topmost are kept by [`collapse`]).
-pub(super) fn created_dirs<'a>(
-    created: &BTreeSet<String>,
-    used: impl IntoIterator<Item = &'a String> + Clone,
-) -> BTreeSet<String> {
+pub(super) fn created_dirs(created: &BTreeSet<String>, used: &[&String]) -> BTreeSet<String> {
     created
         .iter()
-        .filter(|dir| used.clone().into_iter().any(|p| p != *dir && under(dir, p)))
+        .filter(|dir| used.iter().any(|p| *p != *dir && under(dir, p)))
         .cloned()
         .collect()
 }

@@ -98,7 +98,8 @@ pub(super) fn render(
         .chain(seen.write.keys())
         .cloned()
         .collect();
-    let trees = created_dirs(&made, seen.write.keys().chain(seen.read.keys()));
+    let used: Vec<&String> = seen.write.keys().chain(seen.read.keys()).collect();
+    let trees = created_dirs(&made, &used);
     let write = collapse(&seen.write, WRITE_UNITS, &trees);
     let covered_by_write = |p: &Pattern| write.iter().any(|w| w.pattern.covers_pattern(p));
     let read: Vec<Item> = collapse(&seen.read, READ_UNITS, &BTreeSet::new())
@@ -178,6 +179,12 @@ pub(super) fn render(
         .map(|d| (scalar(d), String::new()))
         .collect();
     list(&mut out, "    ", "deny", "files.deny", &deny)?;
+    network(&mut out, seen)?;
+    Ok(out)
+}
+
+/// `spec.network`.
+fn network(out: &mut String, seen: &Seen) -> Result<(), ProposeError> {
     out.push_str("  network:\n");
     let connect: Vec<(String, String)> = seen
         .connect
@@ -204,12 +211,12 @@ pub(super) fn render(
             )
         })
         .collect();
-    list(&mut out, "    ", "connect", "network.connect", &connect)?;
+    list(out, "    ", "connect", "network.connect", &connect)?;
     let bind: Vec<(String, String)> = seen
         .bind
         .iter()
         .map(|(p, n)| (p.to_string(), plural(*n, "record")))
         .collect();
-    list(&mut out, "    ", "bind", "network.bind", &bind)?;
-    Ok(out)
+    list(out, "    ", "bind", "network.bind", &bind)?;
+    Ok(())
 }
