@@ -204,7 +204,9 @@ pub(crate) enum ScopeCommand {
     /// Judge recorded activity against a candidate scope; exits 1 when anything would be
     /// a violation.
     Replay(ReplayArgs),
-    /// What a scope change widens and narrows, per dimension.
+    /// What a scope change widens and narrows, per dimension. Exit code: 0 when nothing
+    /// widens, 1 when anything widens (a review gate), 2 when a file cannot be read or
+    /// parsed.
     Diff(DiffArgs),
 }
 

@@ -1,28 +1,57 @@
 //! `agent-monitor check FILE...`: offline validation of manifests.
 
-use crate::{cli::CheckArgs, scope};
+use std::path::Path;
 
-/// `agent-monitor check FILE...`: every error is printed as `file:line:column: reason`.
+use crate::cli::CheckArgs;
+use crate::scope::{self, lint};
+
+/// `agent-monitor check FILE...`: every error is printed as `file:line:column: reason`,
+/// every warning as `file:line:column: warning[CODE]: scope NAME: ...`. Exit 1 on an
+/// error (or, with `--strict`, a warning), else 0.
 pub(crate) fn check(args: &CheckArgs) -> i32 {
-    let mut failed = 0;
-    for f in &args.files {
-        match scope::parse_file(f) {
-            Ok(scopes) => {
-                for s in scopes {
-                    println!(
-                        "{}: ok: scope {} ({:?}, owner {})",
-                        f.display(),
-                        s.name,
-                        s.mode,
-                        s.owner
-                    );
+    let (mut errors, mut warnings) = (0, 0);
+    for file in &args.files {
+        let (e, w) = check_file(file);
+        errors += e;
+        warnings += w;
+    }
+    i32::from(errors > 0 || (args.strict && warnings > 0))
+}
+
+/// Checks one file; how many errors and warnings it printed.
+fn check_file(file: &Path) -> (usize, usize) {
+    let documents = match scope::check_file(file) {
+        Ok(documents) => documents,
+        Err(e) => {
+            eprintln!("{e}");
+            return (1, 0);
+        }
+    };
+    let (mut errors, mut warnings) = (0, 0);
+    let mut good: Vec<scope::Scope> = Vec::new();
+    for document in documents {
+        match document.outcome {
+            Ok(s) => {
+                println!(
+                    "{}: ok: scope {} ({}, owner {})",
+                    file.display(),
+                    s.name,
+                    s.mode,
+                    s.owner
+                );
+                for w in lint::lint(&s, &document.text, &good) {
+                    eprintln!("{}:{w}", file.display());
+                    warnings += 1;
                 }
+                good.push(s);
             }
-            Err(e) => {
-                eprintln!("{e}");
-                failed += 1;
+            Err(list) => {
+                for e in list {
+                    eprintln!("{e}");
+                    errors += 1;
+                }
             }
         }
     }
-    i32::from(failed > 0)
+    (errors, warnings)
 }

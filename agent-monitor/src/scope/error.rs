@@ -74,6 +74,15 @@ impl ScopeError {
         }
     }
 
+    /// 1-based line and column, when the error has a position.
+    #[must_use]
+    pub(crate) fn at(&self) -> Option<(usize, usize)> {
+        match self {
+            Self::Yaml { at, .. } | Self::Limit { at, .. } => *at,
+            _ => None,
+        }
+    }
+
     /// 1-based line, when the error has a position.
     #[cfg(test)]
     pub(crate) fn line(&self) -> Option<usize> {

@@ -4,9 +4,11 @@
 //! the file, line and column of the offending node.
 
 mod error;
+mod every_error;
 pub(crate) mod kubernetes;
 pub(crate) mod learn;
 pub(crate) mod limits;
+pub(crate) mod lint;
 mod manifest;
 mod net;
 #[cfg(test)]
@@ -24,6 +26,7 @@ use std::time::Duration;
 use globset::GlobMatcher;
 
 pub(crate) use error::ScopeError;
+pub(crate) use every_error::check_file;
 pub(crate) use manifest::{Mode, OnViolation, ScopeSpec};
 use values::NonEmpty;
 pub(crate) use values::Ttl;
@@ -163,6 +166,11 @@ fn check_text(text: &str, source: &ScopeSource) -> Result<(), ScopeError> {
 /// # Errors
 /// As [`parse_str`], plus [`ScopeError::Read`].
 pub(crate) fn parse_file(path: &Path) -> Result<Vec<Scope>, ScopeError> {
+    parse_str(&read_file(path)?, path)
+}
+
+/// A manifest file's text; a file larger than `limits::MAX_FILE_BYTES` is refused unread.
+fn read_file(path: &Path) -> Result<String, ScopeError> {
     let read = |error| ScopeError::Read {
         path: path.to_owned(),
         error,
@@ -186,7 +194,7 @@ pub(crate) fn parse_file(path: &Path) -> Result<Vec<Scope>, ScopeError> {
             },
         });
     }
-    parse_str(&text, path)
+    Ok(text)
 }
 
 /// The outcome of loading a directory: what loaded, and what was skipped and why.
