@@ -248,6 +248,11 @@ fn more_errors(
             .strip_prefix("spec:")
             .is_some_and(|rest| rest.trim().is_empty() || rest.trim().starts_with('#'))
     });
+    // A syntax error leaves no structure to take apart: pieces of it would only report
+    // the same error again from other places.
+    if spec_line.is_none() || !super::yaml::well_formed(&lines.join("\n")) {
+        return vec![first];
+    }
     let Some(spec_line) = spec_line else {
         return vec![first];
     };

@@ -42,6 +42,11 @@ pub(super) fn documents<'de, T: Deserialize<'de>>(
         .map_err(|error| ScopeError::yaml(origin, &error, FAILED_AT.take()))
 }
 
+/// Whether `text` is well-formed YAML (any shape): the schema-free pass of [`documents`].
+pub(super) fn well_formed(text: &str) -> bool {
+    serde_saphyr::from_multiple_with_options::<IgnoredAny>(text, options()).is_ok()
+}
+
 thread_local! {
     /// The path of the node where the last document that failed on this thread stopped.
     /// serde-saphyr takes the documents of a stream through `Deserialize` alone (no seed), so

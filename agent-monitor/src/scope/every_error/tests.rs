@@ -85,3 +85,14 @@ fn a_valid_file_has_its_scopes_and_positions_stay() {
         text.split('\n').count()
     );
 }
+
+#[test]
+fn a_syntax_error_is_one_diagnostic() {
+    // An unclosed flow list: taking the spec apart would report the same error again
+    // from the lines after it.
+    let text = format!(
+        "{HEAD}metadata: {{name: a, owner: o}}\nspec:\n  exec:\n    allow: [/usr/bin/git\n  files: {{}}\n"
+    );
+    assert_eq!(lines_of(&text).len(), 1);
+    assert_eq!(lines_of(&text)[0].len(), 1, "{:?}", lines_of(&text));
+}
