@@ -695,10 +695,7 @@ fn learning_names_the_hosts_an_agent_resolved_and_the_proposal_enforces_them() {
         .output()
         .expect("exec --learn");
     assert_exit(&out, 0);
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let lines = stdout_lines(&out);
     assert_eq!(
         lines,
         [shared.to_string().as_str(), "shared"],
@@ -752,13 +749,17 @@ fn learning_names_the_hosts_an_agent_resolved_and_the_proposal_enforces_them() {
         &[PY, "-I", "-c", &script(z.port, &twin)],
     );
     assert_exit(&out, 0);
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let lines = stdout_lines(&out);
     assert_eq!(
         lines,
         ["gaierror", "EPERM"],
         "an unlisted name and its address"
     );
+}
+
+fn stdout_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }

@@ -116,6 +116,19 @@ fn wait_ended(d: &Daemon, task: &str) {
     });
 }
 
+/// Runs `cmd` under `scope` as task `task` and asserts it passes with zero violations.
+fn passes_clean(d: &Daemon, scope: &Path, task: &str, cmd: &[&str]) {
+    let out = enforce(d, scope, task, cmd);
+    assert!(
+        out.status.success(),
+        "the same work under the proposal: {}",
+        text(&out)
+    );
+    wait_ended(d, task);
+    let v = violations(d, task);
+    assert!(v.is_empty(), "violations under the proposal: {v:#?}");
+}
+
 /// The entries of one list of the proposal (`    allow:` .. next key), comments removed.
 fn entries(yaml: &str, key: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -224,15 +237,7 @@ fn a_learned_coreutils_session_is_enforced_as_proposed_and_its_twins_are_stopped
             fs::remove_dir_all(&path).expect("reset ws");
         }
     }
-    let out = enforce(&d, &enforced, "cu-enforced", &session);
-    assert!(
-        out.status.success(),
-        "the same work under the proposal: {}",
-        text(&out)
-    );
-    wait_ended(&d, "cu-enforced");
-    let v = violations(&d, "cu-enforced");
-    assert!(v.is_empty(), "violations under the proposal: {v:#?}");
+    passes_clean(&d, &enforced, "cu-enforced", &session);
 
     // 3. The twins: a secret outside the workspace, a denied file inside it.
     let steal = format!(
@@ -455,15 +460,7 @@ fn a_learned_node_session_is_enforced_as_proposed_and_an_unlisted_port_is_refuse
         yaml.replace("onViolation: kill-process", "onViolation: kill-agent"),
     )
     .expect("write");
-    let out = enforce(&d, &enforced, "node-enforced", &work);
-    assert!(
-        out.status.success(),
-        "the same work under the proposal: {}",
-        text(&out)
-    );
-    wait_ended(&d, "node-enforced");
-    let v = violations(&d, "node-enforced");
-    assert!(v.is_empty(), "violations under the proposal: {v:#?}");
+    passes_clean(&d, &enforced, "node-enforced", &work);
     let twin = session(&other.url());
     let twin: Vec<&str> = twin.iter().map(String::as_str).collect();
     let out = enforce(&d, &enforced, "node-twin", &twin);
