@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{Api, error::ApiError};
 use crate::lifecycle::{
     log::Log,
-    propose::{self, Options, Withheld},
+    propose::{self, Options, Proposal, Withheld},
 };
 
 /// How long an ended task's last record is waited for.
@@ -67,6 +67,27 @@ pub(crate) struct WithheldView {
     pub(crate) path: String,
     pub(crate) access: String,
     pub(crate) records: u64,
+}
+
+impl ProposalAnswer {
+    /// The answer for `proposal`, built from a log that is `partial` or not.
+    pub(crate) fn new(
+        proposal: Proposal,
+        task: String,
+        partial: bool,
+        warnings: Vec<String>,
+    ) -> Self {
+        Self {
+            yaml: proposal.yaml,
+            task,
+            running: false,
+            records: proposal.records,
+            used: proposal.used,
+            partial,
+            withheld: proposal.withheld.into_iter().map(Into::into).collect(),
+            warnings,
+        }
+    }
 }
 
 impl From<Withheld> for WithheldView {
@@ -183,17 +204,9 @@ fn read(audit_log: &Path, id: &str, options: &Options) -> Result<(ProposalAnswer
             e.to_string(),
         )
     })?;
+    let warnings = log.warnings.iter().map(ToString::to_string).collect();
     Ok((
-        ProposalAnswer {
-            yaml: proposal.yaml,
-            task: id.to_owned(),
-            running: false,
-            records: proposal.records,
-            used: proposal.used,
-            partial,
-            withheld: proposal.withheld.into_iter().map(Into::into).collect(),
-            warnings: log.warnings.iter().map(ToString::to_string).collect(),
-        },
+        ProposalAnswer::new(proposal, id.to_owned(), partial, warnings),
         ended,
     ))
 }

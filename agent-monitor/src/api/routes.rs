@@ -125,7 +125,8 @@ async fn create_task(
                 .or_else(|| peer_user(peer))
                 .unwrap_or_else(|| "unknown".to_owned());
             Some(
-                crate::scope::learn::learning_arc(name, &owner)
+                crate::scope::learn::learning(name, &owner)
+                    .map(Arc::new)
                     .map_err(crate::control::state::TaskError::BadScope)?,
             )
         }

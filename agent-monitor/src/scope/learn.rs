@@ -7,8 +7,6 @@
 //! The rule cannot be written in a manifest (`*` alone is no valid `host:`), and it
 //! allows nothing by itself in audit mode: an address it admits is still recorded.
 
-use std::sync::Arc;
-
 use super::{Scope, ScopeError, ScopeSource};
 use crate::policy::{ANY_HOST, CompiledPolicy, ConnectRule, ConnectTarget, RuleProtocol};
 
@@ -38,14 +36,6 @@ pub(crate) fn learning(name: &str, owner: &str) -> Result<Scope, ScopeError> {
         error,
     })?;
     Ok(scope)
-}
-
-/// [`learning`], shared.
-///
-/// # Errors
-/// As [`learning`].
-pub(crate) fn learning_arc(name: &str, owner: &str) -> Result<Arc<Scope>, ScopeError> {
-    learning(name, owner).map(Arc::new)
 }
 
 #[cfg(test)]

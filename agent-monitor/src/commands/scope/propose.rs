@@ -62,16 +62,13 @@ pub(super) async fn run(args: ProposeArgs) -> anyhow::Result<i32> {
         eprintln!("{w}");
     }
     let proposal = propose(log.select(Some(&scope), None), &options, log.partial())?;
-    let answer = ProposalAnswer {
-        yaml: proposal.yaml,
-        task: proposal.tasks.into_iter().collect::<Vec<_>>().join(", "),
-        running: false,
-        records: proposal.records,
-        used: proposal.used,
-        partial: log.partial(),
-        withheld: proposal.withheld.into_iter().map(Into::into).collect(),
-        warnings: Vec::new(),
-    };
+    let task = proposal
+        .tasks
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let answer = ProposalAnswer::new(proposal, task, log.partial(), Vec::new());
     emit_answer(&answer, args.out.as_deref())
 }
 
