@@ -27,6 +27,12 @@ pub(crate) struct Document {
 /// first error only (each try parses the whole document again).
 const MAX_PARTS: usize = 256;
 
+/// Most bytes parsed again over all the tries of one document, and most bytes of a document
+/// tried at all: the retries are for files a person wrote, and a file near the size limit
+/// must still be refused in the time of one parse.
+const MAX_RETRIED_BYTES: usize = 2 << 20;
+const MAX_RETRIED_DOCUMENT: usize = 256 << 10;
+
 /// Checks every document of the file at `path`.
 ///
 /// # Errors
@@ -248,6 +254,13 @@ fn more_errors(
             .strip_prefix("spec:")
             .is_some_and(|rest| rest.trim().is_empty() || rest.trim().starts_with('#'))
     });
+    let size: usize = lines[document.0..document.1]
+        .iter()
+        .map(|l| l.len() + 1)
+        .sum();
+    if size > MAX_RETRIED_DOCUMENT || matches!(first, ScopeError::Limit { .. }) {
+        return vec![first];
+    }
     // A syntax error leaves no structure to take apart: pieces of it would only report
     // the same error again from other places.
     if spec_line.is_none() || !super::yaml::well_formed(&lines.join("\n")) {
@@ -260,7 +273,7 @@ fn more_errors(
         .find(|&i| indent(&lines[i]) == Some(0))
         .unwrap_or(document.1);
     let parts = parts(lines, (spec_line + 1, spec_end));
-    if parts.len() > MAX_PARTS {
+    if parts.len() > MAX_PARTS || parts.len().saturating_mul(size) > MAX_RETRIED_BYTES {
         return vec![first];
     }
     // An error outside the spec (metadata) would stop every try before its part: stand a

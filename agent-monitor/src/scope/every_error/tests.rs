@@ -96,3 +96,20 @@ fn a_syntax_error_is_one_diagnostic() {
     assert_eq!(lines_of(&text).len(), 1);
     assert_eq!(lines_of(&text)[0].len(), 1, "{:?}", lines_of(&text));
 }
+
+#[test]
+fn a_document_past_the_retry_budget_reports_its_first_error_only() {
+    let body =
+        "spec:\n  exec:\n    allow:\n    - usr/bin/ls\n  files:\n    write:\n    - /w/../x\n";
+    let small = format!("{HEAD}metadata: {{name: a, owner: o}}\n{body}");
+    assert_eq!(lines_of(&small), [vec![7, 10]]);
+    // Comments parse cheaply but count: the retries would parse every byte once per part.
+    let padding = "# padding\n".repeat((MAX_RETRIED_DOCUMENT / 10) + 1);
+    let large = format!("{HEAD}metadata: {{name: a, owner: o}}\n{padding}{body}");
+    let source = ScopeSource::from(std::path::Path::new("large.yaml"));
+    let documents = check_str(&large, &source).expect("documents");
+    let Err(errors) = &documents[0].outcome else {
+        panic!("accepted")
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
