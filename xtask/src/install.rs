@@ -263,6 +263,10 @@ const KUBERNETES_VALIDATE: &[&str] = &[
     "typing_extensions==4.16.0",
 ];
 
+/// Every pinned `PyPI` package the tests use, one group per tool; the venv is reinstalled
+/// when this list changes (a stamp file in the venv holds the list it was built from).
+const PYTHON_TOOLS: &[&[&str]] = &[KUBERNETES_VALIDATE];
+
 /// The virtualenv holding kubernetes-validate (the deployment tests look for it here).
 pub fn tools_venv(root: &Path) -> PathBuf {
     root.join("target/tools/venv")
@@ -315,22 +319,23 @@ pub fn test_tools(root: &Path) -> anyhow::Result<()> {
     if !missing.is_empty() {
         apt_install(&missing)?;
     }
-    kubernetes_validate(root)?;
+    python_tools(root)?;
     crate::field::install(root)
 }
 
-fn kubernetes_validate(root: &Path) -> anyhow::Result<()> {
+fn python_tools(root: &Path) -> anyhow::Result<()> {
     let venv = tools_venv(root);
-    let validate = venv.join("bin/kubernetes-validate");
-    let installed = Command::new(&validate)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("1.37.0"));
-    if installed {
+    let wanted: Vec<&str> = PYTHON_TOOLS
+        .iter()
+        .flat_map(|g| g.iter().copied())
+        .collect();
+    let stamp = venv.join("agent-monitor-requirements.txt");
+    let list = wanted.join("\n") + "\n";
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == list) {
         return Ok(());
     }
     eprintln!(
-        "xtask setup: installing kubernetes-validate into {}",
+        "xtask setup: installing the tests' Python tools into {}",
         venv.display()
     );
     let made = Command::new("python3")
@@ -346,6 +351,7 @@ fn kubernetes_validate(root: &Path) -> anyhow::Result<()> {
     run_cmd(
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
-            .args(KUBERNETES_VALIDATE),
-    )
+            .args(&wanted),
+    )?;
+    fs::write(&stamp, list).with_context(|| format!("writing {}", stamp.display()))
 }
