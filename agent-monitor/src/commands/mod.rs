@@ -60,7 +60,7 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     // Built here: the child may only make async-signal-safe calls.
     let filter = crate::control::seccomp::filter(
         created.daemon_pid,
-        &crate::control::seccomp::threads_of(created.daemon_pid),
+        &crate::host::threads::threads_of(created.daemon_pid),
     )?;
     let ruleset = created
         .landlock

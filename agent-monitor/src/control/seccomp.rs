@@ -206,16 +206,6 @@ pub(crate) fn filter(daemon: u32, daemon_threads: &[u32]) -> Result<Vec<Insn>, S
     Ok(f)
 }
 
-/// Thread ids of a process, from /proc.
-pub(crate) fn threads_of(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
-}
-
 /// Installs `filter` on the calling thread. Async-signal-safe (prctl only): for `pre_exec`.
 /// Without `CAP_SYS_ADMIN` the kernel requires `no_new_privs` first.
 pub(crate) fn install(filter: &[Insn]) -> std::io::Result<()> {

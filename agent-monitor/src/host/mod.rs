@@ -7,3 +7,4 @@ pub(crate) mod mounts;
 pub(crate) mod own_cgroup;
 pub(crate) mod sockets;
 pub(crate) mod systemd;
+pub(crate) mod threads;

@@ -9,6 +9,7 @@ use crate::{
     control::enforce::{kernel_dev, signal_process},
     control::state::{Shared, Stats},
     host::cgroupfs::Cgroup2,
+    host::threads::settle_stopped,
     kernel::{
         decoder::{DecodeError, Event, Header},
         reader::Consumer,
@@ -26,6 +27,11 @@ pub(crate) mod resolve;
 pub(crate) mod writer;
 
 use describe::{Judged, describe, process_ref, verdict};
+
+/// How long a release waits for every thread of the process to stop before it resumes it.
+/// Threads stop within microseconds unless in an uninterruptible sleep; the wait bounds what
+/// such a thread can cost the pipeline.
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Records written per batch at most.
 const BATCH: usize = 1024;
@@ -337,7 +343,14 @@ impl Pipeline {
                         .allow_exec(slot, kernel_dev(meta.dev()), meta.ino());
                 }
                 // Another thread of the process may be held too: the last verdict resumes.
-                let threads = threads_of(tgid);
+                // The check and the SIGCONT are not atomic: a hold that began between them
+                // would be ended by this SIGCONT (it cancels a pending SIGSTOP), and that
+                // thread would run before its verdict. Once every thread is stopped, none
+                // can begin a hold, so the check holds until the resume.
+                let (threads, settled) = settle_stopped(tgid, SETTLE_WITHIN);
+                if !settled {
+                    tracing::debug!(pid = tgid, "a thread did not stop in time; resuming anyway");
+                }
                 if shared.enforcer().judged_hold(h.pid, &threads) {
                     signal_process(tgid, libc::SIGCONT, || is_agents(tgid));
                 } else {
@@ -366,16 +379,6 @@ impl Pipeline {
             }
         }
     }
-}
-
-/// The thread ids of process `tgid` (empty when it is gone).
-fn threads_of(tgid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{tgid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect()
 }
 
 /// What the baseline allows that only the daemon can tell: a read of the process's own

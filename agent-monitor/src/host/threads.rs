@@ -1,0 +1,69 @@
+//! The threads of a process and their scheduler states, from /proc.
+
+use std::time::{Duration, Instant};
+
+/// Thread ids of a process (empty when it is gone).
+pub(crate) fn threads_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Whether thread `tid` of `pid` is stopped (job control or trace stop) or gone. The state
+/// follows the command name, which may itself hold `)`: the last one ends it.
+fn stopped_or_gone(pid: u32, tid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+        return true;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].trim_start().chars().next());
+    matches!(state, None | Some('T' | 't' | 'Z' | 'X' | 'x'))
+}
+
+/// Waits, at most `within`, until every thread of `pid` is stopped or gone, and returns
+/// the threads then (the last list read when the wait ran out). A stopped thread has passed
+/// its syscall's exit (the stop comes on the way back to user space, after the exit
+/// tracepoint), so it cannot start a new hold until the process is resumed.
+pub(crate) fn settle_stopped(pid: u32, within: Duration) -> (Vec<u32>, bool) {
+    let deadline = Instant::now() + within;
+    loop {
+        let threads = threads_of(pid);
+        let settled = threads.iter().all(|&t| stopped_or_gone(pid, t));
+        if settled || Instant::now() >= deadline {
+            return (threads, settled);
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_process_never_settles_and_a_stopped_one_does() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        // Sleeping in nanosleep: neither stopped nor gone.
+        let (threads, settled) = settle_stopped(pid, Duration::from_millis(20));
+        assert_eq!(threads, vec![pid]);
+        assert!(!settled);
+        // SAFETY: signals a child this test owns.
+        assert_eq!(
+            unsafe { libc::kill(i32::try_from(pid).expect("pid"), libc::SIGSTOP) },
+            0
+        );
+        let (_, settled) = settle_stopped(pid, Duration::from_secs(10));
+        assert!(settled);
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert!(threads_of(pid).is_empty());
+    }
+}
