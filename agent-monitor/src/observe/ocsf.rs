@@ -244,7 +244,8 @@ fn process(native: &Value) -> Value {
     if let Some(exe) = p.get("exe").and_then(Value::as_str) {
         out.insert("file".into(), file_object(exe, 1));
     }
-    if let Some(ppid) = p.get("ppid") {
+    // 0: the parent was not known (outside the agent's pid namespace, or gone).
+    if let Some(ppid) = p.get("ppid").filter(|v| v.as_u64().is_some_and(|n| n > 0)) {
         out.insert("parent_process".into(), json!({ "pid": ppid }));
     }
     put(&mut out, "container", container(native));
@@ -449,6 +450,8 @@ fn finding(native: &Value, time_ms: i64) -> Map<String, Value> {
         types.push(field(e, "/technique"));
     }
     types.retain(|t| !t.is_null());
+    // An escape's violation has the dimension `escape` already.
+    types.dedup();
     info.insert("types".into(), Value::Array(types));
     info.insert("created_time".into(), json!(time_ms));
     f.insert("finding_info".into(), Value::Object(info));

@@ -104,6 +104,24 @@ fn every_kind_has_its_class_and_activity() {
         assert_eq!(uid(&e, "/type_uid"), class * 100 + activity, "{e}");
         assert_eq!(e["unmapped"]["kind"], record.kind.name(), "{e}");
     }
+    let mut escape = Record::sample(Kind::Escape, Verdict::Violation);
+    escape.escape = Some(EscapeObject {
+        technique: "cgroup-move",
+        syscall: None,
+        args: None,
+        result: None,
+        cgroup: Some("/elsewhere".into()),
+        moved_pid: Some(1),
+    });
+    escape.violation = Some(Violation {
+        dimension: Dimension::Escape,
+        rule: "escape.cgroup-move".into(),
+        reason: "moved out".into(),
+    });
+    let e = ocsf(&escape);
+    assert_eq!(e["finding_info"]["types"], json!(["escape", "cgroup-move"]));
+    assert_eq!(e["unmapped"]["escape"]["cgroup"], "/elsewhere");
+    assert_eq!(e["severity_id"], 4);
     let d = ocsf(&degraded);
     assert_eq!((uid(&d, "/class_uid"), uid(&d, "/activity_id")), (6002, 99));
     assert_eq!(d["activity_name"], "Degraded");
@@ -192,7 +210,15 @@ fn activity_objects_follow_the_record() {
     assert_eq!(e["process"]["cmd_line"], "git status");
     assert_eq!(e["process"]["file"]["path"], "/usr/bin/git");
     assert_eq!(e["process"]["name"], "git");
-    assert_eq!(e["process"]["parent_process"]["pid"], 0);
+    assert!(
+        e["process"].get("parent_process").is_none(),
+        "ppid 0 is unknown: {e}"
+    );
+    let mut child = exec();
+    if let Some(p) = &mut child.process {
+        p.ppid = 42;
+    }
+    assert_eq!(ocsf(&child)["process"]["parent_process"]["pid"], 42);
     let mut rename = file(FileAccess::Rename);
     if let Some(f) = &mut rename.file {
         f.new_path = Some("/work/b.txt".into());
