@@ -122,6 +122,10 @@ pub(crate) struct RunArgs {
     /// Rotated audit log files kept (`audit.jsonl.1` .. `.N`).
     #[arg(long)]
     pub(crate) audit_log_keep: Option<u32>,
+    /// Records in the audit log and on stdout (`--log-format json`): agent-monitor's own
+    /// JSON (default) or OCSF events (docs/API.md "OCSF").
+    #[arg(long, value_enum)]
+    pub(crate) audit_format: Option<crate::observe::ocsf::AuditFormat>,
     /// Where agents' allowed DNS questions are forwarded (ADDR or ADDR:PORT; default: the
     /// first nameserver of /etc/resolv.conf).
     #[arg(long)]
@@ -170,9 +174,31 @@ pub(crate) struct EventsArgs {
     /// At most this many recent records (without --follow).
     #[arg(long)]
     pub(crate) limit: Option<usize>,
-    /// One JSON record per line, as in the audit log.
-    #[arg(long)]
+    /// One JSON record per line, as in an audit log written with `--audit-format json`
+    /// (the same as `--format json`).
+    #[arg(long, conflicts_with = "format")]
     pub(crate) json: bool,
+    /// `text` (default: one line for humans), `json` (agent-monitor's records) or `ocsf`
+    /// (one OCSF event per line).
+    #[arg(long, value_enum)]
+    pub(crate) format: Option<EventsFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum EventsFormat {
+    Text,
+    Json,
+    Ocsf,
+}
+
+impl EventsArgs {
+    pub(crate) fn format(&self) -> EventsFormat {
+        match (self.json, self.format) {
+            (_, Some(f)) => f,
+            (true, None) => EventsFormat::Json,
+            (false, None) => EventsFormat::Text,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

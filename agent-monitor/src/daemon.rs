@@ -38,6 +38,7 @@ struct ConfigFile {
     socket_group: Option<String>,
     audit_log_max_bytes: Option<u64>,
     audit_log_keep: Option<u32>,
+    audit_format: Option<crate::observe::ocsf::AuditFormat>,
     /// Pod awareness (`select.kubernetes`); also on when `$NODE_NAME` is set.
     kubernetes: Option<kubernetes::KubernetesConfig>,
     /// DNS-name egress: upstream resolver, minimum TTL, answer to refused questions.
@@ -56,6 +57,7 @@ struct RunOptions {
     ring_bytes: u32,
     serve: api::ServeOptions,
     rotation: Rotation,
+    audit_format: crate::observe::ocsf::AuditFormat,
     kube: Option<kubernetes::Settings>,
     dns: dns::DnsSettings,
 }
@@ -157,6 +159,7 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
                     .or(file.audit_log_keep)
                     .unwrap_or(Rotation::default().keep),
             },
+            audit_format: args.audit_format.or(file.audit_format).unwrap_or_default(),
             kube,
             dns,
         },
@@ -197,7 +200,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let cgroup2 = preflight(&config)?;
-    let sinks = Sinks::open(&config.audit_log, args.stdout_format(), options.rotation)?;
+    let sinks = Sinks::open(&config.audit_log, args.stdout_format(), options.rotation)?
+        .with_format(options.audit_format);
     loader::ensure_bpffs(&config.pin_path)?;
     let pins = Pins::new(&config.pin_path);
     let kernel = loader::adopt_or_load(&cgroup2, options.ring_bytes, &pins)?;

@@ -263,9 +263,22 @@ const KUBERNETES_VALIDATE: &[&str] = &[
     "typing_extensions==4.16.0",
 ];
 
+/// ocsf-json-schema (JSON schemas generated from the OCSF schemas it ships, 1.0 to 1.8:
+/// no network) and the validator they are checked with, pinned (`pip freeze` of a fresh
+/// install); `tests/ocsf/validate.py` uses them.
+const OCSF_JSON_SCHEMA: &[&str] = &[
+    "ocsf-json-schema==1.2.0",
+    "attrs==26.1.0",
+    "jsonschema==4.26.0",
+    "jsonschema-specifications==2025.9.1",
+    "referencing==0.37.0",
+    "rpds-py==2026.9.1",
+    "typing_extensions==4.16.0",
+];
+
 /// Every pinned `PyPI` package the tests use, one group per tool; the venv is reinstalled
 /// when this list changes (a stamp file in the venv holds the list it was built from).
-const PYTHON_TOOLS: &[&[&str]] = &[KUBERNETES_VALIDATE];
+const PYTHON_TOOLS: &[&[&str]] = &[KUBERNETES_VALIDATE, OCSF_JSON_SCHEMA];
 
 /// The virtualenv holding kubernetes-validate (the deployment tests look for it here).
 pub fn tools_venv(root: &Path) -> PathBuf {

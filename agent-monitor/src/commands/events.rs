@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::view::text;
 use crate::{
     api::client::{Client, ClientError},
-    cli::{EventsArgs, ReportArgs},
+    cli::{EventsArgs, EventsFormat, ReportArgs},
+    observe::ocsf,
 };
 
 /// Query string values are task ids (`[a-z0-9._-]`) and flags: nothing to escape but that.
@@ -71,7 +72,7 @@ pub(crate) async fn events(args: EventsArgs) -> anyhow::Result<()> {
             announced = false;
         }
         connected_once = true;
-        let ended = print_stream(body, args.json).await;
+        let ended = print_stream(body, args.format()).await;
         if !args.follow {
             return ended;
         }
@@ -82,7 +83,8 @@ pub(crate) async fn events(args: EventsArgs) -> anyhow::Result<()> {
 }
 
 /// Prints every line of a streamed NDJSON body until it ends.
-async fn print_stream(mut body: hyper::body::Incoming, json: bool) -> anyhow::Result<()> {
+async fn print_stream(mut body: hyper::body::Incoming, format: EventsFormat) -> anyhow::Result<()> {
+    let ctx = ocsf::Context::local();
     let mut pending: Vec<u8> = Vec::new();
     let mut out = std::io::stdout().lock();
     while let Some(frame) = body.frame().await {
@@ -108,10 +110,10 @@ async fn print_stream(mut body: hyper::body::Incoming, json: bool) -> anyhow::Re
                 );
                 continue;
             }
-            if json {
-                writeln!(out, "{line}")?;
-            } else {
-                writeln!(out, "{}", render_record(&v))?;
+            match format {
+                EventsFormat::Json => writeln!(out, "{line}")?,
+                EventsFormat::Ocsf => writeln!(out, "{}", ocsf::event(&v, &ctx))?,
+                EventsFormat::Text => writeln!(out, "{}", render_record(&v))?,
             }
             out.flush()?;
         }

@@ -37,6 +37,13 @@ pub(crate) enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// Its records are OCSF events: what the lifecycle reads (`kind`, `agent`, `file`, ...)
+    /// is only in native records, and a partial reading would pass for a whole one.
+    #[error(
+        "{path}:{line}: written with --audit-format ocsf; scope propose --from-log and scope \
+         replay need json (a log written with --audit-format json, the default)"
+    )]
+    Ocsf { path: PathBuf, line: usize },
 }
 
 /// Where a record came from.
@@ -447,6 +454,15 @@ impl Log {
             }
             match serde_json::from_slice::<Logged>(text) {
                 Ok(record) => self.push(at, record),
+                Err(_)
+                    if serde_json::from_slice::<serde_json::Value>(text)
+                        .is_ok_and(|v| crate::observe::ocsf::is_ocsf(&v)) =>
+                {
+                    return Err(LogError::Ocsf {
+                        path: path.to_owned(),
+                        line,
+                    });
+                }
                 Err(_) if !complete => self.warn(
                     at,
                     "the last line is cut short (the log was truncated or is being written); \

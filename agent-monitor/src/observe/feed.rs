@@ -153,6 +153,10 @@ impl Feed {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
                 continue;
             };
+            // A log written with `--audit-format ocsf`: the API serves native records only.
+            if crate::observe::ocsf::is_ocsf(&v) {
+                continue;
+            }
             let task = v
                 .pointer("/agent/task")
                 .and_then(serde_json::Value::as_str)

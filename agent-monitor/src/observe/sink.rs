@@ -19,7 +19,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::observe::record::{Gap, Record, Verdict};
+use crate::observe::{
+    ocsf::{self, AuditFormat},
+    record::{Gap, Record, Verdict},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SinkError {
@@ -89,6 +92,12 @@ pub(crate) struct Sinks {
     /// A rotation renamed the file but could not start a new one: opened before the next
     /// write.
     reopen: bool,
+    /// What the file and stdout's `json` get: `buf` itself, or (`ocsf`) `ocsf_buf`, the
+    /// same lines as OCSF events. `buf` stays native: the API publishes it.
+    format: AuditFormat,
+    ocsf: ocsf::Context,
+    ocsf_buf: Vec<u8>,
+    ocsf_gap_len: usize,
 }
 
 /// Opens `path` for appending; a file ending in part of a line (a crash or an older
@@ -133,6 +142,22 @@ fn whole_lines(file: &File, len: u64) -> io::Result<u64> {
     Ok(0)
 }
 
+/// Appends one record as an OCSF line; `{}` should serialising fail (lines and records
+/// must stay paired).
+fn ocsf_line(
+    buf: &mut Vec<u8>,
+    ctx: &ocsf::Context,
+    native: Result<serde_json::Value, serde_json::Error>,
+) {
+    let start = buf.len();
+    let written = native.and_then(|v| serde_json::to_writer(&mut *buf, &ocsf::event(&v, ctx)));
+    if written.is_err() {
+        buf.truncate(start);
+        buf.extend_from_slice(b"{}");
+    }
+    buf.push(b'\n');
+}
+
 /// `<path>.<n>`.
 pub(crate) fn rotated_path(path: &Path, n: u32) -> PathBuf {
     let mut s = path.as_os_str().to_os_string();
@@ -165,7 +190,26 @@ impl Sinks {
             gap_len: 0,
             cut_pending: false,
             reopen: false,
+            format: AuditFormat::Json,
+            ocsf: ocsf::Context::local(),
+            ocsf_buf: Vec::new(),
+            ocsf_gap_len: 0,
         })
+    }
+
+    /// Writes the file (and stdout's `json`) in `format`.
+    #[must_use]
+    pub(crate) fn with_format(mut self, format: AuditFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The bytes the file gets from the last batch, and how many of them are its gap line.
+    fn out(&self) -> (&[u8], usize) {
+        match self.format {
+            AuditFormat::Json => (&self.buf, self.gap_len),
+            AuditFormat::Ocsf => (&self.ocsf_buf, self.ocsf_gap_len),
+        }
     }
 
     /// The last batch's records as written: one JSON line per record, in order (without
@@ -183,16 +227,16 @@ impl Sinks {
     /// (a failed `fdatasync` counts them as appended: retrying it proves nothing, the
     /// kernel has already marked the pages clean). The gap line is not counted.
     pub(crate) fn appended(&self) -> usize {
-        self.buf
-            .get(self.gap_len..self.appended)
-            .map_or(0, |lines| {
-                lines.split(|b| *b == b'\n').count().saturating_sub(1)
-            })
+        let (out, gap_len) = self.out();
+        out.get(gap_len..self.appended).map_or(0, |lines| {
+            lines.split(|b| *b == b'\n').count().saturating_sub(1)
+        })
     }
 
     /// Whether the last `write`'s gap line is in the file.
     pub(crate) fn gap_appended(&self) -> bool {
-        self.gap_len > 0 && self.appended >= self.gap_len
+        let (_, gap_len) = self.out();
+        gap_len > 0 && self.appended >= gap_len
     }
 
     /// Writes a batch (one write(2) per file it goes to), after its gap line if any; syncs
@@ -221,6 +265,9 @@ impl Sinks {
                 self.buf.extend_from_slice(b"{}\n");
             }
         }
+        if self.format == AuditFormat::Ocsf {
+            self.encode_ocsf(gap, records);
+        }
         self.repair()?;
         self.write_rotating()?;
         let err = |source| SinkError::Write {
@@ -232,6 +279,21 @@ impl Sinks {
         }
         self.print(gap, records);
         Ok(())
+    }
+
+    /// `ocsf_buf`: the batch as OCSF events, line for line.
+    fn encode_ocsf(&mut self, gap: Option<&Gap>, records: &[Record]) {
+        self.ocsf_buf.clear();
+        self.ocsf_gap_len = 0;
+        if self.gap_len > 0
+            && let Some(gap) = gap
+        {
+            ocsf_line(&mut self.ocsf_buf, &self.ocsf, serde_json::to_value(gap));
+            self.ocsf_gap_len = self.ocsf_buf.len();
+        }
+        for r in records {
+            ocsf_line(&mut self.ocsf_buf, &self.ocsf, serde_json::to_value(r));
+        }
     }
 
     /// Makes the file end in a whole line before a batch goes in: opens the file a failed
@@ -261,7 +323,7 @@ impl Sinks {
     fn write_rotating(&mut self) -> Result<(), SinkError> {
         let max = self.rotation.max_bytes;
         let (mut start, mut end) = (0, 0);
-        while let Some(off) = self.buf[end..].iter().position(|b| *b == b'\n') {
+        while let Some(off) = self.out().0[end..].iter().position(|b| *b == b'\n') {
             let next = end + off + 1;
             let pending = (next - start) as u64;
             if max > 0 && self.size + pending > max && (self.size > 0 || end > start) {
@@ -273,11 +335,15 @@ impl Sinks {
             }
             end = next;
         }
-        self.append(start, self.buf.len())
+        self.append(start, self.out().0.len())
     }
 
     fn append(&mut self, start: usize, end: usize) -> Result<(), SinkError> {
-        let Some(bytes) = self.buf.get(start..end).filter(|b| !b.is_empty()) else {
+        let out = match self.format {
+            AuditFormat::Json => &self.buf,
+            AuditFormat::Ocsf => &self.ocsf_buf,
+        };
+        let Some(bytes) = out.get(start..end).filter(|b| !b.is_empty()) else {
             return Ok(());
         };
         if let Err(source) = self.audit.write_all(bytes) {
@@ -313,7 +379,7 @@ impl Sinks {
         let mut out = io::stdout().lock();
         let printed = match self.stdout {
             StdoutFormat::None => Ok(()),
-            StdoutFormat::Json => out.write_all(&self.buf),
+            StdoutFormat::Json => out.write_all(self.out().0),
             StdoutFormat::Text => gap
                 .map_or(Ok(()), |g| {
                     writeln!(

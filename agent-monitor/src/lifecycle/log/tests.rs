@@ -84,3 +84,25 @@ fn renames_and_links_keep_both_paths() {
         Some(Observed::Link { ref to, .. }) if to == "/w/c"
     ));
 }
+
+#[test]
+fn an_ocsf_log_is_refused_naming_its_file_and_line() {
+    let ctx = crate::observe::ocsf::Context {
+        hostname: "h".into(),
+    };
+    let native: serde_json::Value = serde_json::from_str(OPEN).unwrap();
+    let event = crate::observe::ocsf::event(&native, &ctx);
+    // A native line first: what was read before the OCSF line is no result either.
+    let text = format!("{OPEN}\n{event}\n{OPEN}\n");
+    let mut log = Log::default();
+    let err = log
+        .read_from(Path::new("/var/log/audit.jsonl"), text.as_bytes())
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("/var/log/audit.jsonl:2: written with --audit-format ocsf"),
+        "{message}"
+    );
+    assert!(message.contains("need json"), "{message}");
+    assert!(matches!(err, LogError::Ocsf { line: 2, .. }));
+}
