@@ -114,6 +114,15 @@ impl Daemon {
         }
     }
 
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Lines in the audit log now.
+    pub fn audit_lines(&self) -> u64 {
+        fs::read_to_string(&self.audit).map_or(0, |t| t.lines().count() as u64)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

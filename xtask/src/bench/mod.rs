@@ -8,6 +8,7 @@
 mod capacity;
 mod daemon;
 mod dns;
+mod export;
 mod realwork;
 mod report;
 mod scale;
@@ -236,6 +237,8 @@ pub struct Results {
     pub capacity: capacity::Capacity,
     /// Cost as work grows: task bursts, live tasks, agents, scope sizes, many files.
     pub scale: scale::Scale,
+    /// The OpenTelemetry export's cost.
+    pub export: export::Export,
     pub other_monitors: usize,
     /// Whether new tasks were kept out of the kernel's audit context (`tools::AuditQuiet`).
     pub audit_quiet: bool,
@@ -289,6 +292,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     dns::run(&env, &p, &mut r);
     realwork::run(&env, &p, &mut r.realwork);
     capacity::run(&env, &p, &mut r.capacity);
+    export::run(&env, root, &p, &mut r.export);
     scale::run(&env, &p.scale, &mut r.scale);
     drop(quiet);
     let md = report::render(&r, &p, started.elapsed())?;
@@ -300,20 +304,24 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `XTASK_BENCH_ONLY=realwork|capacity|scale cargo xtask bench [--quick]`: one section
+/// `XTASK_BENCH_ONLY=realwork|capacity|scale|export cargo xtask bench [--quick]`: one section
 /// alone, printed. `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this
 /// tree's release build. docs/BENCHMARKS.md is written only by the full bench.
 fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
-    if !matches!(only, "realwork" | "capacity" | "scale") {
+    if !matches!(only, "realwork" | "capacity" | "scale" | "export") {
         bail!(
-            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity` and `scale`"
+            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale` and `export`"
         );
     }
     let (daemon, generator) = build(root)?;
     let env = prepare(daemon, &generator)?;
     let started = Instant::now();
     let mut md = String::new();
-    if only == "capacity" {
+    if only == "export" {
+        let mut e = export::Export::default();
+        export::run(&env, root, p, &mut e);
+        export::render(&mut md, &e)?;
+    } else if only == "capacity" {
         let mut c = capacity::Capacity::default();
         capacity::run(&env, p, &mut c);
         capacity::render(&mut md, &c)?;

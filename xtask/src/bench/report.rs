@@ -378,6 +378,7 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
     super::realwork::render(w, &res.realwork)?;
     super::capacity::render(w, &res.capacity)?;
     super::scale::render(w, &res.scale)?;
+    super::export::render(w, &res.export)?;
     writeln!(w, "\n### Targets\n\n| target | measured | |\n|---|---|---|")?;
     let line = |w: &mut String, t: &str, m: String, ok: Option<bool>| {
         let verdict = ok.map_or("not measured", hit);
