@@ -27,6 +27,10 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     };
     init_tracing(log_format);
+    if let Command::Crd = &cli.command {
+        print!("{}", scope::crd::crd_yaml());
+        return exit(0);
+    }
     if let Command::Check(args) = &cli.command {
         return exit(commands::check(args));
     }
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
             Command::Events(args) => commands::events(args).await.map(|()| 0),
             Command::Report(args) => commands::report(args).await.map(|()| 0),
             Command::Scope(command) => commands::scope::scope(command).await,
-            Command::Check(_) | Command::BenchPipeline(_) => Ok(0),
+            Command::Check(_) | Command::BenchPipeline(_) | Command::Crd => Ok(0),
         }
     });
     match result {

@@ -1,6 +1,8 @@
 //! The loaded scopes. A reload replaces what parsed and keeps the last good version of a
 //! scope whose file no longer does. The directory is read, parsed and compiled without the
-//! catalog locked; only the swap is done under its lock.
+//! catalog locked; only the swap is done under its lock. Scopes of Kubernetes objects
+//! (`AgentScope`, `ClusterAgentScope`) are texts kept here and loaded by the same reload,
+//! after the files (`scope::load_all`).
 
 use std::{
     collections::BTreeMap,
@@ -10,7 +12,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::scope::{self, LoadReport, Scope};
+use crate::scope::{self, LoadReport, ResourceRef, Scope, ScopeSource};
 
 /// What [`Catalog::apply`] did.
 pub(crate) struct Applied {
@@ -23,6 +25,7 @@ pub(crate) struct Applied {
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct ScopeProblem {
+    /// The file, or the object (`AgentScope NAMESPACE/NAME`, `ClusterAgentScope NAME`).
     pub(crate) file: PathBuf,
     pub(crate) error: String,
 }
@@ -31,6 +34,11 @@ pub(crate) struct ScopeProblem {
 pub(crate) struct Catalog {
     scopes: BTreeMap<String, Arc<Scope>>,
     problems: Vec<ScopeProblem>,
+    /// The manifest texts of the Kubernetes objects (`scope::crd::render`), in the order
+    /// they load: cluster objects first, then namespaced ones by namespace and name.
+    resources: BTreeMap<ResourceRef, String>,
+    /// Why each object that did not load was refused, as reported.
+    resource_problems: BTreeMap<ResourceRef, String>,
 }
 
 impl Catalog {
@@ -45,37 +53,44 @@ impl Catalog {
     /// changed or appeared, and the scopes it replaced, for the caller to drop once the
     /// catalog is unlocked.
     pub(crate) fn apply(&mut self, report: LoadReport, dir: &Path) -> Applied {
-        let failed: Vec<PathBuf> = report
-            .errors
-            .iter()
-            .filter_map(|e| e.file().map(Path::to_path_buf))
-            .collect();
+        let failed: Vec<ScopeSource> = report.errors.iter().filter_map(|e| e.origin()).collect();
         self.problems = report
             .errors
             .iter()
             .map(|e| ScopeProblem {
-                file: e.file().unwrap_or(dir).to_path_buf(),
+                file: match e.origin() {
+                    Some(ScopeSource::Resource(r)) => {
+                        PathBuf::from(ScopeSource::Resource(r).to_string())
+                    }
+                    _ => e.file().unwrap_or(dir).to_path_buf(),
+                },
                 error: e.to_string(),
+            })
+            .collect();
+        self.resource_problems = report
+            .errors
+            .iter()
+            .filter_map(|e| match e.origin() {
+                Some(ScopeSource::Resource(r)) => Some((r, e.to_string())),
+                _ => None,
             })
             .collect();
         for p in &self.problems {
             tracing::error!(file = %p.file.display(), error = %p.error, "scope file rejected");
         }
         let mut next: BTreeMap<String, Arc<Scope>> = BTreeMap::new();
-        // Keep scopes whose file failed this time: the last good version stays in force.
+        let mut changed = Vec::new();
+        for s in report.scopes {
+            changed.push(s.name.clone());
+            next.insert(s.name.clone(), Arc::new(s));
+        }
+        // Keep scopes whose file or object failed this time: the last good version stays
+        // in force, unless what loaded has the name now (a file that took an object's).
         for (name, s) in &self.scopes {
-            if failed.iter().any(|f| s.source.path() == Some(f.as_path())) {
+            if failed.contains(&s.source) && !next.contains_key(name) {
                 tracing::warn!(scope = %name, "keeping the last good version of this scope");
                 next.insert(name.clone(), Arc::clone(s));
             }
-        }
-        let mut changed = Vec::new();
-        for s in report.scopes {
-            if next.contains_key(&s.name) {
-                continue;
-            }
-            changed.push(s.name.clone());
-            next.insert(s.name.clone(), Arc::new(s));
         }
         Applied {
             changed,
@@ -93,6 +108,28 @@ impl Catalog {
 
     pub(crate) fn problems(&self) -> &[ScopeProblem] {
         &self.problems
+    }
+
+    /// Sets (`Some`) or forgets (`None`) an object's manifest text; true when that changed
+    /// what the next reload reads.
+    pub(crate) fn set_resource(&mut self, resource: ResourceRef, text: Option<String>) -> bool {
+        match text {
+            Some(text) => self.resources.insert(resource, text.clone()) != Some(text),
+            None => self.resources.remove(&resource).is_some(),
+        }
+    }
+
+    /// The objects' texts, for a reload to load (without the catalog locked).
+    pub(crate) fn resources(&self) -> Vec<(ResourceRef, String)> {
+        self.resources
+            .iter()
+            .map(|(r, t)| (r.clone(), t.clone()))
+            .collect()
+    }
+
+    /// Why an object was refused by the last reload; None when it loaded.
+    pub(crate) fn resource_problem(&self, resource: &ResourceRef) -> Option<&str> {
+        self.resource_problems.get(resource).map(String::as_str)
     }
 }
 

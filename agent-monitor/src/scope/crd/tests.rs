@@ -1,0 +1,168 @@
+use std::path::Path;
+
+use serde_json::json;
+
+use super::*;
+use crate::scope::{ScopeError, load_all};
+
+/// deploy/kubernetes/05-crd.yaml is what the types generate (`agent-monitor crd >
+/// deploy/kubernetes/05-crd.yaml` after changing them).
+#[test]
+fn the_committed_crd_is_the_generated_one() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/05-crd.yaml");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == crd_yaml(),
+        "{} differs from the generated CRD: run `agent-monitor crd > deploy/kubernetes/05-crd.yaml`",
+        path.display()
+    );
+}
+
+#[test]
+fn the_schema_is_structural_and_knows_every_manifest_field() {
+    let text = serde_json::to_string(&object_schema()).expect("json");
+    for absent in [
+        "$ref",
+        "additionalProperties\":false",
+        "oneOf",
+        "anyOf",
+        "const",
+    ] {
+        assert!(!text.contains(absent), "{absent} in {text}");
+    }
+    let schema = object_schema();
+    let spec = &schema["properties"]["spec"]["properties"];
+    for field in [
+        "owner",
+        "identity",
+        "mode",
+        "ttl",
+        "onViolation",
+        "select",
+        "exec",
+        "files",
+        "network",
+    ] {
+        assert!(spec.get(field).is_some(), "spec.{field} missing: {spec}");
+    }
+    assert_eq!(spec["mode"]["enum"], json!(["audit", "enforce"]));
+    assert_eq!(
+        spec["select"]["properties"]["kubernetes"]["properties"]["podLabels"]["additionalProperties"]
+            ["type"],
+        "string"
+    );
+    assert_eq!(
+        spec["network"]["properties"]["connect"]["items"]["properties"]["ports"]["items"]["maximum"],
+        65535
+    );
+    assert_eq!(
+        schema["properties"]["status"]["properties"]["conditions"]["x-kubernetes-list-map-keys"],
+        json!(["type"])
+    );
+}
+
+fn namespaced(name: &str) -> ResourceRef {
+    ResourceRef {
+        namespace: Some("agents".into()),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn an_object_renders_as_the_manifest_check_reads() {
+    let spec = json!({
+        "owner": "team@example.org",
+        "select": {"kubernetes": {"podLabels": {"app": "coder"}}},
+        "files": {"read": ["/workspace/**"]},
+    });
+    let text = render(&namespaced("coder"), &spec);
+    assert_eq!(
+        text,
+        "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata:\n  name: coder\n  owner: \"team@example.org\"\n\
+         spec:\n  files:\n    read:\n    - \"/workspace/**\"\n  select:\n    kubernetes:\n      namespace: agents\n      podLabels:\n        app: coder\n"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = load_all(dir.path(), &[(namespaced("coder"), text)]);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.scopes[0].name, "coder");
+    assert_eq!(report.scopes[0].owner, "team@example.org");
+}
+
+#[test]
+fn a_namespaced_object_selects_only_its_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = json!({"owner": "o", "select": {"kubernetes": {"namespace": "default"}}});
+    let cgroup = json!({"owner": "o", "select": {"cgroup": "/agents/*"}});
+    let none = json!({"owner": "o"});
+    let texts: Vec<(ResourceRef, String)> = [("a", &other), ("b", &cgroup), ("c", &none)]
+        .into_iter()
+        .map(|(name, spec)| (namespaced(name), render(&namespaced(name), spec)))
+        .collect();
+    let report = load_all(dir.path(), &texts);
+    assert!(report.scopes.is_empty());
+    assert_eq!(report.errors.len(), 3);
+    for e in &report.errors {
+        assert!(matches!(e, ScopeError::Namespace { .. }), "{e}");
+    }
+    // A cluster object may select anything.
+    let cluster = ResourceRef {
+        namespace: None,
+        name: "b".into(),
+    };
+    let report = load_all(dir.path(), &[(cluster.clone(), render(&cluster, &cgroup))]);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
+
+#[test]
+fn a_file_keeps_its_name_and_an_invalid_object_says_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("coder.yaml"),
+        "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {name: coder, owner: o}\nspec: {}\n",
+    )
+    .expect("write");
+    let spec = json!({"owner": "o", "select": {"kubernetes": {}}, "ttl": "5x"});
+    let bad = render(&namespaced("bad"), &spec);
+    let ttl_line = bad
+        .lines()
+        .position(|l| l.starts_with("  ttl:"))
+        .map(|i| i + 1);
+    let report = load_all(
+        dir.path(),
+        &[
+            (
+                namespaced("coder"),
+                render(
+                    &namespaced("coder"),
+                    &json!({"owner": "o", "select": {"kubernetes": {}}}),
+                ),
+            ),
+            (namespaced("bad"), bad.clone()),
+        ],
+    );
+    assert_eq!(report.scopes.len(), 1);
+    assert!(report.scopes[0].source.path().is_some());
+    let duplicate = report.errors[0].to_string();
+    assert!(
+        duplicate.starts_with(
+            "AgentScope agents/coder: duplicate scope name \"coder\", already defined in "
+        ),
+        "{duplicate}"
+    );
+    let invalid = &report.errors[1];
+    assert!(
+        invalid.to_string().starts_with("AgentScope agents/bad:"),
+        "{invalid}"
+    );
+    assert!(
+        invalid.to_string().contains("invalid duration \"5x\""),
+        "{invalid}"
+    );
+    // The line of `ttl` in the rendered manifest, its value's column.
+    assert!(ttl_line.is_some());
+    assert_eq!(
+        invalid.at(),
+        ttl_line.map(|line| (line, 8)),
+        "{invalid}\n{bad}"
+    );
+}
