@@ -44,7 +44,7 @@ pub(crate) enum Command {
     /// (`cargo xtask bench`; root, attaches nothing).
     #[command(hide = true)]
     BenchPipeline(BenchPipelineArgs),
-    /// Development: print the AgentScope CRD generated from the manifest types
+    /// Development: print the `AgentScope` CRDs generated from the manifest types
     /// (deploy/kubernetes/05-crd.yaml).
     #[command(hide = true)]
     Crd,

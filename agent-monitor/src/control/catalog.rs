@@ -37,8 +37,9 @@ pub(crate) struct Catalog {
     /// The manifest texts of the Kubernetes objects (`scope::crd::render`), in the order
     /// they load: cluster objects first, then namespaced ones by namespace and name.
     resources: BTreeMap<ResourceRef, String>,
-    /// Why each object that did not load was refused, as reported.
-    resource_problems: BTreeMap<ResourceRef, String>,
+    /// Why each object that did not load was refused: `Conflict` (its name is taken) or
+    /// `Invalid`, and the error as reported.
+    resource_problems: BTreeMap<ResourceRef, (&'static str, String)>,
 }
 
 impl Catalog {
@@ -53,15 +54,17 @@ impl Catalog {
     /// changed or appeared, and the scopes it replaced, for the caller to drop once the
     /// catalog is unlocked.
     pub(crate) fn apply(&mut self, report: LoadReport, dir: &Path) -> Applied {
-        let failed: Vec<ScopeSource> = report.errors.iter().filter_map(|e| e.origin()).collect();
+        let failed: Vec<ScopeSource> = report
+            .errors
+            .iter()
+            .filter_map(scope::ScopeError::origin)
+            .collect();
         self.problems = report
             .errors
             .iter()
             .map(|e| ScopeProblem {
                 file: match e.origin() {
-                    Some(ScopeSource::Resource(r)) => {
-                        PathBuf::from(ScopeSource::Resource(r).to_string())
-                    }
+                    Some(source @ ScopeSource::Resource(_)) => PathBuf::from(source.to_string()),
                     _ => e.file().unwrap_or(dir).to_path_buf(),
                 },
                 error: e.to_string(),
@@ -71,7 +74,14 @@ impl Catalog {
             .errors
             .iter()
             .filter_map(|e| match e.origin() {
-                Some(ScopeSource::Resource(r)) => Some((r, e.to_string())),
+                Some(ScopeSource::Resource(r)) => {
+                    let reason = if matches!(e, scope::ScopeError::DuplicateName { .. }) {
+                        "Conflict"
+                    } else {
+                        "Invalid"
+                    };
+                    Some((*r, (reason, e.to_string())))
+                }
                 _ => None,
             })
             .collect();
@@ -128,8 +138,17 @@ impl Catalog {
     }
 
     /// Why an object was refused by the last reload; None when it loaded.
-    pub(crate) fn resource_problem(&self, resource: &ResourceRef) -> Option<&str> {
-        self.resource_problems.get(resource).map(String::as_str)
+    #[cfg_attr(
+        not(any(test, feature = "kubernetes")),
+        expect(
+            dead_code,
+            reason = "objects come only from the API watcher, absent from this build"
+        )
+    )]
+    pub(crate) fn resource_problem(&self, resource: &ResourceRef) -> Option<(&'static str, &str)> {
+        self.resource_problems
+            .get(resource)
+            .map(|(reason, message)| (*reason, message.as_str()))
     }
 }
 
@@ -270,5 +289,71 @@ mod tests {
             .run(Some(Instant::now() + Duration::from_secs(5)), || 7)
             .await;
         assert_eq!(result.ok(), Some(7));
+    }
+
+    fn coder(owner: &str, ttl: &str) -> String {
+        format!(
+            "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {{name: coder, owner: {owner}}}\nspec:\n  ttl: {ttl}\n  select: {{kubernetes: {{namespace: agents}}}}\n"
+        )
+    }
+
+    fn reload(catalog: &mut Catalog, dir: &Path) {
+        let report = scope::load_all(dir, &catalog.resources());
+        drop(catalog.apply(report, dir));
+    }
+
+    #[test]
+    fn objects_keep_their_last_good_version_and_yield_a_name_to_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let object = ResourceRef {
+            namespace: Some("agents".into()),
+            name: "coder".into(),
+        };
+        let mut catalog = Catalog::default();
+        assert!(catalog.set_resource(object.clone(), Some(coder("a@example.org", "1h"))));
+        assert!(!catalog.set_resource(object.clone(), Some(coder("a@example.org", "1h"))));
+        reload(&mut catalog, dir.path());
+        assert_eq!(
+            catalog.get("coder").map(|s| s.owner.clone()).as_deref(),
+            Some("a@example.org")
+        );
+        assert_eq!(catalog.resource_problem(&object), None);
+
+        // Invalid now: refused with its position, the last good version kept.
+        catalog.set_resource(object.clone(), Some(coder("b@example.org", "5x")));
+        reload(&mut catalog, dir.path());
+        assert_eq!(
+            catalog.get("coder").map(|s| s.owner.clone()).as_deref(),
+            Some("a@example.org")
+        );
+        let (reason, message) = catalog.resource_problem(&object).expect("refused");
+        assert_eq!(reason, "Invalid");
+        assert!(
+            message.starts_with("AgentScope agents/coder:5:8: spec.ttl:"),
+            "{message}"
+        );
+
+        // A file of the same name wins over the kept version.
+        std::fs::write(
+            dir.path().join("coder.yaml"),
+            coder("file@example.org", "1h"),
+        )
+        .expect("write");
+        catalog.set_resource(object.clone(), Some(coder("c@example.org", "1h")));
+        reload(&mut catalog, dir.path());
+        assert_eq!(
+            catalog.get("coder").map(|s| s.owner.clone()).as_deref(),
+            Some("file@example.org")
+        );
+        assert_eq!(
+            catalog.resource_problem(&object).map(|p| p.0),
+            Some("Conflict")
+        );
+
+        // Forgotten: no problem left to report.
+        assert!(catalog.set_resource(object.clone(), None));
+        reload(&mut catalog, dir.path());
+        assert_eq!(catalog.resource_problem(&object), None);
+        assert!(catalog.problems().is_empty());
     }
 }

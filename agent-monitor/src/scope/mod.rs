@@ -67,8 +67,8 @@ pub(crate) enum ScopeSource {
     /// YAML submitted through the API with a task (`scope_yaml`), shown as `<inline>`.
     Inline,
     /// An `AgentScope` (with its namespace) or `ClusterAgentScope` object, rendered as a
-    /// manifest (`crd::render`).
-    Resource(ResourceRef),
+    /// manifest (`crd::render`). Boxed: every scope error carries a source.
+    Resource(Box<ResourceRef>),
 }
 
 /// A Kubernetes object a scope came from.
@@ -286,7 +286,7 @@ pub(crate) fn load_dir(dir: &Path) -> LoadReport {
 pub(crate) fn load_all(dir: &Path, resources: &[(ResourceRef, String)]) -> LoadReport {
     let mut report = load_dir(dir);
     for (resource, text) in resources {
-        let source = ScopeSource::Resource(resource.clone());
+        let source = ScopeSource::Resource(Box::new(resource.clone()));
         let scopes = match parse_str(text, source.clone()) {
             Ok(scopes) => scopes,
             Err(error) => {

@@ -295,6 +295,13 @@ impl Shared {
 
     /// Sets or forgets a Kubernetes object's scope text for the next [`Shared::reload`];
     /// true when that changed it.
+    #[cfg_attr(
+        not(feature = "kubernetes"),
+        expect(
+            dead_code,
+            reason = "objects come only from the API watcher, absent from this build"
+        )
+    )]
     pub(crate) fn set_scope_resource(&self, r: scope::ResourceRef, text: Option<String>) -> bool {
         self.catalog_mut().set_resource(r, text)
     }

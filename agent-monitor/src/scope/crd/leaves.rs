@@ -1,4 +1,4 @@
-//! The OpenAPI schema of the manifest's validated scalars. Their rules (globs, CIDRs, host
+//! The `OpenAPI` schema of the manifest's validated scalars. Their rules (globs, CIDRs, host
 //! names, durations) are checked by the daemon while it reads a manifest, with the line and
 //! column of the value; the schema gives the API server their shape and a description.
 

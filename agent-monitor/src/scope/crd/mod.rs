@@ -12,15 +12,22 @@ mod yaml_out;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::ResourceRef;
 use super::manifest::ScopeSpec;
 use super::values::NonEmpty;
-use super::{ResourceRef, ScopeSource};
 
 pub(crate) use yaml_out::to_yaml;
 
 pub(crate) const GROUP: &str = "agent-monitor.dev";
 pub(crate) const VERSION: &str = "v1";
 /// The one condition type the daemon writes.
+#[cfg_attr(
+    not(feature = "kubernetes"),
+    expect(
+        dead_code,
+        reason = "objects come only from the API watcher, absent from this build"
+    )
+)]
 pub(crate) const ACCEPTED: &str = "Accepted";
 
 /// The two resources: (kind, plural, CRD scope, short name).
@@ -216,6 +223,13 @@ fn single_values(choices: &[Value]) -> Option<Vec<Value>> {
 /// the object's name and `spec.owner`/`spec.identity`, and the rest of `spec`; keys in
 /// alphabetical order, as `kubectl get -o yaml` prints them. For a namespaced object a
 /// `select.kubernetes` without a namespace gets the object's.
+#[cfg_attr(
+    not(any(test, feature = "kubernetes")),
+    expect(
+        dead_code,
+        reason = "objects come only from the API watcher, absent from this build"
+    )
+)]
 #[must_use]
 pub(crate) fn render(resource: &ResourceRef, spec: &Value) -> String {
     let mut spec = spec.as_object().cloned().unwrap_or_default();
@@ -240,15 +254,6 @@ pub(crate) fn render(resource: &ResourceRef, spec: &Value) -> String {
         "metadata": metadata,
         "spec": spec,
     }))
-}
-
-/// Where a rendered object's scope came from, in errors and the status API.
-#[must_use]
-pub(crate) fn source(namespace: Option<&str>, name: &str) -> ScopeSource {
-    ScopeSource::Resource(ResourceRef {
-        namespace: namespace.map(str::to_owned),
-        name: name.to_owned(),
-    })
 }
 
 #[cfg(test)]
