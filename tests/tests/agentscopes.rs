@@ -38,8 +38,9 @@ struct Request {
 }
 
 /// The stand-in API server: `agentscopes` are listed from the fixture and watched with
-/// the events the test sends; pods and `clusteragentscopes` are empty lists whose watches
-/// stay open; a status patch is recorded and answered with the patched object.
+/// the events the test sends; `clusteragentscopes` are listed from theirs, and pods are an
+/// empty list, both with watches that stay open; a status patch is recorded and answered
+/// with the patched object.
 struct ApiServer {
     port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
@@ -47,7 +48,7 @@ struct ApiServer {
 }
 
 impl ApiServer {
-    fn start(list: String) -> Self {
+    fn start(list: String, cluster_list: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         let port = listener.local_addr().expect("addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -57,8 +58,9 @@ impl ApiServer {
         thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                let (list, log, rx) = (list.clone(), Arc::clone(&log), Arc::clone(&rx));
-                thread::spawn(move || serve(conn, &list, &log, &rx));
+                let lists = [list.clone(), cluster_list.clone()];
+                let (log, rx) = (Arc::clone(&log), Arc::clone(&rx));
+                thread::spawn(move || serve(conn, &lists, &log, &rx));
             }
         });
         Self {
@@ -72,9 +74,14 @@ impl ApiServer {
         self.requests.lock().expect("lock").clone()
     }
 
-    /// The status patches sent for `namespace/name`, bodies parsed.
+    /// The status patches sent for `namespace/name` (a `ClusterAgentScope` for namespace
+    /// ""), bodies parsed.
     fn patches(&self, namespace: &str, name: &str) -> Vec<Value> {
-        let path = format!("{GROUP_PATH}/namespaces/{namespace}/agentscopes/{name}/status");
+        let path = if namespace.is_empty() {
+            format!("{GROUP_PATH}/clusteragentscopes/{name}/status")
+        } else {
+            format!("{GROUP_PATH}/namespaces/{namespace}/agentscopes/{name}/status")
+        };
         self.requests()
             .into_iter()
             .filter(|r| r.method == "PATCH" && r.target.split('?').next() == Some(&path))
@@ -109,7 +116,12 @@ fn respond(out: &mut TcpStream, status: &str, body: &str) -> bool {
 }
 
 /// One connection: requests until the client closes it (the client keeps connections alive).
-fn serve(conn: TcpStream, list: &str, log: &Mutex<Vec<Request>>, events: &Mutex<Receiver<String>>) {
+fn serve(
+    conn: TcpStream,
+    [list, cluster_list]: &[String; 2],
+    log: &Mutex<Vec<Request>>,
+    events: &Mutex<Receiver<String>>,
+) {
     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
     let mut out = conn;
     loop {
@@ -145,17 +157,21 @@ fn serve(conn: TcpStream, list: &str, log: &Mutex<Vec<Request>>, events: &Mutex<
         let path = request.target.split('?').next().unwrap_or_default();
         let watch = request.target.contains("watch=true");
         let ok = match (request.method.as_str(), path) {
-            ("PATCH", p)
-                if p.starts_with(&format!("{GROUP_PATH}/namespaces/"))
-                    && p.ends_with("/status") =>
-            {
+            ("PATCH", p) if p.starts_with(GROUP_PATH) && p.ends_with("/status") => {
+                // .../namespaces/NS/agentscopes/NAME/status or .../clusteragentscopes/NAME/status
                 let parts: Vec<&str> = p.split('/').collect();
-                // /apis/agent-monitor.dev/v1/namespaces/NS/agentscopes/NAME/status
+                let name = parts[parts.len() - 2];
+                let namespaced = p.contains("/namespaces/");
+                let metadata = if namespaced {
+                    json!({"namespace": parts[5], "name": name})
+                } else {
+                    json!({"name": name})
+                };
                 let sent: Value = serde_json::from_str(&request.body).unwrap_or_default();
                 let object = json!({
                     "apiVersion": "agent-monitor.dev/v1",
-                    "kind": "AgentScope",
-                    "metadata": {"namespace": parts[5], "name": parts[7]},
+                    "kind": if namespaced { "AgentScope" } else { "ClusterAgentScope" },
+                    "metadata": metadata,
                     "status": sent["status"],
                 });
                 respond(&mut out, "200 OK", &object.to_string())
@@ -167,21 +183,16 @@ fn serve(conn: TcpStream, list: &str, log: &Mutex<Vec<Request>>, events: &Mutex<
                 stream(&mut out, &events.lock().expect("lock"));
                 return;
             }
-            ("GET", "/api/v1/pods" | "/apis/agent-monitor.dev/v1/clusteragentscopes") if !watch => {
-                let kind = if path.ends_with("pods") {
-                    "PodList"
-                } else {
-                    "ClusterAgentScopeList"
-                };
-                let api_version = if path.ends_with("pods") {
-                    "v1"
-                } else {
-                    "agent-monitor.dev/v1"
-                };
-                let empty = json!({"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": "1"}, "items": []});
+            ("GET", p) if p == format!("{GROUP_PATH}/clusteragentscopes") && !watch => {
+                respond(&mut out, "200 OK", cluster_list)
+            }
+            ("GET", "/api/v1/pods") if !watch => {
+                let empty = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []});
                 respond(&mut out, "200 OK", &empty.to_string())
             }
-            ("GET", "/api/v1/pods" | "/apis/agent-monitor.dev/v1/clusteragentscopes") => {
+            ("GET", p)
+                if p == "/api/v1/pods" || p == format!("{GROUP_PATH}/clusteragentscopes") =>
+            {
                 // Nothing happens to them: the watch stays open until the test ends.
                 let (_keep, nothing) = mpsc::channel::<String>();
                 stream(&mut out, &nothing);
@@ -252,7 +263,10 @@ fn agentscope_objects_load_change_keep_their_last_good_version_and_get_a_status(
         .lines()
         .map(str::to_owned)
         .collect();
-    let api = ApiServer::start(fixture("agentscopes-list.json"));
+    let api = ApiServer::start(
+        fixture("agentscopes-list.json"),
+        fixture("clusteragentscopes-list.json"),
+    );
     let config = format!(
         "kubernetes:\n  node-name: node-e2e\n  api-server: http://127.0.0.1:{}\n",
         api.port
@@ -269,6 +283,11 @@ fn agentscope_objects_load_change_keep_their_last_good_version_and_get_a_status(
     assert_eq!(accepted["type"], "Accepted", "{accepted}");
     assert_eq!(accepted["reason"], "Valid", "{accepted}");
     assert_eq!(accepted["observedGeneration"], 1, "{accepted}");
+
+    // A cluster object may select a cgroup.
+    let fleet = api.wait_condition("fleet Accepted", "", "fleet", |c| c["status"] == "True");
+    assert_eq!(fleet["reason"], "Valid", "{fleet}");
+    assert!(scopes(&d).contains(&"fleet".to_owned()));
 
     // A scope file has the name `filed`: the file wins, the object is told why.
     let conflict = api.wait_condition("filed Conflict", "agents", "filed", |c| {
