@@ -240,7 +240,7 @@ const FILED: &str = "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadat
 
 /// The manifest the daemon renders from the fixture's generation-3 `coder` (keys in
 /// alphabetical order, the object's namespace in `select.kubernetes`).
-const CODER_3: &str = "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata:\n  name: coder\n  owner: \"mallory@example.org\"\nspec:\n  exec:\n    allow:\n    - \"/usr/bin/cat\"\n  files:\n    read:\n    - \"/workspace/**\"\n    - \"/srv/data/**\"\n  mode: audit\n  select:\n    kubernetes:\n      container: agent\n      namespace: agents\n      podLabels:\n        app: coder\n  ttl: \"5x\"\n";
+const CODER_3: &str = "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata:\n  name: coder\n  owner: \"mallory@example.org\"\nspec:\n  exec:\n    allow:\n    - /usr/bin/cat\n  files:\n    read:\n    - \"/workspace/**\"\n    - \"/srv/data/**\"\n  mode: audit\n  select:\n    kubernetes:\n      container: agent\n      namespace: agents\n      podLabels:\n        app: coder\n  ttl: \"5x\"\n";
 
 fn scopes(d: &Daemon) -> Vec<String> {
     d.get_json("/v1/status")["scopes"]
@@ -347,6 +347,17 @@ fn agentscope_objects_load_change_keep_their_last_good_version_and_get_a_status(
     assert_eq!(invalid["reason"], "Invalid", "{invalid}");
     assert_eq!(invalid["observedGeneration"], 3, "{invalid}");
     let dir = tempfile::tempdir().expect("tempdir");
+    // The object as `kubectl get -o json` prints it, rendered as the daemon reads it.
+    let object = dir.path().join("coder.json");
+    let event: Value = serde_json::from_str(&events[1]).expect("event");
+    fs::write(&object, event["object"].to_string()).expect("write");
+    let render = std::process::Command::new(binary())
+        .args(["crd", "--render"])
+        .arg(&object)
+        .output()
+        .expect("crd --render");
+    assert_exit(&render, 0);
+    assert_eq!(String::from_utf8_lossy(&render.stdout), CODER_3);
     let rendered = dir.path().join("coder.yaml");
     fs::write(&rendered, CODER_3).expect("write");
     let check = std::process::Command::new(binary())

@@ -7,6 +7,7 @@
 //! `metadata.identity` moved into `spec` (Kubernetes object metadata holds neither).
 
 mod leaves;
+mod objects;
 mod yaml_out;
 
 use serde::Serialize;
@@ -16,6 +17,7 @@ use super::ResourceRef;
 use super::manifest::ScopeSpec;
 use super::values::NonEmpty;
 
+pub(crate) use objects::render_file;
 pub(crate) use yaml_out::to_yaml;
 
 pub(crate) const GROUP: &str = "agent-monitor.dev";
@@ -223,13 +225,6 @@ fn single_values(choices: &[Value]) -> Option<Vec<Value>> {
 /// the object's name and `spec.owner`/`spec.identity`, and the rest of `spec`; keys in
 /// alphabetical order, as `kubectl get -o yaml` prints them. For a namespaced object a
 /// `select.kubernetes` without a namespace gets the object's.
-#[cfg_attr(
-    not(any(test, feature = "kubernetes")),
-    expect(
-        dead_code,
-        reason = "objects come only from the API watcher, absent from this build"
-    )
-)]
 #[must_use]
 pub(crate) fn render(resource: &ResourceRef, spec: &Value) -> String {
     let mut spec = spec.as_object().cloned().unwrap_or_default();

@@ -166,3 +166,43 @@ fn a_file_keeps_its_name_and_an_invalid_object_says_where() {
         "{invalid}\n{bad}"
     );
 }
+
+#[test]
+fn objects_as_kubectl_prints_them_render_one_document_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("list.yaml");
+    std::fs::write(
+        &list,
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: agent-monitor.dev/v1\n  kind: AgentScope\n  metadata: {name: a, namespace: agents, generation: 2}\n  spec: {owner: o, select: {kubernetes: {}}}\n  status: {conditions: []}\n- apiVersion: agent-monitor.dev/v1\n  kind: ClusterAgentScope\n  metadata: {name: b}\n  spec: {owner: o}\n",
+    )
+    .expect("write");
+    let rendered = render_file(&list).expect("renders");
+    let a = ResourceRef {
+        namespace: Some("agents".into()),
+        name: "a".into(),
+    };
+    let b = ResourceRef {
+        namespace: None,
+        name: "b".into(),
+    };
+    assert_eq!(
+        rendered,
+        format!(
+            "{}---\n{}",
+            render(&a, &json!({"owner": "o", "select": {"kubernetes": {}}})),
+            render(&b, &json!({"owner": "o"}))
+        )
+    );
+    let pod = dir.path().join("pod.json");
+    std::fs::write(
+        &pod,
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}"#,
+    )
+    .expect("write");
+    let e = render_file(&pod).expect_err("not a scope");
+    assert!(
+        e.to_string()
+            .ends_with("a \"Pod\" is not an AgentScope or ClusterAgentScope"),
+        "{e}"
+    );
+}
