@@ -356,4 +356,31 @@ mod tests {
         assert_eq!(catalog.resource_problem(&object), None);
         assert!(catalog.problems().is_empty());
     }
+
+    #[test]
+    fn a_cluster_object_holds_its_name_against_namespaced_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let namespaced = ResourceRef {
+            namespace: Some("agents".into()),
+            name: "coder".into(),
+        };
+        let cluster = ResourceRef {
+            namespace: None,
+            name: "coder".into(),
+        };
+        let mut catalog = Catalog::default();
+        // Set first, the namespaced object still loads after the cluster one.
+        catalog.set_resource(namespaced.clone(), Some(coder("tenant@example.org", "1h")));
+        catalog.set_resource(cluster.clone(), Some(coder("admin@example.org", "1h")));
+        reload(&mut catalog, dir.path());
+        assert_eq!(
+            catalog.get("coder").map(|s| s.owner.clone()).as_deref(),
+            Some("admin@example.org")
+        );
+        assert_eq!(catalog.resource_problem(&cluster), None);
+        assert_eq!(
+            catalog.resource_problem(&namespaced).map(|p| p.0),
+            Some("Conflict")
+        );
+    }
 }
