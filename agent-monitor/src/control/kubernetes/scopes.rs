@@ -23,11 +23,16 @@ use crate::control::state::Shared;
 use crate::scope::ResourceRef;
 use crate::scope::crd::{self, ACCEPTED, Condition, GROUP, KINDS, ResourceStatus, VERSION};
 
+/// How often the statuses are compared with the catalog without a change to an object.
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the watcher knows of one object.
 struct Known {
     generation: Option<i64>,
     /// Its `Accepted` condition as last seen on the object or written.
     condition: Option<Condition>,
+    /// Its current text was read by a reload: the catalog's verdict is about it.
+    loaded: bool,
 }
 
 fn api_resource(kind: &str, plural: &str) -> ApiResource {
@@ -58,12 +63,20 @@ pub(crate) async fn run(shared: Arc<Shared>, client: Client, mut stop: signal::R
     // The objects of each kind listed since its watch (re)started.
     let mut listed: [BTreeSet<ResourceRef>; 2] = Default::default();
     tracing::info!("watching AgentScope and ClusterAgentScope objects");
+    // Reloads the watch does not cause (SIGHUP, `POST /v1/reload`: a scope file that took or
+    // freed an object's name) reach the statuses at the next tick.
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (cluster_wide, event) = tokio::select! {
             event = stream.next() => match event {
                 Some(event) => event,
                 None => return,
             },
+            _ = resync.tick() => {
+                write_statuses(&shared, &client, &namespaced, &cluster, &mut known).await;
+                continue;
+            }
             _ = stop.changed() => return,
         };
         let changed = match event {
@@ -112,6 +125,10 @@ pub(crate) async fn run(shared: Arc<Shared>, client: Client, mut stop: signal::R
             match shared.reload().await {
                 Ok(scopes) => {
                     tracing::info!(changed = ?scopes, "scopes reloaded (AgentScope objects)");
+                    // Every text set so far was in the catalog when it was read.
+                    for k in known.values_mut() {
+                        k.loaded = true;
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "reloading the scopes (AgentScope objects)"),
             }
@@ -150,14 +167,16 @@ fn applied(
         .flatten()
         .filter_map(|c| serde_json::from_value::<Condition>(c.clone()).ok())
         .find(|c| c.kind == ACCEPTED);
+    let new_text = shared.set_scope_resource(r.clone(), Some(text));
+    let loaded = !new_text && known.get(&r).is_some_and(|k| k.loaded);
     known.insert(
         r.clone(),
         Known {
             generation: object.metadata.generation,
             condition,
+            loaded,
         },
     );
-    shared.set_scope_resource(r.clone(), Some(text));
     Some(r)
 }
 
@@ -185,7 +204,7 @@ fn judged(shared: &Shared, r: &ResourceRef, known: &Known) -> Condition {
 }
 
 /// Patches the status of every object whose condition is not the one the last reload
-/// gives it.
+/// gives it (only objects whose current text that reload read).
 async fn write_statuses(
     shared: &Shared,
     client: &Client,
@@ -193,7 +212,7 @@ async fn write_statuses(
     cluster: &ApiResource,
     known: &mut BTreeMap<ResourceRef, Known>,
 ) {
-    for (r, k) in known.iter_mut() {
+    for (r, k) in known.iter_mut().filter(|(_, k)| k.loaded) {
         let condition = judged(shared, r, k);
         let same = k.condition.as_ref().is_some_and(|c| {
             (&c.status, &c.reason, &c.message, c.observed_generation)
