@@ -397,6 +397,16 @@ fn agentscope_objects_load_change_keep_their_last_good_version_and_get_a_status(
     });
     assert!(scopes(&d).contains(&"filed".to_owned()));
 
+    // A reload the watch did not cause: the file gone (POST /v1/reload), the object takes
+    // its name, and its status says so at the next comparison.
+    fs::remove_file(d.scopes.join("filed.yaml")).expect("remove the file");
+    let (code, body) = d.request("POST", "/v1/reload", Some("{}"));
+    assert_eq!(code, 200, "{body}");
+    let freed = api.wait_condition("filed Accepted", "agents", "filed", |c| {
+        c["status"] == "True"
+    });
+    assert_eq!(freed["reason"], "Valid", "{freed}");
+
     // The daemon only read objects and patched their status.
     for r in api.requests() {
         assert!(

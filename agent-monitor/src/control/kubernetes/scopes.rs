@@ -24,7 +24,7 @@ use crate::scope::ResourceRef;
 use crate::scope::crd::{self, ACCEPTED, Condition, GROUP, KINDS, ResourceStatus, VERSION};
 
 /// How often the statuses are compared with the catalog without a change to an object.
-const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the watcher knows of one object.
 struct Known {
