@@ -44,6 +44,18 @@ pub(crate) enum Command {
     /// (`cargo xtask bench`; root, attaches nothing).
     #[command(hide = true)]
     BenchPipeline(BenchPipelineArgs),
+    /// Print the `AgentScope` CRDs generated from the manifest types
+    /// (deploy/kubernetes/05-crd.yaml), or the manifests the daemon reads from objects.
+    #[command(hide = true)]
+    Crd(CrdArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CrdArgs {
+    /// Objects as `kubectl get -o yaml` prints them (`-`: standard input): print the
+    /// manifest the daemon reads from each, where an `Invalid` condition's line counts.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) render: Option<PathBuf>,
 }
 
 /// The event kinds `bench-pipeline` feeds.

@@ -27,6 +27,21 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     };
     init_tracing(log_format);
+    if let Command::Crd(args) = &cli.command {
+        return match &args.render {
+            None => {
+                print!("{}", scope::crd::crd_yaml());
+                exit(0)
+            }
+            Some(path) => match scope::crd::render_file(path) {
+                Ok(text) => {
+                    print!("{text}");
+                    exit(0)
+                }
+                Err(e) => fail(&anyhow::Error::new(e)),
+            },
+        };
+    }
     if let Command::Check(args) = &cli.command {
         return exit(commands::check(args));
     }
@@ -54,7 +69,7 @@ fn main() -> ExitCode {
             Command::Events(args) => commands::events(args).await.map(|()| 0),
             Command::Report(args) => commands::report(args).await.map(|()| 0),
             Command::Scope(command) => commands::scope::scope(command).await,
-            Command::Check(_) | Command::BenchPipeline(_) => Ok(0),
+            Command::Check(_) | Command::BenchPipeline(_) | Command::Crd(_) => Ok(0),
         }
     });
     match result {

@@ -450,6 +450,8 @@ fn kubernetes_manifests_validate_strictly_against_the_schemas() {
             "clusterrolebinding/agent-monitor",
             "configmap/agent-monitor-scopes",
             "daemonset/agent-monitor",
+            "customresourcedefinition/agentscopes.agent-monitor.dev",
+            "customresourcedefinition/clusteragentscopes.agent-monitor.dev",
         ] {
             assert!(
                 stdout.contains(&format!("passed for resource {kind}")),
@@ -477,7 +479,7 @@ fn kubernetes_manifests_validate_strictly_against_the_schemas() {
 }
 
 #[test]
-fn the_rbac_grants_get_list_watch_on_pods_only() {
+fn the_rbac_grants_reading_pods_and_agentscopes_and_patching_their_status_only() {
     let rbac =
         fs::read_to_string(workspace_root().join("deploy/kubernetes/10-rbac.yaml")).expect("rbac");
     let rules: Vec<&str> = rbac
@@ -495,7 +497,13 @@ fn the_rbac_grants_get_list_watch_on_pods_only() {
         [
             "  - apiGroups: [\"\"]",
             "    resources: [pods]",
-            "    verbs: [get, list, watch]"
+            "    verbs: [get, list, watch]",
+            "  - apiGroups: [agent-monitor.dev]",
+            "    resources: [agentscopes, clusteragentscopes]",
+            "    verbs: [get, list, watch]",
+            "  - apiGroups: [agent-monitor.dev]",
+            "    resources: [agentscopes/status, clusteragentscopes/status]",
+            "    verbs: [patch]",
         ]
     );
 }
@@ -526,4 +534,63 @@ fn the_scopes_shipped_in_deploy_are_valid() {
         .output()
         .expect("check");
     assert_exit(&out, 0);
+}
+
+#[test]
+fn the_example_agentscopes_validate_strictly_against_the_generated_crd() {
+    // The CRD's schema as the API server applies it, with unknown fields refused as
+    // `kubectl apply --validate=strict` does (jsonschema from the tools virtualenv).
+    let python = workspace_root().join("target/tools/venv/bin/python");
+    let script = r#"
+import sys, yaml, jsonschema
+def strict(s):
+    if isinstance(s, dict):
+        if "properties" in s and "additionalProperties" not in s:
+            s["additionalProperties"] = False
+        for v in s.values():
+            strict(v)
+    return s
+schemas = {}
+for crd in yaml.safe_load_all(open(sys.argv[1])):
+    if crd:
+        schemas[crd["spec"]["names"]["kind"]] = strict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+for doc in yaml.safe_load_all(open(sys.argv[2])):
+    body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind", "metadata")}
+    try:
+        jsonschema.validate(body, schemas[doc["kind"]])
+        print("valid", doc["kind"], doc["metadata"]["name"])
+    except jsonschema.ValidationError as e:
+        print("invalid", doc["kind"], doc["metadata"]["name"], e.message)
+"#;
+    let run = |objects: &Path| {
+        let out = Command::new(&python)
+            .args(["-c", script])
+            .arg(workspace_root().join("deploy/kubernetes/05-crd.yaml"))
+            .arg(objects)
+            .output()
+            .expect("python (cargo xtask setup makes the virtualenv)");
+        assert_exit(&out, 0);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let examples = workspace_root().join("examples/kubernetes/agentscopes.yaml");
+    assert_eq!(
+        run(&examples),
+        "valid AgentScope coder\nvalid ClusterAgentScope mcp-fetch\n"
+    );
+    // A misspelt field and a wrong type are refused.
+    let text = fs::read_to_string(&examples).expect("examples");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    fs::write(
+        &bad,
+        text.replace("  onViolation: kill-process", "  onViolaton: kill-process")
+            .replace("mode: enforce", "mode: 3"),
+    )
+    .expect("write");
+    let out = run(&bad);
+    assert_eq!(
+        out,
+        "invalid AgentScope coder Additional properties are not allowed ('onViolaton' was unexpected)\n\
+         invalid ClusterAgentScope mcp-fetch 3 is not one of ['audit', 'enforce']\n"
+    );
 }

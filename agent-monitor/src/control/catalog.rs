@@ -1,6 +1,8 @@
 //! The loaded scopes. A reload replaces what parsed and keeps the last good version of a
 //! scope whose file no longer does. The directory is read, parsed and compiled without the
-//! catalog locked; only the swap is done under its lock.
+//! catalog locked; only the swap is done under its lock. Scopes of Kubernetes objects
+//! (`AgentScope`, `ClusterAgentScope`) are texts kept here and loaded by the same reload,
+//! after the files (`scope::load_all`).
 
 use std::{
     collections::BTreeMap,
@@ -10,7 +12,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::scope::{self, LoadReport, Scope};
+use crate::scope::{self, LoadReport, ResourceRef, Scope, ScopeSource};
 
 /// What [`Catalog::apply`] did.
 pub(crate) struct Applied {
@@ -23,6 +25,7 @@ pub(crate) struct Applied {
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub(crate) struct ScopeProblem {
+    /// The file, or the object (`AgentScope NAMESPACE/NAME`, `ClusterAgentScope NAME`).
     pub(crate) file: PathBuf,
     pub(crate) error: String,
 }
@@ -31,6 +34,12 @@ pub(crate) struct ScopeProblem {
 pub(crate) struct Catalog {
     scopes: BTreeMap<String, Arc<Scope>>,
     problems: Vec<ScopeProblem>,
+    /// The manifest texts of the Kubernetes objects (`scope::crd::render`), in the order
+    /// they load: cluster objects first, then namespaced ones by namespace and name.
+    resources: BTreeMap<ResourceRef, String>,
+    /// Why each object that did not load was refused: `Conflict` (its name is taken) or
+    /// `Invalid`, and the error as reported.
+    resource_problems: BTreeMap<ResourceRef, (&'static str, String)>,
 }
 
 impl Catalog {
@@ -45,37 +54,53 @@ impl Catalog {
     /// changed or appeared, and the scopes it replaced, for the caller to drop once the
     /// catalog is unlocked.
     pub(crate) fn apply(&mut self, report: LoadReport, dir: &Path) -> Applied {
-        let failed: Vec<PathBuf> = report
+        let failed: Vec<ScopeSource> = report
             .errors
             .iter()
-            .filter_map(|e| e.file().map(Path::to_path_buf))
+            .filter_map(scope::ScopeError::origin)
             .collect();
         self.problems = report
             .errors
             .iter()
             .map(|e| ScopeProblem {
-                file: e.file().unwrap_or(dir).to_path_buf(),
+                file: match e.origin() {
+                    Some(source @ ScopeSource::Resource(_)) => PathBuf::from(source.to_string()),
+                    _ => e.file().unwrap_or(dir).to_path_buf(),
+                },
                 error: e.to_string(),
+            })
+            .collect();
+        self.resource_problems = report
+            .errors
+            .iter()
+            .filter_map(|e| match e.origin() {
+                Some(ScopeSource::Resource(r)) => {
+                    let reason = if matches!(e, scope::ScopeError::DuplicateName { .. }) {
+                        "Conflict"
+                    } else {
+                        "Invalid"
+                    };
+                    Some((*r, (reason, e.to_string())))
+                }
+                _ => None,
             })
             .collect();
         for p in &self.problems {
             tracing::error!(file = %p.file.display(), error = %p.error, "scope file rejected");
         }
         let mut next: BTreeMap<String, Arc<Scope>> = BTreeMap::new();
-        // Keep scopes whose file failed this time: the last good version stays in force.
+        let mut changed = Vec::new();
+        for s in report.scopes {
+            changed.push(s.name.clone());
+            next.insert(s.name.clone(), Arc::new(s));
+        }
+        // Keep scopes whose file or object failed this time: the last good version stays
+        // in force, unless what loaded has the name now (a file that took an object's).
         for (name, s) in &self.scopes {
-            if failed.iter().any(|f| s.source.path() == Some(f.as_path())) {
+            if failed.contains(&s.source) && !next.contains_key(name) {
                 tracing::warn!(scope = %name, "keeping the last good version of this scope");
                 next.insert(name.clone(), Arc::clone(s));
             }
-        }
-        let mut changed = Vec::new();
-        for s in report.scopes {
-            if next.contains_key(&s.name) {
-                continue;
-            }
-            changed.push(s.name.clone());
-            next.insert(s.name.clone(), Arc::new(s));
         }
         Applied {
             changed,
@@ -93,6 +118,37 @@ impl Catalog {
 
     pub(crate) fn problems(&self) -> &[ScopeProblem] {
         &self.problems
+    }
+
+    /// Sets (`Some`) or forgets (`None`) an object's manifest text; true when that changed
+    /// what the next reload reads.
+    pub(crate) fn set_resource(&mut self, resource: ResourceRef, text: Option<String>) -> bool {
+        match text {
+            Some(text) => self.resources.insert(resource, text.clone()) != Some(text),
+            None => self.resources.remove(&resource).is_some(),
+        }
+    }
+
+    /// The objects' texts, for a reload to load (without the catalog locked).
+    pub(crate) fn resources(&self) -> Vec<(ResourceRef, String)> {
+        self.resources
+            .iter()
+            .map(|(r, t)| (r.clone(), t.clone()))
+            .collect()
+    }
+
+    /// Why an object was refused by the last reload; None when it loaded.
+    #[cfg_attr(
+        not(any(test, feature = "kubernetes")),
+        expect(
+            dead_code,
+            reason = "objects come only from the API watcher, absent from this build"
+        )
+    )]
+    pub(crate) fn resource_problem(&self, resource: &ResourceRef) -> Option<(&'static str, &str)> {
+        self.resource_problems
+            .get(resource)
+            .map(|(reason, message)| (*reason, message.as_str()))
     }
 }
 
@@ -233,5 +289,98 @@ mod tests {
             .run(Some(Instant::now() + Duration::from_secs(5)), || 7)
             .await;
         assert_eq!(result.ok(), Some(7));
+    }
+
+    fn coder(owner: &str, ttl: &str) -> String {
+        format!(
+            "apiVersion: agent-monitor.dev/v1\nkind: AgentScope\nmetadata: {{name: coder, owner: {owner}}}\nspec:\n  ttl: {ttl}\n  select: {{kubernetes: {{namespace: agents}}}}\n"
+        )
+    }
+
+    fn reload(catalog: &mut Catalog, dir: &Path) {
+        let report = scope::load_all(dir, &catalog.resources());
+        drop(catalog.apply(report, dir));
+    }
+
+    #[test]
+    fn objects_keep_their_last_good_version_and_yield_a_name_to_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let object = ResourceRef {
+            namespace: Some("agents".into()),
+            name: "coder".into(),
+        };
+        let mut catalog = Catalog::default();
+        assert!(catalog.set_resource(object.clone(), Some(coder("a@example.org", "1h"))));
+        assert!(!catalog.set_resource(object.clone(), Some(coder("a@example.org", "1h"))));
+        reload(&mut catalog, dir.path());
+        assert_eq!(
+            catalog.get("coder").map(|s| s.owner.clone()).as_deref(),
+            Some("a@example.org")
+        );
+        assert_eq!(catalog.resource_problem(&object), None);
+
+        // Invalid now: refused with its position, the last good version kept.
+        catalog.set_resource(object.clone(), Some(coder("b@example.org", "5x")));
+        reload(&mut catalog, dir.path());
+        assert_eq!(
+            catalog.get("coder").map(|s| s.owner.clone()).as_deref(),
+            Some("a@example.org")
+        );
+        let (reason, message) = catalog.resource_problem(&object).expect("refused");
+        assert_eq!(reason, "Invalid");
+        assert!(
+            message.starts_with("AgentScope agents/coder:5:8: spec.ttl:"),
+            "{message}"
+        );
+
+        // A file of the same name wins over the kept version.
+        std::fs::write(
+            dir.path().join("coder.yaml"),
+            coder("file@example.org", "1h"),
+        )
+        .expect("write");
+        catalog.set_resource(object.clone(), Some(coder("c@example.org", "1h")));
+        reload(&mut catalog, dir.path());
+        assert_eq!(
+            catalog.get("coder").map(|s| s.owner.clone()).as_deref(),
+            Some("file@example.org")
+        );
+        assert_eq!(
+            catalog.resource_problem(&object).map(|p| p.0),
+            Some("Conflict")
+        );
+
+        // Forgotten: no problem left to report.
+        assert!(catalog.set_resource(object.clone(), None));
+        reload(&mut catalog, dir.path());
+        assert_eq!(catalog.resource_problem(&object), None);
+        assert!(catalog.problems().is_empty());
+    }
+
+    #[test]
+    fn a_cluster_object_holds_its_name_against_namespaced_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let namespaced = ResourceRef {
+            namespace: Some("agents".into()),
+            name: "coder".into(),
+        };
+        let cluster = ResourceRef {
+            namespace: None,
+            name: "coder".into(),
+        };
+        let mut catalog = Catalog::default();
+        // Set first, the namespaced object still loads after the cluster one.
+        catalog.set_resource(namespaced.clone(), Some(coder("tenant@example.org", "1h")));
+        catalog.set_resource(cluster.clone(), Some(coder("admin@example.org", "1h")));
+        reload(&mut catalog, dir.path());
+        assert_eq!(
+            catalog.get("coder").map(|s| s.owner.clone()).as_deref(),
+            Some("admin@example.org")
+        );
+        assert_eq!(catalog.resource_problem(&cluster), None);
+        assert_eq!(
+            catalog.resource_problem(&namespaced).map(|p| p.0),
+            Some("Conflict")
+        );
     }
 }

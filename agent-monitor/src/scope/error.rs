@@ -46,6 +46,14 @@ pub(crate) enum ScopeError {
         name: String,
         first: ScopeSource,
     },
+    /// A namespaced `AgentScope` that would select more than pods of its namespace.
+    #[error(
+        "{origin}: a namespaced AgentScope selects only pods of its namespace: use spec.select.kubernetes without a namespace or with namespace {namespace:?} (a ClusterAgentScope may select anything)"
+    )]
+    Namespace {
+        origin: ScopeSource,
+        namespace: String,
+    },
     #[error("{origin}: no AgentScope document in the file")]
     NoScope { origin: ScopeSource },
     /// Past one of the limits of `scope::limits`, checked before the text is parsed or the
@@ -70,7 +78,23 @@ impl ScopeError {
             | Self::Policy { origin, .. }
             | Self::DuplicateName { origin, .. }
             | Self::NoScope { origin }
+            | Self::Namespace { origin, .. }
             | Self::Limit { origin, .. } => origin.path(),
+        }
+    }
+
+    /// Where the text the error is about came from (`None` for a directory).
+    #[must_use]
+    pub(crate) fn origin(&self) -> Option<ScopeSource> {
+        match self {
+            Self::Read { path, .. } => Some(ScopeSource::File(path.clone())),
+            Self::ReadDir { .. } => None,
+            Self::Yaml { origin, .. }
+            | Self::Policy { origin, .. }
+            | Self::DuplicateName { origin, .. }
+            | Self::NoScope { origin }
+            | Self::Namespace { origin, .. }
+            | Self::Limit { origin, .. } => Some(origin.clone()),
         }
     }
 

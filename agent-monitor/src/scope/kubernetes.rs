@@ -20,7 +20,7 @@ use serde::{
 };
 
 /// `spec.select.kubernetes`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct KubernetesSelect {
     #[serde(default, skip_serializing_if = "Option::is_none")]

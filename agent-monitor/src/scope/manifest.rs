@@ -47,7 +47,9 @@ pub(super) struct Metadata {
 }
 
 /// What happens to out-of-scope activity.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Mode {
     /// Record violations, stop nothing.
@@ -58,7 +60,9 @@ pub(crate) enum Mode {
 }
 
 /// What an enforcing scope does to the agent on a violation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub(crate) enum OnViolation {
     Alert,
@@ -92,7 +96,7 @@ impl fmt::Display for OnViolation {
 }
 
 /// `spec`, validated; serializes back to the manifest's shape (camelCase keys).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ScopeSpec {
     #[serde(default)]
@@ -113,7 +117,7 @@ pub(crate) struct ScopeSpec {
 
 /// `spec.select`: agents the daemon discovers by itself, by cgroup path or as containers of
 /// this node's Kubernetes pods (exactly one of the two).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, try_from = "SelectFields")]
 pub(crate) struct Select {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,7 +126,7 @@ pub(crate) struct Select {
     pub(crate) kubernetes: Option<KubernetesSelect>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SelectFields {
     #[serde(default)]
@@ -149,7 +153,7 @@ impl TryFrom<SelectFields> for Select {
 }
 
 /// `spec.exec`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExecSpec {
     #[serde(default, deserialize_with = "bounded_list")]
@@ -157,7 +161,7 @@ pub(crate) struct ExecSpec {
 }
 
 /// `spec.files`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FilesSpec {
     #[serde(default = "baseline_default")]
@@ -244,7 +248,7 @@ impl Default for FilesSpec {
 }
 
 /// `spec.network`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NetworkSpec {
     #[serde(default, deserialize_with = "bounded_list")]

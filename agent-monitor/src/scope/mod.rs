@@ -3,6 +3,7 @@
 //! Validation happens while deserializing (see `values`), so every rejection carries
 //! the file, line and column of the offending node.
 
+pub(crate) mod crd;
 mod error;
 mod every_error;
 pub(crate) mod kubernetes;
@@ -65,6 +66,17 @@ pub(crate) enum ScopeSource {
     File(PathBuf),
     /// YAML submitted through the API with a task (`scope_yaml`), shown as `<inline>`.
     Inline,
+    /// An `AgentScope` (with its namespace) or `ClusterAgentScope` object, rendered as a
+    /// manifest (`crd::render`). Boxed: every scope error carries a source.
+    Resource(Box<ResourceRef>),
+}
+
+/// A Kubernetes object a scope came from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ResourceRef {
+    /// None for a `ClusterAgentScope`.
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: String,
 }
 
 impl ScopeSource {
@@ -73,7 +85,7 @@ impl ScopeSource {
     pub(crate) fn path(&self) -> Option<&Path> {
         match self {
             Self::File(path) => Some(path),
-            Self::Inline => None,
+            Self::Inline | Self::Resource(_) => None,
         }
     }
 }
@@ -89,6 +101,10 @@ impl fmt::Display for ScopeSource {
         match self {
             Self::File(path) => path.display().fmt(f),
             Self::Inline => f.write_str("<inline>"),
+            Self::Resource(r) => match &r.namespace {
+                Some(namespace) => write!(f, "AgentScope {namespace}/{}", r.name),
+                None => write!(f, "ClusterAgentScope {}", r.name),
+            },
         }
     }
 }
@@ -135,7 +151,7 @@ fn check_text(text: &str, source: &ScopeSource) -> Result<(), ScopeError> {
         limit,
     };
     let max = match source {
-        ScopeSource::File(_) => limits::MAX_FILE_BYTES,
+        ScopeSource::File(_) | ScopeSource::Resource(_) => limits::MAX_FILE_BYTES,
         ScopeSource::Inline => limits::MAX_INLINE_BYTES,
     };
     if text.len() > max {
@@ -258,6 +274,48 @@ pub(crate) fn load_dir(dir: &Path) -> LoadReport {
             defined_in.insert(scope.name.clone(), path.clone());
         }
         report.scopes.extend(scopes);
+    }
+    report
+}
+
+/// [`load_dir`], then the scopes of Kubernetes objects (`crd::render`d texts) in the order
+/// given. An object that does not parse is reported like a bad file; one whose name a file
+/// or an earlier object already has is reported as a duplicate (files win); a namespaced
+/// object must select pods of its own namespace.
+#[must_use]
+pub(crate) fn load_all(dir: &Path, resources: &[(ResourceRef, String)]) -> LoadReport {
+    let mut report = load_dir(dir);
+    for (resource, text) in resources {
+        let source = ScopeSource::Resource(Box::new(resource.clone()));
+        let scopes = match parse_str(text, source.clone()) {
+            Ok(scopes) => scopes,
+            Err(error) => {
+                report.errors.push(error);
+                continue;
+            }
+        };
+        for scope in scopes {
+            if let Some(first) = report.scopes.iter().find(|s| s.name == scope.name) {
+                report.errors.push(ScopeError::DuplicateName {
+                    origin: source.clone(),
+                    name: scope.name.clone(),
+                    first: first.source.clone(),
+                });
+            } else if let Some(namespace) = &resource.namespace
+                && scope
+                    .kubernetes()
+                    .and_then(|k| k.namespace.as_ref())
+                    .map(|n| &n.0)
+                    != Some(namespace)
+            {
+                report.errors.push(ScopeError::Namespace {
+                    origin: source.clone(),
+                    namespace: namespace.clone(),
+                });
+            } else {
+                report.scopes.push(scope);
+            }
+        }
     }
     report
 }

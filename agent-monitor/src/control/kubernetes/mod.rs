@@ -2,7 +2,7 @@
 //!
 //! [`cgroup`] reads pod UID and container ID from a cgroup path; [`watch`] lists and
 //! watches this node's pods on the API server (field selector `spec.nodeName`, nothing
-//! else); [`node`] joins the two and keeps what each agent's records carry;
+//! else); [`scopes`] loads the scopes of `AgentScope` objects; [`node`] joins the two and keeps what each agent's records carry;
 //! the selector is the manifest's (`scope::kubernetes`).
 
 pub(crate) mod cgroup;
@@ -14,6 +14,8 @@ pub(crate) mod cgroup;
     )
 )]
 pub(crate) mod node;
+#[cfg(feature = "kubernetes")]
+pub(crate) mod scopes;
 #[cfg(feature = "kubernetes")]
 pub(crate) mod watch;
 /// A build without the `kubernetes` feature: no API client; a configured node is an error.
@@ -85,4 +87,6 @@ pub(crate) struct KubernetesConfig {
     /// The API server's URL, without authentication (a local proxy such as
     /// `kubectl proxy`, or a test server). Overrides `kubeconfig`.
     pub(crate) api_server: Option<String>,
+    /// Load the scopes of `AgentScope` and `ClusterAgentScope` objects (default: true).
+    pub(crate) agent_scopes: Option<bool>,
 }

@@ -29,6 +29,8 @@ enum Source {
 pub(crate) struct Settings {
     pub(crate) node_name: String,
     source: Source,
+    /// Whether `AgentScope` objects are scopes too.
+    pub(crate) agent_scopes: bool,
 }
 
 impl Settings {
@@ -55,7 +57,11 @@ impl Settings {
             (None, Some(path)) => Source::Kubeconfig(path),
             (None, None) => Source::Infer,
         };
-        Ok(Some(Self { node_name, source }))
+        Ok(Some(Self {
+            node_name,
+            source,
+            agent_scopes: file.agent_scopes.unwrap_or(true),
+        }))
     }
 
     pub(crate) async fn client(&self) -> Result<Client, KubeError> {
@@ -90,10 +96,30 @@ impl Settings {
     }
 }
 
-/// Runs until `stop`: every pod listed, added or changed is matched against the scopes
-/// (with the container cgroups already seen); deleted pods are forgotten. Errors (API
-/// server away, watch expired) are logged and retried with backoff.
+/// Runs until `stop`: the pod watch, and the `AgentScope` watch when it is on.
 pub(crate) async fn run(
+    shared: Arc<Shared>,
+    client: Client,
+    settings: Settings,
+    stop: signal::Receiver<bool>,
+) {
+    let scopes = settings.agent_scopes.then(|| {
+        tokio::spawn(super::scopes::run(
+            Arc::clone(&shared),
+            client.clone(),
+            stop.clone(),
+        ))
+    });
+    pods(shared, client, settings, stop).await;
+    if let Some(scopes) = scopes {
+        let _ = scopes.await;
+    }
+}
+
+/// Every pod listed, added or changed is matched against the scopes (with the container
+/// cgroups already seen); deleted pods are forgotten. Errors (API server away, watch
+/// expired) are logged and retried with backoff.
+async fn pods(
     shared: Arc<Shared>,
     client: Client,
     settings: Settings,
@@ -165,11 +191,13 @@ mod tests {
             node_name: Some("n2".into()),
             kubeconfig: Some("/k".into()),
             api_server: None,
+            agent_scopes: None,
         };
         let s = Settings::resolve(Some(&file), Some("n1".into()))
             .expect("ok")
             .expect("on");
         assert_eq!(s.node_name, "n2");
+        assert!(s.agent_scopes, "on unless turned off");
         assert_eq!(s.source, Source::Kubeconfig("/k".into()));
         let empty = KubernetesConfig::default();
         assert!(matches!(
@@ -185,6 +213,7 @@ mod tests {
         let s = Settings {
             node_name: "n".into(),
             source: Source::Url("https://127.0.0.1:6443".parse().expect("uri")),
+            agent_scopes: true,
         };
         assert!(s.client().await.is_ok());
     }
@@ -195,11 +224,13 @@ mod tests {
             node_name: Some("n".into()),
             kubeconfig: None,
             api_server: Some("http://127.0.0.1:8001".into()),
+            agent_scopes: Some(false),
         };
         let s = Settings::resolve(Some(&file), None)
             .expect("ok")
             .expect("on");
         assert!(matches!(s.source, Source::Url(_)));
+        assert!(!s.agent_scopes);
         let bad = KubernetesConfig {
             api_server: Some("http://bad host".into()),
             ..file

@@ -293,11 +293,25 @@ impl Shared {
         self.parses.run(None, move || shared.reload_now()).await
     }
 
+    /// Sets or forgets a Kubernetes object's scope text for the next [`Shared::reload`];
+    /// true when that changed it.
+    #[cfg_attr(
+        not(feature = "kubernetes"),
+        expect(
+            dead_code,
+            reason = "objects come only from the API watcher, absent from this build"
+        )
+    )]
+    pub(crate) fn set_scope_resource(&self, r: scope::ResourceRef, text: Option<String>) -> bool {
+        self.catalog_mut().set_resource(r, text)
+    }
+
     /// [`Shared::reload`] on the calling thread.
     fn reload_now(&self) -> Vec<String> {
         let _one = lock(&self.reloading);
         let started = Instant::now();
-        let report = scope::load_dir(&self.config.scopes_dir);
+        let resources = self.catalog().resources();
+        let report = scope::load_all(&self.config.scopes_dir, &resources);
         let parsed = started.elapsed();
         // The catalog is locked for the swap alone; what it replaced is freed after.
         let Applied { changed, retired } =
