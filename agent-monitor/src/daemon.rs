@@ -20,6 +20,7 @@ use crate::{
     kernel::pins::Pins,
     kernel::reader,
     kernel::ring_fill::RingFill,
+    observe::otlp,
     observe::sink::{Rotation, Sinks},
     pipeline::{Pipeline, writer::Writer},
 };
@@ -44,6 +45,9 @@ struct ConfigFile {
     dns_upstream: Option<String>,
     dns_min_ttl: Option<String>,
     dns_refuse: Option<dns::Refusal>,
+    /// OpenTelemetry export (`--otlp-endpoint`, `--otlp-protocol`).
+    otlp_endpoint: Option<String>,
+    otlp_protocol: Option<otlp::Protocol>,
 }
 
 /// 4 MiB: about 6,500 file events, some 60 ms of a burst at 100k events/s. Events that carry
@@ -58,6 +62,7 @@ struct RunOptions {
     rotation: Rotation,
     kube: Option<kubernetes::Settings>,
     dns: dns::DnsSettings,
+    otlp: Option<otlp::Settings>,
 }
 
 /// `--dns-*` (flags win over the config file); the upstream defaults to the first
@@ -115,17 +120,42 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
                 .unwrap_or_else(|| std::path::Path::new("/run/agent-monitor"))
                 .join("state.json")
         });
+    let audit_log = pick(
+        &args.audit_log,
+        &file.audit_log,
+        "/var/log/agent-monitor/audit.jsonl",
+    );
+    let rotation = Rotation {
+        max_bytes: args
+            .audit_log_max_bytes
+            .or(file.audit_log_max_bytes)
+            .unwrap_or(Rotation::default().max_bytes),
+        keep: args
+            .audit_log_keep
+            .or(file.audit_log_keep)
+            .unwrap_or(Rotation::default().keep),
+    };
+    let otlp = args
+        .otlp_endpoint
+        .clone()
+        .or(file.otlp_endpoint)
+        .map(|endpoint| otlp::Settings {
+            endpoint,
+            protocol: args
+                .otlp_protocol
+                .or(file.otlp_protocol)
+                .unwrap_or_default(),
+            audit_log: audit_log.clone(),
+            keep: rotation.keep,
+            node_name: kube.as_ref().map(|k| k.node_name.clone()),
+        });
     Ok((
         DaemonConfig {
             scopes_dir: pick(&args.scopes, &file.scopes, "/etc/agent-monitor/scopes.d"),
             socket,
             pin_path: pick(&args.pin_path, &file.pin_path, "/sys/fs/bpf/agent-monitor"),
             state_file,
-            audit_log: pick(
-                &args.audit_log,
-                &file.audit_log,
-                "/var/log/agent-monitor/audit.jsonl",
-            ),
+            audit_log,
             cgroup_parent: args
                 .cgroup_parent
                 .clone()
@@ -147,18 +177,10 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
                     None => None,
                 },
             },
-            rotation: Rotation {
-                max_bytes: args
-                    .audit_log_max_bytes
-                    .or(file.audit_log_max_bytes)
-                    .unwrap_or(Rotation::default().max_bytes),
-                keep: args
-                    .audit_log_keep
-                    .or(file.audit_log_keep)
-                    .unwrap_or(Rotation::default().keep),
-            },
+            rotation,
             kube,
             dns,
+            otlp,
         },
     ))
 }
@@ -191,6 +213,7 @@ fn log_attached(
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, options) = config(&args)?;
     let kube = options.kube;
+    let otlp = options.otlp;
     // A misconfigured API client fails the start, before anything is loaded.
     let kube_client = match &kube {
         Some(settings) => Some(settings.client().await?),
@@ -253,6 +276,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         ))),
         _ => None,
     };
+    let exporters = match otlp {
+        Some(settings) => Vec::from(otlp::spawn(&shared, settings, &stop_rx)?),
+        None => Vec::new(),
+    };
     spawn_readiness(shared.config.socket.clone());
     tracing::info!(socket = %shared.config.socket.display(), "agent-monitor running");
 
@@ -269,6 +296,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
     }
     let _ = sweeper.await;
+    for e in exporters {
+        let _ = e.await;
+    }
     // Nothing left to watch: the syscall hooks go with this process.
     shared.release_idle_syscall_hooks();
     if args.release_on_exit {

@@ -1,0 +1,171 @@
+//! Sending OTLP requests: gRPC (tonic) or HTTP/protobuf (`POST <endpoint>/v1/logs` and
+//! `/v1/metrics`, one hyper connection per request). Plaintext only: the collector is on
+//! loopback or in the cluster network.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{Request, Uri, body::Bytes, header};
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{ExportLogsServiceRequest, logs_service_client::LogsServiceClient},
+    metrics::v1::{ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient},
+};
+use prost::Message as _;
+use tonic::transport::Channel;
+
+use super::{OtlpError, Protocol};
+
+/// Connecting and one request's answer, each.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub(crate) enum Client {
+    Grpc {
+        endpoint: String,
+        // Boxed: the gRPC clients are large, the HTTP variant small.
+        logs: Box<LogsServiceClient<Channel>>,
+        metrics: Box<MetricsServiceClient<Channel>>,
+    },
+    Http {
+        endpoint: String,
+        authority: String,
+        /// The endpoint's path without its trailing `/`.
+        base: String,
+    },
+}
+
+impl Client {
+    /// A client of `endpoint` (`http://HOST:PORT[/path]`); nothing is connected yet.
+    pub(crate) fn new(endpoint: &str, protocol: Protocol) -> Result<Self, OtlpError> {
+        let bad = |reason: &str| OtlpError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = endpoint
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(bad(
+                    "TLS is not supported: use http:// to a collector on loopback or in the cluster network",
+                ));
+            }
+            _ => return Err(bad("expected http://HOST:PORT")),
+        }
+        let authority = uri.authority().ok_or_else(|| bad("no host"))?.to_string();
+        Ok(match protocol {
+            Protocol::Grpc => {
+                let channel = Channel::from_shared(endpoint.to_owned())
+                    .map_err(|e| bad(&e.to_string()))?
+                    .connect_timeout(TIMEOUT)
+                    .timeout(TIMEOUT)
+                    .connect_lazy();
+                Self::Grpc {
+                    endpoint: endpoint.to_owned(),
+                    logs: Box::new(LogsServiceClient::new(channel.clone())),
+                    metrics: Box::new(MetricsServiceClient::new(channel)),
+                }
+            }
+            Protocol::Http => Self::Http {
+                endpoint: endpoint.to_owned(),
+                authority,
+                base: uri.path().trim_end_matches('/').to_owned(),
+            },
+        })
+    }
+
+    fn failed(&self, reason: impl std::fmt::Display) -> OtlpError {
+        let endpoint = match self {
+            Self::Grpc { endpoint, .. } | Self::Http { endpoint, .. } => endpoint.clone(),
+        };
+        OtlpError::Export {
+            endpoint,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Sends one batch of log records; Ok once the collector accepted it.
+    pub(crate) async fn logs(&mut self, req: ExportLogsServiceRequest) -> Result<(), OtlpError> {
+        match self {
+            Self::Grpc { logs, .. } => {
+                let answer = logs.export(req).await;
+                answer.map(|_| ()).map_err(|s| self.failed(grpc_reason(&s)))
+            }
+            Self::Http {
+                authority, base, ..
+            } => {
+                let path = format!("{base}/v1/logs");
+                post(authority, &path, req.encode_to_vec())
+                    .await
+                    .map_err(|e| self.failed(e))
+            }
+        }
+    }
+
+    pub(crate) async fn metrics(
+        &mut self,
+        req: ExportMetricsServiceRequest,
+    ) -> Result<(), OtlpError> {
+        match self {
+            Self::Grpc { metrics, .. } => {
+                let answer = metrics.export(req).await;
+                answer.map(|_| ()).map_err(|s| self.failed(grpc_reason(&s)))
+            }
+            Self::Http {
+                authority, base, ..
+            } => {
+                let path = format!("{base}/v1/metrics");
+                post(authority, &path, req.encode_to_vec())
+                    .await
+                    .map_err(|e| self.failed(e))
+            }
+        }
+    }
+}
+
+fn grpc_reason(s: &tonic::Status) -> String {
+    format!("gRPC {:?}: {}", s.code(), s.message())
+}
+
+/// `POST path` with a protobuf body; Ok on a 2xx answer.
+async fn post(authority: &str, path: &str, body: Vec<u8>) -> Result<(), String> {
+    let stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(authority))
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Ends with the connection (dropped with `sender`).
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::post(path)
+        .header(header::HOST, authority)
+        .header(header::CONTENT_TYPE, "application/x-protobuf")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(TIMEOUT, async {
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        // The answer (an ExportLogsServiceResponse, or an error) is small: a collector
+        // sending more is cut off.
+        let body = Limited::new(resp.into_body(), 64 * 1024)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ))
+        }
+    })
+    .await;
+    answer.map_err(|_| "no answer in time".to_owned())?
+}
