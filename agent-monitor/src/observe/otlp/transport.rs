@@ -169,3 +169,35 @@ async fn post(authority: &str, path: &str, body: Vec<u8>) -> Result<(), String> 
     .await;
     answer.map_err(|_| "no answer in time".to_owned())?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plaintext_http_endpoints_are_taken() {
+        for bad in [
+            "https://collector:4317",
+            "collector:4317",
+            "http://",
+            "not a url",
+        ] {
+            for protocol in [Protocol::Grpc, Protocol::Http] {
+                assert!(
+                    matches!(Client::new(bad, protocol), Err(OtlpError::Endpoint { .. })),
+                    "{bad} {protocol:?}"
+                );
+            }
+        }
+        let Ok(Client::Http {
+            authority, base, ..
+        }) = Client::new("http://127.0.0.1:4318/otlp/", Protocol::Http)
+        else {
+            panic!("http endpoint");
+        };
+        assert_eq!(
+            (authority.as_str(), base.as_str()),
+            ("127.0.0.1:4318", "/otlp")
+        );
+    }
+}
