@@ -178,8 +178,8 @@ fn agent_work(d: &Daemon, ws: &Path, round: usize) {
 }
 
 /// Waits until the receiver holds as many log records as the audit log has lines, the
-/// exporter has nothing left, and the audit log ends with `tasks` ended tasks; then checks
-/// each line arrived exactly once with its severity and attributes.
+/// exporter has nothing left, and the audit log has `tasks` ended tasks; then checks each
+/// line arrived exactly once with its severity and attributes. Returns the line count.
 fn assert_all_arrived(d: &Daemon, r: &Receiver, tasks: usize, deadline: Duration) -> usize {
     let until = Instant::now() + deadline;
     loop {
@@ -245,9 +245,21 @@ fn assert_all_arrived(d: &Daemon, r: &Receiver, tasks: usize, deadline: Duration
             assert_eq!(g["attributes"]["agent_monitor.verdict"], body["verdict"]);
         }
     }
-    let status = d.get_json("/v1/status");
-    assert_eq!(status["otlp"]["records_sent"], audit.len(), "{status}");
     audit.len()
+}
+
+/// Records this daemon process had acknowledged.
+fn records_sent(d: &Daemon) -> u64 {
+    d.get_json("/v1/status")["otlp"]["records_sent"]
+        .as_u64()
+        .expect("otlp.records_sent in the status")
+}
+
+fn ended_tasks(d: &Daemon) -> usize {
+    audit_lines(&d.audit)
+        .iter()
+        .filter(|l| l["kind"] == "task" && l["task"]["event"] == "ended")
+        .count()
 }
 
 /// Metrics arrive: the records counter as a sum, the evaluation time as a histogram, and
@@ -298,6 +310,7 @@ fn grpc_export_delivers_every_line_once_with_metrics() {
         agent_work(&daemon, &ws, round);
     }
     let lines = assert_all_arrived(&daemon, &receiver, 3, agent_monitor_e2e::DEADLINE);
+    assert_eq!(records_sent(&daemon), lines as u64);
     let audit = audit_lines(&daemon.audit);
     assert!(
         audit.iter().any(|l| l["verdict"] == "violation"),
@@ -312,7 +325,8 @@ fn grpc_export_delivers_every_line_once_with_metrics() {
 fn http_protobuf_export_delivers_every_line_once() {
     let (_guard, ws, receiver, mut daemon) = setup("http", &[]);
     agent_work(&daemon, &ws, 0);
-    assert_all_arrived(&daemon, &receiver, 1, agent_monitor_e2e::DEADLINE);
+    let lines = assert_all_arrived(&daemon, &receiver, 1, agent_monitor_e2e::DEADLINE);
+    assert_eq!(records_sent(&daemon), lines as u64);
     assert_metrics(&daemon, &receiver);
     daemon.stop();
 }
@@ -351,5 +365,30 @@ fn a_receiver_outage_loses_and_repeats_nothing() {
     receiver.spawn();
     let lines = assert_all_arrived(&daemon, &receiver, 8, BACKLOG_DEADLINE);
     assert!(lines > 16, "{lines} lines");
+    assert_eq!(records_sent(&daemon), lines as u64);
+    daemon.stop();
+}
+
+#[test]
+fn a_restarted_daemon_resumes_from_the_saved_cursor() {
+    let (_guard, ws, mut receiver, mut daemon) = setup("grpc", &[]);
+    agent_work(&daemon, &ws, 0);
+    assert_all_arrived(&daemon, &receiver, 1, agent_monitor_e2e::DEADLINE);
+    let cursor = PathBuf::from(format!("{}.otlp-cursor", daemon.audit.display()));
+    assert!(cursor.exists(), "the cursor is saved next to the audit log");
+    // Records made while the collector is down wait in the log across a daemon restart;
+    // those it acknowledged before are not sent again.
+    receiver.stop();
+    agent_work(&daemon, &ws, 1);
+    daemon.stop();
+    let acknowledged = receiver.received("log").len();
+    receiver.spawn();
+    daemon.restart();
+    let ended = ended_tasks(&daemon);
+    agent_work(&daemon, &ws, 2);
+    let lines = assert_all_arrived(&daemon, &receiver, ended + 1, BACKLOG_DEADLINE);
+    assert!(lines > acknowledged, "{lines} lines");
+    // The new process sent only what the old one had not had acknowledged.
+    assert_eq!(records_sent(&daemon), (lines - acknowledged) as u64);
     daemon.stop();
 }
