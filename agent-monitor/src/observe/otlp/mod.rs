@@ -334,7 +334,13 @@ async fn export_logs(
         health.backlog_bytes.store(backlog + p.bytes, Relaxed);
         // The same batch until the collector takes it.
         loop {
-            match client.logs(p.request.clone()).await {
+            // A stop does not wait for a slow collector: the batch is sent again by the
+            // next run (its cursor was not saved).
+            let sent = tokio::select! {
+                sent = client.logs(p.request.clone()) => sent,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match sent {
                 Ok(()) => {
                     if let Err(e) = tail::save_cursor(&cursor_file, &p.end) {
                         tracing::warn!(path = %cursor_file.display(), error = %e, "OTLP export: saving the cursor (records may be sent again after a restart)");
@@ -399,7 +405,11 @@ async fn export_metrics(
                 ..Default::default()
             }],
         };
-        match client.metrics(request).await {
+        let sent = tokio::select! {
+            sent = client.metrics(request) => sent,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match sent {
             Ok(()) => {
                 health.metrics_sent.fetch_add(1, Relaxed);
             }
