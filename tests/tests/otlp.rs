@@ -38,6 +38,25 @@ spec:
     )
 }
 
+/// An enforced scope whose violations kill the process (ERROR records).
+fn kill_scope(ws: &Path) -> String {
+    format!(
+        r#"apiVersion: agent-monitor.dev/v1
+kind: AgentScope
+metadata: {{name: otlp-kill, owner: otlp-team@example.org}}
+spec:
+  mode: enforce
+  onViolation: kill-process
+  exec:
+    allow: [/bin/sh, /usr/bin/cat]
+  files:
+    read: ["{ws}/**"]
+    deny: ["{ws}/secret.txt"]
+"#,
+        ws = ws.display()
+    )
+}
+
 struct Receiver {
     child: Option<Child>,
     protocol: &'static str,
@@ -236,7 +255,10 @@ fn assert_all_arrived(d: &Daemon, r: &Receiver, tasks: usize, deadline: Duration
         assert!(g["time_unix_nano"].as_u64().is_some_and(|t| t > 0), "{g}");
         if let Some(task) = body["agent"]["task"].as_str() {
             assert_eq!(g["attributes"]["agent_monitor.task"], task, "{g}");
-            assert_eq!(g["attributes"]["agent_monitor.scope"], "otlp", "{g}");
+            assert_eq!(
+                g["attributes"]["agent_monitor.scope"],
+                body["agent"]["scope"]
+            );
             assert_eq!(
                 g["attributes"]["agent_monitor.owner"],
                 "otlp-team@example.org"
@@ -295,11 +317,15 @@ fn setup(protocol: &'static str, extra: &[&str]) -> (tempfile::TempDir, PathBuf,
     let (guard, ws) = workspace();
     fs::create_dir(ws.join("out")).expect("mkdir out");
     fs::write(ws.join("a.txt"), "alpha\n").expect("write");
+    fs::write(ws.join("secret.txt"), "s3cret\n").expect("write");
     let receiver = Receiver::start(protocol, &ws);
     let endpoint = receiver.endpoint();
     let mut args = vec!["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol];
     args.extend_from_slice(extra);
-    let daemon = Daemon::start_with(&[("otlp.yaml", &scope(&ws))], &args);
+    let daemon = Daemon::start_with(
+        &[("otlp.yaml", &scope(&ws)), ("kill.yaml", &kill_scope(&ws))],
+        &args,
+    );
     (guard, ws, receiver, daemon)
 }
 
@@ -309,7 +335,11 @@ fn grpc_export_delivers_every_line_once_with_metrics() {
     for round in 0..3 {
         agent_work(&daemon, &ws, round);
     }
-    let lines = assert_all_arrived(&daemon, &receiver, 3, agent_monitor_e2e::DEADLINE);
+    // A violation that kills: an ERROR record.
+    let secret = format!("cat {}/secret.txt", ws.display());
+    let out = daemon.exec("otlp-kill", &[], &["/bin/sh", "-c", &secret]);
+    assert!(!out.status.success(), "{out:?}");
+    let lines = assert_all_arrived(&daemon, &receiver, 4, agent_monitor_e2e::DEADLINE);
     assert_eq!(records_sent(&daemon), lines as u64);
     let audit = audit_lines(&daemon.audit);
     assert!(
@@ -317,6 +347,17 @@ fn grpc_export_delivers_every_line_once_with_metrics() {
         "the work has violations (WARN records)"
     );
     assert!(lines > 6, "{lines} lines");
+    let errors: Vec<_> = receiver
+        .received("log")
+        .into_iter()
+        .filter(|g| g["severity_number"] == 17)
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|g| g["attributes"]["agent_monitor.scope"] == "otlp-kill"),
+        "an ERROR record of the kill: {errors:?}"
+    );
     assert_metrics(&daemon, &receiver);
     daemon.stop();
 }
