@@ -8,6 +8,10 @@ on 127.0.0.1, and appends one JSON line per log record and per metric to --out b
 answers (so an acknowledged request is always in the file).
 
     otlp_receiver.py --protocol grpc|http --out FILE --port-file FILE [--port N]
+                     [--reject-each N]
+
+--reject-each N answers every logs request with a partial success saying N records were
+rejected (all are still written to --out).
 
 The port it listens on is written to --port-file once it serves. SIGTERM stops it
 gracefully: requests in progress are answered first.
@@ -49,9 +53,17 @@ def attrs(kvs):
 
 
 class Store:
-    def __init__(self, path, protocol):
+    def __init__(self, path, protocol, reject_each):
         self.path = path
         self.protocol = protocol
+        self.reject_each = reject_each
+
+    def logs_response(self):
+        answer = logs_service_pb2.ExportLogsServiceResponse()
+        if self.reject_each:
+            answer.partial_success.rejected_log_records = self.reject_each
+            answer.partial_success.error_message = "rejected by the test receiver"
+        return answer
 
     def write(self, lines):
         with LOCK, open(self.path, "a", encoding="utf-8") as f:
@@ -108,7 +120,7 @@ class Logs(logs_service_pb2_grpc.LogsServiceServicer):
 
     def Export(self, request, context):
         self.store.logs(request)
-        return logs_service_pb2.ExportLogsServiceResponse()
+        return self.store.logs_response()
 
 
 class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
@@ -134,7 +146,7 @@ def serve_http(store, port):
         "/v1/logs": (
             logs_service_pb2.ExportLogsServiceRequest,
             store.logs,
-            logs_service_pb2.ExportLogsServiceResponse,
+            store.logs_response,
         ),
         "/v1/metrics": (
             metrics_service_pb2.ExportMetricsServiceRequest,
@@ -183,8 +195,9 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--port-file", required=True)
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--reject-each", type=int, default=0)
     args = p.parse_args()
-    store = Store(args.out, args.protocol)
+    store = Store(args.out, args.protocol, args.reject_each)
     serve = serve_grpc if args.protocol == "grpc" else serve_http
     port, stop = serve(store, args.port)
     if port == 0:

@@ -59,6 +59,8 @@ spec:
 
 struct Receiver {
     child: Option<Child>,
+    /// Extra arguments of the receiver (`--reject-each N`).
+    extra: Vec<String>,
     protocol: &'static str,
     out: PathBuf,
     port_file: PathBuf,
@@ -66,9 +68,10 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(protocol: &'static str, dir: &Path) -> Self {
+    fn start(protocol: &'static str, dir: &Path, extra: &[&str]) -> Self {
         let mut r = Self {
             child: None,
+            extra: extra.iter().map(ToString::to_string).collect(),
             protocol,
             out: dir.join("received.jsonl"),
             port_file: dir.join("receiver.port"),
@@ -95,6 +98,7 @@ impl Receiver {
             .arg("--port-file")
             .arg(&self.port_file)
             .args(["--port", &self.port.to_string()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .spawn()
             .expect("start the OTLP receiver");
@@ -313,12 +317,16 @@ fn assert_metrics(d: &Daemon, r: &Receiver) {
     }
 }
 
-fn setup(protocol: &'static str, extra: &[&str]) -> (tempfile::TempDir, PathBuf, Receiver, Daemon) {
+fn setup(
+    protocol: &'static str,
+    receiver_args: &[&str],
+    extra: &[&str],
+) -> (tempfile::TempDir, PathBuf, Receiver, Daemon) {
     let (guard, ws) = workspace();
     fs::create_dir(ws.join("out")).expect("mkdir out");
     fs::write(ws.join("a.txt"), "alpha\n").expect("write");
     fs::write(ws.join("secret.txt"), "s3cret\n").expect("write");
-    let receiver = Receiver::start(protocol, &ws);
+    let receiver = Receiver::start(protocol, &ws, receiver_args);
     let endpoint = receiver.endpoint();
     let mut args = vec!["--otlp-endpoint", &endpoint, "--otlp-protocol", protocol];
     args.extend_from_slice(extra);
@@ -331,7 +339,7 @@ fn setup(protocol: &'static str, extra: &[&str]) -> (tempfile::TempDir, PathBuf,
 
 #[test]
 fn grpc_export_delivers_every_line_once_with_metrics() {
-    let (_guard, ws, receiver, mut daemon) = setup("grpc", &[]);
+    let (_guard, ws, receiver, mut daemon) = setup("grpc", &[], &[]);
     for round in 0..3 {
         agent_work(&daemon, &ws, round);
     }
@@ -364,10 +372,20 @@ fn grpc_export_delivers_every_line_once_with_metrics() {
 
 #[test]
 fn http_protobuf_export_delivers_every_line_once() {
-    let (_guard, ws, receiver, mut daemon) = setup("http", &[]);
+    // The receiver answers each request "2 rejected" (a partial success): counted and
+    // shown, not sent again.
+    let (_guard, ws, receiver, mut daemon) = setup("http", &["--reject-each", "2"], &[]);
     agent_work(&daemon, &ws, 0);
     let lines = assert_all_arrived(&daemon, &receiver, 1, agent_monitor_e2e::DEADLINE);
     assert_eq!(records_sent(&daemon), lines as u64);
+    let otlp = &daemon.get_json("/v1/status")["otlp"];
+    assert!(otlp["records_rejected"].as_u64() >= Some(2), "{otlp}");
+    assert!(
+        otlp["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("rejected by the test receiver")),
+        "{otlp}"
+    );
     assert_metrics(&daemon, &receiver);
     daemon.stop();
 }
@@ -377,6 +395,7 @@ fn a_receiver_outage_loses_and_repeats_nothing() {
     // A small audit log: the backlog spans rotations.
     let (_guard, ws, mut receiver, mut daemon) = setup(
         "grpc",
+        &[],
         &["--audit-log-max-bytes", "4096", "--audit-log-keep", "50"],
     );
     agent_work(&daemon, &ws, 0);
@@ -412,7 +431,7 @@ fn a_receiver_outage_loses_and_repeats_nothing() {
 
 #[test]
 fn a_restarted_daemon_resumes_from_the_saved_cursor() {
-    let (_guard, ws, mut receiver, mut daemon) = setup("grpc", &[]);
+    let (_guard, ws, mut receiver, mut daemon) = setup("grpc", &[], &[]);
     agent_work(&daemon, &ws, 0);
     assert_all_arrived(&daemon, &receiver, 1, agent_monitor_e2e::DEADLINE);
     let cursor = PathBuf::from(format!("{}.otlp-cursor", daemon.audit.display()));

@@ -86,6 +86,7 @@ pub(crate) struct Health {
     /// Set when the export starts.
     endpoint: OnceLock<String>,
     records_sent: AtomicU64,
+    records_rejected: AtomicU64,
     batches_failed: AtomicU64,
     backlog_bytes: AtomicU64,
     metrics_sent: AtomicU64,
@@ -97,6 +98,9 @@ pub(crate) struct Health {
 pub(crate) struct HealthView {
     pub(crate) endpoint: String,
     pub(crate) records_sent: u64,
+    /// Records the collector answered it rejected (a partial success; not sent again).
+    #[serde(default)]
+    pub(crate) records_rejected: u64,
     pub(crate) batches_failed: u64,
     /// Audit-log bytes not yet acknowledged by the collector.
     pub(crate) backlog_bytes: u64,
@@ -117,6 +121,7 @@ impl Health {
         self.endpoint.get().map(|endpoint| HealthView {
             endpoint: endpoint.clone(),
             records_sent: self.records_sent.load(Relaxed),
+            records_rejected: self.records_rejected.load(Relaxed),
             batches_failed: self.batches_failed.load(Relaxed),
             backlog_bytes: self.backlog_bytes.load(Relaxed),
             metrics_sent: self.metrics_sent.load(Relaxed),
@@ -127,13 +132,19 @@ impl Health {
 
     /// The counters for the metrics endpoint, when the export is on: (name, help, value,
     /// is a counter).
-    pub(crate) fn metrics(&self) -> Option<[(&'static str, &'static str, u64, bool); 5]> {
+    pub(crate) fn metrics(&self) -> Option<[(&'static str, &'static str, u64, bool); 6]> {
         self.endpoint.get().map(|_| {
             [
                 (
                     "otlp_records_sent",
                     "Audit-log records the OTLP collector acknowledged",
                     self.records_sent.load(Relaxed),
+                    true,
+                ),
+                (
+                    "otlp_records_rejected",
+                    "Records the OTLP collector answered it rejected (partial success)",
+                    self.records_rejected.load(Relaxed),
                     true,
                 ),
                 (
@@ -341,7 +352,14 @@ async fn export_logs(
                 _ = stop.wait_for(|s| *s) => return,
             };
             match sent {
-                Ok(()) => {
+                Ok(rejected) => {
+                    if let Some((n, why)) = rejected {
+                        health.records_rejected.fetch_add(n, Relaxed);
+                        if let Ok(mut last) = health.last_error.lock() {
+                            *last = Some(format!("the collector rejected {n} records: {why}"));
+                        }
+                        tracing::warn!(rejected = n, reason = %why, "OTLP export: the collector rejected records of a batch");
+                    }
                     if let Err(e) = tail::save_cursor(&cursor_file, &p.end) {
                         tracing::warn!(path = %cursor_file.display(), error = %e, "OTLP export: saving the cursor (records may be sent again after a restart)");
                     }

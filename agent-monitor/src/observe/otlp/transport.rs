@@ -8,7 +8,9 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{Request, Uri, body::Bytes, header};
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsServiceRequest, logs_service_client::LogsServiceClient},
+    logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse, logs_service_client::LogsServiceClient,
+    },
     metrics::v1::{ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient},
 };
 use prost::Message as _;
@@ -86,22 +88,39 @@ impl Client {
         }
     }
 
-    /// Sends one batch of log records; Ok once the collector accepted it.
-    pub(crate) async fn logs(&mut self, req: ExportLogsServiceRequest) -> Result<(), OtlpError> {
-        match self {
+    /// Sends one batch of log records; Ok once the collector answered it, with the
+    /// records it said it rejected (a partial success: not sent again) and why.
+    pub(crate) async fn logs(
+        &mut self,
+        req: ExportLogsServiceRequest,
+    ) -> Result<Option<(u64, String)>, OtlpError> {
+        let answer = match self {
             Self::Grpc { logs, .. } => {
                 let answer = logs.export(req).await;
-                answer.map(|_| ()).map_err(|s| self.failed(grpc_reason(&s)))
+                answer
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| self.failed(grpc_reason(&s)))?
             }
             Self::Http {
                 authority, base, ..
             } => {
                 let path = format!("{base}/v1/logs");
-                post(authority, &path, req.encode_to_vec())
+                let body = post(authority, &path, req.encode_to_vec())
                     .await
-                    .map_err(|e| self.failed(e))
+                    .map_err(|e| self.failed(e))?;
+                // An answer that does not decode still acknowledged the batch (2xx).
+                ExportLogsServiceResponse::decode(body).unwrap_or_default()
             }
-        }
+        };
+        Ok(answer
+            .partial_success
+            .filter(|p| p.rejected_log_records > 0)
+            .map(|p| {
+                (
+                    u64::try_from(p.rejected_log_records).unwrap_or(0),
+                    p.error_message,
+                )
+            }))
     }
 
     pub(crate) async fn metrics(
@@ -119,6 +138,7 @@ impl Client {
                 let path = format!("{base}/v1/metrics");
                 post(authority, &path, req.encode_to_vec())
                     .await
+                    .map(|_| ())
                     .map_err(|e| self.failed(e))
             }
         }
@@ -129,8 +149,8 @@ fn grpc_reason(s: &tonic::Status) -> String {
     format!("gRPC {:?}: {}", s.code(), s.message())
 }
 
-/// `POST path` with a protobuf body; Ok on a 2xx answer.
-async fn post(authority: &str, path: &str, body: Vec<u8>) -> Result<(), String> {
+/// `POST path` with a protobuf body; the answer's body on a 2xx answer.
+async fn post(authority: &str, path: &str, body: Vec<u8>) -> Result<Bytes, String> {
     let stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(authority))
         .await
         .map_err(|_| "connect timed out".to_owned())?
@@ -158,7 +178,7 @@ async fn post(authority: &str, path: &str, body: Vec<u8>) -> Result<(), String> 
             .map_err(|e| e.to_string())?
             .to_bytes();
         if status.is_success() {
-            Ok(())
+            Ok(body)
         } else {
             Err(format!(
                 "HTTP {status}: {}",
