@@ -149,6 +149,10 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
             keep: rotation.keep,
             node_name: kube.as_ref().map(|k| k.node_name.clone()),
         });
+    // A bad endpoint fails the start before anything is loaded.
+    if let Some(settings) = &otlp {
+        otlp::check(settings)?;
+    }
     Ok((
         DaemonConfig {
             scopes_dir: pick(&args.scopes, &file.scopes, "/etc/agent-monitor/scopes.d"),

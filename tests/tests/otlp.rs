@@ -452,3 +452,26 @@ fn a_restarted_daemon_resumes_from_the_saved_cursor() {
     assert_eq!(records_sent(&daemon), (lines - acknowledged) as u64);
     daemon.stop();
 }
+
+#[test]
+fn an_unusable_endpoint_fails_the_start_before_anything_is_loaded() {
+    let (_guard, ws) = workspace();
+    for (endpoint, says) in [
+        ("https://collector:4317", "TLS is not supported"),
+        ("collector:4317", "expected http://HOST:PORT"),
+    ] {
+        let out = Command::new(agent_monitor_e2e::binary())
+            .args(["run", "--scopes"])
+            .arg(ws.join("no-such-dir"))
+            .arg("--audit-log")
+            .arg(ws.join("audit.jsonl"))
+            .args(["--otlp-endpoint", endpoint])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run agent-monitor");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{endpoint}: {stderr}");
+        assert!(stderr.contains(says), "{endpoint}: {stderr}");
+        assert!(!ws.join("audit.jsonl").exists(), "nothing was opened");
+    }
+}

@@ -206,6 +206,11 @@ fn scope() -> InstrumentationScope {
     }
 }
 
+/// Checks the endpoint before anything is loaded (a bad one is a startup error).
+pub(crate) fn check(settings: &Settings) -> Result<(), OtlpError> {
+    transport::parse(&settings.endpoint).map(drop)
+}
+
 /// Starts the log and metrics exporters; they end when `stop` turns true. Fails on an
 /// unusable endpoint.
 pub(crate) fn spawn(

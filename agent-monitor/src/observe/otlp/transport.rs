@@ -44,18 +44,7 @@ impl Client {
             endpoint: endpoint.to_owned(),
             reason: reason.to_owned(),
         };
-        let uri: Uri = endpoint
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "TLS is not supported: use http:// to a collector on loopback or in the cluster network",
-                ));
-            }
-            _ => return Err(bad("expected http://HOST:PORT")),
-        }
+        let uri = parse(endpoint)?;
         let authority = uri.authority().ok_or_else(|| bad("no host"))?.to_string();
         Ok(match protocol {
             Protocol::Grpc => {
@@ -143,6 +132,30 @@ impl Client {
             }
         }
     }
+}
+
+/// `endpoint` as a plaintext `http://HOST:PORT[/path]` URI.
+pub(crate) fn parse(endpoint: &str) -> Result<Uri, OtlpError> {
+    let bad = |reason: &str| OtlpError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: Uri = endpoint
+        .parse()
+        .map_err(|e: hyper::http::uri::InvalidUri| bad(&e.to_string()))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(bad(
+                "TLS is not supported: use http:// to a collector on loopback or in the cluster network",
+            ));
+        }
+        _ => return Err(bad("expected http://HOST:PORT")),
+    }
+    if uri.authority().is_none() {
+        return Err(bad("no host"));
+    }
+    Ok(uri)
 }
 
 fn grpc_reason(s: &tonic::Status) -> String {
