@@ -62,7 +62,8 @@ struct RunOptions {
     rotation: Rotation,
     kube: Option<kubernetes::Settings>,
     dns: dns::DnsSettings,
-    otlp: Option<otlp::Settings>,
+    /// `--otlp-endpoint` and `--otlp-protocol`, checked.
+    otlp: Option<(String, otlp::Protocol)>,
 }
 
 /// `--dns-*` (flags win over the config file); the upstream defaults to the first
@@ -91,6 +92,43 @@ fn dns_settings(args: &RunArgs, file: &ConfigFile) -> anyhow::Result<dns::DnsSet
     })
 }
 
+/// `--otlp-*` (flags win over the config file); a bad endpoint fails the start here, before
+/// anything is loaded.
+fn otlp_endpoint(
+    args: &RunArgs,
+    file: &ConfigFile,
+) -> anyhow::Result<Option<(String, otlp::Protocol)>> {
+    let Some(endpoint) = args
+        .otlp_endpoint
+        .clone()
+        .or_else(|| file.otlp_endpoint.clone())
+    else {
+        return Ok(None);
+    };
+    otlp::check(&endpoint)?;
+    let protocol = args
+        .otlp_protocol
+        .or(file.otlp_protocol)
+        .unwrap_or_default();
+    Ok(Some((endpoint, protocol)))
+}
+
+/// What the OpenTelemetry exporter needs, when it is on.
+fn otlp_settings(
+    endpoint: Option<(String, otlp::Protocol)>,
+    config: &DaemonConfig,
+    rotation: Rotation,
+    kube: Option<&kubernetes::Settings>,
+) -> Option<otlp::Settings> {
+    endpoint.map(|(endpoint, protocol)| otlp::Settings {
+        endpoint,
+        protocol,
+        audit_log: config.audit_log.clone(),
+        keep: rotation.keep,
+        node_name: kube.map(|k| k.node_name.clone()),
+    })
+}
+
 fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
@@ -104,6 +142,7 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
     let kube =
         kubernetes::Settings::resolve(file.kubernetes.as_ref(), std::env::var("NODE_NAME").ok())?;
     let dns = dns_settings(args, &file)?;
+    let otlp = otlp_endpoint(args, &file)?;
     let pick = |flag: &Option<PathBuf>, file: &Option<PathBuf>, default: &str| {
         flag.clone()
             .or_else(|| file.clone())
@@ -120,46 +159,17 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
                 .unwrap_or_else(|| std::path::Path::new("/run/agent-monitor"))
                 .join("state.json")
         });
-    let audit_log = pick(
-        &args.audit_log,
-        &file.audit_log,
-        "/var/log/agent-monitor/audit.jsonl",
-    );
-    let rotation = Rotation {
-        max_bytes: args
-            .audit_log_max_bytes
-            .or(file.audit_log_max_bytes)
-            .unwrap_or(Rotation::default().max_bytes),
-        keep: args
-            .audit_log_keep
-            .or(file.audit_log_keep)
-            .unwrap_or(Rotation::default().keep),
-    };
-    let otlp = args
-        .otlp_endpoint
-        .clone()
-        .or(file.otlp_endpoint)
-        .map(|endpoint| otlp::Settings {
-            endpoint,
-            protocol: args
-                .otlp_protocol
-                .or(file.otlp_protocol)
-                .unwrap_or_default(),
-            audit_log: audit_log.clone(),
-            keep: rotation.keep,
-            node_name: kube.as_ref().map(|k| k.node_name.clone()),
-        });
-    // A bad endpoint fails the start before anything is loaded.
-    if let Some(settings) = &otlp {
-        otlp::check(settings)?;
-    }
     Ok((
         DaemonConfig {
             scopes_dir: pick(&args.scopes, &file.scopes, "/etc/agent-monitor/scopes.d"),
             socket,
             pin_path: pick(&args.pin_path, &file.pin_path, "/sys/fs/bpf/agent-monitor"),
             state_file,
-            audit_log,
+            audit_log: pick(
+                &args.audit_log,
+                &file.audit_log,
+                "/var/log/agent-monitor/audit.jsonl",
+            ),
             cgroup_parent: args
                 .cgroup_parent
                 .clone()
@@ -181,7 +191,16 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
                     None => None,
                 },
             },
-            rotation,
+            rotation: Rotation {
+                max_bytes: args
+                    .audit_log_max_bytes
+                    .or(file.audit_log_max_bytes)
+                    .unwrap_or(Rotation::default().max_bytes),
+                keep: args
+                    .audit_log_keep
+                    .or(file.audit_log_keep)
+                    .unwrap_or(Rotation::default().keep),
+            },
             kube,
             dns,
             otlp,
@@ -217,7 +236,7 @@ fn log_attached(
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, options) = config(&args)?;
     let kube = options.kube;
-    let otlp = options.otlp;
+    let otlp = otlp_settings(options.otlp, &config, options.rotation, kube.as_ref());
     // A misconfigured API client fails the start, before anything is loaded.
     let kube_client = match &kube {
         Some(settings) => Some(settings.client().await?),

@@ -207,8 +207,8 @@ fn scope() -> InstrumentationScope {
 }
 
 /// Checks the endpoint before anything is loaded (a bad one is a startup error).
-pub(crate) fn check(settings: &Settings) -> Result<(), OtlpError> {
-    transport::parse(&settings.endpoint).map(drop)
+pub(crate) fn check(endpoint: &str) -> Result<(), OtlpError> {
+    transport::parse(endpoint).map(drop)
 }
 
 /// Starts the log and metrics exporters; they end when `stop` turns true. Fails on an
