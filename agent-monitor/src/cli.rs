@@ -149,6 +149,14 @@ pub(crate) struct RunArgs {
     /// How a question outside the agent's host rules is answered in enforce mode.
     #[arg(long, value_enum)]
     pub(crate) dns_refuse: Option<crate::control::dns::Refusal>,
+    /// Send every audit-log record and the metrics to this OpenTelemetry collector
+    /// (`http://HOST:PORT`; plaintext, no TLS).
+    #[arg(long)]
+    pub(crate) otlp_endpoint: Option<String>,
+    /// OTLP transport: `grpc` (default) or `http` (HTTP/protobuf to <endpoint>/v1/logs and
+    /// /v1/metrics).
+    #[arg(long, value_enum)]
+    pub(crate) otlp_protocol: Option<crate::observe::otlp::Protocol>,
 }
 
 impl RunArgs {

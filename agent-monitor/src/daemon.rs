@@ -20,6 +20,7 @@ use crate::{
     kernel::pins::Pins,
     kernel::reader,
     kernel::ring_fill::RingFill,
+    observe::otlp,
     observe::sink::{Rotation, Sinks},
     pipeline::{Pipeline, writer::Writer},
 };
@@ -45,6 +46,9 @@ struct ConfigFile {
     dns_upstream: Option<String>,
     dns_min_ttl: Option<String>,
     dns_refuse: Option<dns::Refusal>,
+    /// OpenTelemetry export (`--otlp-endpoint`, `--otlp-protocol`).
+    otlp_endpoint: Option<String>,
+    otlp_protocol: Option<otlp::Protocol>,
 }
 
 /// 4 MiB: about 6,500 file events, some 60 ms of a burst at 100k events/s. Events that carry
@@ -60,6 +64,8 @@ struct RunOptions {
     audit_format: crate::observe::ocsf::AuditFormat,
     kube: Option<kubernetes::Settings>,
     dns: dns::DnsSettings,
+    /// `--otlp-endpoint` and `--otlp-protocol`, checked.
+    otlp: Option<(String, otlp::Protocol)>,
 }
 
 /// `--dns-*` (flags win over the config file); the upstream defaults to the first
@@ -88,6 +94,43 @@ fn dns_settings(args: &RunArgs, file: &ConfigFile) -> anyhow::Result<dns::DnsSet
     })
 }
 
+/// `--otlp-*` (flags win over the config file); a bad endpoint fails the start here, before
+/// anything is loaded.
+fn otlp_endpoint(
+    args: &RunArgs,
+    file: &ConfigFile,
+) -> anyhow::Result<Option<(String, otlp::Protocol)>> {
+    let Some(endpoint) = args
+        .otlp_endpoint
+        .clone()
+        .or_else(|| file.otlp_endpoint.clone())
+    else {
+        return Ok(None);
+    };
+    otlp::check(&endpoint)?;
+    let protocol = args
+        .otlp_protocol
+        .or(file.otlp_protocol)
+        .unwrap_or_default();
+    Ok(Some((endpoint, protocol)))
+}
+
+/// What the OpenTelemetry exporter needs, when it is on.
+fn otlp_settings(
+    endpoint: Option<(String, otlp::Protocol)>,
+    config: &DaemonConfig,
+    rotation: Rotation,
+    kube: Option<&kubernetes::Settings>,
+) -> Option<otlp::Settings> {
+    endpoint.map(|(endpoint, protocol)| otlp::Settings {
+        endpoint,
+        protocol,
+        audit_log: config.audit_log.clone(),
+        keep: rotation.keep,
+        node_name: kube.map(|k| k.node_name.clone()),
+    })
+}
+
 fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
     let file: ConfigFile = match &args.config {
         Some(path) => {
@@ -101,6 +144,7 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
     let kube =
         kubernetes::Settings::resolve(file.kubernetes.as_ref(), std::env::var("NODE_NAME").ok())?;
     let dns = dns_settings(args, &file)?;
+    let otlp = otlp_endpoint(args, &file)?;
     let pick = |flag: &Option<PathBuf>, file: &Option<PathBuf>, default: &str| {
         flag.clone()
             .or_else(|| file.clone())
@@ -162,6 +206,7 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
             audit_format: args.audit_format.or(file.audit_format).unwrap_or_default(),
             kube,
             dns,
+            otlp,
         },
     ))
 }
@@ -194,6 +239,7 @@ fn log_attached(
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, options) = config(&args)?;
     let kube = options.kube;
+    let otlp = otlp_settings(options.otlp, &config, options.rotation, kube.as_ref());
     // A misconfigured API client fails the start, before anything is loaded.
     let kube_client = match &kube {
         Some(settings) => Some(settings.client().await?),
@@ -257,6 +303,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         ))),
         _ => None,
     };
+    let exporters = match otlp {
+        Some(settings) => Vec::from(otlp::spawn(&shared, settings, &stop_rx)?),
+        None => Vec::new(),
+    };
     spawn_readiness(shared.config.socket.clone());
     tracing::info!(socket = %shared.config.socket.display(), "agent-monitor running");
 
@@ -273,6 +323,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         Ok(Ok(())) => {}
     }
     let _ = sweeper.await;
+    for e in exporters {
+        let _ = e.await;
+    }
     // Nothing left to watch: the syscall hooks go with this process.
     shared.release_idle_syscall_hooks();
     if args.release_on_exit {

@@ -276,9 +276,18 @@ const OCSF_JSON_SCHEMA: &[&str] = &[
     "typing_extensions==4.16.0",
 ];
 
+/// The OTLP receiver of the export tests (`tests/otlp_receiver.py`): the official generated
+/// OTLP messages and services, and gRPC, pinned (`pip freeze` of a fresh install).
+const OTLP_RECEIVER: &[&str] = &[
+    "opentelemetry-proto==1.45.2",
+    "grpcio==1.85.3",
+    "protobuf==7.36.2",
+    "typing_extensions==4.16.0",
+];
+
 /// Every pinned `PyPI` package the tests use, one group per tool; the venv is reinstalled
 /// when this list changes (a stamp file in the venv holds the list it was built from).
-const PYTHON_TOOLS: &[&[&str]] = &[KUBERNETES_VALIDATE, OCSF_JSON_SCHEMA];
+const PYTHON_TOOLS: &[&[&str]] = &[KUBERNETES_VALIDATE, OCSF_JSON_SCHEMA, OTLP_RECEIVER];
 
 /// The virtualenv holding kubernetes-validate (the deployment tests look for it here).
 pub fn tools_venv(root: &Path) -> PathBuf {

@@ -22,6 +22,13 @@ use crate::control::state::Shared;
 pub(crate) use auth::resolve_group;
 pub(crate) use server::{ServeOptions, serve};
 
+/// The `GET /metrics` exposition (the OpenTelemetry export sends it too).
+pub(crate) fn metrics_text(
+    shared: &crate::control::state::Shared,
+) -> Result<String, std::fmt::Error> {
+    shared.observed.metrics.render(&scrape::snapshot(shared))
+}
+
 /// Largest request body (a `scope_yaml` fits many times).
 pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
 /// A request (body included) is answered within this, or gets `408 timeout`.

@@ -124,6 +124,19 @@ pub(super) fn snapshot(shared: &Shared) -> Registry {
         hooks.get_or_create(&[("state", state)]).inc();
     }
     r.register("hooks", "Kernel hooks, by state", hooks);
+    if let Some(export) = shared.observed.export.metrics() {
+        for (name, help, value, counter) in export {
+            if counter {
+                r.register(name, help, ConstCounter::new(value));
+            } else {
+                r.register(
+                    name,
+                    help,
+                    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)),
+                );
+            }
+        }
+    }
     r.register(
         "uptime_seconds",
         "Seconds since the daemon started",

@@ -45,6 +45,9 @@ pub(crate) struct StatusView {
     pub(crate) followers: usize,
     /// How full the event ring buffer is (None when it could not be watched).
     pub(crate) ring_buffer: Option<RingUsage>,
+    /// The OpenTelemetry export's health (absent when it is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) otlp: Option<crate::observe::otlp::HealthView>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -238,5 +241,6 @@ pub(crate) fn view(shared: &Shared) -> StatusView {
         audit_log: shared.config.audit_log.display().to_string(),
         followers: shared.observed.feed.followers(),
         ring_buffer: shared.observed.metrics.ring_usage(),
+        otlp: shared.observed.export.view(),
     }
 }

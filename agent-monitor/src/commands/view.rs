@@ -94,6 +94,19 @@ pub(crate) fn render_status(v: &StatusView) -> String {
         "tasks:    {}  followers: {}  audit log: {}",
         v.tasks, v.followers, v.audit_log
     );
+    if let Some(o) = &v.otlp {
+        let _ = writeln!(
+            out,
+            "otlp:     {} records sent to {}, {} batches failed, {} bytes behind{}",
+            o.records_sent,
+            o.endpoint,
+            o.batches_failed,
+            o.backlog_bytes,
+            o.last_error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; last error: {e}"))
+        );
+    }
     if v.degraded.is_empty() {
         let _ = writeln!(out, "degraded: none");
     }

@@ -183,6 +183,8 @@ pub(crate) struct Observed {
     pub(crate) feed: Feed,
     pub(crate) usage: Usage,
     pub(crate) metrics: Metrics,
+    /// The OpenTelemetry exporter's health (idle unless `--otlp-endpoint`).
+    pub(crate) export: crate::observe::otlp::Health,
 }
 
 impl Observed {
@@ -191,6 +193,7 @@ impl Observed {
             feed: Feed::new(),
             usage: Usage::default(),
             metrics: Metrics::new(),
+            export: crate::observe::otlp::Health::default(),
         }
     }
 }
