@@ -17,7 +17,7 @@ use agent_monitor_common::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint, links::FdLink},
+    programs::links::FdLink,
 };
 use serde::Serialize;
 
@@ -30,6 +30,10 @@ use super::{
     tracefs::{self, Verdict},
 };
 use crate::host::cgroupfs::Cgroup2;
+
+mod attach;
+
+use attach::{attach_sock_addr, attach_tracepoint};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LoadError {
@@ -469,21 +473,6 @@ fn write_protected(
     Ok(())
 }
 
-/// Why a hook did not attach (shown in its status).
-#[derive(Debug, thiserror::Error)]
-enum AttachError {
-    #[error("program missing from the object")]
-    NoProgram,
-    #[error(transparent)]
-    Program(#[from] aya::programs::ProgramError),
-    #[error("load: {0}")]
-    Load(String),
-    #[error("attach: {0}")]
-    Attach(String),
-    #[error("not a bpf_link: {0}")]
-    NotLink(#[from] aya::programs::links::LinkError),
-}
-
 /// The hooks that watch one syscall (its [`Hook`]). The file syscalls: `sys_exit_file`
 /// reads their arguments from the saved user registers at exit (no entry hook). The escape
 /// syscalls: `sys_exit_escape`, and `sys_enter_escape` for the signals. The rest of what the
@@ -522,66 +511,6 @@ fn syscall_hooks(s: &Syscall, hooks: &mut Vec<tracefs::Hook>) {
         && matches!(s.class, Class::Refuse | Class::Args)
     {
         attach("sys_exit_refused", format!("sys_exit_{}", s.name), false);
-    }
-}
-
-/// Attaches `hook` (its record layout already checked), named `target` in the status.
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    hook: &tracefs::Hook,
-    target: String,
-    links: &mut Vec<(String, FdLink)>,
-) -> HookStatus {
-    let (program, category, name) = (hook.program, hook.category, hook.name.as_str());
-    let result = (|| -> Result<(), AttachError> {
-        let prog: &mut TracePoint = ebpf
-            .program_mut(program)
-            .ok_or(AttachError::NoProgram)?
-            .try_into()?;
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|e| AttachError::Load(error_chain(&e)))?;
-        }
-        let id = prog
-            .attach(category, name)
-            .map_err(|e| AttachError::Attach(error_chain(&e)))?;
-        links.push((target.clone(), FdLink::try_from(prog.take_link(id)?)?));
-        Ok(())
-    })();
-    status(program, target, result.map_err(|e| e.to_string()))
-}
-
-fn attach_sock_addr(
-    ebpf: &mut Ebpf,
-    program: &'static str,
-    root_fd: &fs::File,
-    root: &Path,
-    links: &mut Vec<(String, FdLink)>,
-) -> HookStatus {
-    let target = format!("cgroup:{program}@{}", root.display());
-    let result = (|| -> Result<(), AttachError> {
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(program)
-            .ok_or(AttachError::NoProgram)?
-            .try_into()?;
-        prog.load()
-            .map_err(|e| AttachError::Load(error_chain(&e)))?;
-        // Single: through bpf_link the kernel attaches as multi anyway; AllowMultiple makes
-        // link creation fail with EINVAL.
-        let id = prog
-            .attach(root_fd, CgroupAttachMode::Single)
-            .map_err(|e| AttachError::Attach(error_chain(&e)))?;
-        let link = FdLink::try_from(prog.take_link(id)?)?;
-        links.push((format!("cgroup:{program}@{}", root.display()), link));
-        Ok(())
-    })();
-    status(program, target, result.map_err(|e| e.to_string()))
-}
-
-fn status(program: &'static str, target: String, result: Result<(), String>) -> HookStatus {
-    match result {
-        Ok(()) => HookStatus::ok(program, target),
-        Err(e) => HookStatus::failed(program, target, e),
     }
 }
 

@@ -6,16 +6,20 @@ use std::{ffi::OsStr, net::IpAddr, os::unix::ffi::OsStrExt as _, path::Path};
 use super::{Header, dirs::DirIndex};
 use crate::{
     host::mounts::Protected,
-    kernel::decoder::{Event, FileId, FileOp, NetOp as WireNetOp},
+    kernel::decoder::{Event, FileOp, NetOp as WireNetOp},
     observe::record::{EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef},
     pipeline::proctable::ProcInfo,
-    pipeline::resolve::{AT_FDCWD, Actor, Follow, Resolved, fd_path, resolve},
+    pipeline::resolve::{AT_FDCWD, Actor, Follow, Resolved, resolve},
     policy::{
         Activity, Context, Dimension, FileAccess, NetOp, Protocol, Verdict as PolicyVerdict,
         Violation,
     },
     scope::Scope,
 };
+
+mod file;
+
+use file::{Named, file};
 
 /// What one event asks the policy, with what the record shows of its object.
 pub(super) struct Judged {
@@ -323,145 +327,6 @@ fn exec(h: &Header, proc: &mut ProcInfo, filename: &Path, argv: &[String]) -> Ju
     }
 }
 
-/// A path as a syscall named it: relative to `dirfd`, which referred to `dir` then.
-#[derive(Clone, Copy)]
-struct Named<'a> {
-    dirfd: i32,
-    path: &'a Path,
-    dir: Option<FileId>,
-}
-
-impl Named<'_> {
-    /// Resolves the path; one relative to a directory descriptor starts from the
-    /// directory the descriptor was when the syscall ran, also if it is closed by now.
-    fn resolve(
-        &self,
-        actor: &Actor<'_>,
-        dirs: &mut DirIndex,
-        follow: Follow,
-        fd: Option<i64>,
-    ) -> Resolved {
-        if self.dirfd >= 0
-            && !self.path.as_os_str().is_empty()
-            && !self.path.is_absolute()
-            && let Some(base) = self.dir.and_then(|id| dirs.base(actor, self.dirfd, id))
-        {
-            return resolve(actor, AT_FDCWD, &base.join(self.path), follow);
-        }
-        resolve_named(actor, self.dirfd, self.path, follow, fd)
-    }
-}
-
-/// openat2 with `RESOLVE_IN_ROOT` whose descriptor is gone: the path is relative to the
-/// dirfd whether or not it starts with `/`, and the kernel never let it leave that
-/// directory, so a name that resolves outside it is a guess (inexact).
-fn in_root_named(
-    actor: &Actor<'_>,
-    dirs: &mut DirIndex,
-    named: Named<'_>,
-    follow: Follow,
-) -> Resolved {
-    let relative = named.path.strip_prefix("/").unwrap_or(named.path);
-    let base = Named {
-        path: Path::new("."),
-        ..named
-    }
-    .resolve(actor, dirs, Follow::Last, None);
-    let within = Named {
-        path: relative,
-        ..named
-    };
-    let mut r = within.resolve(actor, dirs, follow, None);
-    if !r.exact || !r.path.starts_with(&base.path) {
-        r.exact = false;
-    }
-    r
-}
-
-/// An open, unlink or rename: the path(s) it named, or for a held open what its descriptor
-/// really is. `opened`: what an open's new descriptor refers to.
-fn file(
-    actor: &Actor<'_>,
-    dirs: &mut DirIndex,
-    held: bool,
-    op: FileOp,
-    named: Named<'_>,
-    named2: Named<'_>,
-    (ret, opened): (i64, Option<FileId>),
-) -> Judged {
-    let (dirfd, path) = (named.dirfd, named.path);
-    let (access, follow) = match op {
-        FileOp::Open { flags, .. } => (classify_open(flags), Follow::Last),
-        FileOp::Unlink => (FileAccess::Unlink, Follow::NotLast),
-        FileOp::Truncate => (FileAccess::Truncate, Follow::Last),
-        FileOp::Link => (FileAccess::Link, Follow::NotLast),
-        FileOp::Make { .. } => (FileAccess::Create, Follow::NotLast),
-        FileOp::Exec => (FileAccess::Read, Follow::Last),
-        FileOp::Rename | FileOp::Chdir | FileOp::ConnectUnix { .. } | FileOp::Listen => {
-            (FileAccess::Rename, Follow::NotLast)
-        }
-    };
-    // The descriptor that names the file: what an open returned, or what ftruncate was
-    // given (its `path` is empty). A refused call has none.
-    let fd = match op {
-        FileOp::Open { .. } if ret >= 0 => Some(ret),
-        FileOp::Truncate if path.as_os_str().is_empty() => Some(i64::from(dirfd)),
-        _ => None,
-    };
-    // A held open's descriptor is still there: it names what was really opened. So does
-    // the descriptor of an open resolved in a root of the caller's choosing, while it is
-    // open: the path as named means nothing outside that root.
-    let in_root = matches!(op, FileOp::Open { in_root: true, .. });
-    let r = fd
-        .filter(|_| held || in_root)
-        .and_then(|fd| opened_path(actor, fd))
-        .unwrap_or_else(|| {
-            if in_root {
-                in_root_named(actor, dirs, named, follow)
-            } else {
-                named.resolve(actor, dirs, follow, fd)
-            }
-        });
-    if let (FileOp::Open { flags, .. }, Some(id), true) = (op, opened, r.exact) {
-        // A directory opened now may be the base of the process's next *at calls.
-        if flags & O_DIRECTORY != 0 {
-            dirs.learn(id, r.path.clone());
-        } else if flags & (O_ACCMODE | O_CREAT) == 0 {
-            dirs.learn_if_dir(id, &r.path);
-        }
-    }
-    let new_path = matches!(op, FileOp::Rename | FileOp::Link)
-        .then(|| named2.resolve(actor, dirs, Follow::NotLast, None))
-        .map(|to| to.path.to_string_lossy().into_owned());
-    if op == FileOp::Exec {
-        return Judged {
-            kind: Kind::Exec,
-            exec: Some(ExecObject {
-                path: r.path.to_string_lossy().into_owned(),
-                argv: Vec::new(),
-                script: None,
-            }),
-            file: None,
-            net: None,
-            escape: None,
-            preset: None,
-        };
-    }
-    Judged {
-        kind: Kind::File,
-        file: Some(FileObject {
-            path: r.path.to_string_lossy().into_owned(),
-            access,
-            new_path,
-            unresolved: !r.exact,
-        }),
-        net: None,
-        exec: None,
-        escape: None,
-        preset: None,
-    }
-}
-
 /// A connect to a Unix-domain socket, judged as a write of the socket file (connecting
 /// needs write permission on it); an abstract name has no file and is judged as `@name`.
 fn unix_connect(
@@ -530,26 +395,6 @@ fn listening(h: &Header, fd: i32) -> Option<Judged> {
     })
 }
 
-/// Resolves a path an operation named. A successful open, unlink or rename never names an
-/// empty path: an empty one could not be read from the caller's memory, and resolving ""
-/// would wrongly give the working directory. An open's file is then taken from its new fd.
-fn resolve_named(
-    actor: &Actor<'_>,
-    dirfd: i32,
-    raw: &Path,
-    follow: Follow,
-    fd: Option<i64>,
-) -> Resolved {
-    if !raw.as_os_str().is_empty() {
-        return resolve(actor, dirfd, raw, follow);
-    }
-    fd.and_then(|fd| opened_path(actor, fd))
-        .unwrap_or_else(|| Resolved {
-            path: "<unreadable path>".into(),
-            exact: false,
-        })
-}
-
 /// The violation behind a kernel kill the path-based policy did not see.
 fn kernel_verdict(judged: &Judged) -> PolicyVerdict {
     if let Some(e) = &judged.exec {
@@ -570,35 +415,8 @@ fn kernel_verdict(judged: &Judged) -> PolicyVerdict {
     )
 }
 
-/// What descriptor `fd` of the acting thread refers to, from /proc (canonical: symlinks,
-/// `..`, dirfds and /proc/self/root are already resolved by the kernel).
-fn opened_path(actor: &Actor<'_>, fd: i64) -> Option<Resolved> {
-    fd_path(actor, fd).map(|path| Resolved { path, exact: true })
-}
-
 fn display_addr(addr: &IpAddr) -> String {
     addr.to_string()
-}
-
-const O_ACCMODE: u32 = 0o3;
-const O_WRONLY: u32 = 0o1;
-const O_RDWR: u32 = 0o2;
-const O_CREAT: u32 = 0o100;
-const O_TRUNC: u32 = 0o1000;
-const O_DIRECTORY: u32 = 0o200_000;
-
-/// open(2) flags -> the access the policy judges. `O_CREAT` is a create even when the file
-/// existed (the caller asked to be allowed to create it).
-pub(crate) fn classify_open(flags: u32) -> FileAccess {
-    if flags & (O_DIRECTORY | O_ACCMODE | O_CREAT | O_TRUNC) == O_DIRECTORY {
-        FileAccess::List
-    } else if flags & O_CREAT != 0 {
-        FileAccess::Create
-    } else if matches!(flags & O_ACCMODE, O_WRONLY | O_RDWR) || flags & O_TRUNC != 0 {
-        FileAccess::Write
-    } else {
-        FileAccess::Read
-    }
 }
 
 pub(super) fn process_ref(h: &Header, proc: &ProcInfo, cgroup: String) -> ProcessRef {
@@ -612,21 +430,5 @@ pub(super) fn process_ref(h: &Header, proc: &ProcInfo, cgroup: String) -> Proces
             .as_deref()
             .map(|p: &Path| p.to_string_lossy().into_owned()),
         cgroup: Some(cgroup),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn open_flags_classify() {
-        assert_eq!(classify_open(0), FileAccess::Read);
-        assert_eq!(classify_open(0o1), FileAccess::Write);
-        assert_eq!(classify_open(0o2), FileAccess::Write);
-        assert_eq!(classify_open(0o1000), FileAccess::Write);
-        assert_eq!(classify_open(0o101), FileAccess::Create);
-        assert_eq!(classify_open(0o200_000), FileAccess::List); // O_DIRECTORY
-        assert_eq!(classify_open(0o200_002), FileAccess::Write);
     }
 }
