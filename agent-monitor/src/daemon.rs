@@ -236,6 +236,11 @@ fn log_attached(
     tracing::info!(attached, failed = hooks.len() - attached, cgroup2 = %cgroup2.root().display(), "hooks attached");
 }
 
+fn log_scopes(shared: &Shared) {
+    let catalog = shared.catalog();
+    tracing::info!(scopes = ?catalog.all().map(|s| s.name.as_str()).collect::<Vec<_>>(), rejected = catalog.problems().len(), "scopes loaded");
+}
+
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (config, options) = config(&args)?;
     let kube = options.kube;
@@ -273,10 +278,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     if restored > 0 {
         tracing::info!(tasks = restored, "tasks of the previous run restored");
     }
-    {
-        let catalog = shared.catalog();
-        tracing::info!(scopes = ?catalog.all().map(|s| s.name.as_str()).collect::<Vec<_>>(), rejected = catalog.problems().len(), "scopes loaded");
-    }
+    log_scopes(&shared);
     pods_configured(&shared, kube.is_some());
     shared.discover_existing();
     observe_setup(&shared, &rings.events, options.ring_bytes);
