@@ -475,3 +475,65 @@ fn an_unusable_endpoint_fails_the_start_before_anything_is_loaded() {
         assert!(!ws.join("audit.jsonl").exists(), "nothing was opened");
     }
 }
+
+/// OCSF severity to OTLP severity number, as the exporter maps it.
+fn ocsf_severity(severity_id: u64) -> u64 {
+    match severity_id {
+        1 => 9,
+        2 => 13,
+        3 => 14,
+        4 => 17,
+        5 => 21,
+        6 => 22,
+        _ => 0,
+    }
+}
+
+#[test]
+fn an_ocsf_audit_log_is_exported_as_ocsf_events() {
+    let (_guard, ws, receiver, mut daemon) = setup("grpc", &[], &["--audit-format", "ocsf"]);
+    agent_work(&daemon, &ws, 0);
+    let secret = format!("cat {}/secret.txt", ws.display());
+    let out = daemon.exec("otlp-kill", &[], &["/bin/sh", "-c", &secret]);
+    assert!(!out.status.success(), "{out:?}");
+    // Two tasks ended (Application Lifecycle, Stop) and everything sent.
+    let ended = |audit: &[Value]| {
+        audit
+            .iter()
+            .filter(|l| l["class_uid"] == 6002 && l["activity_id"] == 4)
+            .count()
+    };
+    wait_for("every OCSF line sent", || {
+        let audit = audit_lines(&daemon.audit);
+        (ended(&audit) >= 2
+            && receiver.received("log").len() >= audit.len()
+            && daemon.get_json("/v1/status")["otlp"]["backlog_bytes"] == 0)
+            .then_some(())
+    });
+    let audit = audit_lines(&daemon.audit);
+    assert!(audit.iter().all(|l| l["class_uid"].is_u64()), "not OCSF");
+    let got = receiver.received("log");
+    let want = counts(audit.iter().cloned());
+    let have = counts(got.iter().map(|g| g["body"].clone()));
+    assert_eq!(want, have, "each OCSF line exactly once");
+    for g in &got {
+        let body = &g["body"];
+        let sev = body["severity_id"].as_u64().expect("severity_id");
+        assert_eq!(g["severity_number"], ocsf_severity(sev), "{g}");
+        assert_eq!(g["attributes"]["ocsf.class_uid"], body["class_uid"], "{g}");
+        if let Some(task) = body["actor"]["session"]["uid"].as_str() {
+            assert_eq!(g["attributes"]["agent_monitor.task"], task, "{g}");
+            assert_eq!(
+                g["attributes"]["agent_monitor.scope"],
+                body["actor"]["app_name"]
+            );
+        }
+    }
+    // The kill is a finding (2004) with severity Medium (3): WARN2 in OTLP.
+    assert!(
+        got.iter().any(|g| g["body"]["class_uid"] == 2004
+            && g["attributes"]["agent_monitor.scope"] == "otlp-kill"),
+        "the kill's finding: {got:?}"
+    );
+    daemon.stop();
+}

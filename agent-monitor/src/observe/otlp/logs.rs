@@ -4,7 +4,8 @@
 //! object), so a collector can filter on any field; the fields worth indexing are also
 //! attributes. Severity: INFO for an allowed action, WARN for a violation (and a `gap`
 //! line: records were lost), ERROR when a process or agent was killed; an OCSF line (one
-//! with `class_uid`) maps its own `severity_id`.
+//! with `class_uid`) maps its own `severity_id`, and its attributes come from where the
+//! OCSF mapping puts the agent's fields.
 
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList, any_value::Value as Any},
@@ -130,6 +131,24 @@ const ATTRIBUTES: &[(&str, &str)] = &[
     ("/class_name", "ocsf.class_name"),
 ];
 
+/// The same attributes from an OCSF line (`--audit-format ocsf`): where the OCSF mapping
+/// puts each field.
+const OCSF_ATTRIBUTES: &[(&str, &str)] = &[
+    ("/actor/app_name", "agent_monitor.scope"),
+    ("/actor/session/uid", "agent_monitor.task"),
+    ("/actor/user/name", "agent_monitor.owner"),
+    ("/actor/app_uid", "agent_monitor.identity"),
+    ("/unmapped/kind", "agent_monitor.kind"),
+    ("/unmapped/verdict", "agent_monitor.verdict"),
+    ("/unmapped/action", "agent_monitor.action"),
+    ("/unmapped/after", "agent_monitor.after"),
+    ("/unmapped/kubernetes/namespace", "k8s.namespace.name"),
+    ("/unmapped/kubernetes/pod", "k8s.pod.name"),
+    ("/unmapped/kubernetes/pod_uid", "k8s.pod.uid"),
+    ("/unmapped/kubernetes/container", "k8s.container.name"),
+    ("/class_name", "ocsf.class_name"),
+];
+
 /// One audit-log line (without its newline). A line that is not JSON is sent as a string
 /// body, unspecified severity.
 pub(crate) fn record(line: &[u8], observed_nanos: u64) -> LogRecord {
@@ -141,7 +160,12 @@ pub(crate) fn record(line: &[u8], observed_nanos: u64) -> LogRecord {
         };
     };
     let severity = severity_of(&v);
-    let mut attributes: Vec<KeyValue> = ATTRIBUTES
+    let table = if v.get("class_uid").is_some() {
+        OCSF_ATTRIBUTES
+    } else {
+        ATTRIBUTES
+    };
+    let mut attributes: Vec<KeyValue> = table
         .iter()
         .filter_map(|(pointer, key)| {
             v.pointer(pointer)
@@ -207,6 +231,23 @@ mod tests {
         let r = record(line("violation", "killed-agent").as_bytes(), 7);
         assert_eq!(r.severity_number, SeverityNumber::Error as i32);
         assert_eq!(r.severity_text, "ERROR");
+    }
+
+    #[test]
+    fn ocsf_lines_carry_the_agent_attributes_from_their_ocsf_places() {
+        let r = record(
+            br#"{"class_uid":1001,"class_name":"File System Activity","severity_id":1,"time":1,"actor":{"app_name":"s","session":{"uid":"t-1"},"user":{"name":"o"}},"unmapped":{"kind":"file","verdict":"allowed","action":"none","kubernetes":{"pod":"p"}}}"#,
+            1,
+        );
+        assert_eq!(attr(&r, "agent_monitor.scope"), Some("s"));
+        assert_eq!(attr(&r, "agent_monitor.task"), Some("t-1"));
+        assert_eq!(attr(&r, "agent_monitor.owner"), Some("o"));
+        assert_eq!(attr(&r, "agent_monitor.kind"), Some("file"));
+        assert_eq!(attr(&r, "agent_monitor.verdict"), Some("allowed"));
+        assert_eq!(attr(&r, "k8s.pod.name"), Some("p"));
+        assert_eq!(attr(&r, "ocsf.class_name"), Some("File System Activity"));
+        // A native record's pointers do not apply to it.
+        assert_eq!(attr(&r, "agent_monitor.identity"), None);
     }
 
     #[test]
