@@ -16,6 +16,7 @@ use std::{
 use serde_json::Value;
 
 pub mod expect;
+pub mod fake_api;
 pub mod http;
 pub mod memfs;
 

@@ -7,17 +7,20 @@
 use std::{
     collections::HashMap,
     fs,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _},
     net::{TcpListener, TcpStream},
     sync::{
         Arc, Mutex,
-        mpsc::{self, Receiver, RecvTimeoutError, Sender},
+        mpsc::{self, Receiver, Sender},
     },
     thread,
-    time::Duration,
 };
 
-use agent_monitor_e2e::{Daemon, assert_exit, binary, wait_for, workspace_root};
+use agent_monitor_e2e::{
+    Daemon, assert_exit, binary,
+    fake_api::{respond, stream_watch},
+    wait_for, workspace_root,
+};
 use serde_json::{Value, json};
 
 const GROUP_PATH: &str = "/apis/agent-monitor.dev/v1";
@@ -106,15 +109,6 @@ impl ApiServer {
     }
 }
 
-fn respond(out: &mut TcpStream, status: &str, body: &str) -> bool {
-    write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .is_ok()
-}
-
 /// One connection: requests until the client closes it (the client keeps connections alive).
 fn serve(
     conn: TcpStream,
@@ -180,7 +174,7 @@ fn serve(
                 respond(&mut out, "200 OK", list)
             }
             ("GET", p) if p == format!("{GROUP_PATH}/agentscopes") => {
-                stream(&mut out, &events.lock().expect("lock"));
+                stream_watch(&mut out, &events.lock().expect("lock"));
                 return;
             }
             ("GET", p) if p == format!("{GROUP_PATH}/clusteragentscopes") && !watch => {
@@ -195,7 +189,7 @@ fn serve(
             {
                 // Nothing happens to them: the watch stays open until the test ends.
                 let (_keep, nothing) = mpsc::channel::<String>();
-                stream(&mut out, &nothing);
+                stream_watch(&mut out, &nothing);
                 return;
             }
             _ => respond(
@@ -206,32 +200,6 @@ fn serve(
         };
         if !ok {
             return;
-        }
-    }
-}
-
-/// A watch response: one event per chunk as the test sends them.
-fn stream(out: &mut TcpStream, events: &Receiver<String>) {
-    if out
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .is_err()
-    {
-        return;
-    }
-    loop {
-        match events.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                let chunk = format!("{line}\n");
-                if write!(out, "{:x}\r\n{chunk}\r\n", chunk.len()).is_err() {
-                    return;
-                }
-                let _ = out.flush();
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                let _ = out.write_all(b"0\r\n\r\n");
-                return;
-            }
         }
     }
 }

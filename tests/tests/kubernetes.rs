@@ -6,19 +6,20 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader},
     net::{TcpListener, TcpStream},
     path::Path,
     sync::{
         Arc, Mutex,
-        mpsc::{self, Receiver, RecvTimeoutError, Sender},
+        mpsc::{self, Receiver, Sender},
     },
     thread,
-    time::Duration,
 };
 
 use agent_monitor_e2e::{
-    CgroupTree, Daemon, assert_exit, command_in_cgroup, s, wait_for, workspace, workspace_root,
+    CgroupTree, Daemon, assert_exit, command_in_cgroup,
+    fake_api::{respond, stream_watch},
+    s, wait_for, workspace, workspace_root,
 };
 use serde_json::Value;
 
@@ -121,50 +122,22 @@ fn serve(conn: TcpStream, list: &str, log: &Mutex<Vec<String>>, events: &Mutex<R
             .to_owned();
         log.lock().expect("lock").push(target.clone());
         if !target.starts_with("/api/v1/pods") {
-            let body = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}"#;
-            let _ = write!(
-                out,
-                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
+            respond(
+                &mut out,
+                "404 Not Found",
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}"#,
             );
             continue;
         }
         if !target.contains("watch=true") {
-            if write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{list}",
-                list.len()
-            )
-            .is_err()
-            {
+            if !respond(&mut out, "200 OK", list) {
                 return;
             }
             continue;
         }
-        if out
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-            .is_err()
-        {
-            return;
-        }
         // One watch at a time gets the events; it ends when the test is over.
-        let rx = events.lock().expect("lock");
-        loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) => {
-                    let chunk = format!("{line}\n");
-                    if write!(out, "{:x}\r\n{chunk}\r\n", chunk.len()).is_err() {
-                        return;
-                    }
-                    let _ = out.flush();
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = out.write_all(b"0\r\n\r\n");
-                    return;
-                }
-            }
-        }
+        stream_watch(&mut out, &events.lock().expect("lock"));
+        return;
     }
 }
 
