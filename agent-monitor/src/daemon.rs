@@ -127,7 +127,7 @@ fn otlp_settings(
         protocol,
         audit_log: config.audit_log.clone(),
         keep: rotation.keep,
-        node_name: kube.map(|k| k.node_name.clone()),
+        node_name: kube.map(|k| k.node().to_owned()),
     })
 }
 

@@ -34,6 +34,11 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// The node whose pods are watched.
+    pub(crate) fn node(&self) -> &str {
+        &self.node_name
+    }
+
     /// Pod awareness is on when the config file has a `kubernetes:` section or `$NODE_NAME`
     /// is set (as the `DaemonSet` does); None when it is off.
     pub(crate) fn resolve(
