@@ -10,7 +10,8 @@
 //!                              [--port P]
 //!                              (R = 0: as fast as possible; fchdir: FILE is a directory;
 //!                              udp: socket+connect+close to 127.0.0.1:P, FILE unused)
-//! agent-monitor-bench files    --file DIR --count N
+//! agent-monitor-bench files    --file DIR --count N [--rate R]
+//!                              (R: files per second; 0 or absent: as fast as possible)
 //! agent-monitor-bench violate  --kind deny|read|connect --file PATH --port P --count K
 //!                              [--timeout-ms T] [--gap-ms G]
 //! agent-monitor-bench dns      --server ADDR --name NAME --count K [--timeout-ms T]
@@ -388,7 +389,14 @@ fn files(o: &Opts) -> Result<String> {
         .collect::<Result<Vec<_>>>()?;
     let mut buf = [0u8; 4096];
     let start = now_ns();
-    for name in &names {
+    for (i, name) in names.iter().enumerate() {
+        // Paced: file i is due at i / rate seconds.
+        if let Some(due) = (i as u64 * 1_000_000_000).checked_div(o.rate) {
+            let elapsed = now_ns() - start;
+            if due > elapsed {
+                sleep_ns(due - elapsed);
+            }
+        }
         // SAFETY: name is NUL-terminated; buf is writable for its length; fd is closed.
         unsafe {
             let fd = libc::openat(

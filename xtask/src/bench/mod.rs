@@ -292,7 +292,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     dns::run(&env, &p, &mut r);
     realwork::run(&env, &p, &mut r.realwork);
     capacity::run(&env, &p, &mut r.capacity);
-    export::run(&env, root, &p, &mut r.export);
+    export::run(&env, root, &mut r.export);
     scale::run(&env, &p.scale, &mut r.scale);
     drop(quiet);
     let md = report::render(&r, &p, started.elapsed())?;
@@ -319,7 +319,7 @@ fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
     let mut md = String::new();
     if only == "export" {
         let mut e = export::Export::default();
-        export::run(&env, root, p, &mut e);
+        export::run(&env, root, &mut e);
         export::render(&mut md, &e)?;
     } else if only == "capacity" {
         let mut c = capacity::Capacity::default();
