@@ -164,32 +164,7 @@ fn capitalised(s: &str) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (the records' `time`) as milliseconds since the epoch.
 pub(crate) fn epoch_ms(t: &str) -> Option<i64> {
-    let num = |range: std::ops::Range<usize>| t.get(range)?.parse::<i32>().ok();
-    if t.len() < 20 || !t.ends_with('Z') || t.as_bytes().get(10) != Some(&b'T') {
-        return None;
-    }
-    let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
-    let date =
-        time::Date::from_calendar_date(num(0..4)?, month, u8::try_from(num(8..10)?).ok()?).ok()?;
-    let hms = time::Time::from_hms(
-        u8::try_from(num(11..13)?).ok()?,
-        u8::try_from(num(14..16)?).ok()?,
-        u8::try_from(num(17..19)?).ok()?,
-    )
-    .ok()?;
-    let secs = time::PrimitiveDateTime::new(date, hms)
-        .assume_utc()
-        .unix_timestamp();
-    let fraction = t.get(19..t.len() - 1)?;
-    let millis = match fraction.strip_prefix('.') {
-        Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) && !digits.is_empty() => {
-            let first3: String = digits.chars().chain("000".chars()).take(3).collect();
-            first3.parse::<i64>().ok()?
-        }
-        None if fraction.is_empty() => 0,
-        _ => return None,
-    };
-    Some(secs * 1000 + millis)
+    i64::try_from(crate::observe::record::parse_rfc3339_nanos(t)? / 1_000_000).ok()
 }
 
 fn is_uuid(s: &str) -> bool {

@@ -465,6 +465,34 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// The inverse of [`rfc3339`]: `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (the records' `time`) as
+/// nanoseconds since the epoch.
+pub(crate) fn parse_rfc3339_nanos(text: &str) -> Option<u64> {
+    let utc = text.strip_suffix('Z')?;
+    let (date, clock) = utc.split_once('T')?;
+    let mut ymd = date.splitn(3, '-').map(str::parse::<i32>);
+    let (year, month, day) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
+    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut parts = hms.splitn(3, ':').map(str::parse::<u8>);
+    let (hour, minute, second) = (
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    );
+    let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, u8::try_from(day).ok()?).ok()?;
+    let at = date.with_hms(hour, minute, second).ok()?.assume_utc();
+    let mut nanos: u32 = 0;
+    if !frac.is_empty() {
+        if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        nanos = format!("{frac:0<9}").parse().ok()?;
+    }
+    let secs = u64::try_from(at.unix_timestamp()).ok()?;
+    Some(secs * 1_000_000_000 + u64::from(nanos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,8 @@ use opentelemetry_proto::tonic::{
 };
 use serde_json::Value;
 
+use crate::observe::record::parse_rfc3339_nanos;
+
 pub(crate) fn string_value(s: impl Into<String>) -> AnyValue {
     AnyValue {
         value: Some(Any::StringValue(s.into())),
@@ -54,37 +56,10 @@ fn any(v: &Value) -> AnyValue {
     AnyValue { value }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (the audit log's times) as nanoseconds since the epoch.
-fn parse_time(text: &str) -> Option<u64> {
-    let utc = text.strip_suffix('Z')?;
-    let (date, clock) = utc.split_once('T')?;
-    let mut ymd = date.splitn(3, '-').map(str::parse::<i32>);
-    let (year, month, day) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut parts = hms.splitn(3, ':').map(str::parse::<u8>);
-    let (hour, minute, second) = (
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-        parts.next()?.ok()?,
-    );
-    let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(year, month, u8::try_from(day).ok()?).ok()?;
-    let at = date.with_hms(hour, minute, second).ok()?.assume_utc();
-    let mut nanos: u32 = 0;
-    if !frac.is_empty() {
-        if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        nanos = format!("{frac:0<9}").parse().ok()?;
-    }
-    let secs = u64::try_from(at.unix_timestamp()).ok()?;
-    Some(secs * 1_000_000_000 + u64::from(nanos))
-}
-
 /// The record's time: an RFC 3339 string, or (OCSF) milliseconds since the epoch.
 fn time_of(v: &Value) -> u64 {
     match v.get("time") {
-        Some(Value::String(s)) => parse_time(s).unwrap_or(0),
+        Some(Value::String(s)) => parse_rfc3339_nanos(s).unwrap_or(0),
         Some(Value::Number(n)) => n.as_u64().map_or(0, |ms| ms.saturating_mul(1_000_000)),
         _ => 0,
     }
