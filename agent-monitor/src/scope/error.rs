@@ -54,6 +54,14 @@ pub(crate) enum ScopeError {
         origin: ScopeSource,
         namespace: String,
     },
+    /// A `spec.tools` entry that allows more than the scope itself.
+    #[error("{origin}: scope {name:?}: spec.tools.{tool}: {widening}")]
+    Tool {
+        origin: ScopeSource,
+        name: String,
+        tool: String,
+        widening: super::subset::Widening,
+    },
     #[error("{origin}: no AgentScope document in the file")]
     NoScope { origin: ScopeSource },
     /// Past one of the limits of `scope::limits`, checked before the text is parsed or the
@@ -76,6 +84,7 @@ impl ScopeError {
             Self::Read { path, .. } | Self::ReadDir { path, .. } => Some(path),
             Self::Yaml { origin, .. }
             | Self::Policy { origin, .. }
+            | Self::Tool { origin, .. }
             | Self::DuplicateName { origin, .. }
             | Self::NoScope { origin }
             | Self::Namespace { origin, .. }
@@ -91,6 +100,7 @@ impl ScopeError {
             Self::ReadDir { .. } => None,
             Self::Yaml { origin, .. }
             | Self::Policy { origin, .. }
+            | Self::Tool { origin, .. }
             | Self::DuplicateName { origin, .. }
             | Self::NoScope { origin }
             | Self::Namespace { origin, .. }

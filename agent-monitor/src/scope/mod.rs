@@ -12,6 +12,7 @@ pub(crate) mod limits;
 pub(crate) mod lint;
 mod manifest;
 mod net;
+pub(crate) mod subset;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -50,6 +51,9 @@ pub(crate) struct Scope {
     /// Where it came from.
     pub(crate) source: ScopeSource,
     pub(crate) spec: ScopeSpec,
+    /// `spec.tools`, each compiled as the scope a call to that tool runs under (same name,
+    /// owner, mode and `onViolation`; proven a subset of this one).
+    pub(crate) tools: std::collections::BTreeMap<String, std::sync::Arc<Scope>>,
 }
 
 impl Scope {
@@ -375,6 +379,40 @@ fn compile(manifest: Manifest, source: &ScopeSource) -> Result<Scope, ScopeError
             limit: limits::Limit::ScopeEntries { name, entries },
         });
     }
+    let owner = metadata.owner.into_string();
+    let identity = metadata.identity.map(NonEmpty::into_string);
+    let mut tools = std::collections::BTreeMap::new();
+    for (tool, tool_spec) in &spec.tools {
+        let sub = spec.for_tool(tool_spec);
+        subset::check(&subset::Lists::of(&spec), &subset::Lists::of(&sub)).map_err(|widening| {
+            ScopeError::Tool {
+                origin: source.clone(),
+                name: name.clone(),
+                tool: tool.as_str().to_owned(),
+                widening,
+            }
+        })?;
+        let compiled = compile_spec(sub, &name, source)?;
+        tools.insert(
+            tool.as_str().to_owned(),
+            std::sync::Arc::new(Scope {
+                name: name.clone(),
+                owner: owner.clone(),
+                identity: identity.clone(),
+                ..compiled
+            }),
+        );
+    }
+    let mut scope = compile_spec(spec, &name, source)?;
+    scope.owner = owner;
+    scope.identity = identity;
+    scope.tools = tools;
+    Ok(scope)
+}
+
+/// A spec compiled into a scope named `name` (no owner yet, no tools).
+fn compile_spec(spec: ScopeSpec, name: &str, source: &ScopeSource) -> Result<Scope, ScopeError> {
+    let name = name.to_owned();
     let policy_spec = spec.policy_spec();
     let aliases = real_paths(&policy_spec.exec_allow);
     let policy = CompiledPolicy::compile(policy_spec)
@@ -389,8 +427,8 @@ fn compile(manifest: Manifest, source: &ScopeSource) -> Result<Scope, ScopeError
         .as_ref()
         .and_then(|select| select.cgroup.as_ref());
     Ok(Scope {
-        owner: metadata.owner.into_string(),
-        identity: metadata.identity.map(NonEmpty::into_string),
+        owner: String::new(),
+        identity: None,
         mode: spec.mode,
         ttl: spec.ttl.map(Ttl::duration),
         on_violation: spec.on_violation,
@@ -399,5 +437,6 @@ fn compile(manifest: Manifest, source: &ScopeSource) -> Result<Scope, ScopeError
         source: source.clone(),
         name,
         spec,
+        tools: std::collections::BTreeMap::new(),
     })
 }
