@@ -25,6 +25,9 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Run CMD as a new agent task under a scope, and exit with its status.
     Exec(ExecArgs),
+    /// Run a stdio MCP server as a task between an MCP client (stdin/stdout) and the server:
+    /// each tool call runs under the tool's scope (`spec.tools`), unlisted tools are refused.
+    Mcp(McpArgs),
     /// Show the daemon's status and coverage.
     Status(ClientArgs),
     /// List agent tasks.
@@ -337,6 +340,24 @@ pub(crate) struct ExecArgs {
     #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
     pub(crate) socket: PathBuf,
     /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub(crate) cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct McpArgs {
+    /// A loaded scope's name, or a manifest file; its `spec.tools` bind each tool call.
+    #[arg(long)]
+    pub(crate) scope: String,
+    /// Task id (default: <scope>-<random>).
+    #[arg(long)]
+    pub(crate) task: Option<String>,
+    /// Revoke the task after this long (e.g. 30m).
+    #[arg(long)]
+    pub(crate) ttl: Option<String>,
+    #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub(crate) socket: PathBuf,
+    /// The server's command and its arguments.
     #[arg(last = true, required = true)]
     pub(crate) cmd: Vec<String>,
 }

@@ -4,12 +4,14 @@
 pub(crate) mod capacity;
 mod check;
 mod events;
+mod mcp;
 pub(crate) mod scope;
 mod view;
 
 pub(crate) use check::check;
 
 pub(crate) use events::{events, report};
+pub(crate) use mcp::mcp;
 pub(crate) use view::{agents, status};
 
 use std::{
@@ -47,54 +49,9 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         .await?;
     let created: TaskCreated =
         serde_json::from_slice(&answer).context("unexpected answer from the daemon")?;
-    let procs = CString::new(
-        created
-            .cgroup_dir
-            .join("cgroup.procs")
-            .as_os_str()
-            .as_bytes(),
-    )
-    .context("cgroup path holds a NUL byte")?;
     let mut cmd = std::process::Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
-    // Built here: the child may only make async-signal-safe calls.
-    let filter = crate::control::seccomp::filter(
-        created.daemon_pid,
-        &crate::host::threads::threads_of(created.daemon_pid),
-    )?;
-    let ruleset = created
-        .landlock
-        .as_ref()
-        .map(crate::control::landlock::prepare)
-        .transpose()
-        .with_context(|| format!("preparing the Landlock layer of task {}", created.task))?;
-    let ruleset_fd = ruleset.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    // SAFETY: the closure only makes async-signal-safe calls (open, write, close, prctl and
-    // the Landlock syscall).
-    unsafe {
-        cmd.pre_exec(move || {
-            // Writing "0" moves the writing process itself; done before exec so that the
-            // new image runs tagged from its first instruction.
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            let err = std::io::Error::last_os_error();
-            libc::close(fd);
-            if n != 1 {
-                return Err(err);
-            }
-            // Tagged from here on; the filter makes what the kernel hooks could only
-            // report after the fact impossible (see `seccomp`), and Landlock refuses file
-            // access outside the scope before it happens (see `landlock`).
-            crate::control::seccomp::install(&filter)?;
-            match ruleset_fd {
-                Some(fd) => crate::control::landlock::restrict(fd),
-                None => Ok(()),
-            }
-        });
-    }
+    let ruleset = confine(&mut cmd, &created)?;
     let mut child = match tokio::process::Command::from(cmd).spawn() {
         Ok(child) => child,
         Err(e) if e.raw_os_error() == Some(libc::EACCES) && ruleset.is_some() => {
@@ -142,6 +99,62 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
         learned(&client, &args, &created.task).await?;
     }
     Ok(code)
+}
+
+/// Makes `cmd` start inside the task `created` describes: moved into its cgroup before it
+/// execs, under the seccomp filter and (for an enforced scope) the Landlock layer. The
+/// returned ruleset must be kept until `cmd` is spawned.
+fn confine(
+    cmd: &mut std::process::Command,
+    created: &TaskCreated,
+) -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
+    let procs = CString::new(
+        created
+            .cgroup_dir
+            .join("cgroup.procs")
+            .as_os_str()
+            .as_bytes(),
+    )
+    .context("cgroup path holds a NUL byte")?;
+    // Built here: the child may only make async-signal-safe calls.
+    let filter = crate::control::seccomp::filter(
+        created.daemon_pid,
+        &crate::host::threads::threads_of(created.daemon_pid),
+    )?;
+    let ruleset = created
+        .landlock
+        .as_ref()
+        .map(crate::control::landlock::prepare)
+        .transpose()
+        .with_context(|| format!("preparing the Landlock layer of task {}", created.task))?;
+    let ruleset_fd = ruleset.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    // SAFETY: the closure only makes async-signal-safe calls (open, write, close, prctl and
+    // the Landlock syscall).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Writing "0" moves the writing process itself; done before exec so that the
+            // new image runs tagged from its first instruction.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if n != 1 {
+                return Err(err);
+            }
+            // Tagged from here on; the filter makes what the kernel hooks could only
+            // report after the fact impossible (see `seccomp`), and Landlock refuses file
+            // access outside the scope before it happens (see `landlock`).
+            crate::control::seccomp::install(&filter)?;
+            match ruleset_fd {
+                Some(fd) => crate::control::landlock::restrict(fd),
+                None => Ok(()),
+            }
+        });
+    }
+    Ok(ruleset)
 }
 
 /// `exec --learn`: the proposal for what the task did, once it ended.

@@ -58,6 +58,16 @@ impl Enforcer {
     ) -> Result<(), EnforceError> {
         let ks = compile(scope)?;
         self.remove(slot);
+        self.write(slot, &ks, dns)
+    }
+
+    /// Writes a compiled scope's rules for a slot, then its settings.
+    fn write(
+        &mut self,
+        slot: u32,
+        ks: &compile::KernelScope,
+        dns: crate::control::dns::DnsPorts,
+    ) -> Result<(), EnforceError> {
         let err = |map: &'static str| move |source| EnforceError::Map { map, slot, source };
         for (len, addr, rule) in &ks.net {
             let key = Key::new(
@@ -131,6 +141,82 @@ impl Enforcer {
             .config
             .insert(slot, cfg, 0)
             .map_err(err("AGENT_CONFIG"))?;
+        Ok(())
+    }
+
+    /// Replaces a running slot's scope with another without a moment unenforced (a tool
+    /// call's switch, `control/state/calls.rs`): reads judged under the old scope are
+    /// forgotten first, the new rules and settings written over the old ones, and only then
+    /// the old rules the new scope lacks removed. Meanwhile the slot is bound by the union
+    /// of both, never by less than the wider.
+    pub(crate) fn switch(
+        &mut self,
+        slot: u32,
+        scope: &crate::scope::Scope,
+        dns: crate::control::dns::DnsPorts,
+    ) -> Result<(), EnforceError> {
+        let ks = compile(scope)?;
+        let file_ok: Vec<_> = self
+            .maps
+            .file_ok
+            .keys()
+            .flatten()
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in file_ok {
+            let _ = self.maps.file_ok.remove(&k);
+        }
+        self.write(slot, &ks, dns)?;
+        let nets: Vec<_> =
+            self.maps
+                .net
+                .keys()
+                .flatten()
+                .filter(|k| {
+                    k.data().slot_be == slot.to_be_bytes()
+                        && !ks.net.iter().any(|(len, addr, _)| {
+                            32 + len == k.prefix_len() && *addr == k.data().addr
+                        })
+                })
+                .collect();
+        for k in nets {
+            let _ = self.maps.net.remove(&k);
+        }
+        let binds: Vec<_> = self
+            .maps
+            .bind
+            .keys()
+            .flatten()
+            .filter(|k| k.slot == slot && !ks.bind.iter().any(|p| u32::from(*p) == k.port))
+            .collect();
+        for k in binds {
+            let _ = self.maps.bind.remove(&k);
+        }
+        let hosts: Vec<_> = self
+            .maps
+            .host
+            .keys()
+            .flatten()
+            .filter(|k| k.slot == slot && k.index as usize >= ks.host.len())
+            .collect();
+        for k in hosts {
+            let _ = self.maps.host.remove(&k);
+        }
+        for (map, keep) in [
+            (&mut self.maps.exec_allow, &ks.exec_allow),
+            (&mut self.maps.file_deny, &ks.file_deny),
+        ] {
+            let stale: Vec<_> = map
+                .keys()
+                .flatten()
+                .filter(|k| {
+                    k.slot == slot && !keep.iter().any(|id| id.dev == k.dev && id.ino == k.ino)
+                })
+                .collect();
+            for k in stale {
+                let _ = map.remove(&k);
+            }
+        }
         Ok(())
     }
 

@@ -100,6 +100,9 @@ pub(crate) struct TaskCreated {
     /// scopes, when the launcher said it can).
     #[serde(default)]
     pub(crate) landlock: Option<crate::control::landlock::Plan>,
+    /// The scope's `spec.tools` names (`agent-monitor mcp` offers only these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) tools: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +150,7 @@ impl Stats {
 }
 
 mod adopt;
+pub(crate) mod calls;
 mod lifecycle;
 mod persisted;
 mod scopes;
@@ -390,6 +394,7 @@ impl Shared {
             cgroup_dir,
             daemon_pid: std::process::id(),
             landlock,
+            tools: scope.tools.keys().cloned().collect(),
         })
     }
 
@@ -432,6 +437,14 @@ impl Shared {
             self.dns.close(slot);
             return Err(e.into());
         }
+        Ok(())
+    }
+
+    /// [`Shared::install`] for a slot that runs (a tool call's switch): never unenforced
+    /// meanwhile (`Enforcer::switch`).
+    fn switch_scope(&self, slot: u32, scope: &Scope) -> Result<(), TaskError> {
+        let ports = self.dns.open(slot, scope)?;
+        lock(&self.enforcer).switch(slot, scope, ports)?;
         Ok(())
     }
 
