@@ -300,6 +300,7 @@ fn tool_calls_run_under_their_tools_scopes_and_unlisted_tools_never_run() {
             .is_some_and(|n| n > 0),
         "{ended}"
     );
+    report_groups_by_tool(&daemon, &task);
     let records = daemon.records();
     assert!(
         !records
@@ -409,4 +410,40 @@ fn a_tool_scope_wider_than_its_server_is_refused_naming_the_entry() {
         all.contains("spec.tools.create_directory") && all.contains("files.write[0]: /tmp/**"),
         "{all}"
     );
+}
+
+/// `report` groups what the session's calls used by tool.
+fn report_groups_by_tool(daemon: &Daemon, task: &str) {
+    let report = agent_monitor_e2e::wait_for("the report of both reads", || {
+        let r = daemon.get_json(&format!("/v1/report/{task}"));
+        let reads = r["calls"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "read_text_file")?
+            .clone();
+        (reads["calls"] == 2).then_some(r)
+    });
+    let by = |name: &str| {
+        report["calls"]
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in the report: {report}"))
+    };
+    let reads = by("read_text_file");
+    assert!(
+        reads["used"].as_array().is_some_and(|u| u.iter().any(|i| i
+            .as_str()
+            .is_some_and(|i| i.starts_with("read ") && i.ends_with("/notes.md")))),
+        "{reads}"
+    );
+    let writes = by("write_file");
+    assert_eq!(writes["calls"], 1, "{writes}");
+    assert!(
+        writes["used"].as_array().is_some_and(|u| u
+            .iter()
+            .any(|i| i.as_str().is_some_and(|i| i.ends_with("/out/summary.md")))),
+        "{writes}"
+    );
+    assert_eq!(by("move_file")["refused"], 1, "{report}");
 }
