@@ -315,9 +315,19 @@ pub(crate) struct DiffArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
-    /// A loaded scope's name, or a manifest file (an ad-hoc scope for this task only).
-    #[arg(long, required_unless_present = "learn", conflicts_with = "learn")]
+    /// A loaded scope's name, or a manifest file (an ad-hoc scope for this task only). With
+    /// `--call`: the call's scope, which must be a subset of the task's (default: the task's).
+    #[arg(
+        long,
+        required_unless_present_any = ["learn", "call"],
+        conflicts_with = "learn"
+    )]
     pub(crate) scope: Option<String>,
+    /// Run CMD as a call NAME of the running task `--task` (a tool that is a process): in a
+    /// child cgroup of the task, bound by `--scope` (a subset of the task's scope, proven by
+    /// the daemon), every record carrying `call: {id, name}`.
+    #[arg(long, value_name = "NAME", requires = "task", conflicts_with = "learn")]
+    pub(crate) call: Option<String>,
     /// Learn a scope: run CMD recorded and never stopped (audit mode, nothing allowed
     /// beyond the baseline), then write the proposed scope NAME for what it did.
     #[arg(long, value_name = "NAME")]

@@ -1,5 +1,6 @@
 //! `PUT`/`DELETE /v1/tasks/{id}/call` and `POST /v1/tasks/{id}/call-errors`: the tool calls
-//! `agent-monitor mcp` passes to a server (docs/API.md).
+//! `agent-monitor mcp` passes to a server; `POST /v1/tasks/{id}/calls`: a call that is a
+//! process of its own (`exec --call`). See docs/API.md.
 
 use std::sync::Arc;
 
@@ -11,7 +12,11 @@ use axum::{
 
 use super::{Api, error::ApiError};
 use crate::{
-    control::state::calls::{CallFinish, CallStart, ProtocolError},
+    control::state::{
+        TaskCreated,
+        call_tasks::CallRequest,
+        calls::{CallFinish, CallStart, ProtocolError},
+    },
     observe::record::CallRef,
 };
 
@@ -64,4 +69,26 @@ pub(super) async fn protocol_error(
     let error = body(error)?;
     api.shared.protocol_error(&id, &error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/tasks/{id}/calls`: a call that is a process of its own (`exec --call`).
+pub(super) async fn create(
+    State(api): State<Arc<Api>>,
+    id: Result<UrlPath<String>, PathRejection>,
+    req: Result<Json<CallRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<TaskCreated>), ApiError> {
+    let UrlPath(id) = id?;
+    let req = body(req)?;
+    let deadline = tokio::time::Instant::now() + super::REQUEST_TIMEOUT;
+    let inline = match (&req.scope, &req.scope_yaml) {
+        (None, Some(yaml)) => Some(api.shared.parse_inline(yaml.clone(), deadline).await?),
+        _ => None,
+    };
+    let shared = Arc::clone(&api.shared);
+    let created = tokio::task::spawn_blocking(move || shared.create_call(&id, req, inline))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    Ok((StatusCode::CREATED, Json(created)))
 }

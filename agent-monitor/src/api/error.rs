@@ -57,11 +57,14 @@ impl From<TaskError> for ApiError {
         let (status, code) = match &e {
             TaskError::UnknownScope(_) => (StatusCode::NOT_FOUND, "unknown_scope"),
             TaskError::NotFound(_) => (StatusCode::NOT_FOUND, "unknown_task"),
+            TaskError::Widens(_) => (StatusCode::FORBIDDEN, "scope_widens"),
+            TaskError::NotCallable(_) => (StatusCode::CONFLICT, "not_callable"),
             TaskError::Exists(_) => (StatusCode::CONFLICT, "task_exists"),
             TaskError::ScopeChoice
             | TaskError::BadScope(_)
             | TaskError::ScopeCount(_)
             | TaskError::BadTaskId(_)
+            | TaskError::BadCallName(_)
             | TaskError::BadTtl(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             TaskError::Enforce(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_enforceable"),
             TaskError::ParseBusy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),

@@ -40,6 +40,7 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
             "/v1/tasks/{id}/call-errors",
             post(super::calls::protocol_error),
         )
+        .route("/v1/tasks/{id}/calls", post(super::calls::create))
         .route("/v1/reload", post(reload))
         .route("/v1/report/{task}", get(report))
         .route("/metrics", get(metrics))

@@ -33,6 +33,9 @@ use crate::{
 /// The largest message passed either way (a file's content travels in one).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
+/// Calls waiting for the one in flight; past this a call is answered with an error.
+const MAX_QUEUED_CALLS: usize = 1024;
+
 /// JSON-RPC error codes.
 const PARSE_ERROR: i64 = -32700;
 const INVALID_REQUEST: i64 = -32600;
@@ -213,9 +216,27 @@ impl Proxy {
         let method = message.get("method").and_then(Value::as_str);
         let id = message.get("id").filter(|id| !id.is_null()).cloned();
         match (method, id) {
+            (Some("tools/call"), Some(id)) if self.queue.len() >= MAX_QUEUED_CALLS => {
+                let why = format!("more than {MAX_QUEUED_CALLS} calls wait for the server");
+                self.protocol_error(why.clone()).await;
+                self.send_client(&error_reply(&id, INTERNAL_ERROR, &why))
+                    .await
+            }
             (Some("tools/call"), Some(_)) => {
                 self.queue.push_back(message);
                 self.next_call().await
+            }
+            (Some("notifications/cancelled"), None) => {
+                // A cancelled call gets no answer (MCP): one still queued is dropped, the
+                // one in flight ends here so the next can start.
+                let cancelled = message["params"]["requestId"].clone();
+                self.queue.retain(|m| m["id"] != cancelled);
+                self.send_server(&bytes).await;
+                if self.in_flight.as_ref() == Some(&cancelled) {
+                    self.end_call("cancelled", None).await;
+                    return self.next_call().await;
+                }
+                Ok(())
             }
             (Some("tools/list"), Some(id)) => {
                 self.lists.insert(id_text(&id));

@@ -41,11 +41,17 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let client = Client::new(&args.socket);
     // The daemon answers an enforced scope with the Landlock rules this kernel can apply.
     let landlock_abi = crate::control::landlock::abi();
-    let body = task_request(&args, landlock_abi)?;
+    let (path, body) = match (&args.call, &args.task) {
+        (Some(name), Some(task)) => (
+            format!("/v1/tasks/{task}/calls"),
+            call_request(&args, name, landlock_abi)?,
+        ),
+        _ => ("/v1/tasks".to_owned(), task_request(&args, landlock_abi)?),
+    };
     // A daemon that is busy (503) or restarting (nobody listens yet) is asked again, with
     // backoff, for a few seconds; a 4xx is final.
     let answer = client
-        .send_retrying(&Method::POST, "/v1/tasks", Some(&body), &Retry::EXEC)
+        .send_retrying(&Method::POST, &path, Some(&body), &Retry::EXEC)
         .await?;
     let created: TaskCreated =
         serde_json::from_slice(&answer).context("unexpected answer from the daemon")?;
@@ -183,6 +189,21 @@ async fn learned(client: &Client, args: &ExecArgs, task: &str) -> anyhow::Result
     .await?;
     scope::propose::emit_answer(&answer, args.out.as_deref())?;
     Ok(())
+}
+
+/// The body of `POST /v1/tasks/{id}/calls` for `exec --call`.
+fn call_request(args: &ExecArgs, name: &str, landlock_abi: u32) -> anyhow::Result<Value> {
+    let mut body = json!({ "name": name, "landlock_abi": landlock_abi });
+    match &args.scope {
+        Some(scope) if Path::new(scope).is_file() => {
+            let yaml =
+                std::fs::read_to_string(scope).with_context(|| format!("reading {scope}"))?;
+            body["scope_yaml"] = Value::String(yaml);
+        }
+        Some(scope) => body["scope"] = Value::String(scope.clone()),
+        None => {}
+    }
+    Ok(body)
 }
 
 /// The body of `POST /v1/tasks` for `exec`.

@@ -56,6 +56,9 @@ pub(crate) struct Task {
     /// Its tool calls (`agent-monitor mcp`): the one in flight last, and the few before it
     /// whose late events may still be queued.
     pub(crate) calls: VecDeque<CallSpan>,
+    /// A call of another task (`exec --call`): that task's id, and the call. Its records
+    /// are the parent's, with `call`.
+    pub(crate) call_of: Option<(String, CallRef)>,
 }
 
 /// A tool call of a task, from its start to its end on `CLOCK_BOOTTIME` (the kernel's event
@@ -163,6 +166,7 @@ impl Task {
             drops_seen: 0,
             landlock_abi: 0,
             calls: VecDeque::new(),
+            call_of: None,
         }
     }
 
@@ -188,14 +192,18 @@ impl Task {
     }
 
     pub(crate) fn attribution(&self) -> Attribution {
+        let (id, call) = match &self.call_of {
+            Some((parent, call)) => (parent.clone(), Some(call.clone())),
+            None => (self.id.clone(), None),
+        };
         Attribution {
-            id: self.id.clone(),
+            id,
             scope: Arc::clone(&self.scope),
             start_cwd: self.start_cwd.clone(),
             cgroup: self.cgroup.clone(),
             cgroup_id: self.cgroup_id,
             landlock: self.landlock_abi > 0,
-            call: None,
+            call,
         }
     }
 

@@ -188,8 +188,9 @@ pub(crate) struct CallRef {
     pub(crate) end: Option<CallEnd>,
 }
 
-/// How a call ended: `ok`, `error` (a JSON-RPC error answer), `server-died`, `refused`
-/// (a tool `spec.tools` does not list: it never reached the server).
+/// How a call ended: `ok`, `error` (a JSON-RPC error answer), `cancelled`, `server-died`,
+/// `refused` (a tool `spec.tools` does not list: it never reached the server); for a call
+/// that is a process (`exec --call`), `ok` or why it was ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub(crate) struct CallEnd {
     pub(crate) outcome: String,

@@ -54,12 +54,13 @@ pub(crate) enum ScopeError {
         origin: ScopeSource,
         namespace: String,
     },
-    /// A `spec.tools` entry that allows more than the scope itself.
-    #[error("{origin}: scope {name:?}: spec.tools.{tool}: {widening}")]
+    /// A `spec.tools` entry or a call's scope that allows more than the scope itself.
+    #[error("{origin}: scope {name:?}: {what}: {widening}")]
     Tool {
         origin: ScopeSource,
         name: String,
-        tool: String,
+        /// `spec.tools.NAME`, `call NAME`.
+        what: String,
         widening: super::subset::Widening,
     },
     #[error("{origin}: no AgentScope document in the file")]

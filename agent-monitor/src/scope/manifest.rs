@@ -353,6 +353,16 @@ impl ScopeSpec {
 }
 
 impl ToolSpec {
+    /// The lists of a scope (a call's `--scope`), as a sub-scope of another.
+    #[must_use]
+    pub(crate) fn of(spec: &ScopeSpec) -> Self {
+        Self {
+            exec: spec.exec.clone(),
+            files: spec.files.clone(),
+            network: spec.network.clone(),
+        }
+    }
+
     fn entries_of(exec: &ExecSpec, files: &FilesSpec, network: &NetworkSpec) -> usize {
         exec.allow.len()
             + files.read.len()

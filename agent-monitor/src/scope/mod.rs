@@ -29,7 +29,7 @@ use globset::GlobMatcher;
 
 pub(crate) use error::ScopeError;
 pub(crate) use every_error::check_file;
-pub(crate) use manifest::{Mode, OnViolation, ScopeSpec};
+pub(crate) use manifest::{Mode, OnViolation, ScopeSpec, ToolSpec};
 use values::NonEmpty;
 pub(crate) use values::Ttl;
 pub(crate) use yaml::options as yaml_options;
@@ -381,33 +381,43 @@ fn compile(manifest: Manifest, source: &ScopeSource) -> Result<Scope, ScopeError
     }
     let owner = metadata.owner.into_string();
     let identity = metadata.identity.map(NonEmpty::into_string);
-    let mut tools = std::collections::BTreeMap::new();
-    for (tool, tool_spec) in &spec.tools {
-        let sub = spec.for_tool(tool_spec);
-        subset::check(&subset::Lists::of(&spec), &subset::Lists::of(&sub)).map_err(|widening| {
-            ScopeError::Tool {
-                origin: source.clone(),
-                name: name.clone(),
-                tool: tool.as_str().to_owned(),
-                widening,
-            }
-        })?;
-        let compiled = compile_spec(sub, &name, source)?;
-        tools.insert(
-            tool.as_str().to_owned(),
-            std::sync::Arc::new(Scope {
-                name: name.clone(),
-                owner: owner.clone(),
-                identity: identity.clone(),
-                ..compiled
-            }),
-        );
-    }
     let mut scope = compile_spec(spec, &name, source)?;
     scope.owner = owner;
     scope.identity = identity;
+    let mut tools = std::collections::BTreeMap::new();
+    for (tool, tool_spec) in &scope.spec.tools {
+        let what = format!("spec.tools.{}", tool.as_str());
+        tools.insert(
+            tool.as_str().to_owned(),
+            std::sync::Arc::new(narrowed(&scope, &what, tool_spec)?),
+        );
+    }
     scope.tools = tools;
     Ok(scope)
+}
+
+/// The scope of a tool or a call: `sub`'s lists under `parent`'s name, owner, mode,
+/// `onViolation` and `files.deny`, once proven a subset of `parent` (`what` names `sub` in
+/// the error: `spec.tools.write_file`, `call run_tests`).
+///
+/// # Errors
+/// [`ScopeError::Tool`] naming the first entry that widens `parent`, or a policy error.
+pub(crate) fn narrowed(parent: &Scope, what: &str, sub: &ToolSpec) -> Result<Scope, ScopeError> {
+    let spec = parent.spec.for_tool(sub);
+    subset::check(&subset::Lists::of(&parent.spec), &subset::Lists::of(&spec)).map_err(
+        |widening| ScopeError::Tool {
+            origin: parent.source.clone(),
+            name: parent.name.clone(),
+            what: what.to_owned(),
+            widening,
+        },
+    )?;
+    let compiled = compile_spec(spec, &parent.name, &parent.source)?;
+    Ok(Scope {
+        owner: parent.owner.clone(),
+        identity: parent.identity.clone(),
+        ..compiled
+    })
 }
 
 /// A spec compiled into a scope named `name` (no owner yet, no tools).

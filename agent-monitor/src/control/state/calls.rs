@@ -220,7 +220,12 @@ impl Shared {
 }
 
 /// The record of a call that ended (or was refused).
-fn call_record(id: &str, scope: &crate::scope::Scope, mut call: CallRef, end: CallEnd) -> Record {
+pub(super) fn call_record(
+    id: &str,
+    scope: &crate::scope::Scope,
+    mut call: CallRef,
+    end: CallEnd,
+) -> Record {
     let refused = end.outcome == "refused";
     let reason = match &end.error {
         Some(e) => format!("tool {} {}: {e}", call.name, end.outcome),

@@ -45,6 +45,12 @@ pub(crate) enum TaskError {
     BadTtl(String),
     #[error("no task named {0:?}")]
     NotFound(String),
+    #[error("the call's scope: {0}")]
+    Widens(#[source] ScopeError),
+    #[error("call name {0:?} is invalid: 1-128 characters, no control characters")]
+    BadCallName(String),
+    #[error("task {0:?} cannot have calls: it is a call itself, or adopted (not started by exec)")]
+    NotCallable(String),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("enforcing the scope: {0}")]
@@ -150,6 +156,7 @@ impl Stats {
 }
 
 mod adopt;
+pub(crate) mod call_tasks;
 pub(crate) mod calls;
 mod lifecycle;
 mod persisted;
