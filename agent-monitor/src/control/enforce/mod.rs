@@ -4,7 +4,11 @@
 
 mod compile;
 
-use std::os::fd::{AsRawFd as _, FromRawFd as _};
+use std::{
+    collections::HashMap,
+    os::fd::{AsRawFd as _, FromRawFd as _},
+    sync::Arc,
+};
 
 use agent_monitor_common::{AgentConfig, BindKey, HostRuleKey, InodeKey, NetKey};
 use aya::maps::{MapError, lpm_trie::Key};
@@ -29,7 +33,16 @@ pub(crate) enum EnforceError {
 /// Writes scopes into the kernel maps that carry enforcement.
 pub(crate) struct Enforcer {
     maps: EnforceMaps,
+    /// The scopes a slot is switched between (tool calls), compiled once: a switch does
+    /// not walk the file globs again. Forgotten with the slot's rules.
+    switched: HashMap<u32, Vec<Compiled>>,
 }
+
+/// A scope and its kernel form.
+type Compiled = (Arc<crate::scope::Scope>, Arc<compile::KernelScope>);
+
+/// Scopes kept compiled per slot (an MCP server's tools).
+const SWITCHED_KEPT: usize = 64;
 
 impl Enforcer {
     /// The operation thread `tid` was held for is judged. Whether none of `threads` (the
@@ -44,7 +57,10 @@ impl Enforcer {
     }
 
     pub(crate) fn new(maps: EnforceMaps) -> Self {
-        Self { maps }
+        Self {
+            maps,
+            switched: HashMap::new(),
+        }
     }
 
     /// Writes a scope for a slot, replacing what the slot had. The settings go in last, so
@@ -152,10 +168,25 @@ impl Enforcer {
     pub(crate) fn switch(
         &mut self,
         slot: u32,
-        scope: &crate::scope::Scope,
+        scope: &Arc<crate::scope::Scope>,
         dns: crate::control::dns::DnsPorts,
     ) -> Result<(), EnforceError> {
-        let ks = compile(scope)?;
+        let known = self
+            .switched
+            .get(&slot)
+            .and_then(|l| l.iter().find(|(s, _)| Arc::ptr_eq(s, scope)))
+            .map(|(_, ks)| Arc::clone(ks));
+        let ks = if let Some(ks) = known {
+            ks
+        } else {
+            let ks = Arc::new(compile(scope)?);
+            let list = self.switched.entry(slot).or_default();
+            if list.len() >= SWITCHED_KEPT {
+                list.remove(0);
+            }
+            list.push((Arc::clone(scope), Arc::clone(&ks)));
+            ks
+        };
         let file_ok: Vec<_> = self
             .maps
             .file_ok
@@ -241,6 +272,7 @@ impl Enforcer {
     /// Removes everything written for a slot (settings first: back to audit at once). Found
     /// by scanning the maps, so it also works for what a previous daemon wrote.
     pub(crate) fn remove(&mut self, slot: u32) {
+        self.switched.remove(&slot);
         let _ = self.maps.config.remove(&slot);
         let _ = self.maps.drops.remove(&slot);
         let nets: Vec<_> = self

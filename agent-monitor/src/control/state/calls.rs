@@ -128,31 +128,41 @@ impl Shared {
                     scope: base.name.clone(),
                 });
             };
+            // Reserved while the kernel maps are switched: a second start is refused as
+            // busy; no event is charged to it before the switch is complete.
+            task.start_call(CallSpan {
+                call: call.clone(),
+                scope: tool.clone().unwrap_or_else(|| Arc::clone(&base)),
+                start_ns: u64::MAX,
+                end_ns: None,
+                started: Instant::now(),
+                events: 0,
+                violations: 0,
+            });
             (task.slot, base, tool)
         };
-        if let Some(tool) = &tool {
-            self.switch_scope(slot, tool)
-                .map_err(|source| CallError::Switch {
-                    task: id.to_owned(),
-                    tool: call.name.clone(),
-                    source: Box::new(source),
-                })?;
+        if let Some(tool) = &tool
+            && let Err(source) = self.switch_scope(slot, tool)
+        {
+            // Back to the task's own scope, whatever the switch left written.
+            if let Err(e) = self.switch_scope(slot, &base) {
+                tracing::error!(task = %id, error = %e, "switching back after a failed switch");
+            }
+            if let Some(task) = self.registry().get_mut(id) {
+                task.calls.pop_back();
+            }
+            return Err(CallError::Switch {
+                task: id.to_owned(),
+                tool: call.name,
+                source: Box::new(source),
+            });
         }
-        let span = CallSpan {
-            call,
-            scope: tool.unwrap_or(base),
-            start_ns: boot_ns(),
-            end_ns: None,
-            started: Instant::now(),
-            events: 0,
-            violations: 0,
-        };
         let mut registry = self.registry();
-        let Some(task) = registry.get_mut(id) else {
+        let Some(span) = registry.get_mut(id).and_then(|t| t.active_call()) else {
             // Ended meanwhile: nothing left to switch back.
             return Err(CallError::NotFound(id.to_owned()));
         };
-        task.start_call(span);
+        span.start_ns = boot_ns();
         Ok(())
     }
 

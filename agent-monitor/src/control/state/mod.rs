@@ -449,7 +449,7 @@ impl Shared {
 
     /// [`Shared::install`] for a slot that runs (a tool call's switch): never unenforced
     /// meanwhile (`Enforcer::switch`).
-    fn switch_scope(&self, slot: u32, scope: &Scope) -> Result<(), TaskError> {
+    fn switch_scope(&self, slot: u32, scope: &Arc<Scope>) -> Result<(), TaskError> {
         let ports = self.dns.open(slot, scope)?;
         lock(&self.enforcer).switch(slot, scope, ports)?;
         Ok(())
