@@ -25,6 +25,9 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Run CMD as a new agent task under a scope, and exit with its status.
     Exec(ExecArgs),
+    /// Run a stdio MCP server as a task between an MCP client (stdin/stdout) and the server:
+    /// each tool call runs under the tool's scope (`spec.tools`), unlisted tools are refused.
+    Mcp(McpArgs),
     /// Show the daemon's status and coverage.
     Status(ClientArgs),
     /// List agent tasks.
@@ -312,9 +315,19 @@ pub(crate) struct DiffArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
-    /// A loaded scope's name, or a manifest file (an ad-hoc scope for this task only).
-    #[arg(long, required_unless_present = "learn", conflicts_with = "learn")]
+    /// A loaded scope's name, or a manifest file (an ad-hoc scope for this task only). With
+    /// `--call`: the call's scope, which must be a subset of the task's (default: the task's).
+    #[arg(
+        long,
+        required_unless_present_any = ["learn", "call"],
+        conflicts_with = "learn"
+    )]
     pub(crate) scope: Option<String>,
+    /// Run CMD as a call NAME of the running task `--task` (a tool that is a process): in a
+    /// child cgroup of the task, bound by `--scope` (a subset of the task's scope, proven by
+    /// the daemon), every record carrying `call: {id, name}`.
+    #[arg(long, value_name = "NAME", requires = "task", conflicts_with = "learn")]
+    pub(crate) call: Option<String>,
     /// Learn a scope: run CMD recorded and never stopped (audit mode, nothing allowed
     /// beyond the baseline), then write the proposed scope NAME for what it did.
     #[arg(long, value_name = "NAME")]
@@ -337,6 +350,24 @@ pub(crate) struct ExecArgs {
     #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
     pub(crate) socket: PathBuf,
     /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub(crate) cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct McpArgs {
+    /// A loaded scope's name, or a manifest file; its `spec.tools` bind each tool call.
+    #[arg(long)]
+    pub(crate) scope: String,
+    /// Task id (default: <scope>-<random>).
+    #[arg(long)]
+    pub(crate) task: Option<String>,
+    /// Revoke the task after this long (e.g. 30m).
+    #[arg(long)]
+    pub(crate) ttl: Option<String>,
+    #[arg(long, env = "AGENT_MONITOR_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub(crate) socket: PathBuf,
+    /// The server's command and its arguments.
     #[arg(last = true, required = true)]
     pub(crate) cmd: Vec<String>,
 }

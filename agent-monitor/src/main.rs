@@ -64,6 +64,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => daemon::run(args).await.map(|()| 0),
             Command::Exec(args) => commands::exec(args).await,
+            Command::Mcp(args) => commands::mcp(args).await,
             Command::Status(args) => commands::status(args).await.map(|()| 0),
             Command::Agents(args) => commands::agents(args).await.map(|()| 0),
             Command::Events(args) => commands::events(args).await.map(|()| 0),

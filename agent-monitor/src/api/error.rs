@@ -38,16 +38,33 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::control::state::calls::CallError> for ApiError {
+    fn from(e: crate::control::state::calls::CallError) -> Self {
+        use crate::control::state::calls::CallError;
+        let (status, code) = match &e {
+            CallError::NotFound(_) => (StatusCode::NOT_FOUND, "unknown_task"),
+            CallError::Busy { .. } => (StatusCode::CONFLICT, "call_in_flight"),
+            CallError::NoCall { .. } => (StatusCode::CONFLICT, "no_call"),
+            CallError::NotListed { .. } => (StatusCode::FORBIDDEN, "tool_not_listed"),
+            CallError::Switch { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        Self::new(status, code, crate::kernel::loader::error_chain(&e))
+    }
+}
+
 impl From<TaskError> for ApiError {
     fn from(e: TaskError) -> Self {
         let (status, code) = match &e {
             TaskError::UnknownScope(_) => (StatusCode::NOT_FOUND, "unknown_scope"),
             TaskError::NotFound(_) => (StatusCode::NOT_FOUND, "unknown_task"),
+            TaskError::Widens(_) => (StatusCode::FORBIDDEN, "scope_widens"),
+            TaskError::NotCallable(_) => (StatusCode::CONFLICT, "not_callable"),
             TaskError::Exists(_) => (StatusCode::CONFLICT, "task_exists"),
             TaskError::ScopeChoice
             | TaskError::BadScope(_)
             | TaskError::ScopeCount(_)
             | TaskError::BadTaskId(_)
+            | TaskError::BadCallName(_)
             | TaskError::BadTtl(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             TaskError::Enforce(_) => (StatusCode::UNPROCESSABLE_ENTITY, "scope_not_enforceable"),
             TaskError::ParseBusy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),

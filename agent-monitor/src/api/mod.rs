@@ -4,6 +4,7 @@
 //! request's peer, `routes` and `events` are the endpoints, `client` is the CLI's side.
 
 mod auth;
+mod calls;
 pub(crate) mod client;
 mod error;
 mod events;

@@ -32,6 +32,15 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
             "/v1/tasks/{id}/proposal",
             get(super::proposal::proposal).post(super::proposal::proposal),
         )
+        .route(
+            "/v1/tasks/{id}/call",
+            axum::routing::put(super::calls::begin).delete(super::calls::end),
+        )
+        .route(
+            "/v1/tasks/{id}/call-errors",
+            post(super::calls::protocol_error),
+        )
+        .route("/v1/tasks/{id}/calls", post(super::calls::create))
         .route("/v1/reload", post(reload))
         .route("/v1/report/{task}", get(report))
         .route("/metrics", get(metrics))

@@ -301,5 +301,28 @@ pub(crate) fn render_report(v: &Value) -> String {
     for u in unused {
         let _ = writeln!(out, "  {}", u.as_str().unwrap_or_default());
     }
+    render_calls(&mut out, &items(v, "/calls"));
     out
+}
+
+/// The report's `calls`: what tool calls used, by call name.
+fn render_calls(out: &mut String, calls: &[Value]) {
+    if calls.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nby tool call ({}):", calls.len());
+    for c in calls {
+        let _ = writeln!(
+            out,
+            "  {}: {} calls, {} refused, {} records, {} violations",
+            text(c, "/name"),
+            text(c, "/calls"),
+            text(c, "/refused"),
+            text(c, "/records"),
+            text(c, "/violations"),
+        );
+        for u in items(c, "/used") {
+            let _ = writeln!(out, "    {}", u.as_str().unwrap_or_default());
+        }
+    }
 }

@@ -4,12 +4,14 @@
 pub(crate) mod capacity;
 mod check;
 mod events;
+mod mcp;
 pub(crate) mod scope;
 mod view;
 
 pub(crate) use check::check;
 
 pub(crate) use events::{events, report};
+pub(crate) use mcp::mcp;
 pub(crate) use view::{agents, status};
 
 use std::{
@@ -39,62 +41,23 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     let client = Client::new(&args.socket);
     // The daemon answers an enforced scope with the Landlock rules this kernel can apply.
     let landlock_abi = crate::control::landlock::abi();
-    let body = task_request(&args, landlock_abi)?;
+    let (path, body) = match (&args.call, &args.task) {
+        (Some(name), Some(task)) => (
+            format!("/v1/tasks/{task}/calls"),
+            call_request(&args, name, landlock_abi)?,
+        ),
+        _ => ("/v1/tasks".to_owned(), task_request(&args, landlock_abi)?),
+    };
     // A daemon that is busy (503) or restarting (nobody listens yet) is asked again, with
     // backoff, for a few seconds; a 4xx is final.
     let answer = client
-        .send_retrying(&Method::POST, "/v1/tasks", Some(&body), &Retry::EXEC)
+        .send_retrying(&Method::POST, &path, Some(&body), &Retry::EXEC)
         .await?;
     let created: TaskCreated =
         serde_json::from_slice(&answer).context("unexpected answer from the daemon")?;
-    let procs = CString::new(
-        created
-            .cgroup_dir
-            .join("cgroup.procs")
-            .as_os_str()
-            .as_bytes(),
-    )
-    .context("cgroup path holds a NUL byte")?;
     let mut cmd = std::process::Command::new(&args.cmd[0]);
     cmd.args(&args.cmd[1..]);
-    // Built here: the child may only make async-signal-safe calls.
-    let filter = crate::control::seccomp::filter(
-        created.daemon_pid,
-        &crate::host::threads::threads_of(created.daemon_pid),
-    )?;
-    let ruleset = created
-        .landlock
-        .as_ref()
-        .map(crate::control::landlock::prepare)
-        .transpose()
-        .with_context(|| format!("preparing the Landlock layer of task {}", created.task))?;
-    let ruleset_fd = ruleset.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    // SAFETY: the closure only makes async-signal-safe calls (open, write, close, prctl and
-    // the Landlock syscall).
-    unsafe {
-        cmd.pre_exec(move || {
-            // Writing "0" moves the writing process itself; done before exec so that the
-            // new image runs tagged from its first instruction.
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            let err = std::io::Error::last_os_error();
-            libc::close(fd);
-            if n != 1 {
-                return Err(err);
-            }
-            // Tagged from here on; the filter makes what the kernel hooks could only
-            // report after the fact impossible (see `seccomp`), and Landlock refuses file
-            // access outside the scope before it happens (see `landlock`).
-            crate::control::seccomp::install(&filter)?;
-            match ruleset_fd {
-                Some(fd) => crate::control::landlock::restrict(fd),
-                None => Ok(()),
-            }
-        });
-    }
+    let ruleset = confine(&mut cmd, &created)?;
     let mut child = match tokio::process::Command::from(cmd).spawn() {
         Ok(child) => child,
         Err(e) if e.raw_os_error() == Some(libc::EACCES) && ruleset.is_some() => {
@@ -144,6 +107,62 @@ pub(crate) async fn exec(args: ExecArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+/// Makes `cmd` start inside the task `created` describes: moved into its cgroup before it
+/// execs, under the seccomp filter and (for an enforced scope) the Landlock layer. The
+/// returned ruleset must be kept until `cmd` is spawned.
+fn confine(
+    cmd: &mut std::process::Command,
+    created: &TaskCreated,
+) -> anyhow::Result<Option<std::os::fd::OwnedFd>> {
+    let procs = CString::new(
+        created
+            .cgroup_dir
+            .join("cgroup.procs")
+            .as_os_str()
+            .as_bytes(),
+    )
+    .context("cgroup path holds a NUL byte")?;
+    // Built here: the child may only make async-signal-safe calls.
+    let filter = crate::control::seccomp::filter(
+        created.daemon_pid,
+        &crate::host::threads::threads_of(created.daemon_pid),
+    )?;
+    let ruleset = created
+        .landlock
+        .as_ref()
+        .map(crate::control::landlock::prepare)
+        .transpose()
+        .with_context(|| format!("preparing the Landlock layer of task {}", created.task))?;
+    let ruleset_fd = ruleset.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    // SAFETY: the closure only makes async-signal-safe calls (open, write, close, prctl and
+    // the Landlock syscall).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Writing "0" moves the writing process itself; done before exec so that the
+            // new image runs tagged from its first instruction.
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if n != 1 {
+                return Err(err);
+            }
+            // Tagged from here on; the filter makes what the kernel hooks could only
+            // report after the fact impossible (see `seccomp`), and Landlock refuses file
+            // access outside the scope before it happens (see `landlock`).
+            crate::control::seccomp::install(&filter)?;
+            match ruleset_fd {
+                Some(fd) => crate::control::landlock::restrict(fd),
+                None => Ok(()),
+            }
+        });
+    }
+    Ok(ruleset)
+}
+
 /// `exec --learn`: the proposal for what the task did, once it ended.
 async fn learned(client: &Client, args: &ExecArgs, task: &str) -> anyhow::Result<()> {
     // The task ends when the daemon sees its cgroup empty; the proposal waits for its
@@ -170,6 +189,21 @@ async fn learned(client: &Client, args: &ExecArgs, task: &str) -> anyhow::Result
     .await?;
     scope::propose::emit_answer(&answer, args.out.as_deref())?;
     Ok(())
+}
+
+/// The body of `POST /v1/tasks/{id}/calls` for `exec --call`.
+fn call_request(args: &ExecArgs, name: &str, landlock_abi: u32) -> anyhow::Result<Value> {
+    let mut body = json!({ "name": name, "landlock_abi": landlock_abi });
+    match &args.scope {
+        Some(scope) if Path::new(scope).is_file() => {
+            let yaml =
+                std::fs::read_to_string(scope).with_context(|| format!("reading {scope}"))?;
+            body["scope_yaml"] = Value::String(yaml);
+        }
+        Some(scope) => body["scope"] = Value::String(scope.clone()),
+        None => {}
+    }
+    Ok(body)
 }
 
 /// The body of `POST /v1/tasks` for `exec`.

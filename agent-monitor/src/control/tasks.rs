@@ -10,7 +10,10 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{observe::record::rfc3339, scope::Scope};
+use crate::{
+    observe::record::{CallRef, rfc3339},
+    scope::Scope,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,6 +53,52 @@ pub(crate) struct Task {
     pub(crate) drops_seen: u64,
     /// The Landlock ABI the task's processes were restricted with by `exec` (0: none).
     pub(crate) landlock_abi: u32,
+    /// Its tool calls (`agent-monitor mcp`): the one in flight last, and the few before it
+    /// whose late events may still be queued.
+    pub(crate) calls: VecDeque<CallSpan>,
+    /// A call of another task (`exec --call`): that task's id, and the call. Its records
+    /// are the parent's, with `call`.
+    pub(crate) call_of: Option<(String, CallRef)>,
+}
+
+/// A tool call of a task, from its start to its end on `CLOCK_BOOTTIME` (the kernel's event
+/// clock), so an event is charged to the call it happened in even when it is judged later.
+#[derive(Debug, Clone)]
+pub(crate) struct CallSpan {
+    pub(crate) call: CallRef,
+    /// The scope the server ran under meanwhile (the tool's, or the task's own).
+    pub(crate) scope: Arc<Scope>,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: Option<u64>,
+    pub(crate) started: Instant,
+    pub(crate) events: u64,
+    pub(crate) violations: u64,
+}
+
+/// Ended calls kept per task for their late events.
+const CALLS_KEPT: usize = 8;
+
+impl Task {
+    /// The call in flight.
+    pub(crate) fn active_call(&mut self) -> Option<&mut CallSpan> {
+        self.calls.back_mut().filter(|c| c.end_ns.is_none())
+    }
+
+    /// Starts a call (the caller checked none is in flight).
+    pub(crate) fn start_call(&mut self, span: CallSpan) {
+        if self.calls.len() >= CALLS_KEPT {
+            self.calls.pop_front();
+        }
+        self.calls.push_back(span);
+    }
+
+    /// The call an event of time `ns` happened in.
+    fn call_at(&mut self, ns: u64) -> Option<&mut CallSpan> {
+        self.calls
+            .iter_mut()
+            .rev()
+            .find(|c| c.start_ns <= ns && c.end_ns.is_none_or(|end| ns < end))
+    }
 }
 
 /// Whether a task is still watched.
@@ -116,6 +165,8 @@ impl Task {
             degraded: false,
             drops_seen: 0,
             landlock_abi: 0,
+            calls: VecDeque::new(),
+            call_of: None,
         }
     }
 
@@ -141,13 +192,18 @@ impl Task {
     }
 
     pub(crate) fn attribution(&self) -> Attribution {
+        let (id, call) = match &self.call_of {
+            Some((parent, call)) => (parent.clone(), Some(call.clone())),
+            None => (self.id.clone(), None),
+        };
         Attribution {
-            id: self.id.clone(),
+            id,
             scope: Arc::clone(&self.scope),
             start_cwd: self.start_cwd.clone(),
             cgroup: self.cgroup.clone(),
             cgroup_id: self.cgroup_id,
             landlock: self.landlock_abi > 0,
+            call,
         }
     }
 
@@ -184,6 +240,8 @@ pub(crate) struct Attribution {
     pub(crate) cgroup_id: u64,
     /// The task runs under Landlock: a refused call is the kernel refusing it.
     pub(crate) landlock: bool,
+    /// The tool call the event happened in (then `scope` is the call's).
+    pub(crate) call: Option<CallRef>,
 }
 
 const ENDED_KEPT: usize = 256;
@@ -220,6 +278,10 @@ impl Registry {
         self.tasks.get(id)
     }
 
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Task> {
+        self.tasks.get_mut(id)
+    }
+
     /// Removes a task and remembers how it ended.
     pub(crate) fn finish(&mut self, id: &str, reason: &str) -> Option<Task> {
         let task = self.remove(id)?;
@@ -249,6 +311,26 @@ impl Registry {
             return Some(t.attribution());
         }
         self.ended_slots.get(&slot).cloned()
+    }
+
+    /// [`Registry::attribute`] for an event of time `ns` (`CLOCK_BOOTTIME`): a live task's
+    /// event that happened during one of its tool calls is judged by the call's scope and
+    /// carries the call.
+    pub(crate) fn attribute_at(&mut self, slot: u32, ns: u64) -> Option<Attribution> {
+        let mut attribution = self.attribute(slot)?;
+        if let Some(span) = self.by_slot_mut(slot).and_then(|t| t.call_at(ns)) {
+            span.events += 1;
+            attribution.scope = Arc::clone(&span.scope);
+            attribution.call = Some(span.call.clone());
+        }
+        Some(attribution)
+    }
+
+    /// Counts a violation of an event of time `ns` against the call it happened in.
+    pub(crate) fn call_violation(&mut self, slot: u32, ns: u64) {
+        if let Some(span) = self.by_slot_mut(slot).and_then(|t| t.call_at(ns)) {
+            span.violations += 1;
+        }
     }
 
     /// A running or recently ended task.

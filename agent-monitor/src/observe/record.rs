@@ -175,6 +175,33 @@ pub(crate) struct ExecObject {
     pub(crate) script: Option<String>,
 }
 
+/// The tool call a record belongs to (`agent-monitor mcp`, docs/SCOPES.md): the client's
+/// JSON-RPC request id, the tool, a digest of its arguments; the call's own record (`kind:
+/// task`, `task.event: call-ended`) also says how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct CallRef {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) end: Option<CallEnd>,
+}
+
+/// How a call ended: `ok`, `error` (a JSON-RPC error answer), `cancelled`, `server-died`,
+/// `refused` (a tool `spec.tools` does not list: it never reached the server); for a call
+/// that is a process (`exec --call`), `ok` or why it was ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub(crate) struct CallEnd {
+    pub(crate) outcome: String,
+    pub(crate) duration_ms: u64,
+    /// Events and violations of the server while the call ran.
+    pub(crate) events: u64,
+    pub(crate) violations: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Record {
     pub(crate) time: String,
@@ -188,6 +215,9 @@ pub(crate) struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) after: Option<Action>,
     pub(crate) agent: AgentRef,
+    /// The tool call in flight when it happened (`agent-monitor mcp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) call: Option<CallRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) process: Option<ProcessRef>,
     /// Namespace, pod and container of an agent selected by `select.kubernetes`.
@@ -269,6 +299,7 @@ impl Record {
             layer: None,
             after: None,
             agent,
+            call: None,
             process: None,
             kubernetes: None,
             file: None,
@@ -349,6 +380,7 @@ impl Record {
                 owner: "o".into(),
                 identity: None,
             },
+            call: None,
             process: Some(ProcessRef {
                 pid: 1,
                 tid: 1,

@@ -178,6 +178,27 @@ struct TaskUsage {
     files: BTreeMap<(String, &'static str), Item>,
     net: BTreeMap<String, Item>,
     overflow: u64,
+    /// By tool call name (`agent-monitor mcp`).
+    calls: BTreeMap<String, CallUse>,
+}
+
+/// Tool names followed per task, and distinct things listed per tool.
+const MAX_CALL_NAMES: usize = 256;
+const MAX_CALL_USED: usize = 64;
+
+/// What the calls of one tool did (`calls` in the report).
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct CallUse {
+    pub(crate) name: String,
+    /// Calls that ended (any outcome).
+    pub(crate) calls: u64,
+    /// Calls refused before they reached the server (not in `spec.tools`).
+    pub(crate) refused: u64,
+    pub(crate) records: u64,
+    pub(crate) violations: u64,
+    /// Distinct things its calls used (`read /ws/a`, `exec /usr/bin/git`, `connect
+    /// 10.0.0.1:443`), at most 64.
+    pub(crate) used: BTreeSet<String>,
 }
 
 fn access_name(a: FileAccess) -> &'static str {
@@ -208,6 +229,45 @@ impl TaskUsage {
             files: BTreeMap::new(),
             net: BTreeMap::new(),
             overflow: 0,
+            calls: BTreeMap::new(),
+        }
+    }
+
+    /// Counts a record of a tool call under the tool's name.
+    fn observe_call(&mut self, r: &Record, name: &str) {
+        if !self.calls.contains_key(name) && self.calls.len() >= MAX_CALL_NAMES {
+            return;
+        }
+        let c = self
+            .calls
+            .entry(name.to_owned())
+            .or_insert_with(|| CallUse {
+                name: name.to_owned(),
+                ..CallUse::default()
+            });
+        if r.kind == Kind::Task {
+            match r.task.as_ref().map(|t| t.event) {
+                Some("call-ended") => c.calls += 1,
+                Some("call-refused") => c.refused += 1,
+                _ => {}
+            }
+            return;
+        }
+        c.records += 1;
+        c.violations += u64::from(r.verdict == Verdict::Violation);
+        let item = if let Some(e) = &r.exec {
+            Some(format!("exec {}", e.path))
+        } else if let Some(f) = &r.file {
+            Some(format!("{} {}", access_name(f.access), f.path))
+        } else {
+            r.net
+                .as_ref()
+                .map(|n| format!("{} {}:{}", r.kind.name(), n.address, n.port))
+        };
+        if let Some(item) = item
+            && (c.used.len() < MAX_CALL_USED || c.used.contains(&item))
+        {
+            c.used.insert(item);
         }
     }
 
@@ -255,6 +315,9 @@ impl TaskUsage {
     }
 
     fn observe(&mut self, r: &Record) {
+        if let Some(call) = &r.call {
+            self.observe_call(r, &call.name);
+        }
         // Lifecycle records (revoked, degraded) are not something the agent used.
         if r.kind == Kind::Task {
             return;
@@ -364,6 +427,8 @@ pub(crate) struct Report {
     pub(crate) used: Used,
     /// Distinct items not listed (beyond the per-task limit); their uses are still counted.
     pub(crate) unlisted: u64,
+    /// What was used, by tool call name (`agent-monitor mcp`).
+    pub(crate) calls: Vec<CallUse>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -524,6 +589,7 @@ fn build(task: &str, u: &TaskUsage, live: bool) -> Report {
             network: u.net.iter().map(|(k, i)| item(k.clone(), i)).collect(),
         },
         unlisted: u.overflow,
+        calls: u.calls.values().cloned().collect(),
     }
 }
 

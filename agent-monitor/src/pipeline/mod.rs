@@ -109,7 +109,7 @@ impl Consumer for Pipeline {
 impl Pipeline {
     fn judge(&mut self, event: &Event) {
         let Some(h) = event.header() else { return };
-        let Some(task) = self.shared.registry().attribute(h.agent) else {
+        let Some(task) = self.shared.registry().attribute_at(h.agent, h.time_ns) else {
             Stats::add(&self.shared.stats.orphan_events, 1);
             return;
         };
@@ -121,6 +121,7 @@ impl Pipeline {
             task.cgroup_id,
             task.landlock,
         );
+        let call = task.call;
         let cgroup = self.cgroup_path(h.cgroup_id, &task_cgroup, task_cgroup_id);
         let learned = self.learned_host(event);
         let proc = self.procs.observe(h, start_cwd.as_deref());
@@ -200,6 +201,7 @@ impl Pipeline {
                 owner: scope.owner.clone(),
                 identity: scope.identity.clone(),
             },
+            call,
             process: Some(process),
             kubernetes: self.shared.kubernetes.agent(h.agent),
             file: judged.file,
@@ -236,7 +238,9 @@ impl Pipeline {
         }
         if let Some(v) = violation {
             Stats::add(&self.shared.stats.violations, 1);
-            if let Some(t) = self.shared.registry().by_slot_mut(h.agent) {
+            let mut registry = self.shared.registry();
+            registry.call_violation(h.agent, h.time_ns);
+            if let Some(t) = registry.by_slot_mut(h.agent) {
                 t.violations += 1;
                 if killed {
                     t.last_violation = Some(format!(

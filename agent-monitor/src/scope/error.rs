@@ -54,6 +54,15 @@ pub(crate) enum ScopeError {
         origin: ScopeSource,
         namespace: String,
     },
+    /// A `spec.tools` entry or a call's scope that allows more than the scope itself.
+    #[error("{origin}: scope {name:?}: {what}: {widening}")]
+    Tool {
+        origin: ScopeSource,
+        name: String,
+        /// `spec.tools.NAME`, `call NAME`.
+        what: String,
+        widening: super::subset::Widening,
+    },
     #[error("{origin}: no AgentScope document in the file")]
     NoScope { origin: ScopeSource },
     /// Past one of the limits of `scope::limits`, checked before the text is parsed or the
@@ -76,6 +85,7 @@ impl ScopeError {
             Self::Read { path, .. } | Self::ReadDir { path, .. } => Some(path),
             Self::Yaml { origin, .. }
             | Self::Policy { origin, .. }
+            | Self::Tool { origin, .. }
             | Self::DuplicateName { origin, .. }
             | Self::NoScope { origin }
             | Self::Namespace { origin, .. }
@@ -91,6 +101,7 @@ impl ScopeError {
             Self::ReadDir { .. } => None,
             Self::Yaml { origin, .. }
             | Self::Policy { origin, .. }
+            | Self::Tool { origin, .. }
             | Self::DuplicateName { origin, .. }
             | Self::NoScope { origin }
             | Self::Namespace { origin, .. }

@@ -1,5 +1,6 @@
 //! The manifest schema (docs/SCOPES.md). Unknown fields are errors everywhere.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -107,6 +108,64 @@ pub(crate) struct ScopeSpec {
     pub(crate) on_violation: OnViolation,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) select: Option<Select>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) exec: ExecSpec,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) files: FilesSpec,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(crate) network: NetworkSpec,
+    /// MCP tools (`agent-monitor mcp`): a tool's own scope, a subset of this one, binds the
+    /// server while a call to it runs; a tool not listed is refused (docs/SCOPES.md).
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub(crate) tools: BTreeMap<ToolName, ToolSpec>,
+}
+
+/// A key of `spec.tools`: an MCP tool's name.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(try_from = "String", into = "String")]
+pub(crate) struct ToolName(String);
+
+impl ToolName {
+    #[must_use]
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ToolName {
+    type Error = &'static str;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        // MCP tool names are short identifiers; this keeps records and errors readable.
+        let valid = (1..=128).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'));
+        if valid {
+            Ok(Self(name))
+        } else {
+            Err("a tool name is 1 to 128 of A-Z, a-z, 0-9, '_', '-', '.' and '/'")
+        }
+    }
+}
+
+impl From<ToolName> for String {
+    fn from(name: ToolName) -> Self {
+        name.0
+    }
+}
+
+/// One entry of `spec.tools`: what the server may do while a call to that tool runs. Mode
+/// and `onViolation` are the scope's; `files.deny` of the scope stays in force.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ToolSpec {
     #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) exec: ExecSpec,
     #[serde(default, deserialize_with = "null_as_default")]
@@ -262,15 +321,60 @@ impl ScopeSpec {
     /// How many entries its lists hold together.
     #[must_use]
     pub(crate) fn entries(&self) -> usize {
-        self.exec.allow.len()
-            + self.files.read.len()
-            + self.files.write.len()
-            + self.files.deny.len()
-            + self.files.list.len()
-            + self.network.connect.len()
-            + self.network.bind.len()
+        let tools: usize = self
+            .tools
+            .values()
+            .map(|t| ToolSpec::entries_of(&t.exec, &t.files, &t.network))
+            .sum();
+        tools + ToolSpec::entries_of(&self.exec, &self.files, &self.network)
     }
 
+    /// The scope a call to a tool runs under: the tool's lists, the scope's mode,
+    /// `onViolation` and `files.deny` (which a tool cannot lift).
+    #[must_use]
+    pub(crate) fn for_tool(&self, tool: &ToolSpec) -> Self {
+        let mut files = tool.files.clone();
+        for deny in &self.files.deny {
+            if !files.deny.iter().any(|d| d.as_str() == deny.as_str()) {
+                files.deny.push(deny.clone());
+            }
+        }
+        Self {
+            mode: self.mode,
+            ttl: None,
+            on_violation: self.on_violation,
+            select: None,
+            exec: tool.exec.clone(),
+            files,
+            network: tool.network.clone(),
+            tools: BTreeMap::new(),
+        }
+    }
+}
+
+impl ToolSpec {
+    /// The lists of a scope (a call's `--scope`), as a sub-scope of another.
+    #[must_use]
+    pub(crate) fn of(spec: &ScopeSpec) -> Self {
+        Self {
+            exec: spec.exec.clone(),
+            files: spec.files.clone(),
+            network: spec.network.clone(),
+        }
+    }
+
+    fn entries_of(exec: &ExecSpec, files: &FilesSpec, network: &NetworkSpec) -> usize {
+        exec.allow.len()
+            + files.read.len()
+            + files.write.len()
+            + files.deny.len()
+            + files.list.len()
+            + network.connect.len()
+            + network.bind.len()
+    }
+}
+
+impl ScopeSpec {
     /// The engine's view of this spec.
     #[must_use]
     pub(crate) fn policy_spec(&self) -> PolicySpec {

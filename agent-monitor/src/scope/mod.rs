@@ -12,6 +12,7 @@ pub(crate) mod limits;
 pub(crate) mod lint;
 mod manifest;
 mod net;
+pub(crate) mod subset;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -28,7 +29,7 @@ use globset::GlobMatcher;
 
 pub(crate) use error::ScopeError;
 pub(crate) use every_error::check_file;
-pub(crate) use manifest::{Mode, OnViolation, ScopeSpec};
+pub(crate) use manifest::{Mode, OnViolation, ScopeSpec, ToolSpec};
 use values::NonEmpty;
 pub(crate) use values::Ttl;
 pub(crate) use yaml::options as yaml_options;
@@ -50,6 +51,9 @@ pub(crate) struct Scope {
     /// Where it came from.
     pub(crate) source: ScopeSource,
     pub(crate) spec: ScopeSpec,
+    /// `spec.tools`, each compiled as the scope a call to that tool runs under (same name,
+    /// owner, mode and `onViolation`; proven a subset of this one).
+    pub(crate) tools: std::collections::BTreeMap<String, std::sync::Arc<Scope>>,
 }
 
 impl Scope {
@@ -375,6 +379,50 @@ fn compile(manifest: Manifest, source: &ScopeSource) -> Result<Scope, ScopeError
             limit: limits::Limit::ScopeEntries { name, entries },
         });
     }
+    let owner = metadata.owner.into_string();
+    let identity = metadata.identity.map(NonEmpty::into_string);
+    let mut scope = compile_spec(spec, &name, source)?;
+    scope.owner = owner;
+    scope.identity = identity;
+    let mut tools = std::collections::BTreeMap::new();
+    for (tool, tool_spec) in &scope.spec.tools {
+        let what = format!("spec.tools.{}", tool.as_str());
+        tools.insert(
+            tool.as_str().to_owned(),
+            std::sync::Arc::new(narrowed(&scope, &what, tool_spec)?),
+        );
+    }
+    scope.tools = tools;
+    Ok(scope)
+}
+
+/// The scope of a tool or a call: `sub`'s lists under `parent`'s name, owner, mode,
+/// `onViolation` and `files.deny`, once proven a subset of `parent` (`what` names `sub` in
+/// the error: `spec.tools.write_file`, `call run_tests`).
+///
+/// # Errors
+/// [`ScopeError::Tool`] naming the first entry that widens `parent`, or a policy error.
+pub(crate) fn narrowed(parent: &Scope, what: &str, sub: &ToolSpec) -> Result<Scope, ScopeError> {
+    let spec = parent.spec.for_tool(sub);
+    subset::check(&subset::Lists::of(&parent.spec), &subset::Lists::of(&spec)).map_err(
+        |widening| ScopeError::Tool {
+            origin: parent.source.clone(),
+            name: parent.name.clone(),
+            what: what.to_owned(),
+            widening,
+        },
+    )?;
+    let compiled = compile_spec(spec, &parent.name, &parent.source)?;
+    Ok(Scope {
+        owner: parent.owner.clone(),
+        identity: parent.identity.clone(),
+        ..compiled
+    })
+}
+
+/// A spec compiled into a scope named `name` (no owner yet, no tools).
+fn compile_spec(spec: ScopeSpec, name: &str, source: &ScopeSource) -> Result<Scope, ScopeError> {
+    let name = name.to_owned();
     let policy_spec = spec.policy_spec();
     let aliases = real_paths(&policy_spec.exec_allow);
     let policy = CompiledPolicy::compile(policy_spec)
@@ -389,8 +437,8 @@ fn compile(manifest: Manifest, source: &ScopeSource) -> Result<Scope, ScopeError
         .as_ref()
         .and_then(|select| select.cgroup.as_ref());
     Ok(Scope {
-        owner: metadata.owner.into_string(),
-        identity: metadata.identity.map(NonEmpty::into_string),
+        owner: String::new(),
+        identity: None,
         mode: spec.mode,
         ttl: spec.ttl.map(Ttl::duration),
         on_violation: spec.on_violation,
@@ -399,5 +447,6 @@ fn compile(manifest: Manifest, source: &ScopeSource) -> Result<Scope, ScopeError
         source: source.clone(),
         name,
         spec,
+        tools: std::collections::BTreeMap::new(),
     })
 }

@@ -5,6 +5,7 @@
 //! The machine is shared and noisy: every configuration is run several times, interleaved
 //! round by round with the "no monitor" baseline, and compared through ratios of medians.
 
+mod calls;
 mod capacity;
 mod daemon;
 mod dns;
@@ -239,6 +240,8 @@ pub struct Results {
     pub scale: scale::Scale,
     /// The OpenTelemetry export's cost.
     pub export: export::Export,
+    /// What `agent-monitor mcp` costs per tool call.
+    pub calls: calls::Calls,
     pub other_monitors: usize,
     /// Whether new tasks were kept out of the kernel's audit context (`tools::AuditQuiet`).
     pub audit_quiet: bool,
@@ -293,6 +296,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     realwork::run(&env, &p, &mut r.realwork);
     capacity::run(&env, &p, &mut r.capacity);
     export::run(&env, root, &mut r.export);
+    calls::run(&env, root, &mut r.calls);
     scale::run(&env, &p.scale, &mut r.scale);
     drop(quiet);
     let md = report::render(&r, &p, started.elapsed())?;
@@ -304,20 +308,24 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `XTASK_BENCH_ONLY=realwork|capacity|scale|export cargo xtask bench [--quick]`: one section
+/// `XTASK_BENCH_ONLY=realwork|capacity|scale|export|calls cargo xtask bench [--quick]`: one section
 /// alone, printed. `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this
 /// tree's release build. docs/BENCHMARKS.md is written only by the full bench.
 fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
-    if !matches!(only, "realwork" | "capacity" | "scale" | "export") {
+    if !matches!(only, "realwork" | "capacity" | "scale" | "export" | "calls") {
         bail!(
-            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale` and `export`"
+            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale`, `export` and `calls`"
         );
     }
     let (daemon, generator) = build(root)?;
     let env = prepare(daemon, &generator)?;
     let started = Instant::now();
     let mut md = String::new();
-    if only == "export" {
+    if only == "calls" {
+        let mut c = calls::Calls::default();
+        calls::run(&env, root, &mut c);
+        calls::render(&mut md, &c)?;
+    } else if only == "export" {
         let mut e = export::Export::default();
         export::run(&env, root, &mut e);
         export::render(&mut md, &e)?;

@@ -85,6 +85,7 @@ pub(crate) fn build(q: &OutOfScope, agent: AgentRef) -> Record {
         layer: q.enforced.then_some(Layer::Daemon),
         after: None,
         agent,
+        call: None,
         process: None,
         kubernetes: None,
         file: None,

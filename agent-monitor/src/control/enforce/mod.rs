@@ -4,7 +4,11 @@
 
 mod compile;
 
-use std::os::fd::{AsRawFd as _, FromRawFd as _};
+use std::{
+    collections::HashMap,
+    os::fd::{AsRawFd as _, FromRawFd as _},
+    sync::Arc,
+};
 
 use agent_monitor_common::{AgentConfig, BindKey, HostRuleKey, InodeKey, NetKey};
 use aya::maps::{MapError, lpm_trie::Key};
@@ -29,7 +33,16 @@ pub(crate) enum EnforceError {
 /// Writes scopes into the kernel maps that carry enforcement.
 pub(crate) struct Enforcer {
     maps: EnforceMaps,
+    /// The scopes a slot is switched between (tool calls), compiled once: a switch does
+    /// not walk the file globs again. Forgotten with the slot's rules.
+    switched: HashMap<u32, Vec<Compiled>>,
 }
+
+/// A scope and its kernel form.
+type Compiled = (Arc<crate::scope::Scope>, Arc<compile::KernelScope>);
+
+/// Scopes kept compiled per slot (an MCP server's tools).
+const SWITCHED_KEPT: usize = 64;
 
 impl Enforcer {
     /// The operation thread `tid` was held for is judged. Whether none of `threads` (the
@@ -44,7 +57,10 @@ impl Enforcer {
     }
 
     pub(crate) fn new(maps: EnforceMaps) -> Self {
-        Self { maps }
+        Self {
+            maps,
+            switched: HashMap::new(),
+        }
     }
 
     /// Writes a scope for a slot, replacing what the slot had. The settings go in last, so
@@ -58,6 +74,16 @@ impl Enforcer {
     ) -> Result<(), EnforceError> {
         let ks = compile(scope)?;
         self.remove(slot);
+        self.write(slot, &ks, dns)
+    }
+
+    /// Writes a compiled scope's rules for a slot, then its settings.
+    fn write(
+        &mut self,
+        slot: u32,
+        ks: &compile::KernelScope,
+        dns: crate::control::dns::DnsPorts,
+    ) -> Result<(), EnforceError> {
         let err = |map: &'static str| move |source| EnforceError::Map { map, slot, source };
         for (len, addr, rule) in &ks.net {
             let key = Key::new(
@@ -134,6 +160,97 @@ impl Enforcer {
         Ok(())
     }
 
+    /// Replaces a running slot's scope with another without a moment unenforced (a tool
+    /// call's switch, `control/state/calls.rs`): reads judged under the old scope are
+    /// forgotten first, the new rules and settings written over the old ones, and only then
+    /// the old rules the new scope lacks removed. Meanwhile the slot is bound by the union
+    /// of both, never by less than the wider.
+    pub(crate) fn switch(
+        &mut self,
+        slot: u32,
+        scope: &Arc<crate::scope::Scope>,
+        dns: crate::control::dns::DnsPorts,
+    ) -> Result<(), EnforceError> {
+        let known = self
+            .switched
+            .get(&slot)
+            .and_then(|l| l.iter().find(|(s, _)| Arc::ptr_eq(s, scope)))
+            .map(|(_, ks)| Arc::clone(ks));
+        let ks = if let Some(ks) = known {
+            ks
+        } else {
+            let ks = Arc::new(compile(scope)?);
+            let list = self.switched.entry(slot).or_default();
+            if list.len() >= SWITCHED_KEPT {
+                list.remove(0);
+            }
+            list.push((Arc::clone(scope), Arc::clone(&ks)));
+            ks
+        };
+        let file_ok: Vec<_> = self
+            .maps
+            .file_ok
+            .keys()
+            .flatten()
+            .filter(|k| k.slot == slot)
+            .collect();
+        for k in file_ok {
+            let _ = self.maps.file_ok.remove(&k);
+        }
+        self.write(slot, &ks, dns)?;
+        let nets: Vec<_> =
+            self.maps
+                .net
+                .keys()
+                .flatten()
+                .filter(|k| {
+                    k.data().slot_be == slot.to_be_bytes()
+                        && !ks.net.iter().any(|(len, addr, _)| {
+                            32 + len == k.prefix_len() && *addr == k.data().addr
+                        })
+                })
+                .collect();
+        for k in nets {
+            let _ = self.maps.net.remove(&k);
+        }
+        let binds: Vec<_> = self
+            .maps
+            .bind
+            .keys()
+            .flatten()
+            .filter(|k| k.slot == slot && !ks.bind.iter().any(|p| u32::from(*p) == k.port))
+            .collect();
+        for k in binds {
+            let _ = self.maps.bind.remove(&k);
+        }
+        let hosts: Vec<_> = self
+            .maps
+            .host
+            .keys()
+            .flatten()
+            .filter(|k| k.slot == slot && k.index as usize >= ks.host.len())
+            .collect();
+        for k in hosts {
+            let _ = self.maps.host.remove(&k);
+        }
+        for (map, keep) in [
+            (&mut self.maps.exec_allow, &ks.exec_allow),
+            (&mut self.maps.file_deny, &ks.file_deny),
+        ] {
+            let stale: Vec<_> = map
+                .keys()
+                .flatten()
+                .filter(|k| {
+                    k.slot == slot && !keep.iter().any(|id| id.dev == k.dev && id.ino == k.ino)
+                })
+                .collect();
+            for k in stale {
+                let _ = map.remove(&k);
+            }
+        }
+        Ok(())
+    }
+
     /// Allows one more binary for a slot (a held exec the daemon found in scope).
     pub(crate) fn allow_exec(&mut self, slot: u32, dev: u32, ino: u64) {
         if let Err(e) = self
@@ -155,6 +272,7 @@ impl Enforcer {
     /// Removes everything written for a slot (settings first: back to audit at once). Found
     /// by scanning the maps, so it also works for what a previous daemon wrote.
     pub(crate) fn remove(&mut self, slot: u32) {
+        self.switched.remove(&slot);
         let _ = self.maps.config.remove(&slot);
         let _ = self.maps.drops.remove(&slot);
         let nets: Vec<_> = self

@@ -18,6 +18,7 @@ impl Shared {
             .finish(id, reason)
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
         self.untag(task.cgroup_id, task.slot);
+        self.call_task_ended(&task, reason);
         let generation = self.save(&self.registry());
         self.saved(generation);
         if task.origin == Origin::Exec {

@@ -45,6 +45,12 @@ pub(crate) enum TaskError {
     BadTtl(String),
     #[error("no task named {0:?}")]
     NotFound(String),
+    #[error("the call's scope: {0}")]
+    Widens(#[source] ScopeError),
+    #[error("call name {0:?} is invalid: 1-128 characters, no control characters")]
+    BadCallName(String),
+    #[error("task {0:?} cannot have calls: it is a call itself, or adopted (not started by exec)")]
+    NotCallable(String),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error("enforcing the scope: {0}")]
@@ -100,6 +106,9 @@ pub(crate) struct TaskCreated {
     /// scopes, when the launcher said it can).
     #[serde(default)]
     pub(crate) landlock: Option<crate::control::landlock::Plan>,
+    /// The scope's `spec.tools` names (`agent-monitor mcp` offers only these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) tools: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +156,8 @@ impl Stats {
 }
 
 mod adopt;
+pub(crate) mod call_tasks;
+pub(crate) mod calls;
 mod lifecycle;
 mod persisted;
 mod scopes;
@@ -390,6 +401,7 @@ impl Shared {
             cgroup_dir,
             daemon_pid: std::process::id(),
             landlock,
+            tools: scope.tools.keys().cloned().collect(),
         })
     }
 
@@ -432,6 +444,14 @@ impl Shared {
             self.dns.close(slot);
             return Err(e.into());
         }
+        Ok(())
+    }
+
+    /// [`Shared::install`] for a slot that runs (a tool call's switch): never unenforced
+    /// meanwhile (`Enforcer::switch`).
+    fn switch_scope(&self, slot: u32, scope: &Arc<Scope>) -> Result<(), TaskError> {
+        let ports = self.dns.open(slot, scope)?;
+        lock(&self.enforcer).switch(slot, scope, ports)?;
         Ok(())
     }
 

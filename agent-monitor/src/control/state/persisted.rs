@@ -188,6 +188,9 @@ fn snapshot(registry: &Registry) -> persist::Saved {
         next_slot: registry.last_slot(),
         tasks: registry
             .iter()
+            // A call's narrowed scope has no name to restore it by: it is not saved (a
+            // restarted daemon would bind its processes by the whole task's scope).
+            .filter(|t| t.call_of.is_none())
             .map(|t| persist::SavedTask {
                 id: t.id.clone(),
                 slot: t.slot,

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::observe::record::{ExecObject, FileObject};
+use crate::observe::record::{Action, ExecObject, FileObject};
 
 const SCOPE: &str = "apiVersion: agent-monitor.dev/v1
 kind: AgentScope
@@ -152,4 +152,48 @@ fn distinct_items_are_bounded_but_uses_still_counted() {
         .find(|e| e.rule == "files.write[0]")
         .expect("entry");
     assert_eq!(write.uses, (MAX_ITEMS + 10) as u64);
+}
+
+#[test]
+fn the_report_groups_what_tool_calls_used_by_tool_name() {
+    let mut u = TaskUsage::new(scope());
+    let call = |name: &str| crate::observe::record::CallRef {
+        id: "1".into(),
+        name: name.into(),
+        digest: None,
+        end: None,
+    };
+    let mut read = file("/etc/hostname", FileAccess::Read, Verdict::Allowed);
+    read.call = Some(call("read_text_file"));
+    u.observe(&read);
+    u.observe(&read);
+    let mut write = file("/etc/passwd", FileAccess::Write, Verdict::Violation);
+    write.call = Some(call("write_file"));
+    u.observe(&write);
+    let agent = base(Verdict::Allowed).agent;
+    let mut ended = Record::lifecycle(agent.clone(), "call-ended", "ok", Action::None);
+    ended.call = Some(call("read_text_file"));
+    u.observe(&ended);
+    let mut refused = Record::lifecycle(agent, "call-refused", "no", Action::Blocked);
+    refused.call = Some(call("move_file"));
+    u.observe(&refused);
+    // Outside any call: not grouped.
+    u.observe(&file("/tmp/x", FileAccess::Write, Verdict::Allowed));
+    let r = build("t1", &u, true);
+    let names: Vec<&str> = r.calls.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["move_file", "read_text_file", "write_file"]);
+    let by = |n: &str| r.calls.iter().find(|c| c.name == n).expect(n);
+    let reads = by("read_text_file");
+    assert_eq!((reads.calls, reads.records, reads.violations), (1, 2, 0));
+    assert_eq!(
+        reads.used.iter().collect::<Vec<_>>(),
+        ["read /etc/hostname"]
+    );
+    let writes = by("write_file");
+    assert_eq!((writes.calls, writes.records, writes.violations), (0, 1, 1));
+    assert_eq!(by("move_file").refused, 1);
+    assert_eq!(
+        r.records, 4,
+        "the task's own totals still count every activity"
+    );
 }
