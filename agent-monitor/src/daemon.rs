@@ -37,6 +37,7 @@ struct ConfigFile {
     ring_buffer_bytes: Option<u32>,
     state_file: Option<PathBuf>,
     socket_group: Option<String>,
+    approver_group: Option<String>,
     audit_log_max_bytes: Option<u64>,
     audit_log_keep: Option<u32>,
     audit_format: Option<crate::observe::ocsf::AuditFormat>,
@@ -189,6 +190,13 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
                     Some(name) => Some(
                         api::resolve_group(&name)
                             .with_context(|| format!("socket group {name:?} does not exist"))?,
+                    ),
+                    None => None,
+                },
+                approvers: match args.approver_group.clone().or(file.approver_group) {
+                    Some(name) => Some(
+                        api::resolve_group(&name)
+                            .with_context(|| format!("approver group {name:?} does not exist"))?,
                     ),
                     None => None,
                 },

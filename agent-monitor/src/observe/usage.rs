@@ -255,8 +255,9 @@ impl TaskUsage {
     }
 
     fn observe(&mut self, r: &Record) {
-        // Lifecycle records (revoked, degraded) are not something the agent used.
-        if r.kind == Kind::Task {
+        // Lifecycle records (revoked, degraded) are not something the agent used, nor are
+        // decisions on holds (the held operation has its own record).
+        if matches!(r.kind, Kind::Task | Kind::Approval) {
             return;
         }
         if self.first.is_empty() {

@@ -28,7 +28,7 @@ use globset::GlobMatcher;
 
 pub(crate) use error::ScopeError;
 pub(crate) use every_error::check_file;
-pub(crate) use manifest::{Mode, OnViolation, ScopeSpec};
+pub(crate) use manifest::{ApprovalSpec, Mode, OnViolation, ScopeSpec};
 use values::NonEmpty;
 pub(crate) use values::Ttl;
 pub(crate) use yaml::options as yaml_options;
@@ -53,6 +53,18 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
+    /// Its `spec.approval`, defaults filled in.
+    #[must_use]
+    pub(crate) fn approval(&self) -> ApprovalSpec {
+        self.spec.approval.unwrap_or_default()
+    }
+
+    /// Whether its violations are held for a person's decision.
+    #[must_use]
+    pub(crate) fn asks(&self) -> bool {
+        self.mode == Mode::Enforce && self.on_violation == OnViolation::Ask
+    }
+
     /// Its `select.kubernetes`, if it has one.
     pub(crate) fn kubernetes(&self) -> Option<&kubernetes::KubernetesSelect> {
         self.spec.select.as_ref()?.kubernetes.as_ref()

@@ -105,6 +105,7 @@ pub(crate) fn build(q: &OutOfScope, agent: AgentRef) -> Record {
         task: None,
         count: Some(q.count),
         truncated: false,
+        approval: None,
     }
 }
 

@@ -36,6 +36,7 @@ impl Shared {
     /// were lost as degraded (and kills them with `--fail-closed`).
     pub(crate) fn sweep(&self) {
         self.tick_epoch();
+        self.sweep_approvals();
         let now = Instant::now();
         let mut finished = Vec::new();
         let mut revoke: Vec<(String, &'static str)> = Vec::new();

@@ -1,0 +1,242 @@
+//! `onViolation: ask`: a held operation becomes a pending request (`registry`), a person
+//! approves or denies it through the socket, and the daemon resumes or kills the process
+//! and writes a `kind: approval` record. Unanswered requests are denied at their deadline.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::{
+    control::enforce::signal_process,
+    control::state::Shared,
+    host::{cgroupfs::Cgroup2, threads::settle_stopped},
+    observe::record::{Action, AgentRef, ApprovalObject, Kind, Layer, Record, Verdict, rfc3339},
+};
+
+mod registry;
+
+pub(crate) use registry::{Pending, Request, RequestView, millis};
+
+/// How long a resume waits for every thread of the process to stop (as the pipeline's
+/// release does).
+const SETTLE_WITHIN: Duration = Duration::from_millis(50);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApprovalError {
+    #[error("no pending request {0} (decided, timed out, or its task ended)")]
+    NotFound(u64),
+}
+
+/// What a person decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Approve { for_task: bool },
+    Deny,
+}
+
+/// Who decided, from the socket's peer credentials.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Approver {
+    pub(crate) uid: Option<u32>,
+    pub(crate) name: Option<String>,
+    pub(crate) note: Option<String>,
+}
+
+impl Shared {
+    /// Opens a request for a held operation. None when its task already has `max` pending
+    /// (the caller then acts as `kill-process`).
+    pub(crate) fn ask(&self, request: Request, max: usize) -> Option<u64> {
+        let id = crate::control::state::lock(&self.approvals).add(request, max)?;
+        crate::control::state::Stats::add(&self.stats.asked, 1);
+        Some(id)
+    }
+
+    pub(crate) fn holds(&self) -> Vec<RequestView> {
+        crate::control::state::lock(&self.approvals).views(Instant::now())
+    }
+
+    /// Carries out a decision: resumes the process (approve) or kills it (deny), and
+    /// records it.
+    pub(crate) fn decide(
+        &self,
+        id: u64,
+        decision: Decision,
+        approver: &Approver,
+    ) -> Result<RequestView, ApprovalError> {
+        let request = crate::control::state::lock(&self.approvals)
+            .take(id)
+            .ok_or(ApprovalError::NotFound(id))?;
+        let view = request.view(Instant::now());
+        match decision {
+            Decision::Approve { for_task } => {
+                self.release(&request);
+                let decision = if for_task {
+                    "approved-for-task"
+                } else {
+                    "approved"
+                };
+                self.push_record(approval_record(&request, decision, for_task, approver));
+            }
+            Decision::Deny => {
+                self.kill_held(&request);
+                self.push_record(approval_record(&request, "denied", false, approver));
+            }
+        }
+        Ok(view)
+    }
+
+    /// Housekeeping: denies requests past their deadline, and those whose task ended.
+    pub(crate) fn sweep_approvals(&self) {
+        let (expired, orphans) = {
+            let mut pending = crate::control::state::lock(&self.approvals);
+            if pending.len() == 0 {
+                return;
+            }
+            let expired = pending.expired(Instant::now());
+            let registry = self.registry();
+            let orphans = pending.orphans(|task| registry.get(task).is_some());
+            (expired, orphans)
+        };
+        let nobody = Approver::default();
+        for request in expired {
+            self.kill_held(&request);
+            self.push_record(approval_record(&request, "timeout", false, &nobody));
+        }
+        for request in orphans {
+            self.kill_held(&request);
+            self.push_record(approval_record(&request, "ended", false, &nobody));
+        }
+    }
+
+    /// Records an attempt to decide that was refused (an agent deciding, or a user who is
+    /// not an approver).
+    pub(crate) fn refused_decision(&self, id: u64, approver: &Approver, why: &str) {
+        let request = crate::control::state::lock(&self.approvals)
+            .get(id)
+            .cloned();
+        let agent = request.as_ref().map_or_else(
+            || AgentRef {
+                scope: String::new(),
+                task: String::new(),
+                owner: String::new(),
+                identity: None,
+            },
+            agent_of,
+        );
+        let mut record = Record::lifecycle(agent, "approval-refused", why, Action::None);
+        record.kind = Kind::Approval;
+        record.verdict = Verdict::Violation;
+        record.task = None;
+        if let Some(r) = &request {
+            record.process = Some(r.process.clone());
+        }
+        record.approval = Some(Box::new(ApprovalObject {
+            id,
+            decision: "refused",
+            rule: request.map(|r| r.violation.rule),
+            for_task: false,
+            approver_uid: approver.uid,
+            approver: approver.name.clone(),
+            note: Some(why.to_owned()),
+            waited_ms: None,
+        }));
+        self.push_record(record);
+    }
+
+    /// Resumes a held process once no other thread of it is held (the last verdict
+    /// resumes, as in the pipeline).
+    fn release(&self, request: &Request) {
+        if !request.stopped {
+            return;
+        }
+        let (tgid, thread) = (request.process.pid, request.process.tid);
+        let (threads, _) = settle_stopped(tgid, SETTLE_WITHIN);
+        let last = self.enforcer().judged_hold(thread, &threads)
+            && !crate::control::state::lock(&self.approvals).holds_process(tgid);
+        if last {
+            signal_process(tgid, libc::SIGCONT, || self.is_agents(request, tgid));
+        }
+    }
+
+    fn kill_held(&self, request: &Request) {
+        if !request.stopped {
+            return;
+        }
+        let (tgid, thread) = (request.process.pid, request.process.tid);
+        let _ = self.enforcer().judged_hold(thread, &[]);
+        if !signal_process(tgid, libc::SIGKILL, || self.is_agents(request, tgid)) {
+            tracing::debug!(pid = tgid, "held process gone before its denial");
+        }
+    }
+
+    /// A signal must never reach anything but the agent's own process.
+    fn is_agents(&self, request: &Request, pid: u32) -> bool {
+        let cgroup = &request.cgroup;
+        self.enforcer().is_tagged(pid, request.slot)
+            || Cgroup2::of_pid(pid)
+                .is_some_and(|p| p == *cgroup || p.starts_with(&format!("{cgroup}/")))
+    }
+}
+
+fn agent_of(r: &Request) -> AgentRef {
+    AgentRef {
+        scope: r.scope.clone(),
+        task: r.task.clone(),
+        owner: r.owner.clone(),
+        identity: r.identity.clone(),
+    }
+}
+
+/// The `kind: approval` record of a decision.
+fn approval_record(
+    r: &Request,
+    decision: &'static str,
+    for_task: bool,
+    approver: &Approver,
+) -> Record {
+    let yes = decision.starts_with("approved");
+    let killed = !yes && r.stopped;
+    let mut record = Record::lifecycle(agent_of(r), decision, "", Action::None);
+    record.time = rfc3339(SystemTime::now());
+    record.kind = Kind::Approval;
+    record.task = None;
+    record.verdict = if yes {
+        Verdict::Allowed
+    } else {
+        Verdict::Violation
+    };
+    record.action = if killed {
+        Action::KilledProcess
+    } else {
+        Action::None
+    };
+    record.layer = killed.then_some(Layer::Daemon);
+    record.process = Some(r.process.clone());
+    record.file.clone_from(&r.file);
+    record.net.clone_from(&r.net);
+    record.exec.clone_from(&r.exec);
+    record.violation = Some(r.violation.clone());
+    record.approval = Some(Box::new(ApprovalObject {
+        id: r.id,
+        decision,
+        rule: Some(r.violation.rule.clone()),
+        for_task,
+        approver_uid: approver.uid,
+        approver: approver.name.clone(),
+        note: approver.note.clone(),
+        waited_ms: Some(millis(r.since.elapsed())),
+    }));
+    record
+}
+
+/// The `approval` object of the record that opened a request.
+pub(crate) fn pending_object(id: u64, rule: &str) -> ApprovalObject {
+    ApprovalObject {
+        id,
+        decision: "pending",
+        rule: Some(rule.to_owned()),
+        for_task: false,
+        approver_uid: None,
+        approver: None,
+        note: None,
+        waited_ms: None,
+    }
+}
