@@ -369,3 +369,101 @@ fn twenty_requests_pending_at_once() {
         assert!(stdout.contains(&format!("outside {i}\n")), "{stdout}");
     }
 }
+
+/// A python agent that runs `body`, then writes `done` in its workspace and waits for `go`.
+fn py_then_wait(f: &Fixture, body: &str) -> String {
+    format!(
+        "import os, time\n{body}\nopen({done:?}, 'w').close()\nwhile not os.path.exists({go:?}): time.sleep(0.05)\n",
+        done = f.ws.join("done").display().to_string(),
+        go = f.ws.join("go").display().to_string(),
+    )
+}
+
+#[test]
+fn approve_for_task_grants_the_exact_entry_until_the_task_ends() {
+    let f = fixture("{timeout: 60s}");
+    let file = f.outside.join("f4.txt");
+    let path = file.display().to_string();
+    let script = py_then_wait(
+        &f,
+        &format!("print(open({path:?}).read().strip())\nprint(open({path:?}).read().strip())"),
+    );
+    let child = f.daemon.exec_spawn("ask", &[PY, "-I", "-c", &script]);
+    let hold = wait_holds(&f.daemon, 1).remove(0);
+    let out = f
+        .daemon
+        .cli(&["approve", &id_of(&hold).to_string(), "--for-task"]);
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the agent's second read", || {
+        f.ws.join("done").exists().then_some(())
+    });
+    assert!(holds(&f.daemon).is_empty(), "the second read was not held");
+    let entry = format!("files.read {path}");
+    let r = approval_record(&f.daemon, id_of(&hold), "approved");
+    assert_eq!(r["approval"]["for_task"], true);
+    assert_eq!(s(&r, "/approval/grant"), entry);
+    let task = s(&hold, "/task").to_owned();
+    let agents = f.daemon.get_json("/v1/agents");
+    let view = agents
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["id"] == task.as_str()))
+        .cloned()
+        .expect("the task is listed");
+    assert_eq!(view["grants"], serde_json::json!([entry]), "{view}");
+    let status = f.daemon.get_json("/v1/status");
+    assert_eq!(
+        status["grants"],
+        serde_json::json!([format!("{task}: {entry}")])
+    );
+    let held_reads = f
+        .daemon
+        .records()
+        .into_iter()
+        .filter(|r| s(r, "/action") == "held" && s(r, "/file/path") == path)
+        .count();
+    assert_eq!(held_reads, 1, "only the first read waited");
+    fs::write(f.ws.join("go"), "").expect("write go");
+    let (code, stdout) = finish(child);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(stdout, "outside 4\noutside 4\n");
+    let revoked = f.daemon.wait_record("the grant's revocation", |r| {
+        s(r, "/kind") == "task" && s(r, "/task/event") == "grants-revoked"
+    });
+    assert_eq!(s(&revoked, "/agent/task"), task);
+    assert!(s(&revoked, "/task/reason").contains(&entry), "{revoked}");
+}
+
+#[test]
+fn an_approved_network_request_lets_the_retry_through() {
+    let f = fixture("{timeout: 60s}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let script = format!(
+        "import socket, errno, os, time\n\
+         def attempt():\n  try:\n    socket.create_connection(('127.0.0.1', {port})).close(); print('ok')\n  \
+         except OSError as e:\n    print(errno.errorcode.get(e.errno, e.errno))\n\
+         attempt()\n\
+         while not os.path.exists({go:?}): time.sleep(0.05)\n\
+         attempt()\n",
+        go = f.ws.join("go").display().to_string()
+    );
+    let child = f.daemon.exec_spawn("ask", &[PY, "-I", "-c", &script]);
+    let hold = wait_holds(&f.daemon, 1).remove(0);
+    assert_eq!(
+        hold["stopped"], false,
+        "a refused connect is not held: {hold}"
+    );
+    assert_eq!(s(&hold, "/kind"), "connect");
+    let out = f.daemon.cli(&["approve", &id_of(&hold).to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let r = approval_record(&f.daemon, id_of(&hold), "approved");
+    assert_eq!(
+        s(&r, "/approval/grant"),
+        format!("network.connect 127.0.0.1 port {port} tcp")
+    );
+    fs::write(f.ws.join("go"), "").expect("write go");
+    let (code, stdout) = finish(child);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(stdout, "EPERM\nok\n");
+    drop(listener);
+}

@@ -123,6 +123,9 @@ async fn decide(
             ApprovalError::NotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_hold", e.to_string())
             }
+            ApprovalError::Grant { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "grant_failed", e.to_string())
+            }
         })
 }
 

@@ -50,6 +50,8 @@ pub(crate) struct Task {
     pub(crate) drops_seen: u64,
     /// The Landlock ABI the task's processes were restricted with by `exec` (0: none).
     pub(crate) landlock_abi: u32,
+    /// Entries approved for this task only (`approve --for-task`), revoked when it ends.
+    pub(crate) grants: Vec<String>,
 }
 
 /// Whether a task is still watched.
@@ -78,6 +80,9 @@ pub(crate) struct TaskView {
     /// The Landlock ABI `exec` restricted the task with (0: none, as for adopted agents).
     pub(crate) landlock_abi: u32,
     pub(crate) last_violation: Option<String>,
+    /// Just-in-time grants: entries approved for this task only, until it ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) grants: Vec<String>,
     /// `running`, or `ended` with `end_reason`.
     pub(crate) state: TaskState,
     pub(crate) end_reason: Option<String>,
@@ -116,6 +121,7 @@ impl Task {
             degraded: false,
             drops_seen: 0,
             landlock_abi: 0,
+            grants: Vec::new(),
         }
     }
 
@@ -135,6 +141,7 @@ impl Task {
             degraded: self.degraded,
             landlock_abi: self.landlock_abi,
             last_violation: self.last_violation.clone(),
+            grants: self.grants.clone(),
             state: TaskState::Running,
             end_reason: None,
         }
@@ -218,6 +225,10 @@ impl Registry {
 
     pub(crate) fn get(&self, id: &str) -> Option<&Task> {
         self.tasks.get(id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Task> {
+        self.tasks.get_mut(id)
     }
 
     /// Removes a task and remembers how it ended.

@@ -250,6 +250,9 @@ pub(crate) struct ApprovalObject {
     /// How long the agent waited for the decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) waited_ms: Option<u64>,
+    /// The exact entry added to the task's scope (`for_task`), e.g. `files.read /etc/x`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) grant: Option<String>,
 }
 
 /// `kind: gap`: records this daemon made and could not write (the audit log fell too far

@@ -65,6 +65,25 @@ impl Scope {
         self.mode == Mode::Enforce && self.on_violation == OnViolation::Ask
     }
 
+    /// This scope with entries added to its declared lists (a task's just-in-time grant),
+    /// compiled again.
+    ///
+    /// # Errors
+    /// When the widened lists do not compile.
+    pub(crate) fn widened(
+        &self,
+        add: impl FnOnce(&mut crate::policy::PolicySpec),
+    ) -> Result<Self, crate::policy::PolicyError> {
+        let mut spec = self.policy.declared().clone();
+        add(&mut spec);
+        let aliases = real_paths(&spec.exec_allow);
+        let policy = CompiledPolicy::compile(spec)?.with_exec_aliases(&aliases)?;
+        Ok(Self {
+            policy,
+            ..self.clone()
+        })
+    }
+
     /// Its `select.kubernetes`, if it has one.
     pub(crate) fn kubernetes(&self) -> Option<&kubernetes::KubernetesSelect> {
         self.spec.select.as_ref()?.kubernetes.as_ref()

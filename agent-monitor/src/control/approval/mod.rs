@@ -11,8 +11,10 @@ use crate::{
     observe::record::{Action, AgentRef, ApprovalObject, Kind, Layer, Record, Verdict, rfc3339},
 };
 
+mod grant;
 mod registry;
 
+pub(crate) use grant::GrantError;
 pub(crate) use registry::{Pending, Request, RequestView, millis};
 
 /// How long a resume waits for every thread of the process to stop (as the pipeline's
@@ -23,6 +25,12 @@ const SETTLE_WITHIN: Duration = Duration::from_millis(50);
 pub(crate) enum ApprovalError {
     #[error("no pending request {0} (decided, timed out, or its task ended)")]
     NotFound(u64),
+    #[error("request {id}: {source} (the process was not resumed; the request is denied)")]
+    Grant {
+        id: u64,
+        #[source]
+        source: GrantError,
+    },
 }
 
 /// What a person decided.
@@ -67,13 +75,30 @@ impl Shared {
         let view = request.view(Instant::now());
         match decision {
             Decision::Approve { for_task } => {
-                self.release(&request);
-                let decision = if for_task {
-                    "approved-for-task"
+                // A refused network call only succeeds on its retry if its rule is added:
+                // approving one is always a grant for the task.
+                let for_task = for_task || !request.stopped;
+                let granted = if for_task {
+                    self.grant(&request).map(Some)
                 } else {
-                    "approved"
+                    Ok(None)
                 };
-                self.push_record(approval_record(&request, decision, for_task, approver));
+                let entry = match granted {
+                    Ok(entry) => entry,
+                    Err(source) => {
+                        self.kill_held(&request);
+                        let mut denied = approver.clone();
+                        denied.note = Some(format!("grant failed: {source}"));
+                        self.push_record(approval_record(&request, "denied", false, &denied));
+                        return Err(ApprovalError::Grant { id, source });
+                    }
+                };
+                self.release(&request);
+                let mut record = approval_record(&request, "approved", for_task, approver);
+                if let Some(a) = record.approval.as_mut() {
+                    a.grant = entry;
+                }
+                self.push_record(record);
             }
             Decision::Deny => {
                 self.kill_held(&request);
@@ -137,6 +162,7 @@ impl Shared {
             approver: approver.name.clone(),
             note: Some(why.to_owned()),
             waited_ms: None,
+            grant: None,
         }));
         self.push_record(record);
     }
@@ -223,6 +249,7 @@ fn approval_record(
         approver: approver.name.clone(),
         note: approver.note.clone(),
         waited_ms: Some(millis(r.since.elapsed())),
+        grant: None,
     }));
     record
 }
@@ -238,5 +265,6 @@ pub(crate) fn pending_object(id: u64, rule: &str) -> ApprovalObject {
         approver: None,
         note: None,
         waited_ms: None,
+        grant: None,
     }
 }

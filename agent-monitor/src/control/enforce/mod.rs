@@ -134,6 +134,35 @@ impl Enforcer {
         Ok(())
     }
 
+    /// Adds a widened scope's network rules to a slot without removing anything first (a
+    /// just-in-time grant: the slot stays enforced throughout; every rule of the widened
+    /// scope allows at least what the old one did at that prefix).
+    pub(crate) fn widen_net(
+        &mut self,
+        slot: u32,
+        scope: &crate::scope::Scope,
+    ) -> Result<(), EnforceError> {
+        let ks = compile(scope)?;
+        for (len, addr, rule) in &ks.net {
+            let key = Key::new(
+                32 + len,
+                NetKey {
+                    slot_be: slot.to_be_bytes(),
+                    addr: *addr,
+                },
+            );
+            self.maps
+                .net
+                .insert(&key, rule, 0)
+                .map_err(|source| EnforceError::Map {
+                    map: "NET_RULES",
+                    slot,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     /// Allows one more binary for a slot (a held exec the daemon found in scope).
     pub(crate) fn allow_exec(&mut self, slot: u32, dev: u32, ino: u64) {
         if let Err(e) = self

@@ -18,6 +18,15 @@ impl Shared {
             .finish(id, reason)
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
         self.untag(task.cgroup_id, task.slot);
+        self.grants_revoked(
+            crate::observe::record::AgentRef {
+                scope: task.scope.name.clone(),
+                task: task.id.clone(),
+                owner: task.scope.owner.clone(),
+                identity: task.scope.identity.clone(),
+            },
+            &task.grants,
+        );
         let generation = self.save(&self.registry());
         self.saved(generation);
         if task.origin == Origin::Exec {
