@@ -467,3 +467,33 @@ fn an_approved_network_request_lets_the_retry_through() {
     assert_eq!(stdout, "EPERM\nok\n");
     drop(listener);
 }
+
+#[test]
+fn a_restarted_daemon_denies_what_was_held_for_a_decision() {
+    let mut f = fixture("{timeout: 60s}");
+    let file = f.outside.join("f5.txt");
+    let child = f.daemon.exec_spawn(
+        "ask",
+        &[
+            PY,
+            "-I",
+            "-c",
+            &format!("print(open({:?}).read())", file.display().to_string()),
+        ],
+    );
+    let hold = wait_holds(&f.daemon, 1).remove(0);
+    let pid = hold["pid"].as_u64().expect("pid");
+    assert_eq!(state(pid), Some('T'));
+    f.daemon.kill9();
+    assert_eq!(state(pid), Some('T'), "still held while no daemon runs");
+    f.daemon.restart();
+    let r = f.daemon.wait_record("the restart's denial", |r| {
+        s(r, "/kind") == "approval" && s(r, "/approval/decision") == "restart"
+    });
+    assert_eq!(s(&r, "/action"), "killed-process");
+    assert_eq!(s(&r, "/agent/task"), s(&hold, "/task"));
+    let (code, stdout) = finish(child);
+    assert_ne!(code, Some(0));
+    assert!(!stdout.contains("outside"), "{stdout}");
+    assert!(holds(&f.daemon).is_empty());
+}

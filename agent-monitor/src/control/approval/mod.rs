@@ -131,6 +131,60 @@ impl Shared {
         }
     }
 
+    /// At start: the requests of a previous daemon were in its memory only, so the
+    /// processes it held for them are denied (killed, recorded). Holds of scopes that do
+    /// not ask are left to the pipeline (their events are read again from the ring).
+    pub(crate) fn deny_held_at_restart(&self) -> usize {
+        let held = self.enforcer().held_threads();
+        let mut denied = 0;
+        for (tid, slot) in held {
+            let Some((agent, asks)) = self.registry().by_slot_mut(slot).map(|t| {
+                (
+                    AgentRef {
+                        scope: t.scope.name.clone(),
+                        task: t.id.clone(),
+                        owner: t.scope.owner.clone(),
+                        identity: t.scope.identity.clone(),
+                    },
+                    t.scope.asks(),
+                )
+            }) else {
+                continue;
+            };
+            if !asks {
+                continue;
+            }
+            let Some(tgid) = crate::host::threads::tgid_of(tid) else {
+                let _ = self.enforcer().judged_hold(tid, &[]);
+                continue;
+            };
+            let _ = self.enforcer().judged_hold(tid, &[]);
+            signal_process(tgid, libc::SIGKILL, || {
+                self.enforcer().is_tagged(tgid, slot)
+            });
+            let reason = "the daemon restarted: requests pending then are denied";
+            let mut record = Record::lifecycle(agent, "restart", reason, Action::KilledProcess);
+            record.kind = Kind::Approval;
+            record.verdict = Verdict::Violation;
+            record.layer = Some(Layer::Daemon);
+            record.task = None;
+            record.approval = Some(Box::new(ApprovalObject {
+                id: 0,
+                decision: "restart",
+                rule: None,
+                for_task: false,
+                approver_uid: None,
+                approver: None,
+                note: Some(format!("{reason} (pid {tgid}, thread {tid})")),
+                waited_ms: None,
+                grant: None,
+            }));
+            self.push_record(record);
+            denied += 1;
+        }
+        denied
+    }
+
     /// Records an attempt to decide that was refused (an agent deciding, or a user who is
     /// not an approver).
     pub(crate) fn refused_decision(&self, id: u64, approver: &Approver, why: &str) {

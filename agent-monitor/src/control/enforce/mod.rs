@@ -43,6 +43,17 @@ impl Enforcer {
             .any(|t| *t != tid && self.maps.held.get(t, 0).is_ok())
     }
 
+    /// Threads the kernel holds now, with their agent's slot (a restarted daemon's look at
+    /// what the previous one left held).
+    pub(crate) fn held_threads(&self) -> Vec<(u32, u32)> {
+        self.maps
+            .held
+            .keys()
+            .filter_map(Result::ok)
+            .filter_map(|tid| Some((tid, self.maps.pids.get(&tid, 0).ok()?.agent)))
+            .collect()
+    }
+
     pub(crate) fn new(maps: EnforceMaps) -> Self {
         Self { maps }
     }
