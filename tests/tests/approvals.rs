@@ -497,3 +497,58 @@ fn a_restarted_daemon_denies_what_was_held_for_a_decision() {
     assert!(!stdout.contains("outside"), "{stdout}");
     assert!(holds(&f.daemon).is_empty());
 }
+
+/// An adopted agent has no seccomp filter: a sibling's SIGCONT does resume the held
+/// process. The daemon finds it running while its request is pending and denies it.
+#[test]
+fn an_adopted_agents_sigcont_is_recorded_and_the_resumed_process_killed() {
+    let (_ws_guard, ws) = workspace();
+    let (_outside_guard, outside) = workspace();
+    let file = outside.join("f.txt");
+    fs::write(&file, "outside\n").expect("write");
+    let tree = agent_monitor_e2e::CgroupTree::new("am-ask");
+    let dir = tree.mkdir("agent1");
+    let glob = format!(
+        "{}/agent*",
+        agent_monitor_e2e::CgroupTree::relative(&tree.0)
+    );
+    let yaml = scope("ask-adopted", &ws, "{timeout: 60s}").replace(
+        "spec:\n",
+        &format!("spec:\n  select:\n    cgroup: \"{glob}\"\n"),
+    );
+    let d = Daemon::start(&[("ask.yaml", &yaml)]);
+    wait_for("the cgroup to be adopted", || {
+        d.get_json("/v1/agents")
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+            .then_some(())
+    });
+    let (go, killed) = (ws.join("go"), ws.join("killed"));
+    // The reader stays alive after its read, so that the daemon finds it running.
+    let script = format!(
+        "{PY} -I -c 'open(\"{file}\").read(); import time; time.sleep(30)' & while [ ! -e {go} ]; do sleep 0.05; done; kill -CONT $!; echo kill=$? > {killed}; wait",
+        file = file.display(),
+        go = go.display(),
+        killed = killed.display()
+    );
+    let child = agent_monitor_e2e::command_in_cgroup(&dir, "/bin/sh", &["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the agent");
+    let hold = wait_holds(&d, 1).remove(0);
+    let pid = hold["pid"].as_u64().expect("pid");
+    fs::write(&go, "").expect("write go");
+    let result = wait_for("the sibling's kill -CONT", || {
+        fs::read_to_string(&killed)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
+    });
+    assert_eq!(result, "kill=0\n", "no seccomp filter refuses it here");
+    let r = approval_record(&d, id_of(&hold), "resumed");
+    assert_eq!(s(&r, "/action"), "killed-process");
+    wait_for("the resumed process to be gone", || {
+        state(pid).is_none_or(|c| c == 'Z').then_some(())
+    });
+    assert!(holds(&d).is_empty());
+    let _ = wait_child(child);
+}

@@ -23,6 +23,14 @@ pub(crate) fn tgid_of(tid: u32) -> Option<u32> {
         .ok()
 }
 
+/// The scheduler state of a process's main thread (`R`, `S`, `T`, `Z`, ...); None when it
+/// is gone.
+pub(crate) fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).ok()?;
+    stat.rfind(')')
+        .and_then(|end| stat[end + 1..].trim_start().chars().next())
+}
+
 /// Whether thread `tid` of `pid` is stopped (job control or trace stop) or gone. The state
 /// follows the command name, which may itself hold `)`: the last one ends it.
 fn stopped_or_gone(pid: u32, tid: u32) -> bool {

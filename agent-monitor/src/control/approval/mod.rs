@@ -21,6 +21,10 @@ pub(crate) use registry::{Pending, Request, RequestView, millis};
 /// release does).
 const SETTLE_WITHIN: Duration = Duration::from_millis(50);
 
+/// A held process is expected stopped this long after its request was opened (the stop
+/// from eBPF lands microseconds after the event, see docs/SECURITY.md).
+const SETTLE_STOP: Duration = Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApprovalError {
     #[error("no pending request {0} (decided, timed out, or its task ended)")]
@@ -121,6 +125,36 @@ impl Shared {
             (expired, orphans)
         };
         let nobody = Approver::default();
+        // A held process found running was resumed by someone else than the daemon (a
+        // sibling's SIGCONT in an adopted agent, which has no seccomp filter): denied. One
+        // found gone was killed, or resumed and finished, before any decision.
+        let settled = Instant::now()
+            .checked_sub(SETTLE_STOP)
+            .unwrap_or_else(Instant::now);
+        let stopped = crate::control::state::lock(&self.approvals).stopped(settled);
+        for (id, pid) in stopped {
+            let (decision, note) = match crate::host::threads::state_of(pid) {
+                Some('T' | 't') => continue,
+                None | Some('Z' | 'X' | 'x') => (
+                    "gone",
+                    "the held process ended before a decision (killed, or resumed by another \
+                     process than the daemon)",
+                ),
+                Some(_) => (
+                    "resumed",
+                    "the held process was resumed by another process than the daemon",
+                ),
+            };
+            let Some(request) = crate::control::state::lock(&self.approvals).take(id) else {
+                continue;
+            };
+            self.kill_held(&request);
+            let why = Approver {
+                note: Some(note.to_owned()),
+                ..Approver::default()
+            };
+            self.push_record(approval_record(&request, decision, false, &why));
+        }
         for request in expired {
             self.kill_held(&request);
             self.push_record(approval_record(&request, "timeout", false, &nobody));

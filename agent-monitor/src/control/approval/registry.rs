@@ -170,6 +170,16 @@ impl Pending {
             .any(|r| r.stopped && r.process.pid == pid)
     }
 
+    /// (id, process) of every request whose process should be stopped, opened before
+    /// `before` (a stop from eBPF can land a little after the event).
+    pub(crate) fn stopped(&self, before: Instant) -> Vec<(u64, u32)> {
+        self.requests
+            .values()
+            .filter(|r| r.stopped && r.since < before)
+            .map(|r| (r.id, r.process.pid))
+            .collect()
+    }
+
     pub(crate) fn views(&self, now: Instant) -> Vec<RequestView> {
         self.requests.values().map(|r| r.view(now)).collect()
     }
@@ -224,6 +234,7 @@ mod tests {
 
     #[test]
     fn ids_are_distinct_and_the_task_limit_holds() {
+        let start = Instant::now();
         let later = Instant::now() + Duration::from_mins(1);
         let mut p = Pending::default();
         let a = p.add(request("t1", 10, later), 2).expect("first");
@@ -235,6 +246,8 @@ mod tests {
             .expect("another task has its own limit");
         assert_eq!(p.len(), 3);
         assert!(p.holds_process(10));
+        assert_eq!(p.stopped(Instant::now() + Duration::from_secs(1)).len(), 3);
+        assert!(p.stopped(start).is_empty(), "opened after start");
         assert!(!p.holds_process(12));
         let taken = p.take(a).expect("pending");
         assert_eq!(taken.process.pid, 10);
