@@ -5,6 +5,7 @@
 //! The machine is shared and noisy: every configuration is run several times, interleaved
 //! round by round with the "no monitor" baseline, and compared through ratios of medians.
 
+mod approve;
 mod capacity;
 mod daemon;
 mod dns;
@@ -60,6 +61,8 @@ struct Params {
     capacity_rounds: usize,
     /// Sizes of the scale section.
     scale: scale::Sizes,
+    /// Held opens approved in the approvals section.
+    approvals: u64,
 }
 
 impl Params {
@@ -80,6 +83,7 @@ impl Params {
                 capacity_events: 100_000,
                 capacity_rounds: 2,
                 scale: scale::Sizes::new(true),
+                approvals: 30,
             }
         } else {
             Self {
@@ -97,6 +101,7 @@ impl Params {
                 capacity_events: 200_000,
                 capacity_rounds: 5,
                 scale: scale::Sizes::new(false),
+                approvals: 200,
             }
         }
     }
@@ -239,6 +244,8 @@ pub struct Results {
     pub scale: scale::Scale,
     /// The OpenTelemetry export's cost.
     pub export: export::Export,
+    /// Approve-to-resume of held operations (`onViolation: ask`).
+    pub approve: approve::Approve,
     pub other_monitors: usize,
     /// Whether new tasks were kept out of the kernel's audit context (`tools::AuditQuiet`).
     pub audit_quiet: bool,
@@ -293,6 +300,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     realwork::run(&env, &p, &mut r.realwork);
     capacity::run(&env, &p, &mut r.capacity);
     export::run(&env, root, &mut r.export);
+    approve::run(&env, p.approvals, &mut r.approve);
     scale::run(&env, &p.scale, &mut r.scale);
     drop(quiet);
     let md = report::render(&r, &p, started.elapsed())?;
@@ -304,20 +312,27 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `XTASK_BENCH_ONLY=realwork|capacity|scale|export cargo xtask bench [--quick]`: one section
+/// `XTASK_BENCH_ONLY=realwork|capacity|scale|export|approve cargo xtask bench [--quick]`: one section
 /// alone, printed. `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this
 /// tree's release build. docs/BENCHMARKS.md is written only by the full bench.
 fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
-    if !matches!(only, "realwork" | "capacity" | "scale" | "export") {
+    if !matches!(
+        only,
+        "realwork" | "capacity" | "scale" | "export" | "approve"
+    ) {
         bail!(
-            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale` and `export`"
+            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale`, `export` and `approve`"
         );
     }
     let (daemon, generator) = build(root)?;
     let env = prepare(daemon, &generator)?;
     let started = Instant::now();
     let mut md = String::new();
-    if only == "export" {
+    if only == "approve" {
+        let mut a = approve::Approve::default();
+        approve::run(&env, p.approvals, &mut a);
+        approve::render(&mut md, &a)?;
+    } else if only == "export" {
         let mut e = export::Export::default();
         export::run(&env, root, &mut e);
         export::render(&mut md, &e)?;

@@ -379,6 +379,7 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
     super::capacity::render(w, &res.capacity)?;
     super::scale::render(w, &res.scale)?;
     super::export::render(w, &res.export)?;
+    super::approve::render(w, &res.approve)?;
     writeln!(w, "\n### Targets\n\n| target | measured | |\n|---|---|---|")?;
     let line = |w: &mut String, t: &str, m: String, ok: Option<bool>| {
         let verdict = ok.map_or("not measured", hit);
