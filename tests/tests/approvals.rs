@@ -415,6 +415,14 @@ fn approve_for_task_grants_the_exact_entry_until_the_task_ends() {
         status["grants"],
         serde_json::json!([format!("{task}: {entry}")])
     );
+    // A reload that changes nothing keeps the task's grants.
+    let (code, body) = f.daemon.request("POST", "/v1/reload", None);
+    assert_eq!(code, 200, "{body}");
+    let status = f.daemon.get_json("/v1/status");
+    assert_eq!(
+        status["grants"],
+        serde_json::json!([format!("{task}: {entry}")])
+    );
     let held_reads = f
         .daemon
         .records()

@@ -52,6 +52,9 @@ pub(crate) struct Task {
     pub(crate) landlock_abi: u32,
     /// Entries approved for this task only (`approve --for-task`), revoked when it ends.
     pub(crate) grants: Vec<String>,
+    /// The same grants as entries (`scope` is the catalog's scope widened with them; a
+    /// reload widens the new version again).
+    pub(crate) grant_entries: Vec<crate::control::approval::Entry>,
 }
 
 /// Whether a task is still watched.
@@ -122,6 +125,7 @@ impl Task {
             drops_seen: 0,
             landlock_abi: 0,
             grants: Vec::new(),
+            grant_entries: Vec::new(),
         }
     }
 

@@ -104,6 +104,21 @@ impl Entry {
     }
 }
 
+/// A new version of a task's scope, widened with the task's grants again.
+///
+/// # Errors
+/// When the widened lists do not compile.
+pub(crate) fn with_grants(
+    scope: &crate::scope::Scope,
+    entries: &[Entry],
+) -> Result<crate::scope::Scope, crate::policy::PolicyError> {
+    scope.widened(|spec| {
+        for e in entries {
+            e.add_to(spec);
+        }
+    })
+}
+
 /// A path as a glob that matches only itself.
 fn literal(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
@@ -132,36 +147,42 @@ impl Shared {
             let widened = Arc::new(task.scope.widened(|spec| entry.add_to(spec))?);
             task.scope = Arc::clone(&widened);
             task.grants.push(entry.describe());
+            task.grant_entries.push(entry.clone());
             widened
         };
-        match &entry {
-            Entry::Connect { .. } => self.enforcer().widen_net(r.slot, &widened)?,
-            // The kernel lets the next opens or execs of this very file through.
-            Entry::Read(p) | Entry::Exec(p) => {
-                if let Ok(meta) = std::fs::metadata(p) {
-                    let (dev, ino) = (kernel_dev(meta.dev()), meta.ino());
-                    if matches!(entry, Entry::Read(_)) {
-                        self.enforcer().allow_read(r.slot, dev, ino);
-                    } else {
-                        self.enforcer().allow_exec(r.slot, dev, ino);
-                    }
-                }
-            }
-            // Writes stay held and are judged by the widened scope.
-            Entry::Write(_) => {}
+        if matches!(entry, Entry::Connect { .. }) {
+            self.enforcer().widen_net(r.slot, &widened)?;
         }
+        self.allow_identities(r.slot, std::slice::from_ref(&entry));
         Ok(entry.describe())
     }
 
-    /// The record of a task's grants ending with it.
-    pub(crate) fn grants_revoked(&self, agent: AgentRef, grants: &[String]) {
+    /// The kernel lets the next opens or execs of the granted files through (writes stay
+    /// held and are judged by the widened scope). Again after a reload re-installs a slot.
+    pub(crate) fn allow_identities(&self, slot: u32, entries: &[Entry]) {
+        for entry in entries {
+            let (Entry::Read(p) | Entry::Exec(p)) = entry else {
+                continue;
+            };
+            let Ok(meta) = std::fs::metadata(p) else {
+                continue;
+            };
+            let (dev, ino) = (kernel_dev(meta.dev()), meta.ino());
+            if matches!(entry, Entry::Read(_)) {
+                self.enforcer().allow_read(slot, dev, ino);
+            } else {
+                self.enforcer().allow_exec(slot, dev, ino);
+            }
+        }
+    }
+
+    /// The record of a task's grants ending (`why`: with the task, or with a new version of
+    /// its scope).
+    pub(crate) fn grants_revoked(&self, agent: AgentRef, grants: &[String], why: &str) {
         if grants.is_empty() {
             return;
         }
-        let reason = format!(
-            "just-in-time grants end with the task: {}",
-            grants.join(", ")
-        );
+        let reason = format!("just-in-time grants end {why}: {}", grants.join(", "));
         self.push_record(Record::lifecycle(
             agent,
             "grants-revoked",

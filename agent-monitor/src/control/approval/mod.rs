@@ -14,7 +14,7 @@ use crate::{
 mod grant;
 mod registry;
 
-pub(crate) use grant::GrantError;
+pub(crate) use grant::{Entry, GrantError, with_grants};
 pub(crate) use registry::{Pending, Request, RequestView, millis};
 
 /// How long a resume waits for every thread of the process to stop (as the pipeline's

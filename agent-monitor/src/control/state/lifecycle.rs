@@ -26,6 +26,7 @@ impl Shared {
                 identity: task.scope.identity.clone(),
             },
             &task.grants,
+            "with the task",
         );
         let generation = self.save(&self.registry());
         self.saved(generation);
