@@ -560,3 +560,54 @@ fn an_adopted_agents_sigcont_is_recorded_and_the_resumed_process_killed() {
     assert!(holds(&d).is_empty());
     let _ = wait_child(child);
 }
+
+/// Socket-group members may list holds; only root and the approver group may decide.
+#[test]
+fn only_root_and_the_approver_group_decide() {
+    use std::os::unix::fs::PermissionsExt as _;
+    for approvers in [None, Some("65534")] {
+        let (_ws_guard, ws) = workspace();
+        let (_outside_guard, outside) = workspace();
+        let file = outside.join("f.txt");
+        fs::write(&file, "outside\n").expect("write");
+        let mut extra = vec!["--socket-group", "65534"];
+        if let Some(g) = approvers {
+            extra.extend(["--approver-group", g]);
+        }
+        let d = Daemon::start_with(
+            &[("ask.yaml", &scope("ask", &ws, "{timeout: 60s}"))],
+            &extra,
+        );
+        fs::set_permissions(d.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        let child = d.exec_spawn(
+            "ask",
+            &[
+                PY,
+                "-I",
+                "-c",
+                &format!("print(open({:?}).read())", file.display().to_string()),
+            ],
+        );
+        let hold = wait_holds(&d, 1).remove(0);
+        let id = id_of(&hold);
+        let (code, body) = agent_monitor_e2e::curl_as(65534, 65534, &d.socket, "GET", "/v1/holds");
+        assert_eq!(code, 200, "a socket-group member lists: {body}");
+        assert!(body.contains(&format!("\"id\":{id}")), "{body}");
+        let path = format!("/v1/holds/{id}/approve");
+        let (code, body) = agent_monitor_e2e::curl_as(65534, 65534, &d.socket, "POST", &path);
+        if approvers.is_none() {
+            assert_eq!(code, 403, "{body}");
+            assert!(body.contains("not_approver"), "{body}");
+            let r = approval_record(&d, id, "refused");
+            assert_eq!(r["approval"]["approver_uid"], 65534);
+            assert_eq!(holds(&d).len(), 1, "still pending");
+            let (code, body) = d.request("POST", &format!("/v1/holds/{id}/deny"), None);
+            assert_eq!(code, 200, "root decides: {body}");
+        } else {
+            assert_eq!(code, 200, "an approver-group member decides: {body}");
+            let r = approval_record(&d, id, "approved");
+            assert_eq!(r["approval"]["approver_uid"], 65534);
+        }
+        let _ = finish(child);
+    }
+}
