@@ -34,6 +34,12 @@ pub(crate) enum Command {
     Agents(ClientArgs),
     /// Show records: the recent ones, or follow new ones as they are written.
     Events(EventsArgs),
+    /// List operations held for a decision (`onViolation: ask`).
+    Holds(HoldsArgs),
+    /// Approve a held operation: the process goes on.
+    Approve(ApproveArgs),
+    /// Deny a held operation: the process is killed.
+    Deny(DenyArgs),
     /// Declared scope vs what a task actually used (entries never used, for access reviews).
     Report(ReportArgs),
     /// Validate scope manifests offline (no root, no daemon): every error of each file, and
@@ -131,6 +137,10 @@ pub(crate) struct RunArgs {
     /// Group (name or gid) whose members may use the status socket besides root.
     #[arg(long)]
     pub(crate) socket_group: Option<String>,
+    /// Group (name or gid) whose members may approve and deny held operations
+    /// (`onViolation: ask`) besides root; they must also be able to use the socket.
+    #[arg(long)]
+    pub(crate) approver_group: Option<String>,
     /// Rotate the audit log before it grows past this many bytes (0: never).
     #[arg(long)]
     pub(crate) audit_log_max_bytes: Option<u64>,
@@ -179,6 +189,40 @@ pub(crate) struct ClientArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HoldsArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// Keep listing (every second) until interrupted.
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ApproveArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// The request's id (`holds`).
+    pub(crate) id: u64,
+    /// Also add this exact entry to the task's scope until the task ends.
+    #[arg(long)]
+    pub(crate) for_task: bool,
+    /// Why, kept in the record.
+    #[arg(long)]
+    pub(crate) note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DenyArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// The request's id (`holds`).
+    pub(crate) id: u64,
+    /// Why, kept in the record.
+    #[arg(long)]
+    pub(crate) note: Option<String>,
 }
 
 #[derive(Debug, Args)]

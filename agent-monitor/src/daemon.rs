@@ -37,6 +37,7 @@ struct ConfigFile {
     ring_buffer_bytes: Option<u32>,
     state_file: Option<PathBuf>,
     socket_group: Option<String>,
+    approver_group: Option<String>,
     audit_log_max_bytes: Option<u64>,
     audit_log_keep: Option<u32>,
     audit_format: Option<crate::observe::ocsf::AuditFormat>,
@@ -192,6 +193,13 @@ fn config(args: &RunArgs) -> anyhow::Result<(DaemonConfig, RunOptions)> {
                     ),
                     None => None,
                 },
+                approvers: match args.approver_group.clone().or(file.approver_group) {
+                    Some(name) => Some(
+                        api::resolve_group(&name)
+                            .with_context(|| format!("approver group {name:?} does not exist"))?,
+                    ),
+                    None => None,
+                },
             },
             rotation: Rotation {
                 max_bytes: args
@@ -274,10 +282,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("creating the task cgroup parent")?;
     let socket = config.socket.clone();
     let shared = shared_state(config, cgroup2, handles, options.dns);
-    let restored = shared.restore();
-    if restored > 0 {
-        tracing::info!(tasks = restored, "tasks of the previous run restored");
-    }
+    restore(&shared);
     log_scopes(&shared);
     pods_configured(&shared, kube.is_some());
     shared.discover_existing();
@@ -476,6 +481,21 @@ async fn wait_for_signal(shared: &Arc<Shared>) -> anyhow::Result<()> {
 /// How long no agent must run before the syscall hooks are detached: a task that starts
 /// right after another ended does not pay the attach again.
 const HOOKS_LINGER: Duration = Duration::from_secs(2);
+
+/// Takes over the tasks of the previous run; what it held for a decision is denied.
+fn restore(shared: &Shared) {
+    let restored = shared.restore();
+    if restored > 0 {
+        tracing::info!(tasks = restored, "tasks of the previous run restored");
+        let denied = shared.deny_held_at_restart();
+        if denied > 0 {
+            tracing::warn!(
+                denied,
+                "operations held for a decision before the restart were denied"
+            );
+        }
+    }
+}
 
 async fn sweep_loop(
     shared: Arc<Shared>,

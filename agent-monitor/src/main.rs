@@ -69,6 +69,9 @@ fn main() -> ExitCode {
             Command::Agents(args) => commands::agents(args).await.map(|()| 0),
             Command::Events(args) => commands::events(args).await.map(|()| 0),
             Command::Report(args) => commands::report(args).await.map(|()| 0),
+            Command::Holds(args) => commands::holds::holds(args).await.map(|()| 0),
+            Command::Approve(args) => commands::holds::approve(args).await.map(|()| 0),
+            Command::Deny(args) => commands::holds::deny(args).await.map(|()| 0),
             Command::Scope(command) => commands::scope::scope(command).await,
             Command::Check(_) | Command::BenchPipeline(_) | Command::Crd(_) => Ok(0),
         }

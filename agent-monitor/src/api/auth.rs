@@ -68,7 +68,7 @@ impl Peer {
         })
     }
 
-    fn in_group(&self, gid: u32) -> bool {
+    pub(super) fn in_group(&self, gid: u32) -> bool {
         self.gid == Some(gid) || self.groups.contains(&gid)
     }
 }
@@ -160,9 +160,31 @@ pub(crate) async fn authorize(
         .unwrap_or_default();
     if let Err(e) = check(&api, &peer) {
         tracing::debug!(?peer, error = e.error, "status socket request refused");
+        if let Some(id) = decision_of(&request) {
+            // An agent (or an unverifiable peer) trying to decide on a hold: on the record.
+            let approver = crate::control::approval::Approver {
+                uid: peer.uid,
+                name: None,
+                note: None,
+            };
+            let why = format!("{}: {} (pid {:?})", e.error, e.message, peer.pid);
+            api.shared.refused_decision(id, &approver, &why);
+        }
         return e.into_response();
     }
     next.run(request).await
+}
+
+/// The hold a request decides on (`POST /v1/holds/{id}/approve|deny`).
+fn decision_of(request: &Request) -> Option<u64> {
+    if request.method() != axum::http::Method::POST {
+        return None;
+    }
+    let rest = request.uri().path().strip_prefix("/v1/holds/")?;
+    let (id, verb) = rest.split_once('/')?;
+    matches!(verb, "approve" | "deny")
+        .then(|| id.parse().ok())
+        .flatten()
 }
 
 pub(crate) fn check(api: &Api, peer: &Peer) -> Result<(), ApiError> {

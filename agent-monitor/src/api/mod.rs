@@ -8,6 +8,7 @@ mod calls;
 pub(crate) mod client;
 mod error;
 mod events;
+mod holds;
 pub(crate) mod proposal;
 mod routes;
 mod scrape;
@@ -40,6 +41,9 @@ pub(crate) struct Api {
     pub(crate) shared: Arc<Shared>,
     /// The socket group's gid (`run --socket-group`).
     pub(crate) group: Option<u32>,
+    /// The approver group's gid (`run --approver-group`): its members (and root) may
+    /// decide on holds.
+    pub(crate) approvers: Option<u32>,
     /// Fires when the daemon stops (ends followers).
     pub(crate) stop: watch::Receiver<bool>,
 }

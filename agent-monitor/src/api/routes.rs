@@ -41,6 +41,9 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
             post(super::calls::protocol_error),
         )
         .route("/v1/tasks/{id}/calls", post(super::calls::create))
+        .route("/v1/holds", get(super::holds::list))
+        .route("/v1/holds/{id}/approve", post(super::holds::approve))
+        .route("/v1/holds/{id}/deny", post(super::holds::deny))
         .route("/v1/reload", post(reload))
         .route("/v1/report/{task}", get(report))
         .route("/metrics", get(metrics))
@@ -151,7 +154,7 @@ async fn create_task(
 }
 
 /// The user name of the socket's peer (a learning scope's default owner).
-fn peer_user(peer: Option<auth::Peer>) -> Option<String> {
+pub(super) fn peer_user(peer: Option<auth::Peer>) -> Option<String> {
     let uid = peer?.uid?;
     // SAFETY: getpwuid_r with buffers we own; the result points into `buf`.
     unsafe {

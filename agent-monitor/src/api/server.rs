@@ -91,6 +91,8 @@ pub(crate) struct ServeOptions {
     /// `--socket-group` (resolved with [`super::resolve_group`]): its members may use the
     /// socket.
     pub(crate) group: Option<u32>,
+    /// `--approver-group`: its members may approve and deny holds (root always may).
+    pub(crate) approvers: Option<u32>,
 }
 
 /// Binds the socket (mode 0660, owner root, the socket group) and serves until `stop` fires.
@@ -106,6 +108,7 @@ pub(crate) async fn serve(
     let api = Arc::new(Api {
         shared,
         group,
+        approvers: options.approvers,
         stop: stop.clone(),
     });
     accept_loop(&listener, &api, stop).await;

@@ -45,6 +45,12 @@ pub(crate) struct StatusView {
     pub(crate) followers: usize,
     /// How full the event ring buffer is (None when it could not be watched).
     pub(crate) ring_buffer: Option<RingUsage>,
+    /// Requests of `onViolation: ask` waiting for a person, and the just-in-time grants of
+    /// running tasks (`task: entry`).
+    #[serde(default)]
+    pub(crate) holds_pending: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) grants: Vec<String>,
     /// The OpenTelemetry export's health (absent when it is off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) otlp: Option<crate::observe::otlp::HealthView>,
@@ -185,8 +191,12 @@ pub(crate) fn view(shared: &Shared) -> StatusView {
     let catalog = shared.catalog();
     let facts = KernelFacts::probe();
     // One registry lock at a time (a guard in the literal below would live to its end).
-    let (tasks, degraded) = {
+    let (tasks, degraded, grants) = {
         let registry = shared.registry();
+        let grants = registry
+            .iter()
+            .flat_map(|t| t.grants.iter().map(|g| format!("{}: {g}", t.id)))
+            .collect();
         let degraded = registry
             .iter()
             .filter(|t| t.degraded)
@@ -196,8 +206,9 @@ pub(crate) fn view(shared: &Shared) -> StatusView {
                 reason: "events of this agent were lost (ring buffer full)".to_owned(),
             })
             .collect();
-        (registry.len(), degraded)
+        (registry.len(), degraded, grants)
     };
+    let holds_pending = crate::control::state::lock(&shared.approvals).len();
     StatusView {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: shared.started_at.elapsed().as_secs(),
@@ -242,5 +253,7 @@ pub(crate) fn view(shared: &Shared) -> StatusView {
         followers: shared.observed.feed.followers(),
         ring_buffer: shared.observed.metrics.ring_usage(),
         otlp: shared.observed.export.view(),
+        holds_pending,
+        grants,
     }
 }

@@ -4,6 +4,7 @@
 pub(crate) mod capacity;
 mod check;
 mod events;
+pub(crate) mod holds;
 mod mcp;
 pub(crate) mod scope;
 mod view;

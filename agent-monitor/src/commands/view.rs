@@ -91,9 +91,12 @@ pub(crate) fn render_status(v: &StatusView) -> String {
     let _ = writeln!(out, "scopes:   {}", v.scopes.join(", "));
     let _ = writeln!(
         out,
-        "tasks:    {}  followers: {}  audit log: {}",
-        v.tasks, v.followers, v.audit_log
+        "tasks:    {}  followers: {}  audit log: {}  holds pending: {}",
+        v.tasks, v.followers, v.audit_log, v.holds_pending
     );
+    for g in &v.grants {
+        let _ = writeln!(out, "grant:    {g} (until the task ends)");
+    }
     if let Some(o) = &v.otlp {
         let _ = writeln!(
             out,
@@ -157,6 +160,9 @@ pub(crate) fn render_agents(tasks: &[TaskView]) -> String {
             expires,
             t.cgroup
         );
+        for g in &t.grants {
+            let _ = writeln!(out, "{:<28} grant: {g} (until the task ends)", "");
+        }
     }
     out
 }

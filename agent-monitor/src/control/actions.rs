@@ -16,6 +16,9 @@ pub(crate) enum Step {
     KillProcess,
     /// cgroup.kill the whole task.
     KillAgent,
+    /// Open a request for a person (`onViolation: ask`): a held process stays stopped, a
+    /// refused network call waits for its retry.
+    Ask,
 }
 
 /// `certain`: the object was identified exactly. The daemon never kills on a guess (a path
@@ -52,19 +55,27 @@ pub(crate) fn decide(
         return match on_violation {
             OnViolation::KillAgent => (base, Some(Step::KillAgent)),
             OnViolation::KillProcess => (base, Some(Step::KillProcess)),
-            OnViolation::Refuse | OnViolation::Alert => (base, None),
+            OnViolation::Refuse | OnViolation::Alert | OnViolation::Ask => (base, None),
         };
     }
     match on_violation {
         OnViolation::KillAgent => (Action::KilledAgent, Some(Step::KillAgent)),
+        // Escapes are never asked; what the kernel killed by identity (files.deny) is gone.
+        OnViolation::Ask if kind != Kind::Escape && kernel.held && !kernel.killed => {
+            (Action::Held, Some(Step::Ask))
+        }
+        OnViolation::Ask if matches!(kind, Kind::Connect | Kind::Send) && kernel.blocked => {
+            (base, Some(Step::Ask))
+        }
         // A held operation (a Unix-socket connect) waits for this decision.
         _ if refused && !kernel.held => (base, None),
         OnViolation::Alert => (base, kernel.held.then_some(Step::Release)),
         // With `refuse`, what the kernel could not refuse falls back to the kill.
-        OnViolation::KillProcess | OnViolation::Refuse if kernel.killed => {
+        OnViolation::KillProcess | OnViolation::Refuse | OnViolation::Ask if kernel.killed => {
             (Action::KilledProcess, None)
         }
-        OnViolation::KillProcess | OnViolation::Refuse => {
+        // `ask` on what was not held (an unlink that already happened, an escape): the kill.
+        OnViolation::KillProcess | OnViolation::Refuse | OnViolation::Ask => {
             (Action::KilledProcess, Some(Step::KillProcess))
         }
     }
@@ -319,6 +330,59 @@ mod tests {
             enforce(Kind::Escape, true, NONE),
             (Action::KilledProcess, Some(Step::KillProcess)),
             "an escape syscall that ran"
+        );
+    }
+
+    #[test]
+    fn ask_holds_what_was_held_and_kills_the_rest() {
+        let held = KernelDid { held: true, ..NONE };
+        let blocked = KernelDid {
+            blocked: true,
+            ..NONE
+        };
+        let killed = KernelDid {
+            killed: true,
+            ..NONE
+        };
+        let ask = |kind, kernel| decide(kind, true, true, Mode::Enforce, OnViolation::Ask, kernel);
+        assert_eq!(ask(Kind::File, held), (Action::Held, Some(Step::Ask)));
+        assert_eq!(ask(Kind::Exec, held), (Action::Held, Some(Step::Ask)));
+        assert_eq!(ask(Kind::Connect, held), (Action::Held, Some(Step::Ask)));
+        assert_eq!(
+            ask(Kind::Connect, blocked),
+            (Action::Blocked, Some(Step::Ask)),
+            "a refused connect becomes a request"
+        );
+        assert_eq!(ask(Kind::Bind, blocked), (Action::Blocked, None));
+        assert_eq!(
+            ask(Kind::File, killed),
+            (Action::KilledProcess, None),
+            "files.deny stays a kill"
+        );
+        assert_eq!(
+            ask(Kind::Escape, NONE),
+            (Action::KilledProcess, Some(Step::KillProcess)),
+            "escapes are never asked"
+        );
+        assert_eq!(
+            ask(Kind::File, NONE),
+            (Action::KilledProcess, Some(Step::KillProcess)),
+            "an unlink that already happened cannot wait"
+        );
+        assert_eq!(
+            decide(
+                Kind::File,
+                false,
+                true,
+                Mode::Enforce,
+                OnViolation::Ask,
+                held
+            ),
+            (Action::None, Some(Step::Release))
+        );
+        assert_eq!(
+            decide(Kind::File, true, true, Mode::Audit, OnViolation::Ask, held),
+            (Action::None, Some(Step::Release))
         );
     }
 

@@ -60,6 +60,11 @@ pub(crate) struct Plan {
     /// Patterns nothing could be granted for (no such file yet, or only `/` above it):
     /// Landlock refuses them; eBPF would have allowed them.
     pub(crate) ungranted: Vec<String>,
+    /// No file rules, only the signal and abstract-socket scopes (`onViolation: ask`:
+    /// Landlock would refuse an open before a person could allow it, and cannot be
+    /// widened for a running process; holds judge files instead).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) scopes_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +128,17 @@ pub(crate) fn missing(abi: u32) -> Vec<&'static str> {
 const GLOB_CHARS: &[char] = &['*', '?', '[', '{'];
 
 /// Derives the task's rules from its scope, as the files are now.
+/// The plan of an enforced scope: its file rules, or only the scopes for `ask`.
+pub(crate) fn plan_for(scope: &crate::scope::Scope) -> Plan {
+    if scope.asks() {
+        return Plan {
+            scopes_only: true,
+            ..Plan::default()
+        };
+    }
+    plan(scope.policy.declared())
+}
+
 pub(crate) fn plan(spec: &PolicySpec) -> Plan {
     let mut rules: BTreeMap<PathBuf, u32> = BTreeMap::new();
     let mut ungranted = Vec::new();
@@ -175,6 +191,7 @@ pub(crate) fn plan(spec: &PolicySpec) -> Plan {
             .map(|(path, rights)| Grant { path, rights })
             .collect(),
         ungranted,
+        scopes_only: false,
     }
 }
 
@@ -268,6 +285,13 @@ fn access_of(r: u32, is_dir: bool) -> BitFlags<AccessFs> {
 /// Builds the ruleset of `plan` for the running kernel (best effort: the rights this
 /// kernel's ABI has), before `exec` forks. Returns its descriptor.
 pub(crate) fn prepare(plan: &Plan) -> Result<OwnedFd, LandlockError> {
+    if plan.scopes_only {
+        let ruleset = Ruleset::default()
+            .set_compatibility(CompatLevel::BestEffort)
+            .scope(Scope::Signal | Scope::AbstractUnixSocket)?
+            .create()?;
+        return Option::<OwnedFd>::from(ruleset).ok_or_else(|| LandlockError::NoRuleset(abi()));
+    }
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(TARGET))?

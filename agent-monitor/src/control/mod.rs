@@ -5,6 +5,7 @@
 //! Kubernetes adoption (`kubernetes`).
 
 pub(crate) mod actions;
+pub(crate) mod approval;
 pub(crate) mod catalog;
 pub(crate) mod dns;
 pub(crate) mod enforce;

@@ -59,6 +59,11 @@ pub(crate) struct Task {
     /// A call of another task (`exec --call`): that task's id, and the call. Its records
     /// are the parent's, with `call`.
     pub(crate) call_of: Option<(String, CallRef)>,
+    /// Entries approved for this task only (`approve --for-task`), revoked when it ends.
+    pub(crate) grants: Vec<String>,
+    /// The same grants as entries (`scope` is the catalog's scope widened with them; a
+    /// reload widens the new version again).
+    pub(crate) grant_entries: Vec<crate::control::approval::Entry>,
 }
 
 /// A tool call of a task, from its start to its end on `CLOCK_BOOTTIME` (the kernel's event
@@ -127,6 +132,9 @@ pub(crate) struct TaskView {
     /// The Landlock ABI `exec` restricted the task with (0: none, as for adopted agents).
     pub(crate) landlock_abi: u32,
     pub(crate) last_violation: Option<String>,
+    /// Just-in-time grants: entries approved for this task only, until it ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) grants: Vec<String>,
     /// `running`, or `ended` with `end_reason`.
     pub(crate) state: TaskState,
     pub(crate) end_reason: Option<String>,
@@ -167,6 +175,8 @@ impl Task {
             landlock_abi: 0,
             calls: VecDeque::new(),
             call_of: None,
+            grants: Vec::new(),
+            grant_entries: Vec::new(),
         }
     }
 
@@ -186,6 +196,7 @@ impl Task {
             degraded: self.degraded,
             landlock_abi: self.landlock_abi,
             last_violation: self.last_violation.clone(),
+            grants: self.grants.clone(),
             state: TaskState::Running,
             end_reason: None,
         }

@@ -12,6 +12,25 @@ pub(crate) fn threads_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The process a thread belongs to (None when it is gone).
+pub(crate) fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The scheduler state of a process's main thread (`R`, `S`, `T`, `Z`, ...); None when it
+/// is gone.
+pub(crate) fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).ok()?;
+    stat.rfind(')')
+        .and_then(|end| stat[end + 1..].trim_start().chars().next())
+}
+
 /// Whether thread `tid` of `pid` is stopped (job control or trace stop) or gone. The state
 /// follows the command name, which may itself hold `)`: the last one ends it.
 fn stopped_or_gone(pid: u32, tid: u32) -> bool {
@@ -43,6 +62,20 @@ pub(crate) fn settle_stopped(pid: u32, within: Duration) -> (Vec<u32>, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_belongs_to_its_process() {
+        let me = std::process::id();
+        assert_eq!(tgid_of(me), Some(me));
+        let other = std::thread::spawn(|| {
+            // SAFETY: gettid has no arguments.
+            u32::try_from(unsafe { libc::gettid() }).expect("tid")
+        })
+        .join()
+        .expect("thread");
+        assert_ne!(other, me);
+        assert_eq!(tgid_of(other), None, "a thread that ended is gone");
+    }
 
     #[test]
     fn a_running_process_never_settles_and_a_stopped_one_does() {

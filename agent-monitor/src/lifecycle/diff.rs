@@ -343,9 +343,11 @@ fn mode(d: &mut ScopeDiff, old: Mode, new: Mode) {
 fn severity(on: OnViolation) -> u8 {
     match on {
         OnViolation::Alert => 0,
-        OnViolation::Refuse => 1,
-        OnViolation::KillProcess => 2,
-        OnViolation::KillAgent => 3,
+        // A person may let the operation through.
+        OnViolation::Ask => 1,
+        OnViolation::Refuse => 2,
+        OnViolation::KillProcess => 3,
+        OnViolation::KillAgent => 4,
     }
 }
 

@@ -31,6 +31,8 @@ pub(crate) enum Kind {
     Escape,
     /// Task lifecycle (revoked, degraded): not an activity of a process.
     Task,
+    /// A person's decision on a held operation (`onViolation: ask`), or its timeout.
+    Approval,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,6 +50,9 @@ pub(crate) enum Action {
     Refused,
     KilledProcess,
     KilledAgent,
+    /// Held (stopped, or for a network call refused) until a person decides
+    /// (`onViolation: ask`).
+    Held,
 }
 
 impl Kind {
@@ -60,6 +65,7 @@ impl Kind {
             Self::Bind => "bind",
             Self::Escape => "escape",
             Self::Task => "task",
+            Self::Approval => "approval",
         }
     }
 }
@@ -72,6 +78,7 @@ impl Action {
             Self::Refused => "refused",
             Self::KilledProcess => "killed-process",
             Self::KilledAgent => "killed-agent",
+            Self::Held => "held",
         }
     }
 }
@@ -244,6 +251,38 @@ pub(crate) struct Record {
     /// A path or argument was longer than the kernel side keeps.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) truncated: bool,
+    /// `onViolation: ask`: the request a held record opened, or (`kind: approval`) its
+    /// decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) approval: Option<Box<ApprovalObject>>,
+}
+
+/// The `approval` object of a record.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ApprovalObject {
+    /// The request's id (`agent-monitor holds`).
+    pub(crate) id: u64,
+    /// `pending`, `approved`, `denied`, `timeout` (denied: nobody answered) or `ended` (the
+    /// task ended first).
+    pub(crate) decision: &'static str,
+    /// The rule the held operation fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rule: Option<String>,
+    /// The approved entry was added to the task's scope until it ends (`--for-task`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) for_task: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) approver_uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) approver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) note: Option<String>,
+    /// How long the agent waited for the decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) waited_ms: Option<u64>,
+    /// The exact entry added to the task's scope (`for_task`), e.g. `files.read /etc/x`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) grant: Option<String>,
 }
 
 /// `kind: gap`: records this daemon made and could not write (the audit log fell too far
@@ -313,6 +352,7 @@ impl Record {
             }),
             count: None,
             truncated: false,
+            approval: None,
         }
     }
 
@@ -398,6 +438,7 @@ impl Record {
             kubernetes: None,
             count: None,
             truncated: false,
+            approval: None,
         }
     }
 }

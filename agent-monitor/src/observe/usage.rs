@@ -318,8 +318,9 @@ impl TaskUsage {
         if let Some(call) = &r.call {
             self.observe_call(r, &call.name);
         }
-        // Lifecycle records (revoked, degraded) are not something the agent used.
-        if r.kind == Kind::Task {
+        // Lifecycle records (revoked, degraded) are not something the agent used, nor are
+        // decisions on holds (the held operation has its own record).
+        if matches!(r.kind, Kind::Task | Kind::Approval) {
             return;
         }
         if self.first.is_empty() {

@@ -20,6 +20,7 @@ use crate::{
     scope::Scope,
 };
 
+mod ask;
 mod describe;
 mod dirs;
 pub(crate) mod proctable;
@@ -160,24 +161,33 @@ impl Pipeline {
             Stats::add(&self.shared.stats.refused_in_scope, 1);
             return;
         }
-        let certain = judged.file.as_ref().is_none_or(|f| !f.unresolved);
-        let (action, step) = decide(
+        let (mut action, mut step) = decide(
             judged.kind,
             violation.is_some(),
-            certain,
+            judged.file.as_ref().is_none_or(|f| !f.unresolved),
             scope.mode,
             scope.on_violation,
             h.kernel,
         );
-        // A refusal that onViolation follows with a kill.
-        let after = match (action, step) {
-            (Action::Refused, Some(Step::KillProcess)) => Some(Action::KilledProcess),
-            (Action::Refused, Some(Step::KillAgent)) => Some(Action::KilledAgent),
-            _ => None,
-        };
+        let process = process_ref(h, proc, cgroup);
+        let mut approval = None;
+        if step == Some(Step::Ask)
+            && let Some(violation) = violation.as_ref()
+        {
+            (action, step, approval) = ask::Asked {
+                h,
+                judged: &judged,
+                violation,
+                scope: &scope,
+                task: &task_id,
+                cgroup: &task_cgroup,
+                process: &process,
+            }
+            .open(&self.shared, action);
+        }
+        let after = after_refusal(action, step);
         let killed =
             after.is_some() || matches!(action, Action::KilledProcess | Action::KilledAgent);
-        let process = process_ref(h, proc, cgroup);
         self.before_step(step, event, h, &judged, violation.is_some(), &scope);
         if let Some(step) = step {
             let exe = judged.exec.as_ref().map(|e| e.path.as_str());
@@ -187,20 +197,11 @@ impl Pipeline {
         self.batch.push(Record {
             time: self.stamps.format(self.clock.wall(h.time_ns)),
             kind: judged.kind,
-            verdict: if violation.is_some() {
-                Verdict::Violation
-            } else {
-                Verdict::Allowed
-            },
+            verdict: verdict_of(violation.is_some()),
             action,
             layer: layer(judged.kind, h.kernel, action),
             after,
-            agent: AgentRef {
-                scope: scope.name.clone(),
-                task: task_id,
-                owner: scope.owner.clone(),
-                identity: scope.identity.clone(),
-            },
+            agent: agent_ref(&scope, task_id),
             call,
             process: Some(process),
             kubernetes: self.shared.kubernetes.agent(h.agent),
@@ -212,6 +213,7 @@ impl Pipeline {
             task: None,
             count: None,
             truncated: h.truncated,
+            approval,
         });
     }
 }
@@ -371,6 +373,8 @@ impl Pipeline {
                     tracing::debug!(pid = tgid, "process already gone before the daemon's kill");
                 }
             }
+            // Opened by `ask::Asked::open`; nothing to do here.
+            Step::Ask => {}
             Step::KillAgent => {
                 let _ = shared.enforcer().judged_hold(h.pid, &[]);
                 if let Err(e) = shared.cgroup2.kill(cgroup) {
@@ -382,6 +386,32 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+/// What onViolation does after a refusal: a kill.
+fn after_refusal(action: Action, step: Option<Step>) -> Option<Action> {
+    match (action, step) {
+        (Action::Refused, Some(Step::KillProcess)) => Some(Action::KilledProcess),
+        (Action::Refused, Some(Step::KillAgent)) => Some(Action::KilledAgent),
+        _ => None,
+    }
+}
+
+fn verdict_of(violation: bool) -> Verdict {
+    if violation {
+        Verdict::Violation
+    } else {
+        Verdict::Allowed
+    }
+}
+
+fn agent_ref(scope: &Scope, task: String) -> AgentRef {
+    AgentRef {
+        scope: scope.name.clone(),
+        task,
+        owner: scope.owner.clone(),
+        identity: scope.identity.clone(),
     }
 }
 

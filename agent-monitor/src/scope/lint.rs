@@ -233,7 +233,34 @@ pub(crate) fn lint(scope: &Scope, text: &str, earlier: &[Scope]) -> Vec<Warning>
     connect_any(&mut out, spec, &at);
     host_dns(&mut out, spec, &at);
     select_unused(&mut out, scope, earlier, &at);
+    ask(&mut out, scope);
     out.out
+}
+
+/// `onViolation: ask` trades Landlock's refusal before the fact for a hold after the
+/// syscall, and some violations can never be asked about.
+fn ask(out: &mut Lints<'_>, scope: &Scope) {
+    if scope.on_violation != crate::scope::OnViolation::Ask {
+        return;
+    }
+    if scope.mode != crate::scope::Mode::Enforce {
+        out.warn(
+            "ask-audit",
+            None,
+            "onViolation: ask has no effect in audit mode (nothing is held)".to_owned(),
+        );
+        return;
+    }
+    out.warn(
+        "ask-holds",
+        None,
+        "onViolation: ask gives exec tasks no Landlock file rules: an out-of-scope open is \
+         held (stopped at the syscall's exit) for a decision instead of refused before it \
+         happens; files.deny and escape syscalls are never asked (they stay kills or \
+         refusals), and an unlink, rename, truncate or link that already happened is \
+         handled as with kill-process"
+            .to_owned(),
+    );
 }
 
 struct Lints<'a> {

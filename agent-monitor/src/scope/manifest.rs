@@ -1,8 +1,8 @@
 //! The manifest schema (docs/SCOPES.md). Unknown fields are errors everywhere.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::marker::PhantomData;
+use std::{fmt, time::Duration};
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -74,6 +74,12 @@ pub(crate) enum OnViolation {
     #[default]
     KillProcess,
     KillAgent,
+    /// What the kernel holds (an open, an exec, a Unix connect, a listen) waits, stopped,
+    /// for a person's decision (`approve`/`deny`); a refused network connect or send
+    /// becomes a request whose approval lets the retry through. What cannot be held
+    /// (files.deny, escape syscalls, an unlink or rename that already happened) is handled
+    /// as with `kill-process`.
+    Ask,
 }
 
 impl fmt::Display for Mode {
@@ -92,6 +98,7 @@ impl fmt::Display for OnViolation {
             Self::Refuse => "refuse",
             Self::KillProcess => "kill-process",
             Self::KillAgent => "kill-agent",
+            Self::Ask => "ask",
         })
     }
 }
@@ -114,6 +121,9 @@ pub(crate) struct ScopeSpec {
     pub(crate) files: FilesSpec,
     #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) network: NetworkSpec,
+    /// How requests of `onViolation: ask` are answered when nobody decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) approval: Option<ApprovalSpec>,
     /// MCP tools (`agent-monitor mcp`): a tool's own scope, a subset of this one, binds the
     /// server while a call to it runs; a tool not listed is refused (docs/SCOPES.md).
     #[serde(
@@ -172,6 +182,35 @@ pub(crate) struct ToolSpec {
     pub(crate) files: FilesSpec,
     #[serde(default, deserialize_with = "null_as_default")]
     pub(crate) network: NetworkSpec,
+}
+
+/// `spec.approval`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct ApprovalSpec {
+    /// A request nobody answered within this is denied (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) timeout: Option<Ttl>,
+    /// Requests one task may have pending at once (default 8); past that, `ask` is
+    /// `kill-process`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_pending: Option<u16>,
+}
+
+impl ApprovalSpec {
+    pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_mins(1);
+    pub(crate) const DEFAULT_MAX_PENDING: usize = 8;
+
+    #[must_use]
+    pub(crate) fn timeout(self) -> Duration {
+        self.timeout.map_or(Self::DEFAULT_TIMEOUT, Ttl::duration)
+    }
+
+    #[must_use]
+    pub(crate) fn max_pending(self) -> usize {
+        self.max_pending
+            .map_or(Self::DEFAULT_MAX_PENDING, usize::from)
+    }
 }
 
 /// `spec.select`: agents the daemon discovers by itself, by cgroup path or as containers of
@@ -348,6 +387,7 @@ impl ScopeSpec {
             files,
             network: tool.network.clone(),
             tools: BTreeMap::new(),
+            approval: self.approval,
         }
     }
 }

@@ -29,7 +29,7 @@ use globset::GlobMatcher;
 
 pub(crate) use error::ScopeError;
 pub(crate) use every_error::check_file;
-pub(crate) use manifest::{Mode, OnViolation, ScopeSpec, ToolSpec};
+pub(crate) use manifest::{ApprovalSpec, Mode, OnViolation, ScopeSpec, ToolSpec};
 use values::NonEmpty;
 pub(crate) use values::Ttl;
 pub(crate) use yaml::options as yaml_options;
@@ -57,6 +57,37 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
+    /// Its `spec.approval`, defaults filled in.
+    #[must_use]
+    pub(crate) fn approval(&self) -> ApprovalSpec {
+        self.spec.approval.unwrap_or_default()
+    }
+
+    /// Whether its violations are held for a person's decision.
+    #[must_use]
+    pub(crate) fn asks(&self) -> bool {
+        self.mode == Mode::Enforce && self.on_violation == OnViolation::Ask
+    }
+
+    /// This scope with entries added to its declared lists (a task's just-in-time grant),
+    /// compiled again.
+    ///
+    /// # Errors
+    /// When the widened lists do not compile.
+    pub(crate) fn widened(
+        &self,
+        add: impl FnOnce(&mut crate::policy::PolicySpec),
+    ) -> Result<Self, crate::policy::PolicyError> {
+        let mut spec = self.policy.declared().clone();
+        add(&mut spec);
+        let aliases = real_paths(&spec.exec_allow);
+        let policy = CompiledPolicy::compile(spec)?.with_exec_aliases(&aliases)?;
+        Ok(Self {
+            policy,
+            ..self.clone()
+        })
+    }
+
     /// Its `select.kubernetes`, if it has one.
     pub(crate) fn kubernetes(&self) -> Option<&kubernetes::KubernetesSelect> {
         self.spec.select.as_ref()?.kubernetes.as_ref()

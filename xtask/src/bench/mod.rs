@@ -5,6 +5,7 @@
 //! The machine is shared and noisy: every configuration is run several times, interleaved
 //! round by round with the "no monitor" baseline, and compared through ratios of medians.
 
+mod approve;
 mod calls;
 mod capacity;
 mod daemon;
@@ -61,6 +62,8 @@ struct Params {
     capacity_rounds: usize,
     /// Sizes of the scale section.
     scale: scale::Sizes,
+    /// Held opens approved in the approvals section.
+    approvals: u64,
 }
 
 impl Params {
@@ -81,6 +84,7 @@ impl Params {
                 capacity_events: 100_000,
                 capacity_rounds: 2,
                 scale: scale::Sizes::new(true),
+                approvals: 30,
             }
         } else {
             Self {
@@ -98,6 +102,7 @@ impl Params {
                 capacity_events: 200_000,
                 capacity_rounds: 5,
                 scale: scale::Sizes::new(false),
+                approvals: 200,
             }
         }
     }
@@ -242,6 +247,8 @@ pub struct Results {
     pub export: export::Export,
     /// What `agent-monitor mcp` costs per tool call.
     pub calls: calls::Calls,
+    /// Approve-to-resume of held operations (`onViolation: ask`).
+    pub approve: approve::Approve,
     pub other_monitors: usize,
     /// Whether new tasks were kept out of the kernel's audit context (`tools::AuditQuiet`).
     pub audit_quiet: bool,
@@ -297,6 +304,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     capacity::run(&env, &p, &mut r.capacity);
     export::run(&env, root, &mut r.export);
     calls::run(&env, root, &mut r.calls);
+    approve::run(&env, p.approvals, &mut r.approve);
     scale::run(&env, &p.scale, &mut r.scale);
     drop(quiet);
     let md = report::render(&r, &p, started.elapsed())?;
@@ -308,13 +316,16 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `XTASK_BENCH_ONLY=realwork|capacity|scale|export|calls cargo xtask bench [--quick]`: one section
-/// alone, printed. `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this
-/// tree's release build. docs/BENCHMARKS.md is written only by the full bench.
+/// `XTASK_BENCH_ONLY=realwork|capacity|scale|export|calls|approve cargo xtask bench [--quick]`:
+/// one section alone, printed. `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of
+/// this tree's release build. docs/BENCHMARKS.md is written only by the full bench.
 fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
-    if !matches!(only, "realwork" | "capacity" | "scale" | "export" | "calls") {
+    if !matches!(
+        only,
+        "realwork" | "capacity" | "scale" | "export" | "calls" | "approve"
+    ) {
         bail!(
-            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale`, `export` and `calls`"
+            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale`, `export`, `calls` and `approve`"
         );
     }
     let (daemon, generator) = build(root)?;
@@ -325,6 +336,10 @@ fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
         let mut c = calls::Calls::default();
         calls::run(&env, root, &mut c);
         calls::render(&mut md, &c)?;
+    } else if only == "approve" {
+        let mut a = approve::Approve::default();
+        approve::run(&env, p.approvals, &mut a);
+        approve::render(&mut md, &a)?;
     } else if only == "export" {
         let mut e = export::Export::default();
         export::run(&env, root, &mut e);

@@ -380,6 +380,7 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
     super::scale::render(w, &res.scale)?;
     super::export::render(w, &res.export)?;
     super::calls::render(w, &res.calls)?;
+    super::approve::render(w, &res.approve)?;
     writeln!(w, "\n### Targets\n\n| target | measured | |\n|---|---|---|")?;
     let line = |w: &mut String, t: &str, m: String, ok: Option<bool>| {
         let verdict = ok.map_or("not measured", hit);

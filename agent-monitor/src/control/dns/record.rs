@@ -106,6 +106,7 @@ pub(crate) fn build(q: &OutOfScope, agent: AgentRef) -> Record {
         task: None,
         count: Some(q.count),
         truncated: false,
+        approval: None,
     }
 }
 

@@ -65,7 +65,9 @@ pub(crate) fn compile(scope: &Scope) -> Result<KernelScope, CompileError> {
     let (exec_allow, exec_complete) = expand(&declared.exec_allow);
     let (file_deny, _) = expand(&declared.files.deny);
     let host = host_rules(&declared.connect)?;
-    let mut flags = if exec_complete {
+    // With `ask`, an exec outside the allow set waits for a person instead of being
+    // killed: the kernel holds it as it holds a glob's possible match.
+    let mut flags = if exec_complete && scope.on_violation != OnViolation::Ask {
         0
     } else {
         config_flags::EXEC_DEFER
@@ -81,7 +83,9 @@ pub(crate) fn compile(scope: &Scope) -> Result<KernelScope, CompileError> {
         on_violation: match scope.on_violation {
             OnViolation::Alert => agent_monitor_common::on_violation::ALERT,
             // The kernel's fallback for what cannot be refused is the kill.
-            OnViolation::KillProcess | OnViolation::Refuse => {
+            // `ask`: the kernel holds what it would hold for a kill; what it kills by identity
+            // (files.deny, escapes) stays a kill.
+            OnViolation::KillProcess | OnViolation::Refuse | OnViolation::Ask => {
                 agent_monitor_common::on_violation::KILL_PROCESS
             }
             OnViolation::KillAgent => agent_monitor_common::on_violation::KILL_AGENT,

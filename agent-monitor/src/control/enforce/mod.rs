@@ -56,6 +56,17 @@ impl Enforcer {
             .any(|t| *t != tid && self.maps.held.get(t, 0).is_ok())
     }
 
+    /// Threads the kernel holds now, with their agent's slot (a restarted daemon's look at
+    /// what the previous one left held).
+    pub(crate) fn held_threads(&self) -> Vec<(u32, u32)> {
+        self.maps
+            .held
+            .keys()
+            .filter_map(Result::ok)
+            .filter_map(|tid| Some((tid, self.maps.pids.get(&tid, 0).ok()?.agent)))
+            .collect()
+    }
+
     pub(crate) fn new(maps: EnforceMaps) -> Self {
         Self {
             maps,
@@ -247,6 +258,35 @@ impl Enforcer {
             for k in stale {
                 let _ = map.remove(&k);
             }
+        }
+        Ok(())
+    }
+
+    /// Adds a widened scope's network rules to a slot without removing anything first (a
+    /// just-in-time grant: the slot stays enforced throughout; every rule of the widened
+    /// scope allows at least what the old one did at that prefix).
+    pub(crate) fn widen_net(
+        &mut self,
+        slot: u32,
+        scope: &crate::scope::Scope,
+    ) -> Result<(), EnforceError> {
+        let ks = compile(scope)?;
+        for (len, addr, rule) in &ks.net {
+            let key = Key::new(
+                32 + len,
+                NetKey {
+                    slot_be: slot.to_be_bytes(),
+                    addr: *addr,
+                },
+            );
+            self.maps
+                .net
+                .insert(&key, rule, 0)
+                .map_err(|source| EnforceError::Map {
+                    map: "NET_RULES",
+                    slot,
+                    source,
+                })?;
         }
         Ok(())
     }

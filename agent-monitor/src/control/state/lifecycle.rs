@@ -19,6 +19,16 @@ impl Shared {
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
         self.untag(task.cgroup_id, task.slot);
         self.call_task_ended(&task, reason);
+        self.grants_revoked(
+            crate::observe::record::AgentRef {
+                scope: task.scope.name.clone(),
+                task: task.id.clone(),
+                owner: task.scope.owner.clone(),
+                identity: task.scope.identity.clone(),
+            },
+            &task.grants,
+            "with the task",
+        );
         let generation = self.save(&self.registry());
         self.saved(generation);
         if task.origin == Origin::Exec {
@@ -37,6 +47,7 @@ impl Shared {
     /// were lost as degraded (and kills them with `--fail-closed`).
     pub(crate) fn sweep(&self) {
         self.tick_epoch();
+        self.sweep_approvals();
         let now = Instant::now();
         let mut finished = Vec::new();
         let mut revoke: Vec<(String, &'static str)> = Vec::new();

@@ -140,6 +140,8 @@ pub(crate) struct Stats {
     pub(crate) killed: AtomicU64,
     /// Operations the kernel held for the daemon's verdict.
     pub(crate) held: AtomicU64,
+    /// Requests opened for a person's decision (`onViolation: ask`).
+    pub(crate) asked: AtomicU64,
     /// Calls of Landlock-restricted agents that failed with EACCES, EPERM or EXDEV on a path
     /// the scope allows (the file's own permissions, or a glob Landlock had to widen or
     /// narrow): not records.
@@ -205,6 +207,8 @@ pub(crate) struct Shared {
     /// The per-agent DNS resolvers (DNS-name egress).
     pub(crate) dns: crate::control::dns::Resolver,
     notices: Mutex<Vec<crate::observe::record::Record>>,
+    /// Requests of `onViolation: ask` waiting for a person (`control::approval`).
+    pub(crate) approvals: Mutex<crate::control::approval::Pending>,
 }
 
 /// A task id reserved while its task is created; freed when dropped (also on failure).
@@ -221,7 +225,7 @@ impl Drop for Reserved<'_> {
 
 /// A poisoned lock only means another thread panicked mid-update; the data is still the
 /// best we have, and a monitor must keep going.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -259,6 +263,7 @@ impl Shared {
             protected: crate::host::mounts::Protected::discover(),
             enforcer: Mutex::new(Enforcer::new(enforce)),
             notices: Mutex::new(Vec::new()),
+            approvals: Mutex::default(),
             started_at: Instant::now(),
             stats: Stats::default(),
             observed: crate::observe::feed::Observed::new(),
@@ -322,10 +327,12 @@ impl Shared {
             Some(t) => Some(scope::Ttl::parse(&t).map_err(TaskError::BadTtl)?.duration()),
             None => scope.ttl,
         };
-        // Audit mode stops nothing, so it gets no Landlock layer. Planned before the registry
-        // is locked: it reads directories.
+        // Audit mode stops nothing, so it gets no Landlock layer; `ask` gets no file rules
+        // (Landlock refuses before a person could say yes, and cannot be widened for a
+        // running process: holds judge files instead), only the signal scope. Planned
+        // before the registry is locked: it reads directories.
         let landlock = (req.landlock_abi > 0 && scope.mode == scope::Mode::Enforce)
-            .then(|| crate::control::landlock::plan(scope.policy.declared()));
+            .then(|| crate::control::landlock::plan_for(&scope));
         // The id is reserved while the cgroup is made and tagged without the registry
         // locked; the task enters the registry once it is tagged.
         let (id, slot) = {
@@ -356,6 +363,9 @@ impl Shared {
         // The limits that apply to the agent are part of its baseline: its new v2 cgroup
         // and the v1 ones it keeps from the requester, with their ancestors.
         let landlock = landlock.map(|mut plan| {
+            if plan.scopes_only {
+                return plan;
+            }
             let mounts = crate::host::own_cgroup::CgroupMounts::discover();
             let mut own: Vec<PathBuf> = requester
                 .map(|pid| mounts.dirs_of_pid(pid))
@@ -383,7 +393,8 @@ impl Shared {
         task.scope_yaml = scope_yaml;
         task.start_cwd =
             requester.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
-        if landlock.is_some() {
+        // Landlock refuses this task's out-of-scope files (not with `ask`).
+        if landlock.as_ref().is_some_and(|p| !p.scopes_only) {
             task.landlock_abi = req.landlock_abi;
         }
         let generation = {

@@ -59,14 +59,48 @@ impl Shared {
                 .collect()
         };
         for (id, slot, new, old) in updates {
+            // A task's just-in-time grants widen the new version too.
+            let entries = self
+                .registry()
+                .by_slot_mut(slot)
+                .map(|t| t.grant_entries.clone())
+                .unwrap_or_default();
+            let (new, kept) = if entries.is_empty() {
+                (new, true)
+            } else {
+                match crate::control::approval::with_grants(&new, &entries) {
+                    Ok(widened) => (Arc::new(widened), true),
+                    Err(e) => {
+                        tracing::error!(task = %id, error = %e, "grants do not fit the new scope version; they end");
+                        (new, false)
+                    }
+                }
+            };
             let mut enforcer = lock(&self.enforcer);
             match self.install(&mut enforcer, slot, &new) {
                 Ok(()) => {
                     drop(enforcer);
+                    if kept {
+                        self.allow_identities(slot, &entries);
+                    }
+                    let mut revoked = None;
                     if let Some(t) = self.registry().by_slot_mut(slot)
                         && Arc::ptr_eq(&t.scope, &old)
                     {
+                        if !kept && !t.grants.is_empty() {
+                            t.grant_entries.clear();
+                            let agent = crate::observe::record::AgentRef {
+                                scope: t.scope.name.clone(),
+                                task: t.id.clone(),
+                                owner: t.scope.owner.clone(),
+                                identity: t.scope.identity.clone(),
+                            };
+                            revoked = Some((agent, std::mem::take(&mut t.grants)));
+                        }
                         t.scope = new;
+                    }
+                    if let Some((agent, grants)) = revoked {
+                        self.grants_revoked(agent, &grants, "with the scope's new version");
                     }
                 }
                 Err(e) => {
@@ -74,6 +108,8 @@ impl Shared {
                     if let Err(e) = self.install(&mut enforcer, slot, &old) {
                         tracing::error!(task = %id, error = %e, "re-installing the old scope failed");
                     }
+                    drop(enforcer);
+                    self.allow_identities(slot, &entries);
                 }
             }
         }

@@ -290,3 +290,30 @@ fn exec_entries_naming_symlinks_also_allow_their_target() {
     );
     assert!(matches!(verdict, Verdict::Violation(_)), "{verdict:?}");
 }
+
+#[test]
+fn ask_and_its_approval_settings() {
+    let scope = one(MINIMAL);
+    assert!(!scope.asks());
+    assert_eq!(scope.approval().timeout(), Duration::from_mins(1));
+    assert_eq!(scope.approval().max_pending(), 8);
+    let scope = one(&with_spec(
+        "  mode: enforce\n  onViolation: ask\n  approval: {timeout: 2s, maxPending: 20}\n",
+    ));
+    assert!(scope.asks());
+    assert_eq!(scope.on_violation, OnViolation::Ask);
+    assert_eq!(scope.approval().timeout(), Duration::from_secs(2));
+    assert_eq!(scope.approval().max_pending(), 20);
+    let audit = one(&with_spec("  onViolation: ask\n"));
+    assert!(!audit.asks(), "nothing is held in audit mode");
+    for bad in [
+        "  approval: {timeout: soon}\n",
+        "  approval: {maxPending: -1}\n",
+        "  approval: {other: 1}\n",
+    ] {
+        assert!(
+            parse_str(&with_spec(bad), Path::new("t.yaml")).is_err(),
+            "{bad}"
+        );
+    }
+}
