@@ -194,6 +194,8 @@ pub(crate) struct Shared {
     /// The per-agent DNS resolvers (DNS-name egress).
     pub(crate) dns: crate::control::dns::Resolver,
     notices: Mutex<Vec<crate::observe::record::Record>>,
+    /// Which task cgroups changed since the last sweep (only the sweep takes it).
+    cgroup_events: Mutex<crate::host::cgroup_events::CgroupEvents>,
 }
 
 /// A task id reserved while its task is created; freed when dropped (also on failure).
@@ -248,6 +250,7 @@ impl Shared {
             protected: crate::host::mounts::Protected::discover(),
             enforcer: Mutex::new(Enforcer::new(enforce)),
             notices: Mutex::new(Vec::new()),
+            cgroup_events: Mutex::new(crate::host::cgroup_events::CgroupEvents::new()),
             started_at: Instant::now(),
             stats: Stats::default(),
             observed: crate::observe::feed::Observed::new(),
