@@ -96,7 +96,10 @@ impl Consumer for Pipeline {
         if self.batch.is_empty() {
             return;
         }
-        self.writer.submit(std::mem::take(&mut self.batch));
+        // The next batch is likely as long as this one: reserved once, not grown (each
+        // growth copied every record gathered so far).
+        let next = Vec::with_capacity(self.batch.len());
+        self.writer.submit(std::mem::replace(&mut self.batch, next));
     }
 
     /// Whether enough records are waiting that they should be written now (a full ring
