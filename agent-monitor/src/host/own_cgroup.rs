@@ -64,8 +64,15 @@ impl CgroupMounts {
 
     /// Whether `path` lies on a cgroup filesystem at all (the only paths worth a look).
     pub(crate) fn holds(&self, path: &Path) -> bool {
-        self.v2.iter().any(|m| path.starts_with(m))
-            || self.v1.iter().any(|(m, _)| path.starts_with(m))
+        // Asked for every read: the bytes are compared first (a component prefix is a byte
+        // prefix too), and the slower comparison of components only for a candidate.
+        let under = |m: &Path| {
+            path.as_os_str()
+                .as_encoded_bytes()
+                .starts_with(m.as_os_str().as_encoded_bytes())
+                && path.starts_with(m)
+        };
+        self.v2.iter().any(|m| under(m)) || self.v1.iter().any(|(m, _)| under(m))
     }
 
     /// The directories of the cgroups a process is in, from its `/proc/<pid>/cgroup`

@@ -84,16 +84,27 @@ impl Feed {
     }
 
     fn push(&self, entry: Entry) {
-        let entry = Arc::new(entry);
+        self.push_all(std::iter::once(entry));
+    }
+
+    /// Pushes a batch: the ring is locked once, not once per record.
+    fn push_all(&self, entries: impl Iterator<Item = Entry>) {
+        let mut sent = Vec::new();
         {
             let mut recent = lock(&self.recent);
-            if recent.len() == RECENT {
-                recent.pop_front();
+            for entry in entries {
+                let entry = Arc::new(entry);
+                if recent.len() == RECENT {
+                    recent.pop_front();
+                }
+                sent.push(Arc::clone(&entry));
+                recent.push_back(entry);
             }
-            recent.push_back(Arc::clone(&entry));
         }
-        // No follower is not an error.
-        let _ = self.tx.send(entry);
+        for entry in sent {
+            // No follower is not an error.
+            let _ = self.tx.send(entry);
+        }
     }
 
     /// The last `limit` recent records matching `filter`, oldest first.
@@ -205,30 +216,31 @@ impl Default for Observed {
 }
 
 /// Called by the pipeline once a batch is in the audit log (`lines`: the batch as written,
-/// one JSON line per record; None when the write failed, so the records are only counted).
-pub(crate) fn publish(
+/// one JSON line per record, without newlines; None when the write failed, so the records
+/// are only counted).
+pub(crate) fn publish<'a>(
     observed: &Observed,
     scopes: &dyn crate::observe::usage::Scopes,
     records: &[Record],
-    lines: Option<&[u8]>,
+    lines: Option<impl Iterator<Item = &'a [u8]>>,
 ) {
     for r in records {
         observed.metrics.record(r);
     }
     observed.usage.observe(scopes, records);
     let Some(lines) = lines else { return };
-    let mut split = lines.split(|b| *b == b'\n');
-    for r in records {
-        let Some(line) = split.next() else { break };
-        observed.feed.push(Entry {
-            task: r.agent.task.clone(),
-            violation: r.verdict == Verdict::Violation,
-            // serde_json writes UTF-8, so the strict check passes; it is several times
-            // faster than the lossy one, which stays for a line that would not.
-            line: std::str::from_utf8(line)
-                .map_or_else(|_| String::from_utf8_lossy(line).into(), Box::from),
-        });
-    }
+    observed
+        .feed
+        .push_all(records.iter().zip(lines).map(|(r, line)| {
+            Entry {
+                task: r.agent.task.clone(),
+                violation: r.verdict == Verdict::Violation,
+                // serde_json writes UTF-8, so the strict check passes; it is several times
+                // faster than the lossy one, which stays for a line that would not.
+                line: std::str::from_utf8(line)
+                    .map_or_else(|_| String::from_utf8_lossy(line).into(), Box::from),
+            }
+        }));
 }
 
 /// Called by the writer once a gap line (records lost) is in the audit log: `events`

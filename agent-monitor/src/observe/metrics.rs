@@ -32,12 +32,20 @@ type Labels2 = [(&'static str, &'static str); 2];
 type Labels3 = [(&'static str, &'static str); 3];
 type Labels1 = [(&'static str, &'static str); 1];
 
+/// Record kinds (`record::Kind`'s variants).
+const KINDS: usize = 7;
+
 pub(crate) struct Metrics {
     registry: Registry,
     records: Family<Labels2, Counter>,
     violations: Family<Labels3, Counter>,
     kernel_events: Family<Labels1, Counter>,
     policy_eval: Histogram,
+    /// `records`' counter of each kind and verdict once first used: a family's lookup
+    /// (a lock and a hash of the labels) per record was a share of the writer's time.
+    record_counters: [[OnceLock<Counter>; 2]; KINDS],
+    /// `hook_events`' counters by hook name, once first used.
+    hook_counters: std::sync::RwLock<Vec<(&'static str, Counter)>>,
     ring: OnceLock<RingFill>,
     /// Kernel events read from the ring buffer and decoded (all hooks).
     events_read: AtomicU64,
@@ -77,6 +85,8 @@ impl Metrics {
             violations,
             kernel_events,
             policy_eval,
+            record_counters: Default::default(),
+            hook_counters: std::sync::RwLock::new(Vec::new()),
             ring: OnceLock::new(),
             events_read: AtomicU64::new(0),
         }
@@ -99,8 +109,28 @@ impl Metrics {
             Event::Net { op, .. } => op.name(),
             other => other.kind().name(),
         };
-        self.kernel_events.get_or_create(&[("hook", hook)]).inc();
+        self.count_hook(hook);
         self.events_read.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one event of a hook: its counter is found in a short list (a dozen hooks),
+    /// made once.
+    fn count_hook(&self, hook: &'static str) {
+        let read = self
+            .hook_counters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, c)) = read.iter().find(|(h, _)| *h == hook) {
+            c.inc();
+            return;
+        }
+        drop(read);
+        let c = self.kernel_events.get_or_create(&[("hook", hook)]).clone();
+        c.inc();
+        self.hook_counters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((hook, c));
     }
 
     /// Kernel events read and decoded so far.
@@ -116,13 +146,18 @@ impl Metrics {
     /// One record written.
     pub(crate) fn record(&self, r: &Record) {
         let kind = r.kind.name();
-        let verdict = match r.verdict {
-            Verdict::Allowed => "allowed",
-            Verdict::Violation => "violation",
+        let (verdict, v) = match r.verdict {
+            Verdict::Allowed => ("allowed", 0),
+            Verdict::Violation => ("violation", 1),
         };
-        self.records
-            .get_or_create(&[("kind", kind), ("verdict", verdict)])
-            .inc();
+        let labels = [("kind", kind), ("verdict", verdict)];
+        match self.record_counters.get(r.kind as usize) {
+            Some(cached) => cached[v]
+                .get_or_init(|| self.records.get_or_create(&labels).clone())
+                .inc(),
+            // A kind added without a cache place: counted the slow way.
+            None => self.records.get_or_create(&labels).inc(),
+        };
         if let Some(v) = &r.violation {
             let dimension = match v.dimension {
                 crate::policy::Dimension::Exec => "exec",

@@ -82,6 +82,9 @@ pub(crate) struct Sinks {
     rotation: Rotation,
     stdout: StdoutFormat,
     buf: Vec<u8>,
+    /// Where each record's line of the last batch ends in `buf` (its newline's offset):
+    /// the API takes the lines without scanning for them again.
+    ends: Vec<usize>,
     /// Bytes of `buf` appended to a file by the last `write` (whole lines).
     appended: usize,
     /// Bytes of `buf` taken by the last `write`'s gap line (0: none).
@@ -186,6 +189,7 @@ impl Sinks {
             rotation,
             stdout,
             buf: Vec::new(),
+            ends: Vec::new(),
             appended: 0,
             gap_len: 0,
             cut_pending: false,
@@ -214,8 +218,18 @@ impl Sinks {
 
     /// The last batch's records as written: one JSON line per record, in order (without
     /// its gap line).
+    #[cfg(test)]
     pub(crate) fn last_batch(&self) -> &[u8] {
         &self.buf[self.gap_len..]
+    }
+
+    /// The last batch's records as written, one JSON line (without its newline) per record,
+    /// in order: [`Self::last_batch`] already split.
+    pub(crate) fn last_lines(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(self.gap_len).chain(self.ends.iter().map(|e| e + 1));
+        starts
+            .zip(self.ends.iter())
+            .map(|(start, &end)| self.buf.get(start..end).unwrap_or_default())
     }
 
     /// The last batch's gap line (with its newline), if it had one.
@@ -243,6 +257,7 @@ impl Sinks {
     /// when it holds a violation or a gap.
     pub(crate) fn write(&mut self, gap: Option<&Gap>, records: &[Record]) -> Result<(), SinkError> {
         self.buf.clear();
+        self.ends.clear();
         self.appended = 0;
         self.gap_len = 0;
         if records.is_empty() && gap.is_none() {
@@ -258,12 +273,12 @@ impl Sinks {
             // Serialising plain data to a Vec cannot fail; were it to, no part of the
             // record stays (lines and records must stay paired).
             let start = self.buf.len();
-            if serde_json::to_writer(&mut self.buf, r).is_ok() {
-                self.buf.push(b'\n');
-            } else {
+            if serde_json::to_writer(&mut self.buf, r).is_err() {
                 self.buf.truncate(start);
-                self.buf.extend_from_slice(b"{}\n");
+                self.buf.extend_from_slice(b"{}");
             }
+            self.ends.push(self.buf.len());
+            self.buf.push(b'\n');
         }
         if self.format == AuditFormat::Ocsf {
             self.encode_ocsf(gap, records);
@@ -322,6 +337,11 @@ impl Sinks {
     /// `max_bytes` (a single line longer than that gets a file of its own).
     fn write_rotating(&mut self) -> Result<(), SinkError> {
         let max = self.rotation.max_bytes;
+        let len = self.out().0.len();
+        if max == 0 || self.size + len as u64 <= max {
+            // Nothing to rotate: no need to look for the lines.
+            return self.append(0, len);
+        }
         let (mut start, mut end) = (0, 0);
         while let Some(off) = self.out().0[end..].iter().position(|b| *b == b'\n') {
             let next = end + off + 1;

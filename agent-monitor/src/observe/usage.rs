@@ -9,6 +9,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    fmt::Write as _,
     net::IpAddr,
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -180,6 +181,8 @@ struct TaskUsage {
     overflow: u64,
     /// By tool call name (`agent-monitor mcp`).
     calls: BTreeMap<String, CallUse>,
+    /// The key of the last net record (reused, not allocated per record).
+    key: String,
 }
 
 /// Tool names followed per task, and distinct things listed per tool.
@@ -230,6 +233,7 @@ impl TaskUsage {
             net: BTreeMap::new(),
             overflow: 0,
             calls: BTreeMap::new(),
+            key: String::new(),
         }
     }
 
@@ -272,11 +276,12 @@ impl TaskUsage {
     }
 
     /// Counts one use of `key` in `map`, matching it against the entries when first seen.
-    fn use_item<K: Ord>(
+    /// `key` is borrowed: an item already listed (most records) costs no allocation.
+    fn use_item<K: Ord + std::borrow::Borrow<Q>, Q: Ord + ToOwned<Owned = K> + ?Sized>(
         map: &mut BTreeMap<K, Item>,
         overflow: &mut u64,
         uses: &mut [u64],
-        key: K,
+        key: &Q,
         violation: bool,
         access: Option<&'static str>,
         hits: impl FnOnce() -> Vec<usize>,
@@ -288,7 +293,7 @@ impl TaskUsage {
                 }
             }
         };
-        if let Some(item) = map.get_mut(&key) {
+        if let Some(item) = map.get_mut(key) {
             item.count += 1;
             item.violation |= violation;
             item.accesses.extend(access);
@@ -301,7 +306,7 @@ impl TaskUsage {
         count(uses, &rules);
         if map.len() < MAX_ITEMS {
             map.insert(
-                key,
+                key.to_owned(),
                 Item {
                     count: 1,
                     violation,
@@ -339,25 +344,22 @@ impl TaskUsage {
                 &mut self.exec,
                 &mut self.overflow,
                 uses,
-                e.path.clone(),
+                e.path.as_str(),
                 violation,
                 None,
                 hits,
             );
         }
         if let Some(f) = &r.file {
-            let mut paths = vec![(f.path.as_str(), f.access)];
-            if let Some(to) = &f.new_path {
-                paths.push((to.as_str(), FileAccess::Create));
-            }
-            for (path, access) in paths {
+            let to = f.new_path.as_deref().map(|to| (to, FileAccess::Create));
+            for (path, access) in std::iter::once((f.path.as_str(), f.access)).chain(to) {
                 let name = access_name(access);
                 let hits = || d.entries_of(&policy.matching(&Activity::File { path, access }));
                 Self::use_item(
                     &mut self.files,
                     &mut self.overflow,
                     uses,
-                    (path.to_string(), name),
+                    &(path.to_string(), name),
                     violation,
                     Some(name),
                     hits,
@@ -370,21 +372,23 @@ impl TaskUsage {
                 Kind::Send => "send",
                 _ => "connect",
             };
-            let host = n
-                .host
-                .as_deref()
-                .map(|h| format!(" ({h})"))
-                .unwrap_or_default();
-            let key = format!(
-                "{op} {}/{} {}:{}{host}",
+            // Written into a buffer kept for it: the key of every net record.
+            let key = &mut self.key;
+            key.clear();
+            let _ = write!(
+                key,
+                "{op} {}/{} {}:{}",
                 n.family, n.protocol, n.address, n.port
             );
+            if let Some(h) = &n.host {
+                let _ = write!(key, " ({h})");
+            }
             let hits = || d.net_hits(policy, r.kind, n);
             Self::use_item(
                 &mut self.net,
                 &mut self.overflow,
                 uses,
-                key,
+                self.key.as_str(),
                 violation,
                 None,
                 hits,

@@ -8,6 +8,7 @@ use crate::{
     control::actions::{Step, decide, layer},
     control::enforce::{kernel_dev, signal_process},
     control::state::{Shared, Stats},
+    control::tasks::Attribution,
     host::cgroupfs::Cgroup2,
     host::threads::settle_stopped,
     kernel::{
@@ -97,7 +98,10 @@ impl Consumer for Pipeline {
         if self.batch.is_empty() {
             return;
         }
-        self.writer.submit(std::mem::take(&mut self.batch));
+        // The next batch is likely as long as this one: reserved once, not grown (each
+        // growth copied every record gathered so far).
+        let next = Vec::with_capacity(self.batch.len());
+        self.writer.submit(std::mem::replace(&mut self.batch, next));
     }
 
     /// Whether enough records are waiting that they should be written now (a full ring
@@ -108,21 +112,25 @@ impl Consumer for Pipeline {
 }
 
 impl Pipeline {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one event from attribution to its record, in order; each step is a helper"
+    )]
     fn judge(&mut self, event: &Event) {
         let Some(h) = event.header() else { return };
-        let Some(task) = self.shared.registry().attribute_at(h.agent, h.time_ns) else {
+        let Some(Attribution {
+            id: task_id,
+            scope,
+            start_cwd,
+            cgroup: task_cgroup,
+            cgroup_id: task_cgroup_id,
+            landlock,
+            call,
+        }) = self.shared.registry().attribute_at(h.agent, h.time_ns)
+        else {
             Stats::add(&self.shared.stats.orphan_events, 1);
             return;
         };
-        let (scope, task_id, start_cwd, task_cgroup, task_cgroup_id, landlock) = (
-            task.scope,
-            task.id,
-            task.start_cwd,
-            task.cgroup,
-            task.cgroup_id,
-            task.landlock,
-        );
-        let call = task.call;
         let cgroup = self.cgroup_path(h.cgroup_id, &task_cgroup, task_cgroup_id);
         let learned = self.learned_host(event);
         let proc = self.procs.observe(h, start_cwd.as_deref());

@@ -38,28 +38,31 @@ impl ProcTable {
             self.procs
                 .retain(|pid, _| Path::new(&format!("/proc/{pid}")).exists());
         }
-        let parent = (h.ppid != 0)
-            .then(|| self.procs.get(&h.ppid).cloned())
-            .flatten();
-        let entry = self.procs.entry(h.tgid).or_insert_with(|| {
+        if !self.procs.contains_key(&h.tgid) {
+            // The parent is looked at only for a new entry: cloning it on every event (most
+            // events are of known processes) copied its argv each time.
+            let parent = (h.ppid != 0).then(|| self.procs.get(&h.ppid)).flatten();
             let from_proc = |what: &str| fs::read_link(format!("/proc/{}/{what}", h.tgid)).ok();
-            let (cwd, exe) = match &parent {
+            let (cwd, exe) = match parent {
                 Some(p) => (p.cwd.clone(), p.exe.clone()),
                 None => (
                     from_proc("cwd").or_else(|| fallback_cwd.map(Path::to_path_buf)),
                     from_proc("exe"),
                 ),
             };
-            ProcInfo {
+            let info = ProcInfo {
                 pid: h.tgid,
                 ppid: h.ppid,
                 comm: h.comm.clone(),
                 exe,
-                argv: parent.as_ref().map(|p| p.argv.clone()).unwrap_or_default(),
+                argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
                 cwd,
                 agent: h.agent,
-            }
-        });
+            };
+            self.procs.insert(h.tgid, info);
+        }
+        // Present: inserted above if it was not.
+        let entry = self.procs.entry(h.tgid).or_default();
         if entry.ppid == 0 {
             entry.ppid = h.ppid;
         }

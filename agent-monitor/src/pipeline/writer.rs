@@ -156,6 +156,8 @@ impl Thread {
                 Err(RecvTimeoutError::Disconnected)
             };
             match next {
+                // The batch itself when nothing waits: records are not copied.
+                Ok(batch) if self.pending.is_empty() => self.pending = batch,
                 Ok(batch) => self.pending.extend(batch),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
@@ -244,7 +246,7 @@ impl Thread {
                 &self.shared.observed,
                 &*self.shared,
                 &self.pending[..done],
-                Some(self.sinks.last_batch()),
+                Some(self.sinks.last_lines()),
             );
             self.pending.drain(..done);
             self.queued.fetch_sub(done, Ordering::AcqRel);

@@ -316,16 +316,17 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `XTASK_BENCH_ONLY=realwork|capacity|scale|export|calls|approve cargo xtask bench [--quick]`:
-/// one section alone, printed. `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of
-/// this tree's release build. docs/BENCHMARKS.md is written only by the full bench.
+/// `XTASK_BENCH_ONLY=realwork|capacity|scale|live|export|calls|approve cargo xtask bench
+/// [--quick]`: one section alone, printed (`live`: the scale section's live tasks only).
+/// `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this tree's release build.
+/// docs/BENCHMARKS.md is written only by the full bench.
 fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
     if !matches!(
         only,
-        "realwork" | "capacity" | "scale" | "export" | "calls" | "approve"
+        "realwork" | "capacity" | "scale" | "live" | "export" | "calls" | "approve"
     ) {
         bail!(
-            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale`, `export`, `calls` and `approve`"
+            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale`, `live` (the scale section's live tasks), `export`, `calls` and `approve`"
         );
     }
     let (daemon, generator) = build(root)?;
@@ -348,10 +349,11 @@ fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
         let mut c = capacity::Capacity::default();
         capacity::run(&env, p, &mut c);
         capacity::render(&mut md, &c)?;
-    } else if only == "scale" {
+    } else if only == "scale" || only == "live" {
         let quiet = tools::AuditQuiet::start();
         let mut sc = scale::Scale::default();
-        scale::run(&env, &p.scale, &mut sc);
+        let step = (only == "live").then_some("live");
+        scale::run_steps(&env, &p.scale, &mut sc, step);
         drop(quiet);
         scale::render(&mut md, &sc)?;
     } else {

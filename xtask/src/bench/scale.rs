@@ -210,9 +210,24 @@ fn unmount(path: &Path) {
 type Step<'a> = dyn Fn(&mut Scale) -> anyhow::Result<()> + 'a;
 
 pub fn run(env: &Env, sizes: &Sizes, out: &mut Scale) {
+    run_steps(env, sizes, out, None);
+}
+
+/// The steps named `only` (all when None): `XTASK_BENCH_ONLY=live` runs the live tasks
+/// alone.
+pub fn run_steps(env: &Env, sizes: &Sizes, out: &mut Scale, only: Option<&str>) {
     out.sizes = Some(sizes.clone());
     out.other_monitors = super::count_other_monitors();
-    let paths = match prepare(env, sizes) {
+    // The file tree only for the step that reads it (100k files take a while).
+    let prep = Sizes {
+        files: if only.is_some_and(|o| o != "files") {
+            0
+        } else {
+            sizes.files
+        },
+        ..sizes.clone()
+    };
+    let paths = match prepare(env, &prep) {
         Ok(p) => p,
         Err(e) => {
             out.errors.push(("all", format!("{e:#}")));
@@ -227,6 +242,9 @@ pub fn run(env: &Env, sizes: &Sizes, out: &mut Scale) {
         ("files", &|o| load::files(env, &paths, sizes, o)),
     ];
     for (name, step) in steps {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
         eprintln!("bench: scale: {name}");
         if let Err(e) = step(out) {
             eprintln!("bench: scale {name}: {e:#}");

@@ -357,9 +357,10 @@ impl Enforcer {
         }
     }
 
-    /// Events the kernel could not deliver for a slot.
-    pub(crate) fn drops(&self, slot: u32) -> u64 {
-        self.maps.drops.get(&slot, 0).unwrap_or(0)
+    /// Events the kernel could not deliver, by slot: one walk of the map, which holds only
+    /// slots that lost some.
+    pub(crate) fn all_drops(&self) -> std::collections::HashMap<u32, u64> {
+        self.maps.drops.iter().flatten().collect()
     }
 
     /// Whether a thread is tagged with this slot right now (the kill guard: a kill must only

@@ -2,6 +2,7 @@
 //! daemon's own shutdown.
 
 use std::{
+    collections::HashSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -53,16 +54,22 @@ impl Shared {
         let mut revoke: Vec<(String, &'static str)> = Vec::new();
         let mut degraded = Vec::new();
         // Exec tasks whose cgroup is to be looked at (without the registry locked), with
-        // what was known of them before the look (see `Watch::after`).
+        // what was known of them before the look (see `Watch::after`). A cgroup found
+        // populated and unchanged since (inotify on its `cgroup.events`) is not read again:
+        // a sweep costs what changed, not one read per live task.
         let mut watched = Vec::new();
+        let mut events = lock(&self.cgroup_events);
+        events.begin_sweep();
         {
             // Lock order everywhere: registry, then enforcer.
             let mut registry = self.registry();
-            let enforcer = lock(&self.enforcer);
+            // One read of the drop counters (usually empty), not one lookup per task.
+            let drops = lock(&self.enforcer).all_drops();
+            let mut live = HashSet::new();
             for task in registry.iter_mut() {
-                let drops = enforcer.drops(task.slot);
-                if drops > task.drops_seen {
-                    task.drops_seen = drops;
+                let dropped = drops.get(&task.slot).copied().unwrap_or(0);
+                if dropped > task.drops_seen {
+                    task.drops_seen = dropped;
                     if !task.degraded {
                         task.degraded = true;
                         degraded.push(task.id.clone());
@@ -76,18 +83,20 @@ impl Shared {
                 {
                     revoke.push((task.id.clone(), "killed: events lost (fail-closed)"));
                 } else if task.origin == Origin::Exec {
-                    let before = Watch {
-                        seen: task.seen,
-                        abandoned: task.abandoned(now),
-                    };
-                    watched.push((task.slot, task.cgroup.clone(), before));
+                    live.insert(task.slot);
+                    if events.needs_look(task.slot) {
+                        let before = Watch {
+                            seen: task.seen,
+                            abandoned: task.abandoned(now),
+                        };
+                        watched.push((task.slot, task.cgroup.clone(), before));
+                    }
                 }
             }
+            events.retain(&live);
         }
-        let populated: Vec<(u32, Watch, Option<bool>)> = watched
-            .into_iter()
-            .map(|(slot, cgroup, before)| (slot, before, self.cgroup2.populated(&cgroup).ok()))
-            .collect();
+        let populated = self.look(&mut events, watched);
+        drop(events);
         {
             let mut registry = self.registry();
             for (slot, before, populated) in populated {
@@ -135,6 +144,31 @@ impl Shared {
                 tracing::warn!(task = %id, error = %e, "revoking task");
             }
         }
+    }
+
+    /// Reads the `cgroup.events` of the tasks the sweep looks at, each watched before its
+    /// read so that a change after the read is reported.
+    fn look(
+        &self,
+        events: &mut crate::host::cgroup_events::CgroupEvents,
+        watched: Vec<(u32, String, Watch)>,
+    ) -> Vec<(u32, Watch, Option<bool>)> {
+        watched
+            .into_iter()
+            .map(|(slot, cgroup, before)| {
+                let was_watched = events.watched(slot)
+                    || self
+                        .cgroup2
+                        .dir(&cgroup)
+                        .ok()
+                        .is_some_and(|dir| events.watch(slot, &dir).is_ok());
+                let populated = self.cgroup2.populated(&cgroup).ok();
+                if populated == Some(true) {
+                    events.populated(slot, was_watched);
+                }
+                (slot, before, populated)
+            })
+            .collect()
     }
 
     /// Queues a task lifecycle record; the pipeline writes it with the activity records.

@@ -209,6 +209,8 @@ pub(crate) struct Shared {
     notices: Mutex<Vec<crate::observe::record::Record>>,
     /// Requests of `onViolation: ask` waiting for a person (`control::approval`).
     pub(crate) approvals: Mutex<crate::control::approval::Pending>,
+    /// Which task cgroups changed since the last sweep (only the sweep takes it).
+    cgroup_events: Mutex<crate::host::cgroup_events::CgroupEvents>,
 }
 
 /// A task id reserved while its task is created; freed when dropped (also on failure).
@@ -264,6 +266,7 @@ impl Shared {
             enforcer: Mutex::new(Enforcer::new(enforce)),
             notices: Mutex::new(Vec::new()),
             approvals: Mutex::default(),
+            cgroup_events: Mutex::new(crate::host::cgroup_events::CgroupEvents::new()),
             started_at: Instant::now(),
             stats: Stats::default(),
             observed: crate::observe::feed::Observed::new(),

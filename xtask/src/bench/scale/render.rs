@@ -134,7 +134,7 @@ pub fn render(w: &mut String, s: &Scale) -> std::fmt::Result {
         w,
         "\n**Live tasks.** Tasks `exec -- sleep 3600` in `scale-audit`, started 100 at a time; \
          RSS once the daemon's counters settle; idle CPU over the next second (its housekeeping: \
-         the sweep looks at every task's cgroup every 200 ms); per task: (RSS − RSS with 0) / \
+         the sweep every 200 ms reads the cgroups that changed); per task: (RSS − RSS with 0) / \
          tasks.\n\n| live tasks | daemon RSS | anon / file | descriptors | idle CPU (1 core = \
          100%) | RSS per task |\n|---:|---:|---:|---:|---:|---:|"
     )?;
