@@ -275,7 +275,7 @@ fn tool_calls_run_under_their_tools_scopes_and_unlisted_tools_never_run() {
         "{read_record}"
     );
     assert!(!s(&read_record, "/call/id").is_empty());
-    assert!(s(&read_record, "/call/digest").starts_with("fnv1a64:"));
+    assert!(s(&read_record, "/call/digest").starts_with("sha256:"));
     let write_record = daemon.wait_record("the write of out/summary.md", |r| {
         of_task(r) && s(r, "/kind") == "file" && s(r, "/file/path").ends_with("/out/summary.md")
     });

@@ -12,6 +12,7 @@
 //!   JSON-RPC errors and recorded: the client never waits for an answer that cannot come.
 
 use std::collections::{HashSet, VecDeque};
+use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use hyper::Method;
@@ -111,16 +112,18 @@ fn id_text(id: &Value) -> String {
     }
 }
 
-/// A stable digest of a call's arguments (FNV-1a, 64 bits, of their JSON text): enough to
-/// tell calls apart in records, not a secret-safe hash.
+/// The digest of a call's arguments in its records: SHA-256 of their JSON text (keys in
+/// order), so an operator can match a record to the call in the client's own log without
+/// the arguments (which may hold secrets) being written.
 fn digest(arguments: &Value) -> String {
-    let text = arguments.to_string();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    use sha2::Digest as _;
+    let sum = sha2::Sha256::digest(arguments.to_string().as_bytes());
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in sum {
+        let _ = write!(out, "{b:02x}");
     }
-    format!("fnv1a64:{h:016x}")
+    out
 }
 
 fn error_reply(id: &Value, code: i64, message: &str) -> Value {
@@ -503,6 +506,6 @@ mod tests {
         let a = digest(&json!({"path": "/a"}));
         assert_eq!(a, digest(&json!({"path": "/a"})));
         assert_ne!(a, digest(&json!({"path": "/b"})));
-        assert!(a.starts_with("fnv1a64:"));
+        assert!(a.starts_with("sha256:") && a.len() == 7 + 64, "{a}");
     }
 }
