@@ -96,19 +96,7 @@ impl Enforcer {
         dns: crate::control::dns::DnsPorts,
     ) -> Result<(), EnforceError> {
         let err = |map: &'static str| move |source| EnforceError::Map { map, slot, source };
-        for (len, addr, rule) in &ks.net {
-            let key = Key::new(
-                32 + len,
-                NetKey {
-                    slot_be: slot.to_be_bytes(),
-                    addr: *addr,
-                },
-            );
-            self.maps
-                .net
-                .insert(&key, rule, 0)
-                .map_err(err("NET_RULES"))?;
-        }
+        self.write_net(slot, ks)?;
         for port in &ks.bind {
             self.maps
                 .bind
@@ -270,7 +258,11 @@ impl Enforcer {
         slot: u32,
         scope: &crate::scope::Scope,
     ) -> Result<(), EnforceError> {
-        let ks = compile(scope)?;
+        self.write_net(slot, &compile(scope)?)
+    }
+
+    /// Writes (over what is there) a compiled scope's network rules for a slot.
+    fn write_net(&mut self, slot: u32, ks: &compile::KernelScope) -> Result<(), EnforceError> {
         for (len, addr, rule) in &ks.net {
             let key = Key::new(
                 32 + len,
