@@ -9,7 +9,8 @@ use agent_monitor_common::{
     AgentConfig, DnsOrigin, HostRuleKey, LearnedKey, MAX_HOST_RULES, NetRule, config_flags,
 };
 use aya_ebpf::{
-    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_ns},
+    cty::c_void,
+    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_loop},
     programs::SockAddrContext,
 };
 
@@ -167,37 +168,73 @@ pub fn try_recvmsg(ctx: &SockAddrContext, family: u32) -> i32 {
     1
 }
 
+/// What one step of [`learned_rule`]'s search reads and where it leaves the answer.
+#[repr(C)]
+struct LearnedSearch {
+    key: LearnedKey,
+    now: u64,
+    port: u16,
+    bit: u16,
+    /// 1 + the matching rule's index, 0 while none matched.
+    found: u32,
+}
+
 /// 1 + the index of a host rule under which the agent learned `key_addr` (the `NetKey`
 /// address form) from its own resolver, unexpired and allowing this port and protocol;
 /// 0 when none does.
+///
+/// Verifier workaround: the search runs under `bpf_loop`, whose callback the verifier checks
+/// once. As an unrolled loop (16 rules, each with the 16-entry port check) it made each of
+/// the four connect/sendmsg programs take 50 to 200 ms to verify, most of the daemon's start.
 #[inline(always)]
 pub fn learned_rule(slot: u32, cfg: &AgentConfig, key_addr: &[u8; 16], port: u16, bit: u16) -> u32 {
-    // SAFETY: helper without arguments. CLOCK_MONOTONIC, as the daemon's expiry times.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let mut key = LearnedKey {
-        slot,
-        index: 0,
-        addr: *key_addr,
+    let mut search = LearnedSearch {
+        key: LearnedKey {
+            slot,
+            index: 0,
+            addr: *key_addr,
+        },
+        // SAFETY: helper without arguments. CLOCK_MONOTONIC, as the daemon's expiry times.
+        now: unsafe { bpf_ktime_get_ns() },
+        port,
+        bit,
+        found: 0,
     };
-    // Verifier workaround: a constant bound, with the rule count checked inside.
-    for i in 0..MAX_HOST_RULES {
-        if i >= cfg.host_rules {
-            break;
-        }
-        key.index = i;
-        // SAFETY: the value is copied out.
-        let Some(learned) = (unsafe { DNS_LEARNED.get(key) }).copied() else {
-            continue;
-        };
-        if learned.expires_ns <= now {
-            continue;
-        }
-        // SAFETY: the value is copied out.
-        let rule: Option<NetRule> =
-            unsafe { HOST_RULES.get(HostRuleKey { slot, index: i }) }.copied();
-        if rule.is_some_and(|r| port_allowed(&r, port, bit)) {
-            return i + 1;
-        }
+    // SAFETY: the callback only touches `search`, which outlives the call.
+    unsafe {
+        bpf_loop(
+            cfg.host_rules.min(MAX_HOST_RULES),
+            learned_step as *mut c_void,
+            (&raw mut search).cast(),
+            0,
+        );
+    }
+    search.found
+}
+
+/// One host rule of [`learned_rule`]'s search: returns 1 (stop) once a rule matches.
+extern "C" fn learned_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `learned_rule` passes its own `LearnedSearch`.
+    let search = unsafe { &mut *ctx.cast::<LearnedSearch>() };
+    #[expect(clippy::cast_possible_truncation, reason = "at most MAX_HOST_RULES")]
+    let index = index as u32;
+    search.key.index = index;
+    // SAFETY: the value is copied out.
+    let Some(learned) = (unsafe { DNS_LEARNED.get(&search.key) }).copied() else {
+        return 0;
+    };
+    if learned.expires_ns <= search.now {
+        return 0;
+    }
+    let rule_key = HostRuleKey {
+        slot: search.key.slot,
+        index,
+    };
+    // SAFETY: the value is copied out.
+    let rule: Option<NetRule> = unsafe { HOST_RULES.get(rule_key) }.copied();
+    if rule.is_some_and(|r| port_allowed(&r, search.port, search.bit)) {
+        search.found = index + 1;
+        return 1;
     }
     0
 }

@@ -3,10 +3,14 @@
 //! 0 makes it fail with EPERM: an enforced agent's out-of-scope connect, unconnected send
 //! or bind is refused in the kernel, whatever the daemon is doing.
 
+use agent_monitor_common::MAX_PORT_RULES;
 use agent_monitor_common::{
     BindKey, DNS_PORT, NetEvent, NetKey, NetRule, flags, kind, net_op, proto_bits,
 };
-use aya_ebpf::{macros::cgroup_sock_addr, maps::lpm_trie::Key, programs::SockAddrContext};
+use aya_ebpf::{
+    cty::c_void, helpers::generated::bpf_loop, macros::cgroup_sock_addr, maps::lpm_trie::Key,
+    programs::SockAddrContext,
+};
 
 use crate::{
     dns::{dns_config, learned_rule, read_addr, redirect, try_recvmsg},
@@ -18,6 +22,9 @@ use crate::{
 pub const AF_INET: u32 = 2;
 pub const AF_INET6: u32 = 10;
 const IPPROTO_UDP: u32 = 17;
+
+// `port_step` masks its index with `MAX_PORT_RULES - 1`.
+const _: () = assert!(MAX_PORT_RULES.is_power_of_two());
 
 macro_rules! sock_hook {
     ($name:ident, $attach:ident, $op:expr, $family:expr) => {
@@ -153,15 +160,50 @@ pub fn port_allowed(rule: &NetRule, port: u16, bit: u16) -> bool {
     if rule.any_port_protos & bit != 0 {
         return true;
     }
-    // Verifier workaround: a constant bound, with the rule count checked inside.
-    for i in 0..agent_monitor_common::MAX_PORT_RULES {
-        if i >= usize::from(rule.count) {
-            break;
-        }
-        let p = rule.ports[i];
-        if p.port == port && p.protos & bit != 0 {
-            return true;
-        }
+    let mut search = PortSearch {
+        rule,
+        port,
+        bit,
+        found: 0,
+    };
+    // Verifier workaround: under `bpf_loop` the verifier checks the step once, where an
+    // unrolled loop of `MAX_PORT_RULES` was checked again on every path that reaches it.
+    // SAFETY: the callback only touches `search`, which outlives the call.
+    unsafe {
+        bpf_loop(
+            u32::from(rule.count).min(MAX_PORT_RULES as u32),
+            port_step as *mut c_void,
+            (&raw mut search).cast(),
+            0,
+        );
     }
-    false
+    search.found != 0
+}
+
+/// What one step of [`port_allowed`]'s search reads and where it leaves the answer.
+#[repr(C)]
+struct PortSearch<'a> {
+    rule: &'a NetRule,
+    port: u16,
+    bit: u16,
+    found: u32,
+}
+
+/// One port entry of [`port_allowed`]'s search: returns 1 (stop) once it matches.
+extern "C" fn port_step(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `port_allowed` passes its own `PortSearch`.
+    let search = unsafe { &mut *ctx.cast::<PortSearch<'_>>() };
+    // Verifier workaround: the index is masked so the array access is visibly in bounds.
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "masked to the array's size"
+    )]
+    let Some(p) = search.rule.ports.get(index as usize & (MAX_PORT_RULES - 1)) else {
+        return 1;
+    };
+    if p.port == search.port && p.protos & search.bit != 0 {
+        search.found = 1;
+        return 1;
+    }
+    0
 }
