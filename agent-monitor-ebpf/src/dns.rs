@@ -10,13 +10,13 @@ use agent_monitor_common::{
 };
 use aya_ebpf::{
     cty::c_void,
-    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_loop},
+    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_ns},
     programs::SockAddrContext,
 };
 
 use crate::{
     maps::{AGENT_CONFIG, DNS_LEARNED, DNS_ORIGIN, HOST_RULES},
-    net::{AF_INET, AF_INET6, port_allowed},
+    net::{AF_INET, AF_INET6, port_allowed, search_steps},
     tag::current_agent,
 };
 
@@ -182,10 +182,6 @@ struct LearnedSearch {
 /// 1 + the index of a host rule under which the agent learned `key_addr` (the `NetKey`
 /// address form) from its own resolver, unexpired and allowing this port and protocol;
 /// 0 when none does.
-///
-/// Verifier workaround: the search runs under `bpf_loop`, whose callback the verifier checks
-/// once. As an unrolled loop (16 rules, each with the 16-entry port check) it made each of
-/// the four connect/sendmsg programs take 50 to 200 ms to verify, most of the daemon's start.
 #[inline(always)]
 pub fn learned_rule(slot: u32, cfg: &AgentConfig, key_addr: &[u8; 16], port: u16, bit: u16) -> u32 {
     let mut search = LearnedSearch {
@@ -200,15 +196,12 @@ pub fn learned_rule(slot: u32, cfg: &AgentConfig, key_addr: &[u8; 16], port: u16
         bit,
         found: 0,
     };
-    // SAFETY: the callback only touches `search`, which outlives the call.
-    unsafe {
-        bpf_loop(
-            cfg.host_rules.min(MAX_HOST_RULES),
-            learned_step as *mut c_void,
-            (&raw mut search).cast(),
-            0,
-        );
-    }
+    search_steps(
+        cfg.host_rules.min(MAX_HOST_RULES),
+        MAX_HOST_RULES,
+        learned_step,
+        (&raw mut search).cast(),
+    );
     search.found
 }
 
@@ -220,7 +213,7 @@ extern "C" fn learned_step(index: u64, ctx: *mut c_void) -> i64 {
     let index = index as u32;
     search.key.index = index;
     // SAFETY: the value is copied out.
-    let Some(learned) = (unsafe { DNS_LEARNED.get(&search.key) }).copied() else {
+    let Some(learned) = (unsafe { DNS_LEARNED.get(search.key) }).copied() else {
         return 0;
     };
     if learned.expires_ns <= search.now {

@@ -42,7 +42,7 @@ pub fn hold() {
         reason = "the low half is the thread id"
     )]
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
-    if HELD.insert(&tid, &1, 0).is_ok() {
+    if HELD.insert(tid, 1, 0).is_ok() {
         signal(SIGSTOP);
     } else {
         signal(SIGKILL);

@@ -95,6 +95,7 @@ pub struct Daemon {
     pub scopes: PathBuf,
     pub cgroup_parent: String,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -105,6 +106,11 @@ impl Daemon {
 
     /// As `start`, with extra `agent-monitor run` arguments.
     pub fn start_with(scopes: &[(&str, &str)], extra: &[&str]) -> Self {
+        Self::start_with_env(scopes, extra, &[])
+    }
+
+    /// As `start_with`, with environment variables for the daemon.
+    pub fn start_with_env(scopes: &[(&str, &str)], extra: &[&str], env: &[(&str, &str)]) -> Self {
         require_root();
         remove_stale_state();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -157,6 +163,10 @@ impl Daemon {
             scopes: scopes_dir,
             cgroup_parent,
             log,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect(),
         };
         d.spawn();
         d.wait_ready();
@@ -172,6 +182,7 @@ impl Daemon {
         let child = Command::new(binary())
             .args(&self.args)
             .env("AGENT_MONITOR_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

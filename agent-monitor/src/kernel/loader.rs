@@ -302,6 +302,16 @@ pub(crate) fn adopt_or_load(
     load(cgroup2, ring_bytes, pins)
 }
 
+/// Whether the kernel has the `bpf_loop` helper (Linux 5.17). Without it the network
+/// programs' rule searches are unrolled, which only makes them slower to verify.
+/// `AGENT_MONITOR_BPF_LOOP=0` forces the unrolled form (the tests check that it loads).
+fn have_bpf_loop() -> bool {
+    if std::env::var_os("AGENT_MONITOR_BPF_LOOP").is_some_and(|v| v == "0") {
+        return false;
+    }
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 17, 0))
+}
+
 /// Whether a hook is on a syscall tracepoint (attached only while agents run).
 fn on_demand(hook: &tracefs::Hook) -> bool {
     hook.category == "syscalls"
@@ -336,10 +346,19 @@ fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: &Pins) -> Result<Kernel, LoadE
         }
     }
     let offsets: TracepointLayout = layout.layout;
+    let bpf_loop = have_bpf_loop();
+    if !bpf_loop {
+        tracing::info!(
+            "no bpf_loop: the network programs' rule searches are unrolled (slower to verify)"
+        );
+    }
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_bytes)
         // Frozen `.rodata`: the verifier sees the offsets as constants.
         .override_global("TRACEPOINT_LAYOUT", &offsets, true)
+        // Frozen too: the verifier follows only the searches' `bpf_loop` arm or only the
+        // unrolled one.
+        .override_global("HAVE_BPF_LOOP", &u32::from(bpf_loop), true)
         .load(ebpf_object::OBJECT)
         .map_err(|e| LoadError::Load(Box::new(e)))?;
     let mut links = Vec::new();
