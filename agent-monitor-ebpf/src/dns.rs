@@ -16,7 +16,8 @@ use aya_ebpf::{
 
 use crate::{
     maps::{AGENT_CONFIG, DNS_LEARNED, DNS_ORIGIN, HOST_RULES},
-    net::{AF_INET, AF_INET6, port_allowed, search_steps},
+    net::{AF_INET, AF_INET6, port_allowed},
+    steps::search_steps,
     tag::current_agent,
 };
 

@@ -15,6 +15,7 @@ mod file;
 mod maps;
 mod net;
 mod process;
+mod steps;
 mod tag;
 
 #[cfg(not(test))]
