@@ -118,23 +118,22 @@ fn id_of(hold: &Value) -> u64 {
     hold["id"].as_u64().expect("id")
 }
 
+/// Starts an agent that prints the file `file` (stripped), then runs `tail` (Python), and
+/// waits until its open is held: the agent and its one pending request.
+fn held_read(d: &Daemon, file: &Path, tail: &str) -> (Child, Value) {
+    let script = format!(
+        "print(open({:?}).read().strip()){tail}",
+        file.display().to_string()
+    );
+    let child = d.exec_spawn("ask", &[PY, "-I", "-c", &script]);
+    (child, wait_holds(d, 1).remove(0))
+}
+
 #[test]
 fn approve_once_the_read_goes_on_and_is_recorded() {
     let f = fixture("{timeout: 60s}");
     let file = f.outside.join("f0.txt");
-    let child = f.daemon.exec_spawn(
-        "ask",
-        &[
-            PY,
-            "-I",
-            "-c",
-            &format!(
-                "print(open({:?}).read().strip()); print('after')",
-                file.display().to_string()
-            ),
-        ],
-    );
-    let hold = wait_holds(&f.daemon, 1).remove(0);
+    let (child, hold) = held_read(&f.daemon, &file, "; print('after')");
     let pid = hold["pid"].as_u64().expect("pid");
     assert_eq!(s(&hold, "/rule"), "files.read", "{hold}");
     assert!(s(&hold, "/what").contains("f0.txt"), "{hold}");
@@ -172,19 +171,7 @@ fn approve_once_the_read_goes_on_and_is_recorded() {
 fn deny_kills_the_held_process() {
     let f = fixture("{timeout: 60s}");
     let file = f.outside.join("f1.txt");
-    let child = f.daemon.exec_spawn(
-        "ask",
-        &[
-            PY,
-            "-I",
-            "-c",
-            &format!(
-                "print(open({:?}).read()); print('after')",
-                file.display().to_string()
-            ),
-        ],
-    );
-    let hold = wait_holds(&f.daemon, 1).remove(0);
+    let (child, hold) = held_read(&f.daemon, &file, "; print('after')");
     let (code, body) = f.daemon.request(
         "POST",
         &format!("/v1/holds/{}/deny", id_of(&hold)),
@@ -207,16 +194,7 @@ fn deny_kills_the_held_process() {
 fn an_unanswered_request_times_out_and_is_denied() {
     let f = fixture("{timeout: 2s}");
     let file = f.outside.join("f2.txt");
-    let child = f.daemon.exec_spawn(
-        "ask",
-        &[
-            PY,
-            "-I",
-            "-c",
-            &format!("print(open({:?}).read())", file.display().to_string()),
-        ],
-    );
-    let hold = wait_holds(&f.daemon, 1).remove(0);
+    let (child, hold) = held_read(&f.daemon, &file, "");
     let r = approval_record(&f.daemon, id_of(&hold), "timeout");
     assert_eq!(s(&r, "/action"), "killed-process");
     assert!(
@@ -480,16 +458,7 @@ fn an_approved_network_request_lets_the_retry_through() {
 fn a_restarted_daemon_denies_what_was_held_for_a_decision() {
     let mut f = fixture("{timeout: 60s}");
     let file = f.outside.join("f5.txt");
-    let child = f.daemon.exec_spawn(
-        "ask",
-        &[
-            PY,
-            "-I",
-            "-c",
-            &format!("print(open({:?}).read())", file.display().to_string()),
-        ],
-    );
-    let hold = wait_holds(&f.daemon, 1).remove(0);
+    let (child, hold) = held_read(&f.daemon, &file, "");
     let pid = hold["pid"].as_u64().expect("pid");
     assert_eq!(state(pid), Some('T'));
     f.daemon.kill9();
@@ -579,16 +548,7 @@ fn only_root_and_the_approver_group_decide() {
             &extra,
         );
         fs::set_permissions(d.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod dir");
-        let child = d.exec_spawn(
-            "ask",
-            &[
-                PY,
-                "-I",
-                "-c",
-                &format!("print(open({:?}).read())", file.display().to_string()),
-            ],
-        );
-        let hold = wait_holds(&d, 1).remove(0);
+        let (child, hold) = held_read(&d, &file, "");
         let id = id_of(&hold);
         let (code, body) = agent_monitor_e2e::curl_as(65534, 65534, &d.socket, "GET", "/v1/holds");
         assert_eq!(code, 200, "a socket-group member lists: {body}");

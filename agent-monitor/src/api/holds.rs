@@ -31,39 +31,31 @@ struct DecisionBody {
     note: Option<String>,
 }
 
-pub(super) async fn approve(
+/// `decide::<APPROVE>` answers `approve`, `decide::<DENY>` answers `deny`.
+pub(super) const APPROVE: bool = true;
+pub(super) const DENY: bool = false;
+
+/// `POST /v1/holds/{id}/approve` and `.../deny`: the same body, checks and decision path.
+pub(super) async fn decide<const APPROVES: bool>(
     State(api): State<Arc<Api>>,
     id: Result<UrlPath<u64>, PathRejection>,
     request: Request,
 ) -> Result<Json<RequestView>, ApiError> {
     let UrlPath(id) = id?;
     let (peer, body) = read(request).await?;
-    decide(
-        &api,
-        id,
-        &peer,
+    let decision = if APPROVES {
         Decision::Approve {
             for_task: body.for_task,
-        },
-        body.note,
-    )
-    .await
-}
-
-pub(super) async fn deny(
-    State(api): State<Arc<Api>>,
-    id: Result<UrlPath<u64>, PathRejection>,
-    request: Request,
-) -> Result<Json<RequestView>, ApiError> {
-    let UrlPath(id) = id?;
-    let (peer, body) = read(request).await?;
-    if body.for_task {
+        }
+    } else if body.for_task {
         return Err(ApiError::bad_request(
             "bad_json",
             "for_task is for approvals only",
         ));
-    }
-    decide(&api, id, &peer, Decision::Deny, body.note).await
+    } else {
+        Decision::Deny
+    };
+    settle(&api, id, &peer, decision, body.note).await
 }
 
 async fn read(request: Request) -> Result<(Peer, DecisionBody), ApiError> {
@@ -90,7 +82,7 @@ async fn read(request: Request) -> Result<(Peer, DecisionBody), ApiError> {
     Ok((peer, body))
 }
 
-async fn decide(
+async fn settle(
     api: &Arc<Api>,
     id: u64,
     peer: &Peer,

@@ -42,8 +42,14 @@ pub(crate) fn router(api: Arc<Api>) -> Router {
         )
         .route("/v1/tasks/{id}/calls", post(super::calls::create))
         .route("/v1/holds", get(super::holds::list))
-        .route("/v1/holds/{id}/approve", post(super::holds::approve))
-        .route("/v1/holds/{id}/deny", post(super::holds::deny))
+        .route(
+            "/v1/holds/{id}/approve",
+            post(super::holds::decide::<{ super::holds::APPROVE }>),
+        )
+        .route(
+            "/v1/holds/{id}/deny",
+            post(super::holds::decide::<{ super::holds::DENY }>),
+        )
         .route("/v1/reload", post(reload))
         .route("/v1/report/{task}", get(report))
         .route("/metrics", get(metrics))

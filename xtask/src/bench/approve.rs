@@ -16,9 +16,6 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use http_body_util::{BodyExt as _, Full};
-use hyper::{Request, body::Bytes, client::conn::http1, header};
-use hyper_util::rt::TokioIo;
 
 use super::{
     Env,
@@ -140,38 +137,11 @@ fn monotonic_ns() -> u64 {
 
 /// One POST with an empty JSON body on a fresh connection; fails unless 200.
 fn post(socket: &Path, path: &str) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .context("tokio runtime")?;
-    rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(socket)
-            .await
-            .with_context(|| format!("connecting to {}", socket.display()))?;
-        let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
-        drop(tokio::spawn(conn));
-        let request = Request::post(path)
-            .header(header::HOST, "am")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from_static(b"{}")))
-            .context("building the request")?;
-        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
-            .await
-            .with_context(|| format!("POST {path}: no answer within 10 s"))?
-            .with_context(|| format!("POST {path}"))?;
-        let code = response.status().as_u16();
-        let body = response.into_body().collect().await?.to_bytes();
-        if code != 200 {
-            bail!(
-                "POST {path}: HTTP {code}: {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
-        anyhow::Ok(())
-    })
+    let (code, body) = super::sys::http_request(socket, "POST", path, Some("{}"))?;
+    if code != 200 {
+        bail!("POST {path}: HTTP {code}: {body}");
+    }
+    Ok(())
 }
 
 /// `### 11. Approvals`.

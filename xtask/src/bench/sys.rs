@@ -10,9 +10,6 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use http_body_util::{BodyExt as _, Empty};
-use hyper::{Request, body::Bytes, client::conn::http1, header};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 /// The cgroup2 mount point, from /proc/mounts.
@@ -151,44 +148,21 @@ pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / hz as f64)
 }
 
-/// One HTTP/1.1 GET over a Unix socket: hyper's client on a current-thread runtime; the
-/// status code and the whole body (hyper undoes the chunked encoding). At most 10 s.
+/// One HTTP/1.1 GET over a Unix socket: the status code and the whole body. At most 10 s.
 pub fn http_get(socket: &Path, path: &str) -> anyhow::Result<(u16, String)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-        .context("tokio runtime")?;
-    rt.block_on(async {
-        let get = async {
-            let stream = tokio::net::UnixStream::connect(socket)
-                .await
-                .with_context(|| format!("connecting to {}", socket.display()))?;
-            let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
-                .await
-                .context("HTTP handshake")?;
-            drop(tokio::spawn(conn));
-            let request = Request::get(path)
-                .header(header::HOST, "am")
-                .body(Empty::<Bytes>::new())
-                .context("building the request")?;
-            let response = sender
-                .send_request(request)
-                .await
-                .with_context(|| format!("GET {path}"))?;
-            let code = response.status().as_u16();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .with_context(|| format!("GET {path}: reading the body"))?
-                .to_bytes();
-            anyhow::Ok((code, String::from_utf8_lossy(&body).into_owned()))
-        };
-        tokio::time::timeout(Duration::from_secs(10), get)
-            .await
-            .with_context(|| format!("GET {path}: no answer within 10 s"))?
-    })
+    http_request(socket, "GET", path, None)
+}
+
+/// One HTTP/1.1 request (`body`: JSON) on a fresh connection to the daemon's socket: the
+/// end-to-end tests' client. The status code and the whole body; at most 10 s.
+pub fn http_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    agent_monitor_e2e::http::request(socket, method, path, body, Duration::from_secs(10))
+        .map_err(anyhow::Error::msg)
 }
 
 pub fn get_json(socket: &Path, path: &str) -> anyhow::Result<Value> {

@@ -3,19 +3,22 @@
 //! process or a whole agent, releasing a held exec.
 
 mod compile;
+mod written;
 
 use std::{
     collections::HashMap,
     os::fd::{AsRawFd as _, FromRawFd as _},
     sync::Arc,
+    time::Instant,
 };
 
-use agent_monitor_common::{AgentConfig, BindKey, HostRuleKey, InodeKey, NetKey};
+use agent_monitor_common::{AgentConfig, HostRuleKey, InodeKey, NetKey};
 use aya::maps::{MapError, lpm_trie::Key};
 
 use crate::kernel::maps::EnforceMaps;
 
 pub(crate) use compile::{CompileError, compile, kernel_dev};
+use written::{Pick, SlotKeys, Written};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EnforceError {
@@ -33,6 +36,8 @@ pub(crate) enum EnforceError {
 /// Writes scopes into the kernel maps that carry enforcement.
 pub(crate) struct Enforcer {
     maps: EnforceMaps,
+    /// The keys written per slot: what `remove` and `switch` delete.
+    written: Written,
     /// The scopes a slot is switched between (tool calls), compiled once: a switch does
     /// not walk the file globs again. Forgotten with the slot's rules.
     switched: HashMap<u32, Vec<Compiled>>,
@@ -69,6 +74,7 @@ impl Enforcer {
 
     pub(crate) fn new(maps: EnforceMaps) -> Self {
         Self {
+            written: Written::new(&maps),
             maps,
             switched: HashMap::new(),
         }
@@ -84,11 +90,13 @@ impl Enforcer {
         dns: crate::control::dns::DnsPorts,
     ) -> Result<(), EnforceError> {
         let ks = compile(scope)?;
-        self.remove(slot);
+        self.clear(slot);
         self.write(slot, &ks, dns)
     }
 
-    /// Writes a compiled scope's rules for a slot, then its settings.
+    /// Writes a compiled scope's rules for a slot, then its settings. A rule the slot is
+    /// known to have with the same value (a switch between scopes that share it) is not
+    /// written again.
     fn write(
         &mut self,
         slot: u32,
@@ -97,52 +105,54 @@ impl Enforcer {
     ) -> Result<(), EnforceError> {
         let err = |map: &'static str| move |source| EnforceError::Map { map, slot, source };
         self.write_net(slot, ks)?;
-        for port in &ks.bind {
-            self.maps
-                .bind
-                .insert(
-                    BindKey {
-                        slot,
-                        port: u32::from(*port),
-                    },
-                    1,
-                    0,
-                )
-                .map_err(err("BIND_PORTS"))?;
+        let keys = SlotKeys::of(slot, ks);
+        for k in keys.bind {
+            if self
+                .written
+                .record(slot)
+                .is_some_and(|w| w.bind.contains(&k))
+            {
+                continue;
+            }
+            self.maps.bind.insert(k, 1, 0).map_err(err("BIND_PORTS"))?;
+            if let Some(w) = self.written.record(slot) {
+                w.bind.insert(k);
+            }
         }
-        for id in &ks.exec_allow {
-            self.maps
-                .exec_allow
-                .insert(
-                    InodeKey {
-                        slot,
-                        dev: id.dev,
-                        ino: id.ino,
-                    },
-                    1,
-                    0,
-                )
-                .map_err(err("EXEC_ALLOW"))?;
-        }
-        for id in &ks.file_deny {
-            self.maps
-                .file_deny
-                .insert(
-                    InodeKey {
-                        slot,
-                        dev: id.dev,
-                        ino: id.ino,
-                    },
-                    1,
-                    0,
-                )
-                .map_err(err("FILE_DENY"))?;
+        for (map, name, new, pick) in [
+            (
+                &mut self.maps.exec_allow,
+                "EXEC_ALLOW",
+                keys.exec_allow,
+                (|w| &mut w.exec_allow) as Pick,
+            ),
+            (&mut self.maps.file_deny, "FILE_DENY", keys.file_deny, |w| {
+                &mut w.file_deny
+            }),
+        ] {
+            for k in new {
+                if self
+                    .written
+                    .record(slot)
+                    .is_some_and(|w| pick(w).contains(&k))
+                {
+                    continue;
+                }
+                map.insert(k, 1, 0).map_err(err(name))?;
+                if let Some(w) = self.written.record(slot) {
+                    pick(w).insert(k);
+                }
+            }
         }
         for (index, rule) in (0u32..).zip(&ks.host) {
+            let k = HostRuleKey { slot, index };
             self.maps
                 .host
-                .insert(HostRuleKey { slot, index }, rule, 0)
+                .insert(k, rule, 0)
                 .map_err(err("HOST_RULES"))?;
+            if let Some(w) = self.written.record(slot) {
+                w.host.insert(k);
+            }
         }
         let cfg = AgentConfig {
             mode: ks.mode,
@@ -170,6 +180,7 @@ impl Enforcer {
         scope: &Arc<crate::scope::Scope>,
         dns: crate::control::dns::DnsPorts,
     ) -> Result<(), EnforceError> {
+        let started = Instant::now();
         let known = self
             .switched
             .get(&slot)
@@ -186,67 +197,20 @@ impl Enforcer {
             list.push((Arc::clone(scope), Arc::clone(&ks)));
             ks
         };
-        let file_ok: Vec<_> = self
-            .maps
-            .file_ok
-            .keys()
-            .flatten()
-            .filter(|k| k.slot == slot)
-            .collect();
-        for k in file_ok {
-            let _ = self.maps.file_ok.remove(&k);
-        }
+        let read = SlotKeys {
+            file_ok: std::mem::take(&mut self.written.keys_of(&self.maps, slot).file_ok),
+            ..SlotKeys::default()
+        };
+        read.delete(&mut self.maps, slot);
         self.write(slot, &ks, dns)?;
-        let nets: Vec<_> =
-            self.maps
-                .net
-                .keys()
-                .flatten()
-                .filter(|k| {
-                    k.data().slot_be == slot.to_be_bytes()
-                        && !ks.net.iter().any(|(len, addr, _)| {
-                            32 + len == k.prefix_len() && *addr == k.data().addr
-                        })
-                })
-                .collect();
-        for k in nets {
-            let _ = self.maps.net.remove(&k);
-        }
-        let binds: Vec<_> = self
-            .maps
-            .bind
-            .keys()
-            .flatten()
-            .filter(|k| k.slot == slot && !ks.bind.iter().any(|p| u32::from(*p) == k.port))
-            .collect();
-        for k in binds {
-            let _ = self.maps.bind.remove(&k);
-        }
-        let hosts: Vec<_> = self
-            .maps
-            .host
-            .keys()
-            .flatten()
-            .filter(|k| k.slot == slot && k.index as usize >= ks.host.len())
-            .collect();
-        for k in hosts {
-            let _ = self.maps.host.remove(&k);
-        }
-        for (map, keep) in [
-            (&mut self.maps.exec_allow, &ks.exec_allow),
-            (&mut self.maps.file_deny, &ks.file_deny),
-        ] {
-            let stale: Vec<_> = map
-                .keys()
-                .flatten()
-                .filter(|k| {
-                    k.slot == slot && !keep.iter().any(|id| id.dev == k.dev && id.ino == k.ino)
-                })
-                .collect();
-            for k in stale {
-                let _ = map.remove(&k);
-            }
-        }
+        let keep = SlotKeys::of(slot, &ks);
+        let stale = self.written.keys_of(&self.maps, slot).split_stale(&keep);
+        stale.delete(&mut self.maps, slot);
+        tracing::debug!(
+            slot,
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "scope switched"
+        );
         Ok(())
     }
 
@@ -279,74 +243,50 @@ impl Enforcer {
                     slot,
                     source,
                 })?;
+            if let Some(w) = self.written.record(slot) {
+                w.net.insert((32 + len, *addr));
+            }
         }
         Ok(())
     }
 
     /// Allows one more binary for a slot (a held exec the daemon found in scope).
     pub(crate) fn allow_exec(&mut self, slot: u32, dev: u32, ino: u64) {
-        if let Err(e) = self
-            .maps
-            .exec_allow
-            .insert(InodeKey { slot, dev, ino }, 1, 0)
-        {
+        let key = InodeKey { slot, dev, ino };
+        if let Err(e) = self.maps.exec_allow.insert(key, 1, 0) {
             tracing::warn!(slot, error = %e, "cannot remember a released binary; it will be held again");
+        } else if let Some(w) = self.written.record(slot) {
+            w.exec_allow.insert(key);
         }
     }
 
     /// Remembers that an agent may read a file, so its next opens are not held.
     pub(crate) fn allow_read(&mut self, slot: u32, dev: u32, ino: u64) {
-        if let Err(e) = self.maps.file_ok.insert(InodeKey { slot, dev, ino }, 1, 0) {
+        let key = InodeKey { slot, dev, ino };
+        if let Err(e) = self.maps.file_ok.insert(key, 1, 0) {
             tracing::debug!(slot, error = %e, "cannot remember a readable file; it will be held again");
+        } else {
+            self.written.record_read(key);
         }
     }
 
-    /// Removes everything written for a slot (settings first: back to audit at once). Found
-    /// by scanning the maps, so it also works for what a previous daemon wrote.
+    /// Removes everything written for a slot (settings first: back to audit at once): the
+    /// keys recorded as written, or, for a slot a previous daemon wrote, those a walk of the
+    /// maps finds.
     pub(crate) fn remove(&mut self, slot: u32) {
+        self.clear(slot);
+        // Slots are never reused: nothing is written for this one again.
+        self.written.forget(slot);
+    }
+
+    /// As [`Enforcer::remove`], but the slot stays known (without a key) for what is
+    /// written next.
+    fn clear(&mut self, slot: u32) {
         self.switched.remove(&slot);
         let _ = self.maps.config.remove(&slot);
         let _ = self.maps.drops.remove(&slot);
-        let nets: Vec<_> = self
-            .maps
-            .net
-            .keys()
-            .flatten()
-            .filter(|k| k.data().slot_be == slot.to_be_bytes())
-            .collect();
-        for k in nets {
-            let _ = self.maps.net.remove(&k);
-        }
-        let binds: Vec<_> = self
-            .maps
-            .bind
-            .keys()
-            .flatten()
-            .filter(|k| k.slot == slot)
-            .collect();
-        for k in binds {
-            let _ = self.maps.bind.remove(&k);
-        }
-        let hosts: Vec<_> = self
-            .maps
-            .host
-            .keys()
-            .flatten()
-            .filter(|k| k.slot == slot)
-            .collect();
-        for k in hosts {
-            let _ = self.maps.host.remove(&k);
-        }
-        for map in [
-            &mut self.maps.exec_allow,
-            &mut self.maps.file_deny,
-            &mut self.maps.file_ok,
-        ] {
-            let keys: Vec<_> = map.keys().flatten().filter(|k| k.slot == slot).collect();
-            for k in keys {
-                let _ = map.remove(&k);
-            }
-        }
+        let all = std::mem::take(self.written.keys_of(&self.maps, slot));
+        all.delete(&mut self.maps, slot);
     }
 
     /// Events the kernel could not deliver, by slot: one walk of the map, which holds only

@@ -4,11 +4,11 @@
 //! ends when its processes end (or on `DELETE /v1/tasks/{call id}`), with a `call-ended`
 //! record.
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{Reserved, Shared, TaskCreated, TaskError, lock};
+use super::{Reserved, Shared, TaskCreated, TaskError, lock, making::Making};
 use crate::{
     control::tasks::{Origin, Task, valid_task_id},
     observe::record::{CallEnd, CallRef},
@@ -71,8 +71,6 @@ impl Shared {
             scope::narrowed(&parent_scope, &what, &ToolSpec::of(&sub.spec))
                 .map_err(TaskError::Widens)?,
         );
-        let landlock = (req.landlock_abi > 0 && scope.mode == scope::Mode::Enforce)
-            .then(|| crate::control::landlock::plan(scope.policy.declared()));
         let (id, slot) = {
             let mut registry = self.registry();
             let mut creating = lock(&self.creating);
@@ -90,32 +88,18 @@ impl Shared {
             creating: &self.creating,
             id: id.clone(),
         };
-        let cgroup = format!("{parent_cgroup}/c{slot}");
-        let cgroup_id = self.cgroup2.create(&cgroup)?;
-        let landlock = landlock.map(|mut plan| {
-            // The limits it sizes itself by: its own cgroup's and its ancestors'.
-            let mounts = crate::host::own_cgroup::CgroupMounts::discover();
-            let own: Vec<PathBuf> = vec![self.cgroup2.root().join(cgroup.trim_start_matches('/'))];
-            plan.add_reads(mounts.limit_files(&own));
-            plan
-        });
-        if let Err(e) = self.tag(cgroup_id, slot, &scope, &cgroup) {
-            let _ = self.cgroup2.remove(&cgroup);
-            return Err(e);
-        }
-        let mut task = Task::new(
-            id.clone(),
+        let (mut task, landlock) = self.make_task(&Making {
+            id: &id,
             slot,
-            Arc::clone(&scope),
-            cgroup.clone(),
-            cgroup_id,
-            Origin::Exec,
-            None,
-        );
+            scope: &scope,
+            parent: &parent_cgroup,
+            leaf: &format!("c{slot}"),
+            ttl: None,
+            landlock_abi: req.landlock_abi,
+            requester: None,
+        })?;
         task.start_cwd = start_cwd;
-        if landlock.is_some() {
-            task.landlock_abi = req.landlock_abi;
-        }
+        let cgroup = task.cgroup.clone();
         task.call_of = Some((
             parent_id.to_owned(),
             CallRef {
@@ -127,15 +111,7 @@ impl Shared {
         ));
         self.registry().insert(task);
         tracing::info!(task = %id, parent = %parent_id, %cgroup, "call created");
-        let cgroup_dir = self.cgroup2.dir(&cgroup)?;
-        Ok(TaskCreated {
-            task: id,
-            cgroup,
-            cgroup_dir,
-            daemon_pid: std::process::id(),
-            landlock,
-            tools: Vec::new(),
-        })
+        self.created(id, cgroup, landlock, Vec::new())
     }
 
     /// The `call-ended` record of a call task that ended (`reason` as for any task).

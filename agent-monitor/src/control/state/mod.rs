@@ -18,7 +18,7 @@ use crate::{
     control::catalog::{Catalog, ParseGate},
     control::enforce::Enforcer,
     control::kubernetes,
-    control::tasks::{Origin, Registry, Task, generate_id, valid_task_id},
+    control::tasks::{Registry, generate_id, valid_task_id},
     host::cgroupfs::{Cgroup2, CgroupError},
     kernel::{
         loader::{Handles, HookStatus, KernelCounters},
@@ -161,10 +161,12 @@ mod adopt;
 pub(crate) mod call_tasks;
 pub(crate) mod calls;
 mod lifecycle;
+mod making;
 mod persisted;
 mod scopes;
 mod tagger;
 
+use making::Making;
 use tagger::Tagger;
 
 pub(crate) struct Shared {
@@ -330,12 +332,6 @@ impl Shared {
             Some(t) => Some(scope::Ttl::parse(&t).map_err(TaskError::BadTtl)?.duration()),
             None => scope.ttl,
         };
-        // Audit mode stops nothing, so it gets no Landlock layer; `ask` gets no file rules
-        // (Landlock refuses before a person could say yes, and cannot be widened for a
-        // running process: holds judge files instead), only the signal scope. Planned
-        // before the registry is locked: it reads directories.
-        let landlock = (req.landlock_abi > 0 && scope.mode == scope::Mode::Enforce)
-            .then(|| crate::control::landlock::plan_for(&scope));
         // The id is reserved while the cgroup is made and tagged without the registry
         // locked; the task enters the registry once it is tagged.
         let (id, slot) = {
@@ -361,45 +357,21 @@ impl Shared {
             creating: &self.creating,
             id: id.clone(),
         };
-        let cgroup = format!("/{}/{id}", self.config.cgroup_parent.trim_matches('/'));
-        let cgroup_id = self.cgroup2.create(&cgroup)?;
-        // The limits that apply to the agent are part of its baseline: its new v2 cgroup
-        // and the v1 ones it keeps from the requester, with their ancestors.
-        let landlock = landlock.map(|mut plan| {
-            if plan.scopes_only {
-                return plan;
-            }
-            let mounts = crate::host::own_cgroup::CgroupMounts::discover();
-            let mut own: Vec<PathBuf> = requester
-                .map(|pid| mounts.dirs_of_pid(pid))
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|d| !d.starts_with(self.cgroup2.root()))
-                .collect();
-            own.push(self.cgroup2.root().join(cgroup.trim_start_matches('/')));
-            plan.add_reads(mounts.limit_files(&own));
-            plan
-        });
-        if let Err(e) = self.tag(cgroup_id, slot, &scope, &cgroup) {
-            let _ = self.cgroup2.remove(&cgroup);
-            return Err(e);
-        }
-        let mut task = Task::new(
-            id.clone(),
+        let parent = format!("/{}", self.config.cgroup_parent.trim_matches('/'));
+        let (mut task, landlock) = self.make_task(&Making {
+            id: &id,
             slot,
-            Arc::clone(&scope),
-            cgroup.clone(),
-            cgroup_id,
-            Origin::Exec,
+            scope: &scope,
+            parent: &parent,
+            leaf: &id,
             ttl,
-        );
+            landlock_abi: req.landlock_abi,
+            requester,
+        })?;
         task.scope_yaml = scope_yaml;
         task.start_cwd =
             requester.and_then(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).ok());
-        // Landlock refuses this task's out-of-scope files (not with `ask`).
-        if landlock.as_ref().is_some_and(|p| !p.scopes_only) {
-            task.landlock_abi = req.landlock_abi;
-        }
+        let cgroup = task.cgroup.clone();
         let generation = {
             let mut registry = self.registry();
             registry.insert(task);
@@ -408,15 +380,7 @@ impl Shared {
         // A daemon restarted after the answer knows the task.
         self.saved(generation);
         tracing::info!(task = %id, scope = %scope.name, %cgroup, "task created");
-        let cgroup_dir = self.cgroup2.dir(&cgroup)?;
-        Ok(TaskCreated {
-            task: id,
-            cgroup,
-            cgroup_dir,
-            daemon_pid: std::process::id(),
-            landlock,
-            tools: scope.tools.keys().cloned().collect(),
-        })
+        self.created(id, cgroup, landlock, scope.tools.keys().cloned().collect())
     }
 
     /// Installs the scope in the kernel, then tags the cgroup: the first process of the
