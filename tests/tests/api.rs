@@ -73,12 +73,14 @@ fn every_endpoint_and_command_answers_about_a_real_task() {
 
     // GET /v1/events: recent records, filtered by task and violations. The API shows a
     // batch once it is written and synced, which may be a moment after the file has it.
-    let (code, body) = wait_for("the shadow violation in /v1/events", || {
+    // The task's end is its last record: waiting for it, the snapshot below is the whole
+    // task, and the CLI's listings further down can be compared with it.
+    let (code, body) = wait_for("the task's end in /v1/events", || {
         let (code, body) = d.request("GET", "/v1/events?task=api-t1", None);
         (code != 200
             || lines(&body)
                 .iter()
-                .any(|r| s(r, "/file/path") == "/etc/shadow"))
+                .any(|r| s(r, "/kind") == "task" && s(r, "/task/event") == "ended"))
         .then_some((code, body))
     });
     assert_eq!(code, 200, "{body}");
