@@ -1,6 +1,6 @@
 //! Event and violation records: one JSON object per line in the audit log,
 //! `events` and stdout. Field names follow OCSF's File System / Network / Process Activity
-//! where one fits. Their times: `clock`.
+//! where one fits. Their times: `clock`; their JSON lines: `json`.
 
 use std::time::SystemTime;
 
@@ -9,8 +9,10 @@ use serde::Serialize;
 use crate::policy::{FileAccess, Violation};
 
 mod clock;
+mod json;
 
 pub(crate) use clock::{Clock, Rfc3339Cache, parse_rfc3339_nanos, rfc3339};
+pub(crate) use json::write_record;
 
 /// Serializes an enum as its `name()`: the one spelling records, logs and metrics use.
 macro_rules! serialize_by_name {

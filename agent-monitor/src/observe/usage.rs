@@ -301,10 +301,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Usage {
     /// Adds a batch of written records.
     pub(crate) fn observe(&self, scopes: &dyn Scopes, records: &[Record]) {
+        // Consecutive records are mostly of one task: its usage is looked up once per run
+        // of them, not once per record.
+        let runs = || records.chunk_by(|a, b| a.agent.task == b.agent.task);
         let missing: Vec<(&str, &str)> = {
             let inner = lock(&self.inner);
-            let mut m: Vec<(&str, &str)> = records
-                .iter()
+            let mut m: Vec<(&str, &str)> = runs()
+                .filter_map(<[Record]>::first)
                 .filter(|r| !inner.tasks.contains_key(&r.agent.task))
                 .map(|r| (r.agent.task.as_str(), r.agent.scope.as_str()))
                 .collect();
@@ -325,9 +328,12 @@ impl Usage {
                 inner.order.push_back(task);
             }
         }
-        for r in records {
-            if let Some(t) = inner.tasks.get_mut(&r.agent.task) {
-                t.observe(r);
+        for run in runs() {
+            let Some(first) = run.first() else { continue };
+            if let Some(t) = inner.tasks.get_mut(&first.agent.task) {
+                for r in run {
+                    t.observe(r);
+                }
             }
         }
         if inner.tasks.len() > MAX_TASKS {

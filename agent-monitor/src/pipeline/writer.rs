@@ -246,7 +246,7 @@ impl Thread {
                 &self.shared.observed,
                 &*self.shared,
                 &self.pending[..done],
-                Some(self.sinks.last_lines()),
+                Some(self.sinks.take_written()),
             );
             self.pending.drain(..done);
             self.queued.fetch_sub(done, Ordering::AcqRel);
