@@ -16,7 +16,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    observe::record::{Kind, NetObject, Record, Verdict},
+    observe::record::{Kind, Record, Verdict},
     policy::{Activity, FileAccess},
     scope::Scope,
 };
