@@ -33,17 +33,76 @@ pub(crate) const MAX_FOLLOWERS: usize = 16;
 /// One published record: its JSON line and what the filters look at.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) task: String,
+    /// Shared by the entries of a batch's task (not a copy per record).
+    pub(crate) task: Arc<str>,
     pub(crate) violation: bool,
     /// The record's JSON, without the newline.
-    pub(crate) line: Box<str>,
+    pub(crate) line: Line,
 }
 
 impl Entry {
     pub(crate) fn matches(&self, filter: &Filter) -> bool {
         (!filter.violations || self.violation)
-            && filter.task.as_deref().is_none_or(|t| t == self.task)
+            && filter.task.as_deref().is_none_or(|t| t == &*self.task)
     }
+}
+
+/// A record's JSON line: a part of the text of the batch it was written with, which the
+/// audit log's writer hands over whole instead of copying each line out of it.
+pub(crate) struct Line {
+    text: Arc<String>,
+    start: usize,
+    end: usize,
+}
+
+impl Line {
+    /// The lines of a batch's text, from where each ends (its newline's offset); the first
+    /// starts at `start`.
+    fn split(text: Arc<String>, start: usize, ends: &[usize]) -> impl Iterator<Item = Self> {
+        let starts = std::iter::once(start).chain(ends.iter().map(|e| e + 1));
+        starts.zip(ends.iter()).map(move |(start, &end)| Self {
+            text: Arc::clone(&text),
+            start,
+            end,
+        })
+    }
+}
+
+impl std::ops::Deref for Line {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // The offsets are those of ASCII newlines (or the text's ends): always in range
+        // and on character boundaries.
+        self.text.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+impl From<String> for Line {
+    fn from(text: String) -> Self {
+        let end = text.len();
+        Self {
+            text: Arc::new(text),
+            start: 0,
+            end,
+        }
+    }
+}
+
+impl std::fmt::Debug for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// A written batch's text, for [`publish`]: the native JSON lines as the audit log's
+/// writer made them (a gap line first when `start` > 0).
+pub(crate) struct Written {
+    pub(crate) text: Vec<u8>,
+    /// Where the first record's line starts.
+    pub(crate) start: usize,
+    /// Where each record's line ends (its newline's offset).
+    pub(crate) ends: Vec<usize>,
 }
 
 /// `?violations=1&task=ID`.
@@ -87,8 +146,11 @@ impl Feed {
         self.push_all(std::iter::once(entry));
     }
 
-    /// Pushes a batch: the ring is locked once, not once per record.
+    /// Pushes a batch: the ring is locked once, not once per record, and the followers'
+    /// channel (a lock per send) is skipped when nobody follows. One that starts following
+    /// meanwhile gets the records from the next batch on, as if it had started then.
     fn push_all(&self, entries: impl Iterator<Item = Entry>) {
+        let follow = self.tx.receiver_count() > 0;
         let mut sent = Vec::new();
         {
             let mut recent = lock(&self.recent);
@@ -97,12 +159,14 @@ impl Feed {
                 if recent.len() == RECENT {
                     recent.pop_front();
                 }
-                sent.push(Arc::clone(&entry));
+                if follow {
+                    sent.push(Arc::clone(&entry));
+                }
                 recent.push_back(entry);
             }
         }
         for entry in sent {
-            // No follower is not an error.
+            // A follower gone since is not an error.
             let _ = self.tx.send(entry);
         }
     }
@@ -172,13 +236,13 @@ impl Feed {
                 .pointer("/agent/task")
                 .and_then(serde_json::Value::as_str)
                 .unwrap_or_default()
-                .to_string();
+                .into();
             let violation =
                 v.get("verdict").and_then(serde_json::Value::as_str) == Some("violation");
             self.push(Entry {
                 task,
                 violation,
-                line: String::from_utf8_lossy(line).into(),
+                line: String::from_utf8_lossy(line).into_owned().into(),
             });
             loaded += 1;
         }
@@ -215,32 +279,47 @@ impl Default for Observed {
     }
 }
 
-/// Called by the pipeline once a batch is in the audit log (`lines`: the batch as written,
-/// one JSON line per record, without newlines; None when the write failed, so the records
-/// are only counted).
-pub(crate) fn publish<'a>(
+/// Called by the pipeline once a batch is in the audit log (`written`: the batch as
+/// written, one JSON line per record; None when the write failed, so the records are only
+/// counted).
+pub(crate) fn publish(
     observed: &Observed,
     scopes: &dyn crate::observe::usage::Scopes,
     records: &[Record],
-    lines: Option<impl Iterator<Item = &'a [u8]>>,
+    written: Option<Written>,
 ) {
     for r in records {
         observed.metrics.record(r);
     }
     observed.usage.observe(scopes, records);
-    let Some(lines) = lines else { return };
-    observed
-        .feed
-        .push_all(records.iter().zip(lines).map(|(r, line)| {
-            Entry {
-                task: r.agent.task.clone(),
-                violation: r.verdict == Verdict::Violation,
-                // serde_json writes UTF-8, so the strict check passes; it is several times
-                // faster than the lossy one, which stays for a line that would not.
-                line: std::str::from_utf8(line)
-                    .map_or_else(|_| String::from_utf8_lossy(line).into(), Box::from),
-            }
-        }));
+    let Some(Written { text, start, ends }) = written else {
+        return;
+    };
+    // The writer makes UTF-8 (JSON of Rust strings), so the strict check passes: one check
+    // of the whole batch, and the text is taken over, not copied; the lossy copy stays for
+    // a batch that would not.
+    let text = Arc::new(
+        String::from_utf8(text)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    );
+    // Consecutive records are mostly of one task: its id is shared, not copied.
+    let mut task: Option<Arc<str>> = None;
+    observed.feed.push_all(
+        records
+            .iter()
+            .zip(Line::split(text, start, &ends))
+            .map(|(r, line)| {
+                let id = match &task {
+                    Some(t) if **t == *r.agent.task => Arc::clone(t),
+                    _ => Arc::clone(task.insert(Arc::from(r.agent.task.as_str()))),
+                };
+                Entry {
+                    task: id,
+                    violation: r.verdict == Verdict::Violation,
+                    line,
+                }
+            }),
+    );
 }
 
 /// Called by the writer once a gap line (records lost) is in the audit log: `events`
@@ -248,9 +327,9 @@ pub(crate) fn publish<'a>(
 pub(crate) fn publish_gap(observed: &Observed, line: &[u8]) {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     observed.feed.push(Entry {
-        task: String::new(),
+        task: Arc::from(""),
         violation: false,
-        line: String::from_utf8_lossy(line).into(),
+        line: String::from_utf8_lossy(line).into_owned().into(),
     });
 }
 
@@ -279,7 +358,7 @@ mod tests {
         };
         let got = feed.recent(&only_a, 5);
         assert_eq!(got.len(), 5);
-        assert!(got.iter().all(|e| e.task == "a"));
+        assert!(got.iter().all(|e| &*e.task == "a"));
         let violations = Filter {
             violations: true,
             ..Filter::default()
@@ -309,7 +388,7 @@ mod tests {
         let feed = Feed::new();
         assert_eq!(feed.preload(&path), RECENT);
         let all = feed.recent(&Filter::default(), usize::MAX);
-        assert!(all[0].line.contains("\"n\":5,"), "{}", all[0].line);
+        assert!(all[0].line.contains("\"n\":5,"), "{}", &*all[0].line);
         let t1 = Filter {
             task: Some("t1".into()),
             violations: true,
@@ -328,6 +407,6 @@ mod tests {
         assert_eq!(feed.followers(), 0);
         let (_slot, mut rx) = feed.follow().expect("a place");
         feed.push(entry("t", true));
-        assert_eq!(rx.try_recv().expect("record").task, "t");
+        assert_eq!(&*rx.try_recv().expect("record").task, "t");
     }
 }

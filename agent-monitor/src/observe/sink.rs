@@ -20,8 +20,9 @@ use std::{
 };
 
 use crate::observe::{
+    feed::Written,
     ocsf::{self, AuditFormat},
-    record::{Gap, Record, Verdict},
+    record::{Gap, Record, Verdict, write_record},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -223,13 +224,16 @@ impl Sinks {
         &self.buf[self.gap_len..]
     }
 
-    /// The last batch's records as written, one JSON line (without its newline) per record,
-    /// in order: [`Self::last_batch`] already split.
-    pub(crate) fn last_lines(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(self.gap_len).chain(self.ends.iter().map(|e| e + 1));
-        starts
-            .zip(self.ends.iter())
-            .map(|(start, &end)| self.buf.get(start..end).unwrap_or_default())
+    /// The last batch's native lines for the API (`feed::publish`), handed over rather
+    /// than copied: the next batch is written into a new buffer of the same size. Taken
+    /// last: [`Self::appended`] and the gap's state read the buffer.
+    pub(crate) fn take_written(&mut self) -> Written {
+        let capacity = self.buf.capacity();
+        Written {
+            text: std::mem::replace(&mut self.buf, Vec::with_capacity(capacity)),
+            start: self.gap_len,
+            ends: std::mem::take(&mut self.ends),
+        }
     }
 
     /// The last batch's gap line (with its newline), if it had one.
@@ -270,10 +274,10 @@ impl Sinks {
             self.gap_len = self.buf.len();
         }
         for r in records {
-            // Serialising plain data to a Vec cannot fail; were it to, no part of the
-            // record stays (lines and records must stay paired).
+            // Writing plain data to a Vec cannot fail; were it to, no part of the record
+            // stays (lines and records must stay paired).
             let start = self.buf.len();
-            if serde_json::to_writer(&mut self.buf, r).is_err() {
+            if write_record(&mut self.buf, r).is_err() {
                 self.buf.truncate(start);
                 self.buf.extend_from_slice(b"{}");
             }

@@ -10,20 +10,24 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     fmt::Write as _,
-    net::IpAddr,
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use serde::Serialize;
 
 use crate::{
-    observe::record::{Kind, NetObject, Record, Verdict},
-    policy::{
-        Activity, CompiledPolicy, ConnectRule, ConnectTarget, FileAccess, NetOp, PolicySpec,
-        Protocol, RuleList, RuleProtocol, RuleRef, canonical_host,
-    },
+    observe::record::{Kind, Record, Verdict},
+    policy::{Activity, FileAccess},
     scope::Scope,
 };
+
+mod declared;
+mod report;
+
+use declared::Declared;
+pub(crate) use declared::{EntryKind, EntryUse, connect_entry};
+pub(crate) use report::Report;
+use report::build;
 
 /// Where usage finds the scope a task runs under (the daemon's task registry and scope
 /// catalog).
@@ -38,124 +42,6 @@ pub(crate) trait Scopes {
 pub(crate) const MAX_ITEMS: usize = 2048;
 /// Tasks whose usage is kept (live ones are never evicted).
 pub(crate) const MAX_TASKS: usize = 256;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum EntryKind {
-    /// Grants something; unused ones can be removed.
-    Allow,
-    /// `files.deny`: a use is an attempt that was refused.
-    Deny,
-}
-
-/// One declared scope entry and how often it was used.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct EntryUse {
-    /// e.g. `exec.allow[0]`.
-    pub(crate) rule: String,
-    /// The entry as written, e.g. `/usr/bin/git` or `10.0.0.0/8 tcp ports 443`.
-    pub(crate) entry: String,
-    pub(crate) kind: EntryKind,
-    pub(crate) uses: u64,
-}
-
-/// The declared entries, and which one each of the policy's rules is.
-struct Declared {
-    entries: Vec<EntryUse>,
-    index: HashMap<RuleRef, usize>,
-}
-
-/// A connect rule as reports show it, e.g. `10.0.0.0/8 tcp ports [443]`.
-pub(crate) fn connect_entry(rule: &ConnectRule) -> String {
-    let target = match &rule.target {
-        ConnectTarget::Cidr(net) => net.to_string(),
-        ConnectTarget::Host(h) => h.clone(),
-    };
-    let proto = match rule.protocol {
-        RuleProtocol::Tcp => "tcp",
-        RuleProtocol::Udp => "udp",
-        RuleProtocol::Any => "any",
-    };
-    match &rule.ports {
-        Some(p) => format!("{target} {proto} ports {p:?}"),
-        None => format!("{target} {proto} any port"),
-    }
-}
-
-impl Declared {
-    fn new(spec: &PolicySpec) -> Self {
-        let mut d = Self {
-            entries: Vec::new(),
-            index: HashMap::new(),
-        };
-        let mut push = |list: RuleList, i: usize, entry: String, kind| {
-            d.index.insert(RuleRef { list, index: i }, d.entries.len());
-            d.entries.push(EntryUse {
-                rule: format!("{}[{i}]", list.name()),
-                entry,
-                kind,
-                uses: 0,
-            });
-        };
-        let lists: [(RuleList, &[String], EntryKind); 4] = [
-            (RuleList::ExecAllow, &spec.exec_allow, EntryKind::Allow),
-            (RuleList::FilesRead, &spec.files.read, EntryKind::Allow),
-            (RuleList::FilesWrite, &spec.files.write, EntryKind::Allow),
-            (RuleList::FilesDeny, &spec.files.deny, EntryKind::Deny),
-        ];
-        for (list, patterns, kind) in lists {
-            for (i, p) in patterns.iter().enumerate() {
-                push(list, i, p.clone(), kind);
-            }
-        }
-        for (i, rule) in spec.connect.iter().enumerate() {
-            push(RuleList::Connect, i, connect_entry(rule), EntryKind::Allow);
-        }
-        for (i, port) in spec.bind.iter().enumerate() {
-            push(RuleList::Bind, i, port.to_string(), EntryKind::Allow);
-        }
-        d
-    }
-
-    /// The entries among `rules` (the policy's matches).
-    fn entries_of(&self, rules: &[RuleRef]) -> Vec<usize> {
-        rules
-            .iter()
-            .filter_map(|r| self.index.get(r).copied())
-            .collect()
-    }
-
-    fn net_hits(&self, policy: &CompiledPolicy, kind: Kind, net: &NetObject) -> Vec<usize> {
-        let protocol = match net.protocol.as_str() {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            _ => Protocol::Other(0),
-        };
-        let op = match kind {
-            Kind::Bind => NetOp::Bind,
-            Kind::Send => NetOp::Send,
-            _ => NetOp::Connect,
-        };
-        let mut rules = net
-            .address
-            .parse::<IpAddr>()
-            .map(|addr| {
-                policy.matching(&Activity::Net {
-                    op,
-                    addr,
-                    port: net.port,
-                    protocol,
-                })
-            })
-            .unwrap_or_default();
-        if op != NetOp::Bind
-            && let Some(host) = &net.host
-        {
-            rules.extend(policy.hosts_matching(&canonical_host(host), net.port, protocol));
-        }
-        self.entries_of(&rules)
-    }
-}
 
 /// One distinct used item.
 #[derive(Debug, Clone, Default)]
@@ -412,63 +298,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// `GET /v1/report/{task}`.
-#[derive(Debug, Serialize)]
-pub(crate) struct Report {
-    pub(crate) task: String,
-    pub(crate) scope: String,
-    pub(crate) owner: String,
-    pub(crate) identity: Option<String>,
-    /// The task is still running.
-    pub(crate) live: bool,
-    pub(crate) first_seen: Option<String>,
-    pub(crate) last_seen: Option<String>,
-    pub(crate) records: u64,
-    pub(crate) violations: u64,
-    /// Every declared entry with its number of uses.
-    pub(crate) entries: Vec<EntryUse>,
-    /// Allow entries never used: candidates for removal.
-    pub(crate) unused: Vec<String>,
-    pub(crate) used: Used,
-    /// Distinct items not listed (beyond the per-task limit); their uses are still counted.
-    pub(crate) unlisted: u64,
-    /// What was used, by tool call name (`agent-monitor mcp`).
-    pub(crate) calls: Vec<CallUse>,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub(crate) struct Used {
-    pub(crate) exec: Vec<UsedItem>,
-    pub(crate) files: Vec<UsedItem>,
-    /// Parent directories of the files, with the number of uses below them.
-    pub(crate) directories: Vec<UsedDir>,
-    pub(crate) network: Vec<UsedItem>,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct UsedItem {
-    pub(crate) what: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub(crate) access: Vec<&'static str>,
-    pub(crate) count: u64,
-    /// Entries that allow (or deny) it; empty: no entry (the baseline, or a violation).
-    pub(crate) rules: Vec<String>,
-    pub(crate) violation: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct UsedDir {
-    pub(crate) path: String,
-    pub(crate) count: u64,
-}
-
 impl Usage {
     /// Adds a batch of written records.
     pub(crate) fn observe(&self, scopes: &dyn Scopes, records: &[Record]) {
+        // Consecutive records are mostly of one task: its usage is looked up once per run
+        // of them, not once per record.
+        let runs = || records.chunk_by(|a, b| a.agent.task == b.agent.task);
         let missing: Vec<(&str, &str)> = {
             let inner = lock(&self.inner);
-            let mut m: Vec<(&str, &str)> = records
-                .iter()
+            let mut m: Vec<(&str, &str)> = runs()
+                .filter_map(<[Record]>::first)
                 .filter(|r| !inner.tasks.contains_key(&r.agent.task))
                 .map(|r| (r.agent.task.as_str(), r.agent.scope.as_str()))
                 .collect();
@@ -489,9 +328,12 @@ impl Usage {
                 inner.order.push_back(task);
             }
         }
-        for r in records {
-            if let Some(t) = inner.tasks.get_mut(&r.agent.task) {
-                t.observe(r);
+        for run in runs() {
+            let Some(first) = run.first() else { continue };
+            if let Some(t) = inner.tasks.get_mut(&first.agent.task) {
+                for r in run {
+                    t.observe(r);
+                }
             }
         }
         if inner.tasks.len() > MAX_TASKS {
@@ -521,80 +363,6 @@ impl Usage {
             (None, None) => return None,
         };
         Some(build(task, usage, live.is_some()))
-    }
-}
-
-fn build(task: &str, u: &TaskUsage, live: bool) -> Report {
-    let names = |rules: &[usize]| -> Vec<String> {
-        rules
-            .iter()
-            .filter_map(|i| u.declared.entries.get(*i))
-            .map(|e| e.rule.clone())
-            .collect()
-    };
-    let entries: Vec<EntryUse> = u
-        .declared
-        .entries
-        .iter()
-        .zip(&u.uses)
-        .map(|(e, n)| EntryUse {
-            uses: *n,
-            ..e.clone()
-        })
-        .collect();
-    let item = |what: String, i: &Item| UsedItem {
-        what,
-        access: i.accesses.iter().copied().collect(),
-        count: i.count,
-        rules: names(&i.rules),
-        violation: i.violation,
-    };
-    let mut files: BTreeMap<&str, UsedItem> = BTreeMap::new();
-    let mut dirs: BTreeMap<String, u64> = BTreeMap::new();
-    for ((path, _), i) in &u.files {
-        let entry = files
-            .entry(path.as_str())
-            .or_insert_with(|| item(path.clone(), &Item::default()));
-        entry.count += i.count;
-        entry.access.extend(i.accesses.iter().copied());
-        entry.violation |= i.violation;
-        for r in names(&i.rules) {
-            if !entry.rules.contains(&r) {
-                entry.rules.push(r);
-            }
-        }
-        if let Some((dir, _)) = path.rsplit_once('/') {
-            let dir = if dir.is_empty() { "/" } else { dir };
-            *dirs.entry(dir.to_string()).or_default() += i.count;
-        }
-    }
-    Report {
-        task: task.to_string(),
-        scope: u.scope.name.clone(),
-        owner: u.scope.owner.clone(),
-        identity: u.scope.identity.clone(),
-        live,
-        first_seen: (!u.first.is_empty()).then(|| u.first.clone()),
-        last_seen: (!u.last.is_empty()).then(|| u.last.clone()),
-        records: u.records,
-        violations: u.violations,
-        unused: entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::Allow && e.uses == 0)
-            .map(|e| format!("{}: {}", e.rule, e.entry))
-            .collect(),
-        entries,
-        used: Used {
-            exec: u.exec.iter().map(|(p, i)| item(p.clone(), i)).collect(),
-            files: files.into_values().collect(),
-            directories: dirs
-                .into_iter()
-                .map(|(path, count)| UsedDir { path, count })
-                .collect(),
-            network: u.net.iter().map(|(k, i)| item(k.clone(), i)).collect(),
-        },
-        unlisted: u.overflow,
-        calls: u.calls.values().cloned().collect(),
     }
 }
 

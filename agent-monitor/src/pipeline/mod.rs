@@ -99,8 +99,8 @@ impl Consumer for Pipeline {
             return;
         }
         // The next batch is likely as long as this one: reserved once, not grown (each
-        // growth copied every record gathered so far).
-        let next = Vec::with_capacity(self.batch.len());
+        // growth copied every record gathered so far), or one the writer is done with.
+        let next = self.writer.empty_batch(self.batch.len());
         self.writer.submit(std::mem::replace(&mut self.batch, next));
     }
 

@@ -17,7 +17,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
         mpsc::{self, RecvTimeoutError},
     },
@@ -43,6 +43,36 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// How long the daemon's exit waits for the writer to finish what is queued.
 const EXIT_WAIT: Duration = Duration::from_secs(10);
 
+/// Emptied batches kept for the pipeline to fill again, at most, and the most records one
+/// may hold room for: a batch of `pipeline::BATCH` records is several hundred KiB, which
+/// allocating anew for every batch cost page faults; a burst's larger ones are freed.
+const SPARE_BATCHES: usize = 2;
+const SPARE_RECORDS: usize = 2 * 1024;
+
+/// Emptied batches going back from the writer thread to the pipeline.
+#[derive(Default)]
+struct Spare(Mutex<Vec<Vec<Record>>>);
+
+impl Spare {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Record>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps `batch` (emptied) unless enough are kept or it is a burst's.
+    fn put(&self, mut batch: Vec<Record>) {
+        if batch.capacity() > SPARE_RECORDS {
+            return;
+        }
+        batch.clear();
+        let mut spare = self.lock();
+        if spare.len() < SPARE_BATCHES {
+            spare.push(batch);
+        }
+    }
+}
+
 /// The pipeline's end of the queue. Dropping it lets the thread finish what is queued
 /// and end.
 pub(crate) struct Writer {
@@ -50,6 +80,7 @@ pub(crate) struct Writer {
     /// Records queued or being retried (the queue's bound, shared with the thread).
     queued: Arc<AtomicUsize>,
     shared: Arc<Shared>,
+    spare: Arc<Spare>,
 }
 
 /// The writer thread, for the daemon to wait for at exit.
@@ -66,11 +97,13 @@ impl Writer {
         let (tx, rx) = mpsc::channel();
         let (done_tx, done) = mpsc::sync_channel(1);
         let queued = Arc::new(AtomicUsize::new(0));
+        let spare = Arc::new(Spare::default());
         let thread = Thread {
             rx,
             sinks,
             queued: Arc::clone(&queued),
             shared: Arc::clone(&shared),
+            spare: Arc::clone(&spare),
             pending: Vec::new(),
             failing_since: None,
             lost_told: 0,
@@ -82,7 +115,23 @@ impl Writer {
                 thread.run();
                 let _ = done_tx.send(());
             })?;
-        Ok((Self { tx, queued, shared }, WriterThread { done }))
+        Ok((
+            Self {
+                tx,
+                queued,
+                shared,
+                spare,
+            },
+            WriterThread { done },
+        ))
+    }
+
+    /// An empty batch to gather the next records in: one the writer is done with, or a new
+    /// one with room for `records`.
+    pub(crate) fn empty_batch(&self, records: usize) -> Vec<Record> {
+        let mut batch = self.spare.lock().pop().unwrap_or_default();
+        batch.reserve(records);
+        batch
     }
 
     /// Queues a batch for the audit log; never waits. Records that do not fit in the
@@ -125,6 +174,7 @@ struct Thread {
     sinks: Sinks,
     queued: Arc<AtomicUsize>,
     shared: Arc<Shared>,
+    spare: Arc<Spare>,
     /// Records taken off the queue and not yet in the log, oldest first.
     pending: Vec<Record>,
     /// When the current run of failed writes began.
@@ -158,13 +208,17 @@ impl Thread {
             match next {
                 // The batch itself when nothing waits: records are not copied.
                 Ok(batch) if self.pending.is_empty() => self.pending = batch,
-                Ok(batch) => self.pending.extend(batch),
+                Ok(mut batch) => {
+                    self.pending.append(&mut batch);
+                    self.spare.put(batch);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
             // Everything queued meanwhile goes in the same write (and the same sync).
-            while let Ok(batch) = self.rx.try_recv() {
-                self.pending.extend(batch);
+            while let Ok(mut batch) = self.rx.try_recv() {
+                self.pending.append(&mut batch);
+                self.spare.put(batch);
             }
             if self.pending.is_empty() {
                 continue;
@@ -246,7 +300,7 @@ impl Thread {
                 &self.shared.observed,
                 &*self.shared,
                 &self.pending[..done],
-                Some(self.sinks.last_lines()),
+                Some(self.sinks.take_written()),
             );
             self.pending.drain(..done);
             self.queued.fetch_sub(done, Ordering::AcqRel);
@@ -259,8 +313,8 @@ impl Thread {
                         "audit log writes succeed again"
                     );
                 }
-                // A burst must not keep its memory.
-                self.pending = Vec::new();
+                // A burst must not keep its memory (a batch of usual size is used again).
+                self.spare.put(std::mem::take(&mut self.pending));
                 true
             }
             Err(e) => {
@@ -274,5 +328,31 @@ impl Thread {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::record::{Kind, Verdict};
+
+    #[test]
+    fn spare_batches_come_back_empty_and_are_bounded() {
+        let spare = Spare::default();
+        let batch = vec![Record::sample(Kind::File, Verdict::Allowed); 3];
+        spare.put(batch);
+        {
+            let kept = spare.lock();
+            assert_eq!(kept.len(), 1);
+            assert!(kept[0].is_empty(), "a kept batch holds no record");
+            assert!(kept[0].capacity() >= 3, "and keeps its room");
+        }
+        // A burst's batch is freed, not kept.
+        spare.put(Vec::with_capacity(SPARE_RECORDS + 1));
+        assert_eq!(spare.lock().len(), 1);
+        for _ in 0..SPARE_BATCHES + 2 {
+            spare.put(Vec::with_capacity(8));
+        }
+        assert_eq!(spare.lock().len(), SPARE_BATCHES);
     }
 }

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::observe::record::{Action, ExecObject, FileObject};
+use crate::observe::record::{Action, ExecObject, FileObject, NetObject};
 
 const SCOPE: &str = "apiVersion: agent-monitor.dev/v1
 kind: AgentScope

@@ -1,0 +1,250 @@
+//! The hand-written line against serde's, byte for byte, on records of every kind.
+
+use super::*;
+use crate::observe::record::{
+    ApprovalObject, CallEnd, CallRef, EscapeObject, Kind, KubernetesRef, TaskEvent,
+};
+
+/// Strings a path, a name or an argument may hold: quotes, backslashes, every control
+/// byte, DEL, non-ASCII, and what a non-UTF-8 name becomes once made a String (U+FFFD).
+fn odd() -> Vec<String> {
+    let controls: String = (0u8..0x20).map(char::from).collect();
+    vec![
+        String::new(),
+        "/plain/path.txt".into(),
+        "/a \"quoted\" name".into(),
+        "C:\\back\\slash\\".into(),
+        controls,
+        "tab\there\nnewline\rcr\u{8}bs\u{c}ff".into(),
+        "del\u{7f}and é ü 中文 🦀".into(),
+        String::from_utf8_lossy(b"/tmp/bad-\xff\xfe-name").into_owned(),
+        "\\u0000 is not a NUL".into(),
+        "ends with a quote\"".into(),
+    ]
+}
+
+fn assert_same(r: &Record) {
+    let old = serde_json::to_vec(r).expect("serde writes a record");
+    let mut new = Vec::new();
+    write_record(&mut new, r).expect("the writer writes a record");
+    assert_eq!(
+        String::from_utf8_lossy(&new),
+        String::from_utf8_lossy(&old),
+        "the line differs from serde's"
+    );
+    assert_eq!(new, old);
+}
+
+fn violation_of(text: &str, dimension: Dimension) -> Violation {
+    Violation {
+        dimension,
+        rule: format!("files.deny[2]: {text}"),
+        reason: format!("not in scope: {text}"),
+    }
+}
+
+#[test]
+fn every_kind_verdict_action_and_layer_is_written_as_serde_writes_it() {
+    let kinds = [
+        Kind::Exec,
+        Kind::File,
+        Kind::Connect,
+        Kind::Send,
+        Kind::Bind,
+        Kind::Escape,
+        Kind::Task,
+        Kind::Approval,
+    ];
+    let actions = [
+        Action::None,
+        Action::Blocked,
+        Action::Refused,
+        Action::KilledProcess,
+        Action::KilledAgent,
+        Action::Held,
+    ];
+    let layers = [
+        None,
+        Some(Layer::Landlock),
+        Some(Layer::Seccomp),
+        Some(Layer::CgroupHook),
+        Some(Layer::Ebpf),
+        Some(Layer::Daemon),
+    ];
+    for kind in kinds {
+        for verdict in [Verdict::Allowed, Verdict::Violation] {
+            for (i, action) in actions.into_iter().enumerate() {
+                let mut r = Record::sample(kind, verdict);
+                r.action = action;
+                r.layer = layers[i % layers.len()];
+                r.after = (i % 2 == 1).then_some(actions[(i + 3) % actions.len()]);
+                r.time = "2027-01-15T08:00:00.123456789Z".into();
+                assert_same(&r);
+            }
+        }
+    }
+}
+
+#[test]
+fn file_records_with_odd_paths() {
+    let accesses = [
+        FileAccess::Read,
+        FileAccess::Write,
+        FileAccess::Create,
+        FileAccess::Unlink,
+        FileAccess::Rename,
+        FileAccess::Link,
+        FileAccess::Truncate,
+        FileAccess::List,
+    ];
+    for (i, path) in odd().into_iter().enumerate() {
+        let mut r = Record::sample(Kind::File, Verdict::Violation);
+        r.file = Some(FileObject {
+            path: path.clone(),
+            access: accesses[i % accesses.len()],
+            new_path: (i % 2 == 0).then(|| format!("{path}.new")),
+            unresolved: i % 3 == 0,
+        });
+        r.violation = Some(violation_of(&path, Dimension::Files));
+        r.truncated = i % 2 == 1;
+        r.process = Some(ProcessRef {
+            pid: u32::MAX,
+            tid: 0,
+            ppid: 1_234_567,
+            comm: path.clone(),
+            exe: (i % 2 == 0).then(|| path.clone()),
+            cgroup: (i % 3 != 0).then(|| format!("/agent-monitor/{path}")),
+        });
+        r.agent = AgentRef {
+            scope: path.clone(),
+            task: format!("t-{i}"),
+            owner: path.clone(),
+            identity: (i % 2 == 1).then(|| path.clone()),
+        };
+        assert_same(&r);
+    }
+    let mut none = Record::sample(Kind::File, Verdict::Allowed);
+    none.process = None;
+    assert_same(&none);
+}
+
+#[test]
+fn net_records() {
+    for (i, host) in odd().into_iter().enumerate() {
+        let mut r = Record::sample(Kind::Connect, Verdict::Allowed);
+        r.net = Some(NetObject {
+            family: if i % 2 == 0 { "inet" } else { "inet6" },
+            protocol: if i % 3 == 0 {
+                "tcp".into()
+            } else {
+                "132".into()
+            },
+            address: if i % 2 == 0 {
+                "10.0.0.1".into()
+            } else {
+                "fe80::1".into()
+            },
+            port: [0, 1, 443, 9, 65535][i % 5],
+            host: (i % 2 == 1).then(|| host.clone()),
+        });
+        r.count = (i % 3 == 1).then_some(u64::MAX - i as u64);
+        r.violation = (i % 2 == 0).then(|| violation_of(&host, Dimension::Network));
+        assert_same(&r);
+    }
+}
+
+#[test]
+fn exec_records() {
+    let odd = odd();
+    for argc in [0, 1, odd.len()] {
+        for (i, path) in odd.iter().enumerate() {
+            let mut r = Record::sample(Kind::Exec, Verdict::Violation);
+            r.exec = Some(ExecObject {
+                path: path.clone(),
+                argv: odd.iter().take(argc).cloned().collect(),
+                script: (i % 2 == 0).then(|| format!("{path}.py")),
+            });
+            r.violation = Some(violation_of(path, Dimension::Exec));
+            assert_same(&r);
+        }
+    }
+}
+
+#[test]
+fn rare_objects_go_through_serde_in_place() {
+    for (i, text) in odd().into_iter().enumerate() {
+        let mut r = Record::sample(Kind::Escape, Verdict::Violation);
+        r.escape = Some(EscapeObject {
+            technique: "syscall",
+            syscall: Some(text.clone()),
+            args: (i % 2 == 0).then(|| vec![0, 1, u64::MAX]),
+            result: Some(-1),
+            cgroup: (i % 2 == 1).then(|| text.clone()),
+            moved_pid: (i % 3 == 0).then_some(42),
+        });
+        r.violation = Some(violation_of(&text, Dimension::Escape));
+        r.call = Some(CallRef {
+            id: text.clone(),
+            name: "read_text_file".into(),
+            digest: (i % 2 == 0).then(|| "ab".repeat(32)),
+            end: (i % 2 == 1).then(|| CallEnd {
+                outcome: "ok".into(),
+                duration_ms: 12,
+                events: 3,
+                violations: 1,
+                error: Some(text.clone()),
+            }),
+        });
+        r.kubernetes = (i % 2 == 0).then(|| KubernetesRef {
+            namespace: "ns".into(),
+            pod: text.clone(),
+            container: "c".into(),
+            pod_uid: "uid".into(),
+            container_id: "cid".into(),
+        });
+        assert_same(&r);
+
+        let mut t = Record::sample(Kind::Task, Verdict::Allowed);
+        t.process = None;
+        t.task = Some(TaskEvent {
+            event: "revoked",
+            reason: text.clone(),
+        });
+        assert_same(&t);
+
+        let mut a = Record::sample(Kind::Approval, Verdict::Violation);
+        a.approval = Some(Box::new(ApprovalObject {
+            id: 7,
+            decision: "approved",
+            rule: Some(text.clone()),
+            for_task: i % 2 == 0,
+            approver_uid: Some(0),
+            approver: Some(text.clone()),
+            note: (i % 2 == 1).then(|| text.clone()),
+            waited_ms: Some(1500),
+            grant: Some(format!("files.read {text}")),
+        }));
+        assert_same(&a);
+    }
+}
+
+#[test]
+fn the_lifecycle_record_is_written_as_serde_writes_it() {
+    let agent = AgentRef {
+        scope: "s".into(),
+        task: "t".into(),
+        owner: "o".into(),
+        identity: Some("spiffe://x".into()),
+    };
+    let r = Record::lifecycle(agent, "degraded", "a \"reason\"\n", Action::None);
+    assert_same(&r);
+}
+
+#[test]
+fn numbers_are_written_as_serde_writes_them() {
+    for n in [0, 1, 9, 10, 99, 100, 4_294_967_295, u64::MAX] {
+        let mut out = Vec::new();
+        number(&mut out, n);
+        assert_eq!(out, serde_json::to_vec(&n).expect("a number"), "{n}");
+    }
+}
