@@ -184,27 +184,16 @@ pub(crate) enum Observed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct FileAccessName(pub(crate) u8);
 
-const ACCESSES: [FileAccess; 8] = [
-    FileAccess::Read,
-    FileAccess::Write,
-    FileAccess::Create,
-    FileAccess::Unlink,
-    FileAccess::Rename,
-    FileAccess::Link,
-    FileAccess::Truncate,
-    FileAccess::List,
-];
-
 impl FileAccessName {
     pub(crate) fn access(self) -> FileAccess {
-        ACCESSES
+        FileAccess::ALL
             .get(usize::from(self.0))
             .copied()
             .unwrap_or(FileAccess::Read)
     }
 
     fn parse(name: &str) -> Option<Self> {
-        ACCESSES
+        FileAccess::ALL
             .iter()
             .position(|a| a.to_string() == name)
             .and_then(|i| u8::try_from(i).ok())

@@ -90,19 +90,6 @@ pub(crate) struct CallUse {
     pub(crate) used: BTreeSet<String>,
 }
 
-fn access_name(a: FileAccess) -> &'static str {
-    match a {
-        FileAccess::Read => "read",
-        FileAccess::Write => "write",
-        FileAccess::Create => "create",
-        FileAccess::Unlink => "unlink",
-        FileAccess::Rename => "rename",
-        FileAccess::Link => "link",
-        FileAccess::Truncate => "truncate",
-        FileAccess::List => "list",
-    }
-}
-
 impl TaskUsage {
     fn new(scope: Arc<Scope>) -> Self {
         let declared = Declared::new(&scope.spec.policy_spec());
@@ -148,7 +135,7 @@ impl TaskUsage {
         let item = if let Some(e) = &r.exec {
             Some(format!("exec {}", e.path))
         } else if let Some(f) = &r.file {
-            Some(format!("{} {}", access_name(f.access), f.path))
+            Some(format!("{} {}", f.access.as_str(), f.path))
         } else {
             r.net
                 .as_ref()
@@ -239,7 +226,7 @@ impl TaskUsage {
         if let Some(f) = &r.file {
             let to = f.new_path.as_deref().map(|to| (to, FileAccess::Create));
             for (path, access) in std::iter::once((f.path.as_str(), f.access)).chain(to) {
-                let name = access_name(access);
+                let name = access.as_str();
                 let hits = || d.entries_of(&policy.matching(&Activity::File { path, access }));
                 Self::use_item(
                     &mut self.files,

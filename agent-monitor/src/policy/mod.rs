@@ -48,9 +48,22 @@ pub(crate) enum FileAccess {
     List,
 }
 
-impl fmt::Display for FileAccess {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl FileAccess {
+    /// Every access, in declaration order.
+    pub(crate) const ALL: [Self; 8] = [
+        Self::Read,
+        Self::Write,
+        Self::Create,
+        Self::Unlink,
+        Self::Rename,
+        Self::Link,
+        Self::Truncate,
+        Self::List,
+    ];
+
+    /// The name records and reports use (as serde writes it).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
             Self::Read => "read",
             Self::Write => "write",
             Self::Create => "create",
@@ -59,7 +72,13 @@ impl fmt::Display for FileAccess {
             Self::Link => "link",
             Self::Truncate => "truncate",
             Self::List => "list",
-        })
+        }
+    }
+}
+
+impl fmt::Display for FileAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

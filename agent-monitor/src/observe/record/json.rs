@@ -13,7 +13,7 @@ use crate::{
     observe::record::{
         Action, AgentRef, ExecObject, FileObject, Layer, NetObject, ProcessRef, Record, Verdict,
     },
-    policy::{Dimension, FileAccess, Violation},
+    policy::{Dimension, Violation},
 };
 
 /// Appends `r` as one JSON object (no newline). Fails only where serde would (a rare
@@ -132,7 +132,7 @@ fn file(out: &mut Vec<u8>, f: &FileObject) {
     out.extend_from_slice(b"{\"path\":");
     string(out, &f.path);
     out.extend_from_slice(b",\"access\":\"");
-    out.extend_from_slice(access_name(f.access).as_bytes());
+    out.extend_from_slice(f.access.as_str().as_bytes());
     out.push(b'"');
     if let Some(to) = &f.new_path {
         out.extend_from_slice(b",\"new_path\":");
@@ -202,19 +202,6 @@ fn layer_name(l: Layer) -> &'static str {
         Layer::CgroupHook => "cgroup-hook",
         Layer::Ebpf => "ebpf",
         Layer::Daemon => "daemon",
-    }
-}
-
-fn access_name(a: FileAccess) -> &'static str {
-    match a {
-        FileAccess::Read => "read",
-        FileAccess::Write => "write",
-        FileAccess::Create => "create",
-        FileAccess::Unlink => "unlink",
-        FileAccess::Rename => "rename",
-        FileAccess::Link => "link",
-        FileAccess::Truncate => "truncate",
-        FileAccess::List => "list",
     }
 }
 

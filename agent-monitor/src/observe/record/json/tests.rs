@@ -4,6 +4,7 @@ use super::*;
 use crate::observe::record::{
     ApprovalObject, CallEnd, CallRef, EscapeObject, Kind, KubernetesRef, TaskEvent,
 };
+use crate::policy::FileAccess;
 
 /// Strings a path, a name or an argument may hold: quotes, backslashes, every control
 /// byte, DEL, non-ASCII, and what a non-UTF-8 name becomes once made a String (U+FFFD).
@@ -87,16 +88,7 @@ fn every_kind_verdict_action_and_layer_is_written_as_serde_writes_it() {
 
 #[test]
 fn file_records_with_odd_paths() {
-    let accesses = [
-        FileAccess::Read,
-        FileAccess::Write,
-        FileAccess::Create,
-        FileAccess::Unlink,
-        FileAccess::Rename,
-        FileAccess::Link,
-        FileAccess::Truncate,
-        FileAccess::List,
-    ];
+    let accesses = FileAccess::ALL;
     for (i, path) in odd().into_iter().enumerate() {
         let mut r = Record::sample(Kind::File, Verdict::Violation);
         r.file = Some(FileObject {
