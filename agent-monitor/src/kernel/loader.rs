@@ -10,19 +10,18 @@ use std::{
 };
 
 use agent_monitor_common::{
-    Offsets, counter,
+    counter,
     layout::TracepointLayout,
     syscalls::{self, Class, Hook, Syscall},
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray},
     programs::links::FdLink,
 };
 use serde::Serialize;
 
 use super::{
-    btf::Btf,
     demand::{self, OnDemand},
     ebpf_object,
     maps::{EnforceMaps, Maps, Rings, StateMaps},
@@ -32,8 +31,10 @@ use super::{
 use crate::host::cgroupfs::Cgroup2;
 
 mod attach;
+mod facts;
 
 use attach::{attach_sock_addr, attach_tracepoint};
+use facts::{write_offsets, write_protected};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LoadError {
@@ -440,54 +441,6 @@ fn pin_all(pins: &Pins, ebpf: &Ebpf, links: Vec<(String, FdLink)>) -> Result<(),
     for (target, link) in links {
         // The pin keeps the link; dropping our handle does not detach it.
         drop(pins.pin_link(&target, link)?);
-    }
-    Ok(())
-}
-
-/// Why a map the programs read could not be filled in.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum FillError {
-    #[error(transparent)]
-    Btf(#[from] crate::kernel::btf::BtfError),
-    #[error("map {0} is missing from the eBPF object")]
-    Missing(&'static str),
-    #[error("map {name}: {source}")]
-    Map {
-        name: &'static str,
-        #[source]
-        source: aya::maps::MapError,
-    },
-}
-
-fn map_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut aya::maps::Map, FillError> {
-    ebpf.map_mut(name).ok_or(FillError::Missing(name))
-}
-
-fn fill_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> FillError {
-    move |source| FillError::Map { name, source }
-}
-
-/// Structure offsets from this kernel's BTF, for the file and exec identity checks.
-fn write_offsets(ebpf: &mut Ebpf) -> Result<(), FillError> {
-    let offsets: Offsets = Btf::from_sys_fs()?.offsets()?;
-    let mut array: Array<&mut MapData, Offsets> =
-        Array::try_from(map_mut(ebpf, "OFFSETS")?).map_err(fill_err("OFFSETS"))?;
-    array.set(0, offsets, 0).map_err(fill_err("OFFSETS"))
-}
-
-/// Devices of the monitor's own filesystems, for the kernel's write check.
-fn write_protected(
-    ebpf: &mut Ebpf,
-    protected: &crate::host::mounts::Protected,
-) -> Result<(), FillError> {
-    let mut devs: HashMap<&mut MapData, u32, u8> =
-        HashMap::try_from(map_mut(ebpf, "PROTECTED_DEVS")?).map_err(fill_err("PROTECTED_DEVS"))?;
-    for (_, dev) in &protected.mounts {
-        devs.insert(*dev, 1, 0)
-            .map_err(fill_err("PROTECTED_DEVS"))?;
     }
     Ok(())
 }
