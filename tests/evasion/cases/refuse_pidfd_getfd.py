@@ -50,4 +50,8 @@ def steal():
 
 
 attempt("steal", steal)
-os.waitpid(pid, 0)
+_, status = os.waitpid(pid, 0)
+# The daemon kills the child right after Landlock's refusal, which may be before it printed
+# the error it got.
+if os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9:
+    say("open: KILLED")
