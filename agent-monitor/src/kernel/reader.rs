@@ -48,6 +48,9 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     // When to drain again without a wakeup (None: wait for one).
     let mut follow_up: Option<Instant> = None;
+    // An ordinary event read while looking for those written before a verdict, but written
+    // after it.
+    let mut ahead = None;
     loop {
         let deadline = follow_up.unwrap_or_else(Instant::now);
         // Whether the kernel woke us (as opposed to the follow-up timer).
@@ -74,13 +77,23 @@ pub(crate) async fn run(
             _ = stop.changed() => break,
         };
         // Readiness is cleared before the drain, so a record written meanwhile wakes us again.
-        let n = drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline);
+        let n = drain_both(
+            events.get_mut(),
+            verdicts.get_mut(),
+            &mut ahead,
+            &mut pipeline,
+        );
         pipeline.flush();
         // After a wakeup, records written without one may follow within the interval.
         follow_up = (woke || n > 0).then(|| Instant::now() + FOLLOW_UP);
     }
     // Whatever the kernel wrote before the stop is still recorded.
-    drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline);
+    drain_both(
+        events.get_mut(),
+        verdicts.get_mut(),
+        &mut ahead,
+        &mut pipeline,
+    );
     pipeline.flush();
 }
 
@@ -94,35 +107,77 @@ pub(crate) const FOLLOW_UP: Duration = Duration::from_millis(2);
 /// that a flood of ordinary events cannot hold a verdict up by more than this many events.
 const BEFORE_VERDICT: usize = 1024;
 
-/// Reads both rings: each verdict once the ordinary events written before it are handled,
-/// then the rest of the ordinary events.
+/// A decoded record.
+type Decoded = Result<Event, DecodeError>;
+
+/// Where records come from: a ring buffer, or a queue in the tests.
+trait Source {
+    fn next_record(&mut self) -> Option<Decoded>;
+}
+
+impl Source for RingBuf<MapData> {
+    fn next_record(&mut self) -> Option<Decoded> {
+        let item = self.next()?;
+        Some(decode(&item))
+    }
+}
+
+/// Reads both rings in the order the kernel wrote them: each verdict once the ordinary
+/// events written before it are handled, then the rest of the ordinary events. An ordinary
+/// event written after the verdict waits in `ahead` until the verdict is handled: the exit of
+/// a process the verdict's own kill ended must not drop its cwd and image before the verdict
+/// is judged.
 fn drain_both(
-    events: &mut RingBuf<MapData>,
-    verdicts: &mut RingBuf<MapData>,
+    events: &mut impl Source,
+    verdicts: &mut impl Source,
+    ahead: &mut Option<Decoded>,
     pipeline: &mut impl Consumer,
 ) -> usize {
     let mut n = 0;
-    while let Some(item) = verdicts.next() {
-        let verdict = decode(&item);
-        drop(item);
-        // Taken out of its ring first: whatever the kernel committed to EVENTS before it
-        // (in the same process, everything) is visible now.
-        n += 1 + drain(events, BEFORE_VERDICT, pipeline);
+    // Taken out of its ring first: whatever the kernel committed to EVENTS before it (in the
+    // same process, everything) is visible now.
+    while let Some(verdict) = verdicts.next_record() {
+        let until = time_of(&verdict);
+        n += 1 + drain(events, ahead, until, BEFORE_VERDICT, pipeline);
         handle(verdict, pipeline);
     }
-    n + drain(events, usize::MAX, pipeline)
+    n + drain(events, ahead, None, usize::MAX, pipeline)
 }
 
-/// Decodes and handles up to `limit` records of a ring; returns how many it read.
-fn drain(ring: &mut RingBuf<MapData>, limit: usize, pipeline: &mut impl Consumer) -> usize {
+/// When the kernel stamped a record; None for records without a header (cgroup events,
+/// undecodable ones), which never wait.
+fn time_of(record: &Decoded) -> Option<u64> {
+    record.as_ref().ok()?.header().map(|h| h.time_ns)
+}
+
+/// Handles up to `limit` records of a ring (the one in `ahead` first) stamped no later than
+/// `until`; the first later one is kept in `ahead`. Returns how many it took from the ring.
+fn drain(
+    ring: &mut impl Source,
+    ahead: &mut Option<Decoded>,
+    until: Option<u64>,
+    limit: usize,
+    pipeline: &mut impl Consumer,
+) -> usize {
     let mut n = 0;
-    while n < limit
-        && let Some(item) = ring.next()
-    {
-        n += 1;
-        let event = decode(&item);
-        drop(item);
-        handle(event, pipeline);
+    while n < limit {
+        let record = match ahead.take() {
+            Some(record) => record,
+            None => {
+                let Some(record) = ring.next_record() else {
+                    break;
+                };
+                n += 1;
+                record
+            }
+        };
+        if let (Some(until), Some(time)) = (until, time_of(&record))
+            && time > until
+        {
+            *ahead = Some(record);
+            break;
+        }
+        handle(record, pipeline);
     }
     n
 }
@@ -137,5 +192,97 @@ pub(crate) fn handle(event: Result<Event, DecodeError>, pipeline: &mut impl Cons
             }
         }
         Err(e) => pipeline.undecodable(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::kernel::decoder::{Header, KernelDid};
+
+    impl Source for VecDeque<Decoded> {
+        fn next_record(&mut self) -> Option<Decoded> {
+            self.pop_front()
+        }
+    }
+
+    /// The times of the records handled, in order (0: a record without one).
+    #[derive(Default)]
+    struct Seen(Vec<u64>);
+
+    impl Consumer for Seen {
+        fn event(&mut self, event: Event) {
+            self.0.push(event.header().map_or(0, |h| h.time_ns));
+        }
+        fn undecodable(&mut self, _: &DecodeError) {
+            self.0.push(0);
+        }
+        fn batch_full(&self) -> bool {
+            false
+        }
+        fn flush(&mut self) {}
+    }
+
+    fn exit_at(time_ns: u64) -> Decoded {
+        Ok(Event::Exit {
+            header: Header {
+                agent: 1,
+                time_ns,
+                pid: 7,
+                tgid: 7,
+                ppid: 1,
+                truncated: false,
+                path_fault: false,
+                kernel: KernelDid::default(),
+                cgroup_id: 0,
+                comm: String::new(),
+            },
+        })
+    }
+
+    #[test]
+    fn a_verdict_is_handled_between_the_events_written_before_and_after_it() {
+        // A chdir (1), an open killed for a denied file (2, a verdict), the killed
+        // process's exit (3), and another later event (4).
+        let mut events: VecDeque<Decoded> = [1, 3, 4].into_iter().map(exit_at).collect();
+        let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(exit_at).collect();
+        let (mut ahead, mut seen) = (None, Seen::default());
+        let n = drain_both(&mut events, &mut verdicts, &mut ahead, &mut seen);
+        assert_eq!(seen.0, [1, 2, 3, 4]);
+        assert_eq!(n, 4);
+        assert!(
+            ahead.is_none(),
+            "nothing is left waiting once both rings are empty"
+        );
+    }
+
+    #[test]
+    fn an_event_after_the_verdict_waits_for_the_next_drain() {
+        let mut events: VecDeque<Decoded> = [5].into_iter().map(exit_at).collect();
+        let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(exit_at).collect();
+        let (mut ahead, mut seen) = (None, Seen::default());
+        // The verdict's drain stops at the later event and keeps it.
+        drain(&mut events, &mut ahead, Some(2), BEFORE_VERDICT, &mut seen);
+        assert!(seen.0.is_empty());
+        assert!(ahead.is_some());
+        // A verdict later than it lets it through first.
+        verdicts[0] = exit_at(6);
+        drain_both(&mut events, &mut verdicts, &mut ahead, &mut seen);
+        assert_eq!(seen.0, [5, 6]);
+    }
+
+    #[test]
+    fn records_without_a_time_never_wait() {
+        let mut events: VecDeque<Decoded> = VecDeque::from([
+            Err(DecodeError::UnknownKind(99)),
+            Ok(Event::CgroupRmdir { id: 3 }),
+            exit_at(9),
+        ]);
+        let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(exit_at).collect();
+        let (mut ahead, mut seen) = (None, Seen::default());
+        drain_both(&mut events, &mut verdicts, &mut ahead, &mut seen);
+        assert_eq!(seen.0, [0, 0, 2, 9]);
     }
 }
