@@ -19,6 +19,7 @@ use crate::{
 
 mod file;
 
+pub(super) use file::name_denied;
 use file::{Named, file};
 
 /// What one event asks the policy, with what the record shows of its object.

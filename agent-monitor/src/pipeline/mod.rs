@@ -142,6 +142,11 @@ impl Pipeline {
             }
             return;
         };
+        if h.kernel.killed
+            && let Event::File { opened, .. } = event
+        {
+            describe::name_denied(&mut judged, *opened, &scope.policy.declared().files.deny);
+        }
         baseline_preset(
             &self.cgroups,
             self.shared.cgroup2.root(),

@@ -1,7 +1,7 @@
 //! File events: the path(s) an open, unlink, rename, link, truncate or make named, resolved
 //! as the process saw them, and the open flags classified into the access the policy judges.
 
-use std::path::Path;
+use std::{os::unix::fs::MetadataExt as _, path::Path};
 
 use super::Judged;
 use crate::{
@@ -177,6 +177,38 @@ fn opened_path(actor: &Actor<'_>, fd: i64) -> Option<Resolved> {
     fd_path(actor, fd).map(|path| Resolved { path, exact: true })
 }
 
+/// For an open the kernel killed because of the file's identity (a `files.deny` entry):
+/// names the file by that entry when the path the process gave no longer leads to it. The
+/// kill ends the process at once, so its cwd and descriptors (a relative path, a
+/// `/proc/self/fd/N/...`) may be gone before the daemon reads the event. A name that still
+/// leads to the file (a hard link) is kept.
+pub(in crate::pipeline) fn name_denied(
+    judged: &mut Judged,
+    opened: Option<FileId>,
+    deny: &[String],
+) {
+    const GLOB: &[char] = &['*', '?', '[', '{'];
+    let (Some(file), Some(id)) = (judged.file.as_mut(), opened) else {
+        return;
+    };
+    if identity(Path::new(&file.path)) == Some(id) {
+        return;
+    }
+    if let Some(entry) = deny
+        .iter()
+        .find(|p| !p.contains(GLOB) && identity(Path::new(p)) == Some(id))
+    {
+        file.path.clone_from(entry);
+        file.unresolved = false;
+    }
+}
+
+/// (device, inode) of the file at `path`, in the kernel's encoding.
+fn identity(path: &Path) -> Option<FileId> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((crate::control::enforce::kernel_dev(m.dev()), m.ino()))
+}
+
 const O_ACCMODE: u32 = 0o3;
 const O_WRONLY: u32 = 0o1;
 const O_RDWR: u32 = 0o2;
@@ -211,5 +243,58 @@ mod tests {
         assert_eq!(classify_open(0o101), FileAccess::Create);
         assert_eq!(classify_open(0o200_000), FileAccess::List); // O_DIRECTORY
         assert_eq!(classify_open(0o200_002), FileAccess::Write);
+    }
+
+    fn read_of(path: &str) -> Judged {
+        Judged {
+            kind: Kind::File,
+            file: Some(FileObject {
+                path: path.into(),
+                access: FileAccess::Read,
+                new_path: None,
+                unresolved: true,
+            }),
+            net: None,
+            exec: None,
+            escape: None,
+            preset: None,
+        }
+    }
+
+    fn path_of(judged: &Judged) -> &str {
+        judged.file.as_ref().map_or("", |f| f.path.as_str())
+    }
+
+    #[test]
+    fn a_killed_open_is_named_by_the_deny_entry_its_path_no_longer_reaches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret.txt");
+        let other = dir.path().join("other.txt");
+        let link = dir.path().join("link.txt");
+        std::fs::write(&secret, "s").expect("write");
+        std::fs::write(&other, "o").expect("write");
+        std::fs::hard_link(&secret, &link).expect("link");
+        let id = identity(&secret);
+        let deny = vec![
+            format!("{}/*.key", dir.path().display()),
+            secret.display().to_string(),
+        ];
+        // A descriptor of a process that is gone by now.
+        let mut gone = read_of("/proc/4194305/fd/3/secret.txt");
+        name_denied(&mut gone, id, &deny);
+        assert_eq!(path_of(&gone), secret.to_str().expect("utf-8"));
+        assert!(gone.file.as_ref().is_some_and(|f| !f.unresolved));
+        // A stale cwd that leads to another file.
+        let mut stale = read_of(other.to_str().expect("utf-8"));
+        name_denied(&mut stale, id, &deny);
+        assert_eq!(path_of(&stale), secret.to_str().expect("utf-8"));
+        // A name that still leads to the file is what the process used: kept.
+        let mut hard = read_of(link.to_str().expect("utf-8"));
+        name_denied(&mut hard, id, &deny);
+        assert_eq!(path_of(&hard), link.to_str().expect("utf-8"));
+        // A kill for a file no deny entry names changes nothing.
+        let mut unknown = read_of("/proc/4194305/fd/3/x");
+        name_denied(&mut unknown, identity(&other), &deny);
+        assert_eq!(path_of(&unknown), "/proc/4194305/fd/3/x");
     }
 }
