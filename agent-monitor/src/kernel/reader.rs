@@ -161,15 +161,13 @@ fn drain(
 ) -> usize {
     let mut n = 0;
     while n < limit {
-        let record = match ahead.take() {
-            Some(record) => record,
-            None => {
-                let Some(record) = ring.next_record() else {
-                    break;
-                };
-                n += 1;
-                record
-            }
+        let record = if let Some(record) = ahead.take() {
+            record
+        } else if let Some(record) = ring.next_record() {
+            n += 1;
+            record
+        } else {
+            break;
         };
         if let (Some(until), Some(time)) = (until, time_of(&record))
             && time > until
@@ -225,8 +223,8 @@ mod tests {
         fn flush(&mut self) {}
     }
 
-    fn exit_at(time_ns: u64) -> Decoded {
-        Ok(Event::Exit {
+    fn exit(time_ns: u64) -> Event {
+        Event::Exit {
             header: Header {
                 agent: 1,
                 time_ns,
@@ -239,15 +237,15 @@ mod tests {
                 cgroup_id: 0,
                 comm: String::new(),
             },
-        })
+        }
     }
 
     #[test]
     fn a_verdict_is_handled_between_the_events_written_before_and_after_it() {
         // A chdir (1), an open killed for a denied file (2, a verdict), the killed
         // process's exit (3), and another later event (4).
-        let mut events: VecDeque<Decoded> = [1, 3, 4].into_iter().map(exit_at).collect();
-        let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(exit_at).collect();
+        let mut events: VecDeque<Decoded> = [1, 3, 4].into_iter().map(|t| Ok(exit(t))).collect();
+        let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(|t| Ok(exit(t))).collect();
         let (mut ahead, mut seen) = (None, Seen::default());
         let n = drain_both(&mut events, &mut verdicts, &mut ahead, &mut seen);
         assert_eq!(seen.0, [1, 2, 3, 4]);
@@ -260,15 +258,15 @@ mod tests {
 
     #[test]
     fn an_event_after_the_verdict_waits_for_the_next_drain() {
-        let mut events: VecDeque<Decoded> = [5].into_iter().map(exit_at).collect();
-        let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(exit_at).collect();
+        let mut events: VecDeque<Decoded> = [5].into_iter().map(|t| Ok(exit(t))).collect();
+        let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(|t| Ok(exit(t))).collect();
         let (mut ahead, mut seen) = (None, Seen::default());
         // The verdict's drain stops at the later event and keeps it.
         drain(&mut events, &mut ahead, Some(2), BEFORE_VERDICT, &mut seen);
         assert!(seen.0.is_empty());
         assert!(ahead.is_some());
         // A verdict later than it lets it through first.
-        verdicts[0] = exit_at(6);
+        verdicts[0] = Ok(exit(6));
         drain_both(&mut events, &mut verdicts, &mut ahead, &mut seen);
         assert_eq!(seen.0, [5, 6]);
     }
@@ -278,9 +276,9 @@ mod tests {
         let mut events: VecDeque<Decoded> = VecDeque::from([
             Err(DecodeError::UnknownKind(99)),
             Ok(Event::CgroupRmdir { id: 3 }),
-            exit_at(9),
+            Ok(exit(9)),
         ]);
-        let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(exit_at).collect();
+        let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(|t| Ok(exit(t))).collect();
         let (mut ahead, mut seen) = (None, Seen::default());
         drain_both(&mut events, &mut verdicts, &mut ahead, &mut seen);
         assert_eq!(seen.0, [0, 0, 2, 9]);
