@@ -11,6 +11,7 @@ mod capacity;
 mod daemon;
 mod dns;
 mod export;
+mod idle;
 mod realwork;
 mod report;
 mod scale;
@@ -60,6 +61,8 @@ struct Params {
     /// Synthetic events per `bench-pipeline` run (exec gets fewer), and runs of each kind.
     capacity_events: u64,
     capacity_rounds: usize,
+    /// Pairs of "no monitor" and "daemon idle" (see `idle`).
+    idle_pairs: usize,
     /// Sizes of the scale section.
     scale: scale::Sizes,
     /// Held opens approved in the approvals section.
@@ -83,6 +86,7 @@ impl Params {
                 work_rounds: 1,
                 capacity_events: 100_000,
                 capacity_rounds: 2,
+                idle_pairs: 2,
                 scale: scale::Sizes::new(true),
                 approvals: 30,
             }
@@ -101,6 +105,7 @@ impl Params {
                 work_rounds: 5,
                 capacity_events: 200_000,
                 capacity_rounds: 5,
+                idle_pairs: 6,
                 scale: scale::Sizes::new(false),
                 approvals: 200,
             }
@@ -241,6 +246,8 @@ pub struct Results {
     pub realwork: realwork::RealWork,
     /// The userspace pipeline's own events/s per core (`agent-monitor bench-pipeline`).
     pub capacity: capacity::Capacity,
+    /// The idle daemon against no monitor, in pairs.
+    pub idle: idle::Idle,
     /// Cost as work grows: task bursts, live tasks, agents, scope sizes, many files.
     pub scale: scale::Scale,
     /// The OpenTelemetry export's cost.
@@ -295,6 +302,7 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     let quiet = tools::AuditQuiet::start();
     r.audit_quiet = quiet.active();
     overhead(&env, &p, &mut r, auditd_ok, bpftrace_ok, &quiet)?;
+    idle::run(&env, &p, &mut r.idle);
     if let Err(e) = throughput(&env, &p, &mut r) {
         r.load_error = Some(format!("{e:#}"));
     }
@@ -316,24 +324,28 @@ pub fn run(root: &Path, quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `XTASK_BENCH_ONLY=realwork|capacity|scale|live|export|calls|approve cargo xtask bench
+/// `XTASK_BENCH_ONLY=realwork|capacity|scale|live|export|calls|approve|idle cargo xtask bench
 /// [--quick]`: one section alone, printed (`live`: the scale section's live tasks only).
 /// `XTASK_BENCH_DAEMON=<binary>` measures that daemon instead of this tree's release build.
 /// docs/BENCHMARKS.md is written only by the full bench.
 fn run_only(root: &Path, only: &str, p: &Params) -> anyhow::Result<()> {
     if !matches!(
         only,
-        "realwork" | "capacity" | "scale" | "live" | "export" | "calls" | "approve"
+        "realwork" | "capacity" | "scale" | "live" | "export" | "calls" | "approve" | "idle"
     ) {
         bail!(
-            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale`, `live` (the scale section's live tasks), `export`, `calls` and `approve`"
+            "XTASK_BENCH_ONLY={only}: the sections that run alone are `realwork`, `capacity`, `scale`, `live` (the scale section's live tasks), `export`, `calls`, `approve` and `idle`"
         );
     }
     let (daemon, generator) = build(root)?;
     let env = prepare(daemon, &generator)?;
     let started = Instant::now();
     let mut md = String::new();
-    if only == "calls" {
+    if only == "idle" {
+        let mut i = idle::Idle::default();
+        idle::run(&env, p, &mut i);
+        idle::render(&mut md, &i)?;
+    } else if only == "calls" {
         let mut c = calls::Calls::default();
         calls::run(&env, root, &mut c);
         calls::render(&mut md, &c)?;
