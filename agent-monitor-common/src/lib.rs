@@ -244,7 +244,16 @@ pub struct AgentConfig {
     /// host byte order, 0 when there is none (the query is then refused with EPERM).
     pub dns_port4: u32,
     pub dns_port6: u32,
+    /// The `slot` of the `FILE_OK` keys that hold for the scope written now: the slot itself
+    /// for the task's own scope, a tag (`READ_TAG_BIT` set) for each tool scope a call
+    /// switches to. Files found readable under one scope are then not taken as readable
+    /// under another, and a switch forgets none of them.
+    pub read_tag: u32,
+    pub pad0: u32,
 }
+
+/// Set in every `AgentConfig::read_tag` that is not a slot.
+pub const READ_TAG_BIT: u32 = 1 << 31;
 
 /// One allowed port for some protocols.
 #[repr(C)]

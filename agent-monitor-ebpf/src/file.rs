@@ -383,7 +383,12 @@ fn judge_open(hflags: &mut u32, open_flags: u32, identity: Option<InodeKey>, cfg
             *hflags |= flags::KILLED;
             return;
         }
-        if !writes && FILE_OK.get_ptr(key).is_some() {
+        // Readable under the scope written now (a tool call's scope has a tag of its own).
+        let ok = InodeKey {
+            slot: cfg.read_tag,
+            ..key
+        };
+        if !writes && FILE_OK.get_ptr(ok).is_some() {
             return;
         }
     }

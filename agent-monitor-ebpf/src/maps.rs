@@ -212,8 +212,8 @@ pub static RECENT_OPENS: LruHashMap<OpenKey, u64> = LruHashMap::with_max_entries
 #[map]
 pub static HELD: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 
-/// (slot, dev, inode) of files the daemon judged readable for the agent: later read-only
-/// opens of them are not held. Reads only: a hard link gives a file another name, but
+/// (read tag, dev, inode) of files the daemon judged readable for the agent under the scope
+/// whose `AgentConfig::read_tag` that is: later read-only opens of them are not held. Reads only: a hard link gives a file another name, but
 /// reading it under any name shows the content the allowed name already shows.
 #[map]
 pub static FILE_OK: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(65536, 0);

@@ -412,6 +412,90 @@ fn a_tool_scope_wider_than_its_server_is_refused_naming_the_entry() {
     );
 }
 
+/// The daemon's `held` counter (operations the kernel stopped until judged).
+fn held(daemon: &Daemon) -> u64 {
+    let (code, body) = daemon.request("GET", "/metrics", None);
+    assert_eq!(code, 200, "GET /metrics: {body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("agent_monitor_held_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no agent_monitor_held_total in /metrics:\n{body}"))
+}
+
+/// Files judged readable under one tool's scope stay readable for that tool across the
+/// switches of other calls (its repeated read is not held again), and are never taken as
+/// readable under another tool's scope that lacks them.
+#[test]
+fn reads_judged_under_one_tool_hold_for_that_tool_alone() {
+    let (_guard, ws) = workspace();
+    fs::write(ws.join("notes.md"), "# Notes\nthe agent may read this\n").expect("notes");
+    fs::create_dir(ws.join("pub")).expect("mkdir pub");
+    fs::write(ws.join("pub/a.md"), "public\n").expect("pub/a.md");
+    let npm = format!("{}/**", p(&field_dir().join("npm")));
+    let w = p(&ws);
+    let name = "mcp-reads";
+    let yaml = format!(
+        "apiVersion: agent-monitor.dev/v1
+kind: AgentScope
+metadata: {{name: {name}, owner: mcp@example.org}}
+spec:
+  mode: enforce
+  onViolation: kill-process
+  exec:
+    allow: [{NODE}]
+  files:
+    read: [\"{npm}\", \"{w}/**\"]
+  tools:
+    read_text_file:
+      files: {{read: [\"{npm}\", \"{w}/**\"]}}
+    read_multiple_files:
+      files: {{read: [\"{npm}\", \"{w}/pub/**\"]}}
+"
+    );
+    let daemon = Daemon::start(&[("mcp.yaml", &yaml)]);
+    let mut session = Session::start(&daemon, name, &ws);
+    let notes = json!({"path": p(&ws.join("notes.md"))});
+    let first = session.call("read_text_file", &notes);
+    assert!(text(&first).contains("the agent may read this"), "{first}");
+    let public = session.call(
+        "read_multiple_files",
+        &json!({"paths": [p(&ws.join("pub/a.md"))]}),
+    );
+    assert!(text(&public).contains("public"), "{public}");
+    // Back under read_text_file's scope: notes.md was judged readable there already.
+    let before = held(&daemon);
+    let again = session.call("read_text_file", &notes);
+    assert!(text(&again).contains("the agent may read this"), "{again}");
+    assert_eq!(
+        held(&daemon),
+        before,
+        "the repeated read under the same tool's scope was held again"
+    );
+    // Under read_multiple_files' scope notes.md is out of bounds, however often another
+    // tool read it.
+    let stolen = session.call(
+        "read_multiple_files",
+        &json!({"paths": [p(&ws.join("notes.md"))]}),
+    );
+    let leaked = stolen.to_string().contains("the agent may read this");
+    let task = session.finish();
+    assert!(
+        !leaked,
+        "notes.md leaked through read_multiple_files: {stolen}"
+    );
+    let violation = daemon.wait_record("the read of notes.md under read_multiple_files", |r| {
+        s(r, "/agent/task") == task
+            && s(r, "/kind") == "file"
+            && s(r, "/verdict") == "violation"
+            && s(r, "/file/path").ends_with("/notes.md")
+    });
+    assert_eq!(
+        s(&violation, "/call/name"),
+        "read_multiple_files",
+        "{violation}"
+    );
+}
+
 /// `report` groups what the session's calls used by tool.
 fn report_groups_by_tool(daemon: &Daemon, task: &str) {
     let report = agent_monitor_e2e::wait_for("the report of both reads", || {

@@ -305,10 +305,14 @@ impl Pipeline {
             && matches!(f.access, FileAccess::Read | FileAccess::List)
             && let Ok(meta) = std::fs::metadata(format!("/proc/{}/fd/{ret}", h.pid))
         {
-            // Judged readable: the kernel lets the next opens of this file through.
-            self.shared
-                .enforcer()
-                .allow_read(h.agent, kernel_dev(meta.dev()), meta.ino());
+            // Judged readable: the kernel lets the next opens of this file through while
+            // the scope it was judged under is the slot's.
+            self.shared.enforcer().allow_read_under(
+                h.agent,
+                scope,
+                kernel_dev(meta.dev()),
+                meta.ino(),
+            );
         }
         if violation
             && let Some(moved) = judged.escape.as_ref().and_then(|e| e.moved_pid)

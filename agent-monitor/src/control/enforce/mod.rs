@@ -12,7 +12,7 @@ use std::{
     time::Instant,
 };
 
-use agent_monitor_common::{AgentConfig, HostRuleKey, InodeKey, NetKey};
+use agent_monitor_common::{AgentConfig, HostRuleKey, InodeKey, NetKey, READ_TAG_BIT};
 use aya::maps::{MapError, lpm_trie::Key};
 
 use crate::kernel::maps::EnforceMaps;
@@ -41,10 +41,24 @@ pub(crate) struct Enforcer {
     /// The scopes a slot is switched between (tool calls), compiled once: a switch does
     /// not walk the file globs again. Forgotten with the slot's rules.
     switched: HashMap<u32, Vec<Compiled>>,
+    /// The task's own scope of each slot (its address): its `FILE_OK` keys carry the slot.
+    installed: HashMap<u32, usize>,
+    /// The last read tag given to a tool scope (`AgentConfig::read_tag`); never reused while
+    /// the daemon runs. A restarted daemon deletes the tags it finds at start.
+    last_tag: u32,
 }
 
-/// A scope and its kernel form.
-type Compiled = (Arc<crate::scope::Scope>, Arc<compile::KernelScope>);
+/// A scope a slot is switched to, its kernel form, and the read tag of its `FILE_OK` keys.
+struct Compiled {
+    scope: Arc<crate::scope::Scope>,
+    kernel: Arc<compile::KernelScope>,
+    read_tag: u32,
+}
+
+/// Where a scope lives, to know it again (the task's and the calls' scopes are shared `Arc`s).
+fn address(scope: &crate::scope::Scope) -> usize {
+    std::ptr::from_ref(scope) as usize
+}
 
 /// Scopes kept compiled per slot (an MCP server's tools).
 const SWITCHED_KEPT: usize = 64;
@@ -72,11 +86,19 @@ impl Enforcer {
             .collect()
     }
 
-    pub(crate) fn new(maps: EnforceMaps) -> Self {
+    pub(crate) fn new(mut maps: EnforceMaps) -> Self {
+        let mut written = Written::new(&maps);
+        // A previous daemon's read tags: this one gives the same numbers to other scopes.
+        for tag in written.unknown_tags() {
+            std::mem::take(written.keys_of(&maps, tag)).delete(&mut maps, tag);
+            written.forget(tag);
+        }
         Self {
-            written: Written::new(&maps),
+            written,
             maps,
             switched: HashMap::new(),
+            installed: HashMap::new(),
+            last_tag: 0,
         }
     }
 
@@ -91,7 +113,8 @@ impl Enforcer {
     ) -> Result<(), EnforceError> {
         let ks = compile(scope)?;
         self.clear(slot);
-        self.write(slot, &ks, dns)
+        self.installed.insert(slot, address(scope));
+        self.write(slot, &ks, dns, slot)
     }
 
     /// Writes a compiled scope's rules for a slot, then its settings. A rule the slot is
@@ -102,6 +125,7 @@ impl Enforcer {
         slot: u32,
         ks: &compile::KernelScope,
         dns: crate::control::dns::DnsPorts,
+        read_tag: u32,
     ) -> Result<(), EnforceError> {
         let err = |map: &'static str| move |source| EnforceError::Map { map, slot, source };
         self.write_net(slot, ks)?;
@@ -161,6 +185,8 @@ impl Enforcer {
             host_rules: u32::try_from(ks.host.len()).unwrap_or(0),
             dns_port4: u32::from(dns.v4),
             dns_port6: u32::from(dns.v6),
+            read_tag,
+            pad0: 0,
         };
         self.maps
             .config
@@ -170,10 +196,11 @@ impl Enforcer {
     }
 
     /// Replaces a running slot's scope with another without a moment unenforced (a tool
-    /// call's switch, `control/state/calls.rs`): reads judged under the old scope are
-    /// forgotten first, the new rules and settings written over the old ones, and only then
-    /// the old rules the new scope lacks removed. Meanwhile the slot is bound by the union
-    /// of both, never by less than the wider.
+    /// call's switch, `control/state/calls.rs`): the new rules and settings are written over
+    /// the old ones, and only then the old rules the new scope lacks removed. Meanwhile the
+    /// slot is bound by the union of both, never by less than the wider. Reads judged under
+    /// the old scope stay, under its read tag: the new settings name the new scope's tag,
+    /// so the kernel takes none of them as judged under the new one.
     pub(crate) fn switch(
         &mut self,
         slot: u32,
@@ -181,28 +208,8 @@ impl Enforcer {
         dns: crate::control::dns::DnsPorts,
     ) -> Result<(), EnforceError> {
         let started = Instant::now();
-        let known = self
-            .switched
-            .get(&slot)
-            .and_then(|l| l.iter().find(|(s, _)| Arc::ptr_eq(s, scope)))
-            .map(|(_, ks)| Arc::clone(ks));
-        let ks = if let Some(ks) = known {
-            ks
-        } else {
-            let ks = Arc::new(compile(scope)?);
-            let list = self.switched.entry(slot).or_default();
-            if list.len() >= SWITCHED_KEPT {
-                list.remove(0);
-            }
-            list.push((Arc::clone(scope), Arc::clone(&ks)));
-            ks
-        };
-        let read = SlotKeys {
-            file_ok: std::mem::take(&mut self.written.keys_of(&self.maps, slot).file_ok),
-            ..SlotKeys::default()
-        };
-        read.delete(&mut self.maps, slot);
-        self.write(slot, &ks, dns)?;
+        let (ks, read_tag) = self.compiled(slot, scope)?;
+        self.write(slot, &ks, dns, read_tag)?;
         let keep = SlotKeys::of(slot, &ks);
         let stale = self.written.keys_of(&self.maps, slot).split_stale(&keep);
         stale.delete(&mut self.maps, slot);
@@ -212,6 +219,46 @@ impl Enforcer {
             "scope switched"
         );
         Ok(())
+    }
+
+    /// A scope's kernel form and read tag for a slot: compiled and tagged the first time
+    /// the slot switches to it. The task's own scope reads under the slot itself. A scope
+    /// pushed out of the slot's list takes its reads with it.
+    fn compiled(
+        &mut self,
+        slot: u32,
+        scope: &Arc<crate::scope::Scope>,
+    ) -> Result<(Arc<compile::KernelScope>, u32), EnforceError> {
+        let list = self.switched.entry(slot).or_default();
+        if let Some(c) = list.iter().find(|c| Arc::ptr_eq(&c.scope, scope)) {
+            return Ok((Arc::clone(&c.kernel), c.read_tag));
+        }
+        let kernel = Arc::new(compile(scope)?);
+        let read_tag = if self.installed.get(&slot) == Some(&address(scope)) {
+            slot
+        } else {
+            self.last_tag += 1;
+            READ_TAG_BIT | self.last_tag
+        };
+        let list = self.switched.entry(slot).or_default();
+        if list.len() >= SWITCHED_KEPT {
+            let old = list.remove(0);
+            if old.read_tag != slot {
+                self.forget_reads(old.read_tag);
+            }
+        }
+        self.switched.entry(slot).or_default().push(Compiled {
+            scope: Arc::clone(scope),
+            kernel: Arc::clone(&kernel),
+            read_tag,
+        });
+        Ok((kernel, read_tag))
+    }
+
+    /// Deletes the `FILE_OK` keys of a tool scope's read tag.
+    fn forget_reads(&mut self, read_tag: u32) {
+        std::mem::take(self.written.keys_of(&self.maps, read_tag)).delete(&mut self.maps, read_tag);
+        self.written.forget(read_tag);
     }
 
     /// Adds a widened scope's network rules to a slot without removing anything first (a
@@ -260,9 +307,42 @@ impl Enforcer {
         }
     }
 
-    /// Remembers that an agent may read a file, so its next opens are not held.
+    /// Remembers that an agent may read a file under its own scope, so its next opens are
+    /// not held.
     pub(crate) fn allow_read(&mut self, slot: u32, dev: u32, ino: u64) {
-        let key = InodeKey { slot, dev, ino };
+        self.insert_read(InodeKey { slot, dev, ino });
+    }
+
+    /// Remembers that an agent may read a file under `scope` (its own or a tool call's: the
+    /// one the open was judged under), so its next opens under that scope are not held.
+    /// Nothing is remembered for a scope the slot no longer knows.
+    pub(crate) fn allow_read_under(
+        &mut self,
+        slot: u32,
+        scope: &crate::scope::Scope,
+        dev: u32,
+        ino: u64,
+    ) {
+        let read_tag = if self.installed.get(&slot) == Some(&address(scope)) {
+            Some(slot)
+        } else {
+            self.switched.get(&slot).and_then(|list| {
+                list.iter()
+                    .find(|c| std::ptr::eq(Arc::as_ptr(&c.scope), scope))
+                    .map(|c| c.read_tag)
+            })
+        };
+        if let Some(read_tag) = read_tag {
+            self.insert_read(InodeKey {
+                slot: read_tag,
+                dev,
+                ino,
+            });
+        }
+    }
+
+    fn insert_read(&mut self, key: InodeKey) {
+        let slot = key.slot;
         if let Err(e) = self.maps.file_ok.insert(key, 1, 0) {
             tracing::debug!(slot, error = %e, "cannot remember a readable file; it will be held again");
         } else {
@@ -282,7 +362,12 @@ impl Enforcer {
     /// As [`Enforcer::remove`], but the slot stays known (without a key) for what is
     /// written next.
     fn clear(&mut self, slot: u32) {
-        self.switched.remove(&slot);
+        self.installed.remove(&slot);
+        for c in self.switched.remove(&slot).unwrap_or_default() {
+            if c.read_tag != slot {
+                self.forget_reads(c.read_tag);
+            }
+        }
         let _ = self.maps.config.remove(&slot);
         let _ = self.maps.drops.remove(&slot);
         let all = std::mem::take(self.written.keys_of(&self.maps, slot));

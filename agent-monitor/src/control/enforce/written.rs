@@ -67,8 +67,9 @@ impl SlotKeys {
         }
     }
 
-    /// Takes out of the record the keys `keep` lacks (all of `FILE_OK`): what a switch to
-    /// `keep`'s scope deletes once that scope is written.
+    /// Takes out of the record the keys `keep` lacks: what a switch to `keep`'s scope
+    /// deletes once that scope is written. `FILE_OK` keys stay: they hold only under the
+    /// read tag of the scope they were judged under.
     pub(super) fn split_stale(&mut self, keep: &Self) -> Self {
         fn split<T: Eq + std::hash::Hash + Copy>(
             have: &mut HashSet<T>,
@@ -84,7 +85,7 @@ impl SlotKeys {
             host: split(&mut self.host, &keep.host),
             exec_allow: split(&mut self.exec_allow, &keep.exec_allow),
             file_deny: split(&mut self.file_deny, &keep.file_deny),
-            file_ok: std::mem::take(&mut self.file_ok),
+            file_ok: HashSet::new(),
         }
     }
 
@@ -211,6 +212,16 @@ impl Written {
         }
     }
 
+    /// Read tags (`READ_TAG_BIT`) with keys in the maps that this daemon did not give: a
+    /// previous daemon's.
+    pub(super) fn unknown_tags(&self) -> Vec<u32> {
+        self.unknown
+            .iter()
+            .copied()
+            .filter(|s| s & agent_monitor_common::READ_TAG_BIT != 0)
+            .collect()
+    }
+
     /// Forgets a slot whose keys were all deleted and that is not used again (slots are
     /// never reused).
     pub(super) fn forget(&mut self, slot: u32) {
@@ -242,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn a_switch_deletes_only_what_the_new_scope_lacks_and_every_read() {
+    fn a_switch_deletes_only_what_the_new_scope_lacks_and_keeps_the_reads() {
         let slot = 7;
         let mut have = SlotKeys::of(slot, &scope(&[1, 2, 3], &[80, 443], 3, &[96, 128]));
         have.file_ok.insert(InodeKey {
@@ -258,7 +269,8 @@ mod tests {
             v
         };
         assert_eq!(ino(&stale.exec_allow), [1, 3]);
-        assert_eq!(ino(&stale.file_ok), [9]);
+        // Reads hold under their own scope's read tag: a switch leaves them.
+        assert!(stale.file_ok.is_empty());
         assert_eq!(stale.bind, HashSet::from([BindKey { slot, port: 80 }]));
         assert_eq!(
             stale.host,
@@ -271,7 +283,7 @@ mod tests {
         // What stays recorded is what both scopes have: the new scope's keys are added
         // when they are written.
         assert_eq!(ino(&have.exec_allow), [2]);
-        assert!(have.file_ok.is_empty());
+        assert_eq!(ino(&have.file_ok), [9]);
         assert_eq!(have.bind, HashSet::from([BindKey { slot, port: 443 }]));
     }
 
