@@ -47,16 +47,10 @@ fn server() -> PathBuf {
 fn scope(name: &str, ws: &Path) -> String {
     let npm = format!("{}/**", p(&field_dir().join("npm")));
     let ws = p(ws);
-    format!(
-        "apiVersion: agent-monitor.dev/v1
-kind: AgentScope
-metadata: {{name: {name}, owner: mcp@example.org}}
-spec:
-  mode: enforce
-  onViolation: kill-process
-  exec:
-    allow: [{NODE}]
-  files:
+    enforced_server(
+        name,
+        &format!(
+            "  files:
     read: [\"{npm}\", \"{ws}/**\"]
     write: [\"{ws}/**\"]
     deny: [\"{ws}/.env\"]
@@ -70,6 +64,22 @@ spec:
     write_file:
       files: {{read: [\"{npm}\", \"{ws}/**\"], write: [\"{ws}/out/**\"]}}
 "
+        ),
+    )
+}
+
+/// An enforced scope `name` that lets node run, with `rest` (its `files` and `tools`).
+fn enforced_server(name: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: agent-monitor.dev/v1
+kind: AgentScope
+metadata: {{name: {name}, owner: mcp@example.org}}
+spec:
+  mode: enforce
+  onViolation: kill-process
+  exec:
+    allow: [{NODE}]
+{rest}"
     )
 }
 
@@ -434,16 +444,10 @@ fn reads_judged_under_one_tool_hold_for_that_tool_alone() {
     let npm = format!("{}/**", p(&field_dir().join("npm")));
     let w = p(&ws);
     let name = "mcp-reads";
-    let yaml = format!(
-        "apiVersion: agent-monitor.dev/v1
-kind: AgentScope
-metadata: {{name: {name}, owner: mcp@example.org}}
-spec:
-  mode: enforce
-  onViolation: kill-process
-  exec:
-    allow: [{NODE}]
-  files:
+    let yaml = enforced_server(
+        name,
+        &format!(
+            "  files:
     read: [\"{npm}\", \"{w}/**\"]
   tools:
     read_text_file:
@@ -451,17 +455,20 @@ spec:
     read_multiple_files:
       files: {{read: [\"{npm}\", \"{w}/pub/**\"]}}
 "
+        ),
     );
     let daemon = Daemon::start(&[("mcp.yaml", &yaml)]);
     let mut session = Session::start(&daemon, name, &ws);
     let notes = json!({"path": p(&ws.join("notes.md"))});
-    let first = session.call("read_text_file", &notes);
-    assert!(text(&first).contains("the agent may read this"), "{first}");
-    let public = session.call(
-        "read_multiple_files",
-        &json!({"paths": [p(&ws.join("pub/a.md"))]}),
-    );
-    assert!(text(&public).contains("public"), "{public}");
+    let public = json!({"paths": [p(&ws.join("pub/a.md"))]});
+    // Twice each, alternating: what node reads once of its own (its modules, the CPU
+    // count) is read and judged by then.
+    for _ in 0..2 {
+        let read = session.call("read_text_file", &notes);
+        assert!(text(&read).contains("the agent may read this"), "{read}");
+        let read = session.call("read_multiple_files", &public);
+        assert!(text(&read).contains("public"), "{read}");
+    }
     // Back under read_text_file's scope: notes.md was judged readable there already.
     let before = held(&daemon);
     let again = session.call("read_text_file", &notes);
