@@ -48,9 +48,6 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     // When to drain again without a wakeup (None: wait for one).
     let mut follow_up: Option<Instant> = None;
-    // An ordinary event read while looking for those written before a verdict, but written
-    // after it.
-    let mut ahead = None;
     loop {
         let deadline = follow_up.unwrap_or_else(Instant::now);
         // Whether the kernel woke us (as opposed to the follow-up timer).
@@ -77,23 +74,13 @@ pub(crate) async fn run(
             _ = stop.changed() => break,
         };
         // Readiness is cleared before the drain, so a record written meanwhile wakes us again.
-        let n = drain_both(
-            events.get_mut(),
-            verdicts.get_mut(),
-            &mut ahead,
-            &mut pipeline,
-        );
+        let n = drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline);
         pipeline.flush();
         // After a wakeup, records written without one may follow within the interval.
         follow_up = (woke || n > 0).then(|| Instant::now() + FOLLOW_UP);
     }
     // Whatever the kernel wrote before the stop is still recorded.
-    drain_both(
-        events.get_mut(),
-        verdicts.get_mut(),
-        &mut ahead,
-        &mut pipeline,
-    );
+    drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline);
     pipeline.flush();
 }
 
@@ -124,24 +111,25 @@ impl Source for RingBuf<MapData> {
 
 /// Reads both rings in the order the kernel wrote them: each verdict once the ordinary
 /// events written before it are handled, then the rest of the ordinary events. An ordinary
-/// event written after the verdict waits in `ahead` until the verdict is handled: the exit of
-/// a process the verdict's own kill ended must not drop its cwd and image before the verdict
-/// is judged.
+/// event written after the verdict waits until the verdict is handled: the exit of a process
+/// the verdict's own kill ended must not drop its cwd and image before the verdict is judged.
 fn drain_both(
     events: &mut impl Source,
     verdicts: &mut impl Source,
-    ahead: &mut Option<Decoded>,
     pipeline: &mut impl Consumer,
 ) -> usize {
+    // The ordinary event read while looking for those written before a verdict, but
+    // written after it; the last drain handles it at the latest.
+    let mut ahead = None;
     let mut n = 0;
     // Taken out of its ring first: whatever the kernel committed to EVENTS before it (in the
     // same process, everything) is visible now.
     while let Some(verdict) = verdicts.next_record() {
         let until = time_of(&verdict);
-        n += 1 + drain(events, ahead, until, BEFORE_VERDICT, pipeline);
+        n += 1 + drain(events, &mut ahead, until, BEFORE_VERDICT, pipeline);
         handle(verdict, pipeline);
     }
-    n + drain(events, ahead, None, usize::MAX, pipeline)
+    n + drain(events, &mut ahead, None, usize::MAX, pipeline)
 }
 
 /// When the kernel stamped a record; None for records without a header (cgroup events,
@@ -246,29 +234,25 @@ mod tests {
         // process's exit (3), and another later event (4).
         let mut events: VecDeque<Decoded> = [1, 3, 4].into_iter().map(|t| Ok(exit(t))).collect();
         let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(|t| Ok(exit(t))).collect();
-        let (mut ahead, mut seen) = (None, Seen::default());
-        let n = drain_both(&mut events, &mut verdicts, &mut ahead, &mut seen);
+        let mut seen = Seen::default();
+        let n = drain_both(&mut events, &mut verdicts, &mut seen);
         assert_eq!(seen.0, [1, 2, 3, 4]);
         assert_eq!(n, 4);
-        assert!(
-            ahead.is_none(),
-            "nothing is left waiting once both rings are empty"
-        );
+        assert!(events.is_empty() && verdicts.is_empty());
     }
 
     #[test]
-    fn an_event_after_the_verdict_waits_for_the_next_drain() {
+    fn an_event_after_the_verdict_waits_for_a_later_drain() {
         let mut events: VecDeque<Decoded> = [5].into_iter().map(|t| Ok(exit(t))).collect();
-        let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(|t| Ok(exit(t))).collect();
         let (mut ahead, mut seen) = (None, Seen::default());
         // The verdict's drain stops at the later event and keeps it.
         drain(&mut events, &mut ahead, Some(2), BEFORE_VERDICT, &mut seen);
         assert!(seen.0.is_empty());
         assert!(ahead.is_some());
-        // A verdict later than it lets it through first.
-        verdicts[0] = Ok(exit(6));
-        drain_both(&mut events, &mut verdicts, &mut ahead, &mut seen);
-        assert_eq!(seen.0, [5, 6]);
+        // A later verdict's drain lets it through first.
+        drain(&mut events, &mut ahead, Some(6), BEFORE_VERDICT, &mut seen);
+        assert_eq!(seen.0, [5]);
+        assert!(ahead.is_none());
     }
 
     #[test]
@@ -279,8 +263,8 @@ mod tests {
             Ok(exit(9)),
         ]);
         let mut verdicts: VecDeque<Decoded> = [2].into_iter().map(|t| Ok(exit(t))).collect();
-        let (mut ahead, mut seen) = (None, Seen::default());
-        drain_both(&mut events, &mut verdicts, &mut ahead, &mut seen);
+        let mut seen = Seen::default();
+        drain_both(&mut events, &mut verdicts, &mut seen);
         assert_eq!(seen.0, [0, 0, 2, 9]);
     }
 }
