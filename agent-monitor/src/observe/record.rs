@@ -2,7 +2,7 @@
 //! `events` and stdout. Field names follow OCSF's File System / Network / Process Activity
 //! where one fits. Their times: `clock`; their JSON lines: `json`.
 
-use std::time::SystemTime;
+use std::{borrow::Cow, sync::Arc, time::SystemTime};
 
 use serde::Serialize;
 
@@ -105,12 +105,27 @@ pub(crate) enum Layer {
     Daemon,
 }
 
+/// Its strings are shared with the task and scope they name (built once, cloned per record
+/// as a reference count): a copy of each per record was most of a record's allocations.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct AgentRef {
-    pub(crate) scope: String,
-    pub(crate) task: String,
-    pub(crate) owner: String,
-    pub(crate) identity: Option<String>,
+    pub(crate) scope: Arc<str>,
+    pub(crate) task: Arc<str>,
+    pub(crate) owner: Arc<str>,
+    pub(crate) identity: Option<Arc<str>>,
+}
+
+impl AgentRef {
+    /// The agent of a record made outside the pipeline (a lifecycle notice, a DNS refusal,
+    /// an approval): its strings are allocated here.
+    pub(crate) fn of(scope: &crate::scope::Scope, task: &str) -> Self {
+        Self {
+            scope: Arc::from(scope.name.as_str()),
+            task: Arc::from(task),
+            owner: Arc::from(scope.owner.as_str()),
+            identity: scope.identity.as_deref().map(Arc::from),
+        }
+    }
 }
 
 /// The `kubernetes` object of a record.
@@ -123,14 +138,16 @@ pub(crate) struct KubernetesRef {
     pub(crate) container_id: String,
 }
 
+/// Its strings are shared with the process table's entry and the cgroup's path (see
+/// [`AgentRef`]).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ProcessRef {
     pub(crate) pid: u32,
     pub(crate) tid: u32,
     pub(crate) ppid: u32,
-    pub(crate) comm: String,
-    pub(crate) exe: Option<String>,
-    pub(crate) cgroup: Option<String>,
+    pub(crate) comm: Arc<str>,
+    pub(crate) exe: Option<Arc<str>>,
+    pub(crate) cgroup: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -150,7 +167,7 @@ pub(crate) struct NetObject {
     /// `inet` or `inet6`.
     pub(crate) family: &'static str,
     /// `tcp`, `udp` or the protocol number.
-    pub(crate) protocol: String,
+    pub(crate) protocol: Cow<'static, str>,
     pub(crate) address: String,
     pub(crate) port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -386,10 +403,7 @@ impl Record {
             Some(v) => format!("VIOLATION [{}] {}", v.rule, v.reason),
             None => "allowed".to_string(),
         };
-        let (pid, comm) = self
-            .process
-            .as_ref()
-            .map_or((0, ""), |p| (p.pid, p.comm.as_str()));
+        let (pid, comm) = self.process.as_ref().map_or((0, ""), |p| (p.pid, &*p.comm));
         let object = match &self.task {
             Some(t) => format!("{} ({})", t.event, t.reason),
             None => object,

@@ -1,7 +1,7 @@
 //! From a decoded event to what the policy judges and the record shows: the object
 //! resolved (paths, sockets, escape attempts) and the scope's verdict on it.
 
-use std::{ffi::OsStr, net::IpAddr, os::unix::ffi::OsStrExt as _, path::Path};
+use std::{ffi::OsStr, net::IpAddr, os::unix::ffi::OsStrExt as _, path::Path, sync::Arc};
 
 use super::{Header, dirs::DirIndex};
 use crate::{
@@ -284,7 +284,7 @@ fn net(op: WireNetOp, addr: &IpAddr, port: u16, protocol: u8) -> Judged {
             protocol: match protocol {
                 6 => "tcp".into(),
                 17 => "udp".into(),
-                p => p.to_string(),
+                p => p.to_string().into(),
             },
             address: display_addr(addr),
             port,
@@ -441,17 +441,19 @@ fn display_addr(addr: &IpAddr) -> String {
     }
 }
 
-pub(super) fn process_ref(h: &Header, proc: &ProcInfo, cgroup: String) -> ProcessRef {
+/// The record's process: its strings shared with the table's entry and the cgroup's path.
+pub(super) fn process_ref(h: &Header, proc: &mut ProcInfo, cgroup: Arc<str>) -> ProcessRef {
     ProcessRef {
         pid: h.tgid,
         tid: h.pid,
         ppid: if h.ppid != 0 { h.ppid } else { proc.ppid },
-        comm: h.comm.clone(),
-        // `to_str` first: the lossy conversion's checks cost more, and paths are UTF-8.
-        exe: proc.exe.as_deref().map(|p: &Path| {
-            p.to_str()
-                .map_or_else(|| p.to_string_lossy().into_owned(), str::to_owned)
-        }),
+        // The header's name: the entry keeps the last one that was not empty.
+        comm: if *proc.comm == *h.comm {
+            Arc::clone(&proc.comm)
+        } else {
+            Arc::from(h.comm.as_str())
+        },
+        exe: proc.exe_name(),
         cgroup: Some(cgroup),
     }
 }

@@ -43,18 +43,11 @@ fn record(shared: &Shared, q: &OutOfScope) {
         let mut registry = shared.registry();
         if let Some(t) = registry.by_slot_mut(q.slot) {
             t.violations += q.count;
-            Some(AgentRef {
-                scope: t.scope.name.clone(),
-                task: t.id.clone(),
-                owner: t.scope.owner.clone(),
-                identity: t.scope.identity.clone(),
-            })
+            Some(AgentRef::of(&t.scope, &t.id))
         } else {
             registry.attribute(q.slot).map(|a| AgentRef {
-                scope: a.scope.name.clone(),
                 task: a.id,
-                owner: a.scope.owner.clone(),
-                identity: a.scope.identity.clone(),
+                ..AgentRef::of(&a.scope, "")
             })
         }
     };

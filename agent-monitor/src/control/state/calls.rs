@@ -277,10 +277,5 @@ fn span_call(call: &CallRef) -> CallRef {
 }
 
 fn agent_ref(id: &str, scope: &crate::scope::Scope) -> AgentRef {
-    AgentRef {
-        scope: scope.name.clone(),
-        task: id.to_owned(),
-        owner: scope.owner.clone(),
-        identity: scope.identity.clone(),
-    }
+    AgentRef::of(scope, id)
 }

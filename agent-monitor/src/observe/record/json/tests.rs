@@ -103,15 +103,15 @@ fn file_records_with_odd_paths() {
             pid: u32::MAX,
             tid: 0,
             ppid: 1_234_567,
-            comm: path.clone(),
-            exe: (i % 2 == 0).then(|| path.clone()),
-            cgroup: (i % 3 != 0).then(|| format!("/agent-monitor/{path}")),
+            comm: path.as_str().into(),
+            exe: (i % 2 == 0).then(|| path.as_str().into()),
+            cgroup: (i % 3 != 0).then(|| format!("/agent-monitor/{path}").into()),
         });
         r.agent = AgentRef {
-            scope: path.clone(),
-            task: format!("t-{i}"),
-            owner: path.clone(),
-            identity: (i % 2 == 1).then(|| path.clone()),
+            scope: path.as_str().into(),
+            task: format!("t-{i}").into(),
+            owner: path.as_str().into(),
+            identity: (i % 2 == 1).then(|| path.as_str().into()),
         };
         assert_same(&r);
     }
@@ -126,10 +126,11 @@ fn net_records() {
         let mut r = Record::sample(Kind::Connect, Verdict::Allowed);
         r.net = Some(NetObject {
             family: if i % 2 == 0 { "inet" } else { "inet6" },
-            protocol: if i % 3 == 0 {
-                "tcp".into()
-            } else {
-                "132".into()
+            protocol: match i % 3 {
+                0 => "tcp".into(),
+                1 => "132".into(),
+                // An unnamed protocol's number, made per record.
+                _ => (100 + i).to_string().into(),
             },
             address: if i % 2 == 0 {
                 "10.0.0.1".into()
