@@ -10,9 +10,11 @@ use crate::policy::{FileAccess, Violation};
 
 mod clock;
 mod json;
+mod short;
 
 pub(crate) use clock::{Clock, Rfc3339Cache, parse_rfc3339_nanos, rfc3339};
 pub(crate) use json::write_record;
+pub(crate) use short::ShortStr;
 
 /// Serializes an enum as its `name()`: the one spelling records, logs and metrics use.
 macro_rules! serialize_by_name {
@@ -168,7 +170,7 @@ pub(crate) struct NetObject {
     pub(crate) family: &'static str,
     /// `tcp`, `udp` or the protocol number.
     pub(crate) protocol: Cow<'static, str>,
-    pub(crate) address: String,
+    pub(crate) address: ShortStr,
     pub(crate) port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) host: Option<String>,
@@ -234,7 +236,7 @@ pub(crate) struct CallEnd {
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Record {
-    pub(crate) time: String,
+    pub(crate) time: ShortStr,
     pub(crate) kind: Kind,
     pub(crate) verdict: Verdict,
     pub(crate) action: Action,
@@ -245,14 +247,16 @@ pub(crate) struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) after: Option<Action>,
     pub(crate) agent: AgentRef,
-    /// The tool call in flight when it happened (`agent-monitor mcp`).
+    /// The tool call in flight when it happened (`agent-monitor mcp`). This and the other
+    /// objects most records lack are boxed: every record is moved into its batch, and
+    /// inline they were most of its size.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) call: Option<CallRef>,
+    pub(crate) call: Option<Box<CallRef>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) process: Option<ProcessRef>,
     /// Namespace, pod and container of an agent selected by `select.kubernetes`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) kubernetes: Option<KubernetesRef>,
+    pub(crate) kubernetes: Option<Box<KubernetesRef>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) file: Option<FileObject>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,12 +264,12 @@ pub(crate) struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) exec: Option<ExecObject>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) escape: Option<EscapeObject>,
+    pub(crate) escape: Option<Box<EscapeObject>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) violation: Option<Violation>,
     /// For `kind: task`: what happened to the task and why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) task: Option<TaskEvent>,
+    pub(crate) task: Option<Box<TaskEvent>>,
     /// How many actions this record stands for, when it aggregates several (refused DNS
     /// questions: 1 for a name's first question, then the repeats since its previous
     /// record).
@@ -350,7 +354,7 @@ impl Record {
         action: Action,
     ) -> Self {
         Self {
-            time: rfc3339(SystemTime::now()),
+            time: rfc3339(SystemTime::now()).into(),
             kind: Kind::Task,
             verdict: if event == "degraded" {
                 Verdict::Violation
@@ -369,10 +373,10 @@ impl Record {
             exec: None,
             escape: None,
             violation: None,
-            task: Some(TaskEvent {
+            task: Some(Box::new(TaskEvent {
                 event,
                 reason: reason.to_string(),
-            }),
+            })),
             count: None,
             truncated: false,
             approval: None,
@@ -428,7 +432,7 @@ impl Record {
     /// A record with placeholder agent and process, for tests that set the fields they need.
     pub(crate) fn sample(kind: Kind, verdict: Verdict) -> Self {
         Self {
-            time: String::new(),
+            time: ShortStr::new(),
             kind,
             verdict,
             layer: None,

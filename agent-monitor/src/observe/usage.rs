@@ -201,9 +201,10 @@ impl TaskUsage {
             return;
         }
         if self.first.is_empty() {
-            self.first.clone_from(&r.time);
+            self.first.push_str(&r.time);
         }
-        self.last.clone_from(&r.time);
+        self.last.clear();
+        self.last.push_str(&r.time);
         self.records += 1;
         let violation = r.verdict == Verdict::Violation;
         self.violations += u64::from(violation);

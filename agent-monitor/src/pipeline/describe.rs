@@ -1,13 +1,17 @@
 //! From a decoded event to what the policy judges and the record shows: the object
 //! resolved (paths, sockets, escape attempts) and the scope's verdict on it.
 
-use std::{ffi::OsStr, net::IpAddr, os::unix::ffi::OsStrExt as _, path::Path, sync::Arc};
+use std::{
+    ffi::OsStr, fmt::Write as _, net::IpAddr, os::unix::ffi::OsStrExt as _, path::Path, sync::Arc,
+};
 
 use super::{Header, dirs::DirIndex};
 use crate::{
     host::mounts::Protected,
     kernel::decoder::{Event, FileOp, NetOp as WireNetOp},
-    observe::record::{EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef},
+    observe::record::{
+        EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef, ShortStr,
+    },
     pipeline::proctable::ProcInfo,
     pipeline::resolve::{AT_FDCWD, Actor, Follow, Resolved, resolve},
     policy::{
@@ -366,7 +370,7 @@ fn unix_connect(
         net: Some(NetObject {
             family: "unix",
             protocol: "unix".into(),
-            address,
+            address: address.into(),
             port: 0,
             host: None,
         }),
@@ -416,28 +420,40 @@ fn kernel_verdict(judged: &Judged) -> PolicyVerdict {
     )
 }
 
-fn display_addr(addr: &IpAddr) -> String {
+/// The address as `Display` writes it, kept inline (no allocation).
+fn display_addr(addr: &IpAddr) -> ShortStr {
+    let mut out = ShortStr::new();
     match addr {
         // Dotted quad by hand: `Display` goes through the formatter for each octet, a share
         // of every connect's cost.
         IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(15);
+            let mut quad = [0u8; 15];
+            let mut len = 0;
+            let mut put = |b: u8| {
+                quad[len] = b;
+                len += 1;
+            };
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    put(b'.');
                 }
                 let (h, t, u) = (octet / 100, octet / 10 % 10, octet % 10);
                 if h > 0 {
-                    out.push(char::from(b'0' + h));
+                    put(b'0' + h);
                 }
                 if h > 0 || t > 0 {
-                    out.push(char::from(b'0' + t));
+                    put(b'0' + t);
                 }
-                out.push(char::from(b'0' + u));
+                put(b'0' + u);
             }
+            // Digits and dots only: always a `str`.
+            out.push_str(std::str::from_utf8(&quad[..len]).unwrap_or_default());
             out
         }
-        IpAddr::V6(_) => addr.to_string(),
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+            out
+        }
     }
 }
 
@@ -472,9 +488,17 @@ mod tests {
             Ipv4Addr::new(10, 99, 100, 255),
             Ipv4Addr::new(1, 20, 109, 250),
         ] {
-            assert_eq!(display_addr(&IpAddr::V4(a)), a.to_string());
+            assert_eq!(display_addr(&IpAddr::V4(a)).as_str(), a.to_string());
         }
-        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
-        assert_eq!(display_addr(&v6), "::1");
+        for a in [
+            Ipv6Addr::LOCALHOST,
+            Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0xffff, 0xffff),
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0x1234, 0x5678, 0x9abc, 0xdef0),
+            Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            ),
+        ] {
+            assert_eq!(display_addr(&IpAddr::V6(a)).as_str(), a.to_string());
+        }
     }
 }

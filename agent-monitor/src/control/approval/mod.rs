@@ -303,7 +303,7 @@ fn approval_record(
     let yes = decision.starts_with("approved");
     let killed = !yes && r.stopped;
     let mut record = Record::lifecycle(agent_of(r), decision, "", Action::None);
-    record.time = rfc3339(SystemTime::now());
+    record.time = rfc3339(SystemTime::now()).into();
     record.kind = Kind::Approval;
     record.task = None;
     record.verdict = if yes {

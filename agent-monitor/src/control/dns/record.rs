@@ -59,7 +59,7 @@ fn record(shared: &Shared, q: &OutOfScope) {
         Stats::add(&shared.stats.blocked, q.count);
     }
     let mut record = build(q, agent);
-    record.kubernetes = shared.kubernetes.agent(q.slot);
+    record.kubernetes = shared.kubernetes.agent(q.slot).map(Box::new);
     shared.push_record(record);
 }
 
@@ -67,7 +67,7 @@ fn record(shared: &Shared, q: &OutOfScope) {
 pub(crate) fn build(q: &OutOfScope, agent: AgentRef) -> Record {
     let upstream = q.upstream.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 53)));
     Record {
-        time: rfc3339(SystemTime::now()),
+        time: rfc3339(SystemTime::now()).into(),
         kind: Kind::Send,
         verdict: Verdict::Violation,
         action: if q.enforced {
@@ -85,7 +85,7 @@ pub(crate) fn build(q: &OutOfScope, agent: AgentRef) -> Record {
         net: Some(NetObject {
             family: if upstream.is_ipv4() { "inet" } else { "inet6" },
             protocol: "udp".into(),
-            address: upstream.ip().to_string(),
+            address: upstream.ip().to_string().into(),
             port: upstream.port(),
             host: (q.asked != Asked::Others).then(|| q.name.clone()),
         }),

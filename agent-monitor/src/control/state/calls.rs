@@ -256,7 +256,7 @@ pub(super) fn call_record(
         },
     );
     call.end = Some(end);
-    record.call = Some(call);
+    record.call = Some(Box::new(call));
     if refused {
         record.verdict = Verdict::Violation;
         record.layer = Some(Layer::Daemon);

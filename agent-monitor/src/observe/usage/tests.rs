@@ -198,18 +198,18 @@ fn the_report_groups_what_tool_calls_used_by_tool_name() {
         end: None,
     };
     let mut read = file("/etc/hostname", FileAccess::Read, Verdict::Allowed);
-    read.call = Some(call("read_text_file"));
+    read.call = Some(Box::new(call("read_text_file")));
     u.observe(&read);
     u.observe(&read);
     let mut write = file("/etc/passwd", FileAccess::Write, Verdict::Violation);
-    write.call = Some(call("write_file"));
+    write.call = Some(Box::new(call("write_file")));
     u.observe(&write);
     let agent = base(Verdict::Allowed).agent;
     let mut ended = Record::lifecycle(agent.clone(), "call-ended", "ok", Action::None);
-    ended.call = Some(call("read_text_file"));
+    ended.call = Some(Box::new(call("read_text_file")));
     u.observe(&ended);
     let mut refused = Record::lifecycle(agent, "call-refused", "no", Action::Blocked);
-    refused.call = Some(call("move_file"));
+    refused.call = Some(Box::new(call("move_file")));
     u.observe(&refused);
     // Outside any call: not grouped.
     u.observe(&file("/tmp/x", FileAccess::Write, Verdict::Allowed));
