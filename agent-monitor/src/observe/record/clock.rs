@@ -50,7 +50,7 @@ impl Default for Clock {
 pub(crate) struct Rfc3339Cache {
     /// Whole seconds since the epoch of `prefix`, and `YYYY-MM-DDTHH:MM:SS` of them.
     second: Option<u64>,
-    prefix: String,
+    prefix: ShortStr,
 }
 
 impl Rfc3339Cache {
@@ -65,10 +65,10 @@ impl Rfc3339Cache {
             let mut full = rfc3339(whole);
             // `.000000000Z`: the fraction and the zone, appended below.
             full.truncate(full.len() - 11);
-            self.prefix = full;
+            self.prefix = full.into();
             self.second = Some(second);
         }
-        let mut out = ShortStr::from(self.prefix.as_str());
+        let mut out = self.prefix.clone();
         let mut fraction = *b".000000000Z";
         let mut nanos = since.subsec_nanos();
         for d in fraction[1..10].iter_mut().rev() {
