@@ -3,7 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -64,6 +64,17 @@ pub(crate) struct Task {
     /// The same grants as entries (`scope` is the catalog's scope widened with them; a
     /// reload widens the new version again).
     pub(crate) grant_entries: Vec<crate::control::approval::Entry>,
+    /// The names its attributions carry, shared with every record of the task (see
+    /// [`Task::attribution`]).
+    names: Names,
+}
+
+/// A task's id, cgroup and starting directory as its records share them.
+#[derive(Debug)]
+struct Names {
+    id: Arc<str>,
+    cgroup: Arc<str>,
+    start_cwd: Option<Arc<Path>>,
 }
 
 /// A tool call of a task, from its start to its end on `CLOCK_BOOTTIME` (the kernel's event
@@ -152,6 +163,11 @@ impl Task {
         ttl: Option<Duration>,
     ) -> Self {
         let (now, wall) = (Instant::now(), SystemTime::now());
+        let names = Names {
+            id: Arc::from(id.as_str()),
+            cgroup: Arc::from(cgroup.as_str()),
+            start_cwd: None,
+        };
         Self {
             id,
             slot,
@@ -177,6 +193,7 @@ impl Task {
             call_of: None,
             grants: Vec::new(),
             grant_entries: Vec::new(),
+            names,
         }
     }
 
@@ -202,16 +219,29 @@ impl Task {
         }
     }
 
-    pub(crate) fn attribution(&self) -> Attribution {
+    /// Who its events belong to. The names are built again only when a field they come from
+    /// changed (a task's fields are set after it is made): an event costs a comparison and
+    /// a reference count each, not a copy.
+    pub(crate) fn attribution(&mut self) -> Attribution {
         let (id, call) = match &self.call_of {
-            Some((parent, call)) => (parent.clone(), Some(call.clone())),
-            None => (self.id.clone(), None),
+            Some((parent, call)) => (parent.as_str(), Some(call.clone())),
+            None => (self.id.as_str(), None),
         };
+        let names = &mut self.names;
+        if *names.id != *id {
+            names.id = Arc::from(id);
+        }
+        if *names.cgroup != *self.cgroup {
+            names.cgroup = Arc::from(self.cgroup.as_str());
+        }
+        if names.start_cwd.as_deref() != self.start_cwd.as_deref() {
+            names.start_cwd = self.start_cwd.as_deref().map(Arc::from);
+        }
         Attribution {
-            id,
+            id: Arc::clone(&names.id),
             scope: Arc::clone(&self.scope),
-            start_cwd: self.start_cwd.clone(),
-            cgroup: self.cgroup.clone(),
+            start_cwd: names.start_cwd.clone(),
+            cgroup: Arc::clone(&names.cgroup),
             cgroup_id: self.cgroup_id,
             landlock: self.landlock_abi > 0,
             call,
@@ -244,10 +274,10 @@ pub(crate) struct Registry {
 /// What a record needs to know of its task.
 #[derive(Debug, Clone)]
 pub(crate) struct Attribution {
-    pub(crate) id: String,
+    pub(crate) id: Arc<str>,
     pub(crate) scope: Arc<Scope>,
-    pub(crate) start_cwd: Option<PathBuf>,
-    pub(crate) cgroup: String,
+    pub(crate) start_cwd: Option<Arc<Path>>,
+    pub(crate) cgroup: Arc<str>,
     pub(crate) cgroup_id: u64,
     /// The task runs under Landlock: a refused call is the kernel refusing it.
     pub(crate) landlock: bool,
@@ -295,7 +325,7 @@ impl Registry {
 
     /// Removes a task and remembers how it ended.
     pub(crate) fn finish(&mut self, id: &str, reason: &str) -> Option<Task> {
-        let task = self.remove(id)?;
+        let mut task = self.remove(id)?;
         let mut view = task.view(Vec::new());
         view.state = TaskState::Ended;
         view.end_reason = Some(reason.to_string());
@@ -430,7 +460,7 @@ mod tests {
             Origin::Exec,
             None,
         ));
-        assert_eq!(r.attribute(slot).map(|a| a.id), Some("t".to_string()));
+        assert_eq!(r.attribute(slot).map(|a| a.id).as_deref(), Some("t"));
         assert!(r.get("t").is_some_and(|t| t.seen && t.events == 1));
         r.finish("t", "finished");
         assert!(r.get("t").is_none());

@@ -302,19 +302,14 @@ pub(crate) fn publish(
         String::from_utf8(text)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
     );
-    // Consecutive records are mostly of one task: its id is shared, not copied.
-    let mut task: Option<Arc<str>> = None;
     observed.feed.push_all(
         records
             .iter()
             .zip(Line::split(text, start, &ends))
             .map(|(r, line)| {
-                let id = match &task {
-                    Some(t) if **t == *r.agent.task => Arc::clone(t),
-                    _ => Arc::clone(task.insert(Arc::from(r.agent.task.as_str()))),
-                };
                 Entry {
-                    task: id,
+                    // Shared with the record (and its task): not copied.
+                    task: Arc::clone(&r.agent.task),
                     violation: r.verdict == Verdict::Violation,
                     line,
                 }

@@ -2,7 +2,7 @@
 //! `events` and stdout. Field names follow OCSF's File System / Network / Process Activity
 //! where one fits. Their times: `clock`; their JSON lines: `json`.
 
-use std::time::SystemTime;
+use std::{borrow::Cow, sync::Arc, time::SystemTime};
 
 use serde::Serialize;
 
@@ -10,9 +10,11 @@ use crate::policy::{FileAccess, Violation};
 
 mod clock;
 mod json;
+mod short;
 
 pub(crate) use clock::{Clock, Rfc3339Cache, parse_rfc3339_nanos, rfc3339};
 pub(crate) use json::write_record;
+pub(crate) use short::ShortStr;
 
 /// Serializes an enum as its `name()`: the one spelling records, logs and metrics use.
 macro_rules! serialize_by_name {
@@ -105,12 +107,27 @@ pub(crate) enum Layer {
     Daemon,
 }
 
+/// Its strings are shared with the task and scope they name (built once, cloned per record
+/// as a reference count): a copy of each per record was most of a record's allocations.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct AgentRef {
-    pub(crate) scope: String,
-    pub(crate) task: String,
-    pub(crate) owner: String,
-    pub(crate) identity: Option<String>,
+    pub(crate) scope: Arc<str>,
+    pub(crate) task: Arc<str>,
+    pub(crate) owner: Arc<str>,
+    pub(crate) identity: Option<Arc<str>>,
+}
+
+impl AgentRef {
+    /// The agent of a record made outside the pipeline (a lifecycle notice, a DNS refusal,
+    /// an approval): its strings are allocated here.
+    pub(crate) fn of(scope: &crate::scope::Scope, task: &str) -> Self {
+        Self {
+            scope: Arc::from(scope.name.as_str()),
+            task: Arc::from(task),
+            owner: Arc::from(scope.owner.as_str()),
+            identity: scope.identity.as_deref().map(Arc::from),
+        }
+    }
 }
 
 /// The `kubernetes` object of a record.
@@ -123,14 +140,16 @@ pub(crate) struct KubernetesRef {
     pub(crate) container_id: String,
 }
 
+/// Its strings are shared with the process table's entry and the cgroup's path (see
+/// [`AgentRef`]).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ProcessRef {
     pub(crate) pid: u32,
     pub(crate) tid: u32,
     pub(crate) ppid: u32,
-    pub(crate) comm: String,
-    pub(crate) exe: Option<String>,
-    pub(crate) cgroup: Option<String>,
+    pub(crate) comm: Arc<str>,
+    pub(crate) exe: Option<Arc<str>>,
+    pub(crate) cgroup: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -150,8 +169,8 @@ pub(crate) struct NetObject {
     /// `inet` or `inet6`.
     pub(crate) family: &'static str,
     /// `tcp`, `udp` or the protocol number.
-    pub(crate) protocol: String,
-    pub(crate) address: String,
+    pub(crate) protocol: Cow<'static, str>,
+    pub(crate) address: ShortStr,
     pub(crate) port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) host: Option<String>,
@@ -217,7 +236,7 @@ pub(crate) struct CallEnd {
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Record {
-    pub(crate) time: String,
+    pub(crate) time: ShortStr,
     pub(crate) kind: Kind,
     pub(crate) verdict: Verdict,
     pub(crate) action: Action,
@@ -228,14 +247,16 @@ pub(crate) struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) after: Option<Action>,
     pub(crate) agent: AgentRef,
-    /// The tool call in flight when it happened (`agent-monitor mcp`).
+    /// The tool call in flight when it happened (`agent-monitor mcp`). This and the other
+    /// objects most records lack are boxed: every record is moved into its batch, and
+    /// inline they were most of its size.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) call: Option<CallRef>,
+    pub(crate) call: Option<Box<CallRef>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) process: Option<ProcessRef>,
     /// Namespace, pod and container of an agent selected by `select.kubernetes`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) kubernetes: Option<KubernetesRef>,
+    pub(crate) kubernetes: Option<Box<KubernetesRef>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) file: Option<FileObject>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -243,12 +264,12 @@ pub(crate) struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) exec: Option<ExecObject>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) escape: Option<EscapeObject>,
+    pub(crate) escape: Option<Box<EscapeObject>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) violation: Option<Violation>,
     /// For `kind: task`: what happened to the task and why.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) task: Option<TaskEvent>,
+    pub(crate) task: Option<Box<TaskEvent>>,
     /// How many actions this record stands for, when it aggregates several (refused DNS
     /// questions: 1 for a name's first question, then the repeats since its previous
     /// record).
@@ -333,7 +354,7 @@ impl Record {
         action: Action,
     ) -> Self {
         Self {
-            time: rfc3339(SystemTime::now()),
+            time: rfc3339(SystemTime::now()).into(),
             kind: Kind::Task,
             verdict: if event == "degraded" {
                 Verdict::Violation
@@ -352,10 +373,10 @@ impl Record {
             exec: None,
             escape: None,
             violation: None,
-            task: Some(TaskEvent {
+            task: Some(Box::new(TaskEvent {
                 event,
                 reason: reason.to_string(),
-            }),
+            })),
             count: None,
             truncated: false,
             approval: None,
@@ -386,10 +407,7 @@ impl Record {
             Some(v) => format!("VIOLATION [{}] {}", v.rule, v.reason),
             None => "allowed".to_string(),
         };
-        let (pid, comm) = self
-            .process
-            .as_ref()
-            .map_or((0, ""), |p| (p.pid, p.comm.as_str()));
+        let (pid, comm) = self.process.as_ref().map_or((0, ""), |p| (p.pid, &*p.comm));
         let object = match &self.task {
             Some(t) => format!("{} ({})", t.event, t.reason),
             None => object,
@@ -414,7 +432,7 @@ impl Record {
     /// A record with placeholder agent and process, for tests that set the fields they need.
     pub(crate) fn sample(kind: Kind, verdict: Verdict) -> Self {
         Self {
-            time: String::new(),
+            time: ShortStr::new(),
             kind,
             verdict,
             layer: None,

@@ -478,7 +478,7 @@ mod tests {
             Verdict::Allowed
         };
         let mut r = Record::sample(Kind::Exec, verdict);
-        r.time = format!("t{n}");
+        r.time = format!("t{n}").into();
         r.agent.identity = Some("spiffe://x".into());
         r.process = Some(ProcessRef {
             pid: n,

@@ -9,7 +9,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    fmt::Write as _,
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -202,9 +201,10 @@ impl TaskUsage {
             return;
         }
         if self.first.is_empty() {
-            self.first.clone_from(&r.time);
+            self.first.push_str(&r.time);
         }
-        self.last.clone_from(&r.time);
+        self.last.clear();
+        self.last.push_str(&r.time);
         self.records += 1;
         let violation = r.verdict == Verdict::Violation;
         self.violations += u64::from(violation);
@@ -245,16 +245,19 @@ impl TaskUsage {
                 Kind::Send => "send",
                 _ => "connect",
             };
-            // Written into a buffer kept for it: the key of every net record.
+            // `{op} {family}/{protocol} {address}:{port}`, written piece by piece into a
+            // buffer kept for it: the key of every net record, where `write!` cost more
+            // than the rest of the record's usage.
             let key = &mut self.key;
             key.clear();
-            let _ = write!(
-                key,
-                "{op} {}/{} {}:{}",
-                n.family, n.protocol, n.address, n.port
-            );
+            for part in [op, " ", n.family, "/", &n.protocol, " ", &n.address, ":"] {
+                key.push_str(part);
+            }
+            push_decimal(key, n.port);
             if let Some(h) = &n.host {
-                let _ = write!(key, " ({h})");
+                key.push_str(" (");
+                key.push_str(h);
+                key.push(')');
             }
             let hits = || d.net_hits(policy, r.kind, n);
             Self::use_item(
@@ -267,6 +270,24 @@ impl TaskUsage {
                 hits,
             );
         }
+    }
+}
+
+/// Appends `n` in decimal, as `Display` writes it.
+fn push_decimal(out: &mut String, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // `n % 10` is a digit: it always fits.
+        digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
     }
 }
 
@@ -295,8 +316,8 @@ impl Usage {
             let inner = lock(&self.inner);
             let mut m: Vec<(&str, &str)> = runs()
                 .filter_map(<[Record]>::first)
-                .filter(|r| !inner.tasks.contains_key(&r.agent.task))
-                .map(|r| (r.agent.task.as_str(), r.agent.scope.as_str()))
+                .filter(|r| !inner.tasks.contains_key(&*r.agent.task))
+                .map(|r| (&*r.agent.task, &*r.agent.scope))
                 .collect();
             m.dedup();
             m
@@ -317,7 +338,7 @@ impl Usage {
         }
         for run in runs() {
             let Some(first) = run.first() else { continue };
-            if let Some(t) = inner.tasks.get_mut(&first.agent.task) {
+            if let Some(t) = inner.tasks.get_mut(&*first.agent.task) {
                 for r in run {
                     t.observe(r);
                 }

@@ -1,13 +1,17 @@
 //! From a decoded event to what the policy judges and the record shows: the object
 //! resolved (paths, sockets, escape attempts) and the scope's verdict on it.
 
-use std::{ffi::OsStr, net::IpAddr, os::unix::ffi::OsStrExt as _, path::Path};
+use std::{
+    ffi::OsStr, fmt::Write as _, net::IpAddr, os::unix::ffi::OsStrExt as _, path::Path, sync::Arc,
+};
 
 use super::{Header, dirs::DirIndex};
 use crate::{
     host::mounts::Protected,
     kernel::decoder::{Event, FileOp, NetOp as WireNetOp},
-    observe::record::{EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef},
+    observe::record::{
+        EscapeObject, ExecObject, FileObject, Kind, NetObject, ProcessRef, ShortStr,
+    },
     pipeline::proctable::ProcInfo,
     pipeline::resolve::{AT_FDCWD, Actor, Follow, Resolved, resolve},
     policy::{
@@ -284,7 +288,7 @@ fn net(op: WireNetOp, addr: &IpAddr, port: u16, protocol: u8) -> Judged {
             protocol: match protocol {
                 6 => "tcp".into(),
                 17 => "udp".into(),
-                p => p.to_string(),
+                p => p.to_string().into(),
             },
             address: display_addr(addr),
             port,
@@ -366,7 +370,7 @@ fn unix_connect(
         net: Some(NetObject {
             family: "unix",
             protocol: "unix".into(),
-            address,
+            address: address.into(),
             port: 0,
             host: None,
         }),
@@ -416,42 +420,56 @@ fn kernel_verdict(judged: &Judged) -> PolicyVerdict {
     )
 }
 
-fn display_addr(addr: &IpAddr) -> String {
+/// The address as `Display` writes it, kept inline (no allocation).
+fn display_addr(addr: &IpAddr) -> ShortStr {
+    let mut out = ShortStr::new();
     match addr {
         // Dotted quad by hand: `Display` goes through the formatter for each octet, a share
         // of every connect's cost.
         IpAddr::V4(v4) => {
-            let mut out = String::with_capacity(15);
+            let mut quad = [0u8; 15];
+            let mut len = 0;
+            let mut put = |b: u8| {
+                quad[len] = b;
+                len += 1;
+            };
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    put(b'.');
                 }
                 let (h, t, u) = (octet / 100, octet / 10 % 10, octet % 10);
                 if h > 0 {
-                    out.push(char::from(b'0' + h));
+                    put(b'0' + h);
                 }
                 if h > 0 || t > 0 {
-                    out.push(char::from(b'0' + t));
+                    put(b'0' + t);
                 }
-                out.push(char::from(b'0' + u));
+                put(b'0' + u);
             }
+            // Digits and dots only: always a `str`.
+            out.push_str(std::str::from_utf8(&quad[..len]).unwrap_or_default());
             out
         }
-        IpAddr::V6(_) => addr.to_string(),
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+            out
+        }
     }
 }
 
-pub(super) fn process_ref(h: &Header, proc: &ProcInfo, cgroup: String) -> ProcessRef {
+/// The record's process: its strings shared with the table's entry and the cgroup's path.
+pub(super) fn process_ref(h: &Header, proc: &mut ProcInfo, cgroup: Arc<str>) -> ProcessRef {
     ProcessRef {
         pid: h.tgid,
         tid: h.pid,
         ppid: if h.ppid != 0 { h.ppid } else { proc.ppid },
-        comm: h.comm.clone(),
-        // `to_str` first: the lossy conversion's checks cost more, and paths are UTF-8.
-        exe: proc.exe.as_deref().map(|p: &Path| {
-            p.to_str()
-                .map_or_else(|| p.to_string_lossy().into_owned(), str::to_owned)
-        }),
+        // The header's name: the entry keeps the last one that was not empty.
+        comm: if *proc.comm == *h.comm {
+            Arc::clone(&proc.comm)
+        } else {
+            Arc::from(h.comm.as_str())
+        },
+        exe: proc.exe_name(),
         cgroup: Some(cgroup),
     }
 }
@@ -470,9 +488,17 @@ mod tests {
             Ipv4Addr::new(10, 99, 100, 255),
             Ipv4Addr::new(1, 20, 109, 250),
         ] {
-            assert_eq!(display_addr(&IpAddr::V4(a)), a.to_string());
+            assert_eq!(display_addr(&IpAddr::V4(a)).as_str(), a.to_string());
         }
-        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
-        assert_eq!(display_addr(&v6), "::1");
+        for a in [
+            Ipv6Addr::LOCALHOST,
+            Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0xffff, 0xffff),
+            Ipv6Addr::new(0xfe80, 0, 0, 0, 0x1234, 0x5678, 0x9abc, 0xdef0),
+            Ipv6Addr::new(
+                0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+            ),
+        ] {
+            assert_eq!(display_addr(&IpAddr::V6(a)).as_str(), a.to_string());
+        }
     }
 }

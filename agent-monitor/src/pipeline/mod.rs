@@ -44,7 +44,10 @@ pub(crate) struct Pipeline {
     dirs: dirs::DirIndex,
     cgroups: crate::host::own_cgroup::CgroupMounts,
     /// cgroup id -> path, for records (the process may be gone when its event is read).
-    cgroup_paths: HashMap<u64, String>,
+    cgroup_paths: HashMap<u64, Arc<str>>,
+    /// The agent names of the scopes recent records were judged by, shared by their
+    /// records.
+    agents: AgentNames,
     clock: Clock,
     /// Record times: consecutive events mostly share their second.
     stamps: Rfc3339Cache,
@@ -60,6 +63,7 @@ impl Pipeline {
             dirs: dirs::DirIndex::default(),
             cgroups: crate::host::own_cgroup::CgroupMounts::discover(),
             cgroup_paths: HashMap::new(),
+            agents: AgentNames::default(),
             clock: Clock::new(),
             stamps: Rfc3339Cache::default(),
             writer,
@@ -214,14 +218,14 @@ impl Pipeline {
             action,
             layer: layer(judged.kind, h.kernel, action),
             after,
-            agent: agent_ref(&scope, task_id),
-            call,
+            agent: self.agents.of(&scope, task_id),
+            call: call.map(Box::new),
             process: Some(process),
-            kubernetes: self.shared.kubernetes.agent(h.agent),
+            kubernetes: self.shared.kubernetes.agent(h.agent).map(Box::new),
             file: judged.file,
             net: judged.net,
             exec: judged.exec,
-            escape: judged.escape,
+            escape: judged.escape.map(Box::new),
             violation,
             task: None,
             count: None,
@@ -329,22 +333,23 @@ impl Pipeline {
 
     /// The path of the cgroup an event came from: the task's own, one below it (nested), or
     /// elsewhere (a tagged process that moved out).
-    fn cgroup_path(&mut self, id: u64, task_cgroup: &str, task_cgroup_id: u64) -> String {
+    fn cgroup_path(&mut self, id: u64, task_cgroup: &Arc<str>, task_cgroup_id: u64) -> Arc<str> {
         if id == task_cgroup_id {
-            return task_cgroup.to_string();
+            return Arc::clone(task_cgroup);
         }
         if let Some(p) = self.cgroup_paths.get(&id) {
-            return p.clone();
+            return Arc::clone(p);
         }
         match self.shared.cgroup2.find_id(task_cgroup, id) {
             Some(p) => {
                 if self.cgroup_paths.len() > 4096 {
                     self.cgroup_paths.clear();
                 }
-                self.cgroup_paths.insert(id, p.clone());
+                let p: Arc<str> = p.into();
+                self.cgroup_paths.insert(id, Arc::clone(&p));
                 p
             }
-            None => format!("<cgroup id {id}>"),
+            None => format!("<cgroup id {id}>").into(),
         }
     }
 
@@ -423,12 +428,33 @@ fn verdict_of(violation: bool) -> Verdict {
     }
 }
 
-fn agent_ref(scope: &Scope, task: String) -> AgentRef {
-    AgentRef {
-        scope: scope.name.clone(),
-        task,
-        owner: scope.owner.clone(),
-        identity: scope.identity.clone(),
+/// The scope, owner and identity of the scopes recent records were judged by, made once
+/// per scope version (a reload or a tool call's scope is another `Arc`).
+#[derive(Default)]
+struct AgentNames(Vec<(Arc<Scope>, AgentRef)>);
+
+/// Scope versions remembered at most (tasks' scopes and their calls' scopes); past it the
+/// names are made again.
+const AGENT_NAMES: usize = 64;
+
+impl AgentNames {
+    fn of(&mut self, scope: &Arc<Scope>, task: Arc<str>) -> AgentRef {
+        // Held here, a scope's `Arc` cannot be freed and its address reused by another.
+        if let Some((_, names)) = self.0.iter().find(|(s, _)| Arc::ptr_eq(s, scope)) {
+            return AgentRef {
+                task,
+                ..names.clone()
+            };
+        }
+        if self.0.len() >= AGENT_NAMES {
+            self.0.clear();
+        }
+        let names = AgentRef {
+            task,
+            ..AgentRef::of(scope, "")
+        };
+        self.0.push((Arc::clone(scope), names.clone()));
+        names
     }
 }
 

@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     fs,
+    hash::{BuildHasherDefault, Hasher},
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use crate::kernel::decoder::Header;
@@ -14,17 +17,62 @@ use crate::kernel::decoder::Header;
 pub(crate) struct ProcInfo {
     pub(crate) pid: u32,
     pub(crate) ppid: u32,
-    pub(crate) comm: String,
+    /// Shared with its records (see `exe_name`).
+    pub(crate) comm: Arc<str>,
     pub(crate) exe: Option<PathBuf>,
+    /// `exe` as its records write it, made again only when the image changed.
+    exe_name: Option<Arc<str>>,
     pub(crate) argv: Vec<String>,
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) agent: u32,
 }
 
+impl ProcInfo {
+    /// The image's path as a record writes it: the same string for every record of the
+    /// process while its image stays the same, cloned as a reference count.
+    pub(crate) fn exe_name(&mut self) -> Option<Arc<str>> {
+        let exe = self.exe.as_deref()?;
+        if let Some(name) = &self.exe_name
+            && name.as_bytes() == exe.as_os_str().as_bytes()
+        {
+            return Some(Arc::clone(name));
+        }
+        // `to_str` first: the lossy conversion's checks cost more, and paths are UTF-8.
+        let name: Arc<str> = exe
+            .to_str()
+            .map_or_else(|| Arc::from(exe.to_string_lossy()), Arc::from);
+        self.exe_name = Some(Arc::clone(&name));
+        Some(name)
+    }
+}
+
 /// Processes by tgid. Entries go at exit; the cap guards against lost exit events.
 #[derive(Debug, Default)]
 pub(crate) struct ProcTable {
-    procs: HashMap<u32, ProcInfo>,
+    procs: HashMap<u32, ProcInfo, BuildHasherDefault<PidHasher>>,
+}
+
+/// The table's hash: pids are small numbers the kernel hands out, not chosen by whoever
+/// runs, and looked up on every event, where `SipHash` cost more than the rest of the
+/// lookup. A multiplication by an odd constant spreads them over the high bits (the
+/// table's tags) and keeps consecutive pids apart in the low ones (its buckets).
+#[derive(Debug, Default)]
+struct PidHasher(u64);
+
+impl Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 const MAX_PROCS: usize = 1 << 16;
@@ -53,8 +101,9 @@ impl ProcTable {
             let info = ProcInfo {
                 pid: h.tgid,
                 ppid: h.ppid,
-                comm: h.comm.clone(),
+                comm: Arc::from(h.comm.as_str()),
                 exe,
+                exe_name: None,
                 argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
                 cwd,
                 agent: h.agent,
@@ -66,8 +115,8 @@ impl ProcTable {
         if entry.ppid == 0 {
             entry.ppid = h.ppid;
         }
-        if !h.comm.is_empty() {
-            entry.comm.clone_from(&h.comm);
+        if !h.comm.is_empty() && *entry.comm != *h.comm {
+            entry.comm = Arc::from(h.comm.as_str());
         }
         entry
     }
@@ -129,7 +178,7 @@ mod tests {
         let c = t.observe(&header(4_000_002, 4_000_001, "cat"), None);
         assert_eq!(c.cwd.as_deref(), Some(Path::new("/work")));
         assert_eq!(c.exe.as_deref(), Some(Path::new("/bin/sh")));
-        assert_eq!(c.comm, "cat");
+        assert_eq!(&*c.comm, "cat");
         assert_eq!(t.pids_of(1), vec![4_000_001, 4_000_002]);
         t.remove(4_000_001);
         assert!(t.get(4_000_001).is_none());

@@ -58,7 +58,7 @@ impl Entry {
         if let Some(n) = &r.net
             && let Ok(addr) = n.address.parse::<IpAddr>()
         {
-            let protocol = match n.protocol.as_str() {
+            let protocol = match &*n.protocol {
                 "tcp" => RuleProtocol::Tcp,
                 "udp" => RuleProtocol::Udp,
                 _ => return Err(GrantError::NoEntry(r.kind.name())),

@@ -172,17 +172,11 @@ impl Shared {
         let held = self.enforcer().held_threads();
         let mut denied = 0;
         for (tid, slot) in held {
-            let Some((agent, asks)) = self.registry().by_slot_mut(slot).map(|t| {
-                (
-                    AgentRef {
-                        scope: t.scope.name.clone(),
-                        task: t.id.clone(),
-                        owner: t.scope.owner.clone(),
-                        identity: t.scope.identity.clone(),
-                    },
-                    t.scope.asks(),
-                )
-            }) else {
+            let Some((agent, asks)) = self
+                .registry()
+                .by_slot_mut(slot)
+                .map(|t| (AgentRef::of(&t.scope, &t.id), t.scope.asks()))
+            else {
                 continue;
             };
             if !asks {
@@ -227,9 +221,9 @@ impl Shared {
             .cloned();
         let agent = request.as_ref().map_or_else(
             || AgentRef {
-                scope: String::new(),
-                task: String::new(),
-                owner: String::new(),
+                scope: std::sync::Arc::from(""),
+                task: std::sync::Arc::from(""),
+                owner: std::sync::Arc::from(""),
                 identity: None,
             },
             agent_of,
@@ -292,10 +286,10 @@ impl Shared {
 
 fn agent_of(r: &Request) -> AgentRef {
     AgentRef {
-        scope: r.scope.clone(),
-        task: r.task.clone(),
-        owner: r.owner.clone(),
-        identity: r.identity.clone(),
+        scope: r.scope.as_str().into(),
+        task: r.task.as_str().into(),
+        owner: r.owner.as_str().into(),
+        identity: r.identity.as_deref().map(Into::into),
     }
 }
 
@@ -309,7 +303,7 @@ fn approval_record(
     let yes = decision.starts_with("approved");
     let killed = !yes && r.stopped;
     let mut record = Record::lifecycle(agent_of(r), decision, "", Action::None);
-    record.time = rfc3339(SystemTime::now());
+    record.time = rfc3339(SystemTime::now()).into();
     record.kind = Kind::Approval;
     record.task = None;
     record.verdict = if yes {

@@ -66,7 +66,7 @@ impl Request {
             scope: self.scope.clone(),
             owner: self.owner.clone(),
             pid: self.process.pid,
-            comm: self.process.comm.clone(),
+            comm: self.process.comm.to_string(),
             kind: self.kind.name().to_owned(),
             what: self.what(),
             rule: self.violation.rule.clone(),

@@ -43,18 +43,11 @@ fn record(shared: &Shared, q: &OutOfScope) {
         let mut registry = shared.registry();
         if let Some(t) = registry.by_slot_mut(q.slot) {
             t.violations += q.count;
-            Some(AgentRef {
-                scope: t.scope.name.clone(),
-                task: t.id.clone(),
-                owner: t.scope.owner.clone(),
-                identity: t.scope.identity.clone(),
-            })
+            Some(AgentRef::of(&t.scope, &t.id))
         } else {
             registry.attribute(q.slot).map(|a| AgentRef {
-                scope: a.scope.name.clone(),
                 task: a.id,
-                owner: a.scope.owner.clone(),
-                identity: a.scope.identity.clone(),
+                ..AgentRef::of(&a.scope, "")
             })
         }
     };
@@ -66,7 +59,7 @@ fn record(shared: &Shared, q: &OutOfScope) {
         Stats::add(&shared.stats.blocked, q.count);
     }
     let mut record = build(q, agent);
-    record.kubernetes = shared.kubernetes.agent(q.slot);
+    record.kubernetes = shared.kubernetes.agent(q.slot).map(Box::new);
     shared.push_record(record);
 }
 
@@ -74,7 +67,7 @@ fn record(shared: &Shared, q: &OutOfScope) {
 pub(crate) fn build(q: &OutOfScope, agent: AgentRef) -> Record {
     let upstream = q.upstream.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 53)));
     Record {
-        time: rfc3339(SystemTime::now()),
+        time: rfc3339(SystemTime::now()).into(),
         kind: Kind::Send,
         verdict: Verdict::Violation,
         action: if q.enforced {
@@ -92,7 +85,7 @@ pub(crate) fn build(q: &OutOfScope, agent: AgentRef) -> Record {
         net: Some(NetObject {
             family: if upstream.is_ipv4() { "inet" } else { "inet6" },
             protocol: "udp".into(),
-            address: upstream.ip().to_string(),
+            address: upstream.ip().to_string().into(),
             port: upstream.port(),
             host: (q.asked != Asked::Others).then(|| q.name.clone()),
         }),

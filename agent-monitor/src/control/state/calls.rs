@@ -256,7 +256,7 @@ pub(super) fn call_record(
         },
     );
     call.end = Some(end);
-    record.call = Some(call);
+    record.call = Some(Box::new(call));
     if refused {
         record.verdict = Verdict::Violation;
         record.layer = Some(Layer::Daemon);
@@ -277,10 +277,5 @@ fn span_call(call: &CallRef) -> CallRef {
 }
 
 fn agent_ref(id: &str, scope: &crate::scope::Scope) -> AgentRef {
-    AgentRef {
-        scope: scope.name.clone(),
-        task: id.to_owned(),
-        owner: scope.owner.clone(),
-        identity: scope.identity.clone(),
-    }
+    AgentRef::of(scope, id)
 }

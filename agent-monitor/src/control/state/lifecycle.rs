@@ -21,12 +21,7 @@ impl Shared {
         self.untag(task.cgroup_id, task.slot);
         self.call_task_ended(&task, reason);
         self.grants_revoked(
-            crate::observe::record::AgentRef {
-                scope: task.scope.name.clone(),
-                task: task.id.clone(),
-                owner: task.scope.owner.clone(),
-                identity: task.scope.identity.clone(),
-            },
+            crate::observe::record::AgentRef::of(&task.scope, &task.id),
             &task.grants,
             "with the task",
         );
@@ -184,10 +179,10 @@ impl Shared {
         };
         let scope = self.registry().get(task).map(|t| Arc::clone(&t.scope));
         let agent = crate::observe::record::AgentRef {
-            scope: t.scope,
-            task: t.id,
-            owner: t.owner,
-            identity: scope.and_then(|s| s.identity.clone()),
+            scope: t.scope.into(),
+            task: t.id.into(),
+            owner: t.owner.into(),
+            identity: scope.and_then(|s| s.identity.as_deref().map(Into::into)),
         };
         let record = crate::observe::record::Record::lifecycle(agent, event, reason, action);
         lock(&self.notices).push(record);

@@ -89,12 +89,7 @@ impl Shared {
                     {
                         if !kept && !t.grants.is_empty() {
                             t.grant_entries.clear();
-                            let agent = crate::observe::record::AgentRef {
-                                scope: t.scope.name.clone(),
-                                task: t.id.clone(),
-                                owner: t.scope.owner.clone(),
-                                identity: t.scope.identity.clone(),
-                            };
+                            let agent = crate::observe::record::AgentRef::of(&t.scope, &t.id);
                             revoked = Some((agent, std::mem::take(&mut t.grants)));
                         }
                         t.scope = new;

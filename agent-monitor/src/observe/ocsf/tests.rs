@@ -71,14 +71,14 @@ fn uid(v: &Value, pointer: &str) -> u64 {
 #[test]
 fn every_kind_has_its_class_and_activity() {
     let mut escape = Record::sample(Kind::Escape, Verdict::Violation);
-    escape.escape = Some(EscapeObject {
+    escape.escape = Some(Box::new(EscapeObject {
         technique: "syscall",
         syscall: Some("unshare".into()),
         args: Some(vec![0x2000_0000]),
         result: Some(-1),
         cgroup: None,
         moved_pid: None,
-    });
+    }));
     let mut ended = Record::lifecycle(r_agent(), "ended", "finished", Action::None);
     ended.time = "2026-12-03T06:09:40Z".into();
     let degraded = Record::lifecycle(r_agent(), "degraded", "lost", Action::None);
@@ -105,14 +105,14 @@ fn every_kind_has_its_class_and_activity() {
         assert_eq!(e["unmapped"]["kind"], record.kind.name(), "{e}");
     }
     let mut escape = Record::sample(Kind::Escape, Verdict::Violation);
-    escape.escape = Some(EscapeObject {
+    escape.escape = Some(Box::new(EscapeObject {
         technique: "cgroup-move",
         syscall: None,
         args: None,
         result: None,
         cgroup: Some("/elsewhere".into()),
         moved_pid: Some(1),
-    });
+    }));
     escape.violation = Some(Violation {
         dimension: Dimension::Escape,
         rule: "escape.cgroup-move".into(),
@@ -159,13 +159,13 @@ fn agent_fields_have_fixed_places() {
     let mut r = violated(file(FileAccess::Write), "files.write");
     r.action = Action::None;
     r.agent.identity = Some("spiffe://example.test/agent".into());
-    r.kubernetes = Some(KubernetesRef {
+    r.kubernetes = Some(Box::new(KubernetesRef {
         namespace: "ns".into(),
         pod: "pod-a".into(),
         container: "main".into(),
         pod_uid: "0b5e4c4a-1111-2222-3333-444455556666".into(),
         container_id: "containerd://abc".into(),
-    });
+    }));
     let e = ocsf(&r);
     assert_eq!(e["actor"]["app_name"], "s");
     assert_eq!(e["actor"]["session"]["uid"], "t");

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::ShortStr;
+
 /// Converts kernel `CLOCK_BOOTTIME` stamps to wall-clock time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
@@ -48,14 +50,14 @@ impl Default for Clock {
 pub(crate) struct Rfc3339Cache {
     /// Whole seconds since the epoch of `prefix`, and `YYYY-MM-DDTHH:MM:SS` of them.
     second: Option<u64>,
-    prefix: String,
+    prefix: ShortStr,
 }
 
 impl Rfc3339Cache {
-    pub(crate) fn format(&mut self, t: SystemTime) -> String {
+    pub(crate) fn format(&mut self, t: SystemTime) -> ShortStr {
         // Before the epoch: not worth a cache (a clock that far off is rare).
         let Ok(since) = t.duration_since(SystemTime::UNIX_EPOCH) else {
-            return rfc3339(t);
+            return rfc3339(t).into();
         };
         let second = since.as_secs();
         if self.second != Some(second) {
@@ -63,22 +65,19 @@ impl Rfc3339Cache {
             let mut full = rfc3339(whole);
             // `.000000000Z`: the fraction and the zone, appended below.
             full.truncate(full.len() - 11);
-            self.prefix = full;
+            self.prefix = full.into();
             self.second = Some(second);
         }
-        let mut out = String::with_capacity(self.prefix.len() + 11);
-        out.push_str(&self.prefix);
-        let mut digits = [b'0'; 9];
+        let mut out = self.prefix.clone();
+        let mut fraction = *b".000000000Z";
         let mut nanos = since.subsec_nanos();
-        for d in digits.iter_mut().rev() {
+        for d in fraction[1..10].iter_mut().rev() {
             // `nanos % 10` is a digit: it always fits.
             *d = b'0' + u8::try_from(nanos % 10).unwrap_or(0);
             nanos /= 10;
         }
-        out.push('.');
-        // ASCII digits only.
-        out.extend(digits.iter().map(|&d| char::from(d)));
-        out.push('Z');
+        // ASCII only: always a `str`.
+        out.push_str(std::str::from_utf8(&fraction).unwrap_or_default());
         out
     }
 }
@@ -156,7 +155,7 @@ mod tests {
             (0, 1),
         ] {
             let t = SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
-            assert_eq!(cache.format(t), rfc3339(t), "{secs}.{nanos:09}");
+            assert_eq!(cache.format(t).as_str(), rfc3339(t), "{secs}.{nanos:09}");
         }
     }
 

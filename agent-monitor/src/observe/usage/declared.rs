@@ -105,7 +105,7 @@ impl Declared {
         kind: Kind,
         net: &NetObject,
     ) -> Vec<usize> {
-        let protocol = match net.protocol.as_str() {
+        let protocol = match &*net.protocol {
             "tcp" => Protocol::Tcp,
             "udp" => Protocol::Udp,
             _ => Protocol::Other(0),

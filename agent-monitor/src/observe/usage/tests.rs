@@ -134,6 +134,40 @@ fn report_attributes_uses_and_lists_unused_entries() {
 }
 
 #[test]
+fn network_items_are_named_by_operation_family_protocol_address_and_port() {
+    let mut u = TaskUsage::new(scope());
+    for port in [0, 7, 80, 65535] {
+        u.observe(&net(Kind::Connect, "127.0.0.1", port));
+    }
+    u.observe(&net(Kind::Send, "10.0.0.1", 53));
+    let mut named = net(Kind::Connect, "10.0.0.2", 443);
+    if let Some(n) = named.net.as_mut() {
+        n.protocol = "udp".into();
+        n.host = Some("example.com".into());
+    }
+    u.observe(&named);
+    u.observe(&named);
+    let r = build("t1", &u, true);
+    let listed: Vec<(&str, u64)> = r
+        .used
+        .network
+        .iter()
+        .map(|i| (i.what.as_str(), i.count))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("connect inet/tcp 127.0.0.1:0", 1),
+            ("connect inet/tcp 127.0.0.1:65535", 1),
+            ("connect inet/tcp 127.0.0.1:7", 1),
+            ("connect inet/tcp 127.0.0.1:80", 1),
+            ("connect inet/udp 10.0.0.2:443 (example.com)", 2),
+            ("send inet/tcp 10.0.0.1:53", 1),
+        ]
+    );
+}
+
+#[test]
 fn distinct_items_are_bounded_but_uses_still_counted() {
     let mut u = TaskUsage::new(scope());
     for i in 0..MAX_ITEMS + 10 {
@@ -164,18 +198,18 @@ fn the_report_groups_what_tool_calls_used_by_tool_name() {
         end: None,
     };
     let mut read = file("/etc/hostname", FileAccess::Read, Verdict::Allowed);
-    read.call = Some(call("read_text_file"));
+    read.call = Some(Box::new(call("read_text_file")));
     u.observe(&read);
     u.observe(&read);
     let mut write = file("/etc/passwd", FileAccess::Write, Verdict::Violation);
-    write.call = Some(call("write_file"));
+    write.call = Some(Box::new(call("write_file")));
     u.observe(&write);
     let agent = base(Verdict::Allowed).agent;
     let mut ended = Record::lifecycle(agent.clone(), "call-ended", "ok", Action::None);
-    ended.call = Some(call("read_text_file"));
+    ended.call = Some(Box::new(call("read_text_file")));
     u.observe(&ended);
     let mut refused = Record::lifecycle(agent, "call-refused", "no", Action::Blocked);
-    refused.call = Some(call("move_file"));
+    refused.call = Some(Box::new(call("move_file")));
     u.observe(&refused);
     // Outside any call: not grouped.
     u.observe(&file("/tmp/x", FileAccess::Write, Verdict::Allowed));

@@ -103,15 +103,15 @@ fn file_records_with_odd_paths() {
             pid: u32::MAX,
             tid: 0,
             ppid: 1_234_567,
-            comm: path.clone(),
-            exe: (i % 2 == 0).then(|| path.clone()),
-            cgroup: (i % 3 != 0).then(|| format!("/agent-monitor/{path}")),
+            comm: path.as_str().into(),
+            exe: (i % 2 == 0).then(|| path.as_str().into()),
+            cgroup: (i % 3 != 0).then(|| format!("/agent-monitor/{path}").into()),
         });
         r.agent = AgentRef {
-            scope: path.clone(),
-            task: format!("t-{i}"),
-            owner: path.clone(),
-            identity: (i % 2 == 1).then(|| path.clone()),
+            scope: path.as_str().into(),
+            task: format!("t-{i}").into(),
+            owner: path.as_str().into(),
+            identity: (i % 2 == 1).then(|| path.as_str().into()),
         };
         assert_same(&r);
     }
@@ -126,10 +126,11 @@ fn net_records() {
         let mut r = Record::sample(Kind::Connect, Verdict::Allowed);
         r.net = Some(NetObject {
             family: if i % 2 == 0 { "inet" } else { "inet6" },
-            protocol: if i % 3 == 0 {
-                "tcp".into()
-            } else {
-                "132".into()
+            protocol: match i % 3 {
+                0 => "tcp".into(),
+                1 => "132".into(),
+                // An unnamed protocol's number, made per record.
+                _ => (100 + i).to_string().into(),
             },
             address: if i % 2 == 0 {
                 "10.0.0.1".into()
@@ -166,16 +167,16 @@ fn exec_records() {
 fn rare_objects_go_through_serde_in_place() {
     for (i, text) in odd().into_iter().enumerate() {
         let mut r = Record::sample(Kind::Escape, Verdict::Violation);
-        r.escape = Some(EscapeObject {
+        r.escape = Some(Box::new(EscapeObject {
             technique: "syscall",
             syscall: Some(text.clone()),
             args: (i % 2 == 0).then(|| vec![0, 1, u64::MAX]),
             result: Some(-1),
             cgroup: (i % 2 == 1).then(|| text.clone()),
             moved_pid: (i % 3 == 0).then_some(42),
-        });
+        }));
         r.violation = Some(violation_of(&text, Dimension::Escape));
-        r.call = Some(CallRef {
+        r.call = Some(Box::new(CallRef {
             id: text.clone(),
             name: "read_text_file".into(),
             digest: (i % 2 == 0).then(|| "ab".repeat(32)),
@@ -186,22 +187,24 @@ fn rare_objects_go_through_serde_in_place() {
                 violations: 1,
                 error: Some(text.clone()),
             }),
-        });
-        r.kubernetes = (i % 2 == 0).then(|| KubernetesRef {
-            namespace: "ns".into(),
-            pod: text.clone(),
-            container: "c".into(),
-            pod_uid: "uid".into(),
-            container_id: "cid".into(),
+        }));
+        r.kubernetes = (i % 2 == 0).then(|| {
+            Box::new(KubernetesRef {
+                namespace: "ns".into(),
+                pod: text.clone(),
+                container: "c".into(),
+                pod_uid: "uid".into(),
+                container_id: "cid".into(),
+            })
         });
         assert_same(&r);
 
         let mut t = Record::sample(Kind::Task, Verdict::Allowed);
         t.process = None;
-        t.task = Some(TaskEvent {
+        t.task = Some(Box::new(TaskEvent {
             event: "revoked",
             reason: text.clone(),
-        });
+        }));
         assert_same(&t);
 
         let mut a = Record::sample(Kind::Approval, Verdict::Violation);
