@@ -1,13 +1,14 @@
-//! What an idle daemon (no agent runs, so no syscall hook attached) costs other processes,
-//! in pairs: "no monitor" and "daemon idle" measured back to back, their order alternating
-//! from pair to pair, so that the drift of this shared VM falls on both sides alike.
+//! The overhead targets measured in pairs: "no monitor", then a fresh daemon idle (no agent
+//! runs, so no syscall hook attached) and the generator as a tagged agent (audit, enforce),
+//! back to back, the order alternating from pair to pair, so that the drift of this shared
+//! VM falls on both sides alike.
 //!
-//! One generator run's openat+close figure is bimodal on this VM (runs settle near one of
-//! two speeds, whichever configuration runs), so a single run per configuration per round
-//! (the overhead table) cannot resolve a 2% target. Each side of a pair is the fastest of
-//! `RUNS` back-to-back generator runs: noise only adds time, and the fastest run is the one
-//! least disturbed. The pair's ratio is idle over none; the figure is the median of the
-//! pairs' ratios.
+//! One generator run's openat+close figure is bimodal on this VM (a process settles near
+//! one of two speeds, whichever configuration runs), so one run per configuration per round
+//! (the overhead table) cannot resolve a target of a few percent. Each configuration of a
+//! pair is the fastest of `RUNS` generator runs: noise only adds time, and the fastest run
+//! is the one least disturbed. The figure is the median over the pairs of the ratio to the
+//! pair's "no monitor".
 
 use std::fmt::Write as _;
 
@@ -16,21 +17,32 @@ use super::{Daemon, Env, Ops, Params, Via, report::median};
 /// Generator runs per side of a pair (the fastest counts).
 const RUNS: usize = 3;
 
+/// Picks one configuration of a pair.
+pub type Side = fn(&Pair) -> &Ops;
+
+/// One pair: the fastest of `RUNS` runs of each configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Pair {
+    pub none: Ops,
+    pub idle: Ops,
+    pub audit: Ops,
+    pub enforce: Ops,
+}
+
 #[derive(Debug, Default)]
 pub struct Idle {
-    /// (no monitor, daemon idle): the fastest of `RUNS` runs of each side, per pair.
-    pub pairs: Vec<(Ops, Ops)>,
+    pub pairs: Vec<Pair>,
     pub error: Option<String>,
 }
 
 impl Idle {
-    /// The median over the pairs of idle / none for one field of `Ops`.
-    pub fn ratio(&self, f: fn(&Ops) -> f64) -> Option<f64> {
+    /// The median over the pairs of `side` / none for one field of `Ops`.
+    pub fn ratio(&self, side: Side, f: fn(&Ops) -> f64) -> Option<f64> {
         median(
             &mut self
                 .pairs
                 .iter()
-                .map(|(none, idle)| f(idle) / f(none))
+                .map(|p| f(side(p)) / f(&p.none))
                 .collect::<Vec<_>>(),
         )
     }
@@ -38,15 +50,20 @@ impl Idle {
 
 pub fn run(env: &Env, p: &Params, out: &mut Idle) {
     for pair in 0..p.idle_pairs {
-        eprintln!("bench: idle pair {}/{}", pair + 1, p.idle_pairs);
-        // Even pairs measure "none" first, odd pairs the idle daemon first.
+        eprintln!("bench: pair {}/{}", pair + 1, p.idle_pairs);
+        // Even pairs measure "none" first, odd pairs the daemon's configurations first.
         let measured = if pair % 2 == 0 {
-            none(env, p).and_then(|n| Ok((n, idle(env, p)?)))
+            fastest(env, p, &Via::Direct(None)).and_then(|none| Ok((none, with_daemon(env, p)?)))
         } else {
-            idle(env, p).and_then(|i| Ok((none(env, p)?, i)))
+            with_daemon(env, p).and_then(|d| Ok((fastest(env, p, &Via::Direct(None))?, d)))
         };
         match measured {
-            Ok(m) => out.pairs.push(m),
+            Ok((none, (idle, audit, enforce))) => out.pairs.push(Pair {
+                none,
+                idle,
+                audit,
+                enforce,
+            }),
             Err(e) => {
                 out.error = Some(format!("{e:#}"));
                 return;
@@ -56,11 +73,11 @@ pub fn run(env: &Env, p: &Params, out: &mut Idle) {
 }
 
 /// The fastest of `RUNS` generator runs, field by field.
-fn fastest(env: &Env, p: &Params) -> anyhow::Result<Ops> {
+fn fastest(env: &Env, p: &Params, via: &Via) -> anyhow::Result<Ops> {
     let args = env.ops_args(p);
     let mut best: Option<Ops> = None;
     for _ in 0..RUNS {
-        let (v, _) = env.generate(&Via::Direct(None), &args)?;
+        let (v, _) = env.generate(via, &args)?;
         let ops = Ops::from_json(&v)?;
         best = Some(best.map_or(ops, |b| Ops {
             getpid: b.getpid.min(ops.getpid),
@@ -73,60 +90,77 @@ fn fastest(env: &Env, p: &Params) -> anyhow::Result<Ops> {
     best.ok_or_else(|| anyhow::anyhow!("no generator run"))
 }
 
-fn none(env: &Env, p: &Params) -> anyhow::Result<Ops> {
-    fastest(env, p)
-}
-
-/// A fresh daemon, once its syscall hooks (attached at start to check them) are detached.
-fn idle(env: &Env, p: &Params) -> anyhow::Result<Ops> {
+/// A fresh daemon: idle once its syscall hooks (attached at start to check them) are
+/// detached, then the generator as a tagged agent in audit and in enforce mode.
+fn with_daemon(env: &Env, p: &Params) -> anyhow::Result<(Ops, Ops, Ops)> {
     let d = Daemon::start(
         &env.daemon,
-        &env.dir.join("daemon-idle"),
+        &env.dir.join("daemon-pairs"),
         &env.scopes,
         &env.name,
         env.mon_cpu(),
         &[],
     )?;
     d.wait_syscall_hooks(false)?;
-    fastest(env, p)
+    let idle = fastest(env, p, &Via::Direct(None))?;
+    let audit = fastest(env, p, &Via::Agent(&d, "bench-audit"))?;
+    let enforce = fastest(env, p, &Via::Agent(&d, "bench-enforce"))?;
+    Ok((idle, audit, enforce))
 }
 
 pub fn render(w: &mut String, idle: &Idle) -> anyhow::Result<()> {
-    writeln!(w, "\n#### The idle daemon, in pairs\n")?;
+    writeln!(
+        w,
+        "\n#### In pairs: the fastest of {RUNS} runs per configuration\n"
+    )?;
     if let Some(e) = &idle.error {
         writeln!(w, "Not measured to the end: {e}\n")?;
     }
-    let cell = |f: fn(&Ops) -> f64| {
-        idle.ratio(f)
-            .map_or_else(|| "—".to_string(), |x| format!("{x:.3}x"))
-    };
     writeln!(
         w,
-        "{} pairs of \"no monitor\" and \"daemon idle\" (a fresh daemon, no agent, no syscall \
-         hook attached), back to back, the order alternating; each side the fastest of {RUNS} \
-         generator runs. Median over the pairs of idle / none: getpid {}, openat+close {}, UDP \
-         socket+connect+close {}, fork+execve {}.",
+        "{} pairs of \"no monitor\" and a fresh daemon (idle: no agent, no syscall hook \
+         attached; then the generator as a tagged agent, audit and enforce), back to back, the \
+         order alternating from pair to pair; each configuration the fastest of {RUNS} \
+         generator runs (noise only adds time). Median over the pairs of the ratio to the \
+         pair's \"no monitor\":\n",
         idle.pairs.len(),
-        cell(|o| o.getpid),
-        cell(|o| o.openat),
-        cell(|o| o.udp),
-        cell(|o| o.forkexec),
     )?;
+    writeln!(
+        w,
+        "| configuration | getpid | openat+close | UDP socket+connect+close | fork+execve |\n|---|---:|---:|---:|---:|"
+    )?;
+    let sides: [(&str, Side); 3] = [
+        ("idle (no agent runs)", |p| &p.idle),
+        ("tagged, audit", |p| &p.audit),
+        ("tagged, enforce", |p| &p.enforce),
+    ];
+    for (name, side) in sides {
+        let cell = |f: fn(&Ops) -> f64| {
+            idle.ratio(side, f)
+                .map_or_else(|| "—".to_string(), |x| format!("{x:.2}x"))
+        };
+        writeln!(
+            w,
+            "| {name} | {} | {} | {} | {} |",
+            cell(|o| o.getpid),
+            cell(|o| o.openat),
+            cell(|o| o.udp),
+            cell(|o| o.forkexec),
+        )?;
+    }
     if !idle.pairs.is_empty() {
         writeln!(
             w,
-            "\n| pair | openat+close none (ns) | idle (ns) | ratio |\n|---:|---:|---:|---:|"
+            "\nopenat+close per pair (ns): none / idle / audit / enforce: {}.",
+            idle.pairs
+                .iter()
+                .map(|p| format!(
+                    "{:.0} / {:.0} / {:.0} / {:.0}",
+                    p.none.openat, p.idle.openat, p.audit.openat, p.enforce.openat
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
         )?;
-        for (i, (none, idle)) in idle.pairs.iter().enumerate() {
-            writeln!(
-                w,
-                "| {} | {:.0} | {:.0} | {:.3}x |",
-                i + 1,
-                none.openat,
-                idle.openat,
-                idle.openat / none.openat
-            )?;
-        }
     }
     Ok(())
 }

@@ -357,22 +357,22 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
 
     super::idle::render(w, &res.idle)?;
 
-    // Targets. Idle: the paired measurement when it ran (one run per round cannot resolve
-    // 2% on this VM), else the table's row.
-    let idle_ratio = res.idle.ratio(|o| o.openat).or_else(|| {
-        res.rows
-            .get(1)
-            .and_then(|row| ratio(row, base, FIELDS[1].1))
-    });
+    // Targets: the paired measurement when it ran (one run per configuration per round
+    // cannot resolve a few percent on this VM), else the table's rows.
+    let paired = |side: super::idle::Side, row: usize| {
+        res.idle.ratio(side, |o| o.openat).or_else(|| {
+            res.rows
+                .get(row)
+                .and_then(|row| ratio(row, base, FIELDS[1].1))
+        })
+    };
+    let idle_ratio = paired(|p| &p.idle, 1);
     let untagged_row = res.rows.get(2);
     let untagged = untagged_row.and_then(|row| ratio(row, base, FIELDS[1].1));
     let floor = untagged_row.and_then(|row| ratio(row, base, FIELDS[0].1));
     let audit_row = res.rows.get(3);
-    let enforce = res
-        .rows
-        .get(4)
-        .and_then(|row| ratio(row, base, FIELDS[1].1));
-    let audit = audit_row.and_then(|row| ratio(row, base, FIELDS[1].1));
+    let enforce = paired(|p| &p.enforce, 4);
+    let audit = paired(|p| &p.audit, 3);
     let audit_lossless = audit_row
         .and_then(|row| row.delivery)
         // Reported or counted (the issue allows counting repeats within a short window
@@ -528,8 +528,8 @@ pub fn document(report: &str, quick: bool) -> String {
          - Idle and untagged: \"idle\" is the daemon up with no agent, once it reports its \
          syscall tracepoints detached; \"untagged\" is the generator outside any agent while \
          an agent (a sleeping task) runs, so that they are attached. The idle target is \
-         judged on the paired measurement below the table (fastest of several runs per side, \
-         order alternating), not on the table's row.\n\
+         judged, as are the tagged ones, on the paired measurement below the table (fastest \
+         of several runs per configuration, order alternating), not on the table's rows.\n\
          - The daemon: VmRSS from /proc 300 ms after each start (once idle); start to \
          attached is spawn to the first `GET /v1/status` answer (the daemon only answers once its hooks are \
          attached; failed hooks are listed).\n\
