@@ -471,7 +471,7 @@ mod tests {
         assert_eq!(size_of::<NetKey>(), 20);
         assert_eq!(size_of::<InodeKey>(), 16);
         assert_eq!(size_of::<NetRule>(), 4 + 4 * MAX_PORT_RULES);
-        assert_eq!(size_of::<AgentConfig>(), 24);
+        assert_eq!(size_of::<AgentConfig>(), 32);
         assert_eq!(size_of::<LearnedKey>(), 24);
         assert_eq!(size_of::<DnsOrigin>(), 24);
         for align in [

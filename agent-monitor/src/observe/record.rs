@@ -13,7 +13,7 @@ mod json;
 mod short;
 
 pub(crate) use clock::{Clock, Rfc3339Cache, parse_rfc3339_nanos, rfc3339};
-pub(crate) use json::write_record;
+pub(crate) use json::{decimal, write_record};
 pub(crate) use short::ShortStr;
 
 /// Serializes an enum as its `name()`: the one spelling records, logs and metrics use.

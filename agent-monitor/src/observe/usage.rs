@@ -274,19 +274,9 @@ impl TaskUsage {
 }
 
 /// Appends `n` in decimal, as `Display` writes it.
-fn push_decimal(out: &mut String, mut n: u16) {
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        // `n % 10` is a digit: it always fits.
-        digits[at] = b'0' + u8::try_from(n % 10).unwrap_or(0);
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
+fn push_decimal(out: &mut String, n: u16) {
+    let mut digits = [0u8; 20];
+    for &d in crate::observe::record::decimal(u64::from(n), &mut digits) {
         out.push(char::from(d));
     }
 }

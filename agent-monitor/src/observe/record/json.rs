@@ -222,8 +222,19 @@ fn optional(out: &mut Vec<u8>, s: Option<&str>) {
 }
 
 /// A decimal number, as `serde_json` (`itoa`) writes it.
-fn number(out: &mut Vec<u8>, mut n: u64) {
+fn number(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
+    let d = decimal(n, &mut digits);
+    // Byte by byte: a copy of a few bytes of unknown length was a call to `memmove`,
+    // which cost more than the digits.
+    out.reserve(d.len());
+    for &b in d {
+        out.push(b);
+    }
+}
+
+/// The decimal digits of `n`, as `Display` and `itoa` write them, in `digits`.
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -234,12 +245,7 @@ fn number(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    // Byte by byte: a copy of a few bytes of unknown length was a call to `memmove`,
-    // which cost more than the digits.
-    out.reserve(digits.len() - at);
-    for &d in &digits[at..] {
-        out.push(d);
-    }
+    &digits[at..]
 }
 
 /// A JSON string as `serde_json` escapes it: `"` and `\`, the short escapes for \b \f \n \r
