@@ -58,7 +58,8 @@ impl DirIndex {
     }
 }
 
-fn identity(m: &fs::Metadata) -> FileId {
+/// (device, inode) of a file, in the kernel's encoding.
+pub(in crate::pipeline) fn identity(m: &fs::Metadata) -> FileId {
     (kernel_dev(m.dev()), m.ino())
 }
 

@@ -1,7 +1,7 @@
 //! File events: the path(s) an open, unlink, rename, link, truncate or make named, resolved
 //! as the process saw them, and the open flags classified into the access the policy judges.
 
-use std::{os::unix::fs::MetadataExt as _, path::Path};
+use std::path::Path;
 
 use super::Judged;
 use crate::{
@@ -205,8 +205,9 @@ pub(in crate::pipeline) fn name_denied(
 
 /// (device, inode) of the file at `path`, in the kernel's encoding.
 fn identity(path: &Path) -> Option<FileId> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((crate::control::enforce::kernel_dev(m.dev()), m.ino()))
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| crate::pipeline::dirs::identity(&m))
 }
 
 const O_ACCMODE: u32 = 0o3;
