@@ -43,6 +43,26 @@ fn stopped_or_gone(pid: u32, tid: u32) -> bool {
     matches!(state, None | Some('T' | 't' | 'Z' | 'X' | 'x'))
 }
 
+/// Before a held thread's process is resumed: the threads whose holds the resume must
+/// account for, once none of them can begin a new hold (see `settle_stopped`). A process
+/// whose only thread is the held main thread `tid` can begin none (it is stopping or
+/// stopped, and a SIGCONT cancels a stop still pending): no wait, no read of each thread.
+pub(crate) fn settle_for_resume(pid: u32, tid: u32, within: Duration) -> (Vec<u32>, bool) {
+    if tid == pid && thread_count(pid) == Some(1) {
+        return (vec![pid], true);
+    }
+    settle_stopped(pid, within)
+}
+
+/// The number of threads of `pid`: procfs gives its task directory two links plus one
+/// per thread (`proc_task_getattr`), so one `stat` tells, where a listing or
+/// /proc/PID/stat (which computes every field) costs several times as much.
+fn thread_count(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let links = std::fs::metadata(format!("/proc/{pid}/task")).ok()?.nlink();
+    links.checked_sub(2).filter(|&n| n > 0)
+}
+
 /// Waits, at most `within`, until every thread of `pid` is stopped or gone, and returns
 /// the threads then (the last list read when the wait ran out). A stopped thread has passed
 /// its syscall's exit (the stop comes on the way back to user space, after the exit
@@ -75,6 +95,35 @@ mod tests {
         .expect("thread");
         assert_ne!(other, me);
         assert_eq!(tgid_of(other), None, "a thread that ended is gone");
+    }
+
+    #[test]
+    fn threads_are_counted_and_a_lone_held_thread_needs_no_wait() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        assert_eq!(thread_count(pid), Some(1));
+        // Running (asleep), but alone: nothing else can begin a hold.
+        assert_eq!(
+            settle_for_resume(pid, pid, Duration::from_secs(10)),
+            (vec![pid], true)
+        );
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert_eq!(thread_count(pid), None, "reaped");
+        // This test process has more threads than this one (the harness's main thread).
+        let me = std::process::id();
+        let (park, parked) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || parked.recv());
+        assert!(thread_count(me).is_some_and(|n| n >= 2));
+        // Several threads, none stopped: the wait runs out.
+        let (threads, settled) = settle_for_resume(me, me, Duration::from_millis(20));
+        assert!(!settled);
+        assert!(threads.len() >= 2);
+        drop(park);
+        let _ = other.join();
     }
 
     #[test]

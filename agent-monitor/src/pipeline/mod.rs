@@ -10,7 +10,7 @@ use crate::{
     control::state::{Shared, Stats},
     control::tasks::Attribution,
     host::cgroupfs::Cgroup2,
-    host::threads::settle_stopped,
+    host::threads::settle_for_resume,
     kernel::{
         decoder::{DecodeError, Event, Header},
         reader::Consumer,
@@ -305,18 +305,21 @@ impl Pipeline {
         scope: &Scope,
     ) {
         if step == Some(Step::Release)
-            && let (Event::File { ret, .. }, Some(f)) = (event, &judged.file)
+            && let (Event::File { ret, opened, .. }, Some(f)) = (event, &judged.file)
             && matches!(f.access, FileAccess::Read | FileAccess::List)
-            && let Ok(meta) = std::fs::metadata(format!("/proc/{}/fd/{ret}", h.pid))
+            // What the new descriptor referred to, as the kernel read it when it held the
+            // open (the process has not run since); /proc when the kernel could not.
+            && let Some((dev, ino)) = opened.or_else(|| {
+                std::fs::metadata(format!("/proc/{}/fd/{ret}", h.pid))
+                    .ok()
+                    .map(|meta| (kernel_dev(meta.dev()), meta.ino()))
+            })
         {
             // Judged readable: the kernel lets the next opens of this file through while
             // the scope it was judged under is the slot's.
-            self.shared.enforcer().allow_read_under(
-                h.agent,
-                scope,
-                kernel_dev(meta.dev()),
-                meta.ino(),
-            );
+            self.shared
+                .enforcer()
+                .allow_read_under(h.agent, scope, dev, ino);
         }
         if violation
             && let Some(moved) = judged.escape.as_ref().and_then(|e| e.moved_pid)
@@ -375,7 +378,7 @@ impl Pipeline {
                 // would be ended by this SIGCONT (it cancels a pending SIGSTOP), and that
                 // thread would run before its verdict. Once every thread is stopped, none
                 // can begin a hold, so the check holds until the resume.
-                let (threads, settled) = settle_stopped(tgid, SETTLE_WITHIN);
+                let (threads, settled) = settle_for_resume(tgid, h.pid, SETTLE_WITHIN);
                 if !settled {
                     tracing::debug!(pid = tgid, "a thread did not stop in time; resuming anyway");
                 }

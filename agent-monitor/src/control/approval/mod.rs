@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::{
     control::enforce::signal_process,
     control::state::Shared,
-    host::{cgroupfs::Cgroup2, threads::settle_stopped},
+    host::{cgroupfs::Cgroup2, threads::settle_for_resume},
     observe::record::{Action, AgentRef, ApprovalObject, Kind, Layer, Record, Verdict, rfc3339},
 };
 
@@ -256,7 +256,7 @@ impl Shared {
             return;
         }
         let (tgid, thread) = (request.process.pid, request.process.tid);
-        let (threads, _) = settle_stopped(tgid, SETTLE_WITHIN);
+        let (threads, _) = settle_for_resume(tgid, thread, SETTLE_WITHIN);
         let last = self.enforcer().judged_hold(thread, &threads)
             && !crate::control::state::lock(&self.approvals).holds_process(tgid);
         if last {
