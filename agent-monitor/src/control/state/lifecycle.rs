@@ -10,6 +10,9 @@ use std::{
 use super::{Shared, TaskError, lock};
 use crate::{control::tasks::Origin, host::cgroupfs::Cgroup2};
 
+/// Tasks ended in one sweep from which their freed memory is given back to the system.
+const TRIM_AFTER_ENDED: usize = 64;
+
 impl Shared {
     /// Ends a task: kills what is left of it when `kill`, untags and removes its cgroup.
     /// `reason` is kept for `GET /v1/tasks/{id}`.
@@ -114,6 +117,7 @@ impl Shared {
                 crate::observe::record::Action::None,
             );
         }
+        let ended = finished.len() + revoke.len();
         for id in &finished {
             // The task's last record: after it, the log holds everything the task did
             // (`scope propose --task` waits for it).
@@ -138,6 +142,11 @@ impl Shared {
             if let Err(e) = self.end_task(&id, true, reason) {
                 tracing::warn!(task = %id, error = %e, "revoking task");
             }
+        }
+        // Many tasks' state freed at once, or the last task's: glibc keeps the freed heap
+        // (spread over its per-thread arenas) in the daemon's RSS until it is trimmed.
+        if ended >= TRIM_AFTER_ENDED || (ended > 0 && self.registry().len() == 0) {
+            crate::control::catalog::release_free_heap();
         }
     }
 
