@@ -350,6 +350,7 @@ fn unix_connect(
         Resolved {
             path: Path::new("@").join(path),
             exact: true,
+            target: None,
         }
     } else {
         resolve(actor, AT_FDCWD, path, Follow::Last)

@@ -22,6 +22,7 @@ use crate::{
 };
 
 mod ask;
+mod canon;
 mod describe;
 mod dirs;
 pub(crate) mod proctable;

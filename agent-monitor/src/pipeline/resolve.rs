@@ -10,6 +10,9 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
+pub(crate) use super::canon::Target;
+use super::canon::quick;
+
 pub(crate) const AT_FDCWD: i32 = -100;
 
 /// Whether the last component is followed (open, exec, chdir) or named itself (unlink,
@@ -34,6 +37,8 @@ pub(crate) struct Resolved {
     /// False when the base directory was unknown (gone process, closed dirfd): `path` is then
     /// the best lexical guess and policy treats it with suspicion.
     pub(crate) exact: bool,
+    /// What `path` was when it was resolved, when the resolution looked at it.
+    pub(crate) target: Option<Target>,
 }
 
 pub(crate) fn resolve(actor: &Actor<'_>, dirfd: i32, raw: &Path, follow: Follow) -> Resolved {
@@ -51,11 +56,14 @@ pub(crate) fn resolve(actor: &Actor<'_>, dirfd: i32, raw: &Path, follow: Follow)
         return Resolved {
             path: joined,
             exact,
+            target: None,
         };
     }
+    let (path, target) = canonical(&joined, follow, actor);
     Resolved {
-        path: canonical(&joined, follow, actor),
+        path,
         exact,
+        target,
     }
 }
 
@@ -102,20 +110,23 @@ fn rewrite_self(raw: &Path, actor: &Actor<'_>) -> PathBuf {
         .unwrap_or_else(|| raw.to_path_buf())
 }
 
-fn canonical(path: &Path, follow: Follow, actor: &Actor<'_>) -> PathBuf {
+fn canonical(path: &Path, follow: Follow, actor: &Actor<'_>) -> (PathBuf, Option<Target>) {
+    if let Some(found) = quick(path, follow) {
+        return found;
+    }
     if follow == Follow::Last
         && let Ok(p) = fs::canonicalize(path)
     {
-        return p;
+        return (p, None);
     }
     // The file itself is gone (unlinked, renamed) or must not be followed: resolve the
     // directory it lives in and keep its own name.
     if let (Some(parent), Some(name)) = (path.parent(), path.file_name())
         && let Ok(p) = fs::canonicalize(parent)
     {
-        return p.join(name);
+        return (p.join(name), None);
     }
-    lexical(path, actor)
+    (lexical(path, actor), None)
 }
 
 /// Normalises `.` and `..` without touching the filesystem; `/proc/<pid>/root` and
@@ -182,7 +193,9 @@ mod tests {
             r,
             Resolved {
                 path: base.join("f"),
-                exact: true
+                exact: true,
+                // `..`: `realpath` named it, nothing else looked at it.
+                target: None,
             }
         );
         let r = resolve(&a, AT_FDCWD, Path::new("./../sub/./../f"), Follow::Last);

@@ -116,7 +116,15 @@ pub(super) fn file(
         if flags & O_DIRECTORY != 0 {
             dirs.learn(id, r.path.clone());
         } else if flags & (O_ACCMODE | O_CREAT) == 0 {
-            dirs.learn_if_dir(id, &r.path);
+            match r.target {
+                // The resolution looked at the path: it told what is there.
+                Some(t) if t.id == id => {
+                    if t.dir {
+                        dirs.learn(id, r.path.clone());
+                    }
+                }
+                _ => dirs.learn_if_dir(id, &r.path),
+            }
         }
     }
     let new_path = matches!(op, FileOp::Rename | FileOp::Link)
@@ -168,13 +176,18 @@ fn resolve_named(
         .unwrap_or_else(|| Resolved {
             path: "<unreadable path>".into(),
             exact: false,
+            target: None,
         })
 }
 
 /// What descriptor `fd` of the acting thread refers to, from /proc (canonical: symlinks,
 /// `..`, dirfds and /proc/self/root are already resolved by the kernel).
 fn opened_path(actor: &Actor<'_>, fd: i64) -> Option<Resolved> {
-    fd_path(actor, fd).map(|path| Resolved { path, exact: true })
+    fd_path(actor, fd).map(|path| Resolved {
+        path,
+        exact: true,
+        target: None,
+    })
 }
 
 /// For an open the kernel killed because of the file's identity (a `files.deny` entry):
