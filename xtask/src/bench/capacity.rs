@@ -16,7 +16,7 @@ const KINDS: [(&str, &str, u64); 3] = [
     ("net", "none (addresses only)", 1),
     (
         "file",
-        "realpath of the absolute path, stat of the file (no /proc)",
+        "canonical path of the directory (reused for 1 ms), lstat of the file (no /proc)",
         1,
     ),
     ("exec", "realpath of the image, readlink /proc/PID/exe", 4),
