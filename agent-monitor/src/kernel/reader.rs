@@ -22,7 +22,7 @@ pub(crate) trait Consumer {
     fn event(&mut self, event: Event);
     /// A record that did not decode (skipped).
     fn undecodable(&mut self, error: &DecodeError);
-    /// Whether enough is pending that it should be written now.
+    /// Whether what is pending should be written now, not at the end of the burst.
     fn batch_full(&self) -> bool;
     /// Writes what is pending.
     fn flush(&mut self);
@@ -77,9 +77,9 @@ pub(crate) async fn run(
         // Readiness is cleared before the drain, so a record written meanwhile wakes us again.
         let n = drain_both(events.get_mut(), verdicts.get_mut(), &mut pipeline);
         // A drain that finds nothing ends a burst: what is pending is written now. Within a
-        // burst the writer gets the records every `FLUSH_EVERY`: a handoff per drain (a
-        // wakeup of its thread) costs more than the records when they come one per wakeup,
-        // as held opens do.
+        // burst the writer gets the records every `FLUSH_EVERY` (a violation's at once): a
+        // handoff per drain (a wakeup of its thread) costs more than the records when they
+        // come one per wakeup, as allowed held opens do.
         if n == 0 || flushed_at.elapsed() >= FLUSH_EVERY {
             pipeline.flush();
             flushed_at = Instant::now();

@@ -54,6 +54,9 @@ pub(crate) struct Pipeline {
     stamps: Rfc3339Cache,
     writer: writer::Writer,
     batch: Vec<Record>,
+    /// The batch holds a violation or an action's record: it goes to the writer now (the
+    /// kill it records ends `exec`, whose caller reads the log next).
+    urgent: bool,
 }
 
 impl Pipeline {
@@ -69,6 +72,7 @@ impl Pipeline {
             stamps: Rfc3339Cache::default(),
             writer,
             batch: Vec::new(),
+            urgent: false,
         }
     }
 }
@@ -107,12 +111,13 @@ impl Consumer for Pipeline {
         // growth copied every record gathered so far), or one the writer is done with.
         let next = self.writer.empty_batch(self.batch.len());
         self.writer.submit(std::mem::replace(&mut self.batch, next));
+        self.urgent = false;
     }
 
-    /// Whether enough records are waiting that they should be written now (a full ring
-    /// buffer is drained in bounded batches, not into one huge one).
+    /// Whether the records waiting should be written now: a full batch (a full ring buffer
+    /// is drained in bounded batches, not into one huge one), or a violation's.
     fn batch_full(&self) -> bool {
-        self.batch.len() >= BATCH
+        self.urgent || self.batch.len() >= BATCH
     }
 }
 
@@ -212,6 +217,7 @@ impl Pipeline {
             self.carry_out(step, h, &task_cgroup, exe);
         }
         self.account(h, action, killed, violation.as_ref(), &process);
+        self.urgent |= violation.is_some() || action != Action::None;
         self.batch.push(Record {
             time: self.stamps.format(self.clock.wall(h.time_ns)),
             kind: judged.kind,
