@@ -375,6 +375,27 @@ pub struct InodeKey {
     pub ino: u64,
 }
 
+/// Bytes of a file name a `DIR_NAMES` key holds (NUL included): a name the daemon would
+/// have to keep longer than this rules a directory out of `DIR_OK`.
+pub const DIR_NAME_LEN: usize = 28;
+
+/// `DIR_NAMES` key: a file name that a `DIR_OK` entry marked `dir_ok::NAMED` does not cover
+/// under this read tag (a `files.deny` entry such as `**/.env` names it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    pub slot: u32,
+    /// The name, NUL-padded.
+    pub name: [u8; DIR_NAME_LEN],
+}
+
+/// `DIR_OK` values: every file of the directory is readable under the read tag (`ALL`), or
+/// every file but those whose names `DIR_NAMES` holds for that tag (`NAMED`).
+pub mod dir_ok {
+    pub const ALL: u8 = 1;
+    pub const NAMED: u8 = 2;
+}
+
 /// Structure offsets read from the running kernel's BTF by the daemon (`OFFSETS[0]`), so
 /// the kernel side can follow task -> open file -> inode without per-kernel builds.
 #[repr(C)]
@@ -396,6 +417,12 @@ pub struct Offsets {
     /// `file.f_mode`: whether an open file was opened for writing (`FMODE_WRITE`), whatever
     /// flags the caller passed.
     pub file_mode: u32,
+    /// `file.f_path.dentry`, `dentry.d_parent`, `dentry.d_inode` and `dentry.d_name.name`:
+    /// the directory an opened file was found in, and the name it was found under.
+    pub file_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_inode: u32,
+    pub dentry_name: u32,
     /// Non-zero once the daemon has filled the offsets in.
     pub valid: u32,
 }
@@ -424,6 +451,7 @@ mod pod {
     unsafe impl aya::Pod for super::DnsOrigin {}
     unsafe impl aya::Pod for super::InodeKey {}
     unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::NameKey {}
     unsafe impl aya::Pod for super::ExecArgs {}
     unsafe impl aya::Pod for super::FileEvent {}
     unsafe impl aya::Pod for super::EscapeEvent {}

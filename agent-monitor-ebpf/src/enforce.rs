@@ -1,13 +1,15 @@
 //! Kernel-side verdicts: per-agent settings, file identity by (device, inode) through
 //! structure offsets read from BTF, and signals to the offending process.
 
-use agent_monitor_common::{AgentConfig, InodeKey, Offsets, mode, on_violation};
+use agent_monitor_common::{
+    AgentConfig, DIR_NAME_LEN, InodeKey, NameKey, Offsets, dir_ok, mode, on_violation,
+};
 use aya_ebpf::helpers::{
-    bpf_probe_read_kernel,
+    bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     generated::{bpf_get_current_task, bpf_send_signal},
 };
 
-use crate::maps::{AGENT_CONFIG, HELD, OFFSETS};
+use crate::maps::{AGENT_CONFIG, DIR_NAMES, DIR_OK, HELD, OFFSETS};
 
 pub const SIGKILL: u32 = 9;
 pub const SIGSTOP: u32 = 19;
@@ -101,10 +103,18 @@ fn file_key(slot: u32, o: &Offsets, file: u64) -> Option<InodeKey> {
 pub const FMODE_READ: u32 = 0x1;
 pub const FMODE_WRITE: u32 = 0x2;
 
+/// An open file as the kernel holds it: its identity, `f_mode`, and the `struct file`
+/// itself (for [`dir_allows`]).
+pub struct Opened {
+    pub key: InodeKey,
+    pub mode: u32,
+    file: u64,
+}
+
 /// The identity and `f_mode` of the file behind the current task's descriptor `fd`: what
 /// the kernel really opened, not what the caller's flags (in memory it controls) said.
 #[inline(always)]
-pub fn fd_file(slot: u32, fd: u64) -> Option<(InodeKey, u32)> {
+pub fn fd_file(slot: u32, fd: u64) -> Option<Opened> {
     let o = offsets()?;
     // SAFETY: helper without arguments.
     let task = unsafe { bpf_get_current_task() };
@@ -119,7 +129,54 @@ pub fn fd_file(slot: u32, fd: u64) -> Option<(InodeKey, u32)> {
     let fd = fd & 0xf_ffff;
     let file: u64 = field(array, (fd * 8) as u32)?;
     let mode: u32 = field(file, o.file_mode)?;
-    Some((file_key(slot, &o, file)?, mode))
+    Some(Opened {
+        key: file_key(slot, &o, file)?,
+        mode,
+        file,
+    })
+}
+
+/// Whether the daemon judged every file of the directory `opened` was found in readable
+/// under `read_tag` (`DIR_OK`), its name not excepted (`DIR_NAMES`). The directory is the
+/// parent of the dentry the open resolved to, so it is the directory of the name the path
+/// reached the file by, whatever links led there.
+#[inline(always)]
+pub fn dir_allows(read_tag: u32, opened: &Opened) -> bool {
+    dir_allows_inner(read_tag, opened).unwrap_or(false)
+}
+
+#[inline(always)]
+fn dir_allows_inner(read_tag: u32, opened: &Opened) -> Option<bool> {
+    let o = offsets()?;
+    let dentry: u64 = field(opened.file, o.file_dentry)?;
+    let parent: u64 = field(dentry, o.dentry_parent)?;
+    let inode: u64 = field(parent, o.dentry_inode)?;
+    let (ino, sb) = inode_ino_sb(&o, inode)?;
+    let dev: u32 = field(sb, o.sb_dev)?;
+    let key = InodeKey {
+        slot: read_tag,
+        dev,
+        ino,
+    };
+    // SAFETY: the value is copied out.
+    let value = unsafe { DIR_OK.get(&key) }.copied()?;
+    if value == dir_ok::ALL {
+        return Some(true);
+    }
+    if value != dir_ok::NAMED {
+        return Some(false);
+    }
+    // `dentry.d_name.name`: the name the file was found under. A name longer than the key
+    // holds is cut; it can then only equal an excepted name too long to be excepted, and
+    // the daemon gives no `DIR_OK` entry where such a name is.
+    let name: u64 = field(dentry, o.dentry_name)?;
+    let mut key = NameKey {
+        slot: read_tag,
+        name: [0; DIR_NAME_LEN],
+    };
+    // SAFETY: the helper fails cleanly on a bad address and NUL-terminates.
+    unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut key.name) }.ok()?;
+    Some(DIR_NAMES.get_ptr(&key).is_none())
 }
 
 /// Identity of the current task's image: `task->mm->exe_file`.

@@ -18,7 +18,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    enforce::{FMODE_READ, FMODE_WRITE, SIGKILL, enforced, fd_file, hold, kills, signal},
+    enforce::{
+        FMODE_READ, FMODE_WRITE, Opened, SIGKILL, dir_allows, enforced, fd_file, hold, kills,
+        signal,
+    },
     maps::{
         FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, TAG_STATE, count,
         emit_prefix,
@@ -372,9 +375,10 @@ fn repeated(tgid: u32, open_flags: u32, dev: u32, ino: u64) -> bool {
 /// the descriptor. By what was opened (device and inode), whatever path led to it:
 /// symlinks, hard links, relative paths, /proc/self/root, a dirfd.
 #[inline(always)]
-fn judge_open(hflags: &mut u32, open_flags: u32, identity: Option<InodeKey>, cfg: &AgentConfig) {
+fn judge_open(hflags: &mut u32, open_flags: u32, opened: Option<&Opened>, cfg: &AgentConfig) {
     let writes = open_flags & (O_ACCMODE | O_CREAT | O_TRUNC) != 0;
-    if let Some(key) = identity {
+    if let Some(opened) = opened {
+        let key = opened.key;
         // A denied file, or a write into the monitor's own filesystems (cgroupfs, bpffs,
         // tracefs): killed before the first byte moves.
         if FILE_DENY.get_ptr(key).is_some() || (writes && PROTECTED_DEVS.get_ptr(key.dev).is_some())
@@ -388,7 +392,7 @@ fn judge_open(hflags: &mut u32, open_flags: u32, identity: Option<InodeKey>, cfg
             slot: cfg.read_tag,
             ..key
         };
-        if !writes && FILE_OK.get_ptr(ok).is_some() {
+        if !writes && (FILE_OK.get_ptr(ok).is_some() || dir_allows(cfg.read_tag, opened)) {
             return;
         }
     }
@@ -437,8 +441,8 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
     } else {
         None
     };
-    let identity = opened.map(|(key, _)| key);
-    if let Some((_, mode)) = opened {
+    let identity = opened.as_ref().map(|o| o.key);
+    if let Some(mode) = opened.as_ref().map(|o| o.mode) {
         // The access mode the file really has, not the flags the caller passed (openat2
         // reads them from memory the agent controls).
         let accmode = match (mode & FMODE_READ != 0, mode & FMODE_WRITE != 0) {
@@ -452,7 +456,7 @@ fn try_sys_exit_file(ctx: &TracePointContext) -> Result<(), i64> {
         && kills(&cfg)
     {
         if call.op == file_op::OPEN {
-            judge_open(&mut hflags, call.open_flags, identity, &cfg);
+            judge_open(&mut hflags, call.open_flags, opened.as_ref(), &cfg);
         } else if (call.op == file_op::CONNECT_UNIX || call.op == file_op::LISTEN)
             && cfg.flags & config_flags::FILE_HOLD != 0
         {
@@ -505,7 +509,7 @@ fn dir_identity(slot: u32, dirfd: i32) -> (u32, u64) {
     } else {
         None
     };
-    found.map_or((0, 0), |(key, _)| (key.dev, key.ino))
+    found.map_or((0, 0), |o| (o.key.dev, o.key.ino))
 }
 
 /// Builds and emits the file event of `call`; `opened` is what an open's new descriptor

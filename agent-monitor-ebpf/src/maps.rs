@@ -4,8 +4,8 @@ use crate::enforce::{SIGKILL, signal};
 use agent_monitor_common::{
     AgentConfig, BindKey, CgroupEvent, CgroupVerdict, DnsOrigin, EscapeEntry, EscapeEvent,
     EventHeader, ExecArgs, ExecEvent, ExitEvent, FileEvent, HostRuleKey, InodeKey, Learned,
-    LearnedKey, MAX_HOST_RULES, NetEvent, NetKey, NetRule, Offsets, OpenKey, PidTag, counter,
-    flags, tag_state,
+    LearnedKey, MAX_HOST_RULES, NameKey, NetEvent, NetKey, NetRule, Offsets, OpenKey, PidTag,
+    counter, flags, tag_state,
 };
 use aya_ebpf::{
     macros::map,
@@ -217,6 +217,18 @@ pub static HELD: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 /// reading it under any name shows the content the allowed name already shows.
 #[map]
 pub static FILE_OK: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(65536, 0);
+
+/// (read tag, dev, inode) of directories every file of which the daemon judged readable for
+/// the agent under that read tag (`dir_ok::ALL`), or every file but those named in
+/// `DIR_NAMES` (`dir_ok::NAMED`): a first read-only open of a file found in one is not held.
+/// Checked only after a `FILE_OK` miss, by the parent of the dentry the file was opened by.
+#[map]
+pub static DIR_OK: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// (read tag, file name) that a `dir_ok::NAMED` directory does not cover: names a
+/// `files.deny` entry ends in (`**/.env`). Written before the `DIR_OK` entries that need it.
+#[map]
+pub static DIR_NAMES: HashMap<NameKey, u8> = HashMap::with_max_entries(4096, 0);
 
 /// Devices (`s_dev`) of the filesystems that carry the monitor's own state and controls
 /// (cgroup2 and cgroup v1, bpffs, tracefs, debugfs, securityfs): an agent opening a file

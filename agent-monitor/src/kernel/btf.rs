@@ -204,6 +204,12 @@ impl Btf {
             files_fdtab: self.member_offset("files_struct", "fdtab")?,
             files_fd_array: self.member_offset("files_struct", "fd_array")?,
             file_mode: self.member_offset("file", "f_mode")?,
+            file_dentry: self.member_offset("file", "f_path")?
+                + self.member_offset("path", "dentry")?,
+            dentry_parent: self.member_offset("dentry", "d_parent")?,
+            dentry_inode: self.member_offset("dentry", "d_inode")?,
+            dentry_name: self.member_offset("dentry", "d_name")?
+                + self.member_offset("qstr", "name")?,
             valid: 1,
         })
     }
@@ -280,5 +286,9 @@ mod tests {
         assert_eq!(o.valid, 1);
         assert!(o.task_files > 0 && o.task_mm > 0 && o.mm_exe_file > 0 && o.inode_sb > 0);
         assert_ne!(o.inode_ino, o.inode_sb);
+        // `struct path { vfsmount *mnt; dentry *dentry; }` and `qstr { u64 hash_len; name }`.
+        assert!(o.file_dentry >= 8 && o.dentry_parent > 0 && o.dentry_inode > 0);
+        assert_eq!(o.dentry_name % 8, 0);
+        assert_ne!(o.dentry_parent, o.dentry_inode);
     }
 }

@@ -3,7 +3,8 @@
 //! [`Maps::open`].
 
 use agent_monitor_common::{
-    AgentConfig, BindKey, HostRuleKey, InodeKey, Learned, LearnedKey, NetKey, NetRule, PidTag,
+    AgentConfig, BindKey, HostRuleKey, InodeKey, Learned, LearnedKey, NameKey, NetKey, NetRule,
+    PidTag,
 };
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, RingBuf};
 
@@ -66,6 +67,10 @@ map_set! {
         drops: HashMap<MapData, u32, u64> = "AGENT_DROPS",
         /// Files found readable per agent (an LRU map: the kernel evicts the oldest).
         file_ok: HashMap<MapData, InodeKey, u8> = "FILE_OK",
+        /// Directories every file of which was found readable per read tag (LRU), and the
+        /// names (`NameKey`) such an entry does not cover.
+        dir_ok: HashMap<MapData, InodeKey, u8> = "DIR_OK",
+        dir_names: HashMap<MapData, NameKey, u8> = "DIR_NAMES",
         /// (slot, host rule index) -> ports and protocols of that `host:` rule.
         host: HashMap<MapData, HostRuleKey, NetRule> = "HOST_RULES",
         /// Thread id -> 1 while an operation of that thread waits for a verdict (an LRU map).

@@ -12,7 +12,7 @@ use crate::{
     host::cgroupfs::Cgroup2,
     host::threads::settle_for_resume,
     kernel::{
-        decoder::{DecodeError, Event, Header},
+        decoder::{DecodeError, Event, FileOp, Header},
         reader::Consumer,
     },
     observe::record::{Action, AgentRef, Clock, Record, Rfc3339Cache, Verdict},
@@ -323,10 +323,29 @@ impl Pipeline {
             })
         {
             // Judged readable: the kernel lets the next opens of this file through while
-            // the scope it was judged under is the slot's.
-            self.shared
-                .enforcer()
-                .allow_read_under(h.agent, scope, dev, ino);
+            // the scope it was judged under is the slot's, and of every file in its
+            // directory when the scope lets any process read them all.
+            let mut enforcer = self.shared.enforcer();
+            enforcer.allow_read_under(h.agent, scope, dev, ino);
+            if !f.unresolved
+                && let Some(dir) = Path::new(&f.path).parent()
+            {
+                enforcer.allow_dir_under(h.agent, scope, dir);
+            }
+        }
+        if let (
+            Event::File {
+                op: FileOp::Rename, ..
+            },
+            Some(f),
+        ) = (event, &judged.file)
+            && scope.mode == crate::scope::Mode::Enforce
+            && f.new_path.as_ref().is_some_and(|to| {
+                std::fs::symlink_metadata(to).is_ok_and(|m| m.file_type().is_dir())
+            })
+        {
+            // A directory moved may now be where the scope does not cover every file.
+            self.shared.enforcer().forget_dirs(h.agent);
         }
         if violation
             && let Some(moved) = judged.escape.as_ref().and_then(|e| e.moved_pid)

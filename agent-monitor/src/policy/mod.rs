@@ -4,6 +4,7 @@
 //! precompiled glob sets. Allow-list posture: whatever no rule allows is a violation.
 
 mod baseline;
+mod dirs;
 mod error;
 mod files;
 mod glob;
@@ -18,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Serialize;
 
 pub(crate) use baseline::{READ as BASELINE_READ, WRITE as BASELINE_WRITE};
+pub(crate) use dirs::DirGrant;
 pub(crate) use error::PolicyError;
 pub(crate) use glob::{check_path_glob, compile_glob};
 pub(crate) use matching::{RuleList, RuleRef};
@@ -235,6 +237,7 @@ pub(crate) struct CompiledPolicy {
     list: PatternSet,
     baseline: Option<Baseline>,
     connect: Vec<CidrRule>,
+    dirs: dirs::DirRules,
 }
 
 impl CompiledPolicy {
@@ -256,6 +259,14 @@ impl CompiledPolicy {
                 None
             },
             connect: CidrRule::compile_all(&spec.connect)?,
+            dirs: dirs::DirRules::new(
+                &spec,
+                if spec.files.baseline {
+                    baseline::READ
+                } else {
+                    &[]
+                },
+            ),
             declared: spec,
         })
     }
@@ -268,6 +279,13 @@ impl CompiledPolicy {
     ) -> Result<Self, PolicyError> {
         self.exec = PatternSet::compile_aliased("exec.allow", &self.declared.exec_allow, aliases)?;
         Ok(self)
+    }
+
+    /// Whether every file directly in the directory `dir` (canonical) is readable by the
+    /// rules alone, whichever process reads it.
+    #[must_use]
+    pub(crate) fn dir_grant(&self, dir: &str) -> DirGrant {
+        self.dirs.grant(dir)
     }
 
     /// Judges one activity of the process `ctx.tgid`.

@@ -3,6 +3,7 @@
 //! process or a whole agent, releasing a held exec.
 
 mod compile;
+mod dirs;
 mod written;
 
 use std::{
@@ -323,22 +324,26 @@ impl Enforcer {
         dev: u32,
         ino: u64,
     ) {
-        let read_tag = if self.installed.get(&slot) == Some(&address(scope)) {
-            Some(slot)
-        } else {
-            self.switched.get(&slot).and_then(|list| {
-                list.iter()
-                    .find(|c| std::ptr::eq(Arc::as_ptr(&c.scope), scope))
-                    .map(|c| c.read_tag)
-            })
-        };
-        if let Some(read_tag) = read_tag {
+        if let Some(read_tag) = self.read_tag_of(slot, scope) {
             self.insert_read(InodeKey {
                 slot: read_tag,
                 dev,
                 ino,
             });
         }
+    }
+
+    /// The read tag of `scope` in `slot`: the slot for its own scope, the tag given to a tool
+    /// scope it switched to; None for a scope the slot no longer knows.
+    fn read_tag_of(&self, slot: u32, scope: &crate::scope::Scope) -> Option<u32> {
+        if self.installed.get(&slot) == Some(&address(scope)) {
+            return Some(slot);
+        }
+        self.switched.get(&slot).and_then(|list| {
+            list.iter()
+                .find(|c| std::ptr::eq(Arc::as_ptr(&c.scope), scope))
+                .map(|c| c.read_tag)
+        })
     }
 
     fn insert_read(&mut self, key: InodeKey) {

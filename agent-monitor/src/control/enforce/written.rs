@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use agent_monitor_common::{BindKey, HostRuleKey, InodeKey, NetKey};
+use agent_monitor_common::{BindKey, HostRuleKey, InodeKey, NameKey, NetKey};
 use aya::maps::lpm_trie::Key;
 
 use super::compile::KernelScope;
@@ -17,6 +17,8 @@ use crate::kernel::maps::EnforceMaps;
 /// The most `FILE_OK` keys recorded for a slot: the map's size (an LRU map, so the kernel
 /// may have evicted some of them). Past it the slot's keys are found by a walk again.
 const FILE_OK_KEPT: usize = 65_536;
+/// The same for `DIR_OK`.
+const DIR_OK_KEPT: usize = 16_384;
 
 /// One of the inode key sets of [`SlotKeys`] (a map's).
 pub(super) type Pick = fn(&mut SlotKeys) -> &mut HashSet<InodeKey>;
@@ -32,11 +34,13 @@ pub(super) struct SlotKeys {
     pub(super) exec_allow: HashSet<InodeKey>,
     pub(super) file_deny: HashSet<InodeKey>,
     pub(super) file_ok: HashSet<InodeKey>,
+    pub(super) dir_ok: HashSet<InodeKey>,
+    pub(super) dir_names: HashSet<NameKey>,
 }
 
 impl SlotKeys {
-    /// The keys a compiled scope's rules take for `slot` (no `FILE_OK`: reads are found
-    /// readable one by one).
+    /// The keys a compiled scope's rules take for `slot` (no `FILE_OK` nor `DIR_OK`: reads
+    /// are found readable one by one).
     pub(super) fn of(slot: u32, ks: &KernelScope) -> Self {
         let inode = |id: &super::compile::FileId| InodeKey {
             slot,
@@ -63,13 +67,13 @@ impl SlotKeys {
                 .collect(),
             exec_allow: ks.exec_allow.iter().map(inode).collect(),
             file_deny: ks.file_deny.iter().map(inode).collect(),
-            file_ok: HashSet::new(),
+            ..Self::default()
         }
     }
 
     /// Takes out of the record the keys `keep` lacks: what a switch to `keep`'s scope
-    /// deletes once that scope is written. `FILE_OK` keys stay: they hold only under the
-    /// read tag of the scope they were judged under.
+    /// deletes once that scope is written. `FILE_OK` and `DIR_OK` keys stay: they hold
+    /// only under the read tag of the scope they were judged under.
     pub(super) fn split_stale(&mut self, keep: &Self) -> Self {
         fn split<T: Eq + std::hash::Hash + Copy>(
             have: &mut HashSet<T>,
@@ -85,7 +89,7 @@ impl SlotKeys {
             host: split(&mut self.host, &keep.host),
             exec_allow: split(&mut self.exec_allow, &keep.exec_allow),
             file_deny: split(&mut self.file_deny, &keep.file_deny),
-            file_ok: HashSet::new(),
+            ..Self::default()
         }
     }
 
@@ -112,10 +116,15 @@ impl SlotKeys {
             (&mut maps.exec_allow, &self.exec_allow),
             (&mut maps.file_deny, &self.file_deny),
             (&mut maps.file_ok, &self.file_ok),
+            (&mut maps.dir_ok, &self.dir_ok),
         ] {
             for k in keys {
                 let _ = map.remove(k);
             }
+        }
+        // The names last: no directory entry is left that needs them.
+        for k in &self.dir_names {
+            let _ = maps.dir_names.remove(k);
         }
     }
 }
@@ -146,10 +155,14 @@ fn walk(maps: &EnforceMaps, only: Option<u32>) -> HashMap<u32, SlotKeys> {
         (&maps.exec_allow, (|s| &mut s.exec_allow) as Pick),
         (&maps.file_deny, |s| &mut s.file_deny),
         (&maps.file_ok, |s| &mut s.file_ok),
+        (&maps.dir_ok, |s| &mut s.dir_ok),
     ] {
         for k in map.keys().flatten().filter(|k| wanted(k.slot)) {
             pick(found.entry(k.slot).or_default()).insert(k);
         }
+    }
+    for k in maps.dir_names.keys().flatten().filter(|k| wanted(k.slot)) {
+        found.entry(k.slot).or_default().dir_names.insert(k);
     }
     found
 }
@@ -201,14 +214,23 @@ impl Written {
 
     /// Records a file found readable; a slot with more than the map holds is walked again.
     pub(super) fn record_read(&mut self, key: InodeKey) {
+        self.record_kept(key, |s| &mut s.file_ok, FILE_OK_KEPT);
+    }
+
+    /// Records a directory found readable, as [`Written::record_read`].
+    pub(super) fn record_dir(&mut self, key: InodeKey) {
+        self.record_kept(key, |s| &mut s.dir_ok, DIR_OK_KEPT);
+    }
+
+    fn record_kept(&mut self, key: InodeKey, pick: Pick, kept: usize) {
         let Some(keys) = self.record(key.slot) else {
             return;
         };
-        if keys.file_ok.len() >= FILE_OK_KEPT {
+        if pick(keys).len() >= kept {
             self.known.remove(&key.slot);
             self.unknown.insert(key.slot);
         } else {
-            keys.file_ok.insert(key);
+            pick(keys).insert(key);
         }
     }
 

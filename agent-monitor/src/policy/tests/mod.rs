@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use super::*;
 
+mod dirs;
 mod files;
 mod net;
 

@@ -1,0 +1,98 @@
+//! Whole directories found readable (`DIR_OK`): after a held read in a directory every file
+//! of which the scope lets the agent read, the kernel stops holding first reads there.
+
+use std::{collections::BTreeSet, os::unix::fs::MetadataExt as _, path::Path};
+
+use agent_monitor_common::{DIR_NAME_LEN, InodeKey, NameKey, dir_ok};
+
+use super::{Enforcer, kernel_dev};
+use crate::policy::DirGrant;
+
+impl Enforcer {
+    /// Remembers, when `scope` lets any process read every file directly in `dir` (a
+    /// canonical path the daemon just named a held read by), that the kernel need not hold
+    /// a first read there under that scope. The directory is named by what is at `dir`
+    /// now; names the scope excepts (`**/.env`) go in first, so the kernel never sees the
+    /// entry without them.
+    pub(crate) fn allow_dir_under(&mut self, slot: u32, scope: &crate::scope::Scope, dir: &Path) {
+        let Some(read_tag) = self.read_tag_of(slot, scope) else {
+            return;
+        };
+        let Some(name) = dir.to_str() else {
+            return;
+        };
+        let (value, names) = match scope.policy.dir_grant(name) {
+            DirGrant::None => return,
+            DirGrant::All => (dir_ok::ALL, BTreeSet::new()),
+            DirGrant::Except(names) => (dir_ok::NAMED, names),
+        };
+        let Ok(meta) = std::fs::metadata(dir) else {
+            return;
+        };
+        if !meta.is_dir() {
+            return;
+        }
+        let key = InodeKey {
+            slot: read_tag,
+            dev: kernel_dev(meta.dev()),
+            ino: meta.ino(),
+        };
+        if self
+            .written
+            .record(read_tag)
+            .is_some_and(|w| w.dir_ok.contains(&key))
+        {
+            return;
+        }
+        for n in &names {
+            let mut name_key = NameKey {
+                slot: read_tag,
+                name: [0; DIR_NAME_LEN],
+            };
+            // The grant keeps only names shorter than the key (a NUL follows).
+            let Some(room) = name_key.name.get_mut(..n.len()) else {
+                return;
+            };
+            room.copy_from_slice(n.as_bytes());
+            if self
+                .written
+                .record(read_tag)
+                .is_some_and(|w| w.dir_names.contains(&name_key))
+            {
+                continue;
+            }
+            if let Err(e) = self.maps.dir_names.insert(name_key, 1, 0) {
+                tracing::debug!(slot, error = %e, "cannot except a name; the directory stays held");
+                return;
+            }
+            if let Some(w) = self.written.record(read_tag) {
+                w.dir_names.insert(name_key);
+            }
+        }
+        if let Err(e) = self.maps.dir_ok.insert(key, value, 0) {
+            tracing::debug!(slot, error = %e, "cannot remember a readable directory");
+        } else {
+            self.written.record_dir(key);
+        }
+    }
+
+    /// Forgets every directory found readable for a slot, under each of its scopes: one of
+    /// its processes renamed a directory, which may have moved one somewhere its scope
+    /// does not cover.
+    pub(crate) fn forget_dirs(&mut self, slot: u32) {
+        let mut tags: Vec<u32> = self
+            .switched
+            .get(&slot)
+            .map(|list| list.iter().map(|c| c.read_tag).collect())
+            .unwrap_or_default();
+        tags.push(slot);
+        tags.sort_unstable();
+        tags.dedup();
+        for tag in tags {
+            let keys = self.written.keys_of(&self.maps, tag);
+            for k in std::mem::take(&mut keys.dir_ok) {
+                let _ = self.maps.dir_ok.remove(&k);
+            }
+        }
+    }
+}

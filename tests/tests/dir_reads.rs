@@ -1,0 +1,153 @@
+//! Whole directories found readable (`DIR_OK`): once a held read shows the kernel that the
+//! scope lets the agent read every file of a directory, first reads there are no longer
+//! held; a name a deny entry ends in still is, and is refused before its content moves.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    time::Duration,
+};
+
+use agent_monitor_e2e::{Daemon, assert_exit, s, wait_or_kill, workspace};
+
+const PY: &str = "/usr/bin/python3";
+
+fn scope(ws: &Path) -> String {
+    format!(
+        r#"apiVersion: agent-monitor.dev/v1
+kind: AgentScope
+metadata: {{name: dirs, owner: dirs@example.org}}
+spec:
+  mode: enforce
+  onViolation: kill-process
+  exec:
+    allow: [/usr/bin/python3*]
+  files:
+    read: ["{ws}/**"]
+    deny: ["**/.env", "{ws}/keys/*.pem"]
+"#,
+        ws = ws.display()
+    )
+}
+
+fn held(d: &Daemon) -> u64 {
+    d.get_json("/v1/status")["counters"]["held"]
+        .as_u64()
+        .expect("status counts held operations")
+}
+
+/// Runs python in a new task reading the first `n` files of `dir`; the holds it took.
+fn holds_reading(d: &Daemon, dir: &Path, n: usize) -> u64 {
+    let before = held(d);
+    let script = format!(
+        "import os\nd = '{dir}'\nfor name in sorted(os.listdir(d))[:{n}]:\n  open(os.path.join(d, name)).read()\nprint('read', {n})",
+        dir = dir.display()
+    );
+    let out = d.exec("dirs", &[], &[PY, "-I", "-S", "-c", &script]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("read {n}")
+    );
+    held(d) - before
+}
+
+#[test]
+fn a_directory_the_scope_reads_whole_is_held_once_not_per_file() {
+    let (_guard, ws) = workspace();
+    let data = ws.join("data");
+    fs::create_dir(&data).expect("mkdir");
+    for i in 0..300 {
+        fs::write(data.join(format!("f{i:03}.txt")), format!("{i}\n")).expect("write");
+    }
+    let d = Daemon::start(&[("dirs.yaml", &scope(&ws))]);
+    // Side by side in new tasks (a task's reads are its own): python starting and listing
+    // the directory, then the same reading 300 files of it.
+    let base = holds_reading(&d, &data, 0);
+    let all = holds_reading(&d, &data, 300);
+    assert!(
+        all <= base + 3,
+        "reading 300 files of one directory took {all} holds, starting alone {base}"
+    );
+    // Nothing was a violation.
+    let violations: Vec<_> = d
+        .records()
+        .into_iter()
+        .filter(|r| s(r, "/verdict") == "violation")
+        .collect();
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[test]
+fn a_denied_name_made_after_the_directory_was_found_readable_is_still_refused() {
+    let (_guard, ws) = workspace();
+    let data = ws.join("data");
+    fs::create_dir(&data).expect("mkdir");
+    fs::write(data.join("a.txt"), "first\n").expect("write");
+    let d = Daemon::start(&[("dirs.yaml", &scope(&ws))]);
+    // One process: it reads a.txt (held: the directory is found readable), says so, waits
+    // for files the scope did not know of at its start, reads the new one, then the .env.
+    let script = format!(
+        r"import os, sys, time
+d = {data:?}
+open(os.path.join(d, 'a.txt')).read()
+print('ready', flush=True)
+deadline = time.monotonic() + 30
+while not os.path.exists(os.path.join(d, 'go')) and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(open(os.path.join(d, 'new.txt')).read().strip(), flush=True)
+print(open(os.path.join(d, '.env')).read().strip(), flush=True)
+",
+        data = data.display().to_string()
+    );
+    let mut child = d.exec_spawn("dirs", &[PY, "-I", "-S", "-c", &script]);
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read");
+    assert_eq!(line.trim(), "ready");
+    let held_before = held(&d);
+    fs::write(data.join("new.txt"), "made later\n").expect("write");
+    fs::write(data.join(".env"), "TOPSECRET\n").expect("write");
+    fs::write(data.join("go"), "").expect("write");
+    let (status, timed_out) = wait_or_kill(&mut child, Duration::from_mins(1));
+    assert!(!timed_out, "the agent did not finish");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("read");
+    assert_eq!(rest.trim(), "made later", "{rest}");
+    assert!(!rest.contains("TOPSECRET"));
+    // `exec` reports the kill as 128 + SIGKILL.
+    assert_eq!(status.code(), Some(137), "{status:?}");
+    // new.txt went through without a hold; the .env was held and judged.
+    assert_eq!(
+        held(&d) - held_before,
+        1,
+        "holds after the directory was found readable"
+    );
+    let denied = d.wait_record("the .env read", |r| {
+        s(r, "/verdict") == "violation" && s(r, "/file/path").ends_with("/data/.env")
+    });
+    assert_eq!(
+        s(&denied, "/violation/rule"),
+        "files.deny[0]: **/.env",
+        "{denied:#}"
+    );
+}
+
+#[test]
+fn a_directory_a_deny_glob_may_reach_stays_held_per_file() {
+    let (_guard, ws) = workspace();
+    let keys = ws.join("keys");
+    fs::create_dir(&keys).expect("mkdir");
+    for i in 0..20 {
+        fs::write(keys.join(format!("k{i:02}.pub")), "ssh-ed25519 AAAA\n").expect("write");
+    }
+    let d = Daemon::start(&[("dirs.yaml", &scope(&ws))]);
+    let base = holds_reading(&d, &keys, 0);
+    let all = holds_reading(&d, &keys, 20);
+    // `keys/*.pem` may match any new file there: each first read is judged.
+    assert!(
+        all >= base + 20,
+        "{all} holds reading 20 files, {base} starting"
+    );
+}
