@@ -379,7 +379,7 @@ pub struct InodeKey {
 /// have to keep longer than this rules a directory out of `DIR_OK`.
 pub const DIR_NAME_LEN: usize = 28;
 
-/// `DIR_NAMES` key: a file name that a `DIR_OK` entry marked `dir_ok::NAMED` does not cover
+/// `DIR_NAMES` key: a file name that a `DIR_OK` entry with `dir_ok::NAMED` does not cover
 /// under this read tag (a `files.deny` entry such as `**/.env` names it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -389,11 +389,13 @@ pub struct NameKey {
     pub name: [u8; DIR_NAME_LEN],
 }
 
-/// `DIR_OK` values: every file of the directory is readable under the read tag (`ALL`), or
-/// every file but those whose names `DIR_NAMES` holds for that tag (`NAMED`).
+/// `DIR_OK` value bits: every file of the directory may be read (`READ`), written or made
+/// (`WRITE`) under the read tag; with `NAMED`, every file but those whose names
+/// `DIR_NAMES` holds for that tag.
 pub mod dir_ok {
-    pub const ALL: u8 = 1;
-    pub const NAMED: u8 = 2;
+    pub const READ: u8 = 1;
+    pub const WRITE: u8 = 2;
+    pub const NAMED: u8 = 4;
 }
 
 /// Structure offsets read from the running kernel's BTF by the daemon (`OFFSETS[0]`), so

@@ -136,17 +136,18 @@ pub fn fd_file(slot: u32, fd: u64) -> Option<Opened> {
     })
 }
 
-/// Whether the daemon judged every file of the directory `opened` was found in readable
-/// under `read_tag` (`DIR_OK`), its name not excepted (`DIR_NAMES`). The directory is the
-/// parent of the dentry the open resolved to, so it is the directory of the name the path
-/// reached the file by, whatever links led there.
+/// Whether the daemon judged every file of the directory `opened` was found in open to
+/// `access` (`dir_ok::READ` or `dir_ok::WRITE`) under `read_tag` (`DIR_OK`), its name not
+/// excepted (`DIR_NAMES`). The directory is the parent of the dentry the open resolved to,
+/// so it is the directory of the name the path reached the file by, whatever links led
+/// there.
 #[inline(always)]
-pub fn dir_allows(read_tag: u32, opened: &Opened) -> bool {
-    dir_allows_inner(read_tag, opened).unwrap_or(false)
+pub fn dir_allows(read_tag: u32, opened: &Opened, access: u8) -> bool {
+    dir_allows_inner(read_tag, opened, access).unwrap_or(false)
 }
 
 #[inline(always)]
-fn dir_allows_inner(read_tag: u32, opened: &Opened) -> Option<bool> {
+fn dir_allows_inner(read_tag: u32, opened: &Opened, access: u8) -> Option<bool> {
     let o = offsets()?;
     let dentry: u64 = field(opened.file, o.file_dentry)?;
     let parent: u64 = field(dentry, o.dentry_parent)?;
@@ -160,11 +161,11 @@ fn dir_allows_inner(read_tag: u32, opened: &Opened) -> Option<bool> {
     };
     // SAFETY: the value is copied out.
     let value = unsafe { DIR_OK.get(&key) }.copied()?;
-    if value == dir_ok::ALL {
-        return Some(true);
-    }
-    if value != dir_ok::NAMED {
+    if value & access == 0 {
         return Some(false);
+    }
+    if value & dir_ok::NAMED == 0 {
+        return Some(true);
     }
     // `dentry.d_name.name`: the name the file was found under. A name longer than the key
     // holds is cut; it can then only equal an excepted name too long to be excepted, and

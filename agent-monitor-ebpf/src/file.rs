@@ -9,7 +9,7 @@
 
 use agent_monitor_common::{
     AgentConfig, FILE_EVENT_NO_PATHS, FILE_EVENT_ONE_PATH, FileEvent, InodeKey, OpenKey, PATH_LEN,
-    config_flags, counter, file_op, flags, kind, syscalls::nr, tag_state,
+    config_flags, counter, dir_ok, file_op, flags, kind, syscalls::nr, tag_state,
 };
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
@@ -392,7 +392,12 @@ fn judge_open(hflags: &mut u32, open_flags: u32, opened: Option<&Opened>, cfg: &
             slot: cfg.read_tag,
             ..key
         };
-        if !writes && (FILE_OK.get_ptr(ok).is_some() || dir_allows(cfg.read_tag, opened)) {
+        if !writes && FILE_OK.get_ptr(ok).is_some() {
+            return;
+        }
+        // Or in a directory every file of which it may read (write) under that scope.
+        let access = if writes { dir_ok::WRITE } else { dir_ok::READ };
+        if dir_allows(cfg.read_tag, opened, access) {
             return;
         }
     }

@@ -218,10 +218,11 @@ pub static HELD: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 pub static FILE_OK: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(65536, 0);
 
-/// (read tag, dev, inode) of directories every file of which the daemon judged readable for
-/// the agent under that read tag (`dir_ok::ALL`), or every file but those named in
-/// `DIR_NAMES` (`dir_ok::NAMED`): a first read-only open of a file found in one is not held.
-/// Checked only after a `FILE_OK` miss, by the parent of the dentry the file was opened by.
+/// (read tag, dev, inode) of directories every file of which the daemon judged readable
+/// (`dir_ok::READ`) or writable (`dir_ok::WRITE`) for the agent under that read tag, or
+/// every file but those named in `DIR_NAMES` (`dir_ok::NAMED`): a first open of a file found
+/// in one is not held. Checked after the identity maps, by the parent of the dentry the
+/// file was opened by.
 #[map]
 pub static DIR_OK: LruHashMap<InodeKey, u8> = LruHashMap::with_max_entries(16384, 0);
 

@@ -312,26 +312,17 @@ impl Pipeline {
         scope: &Scope,
     ) {
         if step == Some(Step::Release)
-            && let (Event::File { ret, opened, .. }, Some(f)) = (event, &judged.file)
-            && matches!(f.access, FileAccess::Read | FileAccess::List)
-            // What the new descriptor referred to, as the kernel read it when it held the
-            // open (the process has not run since); /proc when the kernel could not.
-            && let Some((dev, ino)) = opened.or_else(|| {
-                std::fs::metadata(format!("/proc/{}/fd/{ret}", h.pid))
-                    .ok()
-                    .map(|meta| (kernel_dev(meta.dev()), meta.ino()))
-            })
+            && let (
+                Event::File {
+                    op: FileOp::Open { .. },
+                    ret,
+                    opened,
+                    ..
+                },
+                Some(f),
+            ) = (event, &judged.file)
         {
-            // Judged readable: the kernel lets the next opens of this file through while
-            // the scope it was judged under is the slot's, and of every file in its
-            // directory when the scope lets any process read them all.
-            let mut enforcer = self.shared.enforcer();
-            enforcer.allow_read_under(h.agent, scope, dev, ino);
-            if !f.unresolved
-                && let Some(dir) = Path::new(&f.path).parent()
-            {
-                enforcer.allow_dir_under(h.agent, scope, dir);
-            }
+            self.judged_open(h, f, *ret, *opened, scope);
         }
         if let (
             Event::File {
@@ -357,6 +348,42 @@ impl Pipeline {
             signal_process(moved, libc::SIGKILL, || {
                 shared.enforcer().is_tagged(moved, h.agent)
             });
+        }
+    }
+
+    /// A held open judged allowed: the kernel lets the next opens of the same file through
+    /// (reads, while the scope it was judged under is the slot's), and of every file in its
+    /// directory when the scope lets any process read (write) them all.
+    fn judged_open(
+        &self,
+        h: &Header,
+        f: &crate::observe::record::FileObject,
+        ret: i64,
+        opened: Option<crate::kernel::decoder::FileId>,
+        scope: &Scope,
+    ) {
+        let mut enforcer = self.shared.enforcer();
+        if matches!(f.access, FileAccess::Read | FileAccess::List)
+            // What the new descriptor referred to, as the kernel read it when it held the
+            // open (the process has not run since); /proc when the kernel could not.
+            && let Some((dev, ino)) = opened.or_else(|| {
+                std::fs::metadata(format!("/proc/{}/fd/{ret}", h.pid))
+                    .ok()
+                    .map(|meta| (kernel_dev(meta.dev()), meta.ino()))
+            })
+        {
+            enforcer.allow_read_under(h.agent, scope, dev, ino);
+        }
+        if !f.unresolved
+            && let Some(dir) = Path::new(&f.path).parent()
+        {
+            let protected = self
+                .shared
+                .protected
+                .mounts
+                .iter()
+                .any(|(m, _)| dir.starts_with(m));
+            enforcer.allow_dir_under(h.agent, scope, dir, protected);
         }
     }
 

@@ -1,12 +1,12 @@
-//! Whole directories judged readable at once: whether every file directly in a directory
-//! is readable by the rules alone, so that the kernel may let a first read of any of them
-//! through without holding it for the daemon (`DIR_OK`).
+//! Whole directories judged at once: whether every file directly in a directory may be
+//! read (or written) by the rules alone, so that the kernel may let a first open of any of
+//! them through without holding it for the daemon (`DIR_OK`).
 //!
 //! Found from the declared globs, component by component, and on the safe side both ways:
-//! a directory is covered only when a read, write or exec glob surely matches every name
-//! in it, and a deny glob that could match a name in it either names it (a literal last
-//! component: `**/.env` names `.env`, which the kernel then still holds) or rules the
-//! directory out. A glob this cannot take apart (braces, classes, escapes) covers nothing
+//! a directory is covered only when a glob that allows the access surely matches every
+//! name in it, and a deny glob that could match a name in it either names it (a literal
+//! last component: `**/.env` names `.env`, which the kernel then still holds) or rules
+//! the directory out. A glob this cannot take apart (braces, classes, escapes) covers nothing
 //! and, as a deny glob, could match anything.
 
 use std::collections::BTreeSet;
@@ -16,15 +16,15 @@ use globset::GlobMatcher;
 
 use super::{PolicySpec, glob::compile_glob};
 
-/// What the rules say of every file directly in one directory.
+/// What the rules let any process do to every file directly in one directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum DirGrant {
-    /// Some file in it may not be readable, or this cannot tell.
-    None,
-    /// Every one is readable.
-    All,
-    /// Every one but those with these names (each shorter than `DIR_NAME_LEN`).
-    Except(BTreeSet<String>),
+pub(crate) struct DirGrant {
+    /// Every file may be read (and listed).
+    pub(crate) read: bool,
+    /// Every file may be written, made, truncated or removed.
+    pub(crate) write: bool,
+    /// But not those with these names (each shorter than `DIR_NAME_LEN`).
+    pub(crate) except: BTreeSet<String>,
 }
 
 /// One component of a glob.
@@ -153,58 +153,72 @@ fn reach(p: &[Comp], pi: usize, dir: &[&str], di: usize, sure: bool) -> Reach {
 /// The globs whole directories are judged by, taken apart once per scope.
 #[derive(Debug, Clone)]
 pub(crate) struct DirRules {
-    covering: Vec<Pattern>,
+    /// What lets a file be read (`files.read`, `files.write`, `exec.allow`, the baseline)
+    /// and written (`files.write`, the baseline's writes).
+    read: Vec<Pattern>,
+    write: Vec<Pattern>,
     deny: Vec<Pattern>,
 }
 
 impl DirRules {
-    pub(crate) fn new(spec: &PolicySpec, baseline: &[&str]) -> Self {
+    pub(crate) fn new(spec: &PolicySpec, baseline: Option<(&[&str], &[&str])>) -> Self {
         let files = &spec.files;
-        let covering = files
+        let (base_read, base_write) = baseline.unwrap_or_default();
+        let read = files
             .read
             .iter()
             .chain(&files.write)
             .chain(&spec.exec_allow)
             .map(String::as_str)
-            .chain(baseline.iter().copied())
+            .chain(base_read.iter().copied())
+            .map(parse)
+            .collect();
+        let write = files
+            .write
+            .iter()
+            .map(String::as_str)
+            .chain(base_write.iter().copied())
             .map(parse)
             .collect();
         Self {
-            covering,
+            read,
+            write,
             deny: files.deny.iter().map(|g| parse(g)).collect(),
         }
     }
 
-    /// What the rules say of every file directly in `dir` (a canonical absolute path).
-    pub(crate) fn grant(&self, dir: &str) -> DirGrant {
-        let Some(comps) = dir_comps(dir) else {
-            return DirGrant::None;
+    /// What the rules let any process do to every file directly in `dir` (a canonical
+    /// absolute path); None when not every file may be read, nor every one written.
+    pub(crate) fn grant(&self, dir: &str) -> Option<DirGrant> {
+        let comps = dir_comps(dir)?;
+        let covers = |list: &[Pattern]| {
+            list.iter().any(|p| match p {
+                Pattern::Comps(p) => reach(p, 0, &comps, 0, true) == Reach::Any,
+                Pattern::Opaque => false,
+            })
         };
-        let covered = self.covering.iter().any(|p| match p {
-            Pattern::Comps(p) => reach(p, 0, &comps, 0, true) == Reach::Any,
-            Pattern::Opaque => false,
-        });
-        if !covered {
-            return DirGrant::None;
+        let (read, write) = (covers(&self.read), covers(&self.write));
+        if !read && !write {
+            return None;
         }
         let mut except = BTreeSet::new();
         for p in &self.deny {
             let Pattern::Comps(p) = p else {
-                return DirGrant::None;
+                return None;
             };
             match reach(p, 0, &comps, 0, false) {
                 Reach::Never => {}
-                Reach::Any => return DirGrant::None,
+                Reach::Any => return None,
                 Reach::Names(names) => except.extend(names),
             }
         }
         if except.iter().any(|n| n.len() >= DIR_NAME_LEN) {
-            return DirGrant::None;
+            return None;
         }
-        if except.is_empty() {
-            DirGrant::All
-        } else {
-            DirGrant::Except(except)
-        }
+        Some(DirGrant {
+            read,
+            write,
+            except,
+        })
     }
 }

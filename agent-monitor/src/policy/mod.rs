@@ -261,11 +261,9 @@ impl CompiledPolicy {
             connect: CidrRule::compile_all(&spec.connect)?,
             dirs: dirs::DirRules::new(
                 &spec,
-                if spec.files.baseline {
-                    baseline::READ
-                } else {
-                    &[]
-                },
+                spec.files
+                    .baseline
+                    .then_some((baseline::READ, baseline::WRITE)),
             ),
             declared: spec,
         })
@@ -281,10 +279,10 @@ impl CompiledPolicy {
         Ok(self)
     }
 
-    /// Whether every file directly in the directory `dir` (canonical) is readable by the
-    /// rules alone, whichever process reads it.
+    /// What the rules alone let any process do to every file directly in the directory
+    /// `dir` (canonical): None when they do not let every file be read, nor written.
     #[must_use]
-    pub(crate) fn dir_grant(&self, dir: &str) -> DirGrant {
+    pub(crate) fn dir_grant(&self, dir: &str) -> Option<DirGrant> {
         self.dirs.grant(dir)
     }
 

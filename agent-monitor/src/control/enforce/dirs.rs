@@ -1,31 +1,46 @@
-//! Whole directories found readable (`DIR_OK`): after a held read in a directory every file
-//! of which the scope lets the agent read, the kernel stops holding first reads there.
+//! Whole directories (`DIR_OK`): after a held open in a directory every file of which the
+//! scope lets the agent read (or write), the kernel stops holding first opens there.
 
-use std::{collections::BTreeSet, os::unix::fs::MetadataExt as _, path::Path};
+use std::{os::unix::fs::MetadataExt as _, path::Path};
 
 use agent_monitor_common::{DIR_NAME_LEN, InodeKey, NameKey, dir_ok};
 
 use super::{Enforcer, kernel_dev};
-use crate::policy::DirGrant;
 
 impl Enforcer {
-    /// Remembers, when `scope` lets any process read every file directly in `dir` (a
-    /// canonical path the daemon just named a held read by), that the kernel need not hold
-    /// a first read there under that scope. The directory is named by what is at `dir`
-    /// now; names the scope excepts (`**/.env`) go in first, so the kernel never sees the
-    /// entry without them.
-    pub(crate) fn allow_dir_under(&mut self, slot: u32, scope: &crate::scope::Scope, dir: &Path) {
+    /// Remembers, when `scope` lets any process read (or write) every file directly in
+    /// `dir` (a canonical path the daemon just named a held open by), that the kernel need
+    /// not hold a first open there under that scope. `protected`: `dir` is on one of the
+    /// monitor's own filesystems, where no write is let through. The directory is named by
+    /// what is at `dir` now; names the scope excepts (`**/.env`) go in first, so the kernel
+    /// never sees the entry without them.
+    pub(crate) fn allow_dir_under(
+        &mut self,
+        slot: u32,
+        scope: &crate::scope::Scope,
+        dir: &Path,
+        protected: bool,
+    ) {
         let Some(read_tag) = self.read_tag_of(slot, scope) else {
             return;
         };
-        let Some(name) = dir.to_str() else {
+        let Some(grant) = dir.to_str().and_then(|d| scope.policy.dir_grant(d)) else {
             return;
         };
-        let (value, names) = match scope.policy.dir_grant(name) {
-            DirGrant::None => return,
-            DirGrant::All => (dir_ok::ALL, BTreeSet::new()),
-            DirGrant::Except(names) => (dir_ok::NAMED, names),
-        };
+        let mut value = 0;
+        if grant.read {
+            value |= dir_ok::READ;
+        }
+        if grant.write && !protected {
+            value |= dir_ok::WRITE;
+        }
+        if value == 0 {
+            return;
+        }
+        if !grant.except.is_empty() {
+            value |= dir_ok::NAMED;
+        }
+        let names = grant.except;
         let Ok(meta) = std::fs::metadata(dir) else {
             return;
         };

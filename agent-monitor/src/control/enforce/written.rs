@@ -283,6 +283,11 @@ mod tests {
             dev: 8,
             ino: 9,
         });
+        have.dir_ok.insert(InodeKey {
+            slot,
+            dev: 8,
+            ino: 10,
+        });
         let keep = SlotKeys::of(slot, &scope(&[2, 4], &[443], 1, &[128]));
         let stale = have.split_stale(&keep);
         let ino = |s: &HashSet<InodeKey>| {
@@ -292,7 +297,8 @@ mod tests {
         };
         assert_eq!(ino(&stale.exec_allow), [1, 3]);
         // Reads hold under their own scope's read tag: a switch leaves them.
-        assert!(stale.file_ok.is_empty());
+        assert!(stale.file_ok.is_empty() && stale.dir_ok.is_empty());
+        assert_eq!(ino(&have.dir_ok), [10]);
         assert_eq!(stale.bind, HashSet::from([BindKey { slot, port: 80 }]));
         assert_eq!(
             stale.host,

@@ -1,6 +1,6 @@
-//! Whole directories found readable (`DIR_OK`): once a held read shows the kernel that the
-//! scope lets the agent read every file of a directory, first reads there are no longer
-//! held; a name a deny entry ends in still is, and is refused before its content moves.
+//! Whole directories (`DIR_OK`): once a held open shows the kernel that the scope lets the
+//! agent read (or write) every file of a directory, first opens there are no longer held;
+//! a name a deny entry ends in still is, and is refused before its content moves.
 
 use std::{
     fs,
@@ -25,6 +25,7 @@ spec:
     allow: [/usr/bin/python3*]
   files:
     read: ["{ws}/**"]
+    write: ["{ws}/out/**"]
     deny: ["**/.env", "{ws}/keys/*.pem"]
 "#,
         ws = ws.display()
@@ -149,5 +150,36 @@ fn a_directory_a_deny_glob_may_reach_stays_held_per_file() {
     assert!(
         all >= base + 20,
         "{all} holds reading 20 files, {base} starting"
+    );
+}
+
+#[test]
+fn a_directory_the_scope_writes_whole_is_held_once_not_per_file() {
+    let (_guard, ws) = workspace();
+    fs::create_dir(ws.join("out")).expect("mkdir");
+    let d = Daemon::start(&[("dirs.yaml", &scope(&ws))]);
+    let run = |n: usize, dir: &str| {
+        let before = held(&d);
+        let script = format!(
+            "import os\nd = '{}/out/{dir}'\nos.mkdir(d)\nfor i in range({n}):\n  open(os.path.join(d, f'f{{i}}'), 'w').write('x')\nprint(len(os.listdir(d)))",
+            ws.display()
+        );
+        let out = d.exec("dirs", &[], &[PY, "-I", "-S", "-c", &script]);
+        assert_exit(&out, 0);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), n.to_string());
+        held(&d) - before
+    };
+    let base = run(0, "a");
+    let all = run(200, "b");
+    assert!(
+        all <= base + 3,
+        "writing 200 new files in one directory took {all} holds, starting alone {base}"
+    );
+    // A write outside `out` is still held and killed, the directory grant nowhere near it.
+    let script = format!("open('{}/data.txt', 'w').write('x')", ws.display());
+    let out = d.exec("dirs", &[], &[PY, "-I", "-S", "-c", &script]);
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    assert!(
+        !ws.join("data.txt").exists() || fs::read(ws.join("data.txt")).expect("read").is_empty()
     );
 }
