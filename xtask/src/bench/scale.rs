@@ -7,7 +7,8 @@
 //!    would measure the scheduler; idle tasks measure what each task adds to the others);
 //! 4. the tagged openat+close and UDP connect ratios, and the task start, with scopes of 10,
 //!    1,000 and (as near 10,000 as the scope limits allow) file and network rules;
-//! 5. one task reading 100k distinct files once each (every open judged).
+//! 5. one task reading 100k distinct files once each (every open judged), in enforce both
+//!    with directories found readable whole and with every first read held.
 //!
 //! Ratios are to "no monitor" runs of the same round (no daemon at all), medians over the
 //! rounds; the machine is shared, so only ratios measured side by side mean much.
@@ -282,6 +283,15 @@ fn prepare(env: &Env, sizes: &Sizes) -> anyhow::Result<Paths> {
         fs::write(dir.join(format!("f{:03}", i % 1000)), format!("file {i}\n"))
             .with_context(|| format!("writing file {i} of the tree"))?;
     }
+    // The enforce scope again with a deny glob ending in a wildcard: no directory is then
+    // found readable whole (`DIR_OK`), and every first read is held, as any read in a
+    // directory such a glob can reach is.
+    fs::write(
+        paths.scopes.join(format!("{HELD_SCOPE}.yaml")),
+        scope_yaml(HELD_SCOPE, "enforce", env, &paths.tree, None)
+            .replace("  files: {read: ", "  files: {deny: [\"**/*.key\"], read: "),
+    )
+    .context("writing a scale scope")?;
     for mode in ["audit", "enforce"] {
         fs::write(
             paths.scopes.join(format!("scale-{mode}.yaml")),
@@ -313,6 +323,9 @@ fn prepare(env: &Env, sizes: &Sizes) -> anyhow::Result<Paths> {
     }
     Ok(paths)
 }
+
+/// The enforce scope whose every first read is held.
+const HELD_SCOPE: &str = "scale-enforce-held";
 
 fn rules_scope(n: usize, mode: &str) -> String {
     format!("rules-{n}-{mode}")

@@ -164,13 +164,18 @@ pub(super) fn files(
     sizes: &Sizes,
     out: &mut Scale,
 ) -> anyhow::Result<()> {
-    out.files = ["no monitor", "tagged, audit", "tagged, enforce"]
-        .into_iter()
-        .map(|config| Files {
-            config,
-            ..Files::default()
-        })
-        .collect();
+    out.files = [
+        "no monitor",
+        "tagged, audit",
+        "tagged, enforce",
+        "tagged, enforce, every read held",
+    ]
+    .into_iter()
+    .map(|config| Files {
+        config,
+        ..Files::default()
+    })
+    .collect();
     let args: Vec<String> = vec![
         "files".into(),
         "--file".into(),
@@ -185,9 +190,10 @@ pub(super) fn files(
         eprintln!("bench: scale files round {}/{}", round + 1, sizes.rounds);
         let before = secs(&env.generate(&Via::Direct(None), &args)?.0)?;
         let d = start_daemon(env, "daemon-scale-files", &paths.scopes)?;
-        for (row, scope) in out.files[1..]
-            .iter_mut()
-            .zip(["scale-audit", "scale-enforce"])
+        for (row, scope) in
+            out.files[1..]
+                .iter_mut()
+                .zip(["scale-audit", "scale-enforce", super::HELD_SCOPE])
         {
             files_run(env, &d, &args, scope, row)?;
         }

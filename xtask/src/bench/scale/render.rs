@@ -243,7 +243,10 @@ pub fn render(w: &mut String, s: &Scale) -> std::fmt::Result {
          and one after it stopped; an untimed run first fills the dentry cache). Records and \
          dropped: the daemon's counters over the run; held: \
          operations stopped until the daemon judged them; drain: how long the daemon still \
-         worked after the task's last read.\n\n| configuration | time | per file | ratio | \
+         worked after the task's last read. In enforce, a directory every file of which the \
+         scope lets the agent read costs one held read; \"every read held\" adds a \
+         `**/*.key` deny glob, which could match a new file in any directory, so every \
+         first read is held as before directories were found readable whole.\n\n| configuration | time | per file | ratio | \
          daemon CPU | drain | records | dropped | held | daemon RSS after | after the task \
          ended |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         sizes.files
