@@ -76,7 +76,7 @@ impl Metrics {
         );
         registry.register(
             "policy_evaluation_seconds",
-            "Time to judge one activity against its scope",
+            "Time to judge one activity against its scope (one evaluation in 8 is timed)",
             policy_eval.clone(),
         );
         Self {
