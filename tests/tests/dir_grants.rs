@@ -5,7 +5,7 @@
 use std::{
     fs,
     io::{BufRead as _, BufReader},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -32,6 +32,16 @@ spec:
     )
 }
 
+/// A new directory `ws/dir` with `n` small files named by `name`.
+fn filled(ws: &Path, dir: &str, n: usize, name: impl Fn(usize) -> String) -> PathBuf {
+    let dir = ws.join(dir);
+    fs::create_dir(&dir).expect("mkdir");
+    for i in 0..n {
+        fs::write(dir.join(name(i)), format!("{i}\n")).expect("write");
+    }
+    dir
+}
+
 fn held(d: &Daemon) -> u64 {
     d.get_json("/v1/status")["counters"]["held"]
         .as_u64()
@@ -54,19 +64,21 @@ fn holds_reading(d: &Daemon, dir: &Path, n: usize) -> u64 {
     held(d) - before
 }
 
+/// The holds of python starting and listing a new directory `ws/dir` of `n` files, then
+/// of the same reading them all, side by side in new tasks (a task's reads are its own).
+fn side_by_side(dir: &str, n: usize) -> (u64, u64, Daemon) {
+    let (guard, ws) = workspace();
+    let dir = filled(&ws, dir, n, |i| format!("f{i:03}.txt"));
+    let d = Daemon::start(&[("dirs.yaml", &scope(&ws))]);
+    let base = holds_reading(&d, &dir, 0);
+    let all = holds_reading(&d, &dir, n);
+    drop(guard);
+    (base, all, d)
+}
+
 #[test]
 fn a_directory_the_scope_reads_whole_is_held_once_not_per_file() {
-    let (_guard, ws) = workspace();
-    let data = ws.join("data");
-    fs::create_dir(&data).expect("mkdir");
-    for i in 0..300 {
-        fs::write(data.join(format!("f{i:03}.txt")), format!("{i}\n")).expect("write");
-    }
-    let d = Daemon::start(&[("dirs.yaml", &scope(&ws))]);
-    // Side by side in new tasks (a task's reads are its own): python starting and listing
-    // the directory, then the same reading 300 files of it.
-    let base = holds_reading(&d, &data, 0);
-    let all = holds_reading(&d, &data, 300);
+    let (base, all, d) = side_by_side("data", 300);
     assert!(
         all <= base + 3,
         "reading 300 files of one directory took {all} holds, starting alone {base}"
@@ -137,15 +149,7 @@ print(open(os.path.join(d, '.env')).read().strip(), flush=True)
 
 #[test]
 fn a_directory_a_deny_glob_may_reach_stays_held_per_file() {
-    let (_guard, ws) = workspace();
-    let keys = ws.join("keys");
-    fs::create_dir(&keys).expect("mkdir");
-    for i in 0..20 {
-        fs::write(keys.join(format!("k{i:02}.pub")), "ssh-ed25519 AAAA\n").expect("write");
-    }
-    let d = Daemon::start(&[("dirs.yaml", &scope(&ws))]);
-    let base = holds_reading(&d, &keys, 0);
-    let all = holds_reading(&d, &keys, 20);
+    let (base, all, _d) = side_by_side("keys", 20);
     // `keys/*.pem` may match any new file there: each first read is judged.
     assert!(
         all >= base + 20,
