@@ -277,7 +277,8 @@ impl Monitor {
 }
 
 /// An enforced scope whose every open of a file the kernel has not judged yet is held for
-/// the daemon's verdict (`kill-process`).
+/// the daemon's verdict (`kill-process`). The `*.key` deny glob could match a new file in
+/// any directory, so no directory is found readable whole: each first open is held.
 fn held_scope(ws: &Path) -> String {
     format!(
         r#"apiVersion: agent-monitor.dev/v1
@@ -291,6 +292,7 @@ spec:
   files:
     read: ["{ws}/**"]
     write: ["{ws}/**"]
+    deny: ["{ws}/**/*.key"]
 "#,
         ws = ws.display()
     )
