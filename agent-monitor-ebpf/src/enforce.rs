@@ -151,6 +151,11 @@ fn dir_allows_inner(read_tag: u32, opened: &Opened, access: u8) -> Option<bool> 
     let o = offsets()?;
     let dentry: u64 = field(opened.file, o.file_dentry)?;
     let parent: u64 = field(dentry, o.dentry_parent)?;
+    // A filesystem's root is its own parent (`IS_ROOT`): opening a mount point or `/` is
+    // opening that directory itself, which a grant of its files does not cover.
+    if parent == dentry {
+        return None;
+    }
     let inode: u64 = field(parent, o.dentry_inode)?;
     let (ino, sb) = inode_ino_sb(&o, inode)?;
     let dev: u32 = field(sb, o.sb_dev)?;

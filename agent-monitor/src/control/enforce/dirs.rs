@@ -91,7 +91,7 @@ impl Enforcer {
         }
     }
 
-    /// Forgets every directory found readable for a slot, under each of its scopes: one of
+    /// Forgets every directory granted whole for a slot, under each of its scopes: one of
     /// its processes renamed a directory, which may have moved one somewhere its scope
     /// does not cover.
     pub(crate) fn forget_dirs(&mut self, slot: u32) {
