@@ -111,10 +111,7 @@ pub(crate) fn judge_protected(
     if matches!(access, FileAccess::Read | FileAccess::List) {
         return None;
     }
-    let (mount, _) = protected
-        .mounts
-        .iter()
-        .find(|(m, _)| Path::new(path).starts_with(m))?;
+    let mount = protected.mount_of(Path::new(path))?;
     Some(Verdict::violation(
         Dimension::Escape,
         "escape.protected-fs",

@@ -101,6 +101,14 @@ impl Protected {
                 .collect(),
         }
     }
+
+    /// The protected mount `path` is on, if any.
+    pub(crate) fn mount_of(&self, path: &std::path::Path) -> Option<&std::path::Path> {
+        self.mounts
+            .iter()
+            .find(|(m, _)| path.starts_with(m))
+            .map(|(m, _)| m.as_path())
+    }
 }
 
 #[cfg(test)]

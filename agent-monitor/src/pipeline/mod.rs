@@ -390,12 +390,7 @@ impl Pipeline {
         if !f.unresolved
             && let Some(dir) = Path::new(&f.path).parent()
         {
-            let protected = self
-                .shared
-                .protected
-                .mounts
-                .iter()
-                .any(|(m, _)| dir.starts_with(m));
+            let protected = self.shared.protected.mount_of(dir).is_some();
             enforcer.allow_dir_under(h.agent, scope, dir, protected);
         }
     }
