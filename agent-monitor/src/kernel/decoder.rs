@@ -9,6 +9,7 @@ use std::{
     path::PathBuf,
 };
 
+use crate::observe::record::ShortStr;
 use agent_monitor_common::{
     CgroupEvent, EscapeEvent, EventHeader, EventKind, ExecEvent, ExitEvent, FILE_EVENT_NO_PATHS,
     FileEvent, NetEvent, bytes::until_nul, escape_op, file_op, flags, net_op,
@@ -45,7 +46,8 @@ pub(crate) struct Header {
     /// What the kernel already did about it.
     pub(crate) kernel: KernelDid,
     pub(crate) cgroup_id: u64,
-    pub(crate) comm: String,
+    /// Inline: a name is at most 15 bytes, and a `String` was an allocation per event.
+    pub(crate) comm: ShortStr,
 }
 
 /// The kernel's own action on an event, from the header flags.
@@ -275,7 +277,7 @@ fn header(h: &EventHeader) -> Header {
             refused: h.flags & flags::REFUSED != 0,
         },
         cgroup_id: h.cgroup_id,
-        comm: text(&h.comm),
+        comm: ShortStr::from(&*String::from_utf8_lossy(until_nul(&h.comm))),
     }
 }
 

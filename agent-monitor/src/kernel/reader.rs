@@ -235,7 +235,7 @@ mod tests {
                 path_fault: false,
                 kernel: KernelDid::default(),
                 cgroup_id: 0,
-                comm: String::new(),
+                comm: crate::observe::record::ShortStr::new(),
             },
         }
     }
