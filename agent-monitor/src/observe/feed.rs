@@ -30,8 +30,9 @@ const FOLLOW_BUFFER: usize = 4096;
 /// Concurrent followers at most; more get `503 too_many_followers`.
 pub(crate) const MAX_FOLLOWERS: usize = 16;
 
-/// One published record: its JSON line and what the filters look at.
-#[derive(Debug)]
+/// One published record: its JSON line and what the filters look at. Cloned as two
+/// reference counts.
+#[derive(Debug, Clone)]
 pub(crate) struct Entry {
     /// Shared by the entries of a batch's task (not a copy per record).
     pub(crate) task: Arc<str>,
@@ -49,6 +50,7 @@ impl Entry {
 
 /// A record's JSON line: a part of the text of the batch it was written with, which the
 /// audit log's writer hands over whole instead of copying each line out of it.
+#[derive(Clone)]
 pub(crate) struct Line {
     text: Arc<String>,
     start: usize,
@@ -114,7 +116,9 @@ pub(crate) struct Filter {
 
 /// The recent ring and the followers' channel.
 pub(crate) struct Feed {
-    recent: Mutex<VecDeque<Arc<Entry>>>,
+    /// Entries in place, not each in an `Arc` of its own: that was an allocation and a
+    /// free per record.
+    recent: Mutex<VecDeque<Entry>>,
     tx: broadcast::Sender<Arc<Entry>>,
     followers: Arc<AtomicUsize>,
 }
@@ -155,12 +159,11 @@ impl Feed {
         {
             let mut recent = lock(&self.recent);
             for entry in entries {
-                let entry = Arc::new(entry);
                 if recent.len() == RECENT {
                     recent.pop_front();
                 }
                 if follow {
-                    sent.push(Arc::clone(&entry));
+                    sent.push(Arc::new(entry.clone()));
                 }
                 recent.push_back(entry);
             }
@@ -172,9 +175,9 @@ impl Feed {
     }
 
     /// The last `limit` recent records matching `filter`, oldest first.
-    pub(crate) fn recent(&self, filter: &Filter, limit: usize) -> Vec<Arc<Entry>> {
+    pub(crate) fn recent(&self, filter: &Filter, limit: usize) -> Vec<Entry> {
         let recent = lock(&self.recent);
-        let mut out: Vec<Arc<Entry>> = recent
+        let mut out: Vec<Entry> = recent
             .iter()
             .rev()
             .filter(|e| e.matches(filter))
