@@ -66,15 +66,16 @@ pub(crate) struct Task {
     pub(crate) grant_entries: Vec<crate::control::approval::Entry>,
     /// The names its attributions carry, shared with every record of the task (see
     /// [`Task::attribution`]).
-    names: Names,
+    names: Arc<TaskNames>,
 }
 
-/// A task's id, cgroup and starting directory as its records share them.
+/// A task's id, cgroup and starting directory as its events share them: one allocation, so
+/// an event takes one reference count for the three.
 #[derive(Debug)]
-struct Names {
-    id: Arc<str>,
-    cgroup: Arc<str>,
-    start_cwd: Option<Arc<Path>>,
+pub(crate) struct TaskNames {
+    pub(crate) id: Arc<str>,
+    pub(crate) cgroup: Arc<str>,
+    pub(crate) start_cwd: Option<Arc<Path>>,
 }
 
 /// A tool call of a task, from its start to its end on `CLOCK_BOOTTIME` (the kernel's event
@@ -163,11 +164,11 @@ impl Task {
         ttl: Option<Duration>,
     ) -> Self {
         let (now, wall) = (Instant::now(), SystemTime::now());
-        let names = Names {
+        let names = Arc::new(TaskNames {
             id: Arc::from(id.as_str()),
             cgroup: Arc::from(cgroup.as_str()),
             start_cwd: None,
-        };
+        });
         Self {
             id,
             slot,
@@ -224,24 +225,30 @@ impl Task {
     /// a reference count each, not a copy.
     pub(crate) fn attribution(&mut self) -> Attribution {
         let (id, call) = match &self.call_of {
-            Some((parent, call)) => (parent.as_str(), Some(call.clone())),
+            Some((parent, call)) => (parent.as_str(), Some(Box::new(call.clone()))),
             None => (self.id.as_str(), None),
         };
-        let names = &mut self.names;
-        if *names.id != *id {
-            names.id = Arc::from(id);
-        }
-        if *names.cgroup != *self.cgroup {
-            names.cgroup = Arc::from(self.cgroup.as_str());
-        }
-        if names.start_cwd.as_deref() != self.start_cwd.as_deref() {
-            names.start_cwd = self.start_cwd.as_deref().map(Arc::from);
+        let names = &self.names;
+        if *names.id != *id
+            || *names.cgroup != *self.cgroup
+            || names.start_cwd.as_deref() != self.start_cwd.as_deref()
+        {
+            let same = |old: &Arc<str>, new: &str| {
+                if **old == *new {
+                    Arc::clone(old)
+                } else {
+                    Arc::from(new)
+                }
+            };
+            self.names = Arc::new(TaskNames {
+                id: same(&names.id, id),
+                cgroup: same(&names.cgroup, &self.cgroup),
+                start_cwd: self.start_cwd.as_deref().map(Arc::from),
+            });
         }
         Attribution {
-            id: Arc::clone(&names.id),
+            names: Arc::clone(&self.names),
             scope: Arc::clone(&self.scope),
-            start_cwd: names.start_cwd.clone(),
-            cgroup: Arc::clone(&names.cgroup),
             cgroup_id: self.cgroup_id,
             landlock: self.landlock_abi > 0,
             call,
@@ -274,15 +281,15 @@ pub(crate) struct Registry {
 /// What a record needs to know of its task.
 #[derive(Debug, Clone)]
 pub(crate) struct Attribution {
-    pub(crate) id: Arc<str>,
+    /// The task's id, cgroup path and starting directory.
+    pub(crate) names: Arc<TaskNames>,
     pub(crate) scope: Arc<Scope>,
-    pub(crate) start_cwd: Option<Arc<Path>>,
-    pub(crate) cgroup: Arc<str>,
     pub(crate) cgroup_id: u64,
     /// The task runs under Landlock: a refused call is the kernel refusing it.
     pub(crate) landlock: bool,
-    /// The tool call the event happened in (then `scope` is the call's).
-    pub(crate) call: Option<CallRef>,
+    /// The tool call the event happened in (then `scope` is the call's). Boxed: most
+    /// events have none, and an attribution is moved on every event.
+    pub(crate) call: Option<Box<CallRef>>,
 }
 
 const ENDED_KEPT: usize = 256;
@@ -358,11 +365,17 @@ impl Registry {
     /// event that happened during one of its tool calls is judged by the call's scope and
     /// carries the call.
     pub(crate) fn attribute_at(&mut self, slot: u32, ns: u64) -> Option<Attribution> {
-        let mut attribution = self.attribute(slot)?;
-        if let Some(span) = self.by_slot_mut(slot).and_then(|t| t.call_at(ns)) {
+        // One lookup of the live task (the ended ones have no calls).
+        let Some(t) = self.by_slot_mut(slot) else {
+            return self.ended_slots.get(&slot).cloned();
+        };
+        t.seen = true;
+        t.events += 1;
+        let mut attribution = t.attribution();
+        if let Some(span) = t.call_at(ns) {
             span.events += 1;
             attribution.scope = Arc::clone(&span.scope);
-            attribution.call = Some(span.call.clone());
+            attribution.call = Some(Box::new(span.call.clone()));
         }
         Some(attribution)
     }
@@ -460,7 +473,7 @@ mod tests {
             Origin::Exec,
             None,
         ));
-        assert_eq!(r.attribute(slot).map(|a| a.id).as_deref(), Some("t"));
+        assert_eq!(r.attribute(slot).map(|a| Arc::clone(&a.names.id)).as_deref(), Some("t"));
         assert!(r.get("t").is_some_and(|t| t.seen && t.events == 1));
         r.finish("t", "finished");
         assert!(r.get("t").is_none());

@@ -13,7 +13,7 @@ mod json;
 mod short;
 
 pub(crate) use clock::{Clock, Rfc3339Cache, parse_rfc3339_nanos, rfc3339};
-pub(crate) use json::{decimal, write_record};
+pub(crate) use json::{Shared, decimal, write_record};
 pub(crate) use short::ShortStr;
 
 /// Serializes an enum as its `name()`: the one spelling records, logs and metrics use.
@@ -107,10 +107,16 @@ pub(crate) enum Layer {
     Daemon,
 }
 
-/// Its strings are shared with the task and scope they name (built once, cloned per record
-/// as a reference count): a copy of each per record was most of a record's allocations.
+/// Who a record's agent is: one shared allocation, made once per task and scope version
+/// (by the pipeline; once per record elsewhere). A record holds one reference to it rather
+/// than one per name: each is a locked increment when the record is made and a decrement
+/// when it is written, which were most of an event's cost once nothing was copied.
 #[derive(Debug, Clone, Serialize)]
-pub(crate) struct AgentRef {
+#[serde(transparent)]
+pub(crate) struct AgentRef(Arc<AgentNames>);
+
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AgentNames {
     pub(crate) scope: Arc<str>,
     pub(crate) task: Arc<str>,
     pub(crate) owner: Arc<str>,
@@ -118,15 +124,44 @@ pub(crate) struct AgentRef {
 }
 
 impl AgentRef {
+    pub(crate) fn new(names: AgentNames) -> Self {
+        Self(Arc::new(names))
+    }
+
     /// The agent of a record made outside the pipeline (a lifecycle notice, a DNS refusal,
     /// an approval): its strings are allocated here.
     pub(crate) fn of(scope: &crate::scope::Scope, task: &str) -> Self {
+        Self::new(AgentNames::of(scope, Arc::from(task)))
+    }
+
+    /// The same allocation (so the same names).
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The names, to change (tests build records field by field).
+    #[cfg(test)]
+    pub(crate) fn names_mut(&mut self) -> &mut AgentNames {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl AgentNames {
+    pub(crate) fn of(scope: &crate::scope::Scope, task: Arc<str>) -> Self {
         Self {
             scope: Arc::from(scope.name.as_str()),
-            task: Arc::from(task),
+            task,
             owner: Arc::from(scope.owner.as_str()),
             identity: scope.identity.as_deref().map(Arc::from),
         }
+    }
+}
+
+impl std::ops::Deref for AgentRef {
+    type Target = AgentNames;
+
+    fn deref(&self) -> &AgentNames {
+        &self.0
     }
 }
 
@@ -140,16 +175,30 @@ pub(crate) struct KubernetesRef {
     pub(crate) container_id: String,
 }
 
-/// Its strings are shared with the process table's entry and the cgroup's path (see
-/// [`AgentRef`]).
+/// The process of a record. Its names are one allocation shared with the process table's
+/// entry while they stay the same (see [`AgentRef`]).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ProcessRef {
     pub(crate) pid: u32,
     pub(crate) tid: u32,
     pub(crate) ppid: u32,
+    #[serde(flatten)]
+    pub(crate) names: Arc<ProcessNames>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct ProcessNames {
     pub(crate) comm: Arc<str>,
     pub(crate) exe: Option<Arc<str>>,
     pub(crate) cgroup: Option<Arc<str>>,
+}
+
+impl std::ops::Deref for ProcessRef {
+    type Target = ProcessNames;
+
+    fn deref(&self) -> &ProcessNames {
+        &self.names
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -438,20 +487,22 @@ impl Record {
             layer: None,
             after: None,
             action: Action::None,
-            agent: AgentRef {
+            agent: AgentRef::new(AgentNames {
                 scope: "s".into(),
                 task: "t".into(),
                 owner: "o".into(),
                 identity: None,
-            },
+            }),
             call: None,
             process: Some(ProcessRef {
                 pid: 1,
                 tid: 1,
                 ppid: 0,
-                comm: "c".into(),
-                exe: None,
-                cgroup: None,
+                names: Arc::new(ProcessNames {
+                    comm: "c".into(),
+                    exe: None,
+                    cgroup: None,
+                }),
             }),
             file: None,
             net: None,

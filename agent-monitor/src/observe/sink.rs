@@ -22,7 +22,7 @@ use std::{
 use crate::observe::{
     feed::Written,
     ocsf::{self, AuditFormat},
-    record::{Gap, Record, Verdict, write_record},
+    record::{Gap, Record, Shared, Verdict, write_record},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +101,8 @@ pub(crate) struct Sinks {
     format: AuditFormat,
     ocsf: ocsf::Context,
     ocsf_buf: Vec<u8>,
+    /// The text of recent records' agent and process objects.
+    shared: Shared,
     ocsf_gap_len: usize,
 }
 
@@ -198,6 +200,7 @@ impl Sinks {
             format: AuditFormat::Json,
             ocsf: ocsf::Context::local(),
             ocsf_buf: Vec::new(),
+            shared: Shared::default(),
             ocsf_gap_len: 0,
         })
     }
@@ -277,7 +280,7 @@ impl Sinks {
             // Writing plain data to a Vec cannot fail; were it to, no part of the record
             // stays (lines and records must stay paired).
             let start = self.buf.len();
-            if write_record(&mut self.buf, r).is_err() {
+            if write_record(&mut self.buf, r, &mut self.shared).is_err() {
                 self.buf.truncate(start);
                 self.buf.extend_from_slice(b"{}");
             }
@@ -469,7 +472,8 @@ impl Sinks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::record::{Kind, ProcessRef};
+    use crate::observe::record::{Kind, ProcessNames, ProcessRef};
+    use std::sync::Arc;
 
     fn record(n: u32) -> Record {
         let verdict = if n.is_multiple_of(7) {
@@ -479,14 +483,16 @@ mod tests {
         };
         let mut r = Record::sample(Kind::Exec, verdict);
         r.time = format!("t{n}").into();
-        r.agent.identity = Some("spiffe://x".into());
+        r.agent.names_mut().identity = Some("spiffe://x".into());
         r.process = Some(ProcessRef {
             pid: n,
             tid: n,
             ppid: 1,
-            comm: "c".into(),
-            exe: None,
-            cgroup: None,
+            names: Arc::new(ProcessNames {
+                comm: "c".into(),
+                exe: None,
+                cgroup: None,
+            }),
         });
         r
     }

@@ -459,19 +459,13 @@ fn display_addr(addr: &IpAddr) -> ShortStr {
 }
 
 /// The record's process: its strings shared with the table's entry and the cgroup's path.
-pub(super) fn process_ref(h: &Header, proc: &mut ProcInfo, cgroup: Arc<str>) -> ProcessRef {
+pub(super) fn process_ref(h: &Header, proc: &mut ProcInfo, cgroup: &Arc<str>) -> ProcessRef {
     ProcessRef {
         pid: h.tgid,
         tid: h.pid,
         ppid: if h.ppid != 0 { h.ppid } else { proc.ppid },
         // The header's name: the entry keeps the last one that was not empty.
-        comm: if *proc.comm == *h.comm {
-            Arc::clone(&proc.comm)
-        } else {
-            Arc::from(h.comm.as_str())
-        },
-        exe: proc.exe_name(),
-        cgroup: Some(cgroup),
+        names: proc.names(&h.comm, cgroup),
     }
 }
 

@@ -48,7 +48,7 @@ pub(crate) struct Pipeline {
     cgroup_paths: HashMap<u64, Arc<str>>,
     /// The agent names of the scopes recent records were judged by, shared by their
     /// records.
-    agents: AgentNames,
+    agents: Agents,
     clock: Clock,
     /// Record times: consecutive events mostly share their second.
     stamps: Rfc3339Cache,
@@ -73,7 +73,7 @@ impl Pipeline {
             dirs: dirs::DirIndex::default(),
             cgroups: crate::host::own_cgroup::CgroupMounts::discover(),
             cgroup_paths: HashMap::new(),
-            agents: AgentNames::default(),
+            agents: Agents::default(),
             clock: Clock::new(),
             stamps: Rfc3339Cache::default(),
             writer,
@@ -136,10 +136,8 @@ impl Pipeline {
     fn judge(&mut self, event: &Event) {
         let Some(h) = event.header() else { return };
         let Some(Attribution {
-            id: task_id,
+            names,
             scope,
-            start_cwd,
-            cgroup: task_cgroup,
             cgroup_id: task_cgroup_id,
             landlock,
             call,
@@ -148,14 +146,16 @@ impl Pipeline {
             Stats::add(&self.shared.stats.orphan_events, 1);
             return;
         };
-        let cgroup = self.cgroup_path(h.cgroup_id, &task_cgroup, task_cgroup_id);
+        let (task_id, task_cgroup) = (&names.id, &names.cgroup);
+        let start_cwd = names.start_cwd.as_deref();
+        let cgroup = self.cgroup_path(h.cgroup_id, task_cgroup, task_cgroup_id);
         let learned = self.learned_host(event);
-        let proc = self.procs.observe(h, start_cwd.as_deref());
-        let Some(mut judged) = describe(event, h, proc, &mut self.dirs, &task_cgroup) else {
+        let proc = self.procs.observe(h, start_cwd);
+        let Some(mut judged) = describe(event, h, proc, &mut self.dirs, task_cgroup) else {
             // Nothing to judge (a listen on a Unix socket, a move inside the agent): a held
             // process goes on.
             if h.kernel.held {
-                self.carry_out(Step::Release, h, &task_cgroup, None);
+                self.carry_out(Step::Release, h, task_cgroup, None);
             }
             return;
         };
@@ -168,12 +168,7 @@ impl Pipeline {
             &self.cgroups,
             self.shared.cgroup2.root(),
             &mut judged,
-            (
-                h.tgid,
-                proc.exe.as_deref(),
-                start_cwd.as_deref(),
-                &task_cgroup,
-            ),
+            (h.tgid, proc.exe.as_deref(), start_cwd, task_cgroup),
         );
         let started = self
             .evaluations
@@ -205,7 +200,7 @@ impl Pipeline {
             scope.on_violation,
             h.kernel,
         );
-        let process = process_ref(h, proc, cgroup);
+        let process = process_ref(h, proc, &cgroup);
         let mut approval = None;
         if step == Some(Step::Ask)
             && let Some(violation) = violation.as_ref()
@@ -215,8 +210,8 @@ impl Pipeline {
                 judged: &judged,
                 violation,
                 scope: &scope,
-                task: &task_id,
-                cgroup: &task_cgroup,
+                task: task_id,
+                cgroup: task_cgroup,
                 process: &process,
             }
             .open(&self.shared, action);
@@ -227,7 +222,7 @@ impl Pipeline {
         self.before_step(step, event, h, &judged, violation.is_some(), &scope);
         if let Some(step) = step {
             let exe = judged.exec.as_ref().map(|e| e.path.as_str());
-            self.carry_out(step, h, &task_cgroup, exe);
+            self.carry_out(step, h, task_cgroup, exe);
         }
         self.account(h, action, killed, violation.as_ref(), &process);
         self.urgent |= violation.is_some() || action != Action::None;
@@ -239,7 +234,7 @@ impl Pipeline {
             layer: layer(judged.kind, h.kernel, action),
             after,
             agent: self.agents.of(&scope, task_id),
-            call: call.map(Box::new),
+            call,
             process: Some(process),
             kubernetes: self.shared.kubernetes.agent(h.agent).map(Box::new),
             file: judged.file,
@@ -492,33 +487,54 @@ fn verdict_of(violation: bool) -> Verdict {
     }
 }
 
-/// The scope, owner and identity of the scopes recent records were judged by, made once
-/// per scope version (a reload or a tool call's scope is another `Arc`).
+/// The agents of recent records, each made once per task and scope version (a reload or a
+/// tool call's scope is another `Arc`): a record then holds one reference count.
 #[derive(Default)]
-struct AgentNames(Vec<(Arc<Scope>, AgentRef)>);
+struct Agents {
+    /// Held here, a scope's or task id's `Arc` cannot be freed and its address reused by
+    /// another.
+    entries: Vec<(Arc<Scope>, Arc<str>, AgentRef)>,
+    /// The entry found last (events come in runs of one task).
+    last: usize,
+    /// The entry replaced next once there are `AGENTS`.
+    next: usize,
+}
 
-/// Scope versions remembered at most (tasks' scopes and their calls' scopes); past it the
-/// names are made again.
-const AGENT_NAMES: usize = 64;
+/// Agents (task and scope version) remembered at most; past it the oldest is made again
+/// when next needed.
+const AGENTS: usize = 64;
 
-impl AgentNames {
-    fn of(&mut self, scope: &Arc<Scope>, task: Arc<str>) -> AgentRef {
-        // Held here, a scope's `Arc` cannot be freed and its address reused by another.
-        if let Some((_, names)) = self.0.iter().find(|(s, _)| Arc::ptr_eq(s, scope)) {
-            return AgentRef {
-                task,
-                ..names.clone()
-            };
-        }
-        if self.0.len() >= AGENT_NAMES {
-            self.0.clear();
-        }
-        let names = AgentRef {
-            task,
-            ..AgentRef::of(scope, "")
+impl Agents {
+    fn of(&mut self, scope: &Arc<Scope>, task: &Arc<str>) -> AgentRef {
+        let is = |(s, t, _): &(Arc<Scope>, Arc<str>, AgentRef)| {
+            Arc::ptr_eq(s, scope) && Arc::ptr_eq(t, task)
         };
-        self.0.push((Arc::clone(scope), names.clone()));
-        names
+        if let Some(e) = self.entries.get(self.last).filter(|e| is(e)) {
+            return e.2.clone();
+        }
+        if let Some(i) = self.entries.iter().position(is) {
+            self.last = i;
+            return self.entries[i].2.clone();
+        }
+        // Another task of the same scope version lends its scope's names.
+        let names = match self.entries.iter().find(|(s, _, _)| Arc::ptr_eq(s, scope)) {
+            Some((_, _, other)) => crate::observe::record::AgentNames {
+                task: Arc::clone(task),
+                ..(**other).clone()
+            },
+            None => crate::observe::record::AgentNames::of(scope, Arc::clone(task)),
+        };
+        let agent = AgentRef::new(names);
+        let entry = (Arc::clone(scope), Arc::clone(task), agent.clone());
+        if self.entries.len() < AGENTS {
+            self.last = self.entries.len();
+            self.entries.push(entry);
+        } else {
+            self.last = self.next;
+            self.entries[self.next] = entry;
+            self.next = (self.next + 1) % AGENTS;
+        }
+        agent
     }
 }
 

@@ -11,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::kernel::decoder::Header;
+use crate::{kernel::decoder::Header, observe::record::ProcessNames};
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ProcInfo {
@@ -22,12 +22,42 @@ pub(crate) struct ProcInfo {
     pub(crate) exe: Option<PathBuf>,
     /// `exe` as its records write it, made again only when the image changed.
     exe_name: Option<Arc<str>>,
+    /// The names its last record wrote (see `names`).
+    names: Option<Arc<ProcessNames>>,
     pub(crate) argv: Vec<String>,
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) agent: u32,
 }
 
 impl ProcInfo {
+    /// The names a record of it writes: `comm` (the event header's), its image and the
+    /// cgroup the event came from. One allocation shared by its records while they stay the
+    /// same, so a record holds one reference count for all three.
+    pub(crate) fn names(&mut self, comm: &str, cgroup: &Arc<str>) -> Arc<ProcessNames> {
+        if let Some(n) = &self.names
+            && *n.comm == *comm
+            && n.cgroup.as_ref().is_some_and(|c| Arc::ptr_eq(c, cgroup))
+            && match (&n.exe, &self.exe) {
+                (Some(name), Some(exe)) => name.as_bytes() == exe.as_os_str().as_bytes(),
+                (None, None) => true,
+                _ => false,
+            }
+        {
+            return Arc::clone(n);
+        }
+        let names = Arc::new(ProcessNames {
+            comm: if *self.comm == *comm {
+                Arc::clone(&self.comm)
+            } else {
+                Arc::from(comm)
+            },
+            exe: self.exe_name(),
+            cgroup: Some(Arc::clone(cgroup)),
+        });
+        self.names = Some(Arc::clone(&names));
+        names
+    }
+
     /// The image's path as a record writes it: the same string for every record of the
     /// process while its image stays the same, cloned as a reference count.
     pub(crate) fn exe_name(&mut self) -> Option<Arc<str>> {
@@ -104,6 +134,7 @@ impl ProcTable {
                 comm: Arc::from(h.comm.as_str()),
                 exe,
                 exe_name: None,
+                names: None,
                 argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
                 cwd,
                 agent: h.agent,

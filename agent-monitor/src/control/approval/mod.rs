@@ -8,7 +8,9 @@ use crate::{
     control::enforce::signal_process,
     control::state::Shared,
     host::{cgroupfs::Cgroup2, threads::settle_for_resume},
-    observe::record::{Action, AgentRef, ApprovalObject, Kind, Layer, Record, Verdict, rfc3339},
+    observe::record::{
+        Action, AgentNames, AgentRef, ApprovalObject, Kind, Layer, Record, Verdict, rfc3339,
+    },
 };
 
 mod grant;
@@ -220,11 +222,13 @@ impl Shared {
             .get(id)
             .cloned();
         let agent = request.as_ref().map_or_else(
-            || AgentRef {
-                scope: std::sync::Arc::from(""),
-                task: std::sync::Arc::from(""),
-                owner: std::sync::Arc::from(""),
-                identity: None,
+            || {
+                AgentRef::new(AgentNames {
+                    scope: std::sync::Arc::from(""),
+                    task: std::sync::Arc::from(""),
+                    owner: std::sync::Arc::from(""),
+                    identity: None,
+                })
             },
             agent_of,
         );
@@ -285,12 +289,12 @@ impl Shared {
 }
 
 fn agent_of(r: &Request) -> AgentRef {
-    AgentRef {
+    AgentRef::new(AgentNames {
         scope: r.scope.as_str().into(),
         task: r.task.as_str().into(),
         owner: r.owner.as_str().into(),
         identity: r.identity.as_deref().map(Into::into),
-    }
+    })
 }
 
 /// The `kind: approval` record of a decision.

@@ -192,7 +192,9 @@ impl Pending {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::record::ProcessNames;
     use crate::policy::FileAccess;
+    use std::sync::Arc;
 
     fn request(task: &str, pid: u32, deadline: Instant) -> Request {
         Request {
@@ -207,9 +209,11 @@ mod tests {
                 pid,
                 tid: pid,
                 ppid: 1,
-                comm: "cat".into(),
-                exe: None,
-                cgroup: None,
+                names: Arc::new(ProcessNames {
+                    comm: "cat".into(),
+                    exe: None,
+                    cgroup: None,
+                }),
             },
             kind: Kind::File,
             file: Some(FileObject {

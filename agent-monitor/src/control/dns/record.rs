@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 use super::{Asked, OutOfScope, RECORD_INTERVAL};
 use crate::{
     control::state::{Shared, Stats},
-    observe::record::{Action, AgentRef, Kind, Layer, NetObject, Record, Verdict, rfc3339},
+    observe::record::{
+        Action, AgentNames, AgentRef, Kind, Layer, NetObject, Record, Verdict, rfc3339,
+    },
     policy::{Dimension, Violation},
 };
 
@@ -45,10 +47,9 @@ fn record(shared: &Shared, q: &OutOfScope) {
             t.violations += q.count;
             Some(AgentRef::of(&t.scope, &t.id))
         } else {
-            registry.attribute(q.slot).map(|a| AgentRef {
-                task: a.id,
-                ..AgentRef::of(&a.scope, "")
-            })
+            registry
+                .attribute(q.slot)
+                .map(|a| AgentRef::new(AgentNames::of(&a.scope, Arc::clone(&a.names.id))))
         }
     };
     let Some(agent) = agent else {

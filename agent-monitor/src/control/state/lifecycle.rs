@@ -187,12 +187,12 @@ impl Shared {
             return;
         };
         let scope = self.registry().get(task).map(|t| Arc::clone(&t.scope));
-        let agent = crate::observe::record::AgentRef {
+        let agent = crate::observe::record::AgentRef::new(crate::observe::record::AgentNames {
             scope: t.scope.into(),
             task: t.id.into(),
             owner: t.owner.into(),
             identity: scope.and_then(|s| s.identity.as_deref().map(Into::into)),
-        };
+        });
         let record = crate::observe::record::Record::lifecycle(agent, event, reason, action);
         lock(&self.notices).push(record);
     }

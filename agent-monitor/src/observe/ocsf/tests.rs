@@ -158,7 +158,7 @@ fn a_violation_of_any_kind_is_a_finding_with_its_rule_and_evidence() {
 fn agent_fields_have_fixed_places() {
     let mut r = violated(file(FileAccess::Write), "files.write");
     r.action = Action::None;
-    r.agent.identity = Some("spiffe://example.test/agent".into());
+    r.agent.names_mut().identity = Some("spiffe://example.test/agent".into());
     r.kubernetes = Some(Box::new(KubernetesRef {
         namespace: "ns".into(),
         pod: "pod-a".into(),

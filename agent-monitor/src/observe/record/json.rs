@@ -10,15 +10,22 @@
 use serde::Serialize;
 
 use crate::{
-    observe::record::{
-        Action, AgentRef, ExecObject, FileObject, Layer, NetObject, ProcessRef, Record, Verdict,
-    },
+    observe::record::{Action, ExecObject, FileObject, Layer, NetObject, Record, Verdict},
     policy::{Dimension, Violation},
 };
 
-/// Appends `r` as one JSON object (no newline). Fails only where serde would (a rare
-/// object that cannot be serialised); the caller then drops the partial line.
-pub(crate) fn write_record(out: &mut Vec<u8>, r: &Record) -> Result<(), serde_json::Error> {
+mod shared;
+
+pub(crate) use shared::Shared;
+
+/// Appends `r` as one JSON object (no newline), its agent and process names from (or into)
+/// `shared`. Fails only where serde would (a rare object that cannot be serialised); the
+/// caller then drops the partial line.
+pub(crate) fn write_record(
+    out: &mut Vec<u8>,
+    r: &Record,
+    shared: &mut Shared,
+) -> Result<(), serde_json::Error> {
     out.extend_from_slice(b"{\"time\":");
     string(out, &r.time);
     out.extend_from_slice(b",\"kind\":\"");
@@ -37,13 +44,18 @@ pub(crate) fn write_record(out: &mut Vec<u8>, r: &Record) -> Result<(), serde_js
         action_field(out, b",\"after\":", after);
     }
     out.extend_from_slice(b",\"agent\":");
-    agent(out, &r.agent);
+    shared.agent(out, &r.agent);
     if let Some(call) = &r.call {
         serde_field(out, b",\"call\":", call)?;
     }
     if let Some(p) = &r.process {
-        out.extend_from_slice(b",\"process\":");
-        process(out, p);
+        out.extend_from_slice(b",\"process\":{\"pid\":");
+        number(out, u64::from(p.pid));
+        out.extend_from_slice(b",\"tid\":");
+        number(out, u64::from(p.tid));
+        out.extend_from_slice(b",\"ppid\":");
+        number(out, u64::from(p.ppid));
+        shared.process_names(out, p);
     }
     if let Some(k) = &r.kubernetes {
         serde_field(out, b",\"kubernetes\":", k)?;
@@ -98,34 +110,6 @@ fn action_field(out: &mut Vec<u8>, key: &[u8], action: Action) {
     out.push(b'"');
     out.extend_from_slice(action.name().as_bytes());
     out.push(b'"');
-}
-
-fn agent(out: &mut Vec<u8>, a: &AgentRef) {
-    out.extend_from_slice(b"{\"scope\":");
-    string(out, &a.scope);
-    out.extend_from_slice(b",\"task\":");
-    string(out, &a.task);
-    out.extend_from_slice(b",\"owner\":");
-    string(out, &a.owner);
-    out.extend_from_slice(b",\"identity\":");
-    optional(out, a.identity.as_deref());
-    out.push(b'}');
-}
-
-fn process(out: &mut Vec<u8>, p: &ProcessRef) {
-    out.extend_from_slice(b"{\"pid\":");
-    number(out, u64::from(p.pid));
-    out.extend_from_slice(b",\"tid\":");
-    number(out, u64::from(p.tid));
-    out.extend_from_slice(b",\"ppid\":");
-    number(out, u64::from(p.ppid));
-    out.extend_from_slice(b",\"comm\":");
-    string(out, &p.comm);
-    out.extend_from_slice(b",\"exe\":");
-    optional(out, p.exe.as_deref());
-    out.extend_from_slice(b",\"cgroup\":");
-    optional(out, p.cgroup.as_deref());
-    out.push(b'}');
 }
 
 fn file(out: &mut Vec<u8>, f: &FileObject) {

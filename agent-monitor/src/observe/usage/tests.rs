@@ -30,9 +30,9 @@ fn scope() -> Arc<Scope> {
 fn base(verdict: Verdict) -> Record {
     let mut r = Record::sample(Kind::File, verdict);
     r.time = "2026-01-01T00:00:00Z".into();
-    r.agent.scope = "rev".into();
-    r.agent.task = "t1".into();
-    r.agent.owner = "o@example.org".into();
+    r.agent.names_mut().scope = "rev".into();
+    r.agent.names_mut().task = "t1".into();
+    r.agent.names_mut().owner = "o@example.org".into();
     r
 }
 

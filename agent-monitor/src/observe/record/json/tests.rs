@@ -2,9 +2,11 @@
 
 use super::*;
 use crate::observe::record::{
-    ApprovalObject, CallEnd, CallRef, EscapeObject, Kind, KubernetesRef, TaskEvent,
+    AgentNames, AgentRef, ApprovalObject, CallEnd, CallRef, EscapeObject, Kind, KubernetesRef,
+    ProcessNames, ProcessRef, TaskEvent,
 };
 use crate::policy::FileAccess;
+use std::sync::Arc;
 
 /// Strings a path, a name or an argument may hold: quotes, backslashes, every control
 /// byte, DEL, non-ASCII, and what a non-UTF-8 name becomes once made a String (U+FFFD).
@@ -24,16 +26,21 @@ fn odd() -> Vec<String> {
     ]
 }
 
+/// The line is serde's, whether its agent and process text is made now or was kept from
+/// an earlier record with the same strings.
 fn assert_same(r: &Record) {
     let old = serde_json::to_vec(r).expect("serde writes a record");
-    let mut new = Vec::new();
-    write_record(&mut new, r).expect("the writer writes a record");
-    assert_eq!(
-        String::from_utf8_lossy(&new),
-        String::from_utf8_lossy(&old),
-        "the line differs from serde's"
-    );
-    assert_eq!(new, old);
+    let mut shared = Shared::default();
+    for made in ["made", "kept"] {
+        let mut new = Vec::new();
+        write_record(&mut new, r, &mut shared).expect("the writer writes a record");
+        assert_eq!(
+            String::from_utf8_lossy(&new),
+            String::from_utf8_lossy(&old),
+            "the line differs from serde's ({made})"
+        );
+        assert_eq!(new, old);
+    }
 }
 
 fn violation_of(text: &str, dimension: Dimension) -> Violation {
@@ -103,16 +110,18 @@ fn file_records_with_odd_paths() {
             pid: u32::MAX,
             tid: 0,
             ppid: 1_234_567,
-            comm: path.as_str().into(),
-            exe: (i % 2 == 0).then(|| path.as_str().into()),
-            cgroup: (i % 3 != 0).then(|| format!("/agent-monitor/{path}").into()),
+            names: Arc::new(ProcessNames {
+                comm: path.as_str().into(),
+                exe: (i % 2 == 0).then(|| path.as_str().into()),
+                cgroup: (i % 3 != 0).then(|| format!("/agent-monitor/{path}").into()),
+            }),
         });
-        r.agent = AgentRef {
+        r.agent = AgentRef::new(AgentNames {
             scope: path.as_str().into(),
             task: format!("t-{i}").into(),
             owner: path.as_str().into(),
             identity: (i % 2 == 1).then(|| path.as_str().into()),
-        };
+        });
         assert_same(&r);
     }
     let mut none = Record::sample(Kind::File, Verdict::Allowed);
@@ -225,12 +234,12 @@ fn rare_objects_go_through_serde_in_place() {
 
 #[test]
 fn the_lifecycle_record_is_written_as_serde_writes_it() {
-    let agent = AgentRef {
+    let agent = AgentRef::new(AgentNames {
         scope: "s".into(),
         task: "t".into(),
         owner: "o".into(),
         identity: Some("spiffe://x".into()),
-    };
+    });
     let r = Record::lifecycle(agent, "degraded", "a \"reason\"\n", Action::None);
     assert_same(&r);
 }
@@ -241,5 +250,58 @@ fn numbers_are_written_as_serde_writes_them() {
         let mut out = Vec::new();
         number(&mut out, n);
         assert_eq!(out, serde_json::to_vec(&n).expect("a number"), "{n}");
+    }
+}
+
+#[test]
+fn kept_text_is_only_reused_for_the_same_strings() {
+    // More processes and agents than are kept, interleaved, some sharing a scope or a
+    // name's allocation with another: every line is still serde's.
+    let scope: Arc<str> = "shared-scope".into();
+    let comm: Arc<str> = "python3".into();
+    let procs: Vec<ProcessRef> = (0..40)
+        .map(|i| ProcessRef {
+            pid: i,
+            tid: i + 1,
+            ppid: 1,
+            names: Arc::new(ProcessNames {
+                comm: if i % 2 == 0 {
+                    Arc::clone(&comm)
+                } else {
+                    format!("p{i}").into()
+                },
+                exe: (i % 3 != 0).then(|| format!("/usr/bin/p{}", i % 7).into()),
+                cgroup: Some(format!("/agent-monitor/t-{}", i % 5).into()),
+            }),
+        })
+        .collect();
+    let agents: Vec<AgentRef> = (0..10)
+        .map(|i| {
+            AgentRef::new(AgentNames {
+                scope: if i % 2 == 0 {
+                    Arc::clone(&scope)
+                } else {
+                    format!("scope-{i}").into()
+                },
+                task: format!("t-{i}").into(),
+                owner: "team".into(),
+                identity: (i % 3 == 0).then(|| "id".into()),
+            })
+        })
+        .collect();
+    let mut shared = Shared::default();
+    for round in 0..3 {
+        for (i, p) in procs.iter().enumerate() {
+            let mut r = Record::sample(Kind::Connect, Verdict::Allowed);
+            r.process = Some(p.clone());
+            r.agent = agents[(i * 7 + round) % agents.len()].clone();
+            let mut new = Vec::new();
+            write_record(&mut new, &r, &mut shared).expect("the writer writes a record");
+            assert_eq!(
+                String::from_utf8_lossy(&new),
+                String::from_utf8_lossy(&serde_json::to_vec(&r).expect("serde")),
+                "round {round}, process {i}"
+            );
+        }
     }
 }
