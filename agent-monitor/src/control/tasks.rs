@@ -473,7 +473,12 @@ mod tests {
             Origin::Exec,
             None,
         ));
-        assert_eq!(r.attribute(slot).map(|a| Arc::clone(&a.names.id)).as_deref(), Some("t"));
+        assert_eq!(
+            r.attribute(slot)
+                .map(|a| Arc::clone(&a.names.id))
+                .as_deref(),
+            Some("t")
+        );
         assert!(r.get("t").is_some_and(|t| t.seen && t.events == 1));
         r.finish("t", "finished");
         assert!(r.get("t").is_none());

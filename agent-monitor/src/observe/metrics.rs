@@ -120,7 +120,11 @@ impl Metrics {
             .hook_counters
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, c)) = read.iter().find(|(h, _)| *h == hook) {
+        // The same literal is the same address: most lookups end without comparing text.
+        if let Some((_, c)) = read
+            .iter()
+            .find(|(h, _)| std::ptr::eq(*h, hook) || *h == hook)
+        {
             c.inc();
             return;
         }

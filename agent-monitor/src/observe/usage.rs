@@ -301,7 +301,11 @@ impl Usage {
     pub(crate) fn observe(&self, scopes: &dyn Scopes, records: &[Record]) {
         // Consecutive records are mostly of one task: its usage is looked up once per run
         // of them, not once per record.
-        let runs = || records.chunk_by(|a, b| a.agent.task == b.agent.task);
+        let runs = || {
+            records.chunk_by(|a, b| {
+                Arc::ptr_eq(&a.agent.task, &b.agent.task) || a.agent.task == b.agent.task
+            })
+        };
         let missing: Vec<(&str, &str)> = {
             let inner = lock(&self.inner);
             let mut m: Vec<(&str, &str)> = runs()
