@@ -51,6 +51,31 @@ pub(crate) struct Metrics {
     events_read: AtomicU64,
 }
 
+/// Decoded kernel events by hook, counted in the pipeline's thread and added to the
+/// metrics once per drain of the ring buffer ([`Metrics::kernel_events`]): per event, the
+/// shared counters' lock and atomics cost more than the count.
+#[derive(Debug, Default)]
+pub(crate) struct HookCounts(Vec<(&'static str, u64)>);
+
+impl HookCounts {
+    pub(crate) fn add(&mut self, event: &Event) {
+        let hook = match event {
+            Event::File { op, .. } => op.name(),
+            Event::Net { op, .. } => op.name(),
+            other => other.kind().name(),
+        };
+        // The same literal is the same address; the text is compared only when that fails.
+        match self
+            .0
+            .iter_mut()
+            .find(|(h, _)| std::ptr::eq(*h, hook) || *h == hook)
+        {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((hook, 1)),
+        }
+    }
+}
+
 impl Metrics {
     pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("agent_monitor");
@@ -102,20 +127,19 @@ impl Metrics {
         self.ring.get().map(RingFill::usage)
     }
 
-    /// One decoded kernel event (per-hook counts).
-    pub(crate) fn kernel_event(&self, event: &Event) {
-        let hook = match event {
-            Event::File { op, .. } => op.name(),
-            Event::Net { op, .. } => op.name(),
-            other => other.kind().name(),
-        };
-        self.count_hook(hook);
-        self.events_read.fetch_add(1, Relaxed);
+    /// Adds the decoded kernel events counted since the last call (per-hook counts), and
+    /// clears `counts`.
+    pub(crate) fn kernel_events(&self, counts: &mut HookCounts) {
+        for (hook, n) in counts.0.iter_mut().filter(|(_, n)| *n > 0) {
+            self.count_hook(hook, *n);
+            self.events_read.fetch_add(*n, Relaxed);
+            *n = 0;
+        }
     }
 
-    /// Counts one event of a hook: its counter is found in a short list (a dozen hooks),
+    /// Counts `n` events of a hook: its counter is found in a short list (a dozen hooks),
     /// made once.
-    fn count_hook(&self, hook: &'static str) {
+    fn count_hook(&self, hook: &'static str, n: u64) {
         let read = self
             .hook_counters
             .read()
@@ -125,19 +149,19 @@ impl Metrics {
             .iter()
             .find(|(h, _)| std::ptr::eq(*h, hook) || *h == hook)
         {
-            c.inc();
+            c.inc_by(n);
             return;
         }
         drop(read);
         let c = self.kernel_events.get_or_create(&[("hook", hook)]).clone();
-        c.inc();
+        c.inc_by(n);
         self.hook_counters
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((hook, c));
     }
 
-    /// Kernel events read and decoded so far.
+    /// Kernel events read and decoded so far (up to the last drain of the ring buffer).
     pub(crate) fn events_read(&self) -> u64 {
         self.events_read.load(Relaxed)
     }

@@ -15,6 +15,7 @@ use crate::{
         decoder::{DecodeError, Event, FileOp, Header},
         reader::Consumer,
     },
+    observe::metrics::HookCounts,
     observe::record::{Action, AgentRef, Clock, Record, Rfc3339Cache, Verdict},
     pipeline::proctable::ProcTable,
     policy::FileAccess,
@@ -49,6 +50,8 @@ pub(crate) struct Pipeline {
     /// The agent names of the scopes recent records were judged by, shared by their
     /// records.
     agents: Agents,
+    /// Events decoded since the last flush, by hook (for the metrics).
+    hook_counts: HookCounts,
     clock: Clock,
     /// Record times: consecutive events mostly share their second.
     stamps: Rfc3339Cache,
@@ -74,6 +77,7 @@ impl Pipeline {
             cgroups: crate::host::own_cgroup::CgroupMounts::discover(),
             cgroup_paths: HashMap::new(),
             agents: Agents::default(),
+            hook_counts: HookCounts::default(),
             clock: Clock::new(),
             stamps: Rfc3339Cache::default(),
             writer,
@@ -86,7 +90,7 @@ impl Pipeline {
 
 impl Consumer for Pipeline {
     fn event(&mut self, event: Event) {
-        self.shared.observed.metrics.kernel_event(&event);
+        self.hook_counts.add(&event);
         match event {
             Event::CgroupMkdir { id, path } => self.shared.adopt(&path, id),
             Event::CgroupRmdir { id } => self.shared.cgroup_removed(id),
@@ -110,6 +114,10 @@ impl Consumer for Pipeline {
     /// Hands the records gathered since the last flush, with any lifecycle notices, to
     /// the audit log's writer thread (which publishes them to the API once written).
     fn flush(&mut self) {
+        self.shared
+            .observed
+            .metrics
+            .kernel_events(&mut self.hook_counts);
         self.batch.extend(self.shared.take_notices());
         if self.batch.is_empty() {
             return;
@@ -148,7 +156,10 @@ impl Pipeline {
         };
         let (task_id, task_cgroup) = (&names.id, &names.cgroup);
         let start_cwd = names.start_cwd.as_deref();
-        let cgroup = self.cgroup_path(h.cgroup_id, task_cgroup, task_cgroup_id);
+        // The task's own cgroup (most events) is borrowed, not another reference count.
+        let elsewhere =
+            (h.cgroup_id != task_cgroup_id).then(|| self.cgroup_path(h.cgroup_id, task_cgroup));
+        let cgroup = elsewhere.as_ref().unwrap_or(task_cgroup);
         let learned = self.learned_host(event);
         let proc = self.procs.observe(h, start_cwd);
         let Some(mut judged) = describe(event, h, proc, &mut self.dirs, task_cgroup) else {
@@ -200,7 +211,7 @@ impl Pipeline {
             scope.on_violation,
             h.kernel,
         );
-        let process = process_ref(h, proc, &cgroup);
+        let process = process_ref(h, proc, cgroup);
         let mut approval = None;
         if step == Some(Step::Ask)
             && let Some(violation) = violation.as_ref()
@@ -390,12 +401,9 @@ impl Pipeline {
         }
     }
 
-    /// The path of the cgroup an event came from: the task's own, one below it (nested), or
-    /// elsewhere (a tagged process that moved out).
-    fn cgroup_path(&mut self, id: u64, task_cgroup: &Arc<str>, task_cgroup_id: u64) -> Arc<str> {
-        if id == task_cgroup_id {
-            return Arc::clone(task_cgroup);
-        }
+    /// The path of a cgroup an event came from that is not its task's own: one below it
+    /// (nested), or elsewhere (a tagged process that moved out).
+    fn cgroup_path(&mut self, id: u64, task_cgroup: &Arc<str>) -> Arc<str> {
         if let Some(p) = self.cgroup_paths.get(&id) {
             return Arc::clone(p);
         }

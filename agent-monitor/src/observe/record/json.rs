@@ -49,13 +49,8 @@ pub(crate) fn write_record(
         serde_field(out, b",\"call\":", call)?;
     }
     if let Some(p) = &r.process {
-        out.extend_from_slice(b",\"process\":{\"pid\":");
-        number(out, u64::from(p.pid));
-        out.extend_from_slice(b",\"tid\":");
-        number(out, u64::from(p.tid));
-        out.extend_from_slice(b",\"ppid\":");
-        number(out, u64::from(p.ppid));
-        shared.process_names(out, p);
+        out.extend_from_slice(b",\"process\":");
+        shared.process(out, p);
     }
     if let Some(k) = &r.kubernetes {
         serde_field(out, b",\"kubernetes\":", k)?;

@@ -9,19 +9,20 @@
 
 use std::sync::Arc;
 
-use super::{optional, string};
+use super::{number, optional, string};
 use crate::observe::record::{AgentRef, ProcessNames, ProcessRef};
 
 /// Agents (task and scope) remembered; a daemon's batches rarely mix more.
 const AGENTS: usize = 4;
-/// Processes remembered (their names: name, image and cgroup).
+/// Threads remembered (with their process's names: name, image and cgroup).
 const PROCESSES: usize = 16;
 
 /// The text of recently written agent and process objects.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     agents: Ring<AgentRef>,
-    processes: Ring<Arc<ProcessNames>>,
+    /// A thread's numbers (pid, tid, ppid) and its process's names.
+    processes: Ring<(u32, u32, u32, Arc<ProcessNames>)>,
 }
 
 /// Entries and their text, replaced oldest first.
@@ -78,14 +79,16 @@ impl Shared {
         );
     }
 
-    /// The process object after its numbers: `,"comm":…,"exe":…,"cgroup":…}`.
-    pub(super) fn process_names(&mut self, out: &mut Vec<u8>, p: &ProcessRef) {
+    /// The process object, `{"pid":…}`.
+    pub(super) fn process(&mut self, out: &mut Vec<u8>, p: &ProcessRef) {
         self.processes.write(
             out,
             PROCESSES,
-            |k| Arc::ptr_eq(k, &p.names),
-            || Arc::clone(&p.names),
-            |text| process_names(text, p),
+            |(pid, tid, ppid, names)| {
+                (*pid, *tid, *ppid) == (p.pid, p.tid, p.ppid) && Arc::ptr_eq(names, &p.names)
+            },
+            || (p.pid, p.tid, p.ppid, Arc::clone(&p.names)),
+            |text| process(text, p),
         );
     }
 }
@@ -102,7 +105,13 @@ fn agent(out: &mut Vec<u8>, a: &AgentRef) {
     out.push(b'}');
 }
 
-fn process_names(out: &mut Vec<u8>, p: &ProcessRef) {
+fn process(out: &mut Vec<u8>, p: &ProcessRef) {
+    out.extend_from_slice(b"{\"pid\":");
+    number(out, u64::from(p.pid));
+    out.extend_from_slice(b",\"tid\":");
+    number(out, u64::from(p.tid));
+    out.extend_from_slice(b",\"ppid\":");
+    number(out, u64::from(p.ppid));
     out.extend_from_slice(b",\"comm\":");
     string(out, &p.comm);
     out.extend_from_slice(b",\"exe\":");

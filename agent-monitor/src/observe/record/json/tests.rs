@@ -259,20 +259,30 @@ fn kept_text_is_only_reused_for_the_same_strings() {
     // name's allocation with another: every line is still serde's.
     let scope: Arc<str> = "shared-scope".into();
     let comm: Arc<str> = "python3".into();
+    // Threads of one process share its names; a thread's numbers are its own.
+    let threads = Arc::new(ProcessNames {
+        comm: Arc::clone(&comm),
+        exe: Some("/usr/bin/python3".into()),
+        cgroup: Some("/agent-monitor/t".into()),
+    });
     let procs: Vec<ProcessRef> = (0..40)
         .map(|i| ProcessRef {
-            pid: i,
+            pid: if i % 4 == 0 { 7 } else { i },
             tid: i + 1,
             ppid: 1,
-            names: Arc::new(ProcessNames {
-                comm: if i % 2 == 0 {
-                    Arc::clone(&comm)
-                } else {
-                    format!("p{i}").into()
-                },
-                exe: (i % 3 != 0).then(|| format!("/usr/bin/p{}", i % 7).into()),
-                cgroup: Some(format!("/agent-monitor/t-{}", i % 5).into()),
-            }),
+            names: if i % 4 == 0 {
+                Arc::clone(&threads)
+            } else {
+                Arc::new(ProcessNames {
+                    comm: if i % 2 == 0 {
+                        Arc::clone(&comm)
+                    } else {
+                        format!("p{i}").into()
+                    },
+                    exe: (i % 3 != 0).then(|| format!("/usr/bin/p{}", i % 7).into()),
+                    cgroup: Some(format!("/agent-monitor/t-{}", i % 5).into()),
+                })
+            },
         })
         .collect();
     let agents: Vec<AgentRef> = (0..10)
