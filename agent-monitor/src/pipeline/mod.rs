@@ -16,12 +16,13 @@ use crate::{
         reader::Consumer,
     },
     observe::metrics::HookCounts,
-    observe::record::{Action, AgentRef, Clock, Record, Rfc3339Cache, Verdict},
+    observe::record::{Action, Clock, Record, Rfc3339Cache, Verdict},
     pipeline::proctable::ProcTable,
     policy::FileAccess,
     scope::Scope,
 };
 
+mod agents;
 mod ask;
 mod canon;
 mod describe;
@@ -30,6 +31,7 @@ pub(crate) mod proctable;
 pub(crate) mod resolve;
 pub(crate) mod writer;
 
+use agents::Agents;
 use describe::{Judged, describe, process_ref, verdict};
 
 /// How long a release waits for every thread of the process to stop before it resumes it.
@@ -492,57 +494,6 @@ fn verdict_of(violation: bool) -> Verdict {
         Verdict::Violation
     } else {
         Verdict::Allowed
-    }
-}
-
-/// The agents of recent records, each made once per task and scope version (a reload or a
-/// tool call's scope is another `Arc`): a record then holds one reference count.
-#[derive(Default)]
-struct Agents {
-    /// Held here, a scope's or task id's `Arc` cannot be freed and its address reused by
-    /// another.
-    entries: Vec<(Arc<Scope>, Arc<str>, AgentRef)>,
-    /// The entry found last (events come in runs of one task).
-    last: usize,
-    /// The entry replaced next once there are `AGENTS`.
-    next: usize,
-}
-
-/// Agents (task and scope version) remembered at most; past it the oldest is made again
-/// when next needed.
-const AGENTS: usize = 64;
-
-impl Agents {
-    fn of(&mut self, scope: &Arc<Scope>, task: &Arc<str>) -> AgentRef {
-        let is = |(s, t, _): &(Arc<Scope>, Arc<str>, AgentRef)| {
-            Arc::ptr_eq(s, scope) && Arc::ptr_eq(t, task)
-        };
-        if let Some(e) = self.entries.get(self.last).filter(|e| is(e)) {
-            return e.2.clone();
-        }
-        if let Some(i) = self.entries.iter().position(is) {
-            self.last = i;
-            return self.entries[i].2.clone();
-        }
-        // Another task of the same scope version lends its scope's names.
-        let names = match self.entries.iter().find(|(s, _, _)| Arc::ptr_eq(s, scope)) {
-            Some((_, _, other)) => crate::observe::record::AgentNames {
-                task: Arc::clone(task),
-                ..(**other).clone()
-            },
-            None => crate::observe::record::AgentNames::of(scope, Arc::clone(task)),
-        };
-        let agent = AgentRef::new(names);
-        let entry = (Arc::clone(scope), Arc::clone(task), agent.clone());
-        if self.entries.len() < AGENTS {
-            self.last = self.entries.len();
-            self.entries.push(entry);
-        } else {
-            self.last = self.next;
-            self.entries[self.next] = entry;
-            self.next = (self.next + 1) % AGENTS;
-        }
-        agent
     }
 }
 

@@ -216,4 +216,30 @@ mod tests {
         t.forget_agent(1);
         assert!(t.pids_of(1).is_empty());
     }
+
+    #[test]
+    fn records_share_the_names_until_one_of_them_changes() {
+        let mut t = ProcTable::default();
+        let cgroup: Arc<str> = "/agent-monitor/t".into();
+        let p = t.observe(&header(4_000_003, 0, "python3"), None);
+        p.exe = Some(PathBuf::from("/usr/bin/python3"));
+        let first = p.names("python3", &cgroup);
+        assert!(Arc::ptr_eq(&first, &p.names("python3", &cgroup)), "kept");
+        assert_eq!(first.exe.as_deref(), Some("/usr/bin/python3"));
+        // Each change makes new names with the new value.
+        let renamed = p.names("worker", &cgroup);
+        assert!(!Arc::ptr_eq(&first, &renamed));
+        assert_eq!(&*renamed.comm, "worker");
+        p.exe = Some(PathBuf::from("/usr/bin/node"));
+        let exec = p.names("worker", &cgroup);
+        assert_eq!(exec.exe.as_deref(), Some("/usr/bin/node"));
+        // Another cgroup with the same path is another allocation: not assumed the same.
+        let nested: Arc<str> = "/agent-monitor/t".into();
+        let moved = p.names("worker", &nested);
+        assert!(!Arc::ptr_eq(&exec, &moved));
+        assert!(Arc::ptr_eq(
+            moved.cgroup.as_ref().expect("a cgroup"),
+            &nested
+        ));
+    }
 }
