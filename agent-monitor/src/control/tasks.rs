@@ -221,8 +221,8 @@ impl Task {
     }
 
     /// Who its events belong to. The names are built again only when a field they come from
-    /// changed (a task's fields are set after it is made): an event costs a comparison and
-    /// a reference count each, not a copy.
+    /// changed (a task's fields are set after it is made): an event costs the comparisons
+    /// and one reference count for the three names, not a copy.
     pub(crate) fn attribution(&mut self) -> Attribution {
         let (id, call) = match &self.call_of {
             Some((parent, call)) => (parent.as_str(), Some(Box::new(call.clone()))),
