@@ -49,8 +49,7 @@ pub(crate) struct Pipeline {
     cgroups: crate::host::own_cgroup::CgroupMounts,
     /// cgroup id -> path, for records (the process may be gone when its event is read).
     cgroup_paths: HashMap<u64, Arc<str>>,
-    /// The agent names of the scopes recent records were judged by, shared by their
-    /// records.
+    /// The agent of each task's records, shared by them.
     agents: Agents,
     /// Events decoded since the last flush, by hook (for the metrics).
     hook_counts: HookCounts,
