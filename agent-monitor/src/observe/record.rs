@@ -186,7 +186,7 @@ pub(crate) struct ProcessRef {
     pub(crate) names: Arc<ProcessNames>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct ProcessNames {
     pub(crate) comm: Arc<str>,
     pub(crate) exe: Option<Arc<str>>,
