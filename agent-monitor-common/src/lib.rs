@@ -333,7 +333,11 @@ pub mod tag_state {
     /// start and every 200 ms. An array read instead of a clock read per open (reading the
     /// clock costs about 70 ns in a VM).
     pub const EPOCH: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Bumped by the kernel programs after every change of an existing pid tag (a tag
+    /// removed when its task is freed, a tag given at fork): each CPU's cached last tagged
+    /// thread of an older generation is stale.
+    pub const PIDS: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// `CGROUP_VERDICT` value: a cgroup's agent slot (0: none) as of a tag generation.
@@ -398,8 +402,10 @@ pub mod dir_ok {
     pub const NAMED: u8 = 4;
 }
 
-/// Structure offsets read from the running kernel's BTF by the daemon (`OFFSETS[0]`), so
-/// the kernel side can follow task -> open file -> inode without per-kernel builds.
+/// Structure offsets read from the running kernel's BTF by the daemon and written into the
+/// object's frozen `.rodata` (`STRUCT_OFFSETS`) before the programs load, so the kernel side
+/// can follow task -> open file -> inode without per-kernel builds, and the verifier knows
+/// every offset as a constant.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Offsets {
@@ -412,10 +418,10 @@ pub struct Offsets {
     pub inode_sb: u32,
     pub sb_dev: u32,
     pub mm_exe_file: u32,
-    /// `files_struct.fdtab` and `files_struct.fd_array`: while `fdt` points at the embedded
-    /// `fdtab`, the descriptor array is the embedded `fd_array` (one kernel read saved).
-    pub files_fdtab: u32,
+    /// `files_struct.fd_array` and its length (`NR_OPEN_DEFAULT`): the descriptor table a
+    /// process starts with, in place until it outgrows it.
     pub files_fd_array: u32,
+    pub files_fd_array_len: u32,
     /// `file.f_mode`: whether an open file was opened for writing (`FMODE_WRITE`), whatever
     /// flags the caller passed.
     pub file_mode: u32,
@@ -427,6 +433,30 @@ pub struct Offsets {
     pub dentry_name: u32,
     /// Non-zero once the daemon has filled the offsets in.
     pub valid: u32,
+}
+
+impl Offsets {
+    /// No offsets: the object's default, kept when the daemon cannot read BTF (the kernel
+    /// side then has no file identity).
+    pub const NONE: Self = Self {
+        task_files: 0,
+        task_mm: 0,
+        files_fdt: 0,
+        fdt_fd: 0,
+        file_inode: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        sb_dev: 0,
+        mm_exe_file: 0,
+        files_fd_array: 0,
+        files_fd_array_len: 0,
+        file_mode: 0,
+        file_dentry: 0,
+        dentry_parent: 0,
+        dentry_inode: 0,
+        dentry_name: 0,
+        valid: 0,
+    };
 }
 
 /// argv captured at execve entry, consumed at `sched_process_exec`.

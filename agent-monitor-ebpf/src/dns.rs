@@ -15,10 +15,11 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{AGENT_CONFIG, DNS_LEARNED, DNS_ORIGIN, HOST_RULES},
+    enforce::agent_config,
+    maps::{DNS_LEARNED, DNS_ORIGIN, HOST_RULES},
     net::{AF_INET, AF_INET6, port_allowed},
     steps::search_steps,
-    tag::current_agent,
+    tag::current_agent_uncached,
 };
 
 const LOOPBACK4: [u8; 4] = [127, 0, 0, 1];
@@ -28,8 +29,7 @@ const MAPPED_LOOPBACK4: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 12
 /// The agent's settings when it has the DNS path.
 #[inline(always)]
 pub fn dns_config(slot: u32) -> Option<AgentConfig> {
-    // SAFETY: the value is copied out.
-    let cfg = unsafe { AGENT_CONFIG.get(slot) }.copied()?;
+    let cfg = agent_config::<false>(slot)?;
     (cfg.flags & config_flags::DNS != 0).then_some(cfg)
 }
 
@@ -130,7 +130,7 @@ pub fn redirect(ctx: &SockAddrContext, cfg: &AgentConfig, family: u32, addr: &[u
 /// Always returns 1: recvmsg programs cannot refuse.
 #[inline(always)]
 pub fn try_recvmsg(ctx: &SockAddrContext, family: u32) -> i32 {
-    let Some(agent) = current_agent() else {
+    let Some(agent) = current_agent_uncached() else {
         return 1;
     };
     let Some(cfg) = dns_config(agent.slot) else {

@@ -23,8 +23,8 @@ use crate::{
         signal,
     },
     maps::{
-        FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, TAG_STATE, count,
-        emit_prefix,
+        FILE_DENY, FILE_OK, FILE_SCRATCH, PROTECTED_DEVS, RECENT_OPENS, RECENT_OPENS_CPU,
+        RECENT_OPENS_CPU_LEN, ReportedOpen, TAG_STATE, count, emit_prefix,
     },
     process::{syscall_args, tp_field, tp_offset},
     tag::{Agent, current_agent, header},
@@ -352,7 +352,7 @@ fn copy_path(ptr: *const u8, buf: &mut [u8; PATH_LEN], header_flags: &mut u32) {
 }
 
 /// Whether this open was already reported in the current second (`tag_state::EPOCH`);
-/// records it as reported otherwise.
+/// records it as reported otherwise. This CPU's recent opens first, then the machine's.
 #[inline(always)]
 fn repeated(tgid: u32, open_flags: u32, dev: u32, ino: u64) -> bool {
     let key = OpenKey {
@@ -363,12 +363,27 @@ fn repeated(tgid: u32, open_flags: u32, dev: u32, ino: u64) -> bool {
         ino,
     };
     let epoch = TAG_STATE.get(tag_state::EPOCH).copied().unwrap_or(0);
-    // SAFETY: the value is copied out.
-    if unsafe { RECENT_OPENS.get(key) }.copied() == Some(epoch) {
-        return true;
+    #[expect(clippy::cast_possible_truncation, reason = "a hash's low bits")]
+    let index =
+        ((ino ^ u64::from(dev) ^ (u64::from(tgid) << 7)) as u32) & (RECENT_OPENS_CPU_LEN - 1);
+    let mine = RECENT_OPENS_CPU.get_ptr_mut(index);
+    if let Some(mine) = mine {
+        // SAFETY: this CPU's slot, copied out.
+        let seen = unsafe { *mine };
+        if seen.epoch == epoch && seen.key == key {
+            return true;
+        }
     }
-    let _ = RECENT_OPENS.insert(key, epoch, 0);
-    false
+    // SAFETY: the value is copied out.
+    let repeat = unsafe { RECENT_OPENS.get(key) }.copied() == Some(epoch);
+    if !repeat && RECENT_OPENS.insert(key, epoch, 0).is_err() {
+        return false;
+    }
+    if let Some(mine) = mine {
+        // SAFETY: this CPU's slot; programs on one CPU do not interleave within one run.
+        unsafe { *mine = ReportedOpen { key, epoch } };
+    }
+    repeat
 }
 
 /// The kernel's verdict on a successful open by an enforced agent, before the caller sees

@@ -2,7 +2,8 @@
 //!
 //! Every hook first decides "is the current task an agent?" (see [`tag`]); untagged tasks
 //! return right after that lookup. Tagged activity is written to one ring buffer.
-// Inline assembly for the tracepoint field loads (`process::tp_field`).
+// Inline assembly for the tracepoint field loads (`process::tp_field`) and an atomic add
+// (`tag::pid_tags_changed`).
 #![feature(asm_experimental_arch)]
 #![no_std]
 #![no_main]

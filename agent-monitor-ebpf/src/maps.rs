@@ -4,8 +4,8 @@ use crate::enforce::{SIGKILL, signal};
 use agent_monitor_common::{
     AgentConfig, BindKey, CgroupEvent, CgroupVerdict, DnsOrigin, EscapeEntry, EscapeEvent,
     EventHeader, ExecArgs, ExecEvent, ExitEvent, FileEvent, HostRuleKey, InodeKey, Learned,
-    LearnedKey, MAX_HOST_RULES, NameKey, NetEvent, NetKey, NetRule, Offsets, OpenKey, PidTag,
-    counter, flags, tag_state,
+    LearnedKey, MAX_HOST_RULES, NameKey, NetEvent, NetKey, NetRule, OpenKey, PidTag, counter,
+    flags, tag_state,
 };
 use aya_ebpf::{
     macros::map,
@@ -38,6 +38,20 @@ pub static CGROUP_VERDICT: LruHashMap<u64, CgroupVerdict> = LruHashMap::with_max
 /// thread id -> agent slot and parent: the tag follows a process that leaves its cgroup.
 #[map]
 pub static AGENT_PIDS: HashMap<u32, PidTag> = HashMap::with_max_entries(65536, 0);
+
+/// The last thread found tagged on this CPU, as of a pid-tag generation (`tag_state::PIDS`):
+/// a run of syscalls by one thread reads an array instead of hashing into `AGENT_PIDS`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastAgent {
+    pub pid_tgid: u64,
+    pub generation: u64,
+    pub slot: u32,
+    pub ppid: u32,
+}
+
+#[map]
+pub static LAST_AGENT: PerCpuArray<LastAgent> = PerCpuArray::with_max_entries(1, 0);
 
 /// argv captured at execve entry, consumed at sched_process_exec (keyed by thread id).
 #[map]
@@ -179,6 +193,25 @@ pub fn emit_prefix<T: Event>(event: &T, len: usize) {
 #[map]
 pub static AGENT_CONFIG: HashMap<u32, AgentConfig> = HashMap::with_max_entries(4096, 0);
 
+/// Bumped by the daemon after every change of `AGENT_CONFIG`: each CPU's cached settings
+/// ([`LAST_CONFIG`]) of an older version are stale.
+#[map]
+pub static CONFIG_VERSION: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The settings last looked up on this CPU (`present` 0: the slot had none), as of a
+/// `CONFIG_VERSION`: a run of one agent's syscalls reads an array instead of hashing.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LastConfig {
+    pub version: u64,
+    pub slot: u32,
+    pub present: u32,
+    pub config: AgentConfig,
+}
+
+#[map]
+pub static LAST_CONFIG: PerCpuArray<LastConfig> = PerCpuArray::with_max_entries(1, 0);
+
 /// (slot, address prefix) -> allowed ports/protocols (the constructor adds BPF_F_NO_PREALLOC).
 #[map]
 pub static NET_RULES: LpmTrie<NetKey, NetRule> = LpmTrie::with_max_entries(16384, 0);
@@ -195,14 +228,29 @@ pub static EXEC_ALLOW: HashMap<InodeKey, u8> = HashMap::with_max_entries(65536, 
 #[map]
 pub static FILE_DENY: HashMap<InodeKey, u8> = HashMap::with_max_entries(65536, 0);
 
-/// Structure offsets from the running kernel's BTF (index 0), written by the daemon.
-#[map]
-pub static OFFSETS: Array<Offsets> = Array::with_max_entries(1, 0);
-
 /// The second (`tag_state::EPOCH`) each (process, file, access) open was last reported in,
 /// for de-duplication.
 #[map]
 pub static RECENT_OPENS: LruHashMap<OpenKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// One entry of [`RECENT_OPENS_CPU`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ReportedOpen {
+    pub key: OpenKey,
+    pub epoch: u64,
+}
+
+/// How many opens each CPU remembers (a power of two: the index is a hash's low bits).
+pub const RECENT_OPENS_CPU_LEN: u32 = 64;
+
+/// Per CPU, some of the opens `RECENT_OPENS` holds, each in the slot its key hashes to: a
+/// repeat found here costs an array read instead of a hash lookup. An entry is written
+/// only after `RECENT_OPENS` holds the same open in the same second, so a hit here is one
+/// there: de-duplication stays machine-wide.
+#[map]
+pub static RECENT_OPENS_CPU: PerCpuArray<ReportedOpen> =
+    PerCpuArray::with_max_entries(RECENT_OPENS_CPU_LEN, 0);
 
 /// Thread id -> 1 while an operation of that thread is held (stopped) for the daemon's
 /// verdict. A stop is process-wide and SIGCONT ends it for every thread, so the daemon

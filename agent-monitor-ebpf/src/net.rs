@@ -13,10 +13,10 @@ use aya_ebpf::{
 
 use crate::{
     dns::{dns_config, learned_rule, read_addr, redirect, try_recvmsg},
-    enforce::enforced,
+    enforce::enforced_uncached,
     maps::{BIND_PORTS, NET_RULES, emit},
     steps::search_steps,
-    tag::{current_agent, header},
+    tag::{current_agent_uncached, header},
 };
 
 pub const AF_INET: u32 = 2;
@@ -54,7 +54,7 @@ pub fn recvmsg6(ctx: SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
-    let Some(agent) = current_agent() else {
+    let Some(agent) = current_agent_uncached() else {
         return 1;
     };
     let addr = read_addr(ctx, family);
@@ -72,7 +72,9 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
     {
         // DNS-name egress: the query goes to the daemon's resolver for this agent, which
         // judges the name and records what it refuses; the packet itself is not reported.
-        return i32::from(redirect(ctx, cfg, family, &addr) || enforced(agent.slot).is_none());
+        return i32::from(
+            redirect(ctx, cfg, family, &addr) || enforced_uncached(agent.slot).is_none(),
+        );
     }
     // A destination learned from the agent's own DNS answers, under a host rule that
     // allows this port: computed in audit mode too, so the record names the host.
@@ -83,7 +85,7 @@ fn try_sock_addr(ctx: &SockAddrContext, op: u32, family: u32) -> i32 {
         _ => 0,
     };
     let allowed = host_rule != 0
-        || enforced(agent.slot).is_none()
+        || enforced_uncached(agent.slot).is_none()
         || in_scope(agent.slot, op, family, &addr, port, protocol);
     let mut event = NetEvent {
         header: header(kind::NET, &agent),

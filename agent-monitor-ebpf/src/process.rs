@@ -17,7 +17,7 @@ use aya_ebpf::{
 use crate::{
     enforce::{SIGKILL, enforced, exe_identity, hold, kills, signal},
     maps::{AGENT_PIDS, ARGS_SCRATCH, EXEC_ALLOW, EXEC_SCRATCH, PENDING_EXEC, emit},
-    tag::{current_agent, header, inherit},
+    tag::{current_agent, header, inherit, pid_tags_changed},
 };
 
 /// Where this kernel's tracepoint records keep the fields read here. The daemon writes it
@@ -293,6 +293,8 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
 pub fn sched_process_free(ctx: TracePointContext) -> u32 {
     let pid: i32 = tp_field(&ctx, tp_offset!(free_pid));
     #[expect(clippy::cast_sign_loss, reason = "pids are positive")]
-    let _ = AGENT_PIDS.remove(pid as u32);
+    if AGENT_PIDS.remove(pid as u32).is_ok() {
+        pid_tags_changed();
+    }
     0
 }

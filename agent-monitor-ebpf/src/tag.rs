@@ -10,7 +10,9 @@ use aya_ebpf::helpers::{
     },
 };
 
-use crate::maps::{AGENT_CGROUPS, AGENT_PIDS, CGROUP_VERDICT, TAG_STATE, count};
+use crate::maps::{
+    AGENT_CGROUPS, AGENT_PIDS, CGROUP_VERDICT, LAST_AGENT, LastAgent, TAG_STATE, count,
+};
 
 /// The current task's agent, if it has one.
 pub struct Agent {
@@ -23,8 +25,24 @@ pub struct Agent {
 /// Looks the current thread up by pid first (the tag is sticky), then by cgroup and its
 /// ancestors (a task cgroup may have nested children). A thread found by cgroup is added to
 /// the pid map so that it stays tagged if it later moves to another cgroup.
+///
+/// For tracepoint programs only: they run with preemption disabled and never nest on a CPU,
+/// so this CPU's [`LAST_AGENT`] is theirs for the whole run.
 #[inline(always)]
 pub fn current_agent() -> Option<Agent> {
+    agent_of::<true>()
+}
+
+/// [`current_agent`] without this CPU's cache, for the cgroup socket programs: they may be
+/// preempted mid-run, and a tracepoint program running meanwhile on the same CPU could
+/// tear an entry they read or write.
+#[inline(always)]
+pub fn current_agent_uncached() -> Option<Agent> {
+    agent_of::<false>()
+}
+
+#[inline(always)]
+fn agent_of<const CACHED: bool>() -> Option<Agent> {
     // No agent anywhere (the common case on most hosts): one array read and done. Unknown
     // (no entry) counts as "maybe", never as "none".
     if TAG_STATE.get(tag_state::TAGGED).copied().unwrap_or(1) == 0 {
@@ -34,6 +52,26 @@ pub fn current_agent() -> Option<Agent> {
     #[expect(clippy::cast_possible_truncation, reason = "low half is the thread id")]
     let pid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
+    // The generation is read before the pid map: a tag that changes after this read is
+    // cached under the old generation, so found stale next time.
+    let generation = TAG_STATE.get(tag_state::PIDS).copied().unwrap_or(0);
+    let last = if CACHED {
+        LAST_AGENT.get_ptr_mut(0)
+    } else {
+        None
+    };
+    if let Some(last) = last {
+        // SAFETY: this CPU's slot, copied out.
+        let seen = unsafe { *last };
+        if seen.pid_tgid == pid_tgid && seen.generation == generation && seen.slot != 0 {
+            return Some(Agent {
+                slot: seen.slot,
+                ppid: seen.ppid,
+                pid,
+                tgid,
+            });
+        }
+    }
     // SAFETY: plain map lookup; the value is copied out.
     if let Some(tag) = unsafe { AGENT_PIDS.get(pid) } {
         let mut ppid = tag.ppid;
@@ -42,6 +80,17 @@ pub fn current_agent() -> Option<Agent> {
             && let Some(leader) = unsafe { AGENT_PIDS.get(tgid) }
         {
             ppid = leader.ppid;
+        }
+        if let Some(last) = last {
+            // SAFETY: this CPU's slot; programs on one CPU do not interleave within a run.
+            unsafe {
+                *last = LastAgent {
+                    pid_tgid,
+                    generation,
+                    slot: tag.agent,
+                    ppid,
+                };
+            }
         }
         return Some(Agent {
             slot: tag.agent,
@@ -114,7 +163,9 @@ fn walk_cgroups(own: u64) -> Option<u32> {
     None
 }
 
-/// Tags a new thread or process with its creator's agent (called at fork).
+/// Tags a new thread or process with its creator's agent (called at fork). The child's pid
+/// may still carry a stale tag (its previous task not yet freed), so the pid-tag generation
+/// moves on.
 pub fn inherit(child: u32, parent: &Agent) {
     let tag = PidTag {
         agent: parent.slot,
@@ -122,6 +173,26 @@ pub fn inherit(child: u32, parent: &Agent) {
     };
     if AGENT_PIDS.insert(child, tag, 0).is_err() {
         count(counter::PID_MAP_FULL);
+    }
+    pid_tags_changed();
+}
+
+/// Moves the pid-tag generation on: every CPU's [`LAST_AGENT`] is stale. Called after a
+/// tag is changed or removed (not after one is added for a thread that had none: no CPU
+/// can have cached it).
+#[inline(always)]
+pub fn pid_tags_changed() {
+    if let Some(generation) = TAG_STATE.get_ptr_mut(tag_state::PIDS) {
+        // SAFETY: a map value that lives as long as the map. An atomic add (`BPF_ATOMIC`),
+        // as other CPUs bump it too; this target's `core` has no atomic read-modify-write.
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({p} + 0) += {one}",
+                p = in(reg) generation,
+                one = in(reg) 1u64,
+                options(nostack, preserves_flags),
+            );
+        }
     }
 }
 

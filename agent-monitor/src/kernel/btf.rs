@@ -40,6 +40,9 @@ enum Type {
     },
     /// Modifiers and typedefs that point at another type.
     Ref(u32),
+    Array {
+        nelems: u32,
+    },
     Other,
 }
 
@@ -122,6 +125,10 @@ impl Btf {
                 }
                 // typedef, volatile, const, restrict, type_tag
                 8..=11 | 18 => Type::Ref(size_or_type),
+                // `struct btf_array { type, index_type, nelems }`
+                3 => Type::Array {
+                    nelems: u32_at(types_data, at + 8)?,
+                },
                 _ => Type::Other,
             };
             if kind == KIND_STRUCT {
@@ -174,6 +181,34 @@ impl Btf {
             })
     }
 
+    /// How many elements the array member `member` of struct `strukt` has.
+    pub(crate) fn member_len(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
+        let no_member = || BtfError::NoMember {
+            strukt: strukt.to_string(),
+            member: member.to_string(),
+        };
+        let ids = self
+            .structs
+            .get(strukt)
+            .ok_or_else(|| BtfError::NoStruct(strukt.to_string()))?;
+        let member_type = ids
+            .iter()
+            .find_map(|id| {
+                let Type::Composite { members } = self.resolve(*id)? else {
+                    return None;
+                };
+                members
+                    .iter()
+                    .find(|m| m.name != 0 && self.string(m.name) == member)
+                    .map(|m| m.type_id)
+            })
+            .ok_or_else(no_member)?;
+        match self.resolve(member_type) {
+            Some(Type::Array { nelems }) => Ok(*nelems),
+            _ => Err(no_member()),
+        }
+    }
+
     fn find(&self, id: u32, member: &str, base_bits: u32) -> Option<u32> {
         let Type::Composite { members } = self.resolve(id)? else {
             return None;
@@ -201,8 +236,8 @@ impl Btf {
             inode_sb: self.member_offset("inode", "i_sb")?,
             sb_dev: self.member_offset("super_block", "s_dev")?,
             mm_exe_file: self.member_offset("mm_struct", "exe_file")?,
-            files_fdtab: self.member_offset("files_struct", "fdtab")?,
             files_fd_array: self.member_offset("files_struct", "fd_array")?,
+            files_fd_array_len: self.member_len("files_struct", "fd_array")?,
             file_mode: self.member_offset("file", "f_mode")?,
             file_dentry: self.member_offset("file", "f_path")?
                 + self.member_offset("path", "dentry")?,
@@ -290,5 +325,8 @@ mod tests {
         assert!(o.file_dentry >= 8 && o.dentry_parent > 0 && o.dentry_inode > 0);
         assert_eq!(o.dentry_name % 8, 0);
         assert_ne!(o.dentry_parent, o.dentry_inode);
+        // `NR_OPEN_DEFAULT` is `BITS_PER_LONG`.
+        assert_eq!(o.files_fd_array_len, 64);
+        assert!(o.files_fd_array > o.files_fdt);
     }
 }

@@ -34,7 +34,7 @@ mod attach;
 mod facts;
 
 use attach::{attach_sock_addr, attach_tracepoint};
-use facts::{write_offsets, write_protected};
+use facts::{struct_offsets, write_protected};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LoadError {
@@ -353,8 +353,14 @@ fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: &Pins) -> Result<Kernel, LoadE
             "no bpf_loop: the network programs' rule searches are unrolled (slower to verify)"
         );
     }
+    let (struct_offsets, identity_error) = match struct_offsets() {
+        Ok(o) => (o, None),
+        Err(e) => (agent_monitor_common::Offsets::NONE, Some(e.to_string())),
+    };
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("EVENTS", ring_bytes)
+        // Frozen too: the file programs load through BTF-typed pointers at these offsets.
+        .override_global("STRUCT_OFFSETS", &struct_offsets, true)
         // Frozen `.rodata`: the verifier sees the offsets as constants.
         .override_global("TRACEPOINT_LAYOUT", &offsets, true)
         // Frozen too: the verifier follows only the searches' `bpf_loop` arm or only the
@@ -396,7 +402,6 @@ fn load(cgroup2: &Cgroup2, ring_bytes: u32, pins: &Pins) -> Result<Kernel, LoadE
         ));
     }
     hooks.retain(|h| h.attached || h.error.is_some());
-    let identity_error = write_offsets(&mut ebpf).err().map(|e| e.to_string());
     if let Err(e) = write_protected(&mut ebpf, &crate::host::mounts::Protected::discover()) {
         tracing::error!(error = %e, "cannot list the protected filesystems: writes there are judged by the daemon only");
     }

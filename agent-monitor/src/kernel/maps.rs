@@ -59,6 +59,8 @@ map_set! {
     /// The maps that carry enforcement (written by `control::enforce`).
     EnforceMaps {
         config: HashMap<MapData, u32, AgentConfig> = "AGENT_CONFIG",
+        /// Bumped after every change of `config`: the kernel's per-CPU copies are stale.
+        config_version: Array<MapData, u64> = "CONFIG_VERSION",
         net: LpmTrie<MapData, NetKey, NetRule> = "NET_RULES",
         bind: HashMap<MapData, BindKey, u8> = "BIND_PORTS",
         exec_allow: HashMap<MapData, InodeKey, u8> = "EXEC_ALLOW",

@@ -193,7 +193,15 @@ impl Enforcer {
             .config
             .insert(slot, cfg, 0)
             .map_err(err("AGENT_CONFIG"))?;
-        Ok(())
+        self.config_changed().map_err(err("CONFIG_VERSION"))
+    }
+
+    /// After every change of `AGENT_CONFIG`: the kernel programs keep each CPU's last
+    /// settings while this version stays the same. Read from the map, so a daemon that
+    /// adopted another's maps never writes a version already seen.
+    fn config_changed(&mut self) -> Result<(), aya::maps::MapError> {
+        let version = self.maps.config_version.get(&0, 0)?.wrapping_add(1);
+        self.maps.config_version.set(0, version, 0)
     }
 
     /// Replaces a running slot's scope with another without a moment unenforced (a tool
@@ -373,7 +381,11 @@ impl Enforcer {
                 self.forget_reads(c.read_tag);
             }
         }
-        let _ = self.maps.config.remove(&slot);
+        if self.maps.config.remove(&slot).is_ok()
+            && let Err(e) = self.config_changed()
+        {
+            tracing::error!(slot, error = %e, "the kernel may keep this slot's settings until the next change");
+        }
         let _ = self.maps.drops.remove(&slot);
         let all = std::mem::take(self.written.keys_of(&self.maps, slot));
         all.delete(&mut self.maps, slot);

@@ -1,10 +1,10 @@
-//! What the daemon writes into the object's maps at load: this kernel's structure offsets
-//! (from BTF) and the devices of the monitor's own filesystems.
+//! What the daemon writes into the object at load: this kernel's structure offsets (from
+//! BTF) and the devices of the monitor's own filesystems.
 
 use agent_monitor_common::Offsets;
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData},
+    maps::{HashMap, MapData},
 };
 
 use crate::kernel::btf::Btf;
@@ -12,8 +12,6 @@ use crate::kernel::btf::Btf;
 /// Why a map the programs read could not be filled in.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FillError {
-    #[error(transparent)]
-    Btf(#[from] crate::kernel::btf::BtfError),
     #[error("map {0} is missing from the eBPF object")]
     Missing(&'static str),
     #[error("map {name}: {source}")]
@@ -35,12 +33,11 @@ fn fill_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> FillError {
     move |source| FillError::Map { name, source }
 }
 
-/// Structure offsets from this kernel's BTF, for the file and exec identity checks.
-pub(super) fn write_offsets(ebpf: &mut Ebpf) -> Result<(), FillError> {
-    let offsets: Offsets = Btf::from_sys_fs()?.offsets()?;
-    let mut array: Array<&mut MapData, Offsets> =
-        Array::try_from(map_mut(ebpf, "OFFSETS")?).map_err(fill_err("OFFSETS"))?;
-    array.set(0, offsets, 0).map_err(fill_err("OFFSETS"))
+/// Structure offsets from this kernel's BTF, for the file and exec identity checks. They go
+/// into the object's frozen `.rodata` before it loads (the verifier then knows them as
+/// constants), so they are read first.
+pub(super) fn struct_offsets() -> Result<Offsets, crate::kernel::btf::BtfError> {
+    Btf::from_sys_fs()?.offsets()
 }
 
 /// Devices of the monitor's own filesystems, for the kernel's write check.
