@@ -283,7 +283,7 @@ impl Daemon {
 
     /// `agent-monitor exec --scope SCOPE [extra] -- CMD...`, run to completion.
     pub fn exec(&self, scope: &str, extra: &[&str], cmd: &[&str]) -> Output {
-        Command::new(binary())
+        exec_client()
             .arg("exec")
             .arg("--socket")
             .arg(&self.socket)
@@ -522,10 +522,27 @@ pub fn assert_exit(out: &Output, code: i32) {
     );
 }
 
+/// The `agent-monitor` client, started as an orchestrator would start it: with what the
+/// test process inherited beyond stdio closed at its exec (the harness may hold a
+/// descriptor above 63). The agent it forks then gets the descriptor table inside its
+/// `files_struct`, as most processes have; tests that want a grown table grow it.
+fn exec_client() -> Command {
+    let mut cmd = Command::new(binary());
+    // SAFETY: one async-signal-safe syscall between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`; older kernels: left as they are.
+            let _ = libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 1u32 << 2);
+            Ok(())
+        });
+    }
+    cmd
+}
+
 impl Daemon {
     /// `agent-monitor exec` in the background.
     pub fn exec_spawn(&self, scope: &str, cmd: &[&str]) -> Child {
-        Command::new(binary())
+        exec_client()
             .arg("exec")
             .arg("--socket")
             .arg(&self.socket)

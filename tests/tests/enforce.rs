@@ -256,21 +256,38 @@ fn a_denied_file_is_killed_before_its_content_is_read_whatever_the_path() {
 
 #[test]
 fn a_denied_file_is_found_by_identity_in_a_grown_descriptor_table_too() {
-    // The kernel reads the new descriptor's file from the task's fd table; a table grown
-    // past the 64 embedded slots lives elsewhere. Opened under an in-scope name (a hard
-    // link), only that identity check can catch it.
+    // The kernel reads the new descriptor's file from the task's fd table: the one inside
+    // `files_struct` (64 slots, read with direct loads) or, once a descriptor above 63 was
+    // used, one allocated elsewhere (read through the helper). Opened under an in-scope
+    // name (a hard link), only that identity check can catch it.
     let f = fixture("kill-process");
     let link = f.ws.join("hard.txt");
     fs::hard_link(f.ws.join("secret.txt"), &link).expect("hard link");
     for grow in [false, true] {
         let script = format!(
-            "import os\nif {}: os.dup2(1, 300)\nprint(open({:?}).read(), flush=True)",
+            concat!(
+                "import os\nif {}: os.dup2(1, 300)\n",
+                "print([l for l in open('/proc/self/status') if l.startswith('FDSize')][0], ",
+                "flush=True)\n",
+                "print(open({:?}).read(), flush=True)"
+            ),
             if grow { "True" } else { "False" },
             link.display().to_string()
         );
         let out = f.daemon.exec("enf", &[], &[PY, "-I", "-c", &script]);
         assert_eq!(out.status.code(), Some(137), "grown={grow}: {out:?}");
-        assert!(!stdout(&out).contains("TOPSECRET"), "grown={grow}: {out:?}");
+        let text = stdout(&out);
+        assert!(!text.contains("TOPSECRET"), "grown={grow}: {out:?}");
+        // Both tables were exercised: 64 slots is the table inside `files_struct`.
+        let fdsize = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse::<u32>().ok());
+        if grow {
+            assert!(fdsize.is_some_and(|n| n > 64), "{text}");
+        } else {
+            assert_eq!(fdsize, Some(64), "{text}");
+        }
     }
 }
 

@@ -24,7 +24,16 @@ pub fn cgroup2_root() -> anyhow::Result<PathBuf> {
         .context("cgroup2 is not mounted")
 }
 
-/// Before exec: pin to `cpu` (when given) and move into `cgroup` (when given).
+/// `CLOSE_RANGE_CLOEXEC` (`include/uapi/linux/close_range.h`).
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Before exec: pin to `cpu` (when given), move into `cgroup` (when given), and close what
+/// this process inherited beyond stdio at the exec. A process forked while its parent holds
+/// a descriptor above 63 gets a descriptor table of its own (`fdtable`) instead of the one
+/// inside `files_struct`, and the monitor's kernel programs read a file through the latter
+/// with direct loads, through the former with slower helper calls: the generator and the
+/// agents it measures start as an agent launched by a process with a few descriptors
+/// would, whatever descriptors the shell that started the bench left open.
 pub fn place(cmd: &mut Command, cpu: Option<usize>, cgroup: Option<&Path>) -> anyhow::Result<()> {
     let procs = cgroup
         .map(|c| std::ffi::CString::new(c.join("cgroup.procs").to_string_lossy().as_bytes()))
@@ -34,6 +43,9 @@ pub fn place(cmd: &mut Command, cpu: Option<usize>, cgroup: Option<&Path>) -> an
     // fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`: closed at the exec, so that what
+            // the new program forks gets the small table. Older kernels: left as it is.
+            let _ = libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC);
             if let Some(cpu) = cpu {
                 let mut set: libc::cpu_set_t = std::mem::zeroed();
                 libc::CPU_SET(cpu, &mut set);
