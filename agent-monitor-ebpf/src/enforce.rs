@@ -233,7 +233,7 @@ pub fn fd_file(slot: u32, fd: u64) -> Option<Opened> {
     };
     let embedded = files.wrapping_add(fd_array as usize);
     if array == embedded as u64
-        && fd < u64::from(off!(files_fd_array_len))
+        && fd < u64::from(off!(files_fd_array_len).min(EMBEDDED_ARMS))
         && let Some(opened) = embedded_file(slot, embedded, fd)
     {
         return Some(opened);
@@ -241,9 +241,13 @@ pub fn fd_file(slot: u32, fd: u64) -> Option<Opened> {
     probed_file(slot, array, fd)
 }
 
+/// How many slots of `files_struct.fd_array` [`embedded_slot`] has an arm for
+/// (`NR_OPEN_DEFAULT` is `BITS_PER_LONG`).
+const EMBEDDED_ARMS: u32 = 64;
+
 /// Loads `files->fd_array[fd]` at an offset written in the instruction, so the verifier
 /// types the result as a `struct file *` (it refuses a load at a variable offset from a
-/// typed pointer). `slots` lists the byte offsets of the first 64 entries.
+/// typed pointer). The list holds the byte offsets of the first [`EMBEDDED_ARMS`] entries.
 macro_rules! embedded_slot {
     ($base:expr, $at:expr, [$($o:literal),*]) => {{
         let base = $base;
