@@ -53,6 +53,11 @@ pub(crate) enum Command {
     /// (`cargo xtask bench`; root, attaches nothing).
     #[command(hide = true)]
     BenchPipeline(BenchPipelineArgs),
+    /// Development: run a command under the Landlock layer `exec` gives an agent of a scope,
+    /// with no daemon, no eBPF and no seccomp filter (`cargo xtask bench`: what Landlock
+    /// itself costs).
+    #[command(hide = true)]
+    BenchLandlock(BenchLandlockArgs),
     /// Print the `AgentScope` CRDs generated from the manifest types
     /// (deploy/kubernetes/05-crd.yaml), or the manifests the daemon reads from objects.
     #[command(hide = true)]
@@ -88,6 +93,16 @@ pub(crate) struct BenchPipelineArgs {
     /// Where the records are written.
     #[arg(long, default_value = "/dev/null")]
     pub(crate) audit_log: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchLandlockArgs {
+    /// A manifest with one enforced scope.
+    #[arg(long)]
+    pub(crate) scope: PathBuf,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub(crate) command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -52,6 +52,12 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         };
     }
+    if let Command::BenchLandlock(args) = &cli.command {
+        return match commands::landlock_only::run(args) {
+            Ok(code) => exit(code),
+            Err(e) => fail(&e),
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -73,7 +79,10 @@ fn main() -> ExitCode {
             Command::Approve(args) => commands::holds::approve(args).await.map(|()| 0),
             Command::Deny(args) => commands::holds::deny(args).await.map(|()| 0),
             Command::Scope(command) => commands::scope::scope(command).await,
-            Command::Check(_) | Command::BenchPipeline(_) | Command::Crd(_) => Ok(0),
+            Command::Check(_)
+            | Command::BenchPipeline(_)
+            | Command::BenchLandlock(_)
+            | Command::Crd(_) => Ok(0),
         }
     });
     match result {

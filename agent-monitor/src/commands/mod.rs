@@ -5,6 +5,7 @@ pub(crate) mod capacity;
 mod check;
 mod events;
 pub(crate) mod holds;
+pub(crate) mod landlock_only;
 mod mcp;
 pub(crate) mod scope;
 mod view;

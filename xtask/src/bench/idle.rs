@@ -1,4 +1,5 @@
-//! The overhead targets measured in pairs: "no monitor", then a fresh daemon idle (no agent
+//! The overhead targets measured in pairs: "no monitor" (and, beside it, the generator under
+//! the enforce scope's Landlock layer alone, no monitor), then a fresh daemon idle (no agent
 //! runs, so no syscall hook attached) and the generator as a tagged agent (audit, enforce),
 //! back to back, the order alternating from pair to pair, so that the drift of this shared
 //! VM falls on both sides alike.
@@ -24,6 +25,8 @@ pub type Side = fn(&Pair) -> &Ops;
 #[derive(Debug, Clone, Copy)]
 pub struct Pair {
     pub none: Ops,
+    /// The enforce scope's Landlock layer, no monitor.
+    pub landlock: Ops,
     pub idle: Ops,
     pub audit: Ops,
     pub enforce: Ops,
@@ -53,13 +56,14 @@ pub fn run(env: &Env, p: &Params, out: &mut Idle) {
         eprintln!("bench: pair {}/{}", pair + 1, p.idle_pairs);
         // Even pairs measure "none" first, odd pairs the daemon's configurations first.
         let measured = if pair % 2 == 0 {
-            fastest(env, p, &Via::Direct(None)).and_then(|none| Ok((none, with_daemon(env, p)?)))
+            without_daemon(env, p).and_then(|none| Ok((none, with_daemon(env, p)?)))
         } else {
-            with_daemon(env, p).and_then(|d| Ok((fastest(env, p, &Via::Direct(None))?, d)))
+            with_daemon(env, p).and_then(|d| Ok((without_daemon(env, p)?, d)))
         };
         match measured {
-            Ok((none, (idle, audit, enforce))) => out.pairs.push(Pair {
+            Ok(((none, landlock), (idle, audit, enforce))) => out.pairs.push(Pair {
                 none,
+                landlock,
                 idle,
                 audit,
                 enforce,
@@ -90,6 +94,14 @@ fn fastest(env: &Env, p: &Params, via: &Via) -> anyhow::Result<Ops> {
     best.ok_or_else(|| anyhow::anyhow!("no generator run"))
 }
 
+/// No daemon: the generator alone, then under the enforce scope's Landlock layer.
+fn without_daemon(env: &Env, p: &Params) -> anyhow::Result<(Ops, Ops)> {
+    let none = fastest(env, p, &Via::Direct(None))?;
+    let scope = env.scopes.join("bench-enforce.yaml");
+    let landlock = fastest(env, p, &Via::Landlock(&scope))?;
+    Ok((none, landlock))
+}
+
 /// A fresh daemon: idle once its syscall hooks (attached at start to check them) are
 /// detached, then the generator as a tagged agent in audit and in enforce mode.
 fn with_daemon(env: &Env, p: &Params) -> anyhow::Result<(Ops, Ops, Ops)> {
@@ -118,7 +130,8 @@ pub fn render(w: &mut String, idle: &Idle) -> anyhow::Result<()> {
     }
     writeln!(
         w,
-        "{} pairs of \"no monitor\" and a fresh daemon (idle: no agent, no syscall hook \
+        "{} pairs of \"no monitor\" (and the generator under the enforce scope's Landlock \
+         layer alone, no monitor) and a fresh daemon (idle: no agent, no syscall hook \
          attached; then the generator as a tagged agent, audit and enforce), back to back, the \
          order alternating from pair to pair; each configuration the fastest of {RUNS} \
          generator runs (noise only adds time). Median over the pairs of the ratio to the \
@@ -129,10 +142,14 @@ pub fn render(w: &mut String, idle: &Idle) -> anyhow::Result<()> {
         w,
         "| configuration | getpid | openat+close | UDP socket+connect+close | fork+execve |\n|---|---:|---:|---:|---:|"
     )?;
-    let sides: [(&str, Side); 3] = [
+    let sides: [(&str, Side); 4] = [
         ("idle (no agent runs)", |p| &p.idle),
         ("tagged, audit", |p| &p.audit),
         ("tagged, enforce", |p| &p.enforce),
+        (
+            "Landlock alone: the enforce scope's layer, no monitor",
+            |p| &p.landlock,
+        ),
     ];
     for (name, side) in sides {
         let cell = |f: fn(&Ops) -> f64| {
@@ -151,12 +168,16 @@ pub fn render(w: &mut String, idle: &Idle) -> anyhow::Result<()> {
     if !idle.pairs.is_empty() {
         writeln!(
             w,
-            "\nopenat+close per pair (ns): none / idle / audit / enforce: {}.",
+            "\nopenat+close per pair (ns): none / Landlock alone / idle / audit / enforce: {}.",
             idle.pairs
                 .iter()
                 .map(|p| format!(
-                    "{:.0} / {:.0} / {:.0} / {:.0}",
-                    p.none.openat, p.idle.openat, p.audit.openat, p.enforce.openat
+                    "{:.0} / {:.0} / {:.0} / {:.0} / {:.0}",
+                    p.none.openat,
+                    p.landlock.openat,
+                    p.idle.openat,
+                    p.audit.openat,
+                    p.enforce.openat
                 ))
                 .collect::<Vec<_>>()
                 .join("; ")

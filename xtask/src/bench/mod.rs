@@ -480,6 +480,9 @@ enum Via<'a> {
     Direct(Option<&'a Path>),
     /// `agent-monitor exec --scope SCOPE`: a tagged agent.
     Agent(&'a Daemon, &'a str),
+    /// `agent-monitor bench-landlock --scope FILE`: under the Landlock layer of that
+    /// scope, with no monitor (what Landlock itself costs).
+    Landlock(&'a Path),
 }
 
 impl Env {
@@ -504,6 +507,16 @@ impl Env {
                     .arg("--socket")
                     .arg(&d.socket)
                     .args(["--scope", scope, "--"])
+                    .arg(&self.generator);
+                sys::place(&mut c, self.gen_cpu(), None)?;
+                c
+            }
+            Via::Landlock(scope) => {
+                let mut c = Command::new(&self.daemon);
+                c.arg("bench-landlock")
+                    .arg("--scope")
+                    .arg(scope)
+                    .arg("--")
                     .arg(&self.generator);
                 sys::place(&mut c, self.gen_cpu(), None)?;
                 c

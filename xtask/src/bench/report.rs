@@ -403,10 +403,26 @@ pub fn render(res: &Results, params: &Params, took: Duration) -> anyhow::Result<
         untagged.map_or("—".into(), |x| format!("{x:.2}x")),
         floor.map_or("—".into(), |x| format!("{x:.2}x")),
     )?;
+    // What Landlock itself costs (the enforce scope's layer, no monitor), and the monitor's
+    // share over it: enforce over Landlock alone, pair by pair.
+    let landlock = res.idle.ratio(|p| &p.landlock, |o| o.openat);
+    let over_landlock = median(
+        &mut res
+            .idle
+            .pairs
+            .iter()
+            .map(|p| p.enforce.openat / p.landlock.openat)
+            .collect::<Vec<_>>(),
+    );
     line(
         w,
         "tagged enforce openat+close ≤ 1.30x",
-        enforce.map_or("—".into(), |x| format!("{x:.2}x")),
+        format!(
+            "{} (Landlock alone, no monitor: {}; enforce over Landlock alone: {})",
+            enforce.map_or("—".into(), |x| format!("{x:.2}x")),
+            landlock.map_or("—".into(), |x| format!("{x:.2}x")),
+            over_landlock.map_or("—".into(), |x| format!("{x:.2}x")),
+        ),
         enforce.map(|x| x <= 1.30),
     )?;
     line(
